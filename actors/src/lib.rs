@@ -1,0 +1,25 @@
+//! The actors of palyrad and the handles the rest of the daemon talks to them through.
+//!
+//! Layout:
+//! - [`sessions`]: the sessions actor owns console sessions; it publishes a read-only
+//!   index so that validating a cookie costs no actor hop.
+//! - [`handoffs`]: the handoffs actor owns single-use browser handoff tokens and asks
+//!   the sessions actor for a session when one is consumed.
+//! - [`secret`]: the secret string type and token helpers.
+//! - [`error`]: the one error type this crate returns.
+//!
+//! actix types never leave this crate: every actor is reached through a cloneable
+//! handle with `async fn` methods, and every message and result is `Send`.
+
+pub mod error;
+pub mod handoffs;
+pub mod secret;
+pub mod sessions;
+mod time;
+
+pub use error::ActorError;
+pub use handoffs::{HandoffPolicy, HandoffsHandle, MintedHandoff};
+pub use palyra_storage::Storage;
+pub use secret::SecretString;
+pub use sessions::{Authenticated, ConsoleSession, IssuedSession, SessionPolicy, SessionsHandle};
+pub use time::{now_ms, to_datetime};

@@ -1,0 +1,128 @@
+//! Authentication of every protected route, and CSRF enforcement, in one middleware.
+//!
+//! A request is authenticated by `Authorization: Bearer <admin token>` (scripts, the
+//! CLI; no CSRF needed because browsers never attach it by themselves) or by the
+//! session cookie. A cookie-authenticated request with any method but GET, HEAD or
+//! OPTIONS must carry `x-palyra-csrf-token` equal to the session's token. Because the
+//! check sits here and every protected route is layered with it, no route can forget it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use palyra_actors::Authenticated;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "palyra_console_session";
+/// Header carrying the CSRF token.
+pub const CSRF_HEADER: &str = "x-palyra-csrf-token";
+
+/// Who is calling; inserted into request extensions by [`authenticate`].
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// The admin token itself, presented as a bearer token.
+    Bearer,
+    /// A console session cookie.
+    Session(Authenticated),
+}
+
+impl Caller {
+    /// The principal acting.
+    pub fn principal(&self) -> &str {
+        match self {
+            Caller::Bearer => "admin:bearer",
+            Caller::Session(a) => &a.session.principal,
+        }
+    }
+}
+
+/// Constant-time comparison of a presented admin token with the configured one.
+/// Both sides are hashed first, so neither the length nor the content leaks.
+pub fn admin_token_matches(state: &AppState, presented: &str) -> bool {
+    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    digest.ct_eq(&state.admin_token_digest).into()
+}
+
+/// The peer's IP address (loopback when the server was not started with connect info,
+/// as in `oneshot` router tests).
+pub fn peer_ip(req_extensions: &axum::http::Extensions) -> IpAddr {
+    req_extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// The session cookie's value, if the request carries one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The middleware on every protected route.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    match authorize(&state, &req) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+fn authorize(state: &AppState, req: &Request) -> Result<Caller, ApiError> {
+    let headers = req.headers();
+    if headers.contains_key(header::AUTHORIZATION) {
+        let peer = peer_ip(req.extensions());
+        state
+            .auth_throttle
+            .check(peer)
+            .map_err(|retry_after_s| ApiError::TooManyRequests { retry_after_s })?;
+        return match bearer_token(headers) {
+            Some(token) if admin_token_matches(state, token) => Ok(Caller::Bearer),
+            _ => {
+                state.auth_throttle.record_failure(peer);
+                Err(ApiError::Unauthorized("invalid bearer token"))
+            }
+        };
+    }
+    let Some(cookie) = session_cookie(headers) else {
+        return Err(ApiError::Unauthorized(
+            "log in first: send the session cookie or an admin bearer token",
+        ));
+    };
+    let Some(auth) = state.sessions.validate(cookie) else {
+        return Err(ApiError::Unauthorized(
+            "the session is unknown or has expired",
+        ));
+    };
+    if !is_safe(req.method()) {
+        let presented = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        if !presented.is_some_and(|p| auth.csrf_matches(p)) {
+            return Err(ApiError::CsrfRejected);
+        }
+    }
+    Ok(Caller::Session(auth))
+}

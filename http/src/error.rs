@@ -1,0 +1,123 @@
+//! The one table from every error the daemon can answer with to an HTTP status.
+//!
+//! Every error body is `{"error": {"code": "snake_case", "message": "sentence"}}`.
+//! Matching is exhaustive down to the storage errors, so a new variant anywhere below
+//! cannot slip through without a status. Internal causes are not put in the body: they
+//! ride in a response extension and the request-logging middleware logs them.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use palyra_actors::ActorError;
+use palyra_storage::StorageError;
+use serde::Serialize;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request body or query is malformed; the message names the field.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// Missing or invalid credentials.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// Authenticated by cookie, but the CSRF token is missing or wrong.
+    #[error("missing or invalid x-palyra-csrf-token header")]
+    CsrfRejected,
+    #[error("no route for this path")]
+    NotFound,
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed,
+    #[error("the request body is larger than the daemon's limit")]
+    PayloadTooLarge,
+    #[error("the request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("too many failed attempts; retry in {retry_after_s} s")]
+    TooManyRequests { retry_after_s: u64 },
+    #[error(transparent)]
+    Actor(#[from] ActorError),
+}
+
+/// The JSON error body, as documented in the OpenAPI document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code for programs.
+    pub code: String,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// The cause of a 5xx, attached to the response for the logging middleware.
+#[derive(Debug, Clone)]
+pub struct InternalCause(pub String);
+
+impl ApiError {
+    /// The table: status and code of every error.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::CsrfRejected => (StatusCode::FORBIDDEN, "csrf_rejected"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::TooManyRequests { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
+            }
+            ApiError::Actor(e) => match e {
+                ActorError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_field"),
+                ActorError::NoSession => (StatusCode::UNAUTHORIZED, "no_session"),
+                ActorError::HandoffRejected => (StatusCode::UNAUTHORIZED, "handoff_rejected"),
+                ActorError::Stopped(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+                ActorError::Storage(s) => match s {
+                    StorageError::WriterStopped => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+                    }
+                    StorageError::Backend(_)
+                    | StorageError::SchemaTooNew { .. }
+                    | StorageError::Corrupt { .. } => {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "storage_failure")
+                    }
+                },
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = if status.is_server_error() {
+            // The cause goes to the log, not to the client.
+            "the daemon could not complete this request; see its log".to_owned()
+        } else {
+            self.to_string()
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::TooManyRequests { retry_after_s } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s.max(1)));
+        }
+        if status.is_server_error() {
+            response
+                .extensions_mut()
+                .insert(InternalCause(self.to_string()));
+        }
+        response
+    }
+}

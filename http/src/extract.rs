@@ -1,0 +1,102 @@
+//! Extractors that answer our JSON errors on rejection.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// A JSON body. Malformed JSON or a wrong field answers 400 naming the field; a body
+/// over the limit answers 413; a non-JSON content type answers 415.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+/// Like [`ApiJson`], but an empty body means `T::default()`.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub T);
+
+async fn read_json<T: DeserializeOwned, S: Send + Sync>(
+    req: Request,
+    state: &S,
+    empty: Option<fn() -> T>,
+) -> Result<T, ApiError> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| {
+            let v = v.trim();
+            v.eq_ignore_ascii_case("application/json")
+                || (v.starts_with("application/") && v.ends_with("+json"))
+        });
+    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest {
+                code: "unreadable_body",
+                message: "the request body could not be read".to_owned(),
+            }
+        }
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        if let Some(default) = empty {
+            return Ok(default());
+        }
+    }
+    if is_json != Some(true) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = if path.is_empty() || path == "." {
+            format!("invalid JSON body: {inner}")
+        } else {
+            format!("invalid field `{path}`: {inner}")
+        };
+        ApiError::BadRequest {
+            code: "invalid_json",
+            message,
+        }
+    })
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        read_json(req, state, None).await.map(ApiJson)
+    }
+}
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        read_json(req, state, Some(T::default))
+            .await
+            .map(OptionalJson)
+    }
+}
+
+/// Query parameters; a malformed query answers 400.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| ApiError::BadRequest {
+                code: "invalid_query",
+                message: e.body_text(),
+            })
+    }
+}

@@ -1,0 +1,205 @@
+//! The HTTP admin API of palyrad: router, extractors, authentication and the error table.
+//!
+//! Layout:
+//! - [`routes`]: one module per resource; handlers forward requests to actor handles.
+//! - [`auth`]: the one middleware that authenticates protected routes and enforces CSRF.
+//! - [`extract`]: JSON and query extractors that answer our JSON errors.
+//! - [`error`]: the one table from every error to a status.
+//! - [`openapi`]: the generated OpenAPI document.
+//! - [`throttle`]: per-peer throttling of failed authentication.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+pub mod throttle;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{MethodRouter, get, post};
+use palyra_actors::{HandoffsHandle, SessionsHandle};
+use palyra_storage::Writer;
+
+pub use error::ApiError;
+pub use throttle::AuthThrottle;
+
+use crate::error::InternalCause;
+use crate::routes::{console_auth, ops};
+
+/// Settings the HTTP layer needs.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest accepted request body.
+    pub body_limit_bytes: usize,
+    /// Adds `Secure` to cookies (when TLS is on).
+    pub cookie_secure: bool,
+    /// `http://127.0.0.1:<port>`: where handoff links point.
+    pub loopback_base_url: String,
+}
+
+/// Everything handlers need. Cloning is shallow.
+#[derive(Clone)]
+pub struct AppState {
+    pub sessions: SessionsHandle,
+    pub handoffs: HandoffsHandle,
+    /// For readiness.
+    pub writer: Writer,
+    /// SHA-256 of the admin token; the token itself is not kept here.
+    pub admin_token_digest: [u8; 32],
+    pub auth_throttle: Arc<AuthThrottle>,
+    pub config: Arc<HttpConfig>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No authentication (login, handoff consumption, probes, the API document).
+    Public,
+    /// Session cookie (plus CSRF on mutations) or admin bearer token.
+    Authenticated,
+}
+
+/// One route of the API, as listed by [`route_table`].
+#[derive(Debug, Clone)]
+pub struct RouteInfo {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// The routes: the router is built from this list and tests enumerate it.
+fn routes() -> Vec<(RouteInfo, MethodRouter<AppState>)> {
+    use Access::{Authenticated, Public};
+    let r = |method: Method, path, access, handler| {
+        (
+            RouteInfo {
+                method,
+                path,
+                access,
+            },
+            handler,
+        )
+    };
+    vec![
+        r(Method::GET, "/healthz", Public, get(ops::healthz)),
+        r(Method::GET, "/readyz", Public, get(ops::readyz)),
+        r(
+            Method::GET,
+            "/console/v1/openapi.json",
+            Public,
+            get(openapi::openapi_json),
+        ),
+        r(
+            Method::POST,
+            "/console/v1/auth/login",
+            Public,
+            post(console_auth::login),
+        ),
+        r(
+            Method::GET,
+            "/console/v1/auth/session",
+            Authenticated,
+            get(console_auth::session),
+        ),
+        r(
+            Method::POST,
+            "/console/v1/auth/logout",
+            Authenticated,
+            post(console_auth::logout),
+        ),
+        r(
+            Method::POST,
+            "/console/v1/auth/browser-handoff",
+            Authenticated,
+            post(console_auth::mint_handoff),
+        ),
+        r(
+            Method::GET,
+            "/console/v1/auth/browser-handoff/consume",
+            Public,
+            get(console_auth::consume_handoff),
+        ),
+        r(
+            Method::POST,
+            "/console/v1/auth/browser-handoff/session",
+            Public,
+            post(console_auth::handoff_session),
+        ),
+    ]
+}
+
+/// Every route with its method and access.
+pub fn route_table() -> Vec<RouteInfo> {
+    routes().into_iter().map(|(info, _)| info).collect()
+}
+
+/// The whole application router.
+pub fn router(state: AppState) -> Router {
+    let mut public = Router::new();
+    let mut protected = Router::new();
+    for (info, handler) in routes() {
+        match info.access {
+            Access::Public => public = public.route(info.path, handler),
+            Access::Authenticated => protected = protected.route(info.path, handler),
+        }
+    }
+    let protected = protected.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::authenticate,
+    ));
+    Router::new()
+        .merge(public)
+        .merge(protected)
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
+        .layer(middleware::from_fn(console_headers))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// `Cache-Control: no-store` on the admin API: sessions, CSRF tokens and handoff
+/// links must not sit in any cache.
+async fn console_headers(req: Request, next: Next) -> Response {
+    let is_console = req.uri().path().starts_with("/console/");
+    let mut response = next.run(req).await;
+    if is_console {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// Logs each request by method and path only: query strings (which carry handoff
+/// tokens) and headers (cookies, bearer tokens) are never logged. Logs the internal
+/// cause of 5xx answers.
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
+        tracing::error!(%method, %path, status, elapsed_ms, cause = %cause, "request failed");
+    } else {
+        tracing::debug!(%method, %path, status, elapsed_ms, "request");
+    }
+    response
+}

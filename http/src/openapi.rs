@@ -1,0 +1,52 @@
+//! The OpenAPI 3 document of the admin API, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{console_auth, ops};
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "Palyra admin API", description = "The /console/v1 admin API of palyrad."),
+    paths(
+        ops::healthz,
+        ops::readyz,
+        console_auth::login,
+        console_auth::session,
+        console_auth::logout,
+        console_auth::mint_handoff,
+        console_auth::consume_handoff,
+        console_auth::handoff_session,
+        openapi_json,
+    ),
+    components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
+    modifiers(&SecuritySchemes),
+    tags((name = "auth", description = "Console authentication and browser handoff"),
+         (name = "operations", description = "Probes and the API document"))
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
+            "session_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
+                crate::auth::SESSION_COOKIE,
+            ))),
+        );
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/console/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3 document", content_type = "application/json")))]
+pub async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}

@@ -1,0 +1,256 @@
+//! Console authentication: login, the current session, logout and browser handoff.
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use palyra_actors::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::auth::{Caller, SESSION_COOKIE, admin_token_matches, peer_ip};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiQuery, OptionalJson};
+use palyra_actors::ConsoleSession;
+
+/// Principal of a login that names none.
+pub const DEFAULT_PRINCIPAL: &str = "admin:local";
+/// Device id of a login that names none.
+pub const DEFAULT_DEVICE_ID: &str = "unnamed-device";
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// The daemon's admin token.
+    #[schema(value_type = String)]
+    pub admin_token: SecretString,
+    /// `admin:` followed by 1 to 64 of `A-Z a-z 0-9 . _ @ -`; default `admin:local`.
+    pub principal: Option<String>,
+    /// 1 to 128 of `A-Z a-z 0-9 . _ : -`; default `unnamed-device`.
+    pub device_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffRequest {
+    /// Same-origin path the browser lands on; default `/`.
+    pub redirect_path: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HandoffResponse {
+    /// Open this URL in a browser within `expires_at`; it works once.
+    pub handoff_url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ConsumeQuery {
+    /// The handoff token from `handoff_url`.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffSessionRequest {
+    /// The handoff token from `handoff_url`.
+    pub token: String,
+}
+
+fn session_cookie_header(state: &AppState, token: &SecretString) -> HeaderValue {
+    let secure = if state.config.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    let value = format!(
+        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/{secure}",
+        token.expose()
+    );
+    // Tokens are base64url, always a valid header value.
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn clear_cookie_header(state: &AppState) -> HeaderValue {
+    let secure = if state.config.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Exchanges the admin token for a console session (cookie plus CSRF token).
+#[utoipa::path(post, path = "/console/v1/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in; the session cookie is set", body = ConsoleSession),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "Wrong admin token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts", body = ErrorBody)))]
+pub async fn login(
+    State(state): State<AppState>,
+    extensions: axum::http::Extensions,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let peer = peer_ip(&extensions);
+    state
+        .auth_throttle
+        .check(peer)
+        .map_err(|retry_after_s| ApiError::TooManyRequests { retry_after_s })?;
+    if !admin_token_matches(&state, req.admin_token.expose()) {
+        state.auth_throttle.record_failure(peer);
+        tracing::warn!(%peer, "console login failed: wrong admin token");
+        return Err(ApiError::Unauthorized("wrong admin token"));
+    }
+    let principal = req
+        .principal
+        .unwrap_or_else(|| DEFAULT_PRINCIPAL.to_owned());
+    let device_id = req
+        .device_id
+        .unwrap_or_else(|| DEFAULT_DEVICE_ID.to_owned());
+    let issued = state
+        .sessions
+        .create(principal, device_id, Vec::new())
+        .await?;
+    tracing::info!(%peer, principal = %issued.session.principal, "console login");
+    let mut response = Json(issued.session).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie_header(&state, &issued.token),
+    );
+    Ok(response)
+}
+
+/// The current console session, including its CSRF token.
+#[utoipa::path(get, path = "/console/v1/auth/session", tag = "auth",
+    responses(
+        (status = 200, description = "The session", body = ConsoleSession),
+        (status = 401, description = "No valid session (bearer requests have none)", body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn session(
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<ConsoleSession>, ApiError> {
+    match caller {
+        Caller::Session(auth) => Ok(Json(auth.session)),
+        Caller::Bearer => Err(ApiError::Unauthorized(
+            "bearer requests have no console session; log in to get one",
+        )),
+    }
+}
+
+/// Revokes the current session and clears the cookie.
+#[utoipa::path(post, path = "/console/v1/auth/logout", tag = "auth",
+    responses(
+        (status = 204, description = "Logged out; the cookie is cleared"),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "CSRF token missing or wrong", body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn logout(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    if let Caller::Session(auth) = &caller {
+        match state.sessions.revoke(auth.digest).await {
+            // Revoked concurrently: the outcome the caller asked for.
+            Ok(()) | Err(palyra_actors::ActorError::NoSession) => {}
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(principal = %auth.session.principal, "console logout");
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, clear_cookie_header(&state));
+    Ok(response)
+}
+
+/// Mints a single-use link that logs a browser in (valid 60 seconds).
+#[utoipa::path(post, path = "/console/v1/auth/browser-handoff", tag = "auth",
+    request_body(content = Option<HandoffRequest>, description = "Optional; an empty body means redirect to /"),
+    responses(
+        (status = 200, description = "The handoff link", body = HandoffResponse),
+        (status = 400, description = "Invalid redirect path or malformed body", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "CSRF token missing or wrong", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn mint_handoff(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    OptionalJson(req): OptionalJson<HandoffRequest>,
+) -> Result<Json<HandoffResponse>, ApiError> {
+    let redirect_path = req.redirect_path.unwrap_or_else(|| "/".to_owned());
+    let minted = state
+        .handoffs
+        .mint(caller.principal().to_owned(), redirect_path)
+        .await?;
+    tracing::info!(principal = %caller.principal(), "browser handoff minted");
+    Ok(Json(HandoffResponse {
+        handoff_url: format!(
+            "{}/console/v1/auth/browser-handoff/consume?token={}",
+            state.config.loopback_base_url,
+            minted.token.expose()
+        ),
+        expires_at: minted.expires_at,
+    }))
+}
+
+/// Consumes a handoff link: sets the session cookie and redirects (303).
+#[utoipa::path(get, path = "/console/v1/auth/browser-handoff/consume", tag = "auth",
+    params(ConsumeQuery),
+    responses(
+        (status = 303, description = "Logged in; redirect to the handoff's path"),
+        (status = 400, description = "Malformed query", body = ErrorBody),
+        (status = 401, description = "Unknown, expired or used token", body = ErrorBody)))]
+pub async fn consume_handoff(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ConsumeQuery>,
+) -> Result<Response, ApiError> {
+    let Some(token) = query.token.filter(|t| !t.is_empty()) else {
+        return Err(ApiError::Unauthorized("the handoff token is missing"));
+    };
+    let consumed = state.handoffs.consume(&token).await?;
+    tracing::info!(principal = %consumed.issued.session.principal, "browser handoff consumed");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::SET_COOKIE,
+        session_cookie_header(&state, &consumed.issued.token),
+    );
+    headers.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&consumed.redirect_path).unwrap_or(HeaderValue::from_static("/")),
+    );
+    Ok((StatusCode::SEE_OTHER, headers).into_response())
+}
+
+/// Consumes a handoff token for a script client: sets the cookie, returns the session.
+#[utoipa::path(post, path = "/console/v1/auth/browser-handoff/session", tag = "auth",
+    request_body = HandoffSessionRequest,
+    responses(
+        (status = 200, description = "Logged in; the session cookie is set", body = ConsoleSession),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "Unknown, expired or used token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody)))]
+pub async fn handoff_session(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<HandoffSessionRequest>,
+) -> Result<Response, ApiError> {
+    let consumed = state.handoffs.consume(&req.token).await?;
+    tracing::info!(principal = %consumed.issued.session.principal, "browser handoff consumed");
+    let mut response = Json(consumed.issued.session).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie_header(&state, &consumed.issued.token),
+    );
+    Ok(response)
+}

@@ -1,0 +1,4 @@
+//! One module per resource.
+
+pub mod console_auth;
+pub mod ops;

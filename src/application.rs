@@ -1,0 +1,319 @@
+//! Wires storage, actors and the HTTP server together, and runs them until shutdown.
+
+use std::fs;
+use std::future::Future;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use palyra_actors::secret::random_token;
+use palyra_actors::{
+    ActorError, HandoffPolicy, HandoffsHandle, SecretString, SessionPolicy, SessionsHandle,
+};
+use palyra_http::{AppState, AuthThrottle, HttpConfig};
+use palyra_storage::{Storage, StorageError, Writer};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+use crate::settings::{ConfigError, Settings, check_admin_token};
+
+/// File in the data dir holding the generated admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Why palyrad could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("data dir {path}: {message}")]
+    DataDir { path: PathBuf, message: String },
+    #[error("admin token: {0}")]
+    AdminToken(String),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("actors: {0}")]
+    Actor(#[from] ActorError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Where the admin token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminTokenSource {
+    Env,
+    Config,
+    Generated,
+}
+
+/// A built daemon: storage open, actors started, socket bound, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: AppState,
+    writer: Writer,
+    sessions: SessionsHandle,
+    data_dir: PathBuf,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("local_addr", &self.local_addr)
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Opens storage, starts every actor and binds the socket. Must run inside the
+    /// actix System (see [`crate::run_daemon`]). `env_admin_token` is
+    /// `PALYRA_ADMIN_TOKEN`, passed in so tests need not touch the environment.
+    pub async fn build(
+        settings: Settings,
+        env_admin_token: Option<SecretString>,
+    ) -> Result<Self, StartError> {
+        let data_dir = match &settings.storage.data_dir {
+            Some(dir) => dir.clone(),
+            None => default_data_dir()?,
+        };
+        prepare_data_dir(&data_dir)?;
+        let (admin_token, source) = resolve_admin_token(
+            env_admin_token,
+            settings.server.admin_token.clone(),
+            &data_dir,
+        )?;
+        match source {
+            AdminTokenSource::Env => tracing::info!("admin token from PALYRA_ADMIN_TOKEN"),
+            AdminTokenSource::Config => tracing::info!("admin token from the config file"),
+            AdminTokenSource::Generated => tracing::info!(
+                path = %data_dir.join(ADMIN_TOKEN_FILE).display(),
+                "admin token in file"
+            ),
+        }
+        let admin_token_digest: [u8; 32] = Sha256::digest(admin_token.expose().as_bytes()).into();
+        drop(admin_token);
+
+        let storage = Storage::open(&data_dir)?;
+        let writer = storage.start_writer()?;
+        let sessions = SessionsHandle::start(
+            &storage,
+            writer.clone(),
+            SessionPolicy {
+                idle_timeout: settings.session_idle_timeout(),
+                absolute_timeout: Duration::from_secs(settings.sessions.absolute_timeout_s),
+                max_live: settings.sessions.max_live,
+                tick_interval: Duration::from_secs(settings.sessions.tick_interval_s),
+            },
+        )?;
+        let handoffs = HandoffsHandle::start(
+            &storage,
+            writer.clone(),
+            sessions.clone(),
+            HandoffPolicy {
+                ttl: Duration::from_secs(settings.handoff.ttl_s),
+                tick_interval: Duration::from_secs(settings.handoff.ttl_s.clamp(1, 60)),
+            },
+        )?;
+
+        let addr = settings.bind_addr()?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let state = AppState {
+            sessions: sessions.clone(),
+            handoffs,
+            writer: writer.clone(),
+            admin_token_digest,
+            auth_throttle: Arc::new(AuthThrottle::new(
+                settings.auth.max_failures,
+                Duration::from_secs(settings.auth.failure_window_s),
+            )),
+            config: Arc::new(HttpConfig {
+                body_limit_bytes: settings.server.body_limit_bytes,
+                cookie_secure: false,
+                loopback_base_url: loopback_base_url(local_addr),
+            }),
+        };
+        tracing::info!(addr = %local_addr, data_dir = %data_dir.display(), "palyrad listening");
+        Ok(Self {
+            listener,
+            local_addr,
+            state,
+            writer,
+            sessions,
+            data_dir,
+            grace: Duration::from_secs(settings.server.shutdown_grace_s),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The writer's counters (for the bench tool).
+    pub fn writer(&self) -> Writer {
+        self.writer.clone()
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, drains in-flight
+    /// requests (bounded by the grace period), persists session activity and flushes
+    /// the writer.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let app =
+            palyra_http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut server = tokio::spawn(async move {
+            axum::serve(self.listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stop_rx.await;
+                })
+                .await
+        });
+        let served = tokio::select! {
+            () = shutdown => None,
+            result = &mut server => Some(result),
+        };
+        let result = match served {
+            Some(result) => result.map_err(|e| StartError::Serve(std::io::Error::other(e)))?,
+            None => {
+                tracing::info!("shutting down: draining in-flight requests");
+                let _ = stop_tx.send(());
+                match tokio::time::timeout(self.grace, &mut server).await {
+                    Ok(joined) => {
+                        joined.map_err(|e| StartError::Serve(std::io::Error::other(e)))?
+                    }
+                    Err(_) => {
+                        tracing::warn!("drain grace period elapsed; closing remaining connections");
+                        server.abort();
+                        Ok(())
+                    }
+                }
+            }
+        };
+        if let Err(e) = self.sessions.flush().await {
+            tracing::warn!(error = %e, "persisting session activity at shutdown failed");
+        }
+        self.writer.shutdown().await;
+        tracing::info!("palyrad stopped");
+        result.map_err(StartError::Serve)
+    }
+}
+
+/// `http://<loopback>:<port>` for handoff links: the bound address when it is a
+/// specific one, the loopback address of its family when it is unspecified.
+fn loopback_base_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// The platform's state dir for palyra (for example `~/.local/state/palyra`).
+pub fn default_data_dir() -> Result<PathBuf, StartError> {
+    dirs::state_dir()
+        .or_else(dirs::data_local_dir)
+        .map(|d| d.join("palyra"))
+        .ok_or_else(|| StartError::DataDir {
+            path: PathBuf::from("?"),
+            message: "no platform state dir; pass --data-dir".into(),
+        })
+}
+
+fn prepare_data_dir(dir: &Path) -> Result<(), StartError> {
+    let fail = |message: String| StartError::DataDir {
+        path: dir.to_owned(),
+        message,
+    };
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| fail(format!("cannot create: {e}")))?;
+    }
+    let meta = fs::metadata(dir).map_err(|e| fail(format!("cannot read: {e}")))?;
+    if !meta.is_dir() {
+        return Err(fail("is not a directory".into()));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(path = %dir.display(), "data dir is accessible by group or others; chmod 700 it");
+    }
+    Ok(())
+}
+
+/// `PALYRA_ADMIN_TOKEN`, else the config's token, else the token file (generated with
+/// 256 random bits and mode 0600 on first start).
+pub fn resolve_admin_token(
+    env: Option<SecretString>,
+    config: Option<SecretString>,
+    data_dir: &Path,
+) -> Result<(SecretString, AdminTokenSource), StartError> {
+    if let Some(token) = env {
+        check_admin_token(&token)
+            .map_err(|m| StartError::AdminToken(format!("PALYRA_ADMIN_TOKEN: {m}")))?;
+        return Ok((token, AdminTokenSource::Env));
+    }
+    if let Some(token) = config {
+        check_admin_token(&token).map_err(StartError::AdminToken)?;
+        return Ok((token, AdminTokenSource::Config));
+    }
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    let fail = |m: String| StartError::AdminToken(format!("{}: {m}", path.display()));
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let mode = fs::metadata(&path)
+                .map_err(|e| fail(e.to_string()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(fail(format!(
+                    "readable by group or others (mode {:o}); run chmod 600 on it",
+                    mode & 0o777
+                )));
+            }
+            let token = SecretString::new(text.trim().to_owned());
+            check_admin_token(&token).map_err(fail)?;
+            Ok((token, AdminTokenSource::Generated))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let token = random_token();
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| fail(format!("cannot create: {e}")))?;
+            file.write_all(token.expose().as_bytes())
+                .and_then(|()| file.write_all(b"\n"))
+                .and_then(|()| file.sync_all())
+                .map_err(|e| fail(format!("cannot write: {e}")))?;
+            Ok((token, AdminTokenSource::Generated))
+        }
+        Err(e) => Err(fail(format!("cannot read: {e}"))),
+    }
+}

@@ -1,0 +1,58 @@
+//! palyrad: the Palyra daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use palyra::settings::{LogFormat, Overrides, Settings};
+use palyra_actors::SecretString;
+
+/// The Palyra daemon: credentials for AI model providers and standing orders for
+/// agents, administered over the HTTP admin API at /console/v1.
+#[derive(Debug, Parser)]
+#[command(name = "palyrad", version)]
+struct Args {
+    /// TOML config file (overrides the built-in defaults).
+    #[arg(long, env = "PALYRA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7142].
+    #[arg(long)]
+    bind: Option<String>,
+    /// Directory for the database and the admin token [default: the platform state dir].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Log format [default: human].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let overrides = Overrides {
+        bind: args.bind,
+        data_dir: args.data_dir,
+        log_format: args.log_format,
+    };
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("PALYRA_"))
+        .collect();
+    let settings = match Settings::load(args.config.as_deref(), env, &overrides) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("palyrad: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    palyra::telemetry::init(&settings.log);
+    let env_token = std::env::var("PALYRA_ADMIN_TOKEN")
+        .ok()
+        .map(SecretString::new);
+    match palyra::run_daemon(settings, env_token, |_| {}, palyra::shutdown_signal()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "palyrad cannot run");
+            eprintln!("palyrad: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! `ControlPlaneClient`: the typed client of the admin API, used by the CLI and tests.
+
+use std::path::Path;
+
+use palyra_actors::{ConsoleSession, SecretString};
+use palyra_http::routes::console_auth::HandoffResponse;
+use reqwest::{Method, StatusCode, header};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// Default daemon URL.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:7142";
+
+/// What a client call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the daemon at {url}: {source}")]
+    Transport { url: String, source: reqwest::Error },
+    #[error("the daemon answered {status}: {message} ({code})")]
+    Api {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
+    #[error("no admin token: set PALYRA_ADMIN_TOKEN or run on the daemon's host (looked for {0})")]
+    NoToken(String),
+    #[error("unexpected answer from the daemon: {0}")]
+    Protocol(String),
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+/// A console session held by the client: the cookie and the CSRF token.
+#[derive(Debug)]
+pub struct ClientSession {
+    pub cookie: SecretString,
+    pub session: ConsoleSession,
+}
+
+/// Probe answers.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct ProbeStatus {
+    pub status: String,
+}
+
+/// Typed client of `/console/v1`. Authenticates with the admin token as a bearer token.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneClient {
+    base_url: String,
+    http: reqwest::Client,
+    admin_token: Option<SecretString>,
+}
+
+impl ControlPlaneClient {
+    pub fn new(base_url: &str, admin_token: Option<SecretString>) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            http,
+            admin_token,
+        }
+    }
+
+    /// The admin token from `PALYRA_ADMIN_TOKEN`, else from `<data_dir>/admin.token`.
+    pub fn find_admin_token(
+        env: Option<String>,
+        data_dir: Option<&Path>,
+    ) -> Result<SecretString, ClientError> {
+        if let Some(token) = env.filter(|t| !t.is_empty()) {
+            return Ok(SecretString::new(token));
+        }
+        let dir = match data_dir {
+            Some(d) => d.to_owned(),
+            None => crate::application::default_data_dir()
+                .map_err(|e| ClientError::NoToken(e.to_string()))?,
+        };
+        let path = dir.join(crate::application::ADMIN_TOKEN_FILE);
+        std::fs::read_to_string(&path)
+            .map(|t| SecretString::new(t.trim().to_owned()))
+            .map_err(|_| ClientError::NoToken(path.display().to_string()))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    fn token(&self) -> Result<&SecretString, ClientError> {
+        self.admin_token
+            .as_ref()
+            .ok_or_else(|| ClientError::NoToken("no token given".into()))
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let response = req.send().await.map_err(|source| ClientError::Transport {
+            url: self.base_url.clone(),
+            source,
+        })?;
+        if response.status().is_success() || response.status().is_redirection() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<ErrorEnvelope>(&text) {
+            Ok(env) => ClientError::Api {
+                status,
+                code: env.error.code,
+                message: env.error.message,
+            },
+            Err(_) => ClientError::Api {
+                status,
+                code: "unknown".into(),
+                message: text.chars().take(200).collect(),
+            },
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<T, ClientError> {
+        response
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    async fn bearer<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, ClientError> {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(self.token()?.expose());
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let response = self.send(req).await?;
+        self.json(response).await
+    }
+
+    /// `GET /healthz`.
+    pub async fn healthz(&self) -> Result<ProbeStatus, ClientError> {
+        let response = self.send(self.http.get(self.url("/healthz"))).await?;
+        self.json(response).await
+    }
+
+    /// `GET /readyz`; a 503 is an answer, not an error.
+    pub async fn readyz(&self) -> Result<ProbeStatus, ClientError> {
+        match self.send(self.http.get(self.url("/readyz"))).await {
+            Ok(response) => self.json(response).await,
+            Err(ClientError::Api { status, .. }) if status == StatusCode::SERVICE_UNAVAILABLE => {
+                Ok(ProbeStatus {
+                    status: "not_ready".into(),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Logs in with the admin token; returns the session cookie and the session.
+    pub async fn login(
+        &self,
+        principal: Option<&str>,
+        device_id: Option<&str>,
+    ) -> Result<ClientSession, ClientError> {
+        let body = serde_json::json!({
+            "admin_token": self.token()?.expose(),
+            "principal": principal,
+            "device_id": device_id,
+        });
+        let response = self
+            .send(
+                self.http
+                    .post(self.url("/console/v1/auth/login"))
+                    .json(&body),
+            )
+            .await?;
+        let cookie = session_cookie(&response)?;
+        let session: ConsoleSession = self.json(response).await?;
+        Ok(ClientSession { cookie, session })
+    }
+
+    /// Revokes a session obtained by [`Self::login`].
+    pub async fn logout(&self, session: &ClientSession) -> Result<(), ClientError> {
+        let req = self
+            .http
+            .post(self.url("/console/v1/auth/logout"))
+            .header(
+                header::COOKIE,
+                format!("palyra_console_session={}", session.cookie.expose()),
+            )
+            .header("x-palyra-csrf-token", &session.session.csrf_token);
+        self.send(req).await.map(drop)
+    }
+
+    /// Mints a browser handoff link.
+    pub async fn create_browser_handoff(
+        &self,
+        redirect_path: Option<&str>,
+    ) -> Result<HandoffResponse, ClientError> {
+        let body = serde_json::json!({ "redirect_path": redirect_path });
+        self.bearer(Method::POST, "/console/v1/auth/browser-handoff", Some(body))
+            .await
+    }
+}
+
+fn session_cookie(response: &reqwest::Response) -> Result<SecretString, ClientError> {
+    response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| *name == "palyra_console_session")
+        .map(|(_, value)| SecretString::new(value.to_owned()))
+        .ok_or_else(|| ClientError::Protocol("login answered without a session cookie".into()))
+}

@@ -1,0 +1,63 @@
+//! Palyra: a daemon that keeps AI-provider credentials and runs standing orders for
+//! agents, administered over an HTTP API.
+//!
+//! Layout (crates, layered storage <- actors <- http <- this crate):
+//! - `palyra-storage` (storage/): the redb file, its schema and the single writer.
+//! - `palyra-actors` (actors/): the actors and their handles.
+//! - `palyra-http` (http/): the admin API router.
+//! - this crate: [`settings`], [`telemetry`], [`application`] (wiring and shutdown),
+//!   [`client`] (the typed API client the CLI uses), and the binaries `palyrad`
+//!   (the daemon), `palyra` (the CLI).
+
+pub mod application;
+pub mod client;
+pub mod settings;
+pub mod telemetry;
+
+pub use application::{Application, StartError};
+pub use settings::Settings;
+
+use std::future::Future;
+
+/// Runs the daemon on one multi-thread tokio runtime under an actix System until
+/// `shutdown` resolves. Blocks the calling thread.
+pub fn run_daemon<F, S>(
+    settings: Settings,
+    env_admin_token: Option<palyra_actors::SecretString>,
+    on_ready: F,
+    shutdown: S,
+) -> Result<(), StartError>
+where
+    F: FnOnce(&Application) + Send + 'static,
+    S: Future<Output = ()> + Send + 'static,
+{
+    let system = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("palyra-worker")
+            .build()
+            .unwrap_or_else(|e| panic!("cannot start the tokio runtime: {e}"))
+    });
+    system.block_on(async move {
+        let app = Application::build(settings, env_admin_token).await?;
+        on_ready(&app);
+        app.run_until_stopped(shutdown).await
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}

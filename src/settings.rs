@@ -1,0 +1,357 @@
+//! Layered configuration: built-in defaults (config/default.toml), then an optional
+//! TOML file, then `PALYRA_*` environment variables, then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use palyra_actors::SecretString;
+use serde::Deserialize;
+
+/// The compiled-in defaults.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
+
+/// Environment variables that name a key directly. Any other key is reachable as
+/// `PALYRA_<SECTION>__<KEY>`, for example `PALYRA_SESSIONS__IDLE_TIMEOUT_S=600`.
+const ENV_ALIASES: &[(&str, &str, &str)] = &[
+    ("PALYRA_BIND", "server", "bind"),
+    ("PALYRA_DATA_DIR", "storage", "data_dir"),
+    ("PALYRA_LOG_FORMAT", "log", "format"),
+];
+
+/// Variables with a meaning of their own, not config keys.
+const ENV_RESERVED: &[&str] = &["PALYRA_CONFIG", "PALYRA_ADMIN_TOKEN", "PALYRA_URL"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub sessions: SessionSettings,
+    pub handoff: HandoffSettings,
+    pub auth: AuthSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// `host:port`; `localhost` resolves to loopback.
+    pub bind: String,
+    pub body_limit_bytes: usize,
+    pub shutdown_grace_s: u64,
+    /// The admin token from the config file; `PALYRA_ADMIN_TOKEN` wins over it.
+    #[serde(default)]
+    pub admin_token: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Where the database and the admin token file live.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    pub idle_timeout_s: u64,
+    pub absolute_timeout_s: u64,
+    pub max_live: usize,
+    pub tick_interval_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffSettings {
+    pub ttl_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub max_failures: usize,
+    pub failure_window_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// Values given on the command line; each wins over every other layer.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub bind: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration in {origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+impl Settings {
+    /// The built-in defaults alone.
+    pub fn defaults() -> Self {
+        // The defaults are compiled in and covered by a unit test.
+        Self::from_table(default_table(), "built-in defaults").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// All four layers. `env` is the process environment (passed in for tests).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut table = default_table();
+        let mut origin = "built-in defaults".to_owned();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let file_table: toml::Table =
+                toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                    origin: path.display().to_string(),
+                    message: e.message().to_owned(),
+                })?;
+            merge(&mut table, file_table);
+            origin = path.display().to_string();
+        }
+        for (name, value) in env {
+            if let Some((section, key)) = env_key(&name) {
+                set(&mut table, &section, &key, parse_env_value(&value));
+                origin = format!("{origin} and PALYRA_* environment variables");
+            }
+        }
+        if let Some(bind) = &overrides.bind {
+            set(
+                &mut table,
+                "server",
+                "bind",
+                toml::Value::String(bind.clone()),
+            );
+        }
+        if let Some(dir) = &overrides.data_dir {
+            set(
+                &mut table,
+                "storage",
+                "data_dir",
+                toml::Value::String(dir.display().to_string()),
+            );
+        }
+        if let Some(format) = overrides.log_format {
+            let name = match format {
+                LogFormat::Human => "human",
+                LogFormat::Json => "json",
+            };
+            set(
+                &mut table,
+                "log",
+                "format",
+                toml::Value::String(name.into()),
+            );
+        }
+        Self::from_table(table, &origin)
+    }
+
+    fn from_table(table: toml::Table, origin: &str) -> Result<Self, ConfigError> {
+        let settings: Settings =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    origin: origin.to_owned(),
+                    message: e.message().to_owned(),
+                })?;
+        settings
+            .validate()
+            .map_err(|message| ConfigError::Invalid {
+                origin: origin.to_owned(),
+                message,
+            })?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("sessions.idle_timeout_s", self.sessions.idle_timeout_s),
+            (
+                "sessions.absolute_timeout_s",
+                self.sessions.absolute_timeout_s,
+            ),
+            ("sessions.tick_interval_s", self.sessions.tick_interval_s),
+            ("handoff.ttl_s", self.handoff.ttl_s),
+            ("auth.failure_window_s", self.auth.failure_window_s),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.sessions.max_live == 0 || self.auth.max_failures == 0 {
+            return Err("sessions.max_live and auth.max_failures must be at least 1".into());
+        }
+        if self.server.body_limit_bytes < 1024 {
+            return Err("server.body_limit_bytes must be at least 1024".into());
+        }
+        if let Some(token) = &self.server.admin_token {
+            check_admin_token(token)?;
+        }
+        Ok(())
+    }
+
+    /// The bind address, resolved (`localhost` becomes a loopback address).
+    pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
+        use std::net::ToSocketAddrs;
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: "server.bind".into(),
+            message,
+        };
+        let mut addrs = self
+            .server
+            .bind
+            .to_socket_addrs()
+            .map_err(|e| invalid(format!("cannot resolve {:?}: {e}", self.server.bind)))?;
+        addrs
+            .next()
+            .ok_or_else(|| invalid(format!("{:?} resolves to no address", self.server.bind)))
+    }
+
+    pub fn session_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.sessions.idle_timeout_s)
+    }
+}
+
+/// An admin token must be at least 32 characters.
+pub fn check_admin_token(token: &SecretString) -> Result<(), String> {
+    if token.len() < 32 {
+        return Err(format!(
+            "the admin token must be at least 32 characters (it has {})",
+            token.len()
+        ));
+    }
+    Ok(())
+}
+
+fn default_table() -> toml::Table {
+    toml::from_str(DEFAULT_CONFIG).unwrap_or_default()
+}
+
+/// Deep-merges `over` into `base`.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+fn set(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
+    let entry = table
+        .entry(section.to_owned())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(t) = entry {
+        t.insert(key.to_owned(), value);
+    } else {
+        let mut t = toml::Table::new();
+        t.insert(key.to_owned(), value);
+        *entry = toml::Value::Table(t);
+    }
+}
+
+/// Maps an environment variable to a `(section, key)` of the config, if it is one.
+fn env_key(name: &str) -> Option<(String, String)> {
+    if ENV_RESERVED.contains(&name) {
+        return None;
+    }
+    if let Some((_, section, key)) = ENV_ALIASES.iter().find(|(n, _, _)| *n == name) {
+        return Some(((*section).to_owned(), (*key).to_owned()));
+    }
+    let rest = name.strip_prefix("PALYRA_")?;
+    let (section, key) = rest.split_once("__")?;
+    Some((section.to_ascii_lowercase(), key.to_ascii_lowercase()))
+}
+
+/// Numbers and booleans keep their type; anything else is a string.
+fn parse_env_value(value: &str) -> toml::Value {
+    if let Ok(i) = value.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match value {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(value.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let s = Settings::defaults();
+        assert_eq!(s.server.bind, "127.0.0.1:7142");
+        assert_eq!(s.sessions.idle_timeout_s, 900);
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(
+            &file,
+            "[server]\nbind = \"127.0.0.1:1\"\n[sessions]\nidle_timeout_s = 5\nmax_live = 7\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("PALYRA_SESSIONS__IDLE_TIMEOUT_S".to_owned(), "6".to_owned()),
+            ("PALYRA_BIND".to_owned(), "127.0.0.1:2".to_owned()),
+            ("HOME".to_owned(), "/x".to_owned()),
+        ];
+        let overrides = Overrides {
+            bind: Some("127.0.0.1:3".into()),
+            ..Overrides::default()
+        };
+        let s = Settings::load(Some(&file), env, &overrides).unwrap();
+        assert_eq!(s.server.bind, "127.0.0.1:3");
+        assert_eq!(s.sessions.idle_timeout_s, 6);
+        assert_eq!(s.sessions.max_live, 7);
+        assert_eq!(s.sessions.absolute_timeout_s, 28800);
+    }
+
+    #[test]
+    fn unknown_keys_and_short_tokens_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "[server]\nbindd = \"x\"\n").unwrap();
+        let err = Settings::load(Some(&file), vec![], &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("bindd"), "{err}");
+        std::fs::write(&file, "[server]\nadmin_token = \"short\"\n").unwrap();
+        let err = Settings::load(Some(&file), vec![], &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("at least 32"), "{err}");
+        assert!(!err.to_string().contains("short"), "{err}");
+    }
+}

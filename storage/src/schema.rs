@@ -1,0 +1,91 @@
+//! The on-disk schema at a glance: every table, the schema version and migrations.
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::StorageError;
+
+/// Version of the layout below. Bump it and add a step to [`migrate`] when a table
+/// changes shape.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const SCHEMA_KEY: &str = "schema_version";
+
+/// Every data table. Keys and values are bytes; values are [`crate::record`] envelopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// Console sessions, keyed by the SHA-256 of the session token.
+    Sessions,
+    /// Browser handoffs, keyed by the SHA-256 of the handoff token.
+    Handoffs,
+}
+
+impl Table {
+    /// Every table, so start-up can create them all.
+    pub const ALL: [Table; 2] = [Table::Sessions, Table::Handoffs];
+
+    /// The table's redb name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Sessions => "sessions",
+            Table::Handoffs => "handoffs",
+        }
+    }
+
+    pub(crate) fn def(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+        TableDefinition::new(self.name())
+    }
+}
+
+/// Creates missing tables and brings the schema to [`SCHEMA_VERSION`] in one transaction.
+pub(crate) fn prepare(db: &Database) -> Result<(), StorageError> {
+    let txn = db.begin_write().map_err(StorageError::backend)?;
+    {
+        let mut meta = txn.open_table(META).map_err(StorageError::backend)?;
+        let found = meta
+            .get(SCHEMA_KEY)
+            .map_err(StorageError::backend)?
+            .map(|v| v.value());
+        match found {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StorageError::SchemaTooNew {
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            Some(v) => migrate(&txn, v)?,
+            None => {}
+        }
+        meta.insert(SCHEMA_KEY, SCHEMA_VERSION)
+            .map_err(StorageError::backend)?;
+    }
+    for table in Table::ALL {
+        txn.open_table(table.def()).map_err(StorageError::backend)?;
+    }
+    txn.commit().map_err(StorageError::backend)?;
+    Ok(())
+}
+
+/// The migration hook: upgrades a database at version `from` step by step.
+fn migrate(_txn: &redb::WriteTransaction, from: u64) -> Result<(), StorageError> {
+    let mut version = from;
+    while version < SCHEMA_VERSION {
+        // Each arm turns `version` into `version + 1`; version 1 is the first layout.
+        #[allow(clippy::match_single_binding)]
+        match version {
+            _ => {}
+        }
+        version += 1;
+    }
+    Ok(())
+}
+
+pub(crate) fn stored_version(db: &Database) -> Result<u64, StorageError> {
+    let txn = db.begin_read().map_err(StorageError::backend)?;
+    let meta = txn.open_table(META).map_err(StorageError::backend)?;
+    Ok(meta
+        .get(SCHEMA_KEY)
+        .map_err(StorageError::backend)?
+        .map(|v| v.value())
+        .unwrap_or(0))
+}

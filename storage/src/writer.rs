@@ -1,0 +1,181 @@
+//! The single writer: one thread owns every redb write transaction.
+//!
+//! Callers queue a list of [`WriteOp`]s and await the acknowledgement. The thread takes
+//! everything queued into one transaction (group commit), commits it with
+//! `Durability::Immediate`, and only then acknowledges each write. One fsync thus serves
+//! every write that arrived while the previous commit was in flight.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use redb::Database;
+use tokio::sync::oneshot;
+
+use crate::{StorageError, Table};
+
+/// Most writes folded into one transaction; bounds the latency of the batch.
+const MAX_BATCH: usize = 4096;
+
+/// One change to one row.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    Put {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        table: Table,
+        key: Vec<u8>,
+    },
+}
+
+struct Request {
+    ops: Vec<WriteOp>,
+    ack: oneshot::Sender<Result<(), StorageError>>,
+}
+
+enum Msg {
+    Write(Request),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Counters the bench tool and readiness probe read.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Durable transactions committed.
+    pub commits: AtomicU64,
+    /// Writes (requests) acknowledged as durable.
+    pub writes: AtomicU64,
+}
+
+/// Handle to the writer thread. Cloning is shallow.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Msg>,
+    stats: Arc<WriterStats>,
+    // Cleared when the thread exits, so readiness reports a dead writer.
+    alive: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("alive", &self.is_alive())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    pub(crate) fn start(db: Arc<Database>) -> Result<Self, StorageError> {
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(WriterStats::default());
+        let alive = Arc::new(AtomicBool::new(true));
+        let thread_stats = Arc::clone(&stats);
+        let thread_alive = Arc::clone(&alive);
+        std::thread::Builder::new()
+            .name("palyra-writer".into())
+            .spawn(move || {
+                let stop = run(&db, &rx, &thread_stats);
+                thread_alive.store(false, Ordering::SeqCst);
+                // Answer the shutdown only after this thread's database handle is gone.
+                drop(db);
+                if let Some(done) = stop {
+                    let _ = done.send(());
+                }
+            })
+            .map_err(StorageError::backend)?;
+        Ok(Self { tx, stats, alive })
+    }
+
+    /// Applies `ops` atomically and returns once they are durable on disk.
+    pub async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StorageError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Msg::Write(Request { ops, ack }))
+            .map_err(|_| StorageError::WriterStopped)?;
+        done.await.map_err(|_| StorageError::WriterStopped)?
+    }
+
+    /// Finishes every queued write, closes the transaction log and stops the thread.
+    pub async fn shutdown(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// True until the writer thread has stopped.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Commit and write counters.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+}
+
+/// The writer loop; returns the pending shutdown acknowledgement, if any.
+fn run(
+    db: &Database,
+    rx: &mpsc::Receiver<Msg>,
+    stats: &WriterStats,
+) -> Option<oneshot::Sender<()>> {
+    let mut batch: Vec<Request> = Vec::new();
+    let mut stop: Option<oneshot::Sender<()>> = None;
+    while stop.is_none() {
+        match rx.recv() {
+            Ok(Msg::Write(req)) => batch.push(req),
+            Ok(Msg::Shutdown(done)) => stop = Some(done),
+            Err(_) => break,
+        }
+        // Everything that queued up meanwhile joins this transaction.
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Msg::Write(req)) => batch.push(req),
+                Ok(Msg::Shutdown(done)) => {
+                    stop = Some(done);
+                    // Writes queued behind a shutdown still get committed.
+                }
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            let result = commit(db, &batch);
+            if result.is_ok() {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .writes
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            } else if let Err(e) = &result {
+                tracing::error!(error = %e, writes = batch.len(), "group commit failed");
+            }
+            for req in batch.drain(..) {
+                let _ = req.ack.send(result.clone());
+            }
+        }
+    }
+    stop
+}
+
+fn commit(db: &Database, batch: &[Request]) -> Result<(), StorageError> {
+    let txn = db.begin_write().map_err(StorageError::backend)?;
+    for req in batch {
+        for op in &req.ops {
+            match op {
+                WriteOp::Put { table, key, value } => {
+                    let mut t = txn.open_table(table.def()).map_err(StorageError::backend)?;
+                    t.insert(key.as_slice(), value.as_slice())
+                        .map_err(StorageError::backend)?;
+                }
+                WriteOp::Delete { table, key } => {
+                    let mut t = txn.open_table(table.def()).map_err(StorageError::backend)?;
+                    t.remove(key.as_slice()).map_err(StorageError::backend)?;
+                }
+            }
+        }
+    }
+    txn.commit().map_err(StorageError::backend)
+}
