@@ -1,1 +1,8 @@
+//! The integration tests: one binary, modules per area, all through the real daemon
+//! on 127.0.0.1:0 with a temporary data dir.
 
+mod api;
+mod auth;
+mod handoff;
+mod helpers;
+mod startup;

@@ -1,0 +1,206 @@
+//! Starts the real daemon on 127.0.0.1:0 with a temporary data dir, on its own thread
+//! under its own actix System, and gives tests a ready HTTP client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use palyra::settings::Settings;
+use reqwest::header::{COOKIE, HeaderMap, SET_COOKIE};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The admin token every test daemon uses.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghijklmnop";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub dir: Arc<TempDir>,
+    pub settings: Settings,
+    /// No cookie store, no redirects: tests see exactly what the daemon sends.
+    pub http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<(), palyra::StartError>>>,
+}
+
+/// A logged-in console session as a browser would hold it.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub cookie: String,
+    pub csrf: String,
+    pub body: Value,
+}
+
+impl Login {
+    pub fn cookie_header(&self) -> String {
+        format!("palyra_console_session={}", self.cookie)
+    }
+}
+
+pub fn test_settings(dir: &TempDir) -> Settings {
+    let mut s = Settings::defaults();
+    s.server.bind = "127.0.0.1:0".into();
+    s.server.admin_token = Some(palyra_actors::SecretString::new(ADMIN_TOKEN.into()));
+    s.server.shutdown_grace_s = 5;
+    s.storage.data_dir = Some(dir.path().join("data"));
+    s.sessions.tick_interval_s = 1;
+    s
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let mut settings = test_settings(&dir);
+    tweak(&mut settings);
+    start(dir, settings).await.expect("daemon starts")
+}
+
+pub async fn start(dir: Arc<TempDir>, settings: Settings) -> Result<TestApp, palyra::StartError> {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon_settings = settings.clone();
+    let thread = std::thread::spawn(move || {
+        palyra::run_daemon(
+            daemon_settings,
+            None,
+            move |app| {
+                let _ = ready_tx.send(app.local_addr());
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        )
+    });
+    let addr = match ready_rx.await {
+        Ok(addr) => addr,
+        Err(_) => {
+            let result = tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .expect("join");
+            return Err(result
+                .expect("daemon thread panicked")
+                .expect_err("daemon stopped before ready"));
+        }
+    };
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    Ok(TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        dir,
+        settings,
+        http,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stops the daemon gracefully and waits until its database is closed.
+    pub async fn stop(mut self) -> (Arc<TempDir>, Settings) {
+        self.shutdown().await;
+        (Arc::clone(&self.dir), self.settings.clone())
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .expect("join")
+                .expect("daemon thread panicked")
+                .expect("daemon exits cleanly");
+        }
+    }
+
+    /// Stops the daemon and starts a new one on the same data dir and settings.
+    pub async fn restart(self) -> TestApp {
+        let (dir, settings) = self.stop().await;
+        start(dir, settings).await.expect("daemon restarts")
+    }
+
+    pub async fn login(&self) -> Login {
+        let response = self
+            .http
+            .post(self.url("/console/v1/auth/login"))
+            .json(&serde_json::json!({ "admin_token": ADMIN_TOKEN }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "login");
+        let cookie = session_cookie(response.headers()).expect("session cookie");
+        let body: Value = response.json().await.unwrap();
+        Login {
+            cookie,
+            csrf: body["csrf_token"].as_str().unwrap().to_owned(),
+            body,
+        }
+    }
+
+    /// GET /console/v1/auth/session with a cookie; returns the status.
+    pub async fn session_status(&self, cookie: &str) -> u16 {
+        self.http
+            .get(self.url("/console/v1/auth/session"))
+            .header(COOKIE, format!("palyra_console_session={cookie}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Mints a handoff with the bearer token; returns the JSON body.
+    pub async fn mint_handoff(&self, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/console/v1/auth/browser-handoff"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The session cookie's value from a response's Set-Cookie headers.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter_map(|p| p.split_once('='))
+        .find(|(n, _)| *n == "palyra_console_session")
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The error code of a JSON error body.
+pub async fn error_code(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.expect("JSON error body");
+    body["error"]["code"]
+        .as_str()
+        .expect("error.code")
+        .to_owned()
+}
