@@ -3,6 +3,7 @@
 
 mod api;
 mod auth;
+mod crash;
 mod handoff;
 mod helpers;
 mod startup;

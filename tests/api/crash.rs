@@ -1,0 +1,197 @@
+//! Crash safety: palyrad runs as a child process, takes concurrent durable writes, is
+//! killed with SIGKILL at a random moment and restarted on the same data dir. Every
+//! write acknowledged with a 2xx before the kill must be there afterwards, and the
+//! database must open cleanly. Correctness only, never timing.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use reqwest::header::COOKIE;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::helpers::{ADMIN_TOKEN, session_cookie};
+
+const CYCLES: usize = 10;
+const WRITERS: usize = 16;
+
+/// What the daemon acknowledged before a kill.
+#[derive(Default)]
+struct Acknowledged {
+    /// Logins answered 200: (cookie, csrf token).
+    live: Vec<(String, String)>,
+    /// Sessions whose logout was answered 204.
+    revoked: Vec<String>,
+    /// Sessions whose logout was sent: without an answer, either outcome is correct.
+    logout_sent: Vec<String>,
+}
+
+struct Daemon {
+    child: Child,
+    base: String,
+}
+
+async fn start_daemon(data_dir: &Path) -> Daemon {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palyrad"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--bind", "127.0.0.1:0", "--log-format", "json"])
+        .env("PALYRA_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("PALYRA_SESSIONS__MAX_LIVE", "1000000")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("palyrad starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("palyrad logs within 30 s")
+            .unwrap()
+            .expect("palyrad exited before listening");
+        let Ok(event) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if event["fields"]["message"] == "palyrad listening" {
+            break event["fields"]["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    // Keep draining the log so the daemon never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Daemon {
+        child,
+        base: format!("http://{addr}"),
+    }
+}
+
+async fn write_until_killed(base: String, acked: Arc<Mutex<Acknowledged>>) {
+    let http = reqwest::Client::new();
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        let Ok(response) = http
+            .post(format!("{base}/console/v1/auth/login"))
+            .json(&json!({ "admin_token": ADMIN_TOKEN, "device_id": format!("crash-{n}") }))
+            .send()
+            .await
+        else {
+            return;
+        };
+        if response.status() != 200 {
+            return;
+        }
+        let cookie = session_cookie(response.headers()).unwrap();
+        let Ok(body) = response.json::<Value>().await else {
+            return;
+        };
+        let csrf = body["csrf_token"].as_str().unwrap().to_owned();
+        acked
+            .lock()
+            .unwrap()
+            .live
+            .push((cookie.clone(), csrf.clone()));
+        if n % 4 == 0 {
+            // Every fourth session is logged out again: a durable delete.
+            acked.lock().unwrap().logout_sent.push(cookie.clone());
+            let Ok(response) = http
+                .post(format!("{base}/console/v1/auth/logout"))
+                .header(COOKIE, format!("palyra_console_session={cookie}"))
+                .header("x-palyra-csrf-token", &csrf)
+                .send()
+                .await
+            else {
+                return;
+            };
+            if response.status() == 204 {
+                acked.lock().unwrap().revoked.push(cookie);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let acked = Arc::new(Mutex::new(Acknowledged::default()));
+    let http = reqwest::Client::new();
+    for cycle in 0..CYCLES {
+        let mut daemon = start_daemon(&data_dir).await;
+        let ready = http
+            .get(format!("{}/readyz", daemon.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            ready.status(),
+            200,
+            "cycle {cycle}: the database opened cleanly"
+        );
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|_| tokio::spawn(write_until_killed(daemon.base.clone(), Arc::clone(&acked))))
+            .collect();
+        let delay = rand::rng().random_range(50..400);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        daemon.child.start_kill().unwrap(); // SIGKILL
+        daemon.child.wait().await.unwrap();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+    }
+
+    let daemon = start_daemon(&data_dir).await;
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    assert!(
+        acked.live.len() > 100,
+        "the harness wrote: {}",
+        acked.live.len()
+    );
+    let revoked: std::collections::HashSet<&String> = acked.revoked.iter().collect();
+    let undecided: std::collections::HashSet<&String> = acked
+        .logout_sent
+        .iter()
+        .filter(|c| !revoked.contains(c))
+        .collect();
+    let checks = acked
+        .live
+        .iter()
+        .filter(|(cookie, _)| !undecided.contains(cookie))
+        .map(|(cookie, csrf)| {
+            let http = http.clone();
+            let base = daemon.base.clone();
+            let expect_revoked = revoked.contains(cookie);
+            async move {
+                let response = http
+                    .get(format!("{base}/console/v1/auth/session"))
+                    .header(COOKIE, format!("palyra_console_session={cookie}"))
+                    .send()
+                    .await
+                    .unwrap();
+                if expect_revoked {
+                    assert_eq!(response.status(), 401, "an acknowledged logout was lost");
+                } else {
+                    assert_eq!(response.status(), 200, "an acknowledged login was lost");
+                    let body: Value = response.json().await.unwrap();
+                    assert_eq!(body["csrf_token"], csrf.as_str());
+                }
+            }
+        });
+    let mut checks = futures::stream::iter(checks).buffer_unordered(32);
+    use futures::StreamExt;
+    while checks.next().await.is_some() {}
+    eprintln!(
+        "crash harness: {CYCLES} kills, {} acknowledged logins, {} acknowledged logouts, all present",
+        acked.live.len(),
+        acked.revoked.len()
+    );
+    assert!(
+        undecided.len() <= CYCLES * WRITERS,
+        "only in-flight logouts are undecided"
+    );
+}
