@@ -103,6 +103,14 @@ impl Application {
         drop(admin_token);
 
         let storage = Storage::open(&data_dir)?;
+        // The database holds session records: owner-only, like the token file.
+        let db_path = data_dir.join(palyra_storage::DB_FILE);
+        fs::set_permissions(&db_path, fs::Permissions::from_mode(0o600)).map_err(|e| {
+            StartError::DataDir {
+                path: db_path.clone(),
+                message: format!("cannot restrict permissions: {e}"),
+            }
+        })?;
         let writer = storage.start_writer()?;
         let sessions = SessionsHandle::start(
             &storage,

@@ -12,7 +12,7 @@ use crate::error::ApiError;
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
-/// Like [`ApiJson`], but an empty body means `T::default()`.
+/// Like [`ApiJson`], but an empty body or `null` means `T::default()`.
 #[derive(Debug)]
 pub struct OptionalJson<T>(pub T);
 
@@ -77,9 +77,9 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        read_json(req, state, Some(T::default))
+        read_json::<Option<T>, S>(req, state, Some(|| None))
             .await
-            .map(OptionalJson)
+            .map(|value| OptionalJson(value.unwrap_or_default()))
     }
 }
 

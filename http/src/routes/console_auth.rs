@@ -27,15 +27,22 @@ pub struct LoginRequest {
     #[schema(value_type = String)]
     pub admin_token: SecretString,
     /// `admin:` followed by 1 to 64 of `A-Z a-z 0-9 . _ @ -`; default `admin:local`.
+    #[schema(pattern = r"^admin:[A-Za-z0-9._@-]{1,64}$")]
     pub principal: Option<String>,
     /// 1 to 128 of `A-Z a-z 0-9 . _ : -`; default `unnamed-device`.
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
     pub device_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HandoffRequest {
-    /// Same-origin path the browser lands on; default `/`.
+    /// Same-origin path the browser lands on; default `/`. It starts with `/`, not
+    /// `//`, and holds no backslash or control character.
+    #[schema(
+        pattern = r"^/([^/\\\x00-\x1f\x7f-\x9f][^\\\x00-\x1f\x7f-\x9f]*)?$",
+        max_length = 2048
+    )]
     pub redirect_path: Option<String>,
 }
 
@@ -133,7 +140,8 @@ pub async fn login(
 #[utoipa::path(get, path = "/console/v1/auth/session", tag = "auth",
     responses(
         (status = 200, description = "The session", body = ConsoleSession),
-        (status = 401, description = "No valid session (bearer requests have none)", body = ErrorBody)),
+        (status = 401, description = "No valid session (bearer requests have none)", body = ErrorBody),
+        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn session(
     Extension(caller): Extension<Caller>,
@@ -151,7 +159,8 @@ pub async fn session(
     responses(
         (status = 204, description = "Logged out; the cookie is cleared"),
         (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "CSRF token missing or wrong", body = ErrorBody)),
+        (status = 403, description = "CSRF token missing or wrong", body = ErrorBody),
+        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn logout(
     State(state): State<AppState>,
@@ -181,7 +190,8 @@ pub async fn logout(
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "CSRF token missing or wrong", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody)),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn mint_handoff(
     State(state): State<AppState>,
