@@ -3,18 +3,13 @@
 //! write acknowledged with a 2xx before the kill must be there afterwards, and the
 //! database must open cleanly. Correctness only, never timing.
 
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::helpers::{ADMIN_TOKEN, session_cookie, start_child};
 use rand::Rng;
 use reqwest::header::COOKIE;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-use crate::helpers::{ADMIN_TOKEN, session_cookie};
 
 const CYCLES: usize = 10;
 const WRITERS: usize = 16;
@@ -28,46 +23,6 @@ struct Acknowledged {
     revoked: Vec<String>,
     /// Sessions whose logout was sent: without an answer, either outcome is correct.
     logout_sent: Vec<String>,
-}
-
-struct Daemon {
-    child: Child,
-    base: String,
-}
-
-async fn start_daemon(data_dir: &Path) -> Daemon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_palyrad"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--bind", "127.0.0.1:0", "--log-format", "json"])
-        .env("PALYRA_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("PALYRA_SESSIONS__MAX_LIVE", "1000000")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("palyrad starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("palyrad logs within 30 s")
-            .unwrap()
-            .expect("palyrad exited before listening");
-        let Ok(event) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
-        if event["fields"]["message"] == "palyrad listening" {
-            break event["fields"]["addr"].as_str().unwrap().to_owned();
-        }
-    };
-    // Keep draining the log so the daemon never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Daemon {
-        child,
-        base: format!("http://{addr}"),
-    }
 }
 
 async fn write_until_killed(base: String, acked: Arc<Mutex<Acknowledged>>) {
@@ -122,7 +77,7 @@ async fn acknowledged_writes_survive_sigkill() {
     let acked = Arc::new(Mutex::new(Acknowledged::default()));
     let http = reqwest::Client::new();
     for cycle in 0..CYCLES {
-        let mut daemon = start_daemon(&data_dir).await;
+        let mut daemon = start_child(&data_dir, &[("PALYRA_SESSIONS__MAX_LIVE", "1000000")]).await;
         let ready = http
             .get(format!("{}/readyz", daemon.base))
             .send()
@@ -145,7 +100,7 @@ async fn acknowledged_writes_survive_sigkill() {
         }
     }
 
-    let daemon = start_daemon(&data_dir).await;
+    let daemon = start_child(&data_dir, &[("PALYRA_SESSIONS__MAX_LIVE", "1000000")]).await;
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     assert!(
         acked.live.len() > 100,

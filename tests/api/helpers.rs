@@ -204,3 +204,79 @@ pub async fn error_code(response: reqwest::Response) -> String {
         .expect("error.code")
         .to_owned()
 }
+
+/// palyrad as a child process (for kills, signals and log inspection).
+pub struct ChildDaemon {
+    pub child: tokio::process::Child,
+    pub base: String,
+    /// Everything the daemon wrote to stderr so far.
+    pub log: Arc<std::sync::Mutex<String>>,
+}
+
+/// Starts the palyrad binary on `data_dir` with JSON logs, waits until it listens.
+pub async fn start_child(data_dir: &std::path::Path, env: &[(&str, &str)]) -> ChildDaemon {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_palyrad"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--bind", "127.0.0.1:0", "--log-format", "json"])
+        .env("PALYRA_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("palyrad starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
+    let addr = loop {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("palyrad logs within 30 s")
+            .unwrap()
+            .expect("palyrad exited before listening");
+        log.lock().unwrap().push_str(&line);
+        log.lock().unwrap().push('\n');
+        let Ok(event) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if event["fields"]["message"] == "palyrad listening" {
+            break event["fields"]["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    // Keep draining the log so the daemon never blocks on a full pipe.
+    let sink = Arc::clone(&log);
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    ChildDaemon {
+        child,
+        base: format!("http://{addr}"),
+        log,
+    }
+}
+
+impl ChildDaemon {
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = tokio::time::timeout(std::time::Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("palyrad exits within 30 s of SIGTERM")
+            .unwrap();
+        // Let the drain task take the last lines.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let log = self.log.lock().unwrap().clone();
+        (exit, log)
+    }
+}

@@ -6,4 +6,5 @@ mod auth;
 mod crash;
 mod handoff;
 mod helpers;
+mod process;
 mod startup;
