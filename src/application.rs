@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palyra_actors::secret::random_token;
+use palyra_actors::vault::{Vault, VaultError};
 use palyra_actors::{
-    ActorError, HandoffPolicy, HandoffsHandle, SecretString, SessionPolicy, SessionsHandle,
+    ActorError, HandoffPolicy, HandoffsHandle, RegistryHandle, SecretString, SessionPolicy,
+    SessionsHandle,
 };
 use palyra_http::{AppState, AuthThrottle, HttpConfig};
 use palyra_storage::{Storage, StorageError, Writer};
@@ -36,6 +38,8 @@ pub enum StartError {
     Storage(#[from] StorageError),
     #[error("actors: {0}")]
     Actor(#[from] ActorError),
+    #[error("vault: {0}")]
+    Vault(#[from] VaultError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -43,6 +47,25 @@ pub enum StartError {
     },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+}
+
+/// Secrets the daemon takes from its environment: `PALYRA_ADMIN_TOKEN` and
+/// `PALYRA_VAULT_KEY`. Passed in so tests need not touch the process environment.
+#[derive(Debug, Default)]
+pub struct EnvSecrets {
+    pub admin_token: Option<SecretString>,
+    pub vault_key: Option<SecretString>,
+}
+
+impl EnvSecrets {
+    /// Reads both variables from the process environment.
+    pub fn from_env() -> Self {
+        let read = |name| std::env::var(name).ok().map(SecretString::new);
+        Self {
+            admin_token: read("PALYRA_ADMIN_TOKEN"),
+            vault_key: read("PALYRA_VAULT_KEY"),
+        }
+    }
 }
 
 /// Where the admin token came from.
@@ -77,10 +100,11 @@ impl Application {
     /// Opens storage, starts every actor and binds the socket. Must run inside the
     /// actix System (see [`crate::run_daemon`]). `env_admin_token` is
     /// `PALYRA_ADMIN_TOKEN`, passed in so tests need not touch the environment.
-    pub async fn build(
-        settings: Settings,
-        env_admin_token: Option<SecretString>,
-    ) -> Result<Self, StartError> {
+    pub async fn build(settings: Settings, secrets: EnvSecrets) -> Result<Self, StartError> {
+        let EnvSecrets {
+            admin_token: env_admin_token,
+            vault_key: env_vault_key,
+        } = secrets;
         let data_dir = match &settings.storage.data_dir {
             Some(dir) => dir.clone(),
             None => default_data_dir()?,
@@ -122,6 +146,17 @@ impl Application {
                 tick_interval: Duration::from_secs(settings.sessions.tick_interval_s),
             },
         )?;
+        let (vault, vault_ops) = Vault::open(&storage, &data_dir, env_vault_key)?;
+        if !vault_ops.is_empty() {
+            writer.write(vault_ops).await?;
+        }
+        tracing::info!(key_id = %vault.active_key_id(), source = ?vault.source(), "vault open");
+        let registry = RegistryHandle::start(
+            &storage,
+            writer.clone(),
+            vault,
+            settings.providers.directory(),
+        )?;
         let handoffs = HandoffsHandle::start(
             &storage,
             writer.clone(),
@@ -142,6 +177,7 @@ impl Application {
         let state = AppState {
             sessions: sessions.clone(),
             handoffs,
+            registry,
             writer: writer.clone(),
             admin_token_digest,
             auth_throttle: Arc::new(AuthThrottle::new(

@@ -23,7 +23,7 @@ use std::future::Future;
 /// `shutdown` resolves. Blocks the calling thread.
 pub fn run_daemon<F, S>(
     settings: Settings,
-    env_admin_token: Option<palyra_actors::SecretString>,
+    secrets: application::EnvSecrets,
     on_ready: F,
     shutdown: S,
 ) -> Result<(), StartError>
@@ -39,7 +39,7 @@ where
             .unwrap_or_else(|e| panic!("cannot start the tokio runtime: {e}"))
     });
     system.block_on(async move {
-        let app = Application::build(settings, env_admin_token).await?;
+        let app = Application::build(settings, secrets).await?;
         on_ready(&app);
         app.run_until_stopped(shutdown).await
     })

@@ -20,7 +20,12 @@ const ENV_ALIASES: &[(&str, &str, &str)] = &[
 ];
 
 /// Variables with a meaning of their own, not config keys.
-const ENV_RESERVED: &[&str] = &["PALYRA_CONFIG", "PALYRA_ADMIN_TOKEN", "PALYRA_URL"];
+const ENV_RESERVED: &[&str] = &[
+    "PALYRA_CONFIG",
+    "PALYRA_ADMIN_TOKEN",
+    "PALYRA_URL",
+    "PALYRA_VAULT_KEY",
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +36,40 @@ pub struct Settings {
     pub handoff: HandoffSettings,
     pub auth: AuthSettings,
     pub log: LogSettings,
+    pub providers: ProvidersSettings,
+}
+
+/// Model providers; `custom` holds `[providers.custom.<name>]` tables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersSettings {
+    pub openai: ProviderConfig,
+    pub anthropic: ProviderConfig,
+    #[serde(default)]
+    pub custom: std::collections::BTreeMap<String, ProviderConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Base of the provider's HTTP API; API keys are checked at `{api_base_url}/v1/models`.
+    pub api_base_url: String,
+}
+
+impl ProvidersSettings {
+    /// The providers as the registry sees them, keyed by provider id.
+    pub fn directory(&self) -> palyra_actors::provider::ProviderDirectory {
+        let mut providers = std::collections::BTreeMap::new();
+        let entry = |c: &ProviderConfig| palyra_actors::provider::ProviderSettings {
+            api_base_url: c.api_base_url.trim_end_matches('/').to_owned(),
+        };
+        providers.insert("openai".to_owned(), entry(&self.openai));
+        providers.insert("anthropic".to_owned(), entry(&self.anthropic));
+        for (name, config) in &self.custom {
+            providers.insert(format!("custom:{name}"), entry(config));
+        }
+        palyra_actors::provider::ProviderDirectory { providers }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,8 +177,8 @@ impl Settings {
             origin = path.display().to_string();
         }
         for (name, value) in env {
-            if let Some((section, key)) = env_key(&name) {
-                set(&mut table, &section, &key, parse_env_value(&value));
+            if let Some(path) = env_key(&name) {
+                set_path(&mut table, &path, parse_env_value(&value));
                 origin = format!("{origin} and PALYRA_* environment variables");
             }
         }
@@ -216,6 +255,24 @@ impl Settings {
         if let Some(token) = &self.server.admin_token {
             check_admin_token(token)?;
         }
+        let mut providers = vec![
+            ("openai".to_owned(), &self.providers.openai),
+            ("anthropic".to_owned(), &self.providers.anthropic),
+        ];
+        for (name, config) in &self.providers.custom {
+            palyra_actors::registry::validate_provider(&format!("custom:{name}"))
+                .map_err(|_| format!("providers.custom.{name}: use 1 to 64 of a-z 0-9 . _ -"))?;
+            providers.push((format!("custom.{name}"), config));
+        }
+        for (name, config) in providers {
+            let ok = url::Url::parse(&config.api_base_url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return Err(format!(
+                    "providers.{name}.api_base_url must be an http or https URL"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -269,29 +326,42 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 }
 
 fn set(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
-    let entry = table
-        .entry(section.to_owned())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    if let toml::Value::Table(t) = entry {
-        t.insert(key.to_owned(), value);
-    } else {
-        let mut t = toml::Table::new();
-        t.insert(key.to_owned(), value);
-        *entry = toml::Value::Table(t);
-    }
+    set_path(table, &[section.to_owned(), key.to_owned()], value);
 }
 
-/// Maps an environment variable to a `(section, key)` of the config, if it is one.
-fn env_key(name: &str) -> Option<(String, String)> {
+/// Sets `value` at a dotted path of tables, creating the tables on the way.
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut current = table;
+    for name in parents {
+        let entry = current
+            .entry(name.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(next) = entry else {
+            return;
+        };
+        current = next;
+    }
+    current.insert(last.clone(), value);
+}
+
+/// Maps an environment variable to a path of config keys, if it is one:
+/// `PALYRA_PROVIDERS__OPENAI__API_BASE_URL` is `providers.openai.api_base_url`.
+fn env_key(name: &str) -> Option<Vec<String>> {
     if ENV_RESERVED.contains(&name) {
         return None;
     }
     if let Some((_, section, key)) = ENV_ALIASES.iter().find(|(n, _, _)| *n == name) {
-        return Some(((*section).to_owned(), (*key).to_owned()));
+        return Some(vec![(*section).to_owned(), (*key).to_owned()]);
     }
     let rest = name.strip_prefix("PALYRA_")?;
-    let (section, key) = rest.split_once("__")?;
-    Some((section.to_ascii_lowercase(), key.to_ascii_lowercase()))
+    let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+    (path.len() >= 2 && path.iter().all(|p| !p.is_empty())).then_some(path)
 }
 
 /// Numbers and booleans keep their type; anything else is a string.

@@ -2,6 +2,9 @@
 
 use palyra_storage::StorageError;
 
+use crate::provider::KeyCheckError;
+use crate::vault::VaultError;
+
 /// What an actor can answer instead of a result. The HTTP layer maps each variant to a
 /// status in one table.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -21,6 +24,15 @@ pub enum ActorError {
     /// The handoff token is unknown, expired or already used.
     #[error("the handoff token is unknown, expired or already used")]
     HandoffRejected,
+    /// No such thing.
+    #[error("no {what} with id {id:?}")]
+    NotFound { what: &'static str, id: String },
+    /// The provider did not accept an API key, or could not be asked.
+    #[error(transparent)]
+    KeyCheck(#[from] KeyCheckError),
+    /// The vault refused (wrong key, unreadable secret, rotation not possible).
+    #[error(transparent)]
+    Vault(VaultError),
     /// The actor has stopped (daemon shutting down).
     #[error("the {0} actor is not running")]
     Stopped(&'static str),
@@ -31,6 +43,15 @@ impl ActorError {
         Self::Invalid {
             field,
             message: message.into(),
+        }
+    }
+}
+
+impl From<VaultError> for ActorError {
+    fn from(e: VaultError) -> Self {
+        match e {
+            VaultError::Storage(s) => ActorError::Storage(s),
+            other => ActorError::Vault(other),
         }
     }
 }

@@ -5,6 +5,9 @@
 //!   index so that validating a cookie costs no actor hop.
 //! - [`handoffs`]: the handoffs actor owns single-use browser handoff tokens and asks
 //!   the sessions actor for a session when one is consumed.
+//! - [`registry`]: the registry actor owns auth profiles, defaults and the vault.
+//! - [`vault`]: secrets sealed with XChaCha20-Poly1305 under a rotatable master key.
+//! - [`provider`]: provider settings and the API-key check.
 //! - [`secret`]: the secret string type and token helpers.
 //! - [`error`]: the one error type this crate returns.
 //!
@@ -13,13 +16,17 @@
 
 pub mod error;
 pub mod handoffs;
+pub mod provider;
+pub mod registry;
 pub mod secret;
 pub mod sessions;
 mod time;
+pub mod vault;
 
 pub use error::ActorError;
 pub use handoffs::{HandoffPolicy, HandoffsHandle, MintedHandoff};
 pub use palyra_storage::Storage;
+pub use registry::RegistryHandle;
 pub use secret::SecretString;
 pub use sessions::{Authenticated, ConsoleSession, IssuedSession, SessionPolicy, SessionsHandle};
 pub use time::{now_ms, to_datetime};

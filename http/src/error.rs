@@ -9,6 +9,8 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use palyra_actors::ActorError;
+use palyra_actors::provider::KeyCheckError;
+use palyra_actors::vault::VaultError;
 use palyra_storage::StorageError;
 use serde::Serialize;
 
@@ -77,18 +79,42 @@ impl ApiError {
                 ActorError::NoSession => (StatusCode::UNAUTHORIZED, "no_session"),
                 ActorError::HandoffRejected => (StatusCode::UNAUTHORIZED, "handoff_rejected"),
                 ActorError::Stopped(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-                ActorError::Storage(s) => match s {
-                    StorageError::WriterStopped => {
-                        (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+                ActorError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+                ActorError::KeyCheck(k) => match k {
+                    KeyCheckError::Rejected { .. } => {
+                        (StatusCode::UNPROCESSABLE_ENTITY, "credential_rejected")
                     }
-                    StorageError::Backend(_)
-                    | StorageError::SchemaTooNew { .. }
-                    | StorageError::Corrupt { .. } => {
-                        (StatusCode::INTERNAL_SERVER_ERROR, "storage_failure")
+                    KeyCheckError::RateLimited { .. } => {
+                        (StatusCode::FAILED_DEPENDENCY, "provider_rate_limited")
+                    }
+                    KeyCheckError::Unavailable(_) => {
+                        (StatusCode::FAILED_DEPENDENCY, "provider_unavailable")
+                    }
+                    KeyCheckError::NotConfigured(_) => {
+                        (StatusCode::BAD_REQUEST, "provider_not_configured")
                     }
                 },
+                ActorError::Vault(v) => match v {
+                    VaultError::EnvKeyNotRotatable => (StatusCode::CONFLICT, "vault_key_from_env"),
+                    VaultError::Storage(s) => storage_status(s),
+                    VaultError::Key(_)
+                    | VaultError::WrongKey { .. }
+                    | VaultError::Unreadable(_) => {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "vault_failure")
+                    }
+                },
+                ActorError::Storage(s) => storage_status(s),
             },
         }
+    }
+}
+
+fn storage_status(e: &StorageError) -> (StatusCode, &'static str) {
+    match e {
+        StorageError::WriterStopped => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        StorageError::Backend(_)
+        | StorageError::SchemaTooNew { .. }
+        | StorageError::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage_failure"),
     }
 }
 
@@ -108,6 +134,14 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
+        if let ApiError::Actor(ActorError::KeyCheck(KeyCheckError::RateLimited {
+            retry_after_s: Some(retry_after_s),
+        })) = &self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+        }
         if let ApiError::TooManyRequests { retry_after_s } = self {
             response
                 .headers_mut()

@@ -23,15 +23,15 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{MethodRouter, get, post};
-use palyra_actors::{HandoffsHandle, SessionsHandle};
+use axum::routing::{MethodRouter, delete, get, post};
+use palyra_actors::{HandoffsHandle, RegistryHandle, SessionsHandle};
 use palyra_storage::Writer;
 
 pub use error::ApiError;
 pub use throttle::AuthThrottle;
 
 use crate::error::InternalCause;
-use crate::routes::{console_auth, ops};
+use crate::routes::{console_auth, ops, profiles};
 
 /// Settings the HTTP layer needs.
 #[derive(Debug, Clone)]
@@ -49,6 +49,7 @@ pub struct HttpConfig {
 pub struct AppState {
     pub sessions: SessionsHandle,
     pub handoffs: HandoffsHandle,
+    pub registry: RegistryHandle,
     /// For readiness.
     pub writer: Writer,
     /// SHA-256 of the admin token; the token itself is not kept here.
@@ -139,6 +140,54 @@ fn routes() -> Vec<(RouteInfo, MethodRouter<AppState>)> {
             "/console/v1/auth/browser-handoff/session",
             Public,
             post(console_auth::handoff_session),
+        ),
+        r(
+            Method::GET,
+            "/console/v1/auth/profiles",
+            Authenticated,
+            get(profiles::list_profiles),
+        ),
+        r(
+            Method::POST,
+            "/console/v1/auth/profiles",
+            Authenticated,
+            post(profiles::create_profile),
+        ),
+        r(
+            Method::GET,
+            "/console/v1/auth/profiles/{profile_id}",
+            Authenticated,
+            get(profiles::get_profile),
+        ),
+        r(
+            Method::DELETE,
+            "/console/v1/auth/profiles/{profile_id}",
+            Authenticated,
+            delete(profiles::delete_profile),
+        ),
+        r(
+            Method::POST,
+            "/console/v1/auth/profiles/{profile_id}/default",
+            Authenticated,
+            post(profiles::set_default),
+        ),
+        r(
+            Method::GET,
+            "/console/v1/auth/health",
+            Authenticated,
+            get(profiles::health),
+        ),
+        r(
+            Method::GET,
+            "/console/v1/auth/resolve",
+            Authenticated,
+            get(profiles::resolve),
+        ),
+        r(
+            Method::POST,
+            "/console/v1/vault/rotate-key",
+            Authenticated,
+            post(profiles::rotate_key),
         ),
     ]
 }

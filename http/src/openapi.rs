@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{console_auth, ops};
+use crate::routes::{console_auth, ops, profiles};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -17,11 +17,20 @@ use crate::routes::{console_auth, ops};
         console_auth::mint_handoff,
         console_auth::consume_handoff,
         console_auth::handoff_session,
+        profiles::list_profiles,
+        profiles::create_profile,
+        profiles::get_profile,
+        profiles::delete_profile,
+        profiles::set_default,
+        profiles::health,
+        profiles::resolve,
+        profiles::rotate_key,
         openapi_json,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
     modifiers(&SecuritySchemes),
     tags((name = "auth", description = "Console authentication and browser handoff"),
+         (name = "auth-profiles", description = "Credentials for model providers and the vault"),
          (name = "operations", description = "Probes and the API document"))
 )]
 pub struct ApiDoc;

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use palyra::settings::{LogFormat, Overrides, Settings};
-use palyra_actors::SecretString;
 
 /// The Palyra daemon: credentials for AI model providers and standing orders for
 /// agents, administered over the HTTP admin API at /console/v1.
@@ -44,10 +43,8 @@ fn main() -> ExitCode {
         }
     };
     palyra::telemetry::init(&settings.log);
-    let env_token = std::env::var("PALYRA_ADMIN_TOKEN")
-        .ok()
-        .map(SecretString::new);
-    match palyra::run_daemon(settings, env_token, |_| {}, palyra::shutdown_signal()) {
+    let secrets = palyra::application::EnvSecrets::from_env();
+    match palyra::run_daemon(settings, secrets, |_| {}, palyra::shutdown_signal()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "palyrad cannot run");

@@ -18,17 +18,36 @@ pub enum Table {
     Sessions,
     /// Browser handoffs, keyed by the SHA-256 of the handoff token.
     Handoffs,
+    /// Sealed secrets, keyed by vault ref (`vault://global/...`).
+    Vault,
+    /// The vault's check value, sealed under the active key.
+    VaultMeta,
+    /// Auth profiles, keyed by profile id.
+    AuthProfiles,
+    /// Default profile per provider and scope, keyed by `provider|scope`.
+    AuthDefaults,
 }
 
 impl Table {
     /// Every table, so start-up can create them all.
-    pub const ALL: [Table; 2] = [Table::Sessions, Table::Handoffs];
+    pub const ALL: [Table; 6] = [
+        Table::Sessions,
+        Table::Handoffs,
+        Table::Vault,
+        Table::VaultMeta,
+        Table::AuthProfiles,
+        Table::AuthDefaults,
+    ];
 
     /// The table's redb name.
     pub fn name(self) -> &'static str {
         match self {
             Table::Sessions => "sessions",
             Table::Handoffs => "handoffs",
+            Table::Vault => "vault",
+            Table::VaultMeta => "vault_meta",
+            Table::AuthProfiles => "auth_profiles",
+            Table::AuthDefaults => "auth_defaults",
         }
     }
 

@@ -91,11 +91,24 @@ impl Writer {
 
     /// Applies `ops` atomically and returns once they are durable on disk.
     pub async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StorageError> {
+        self.submit(ops).await
+    }
+
+    /// Queues `ops` now, in the caller's order, and returns a future that resolves once
+    /// they are durable. Actors use it so that the order of their writes on disk is the
+    /// order in which they handled the messages.
+    pub fn submit(
+        &self,
+        ops: Vec<WriteOp>,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send + use<> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Msg::Write(Request { ops, ack }))
-            .map_err(|_| StorageError::WriterStopped)?;
-        done.await.map_err(|_| StorageError::WriterStopped)?
+        let queued = self.tx.send(Msg::Write(Request { ops, ack })).is_ok();
+        async move {
+            if !queued {
+                return Err(StorageError::WriterStopped);
+            }
+            done.await.map_err(|_| StorageError::WriterStopped)?
+        }
     }
 
     /// Finishes every queued write, closes the transaction log and stops the thread.

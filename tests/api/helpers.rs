@@ -66,7 +66,7 @@ pub async fn start(dir: Arc<TempDir>, settings: Settings) -> Result<TestApp, pal
     let thread = std::thread::spawn(move || {
         palyra::run_daemon(
             daemon_settings,
-            None,
+            palyra::application::EnvSecrets::default(),
             move |app| {
                 let _ = ready_tx.send(app.local_addr());
             },

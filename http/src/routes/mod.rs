@@ -2,3 +2,4 @@
 
 pub mod console_auth;
 pub mod ops;
+pub mod profiles;

@@ -26,7 +26,11 @@ pub async fn healthz() -> Json<ProbeStatus> {
         (status = 200, description = "Ready", body = ProbeStatus),
         (status = 503, description = "Not ready", body = ProbeStatus)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<ProbeStatus>) {
-    if state.writer.is_alive() && state.sessions.is_running() && state.handoffs.is_running() {
+    if state.writer.is_alive()
+        && state.sessions.is_running()
+        && state.handoffs.is_running()
+        && state.registry.is_running()
+    {
         (StatusCode::OK, Json(ProbeStatus { status: "ready" }))
     } else {
         (

@@ -1,0 +1,399 @@
+//! The vault: secrets encrypted at rest with XChaCha20-Poly1305.
+//!
+//! Every secret is sealed under the active master key with a fresh random 192-bit
+//! nonce, and its vault ref is the associated data, so a ciphertext moved to another
+//! ref fails to open. A sealed secret names the id of the key that sealed it; a check
+//! value sealed under the active key lets start-up refuse a key that does not open the
+//! existing vault, instead of silently starting a second one.
+//!
+//! The keyring comes from `PALYRA_VAULT_KEY` (base64 of 32 bytes) or from the key file
+//! `<data-dir>/vault.key` (one base64 key per line, mode 0600). Rotation appends the new
+//! key to the file before any secret is re-sealed, re-seals everything in one
+//! transaction, and only then drops the old key from the file: a crash at any point
+//! leaves every secret readable.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use palyra_storage::{Storage, StoredRecord, Table, WriteOp, decode_record, encode_record};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::secret::SecretString;
+
+/// Name of the key file in the data dir.
+pub const VAULT_KEY_FILE: &str = "vault.key";
+/// The row of the vault table that holds the check value.
+const CHECK_REF: &str = "vault://system/check";
+const CHECK_PLAINTEXT: &[u8] = b"palyra vault check v1";
+
+/// Where the master key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VaultKeySource {
+    Env,
+    File,
+}
+
+/// A master key. Zeroized on drop; `Debug` shows only its id.
+struct MasterKey {
+    id: String,
+    bytes: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterKey").field("id", &self.id).finish()
+    }
+}
+
+impl MasterKey {
+    fn from_bytes(bytes: Zeroizing<[u8; 32]>) -> Self {
+        // The id is a digest of the key: stable, and it reveals nothing of the key.
+        let digest = Sha256::new()
+            .chain_update(b"palyra-vault-key-id:")
+            .chain_update(bytes.as_slice())
+            .finalize();
+        let id = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        Self { id, bytes }
+    }
+
+    fn generate() -> Self {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        rand::rng().fill_bytes(bytes.as_mut_slice());
+        Self::from_bytes(bytes)
+    }
+
+    fn parse(text: &str) -> Result<Self, VaultError> {
+        let mut decoded = STANDARD
+            .decode(text.trim())
+            .map_err(|_| VaultError::Key("a vault key is not valid base64".into()))?;
+        if decoded.len() != 32 {
+            decoded.zeroize();
+            return Err(VaultError::Key(
+                "a vault key must be base64 of exactly 32 bytes".into(),
+            ));
+        }
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        bytes.copy_from_slice(&decoded);
+        decoded.zeroize();
+        Ok(Self::from_bytes(bytes))
+    }
+
+    fn encode(&self) -> Zeroizing<String> {
+        Zeroizing::new(STANDARD.encode(self.bytes.as_slice()))
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(Key::from_slice(self.bytes.as_slice()))
+    }
+}
+
+/// A sealed secret as stored in the vault table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Sealed {
+    key_id: String,
+    nonce: Vec<u8>,
+    ciphertext: Vec<u8>,
+}
+
+impl StoredRecord for Sealed {
+    const TABLE: &'static str = "vault";
+    const VERSION: u32 = 1;
+}
+
+/// What can go wrong in the vault.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VaultError {
+    #[error("vault key: {0}")]
+    Key(String),
+    #[error(
+        "the vault key (id {found}) does not open the existing vault (sealed with key id {expected}); start with the right PALYRA_VAULT_KEY or vault.key"
+    )]
+    WrongKey { expected: String, found: String },
+    #[error("the secret at {0} cannot be opened (tampered, moved, or sealed with an unknown key)")]
+    Unreadable(String),
+    #[error(
+        "the vault key comes from PALYRA_VAULT_KEY; rotate it by changing the variable, not through the daemon"
+    )]
+    EnvKeyNotRotatable,
+    #[error(transparent)]
+    Storage(#[from] palyra_storage::StorageError),
+}
+
+/// The keyring and the knowledge of which refs hold a secret. Owned by the registry
+/// actor; not `Clone`, so key material lives in one place.
+pub struct Vault {
+    /// Active key first; older keys stay only while a rotation is incomplete.
+    keys: Vec<MasterKey>,
+    source: VaultKeySource,
+    key_file: PathBuf,
+    storage: Storage,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("active_key_id", &self.active_key_id())
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    /// Loads the keyring and proves it opens the existing vault. Returns the vault and
+    /// the writes that must be committed before use (the check value of a new vault,
+    /// or the pruning of a finished rotation).
+    pub fn open(
+        storage: &Storage,
+        data_dir: &Path,
+        env_key: Option<SecretString>,
+    ) -> Result<(Self, Vec<WriteOp>), VaultError> {
+        let key_file = data_dir.join(VAULT_KEY_FILE);
+        let (keys, source) = match env_key {
+            Some(text) => (vec![MasterKey::parse(text.expose())?], VaultKeySource::Env),
+            None => (load_or_create_key_file(&key_file)?, VaultKeySource::File),
+        };
+        let mut vault = Self {
+            keys,
+            source,
+            key_file,
+            storage: storage.clone(),
+        };
+        let mut ops = Vec::new();
+        match storage.get(Table::VaultMeta, CHECK_REF.as_bytes())? {
+            Some(bytes) => {
+                let sealed: Sealed = decode_record(&bytes)?;
+                let Some(position) = vault.keys.iter().position(|k| k.id == sealed.key_id) else {
+                    return Err(VaultError::WrongKey {
+                        expected: sealed.key_id,
+                        found: vault.active_key_id().to_owned(),
+                    });
+                };
+                let mut check =
+                    vault
+                        .open_sealed(CHECK_REF, &sealed)
+                        .map_err(|_| VaultError::WrongKey {
+                            expected: sealed.key_id.clone(),
+                            found: vault.keys[position].id.clone(),
+                        })?;
+                check.zeroize();
+                // The key that sealed the check is the active one; a key file still
+                // holding others is the trace of a rotation cut short after its commit.
+                let active = vault.keys.remove(position);
+                vault.keys.insert(0, active);
+                if vault.keys.len() > 1 && vault.source == VaultKeySource::File {
+                    vault.keys.truncate(1);
+                    write_key_file(&vault.key_file, &vault.keys)?;
+                }
+            }
+            None => {
+                if !storage.load(Table::Vault)?.is_empty() {
+                    return Err(VaultError::Key(
+                        "the vault holds secrets but no check value; refusing to guess the key"
+                            .into(),
+                    ));
+                }
+                ops.push(vault.seal_op_with(0, Table::VaultMeta, CHECK_REF, CHECK_PLAINTEXT));
+            }
+        }
+        Ok((vault, ops))
+    }
+
+    pub fn active_key_id(&self) -> &str {
+        &self.keys[0].id
+    }
+
+    pub fn source(&self) -> VaultKeySource {
+        self.source
+    }
+
+    /// The write that stores `secret` at `vault_ref`, sealed under the active key.
+    pub fn seal(&self, vault_ref: &str, secret: &SecretString) -> WriteOp {
+        self.seal_op_with(0, Table::Vault, vault_ref, secret.expose().as_bytes())
+    }
+
+    fn seal_op_with(&self, key: usize, table: Table, vault_ref: &str, plaintext: &[u8]) -> WriteOp {
+        let key = &self.keys[key];
+        let mut nonce = [0u8; 24];
+        rand::rng().fill_bytes(&mut nonce);
+        // Encryption with a valid key and nonce length cannot fail.
+        let ciphertext = key
+            .cipher()
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: vault_ref.as_bytes(),
+                },
+            )
+            .unwrap_or_default();
+        WriteOp::Put {
+            table,
+            key: vault_ref.as_bytes().to_vec(),
+            value: encode_record(&Sealed {
+                key_id: key.id.clone(),
+                nonce: nonce.to_vec(),
+                ciphertext,
+            }),
+        }
+    }
+
+    /// The write that removes the secret at `vault_ref`.
+    pub fn delete(vault_ref: &str) -> WriteOp {
+        WriteOp::Delete {
+            table: Table::Vault,
+            key: vault_ref.as_bytes().to_vec(),
+        }
+    }
+
+    /// Whether a secret is stored at `vault_ref`.
+    pub fn contains(&self, vault_ref: &str) -> Result<bool, VaultError> {
+        Ok(self
+            .storage
+            .get(Table::Vault, vault_ref.as_bytes())?
+            .is_some())
+    }
+
+    /// Opens the secret at `vault_ref`; `None` when there is none.
+    pub fn open_secret(&self, vault_ref: &str) -> Result<Option<SecretString>, VaultError> {
+        let Some(bytes) = self.storage.get(Table::Vault, vault_ref.as_bytes())? else {
+            return Ok(None);
+        };
+        let sealed: Sealed = decode_record(&bytes)?;
+        let plaintext = self.open_sealed(vault_ref, &sealed)?;
+        let text = String::from_utf8(plaintext.to_vec())
+            .map_err(|_| VaultError::Unreadable(vault_ref.to_owned()))?;
+        Ok(Some(SecretString::new(text)))
+    }
+
+    fn open_sealed(
+        &self,
+        vault_ref: &str,
+        sealed: &Sealed,
+    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        let unreadable = || VaultError::Unreadable(vault_ref.to_owned());
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.id == sealed.key_id)
+            .ok_or_else(unreadable)?;
+        if sealed.nonce.len() != 24 {
+            return Err(unreadable());
+        }
+        key.cipher()
+            .decrypt(
+                XNonce::from_slice(&sealed.nonce),
+                Payload {
+                    msg: &sealed.ciphertext,
+                    aad: vault_ref.as_bytes(),
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| unreadable())
+    }
+
+    /// First step of a rotation: a new key, made durable in the key file next to the
+    /// current one. Returns the writes that re-seal every secret and the check value
+    /// under it; commit them, then call [`Vault::finish_rotation`].
+    pub fn begin_rotation(&mut self) -> Result<(Vec<WriteOp>, usize), VaultError> {
+        if self.source == VaultKeySource::Env {
+            return Err(VaultError::EnvKeyNotRotatable);
+        }
+        self.keys.insert(0, MasterKey::generate());
+        if let Err(e) = write_key_file(&self.key_file, &self.keys) {
+            self.keys.remove(0);
+            return Err(e);
+        }
+        let mut ops = Vec::new();
+        let rows = self.storage.load(Table::Vault)?;
+        let count = rows.len();
+        for (key, value) in rows {
+            let vault_ref = String::from_utf8_lossy(&key).into_owned();
+            let sealed: Sealed = decode_record(&value)?;
+            let plaintext = self.open_sealed(&vault_ref, &sealed)?;
+            ops.push(self.seal_op_with(0, Table::Vault, &vault_ref, &plaintext));
+        }
+        ops.push(self.seal_op_with(0, Table::VaultMeta, CHECK_REF, CHECK_PLAINTEXT));
+        Ok((ops, count))
+    }
+
+    /// Last step of a rotation, after its writes are durable: forget the old keys.
+    pub fn finish_rotation(&mut self) -> Result<(), VaultError> {
+        self.keys.truncate(1);
+        write_key_file(&self.key_file, &self.keys)
+    }
+
+    /// Undo of [`Vault::begin_rotation`] when its writes failed: the old key stays active.
+    pub fn abort_rotation(&mut self) {
+        if self.keys.len() > 1 {
+            self.keys.remove(0);
+            let _ = write_key_file(&self.key_file, &self.keys);
+        }
+    }
+}
+
+fn load_or_create_key_file(path: &Path) -> Result<Vec<MasterKey>, VaultError> {
+    let fail = |m: String| VaultError::Key(format!("{}: {m}", path.display()));
+    match fs::metadata(path) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(fail(format!(
+                    "readable by group or others (mode {:o}); run chmod 600 on it",
+                    mode & 0o777
+                )));
+            }
+            let text = Zeroizing::new(fs::read_to_string(path).map_err(|e| fail(e.to_string()))?);
+            let keys = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(MasterKey::parse)
+                .collect::<Result<Vec<_>, _>>()?;
+            if keys.is_empty() {
+                return Err(fail("holds no key".into()));
+            }
+            Ok(keys)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let keys = vec![MasterKey::generate()];
+            write_key_file(path, &keys)?;
+            Ok(keys)
+        }
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+/// Replaces the key file atomically (temp file, fsync, rename, fsync of the dir).
+fn write_key_file(path: &Path, keys: &[MasterKey]) -> Result<(), VaultError> {
+    let fail = |e: std::io::Error| VaultError::Key(format!("{}: {e}", path.display()));
+    let tmp = path.with_extension("key.tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(fail)?;
+    for key in keys {
+        let line = key.encode();
+        file.write_all(line.as_bytes()).map_err(fail)?;
+        file.write_all(b"\n").map_err(fail)?;
+    }
+    file.sync_all().map_err(fail)?;
+    fs::rename(&tmp, path).map_err(fail)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(fail)?;
+    }
+    Ok(())
+}

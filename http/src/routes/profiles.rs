@@ -1,0 +1,224 @@
+//! Auth profiles: list, create or replace, show, delete, set default, health, resolve;
+//! and the vault's key rotation.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use palyra_actors::registry::{
+    AuthHealthReport, AuthProfile, AuthProfileScope, NewCredential, NewProfile, ProfileFilter,
+    ProfilePage, ResolveAnswer, RotationReport, validate_profile_id,
+};
+
+/// Body of `POST /auth/profiles`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProfileRequest {
+    /// Lowercase `a-z 0-9 . _ -`, at most 128; generated when absent. An existing id is replaced.
+    #[schema(pattern = r"^[a-z0-9._-]{1,128}$")]
+    pub profile_id: Option<String>,
+    /// `openai`, `anthropic` or `custom:<name>`.
+    #[schema(pattern = r"^(openai|anthropic|custom:[a-z0-9._-]{1,64})$")]
+    pub provider: String,
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub profile_name: String,
+    /// Default: global.
+    pub scope: Option<AuthProfileScope>,
+    pub credential: NewCredential,
+    /// Make it the default of its provider and scope.
+    #[serde(default)]
+    pub set_default: bool,
+    /// Check the key with `GET {api_base_url}/v1/models` first (default true).
+    pub validate: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only this provider.
+    pub provider: Option<String>,
+    /// `global` or `agent`.
+    pub scope: Option<String>,
+    /// Only profiles scoped to this agent.
+    pub agent_id: Option<String>,
+    /// Page size, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+    /// The `next_after` of the previous page.
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveQuery {
+    #[param(pattern = r"^(openai|anthropic|custom:[a-z0-9._-]{1,64})$")]
+    pub provider: String,
+    #[param(pattern = r"^[a-z0-9._-]{1,128}$")]
+    pub agent_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ProfilePath {
+    /// The profile id.
+    #[param(pattern = r"^[a-z0-9._-]{1,128}$")]
+    pub profile_id: String,
+}
+
+/// Auth profiles, filtered and paged by profile id.
+#[utoipa::path(get, path = "/console/v1/auth/profiles", tag = "auth-profiles",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of profiles", body = ProfilePage),
+        (status = 400, description = "Invalid filter", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn list_profiles(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<ProfilePage>, ApiError> {
+    let filter = ProfileFilter {
+        provider: q.provider,
+        scope_kind: q.scope,
+        agent_id: q.agent_id,
+    };
+    Ok(Json(state.registry.list(filter, q.limit, q.after).await?))
+}
+
+/// Creates or replaces a profile. The API key goes in once; no response carries it.
+#[utoipa::path(post, path = "/console/v1/auth/profiles", tag = "auth-profiles",
+    request_body = CreateProfileRequest,
+    responses(
+        (status = 200, description = "Saved", body = AuthProfile),
+        (status = 400, description = "Invalid field", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "CSRF token missing or wrong", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "The provider rejected the key", body = ErrorBody),
+        (status = 424, description = "The provider could not validate the key (unreachable, rate-limited, error)", body = ErrorBody),
+        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn create_profile(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CreateProfileRequest>,
+) -> Result<Json<AuthProfile>, ApiError> {
+    let profile = state
+        .registry
+        .create(NewProfile {
+            profile_id: req.profile_id,
+            provider: req.provider,
+            profile_name: req.profile_name,
+            scope: req.scope.unwrap_or(AuthProfileScope::Global),
+            credential: req.credential,
+            set_default: req.set_default,
+            validate: req.validate.unwrap_or(true),
+        })
+        .await?;
+    Ok(Json(profile))
+}
+
+/// One profile.
+#[utoipa::path(get, path = "/console/v1/auth/profiles/{profile_id}", tag = "auth-profiles",
+    params(ProfilePath),
+    responses(
+        (status = 200, description = "The profile", body = AuthProfile),
+        (status = 400, description = "Invalid id", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such profile", body = ErrorBody),
+        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn get_profile(
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<ProfilePath>,
+) -> Result<Json<AuthProfile>, ApiError> {
+    validate_profile_id(&path.profile_id)?;
+    Ok(Json(state.registry.get(&path.profile_id).await?))
+}
+
+/// Deletes a profile and its secrets, in one transaction.
+#[utoipa::path(delete, path = "/console/v1/auth/profiles/{profile_id}", tag = "auth-profiles",
+    params(ProfilePath),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Invalid id", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "CSRF token missing or wrong", body = ErrorBody),
+        (status = 404, description = "No such profile", body = ErrorBody),
+        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn delete_profile(
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<ProfilePath>,
+) -> Result<StatusCode, ApiError> {
+    validate_profile_id(&path.profile_id)?;
+    state.registry.delete(&path.profile_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Makes a profile the default of its provider and scope.
+#[utoipa::path(post, path = "/console/v1/auth/profiles/{profile_id}/default", tag = "auth-profiles",
+    params(ProfilePath),
+    responses(
+        (status = 200, description = "Now the default", body = AuthProfile),
+        (status = 400, description = "Invalid id", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "CSRF token missing or wrong", body = ErrorBody),
+        (status = 404, description = "No such profile", body = ErrorBody),
+        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn set_default(
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<ProfilePath>,
+) -> Result<Json<AuthProfile>, ApiError> {
+    validate_profile_id(&path.profile_id)?;
+    Ok(Json(state.registry.set_default(&path.profile_id).await?))
+}
+
+/// Health of every credential (`AuthHealthReport`); never calls a provider.
+#[utoipa::path(get, path = "/console/v1/auth/health", tag = "auth-profiles",
+    responses(
+        (status = 200, description = "Health per profile and counts per state", body = AuthHealthReport),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn health(State(state): State<AppState>) -> Result<Json<AuthHealthReport>, ApiError> {
+    Ok(Json(state.registry.health().await?))
+}
+
+/// Which profile an agent (or the global scope) would use for a provider, and why.
+#[utoipa::path(get, path = "/console/v1/auth/resolve", tag = "auth-profiles",
+    params(ResolveQuery),
+    responses(
+        (status = 200, description = "The answer, possibly none with a reason", body = ResolveAnswer),
+        (status = 400, description = "Invalid provider or agent id", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn resolve(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ResolveQuery>,
+) -> Result<Json<ResolveAnswer>, ApiError> {
+    Ok(Json(state.registry.resolve(q.provider, q.agent_id).await?))
+}
+
+/// Re-seals every secret under a new master key (key file only).
+#[utoipa::path(post, path = "/console/v1/vault/rotate-key", tag = "auth-profiles",
+    responses(
+        (status = 200, description = "Rotated", body = RotationReport),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "CSRF token missing or wrong", body = ErrorBody),
+        (status = 409, description = "The key comes from PALYRA_VAULT_KEY and cannot be rotated by the daemon", body = ErrorBody),
+        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn rotate_key(State(state): State<AppState>) -> Result<Json<RotationReport>, ApiError> {
+    Ok(Json(state.registry.rotate_key().await?))
+}
