@@ -135,38 +135,9 @@ impl Application {
                 message: format!("cannot restrict permissions: {e}"),
             }
         })?;
-        let writer = storage.start_writer()?;
-        let sessions = SessionsHandle::start(
-            &storage,
-            writer.clone(),
-            SessionPolicy {
-                idle_timeout: settings.session_idle_timeout(),
-                absolute_timeout: Duration::from_secs(settings.sessions.absolute_timeout_s),
-                max_live: settings.sessions.max_live,
-                tick_interval: Duration::from_secs(settings.sessions.tick_interval_s),
-            },
-        )?;
+        // Every step that can fail for a reason outside the database runs before the
+        // writer and the actors start, so a refused start leaves nothing running.
         let (vault, vault_ops) = Vault::open(&storage, &data_dir, env_vault_key)?;
-        if !vault_ops.is_empty() {
-            writer.write(vault_ops).await?;
-        }
-        tracing::info!(key_id = %vault.active_key_id(), source = ?vault.source(), "vault open");
-        let registry = RegistryHandle::start(
-            &storage,
-            writer.clone(),
-            vault,
-            settings.providers.directory(),
-        )?;
-        let handoffs = HandoffsHandle::start(
-            &storage,
-            writer.clone(),
-            sessions.clone(),
-            HandoffPolicy {
-                ttl: Duration::from_secs(settings.handoff.ttl_s),
-                tick_interval: Duration::from_secs(settings.handoff.ttl_s.clamp(1, 60)),
-            },
-        )?;
-
         let addr = settings.bind_addr()?;
         let listener = TcpListener::bind(addr)
             .await
@@ -174,6 +145,16 @@ impl Application {
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
+
+        let writer = storage.start_writer()?;
+        let started = start_actors(&settings, &storage, &writer, vault, vault_ops).await;
+        let (sessions, handoffs, registry) = match started {
+            Ok(handles) => handles,
+            Err(e) => {
+                writer.shutdown().await;
+                return Err(e);
+            }
+        };
         let state = AppState {
             sessions: sessions.clone(),
             handoffs,
@@ -264,6 +245,46 @@ impl Application {
         tracing::info!("palyrad stopped");
         result.map_err(StartError::Serve)
     }
+}
+
+/// Commits the vault's start-up writes and starts every actor.
+async fn start_actors(
+    settings: &Settings,
+    storage: &Storage,
+    writer: &Writer,
+    vault: Vault,
+    vault_ops: Vec<palyra_storage::WriteOp>,
+) -> Result<(SessionsHandle, HandoffsHandle, RegistryHandle), StartError> {
+    if !vault_ops.is_empty() {
+        writer.write(vault_ops).await?;
+    }
+    tracing::info!(key_id = %vault.active_key_id(), source = ?vault.source(), "vault open");
+    let sessions = SessionsHandle::start(
+        storage,
+        writer.clone(),
+        SessionPolicy {
+            idle_timeout: settings.session_idle_timeout(),
+            absolute_timeout: Duration::from_secs(settings.sessions.absolute_timeout_s),
+            max_live: settings.sessions.max_live,
+            tick_interval: Duration::from_secs(settings.sessions.tick_interval_s),
+        },
+    )?;
+    let registry = RegistryHandle::start(
+        storage,
+        writer.clone(),
+        vault,
+        settings.providers.directory(),
+    )?;
+    let handoffs = HandoffsHandle::start(
+        storage,
+        writer.clone(),
+        sessions.clone(),
+        HandoffPolicy {
+            ttl: Duration::from_secs(settings.handoff.ttl_s),
+            tick_interval: Duration::from_secs(settings.handoff.ttl_s.clamp(1, 60)),
+        },
+    )?;
+    Ok((sessions, handoffs, registry))
 }
 
 /// `http://<loopback>:<port>` for handoff links: the bound address when it is a

@@ -2,8 +2,12 @@
 
 use std::path::Path;
 
+use palyra_actors::registry::{
+    AuthHealthReport, AuthProfile, ProfilePage, ResolveAnswer, RotationReport,
+};
 use palyra_actors::{ConsoleSession, SecretString};
 use palyra_http::routes::console_auth::HandoffResponse;
+use palyra_http::routes::profiles::{CreateProfileRequest, ListQuery, ResolveQuery};
 use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -52,12 +56,25 @@ pub struct ProbeStatus {
     pub status: String,
 }
 
-/// Typed client of `/console/v1`. Authenticates with the admin token as a bearer token.
+/// How the client authenticates its requests.
+#[derive(Debug, Clone)]
+enum Auth {
+    /// The admin token as a bearer token (scripts, the CLI).
+    Bearer(SecretString),
+    /// A console session: the cookie, plus the CSRF token on state-changing requests.
+    Session { cookie: SecretString, csrf: String },
+}
+
+/// Typed client of `/console/v1`: one method per endpoint, request and response types
+/// shared with the server, errors decoded into [`ClientError::Api`] with the server's
+/// code and message. Authenticates with the admin token as a bearer token, or with a
+/// console session after [`ControlPlaneClient::use_session`].
 #[derive(Debug, Clone)]
 pub struct ControlPlaneClient {
     base_url: String,
     http: reqwest::Client,
     admin_token: Option<SecretString>,
+    auth: Option<Auth>,
 }
 
 impl ControlPlaneClient {
@@ -70,8 +87,39 @@ impl ControlPlaneClient {
         Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
             http,
+            auth: admin_token.clone().map(Auth::Bearer),
             admin_token,
         }
+    }
+
+    /// Authenticates later requests with a console session (cookie and CSRF token)
+    /// instead of the bearer token.
+    pub fn use_session(&mut self, session: &ClientSession) {
+        self.auth = Some(Auth::Session {
+            cookie: session.cookie.clone(),
+            csrf: session.session.csrf_token.clone(),
+        });
+    }
+
+    /// Adds this client's authentication to a request.
+    fn authed(&self, method: Method, path: &str) -> Result<reqwest::RequestBuilder, ClientError> {
+        let safe = matches!(method, Method::GET | Method::HEAD);
+        let req = self.http.request(method, self.url(path));
+        Ok(match &self.auth {
+            Some(Auth::Bearer(token)) => req.bearer_auth(token.expose()),
+            Some(Auth::Session { cookie, csrf }) => {
+                let req = req.header(
+                    header::COOKIE,
+                    format!("palyra_console_session={}", cookie.expose()),
+                );
+                if safe {
+                    req
+                } else {
+                    req.header("x-palyra-csrf-token", csrf)
+                }
+            }
+            None => return Err(ClientError::NoToken("no token given".into())),
+        })
     }
 
     /// The admin token from `PALYRA_ADMIN_TOKEN`, else from `<data_dir>/admin.token`.
@@ -137,21 +185,100 @@ impl ControlPlaneClient {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    async fn bearer<T: DeserializeOwned>(
+    async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<T, ClientError> {
-        let mut req = self
-            .http
-            .request(method, self.url(path))
-            .bearer_auth(self.token()?.expose());
+        let mut req = self.authed(method, path)?;
         if let Some(body) = body {
             req = req.json(&body);
         }
         let response = self.send(req).await?;
         self.json(response).await
+    }
+
+    async fn call_no_content(&self, method: Method, path: &str) -> Result<(), ClientError> {
+        self.send(self.authed(method, path)?).await.map(drop)
+    }
+
+    /// `GET /console/v1/auth/session` (needs a session).
+    pub async fn session(&self) -> Result<ConsoleSession, ClientError> {
+        self.call(Method::GET, "/console/v1/auth/session", None)
+            .await
+    }
+
+    /// `GET /console/v1/auth/profiles`.
+    pub async fn list_profiles(&self, query: &ListQuery) -> Result<ProfilePage, ClientError> {
+        let qs = serde_urlencoded(query)?;
+        self.call(Method::GET, &format!("/console/v1/auth/profiles{qs}"), None)
+            .await
+    }
+
+    /// `GET /console/v1/auth/profiles/{id}`.
+    pub async fn get_profile(&self, profile_id: &str) -> Result<AuthProfile, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/console/v1/auth/profiles/{}", path_segment(profile_id)),
+            None,
+        )
+        .await
+    }
+
+    /// `POST /console/v1/auth/profiles`: create or replace.
+    pub async fn create_profile(
+        &self,
+        request: &CreateProfileRequest,
+    ) -> Result<AuthProfile, ClientError> {
+        let body =
+            serde_json::to_value(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.call(Method::POST, "/console/v1/auth/profiles", Some(body))
+            .await
+    }
+
+    /// `DELETE /console/v1/auth/profiles/{id}`.
+    pub async fn delete_profile(&self, profile_id: &str) -> Result<(), ClientError> {
+        self.call_no_content(
+            Method::DELETE,
+            &format!("/console/v1/auth/profiles/{}", path_segment(profile_id)),
+        )
+        .await
+    }
+
+    /// `POST /console/v1/auth/profiles/{id}/default`.
+    pub async fn set_default_profile(&self, profile_id: &str) -> Result<AuthProfile, ClientError> {
+        self.call(
+            Method::POST,
+            &format!(
+                "/console/v1/auth/profiles/{}/default",
+                path_segment(profile_id)
+            ),
+            None,
+        )
+        .await
+    }
+
+    /// `GET /console/v1/auth/health`.
+    pub async fn auth_health(&self) -> Result<AuthHealthReport, ClientError> {
+        self.call(Method::GET, "/console/v1/auth/health", None)
+            .await
+    }
+
+    /// `GET /console/v1/auth/resolve`.
+    pub async fn resolve_profile(
+        &self,
+        query: &ResolveQuery,
+    ) -> Result<ResolveAnswer, ClientError> {
+        let qs = serde_urlencoded(query)?;
+        self.call(Method::GET, &format!("/console/v1/auth/resolve{qs}"), None)
+            .await
+    }
+
+    /// `POST /console/v1/vault/rotate-key`.
+    pub async fn rotate_vault_key(&self) -> Result<RotationReport, ClientError> {
+        self.call(Method::POST, "/console/v1/vault/rotate-key", None)
+            .await
     }
 
     /// `GET /healthz`.
@@ -196,7 +323,7 @@ impl ControlPlaneClient {
         Ok(ClientSession { cookie, session })
     }
 
-    /// Revokes a session obtained by [`Self::login`].
+    /// Revokes a session obtained by [`Self::login`] (with its cookie and CSRF token).
     pub async fn logout(&self, session: &ClientSession) -> Result<(), ClientError> {
         let req = self
             .http
@@ -215,7 +342,7 @@ impl ControlPlaneClient {
         redirect_path: Option<&str>,
     ) -> Result<HandoffResponse, ClientError> {
         let body = serde_json::json!({ "redirect_path": redirect_path });
-        self.bearer(Method::POST, "/console/v1/auth/browser-handoff", Some(body))
+        self.call(Method::POST, "/console/v1/auth/browser-handoff", Some(body))
             .await
     }
 }
@@ -231,4 +358,34 @@ fn session_cookie(response: &reqwest::Response) -> Result<SecretString, ClientEr
         .find(|(name, _)| *name == "palyra_console_session")
         .map(|(_, value)| SecretString::new(value.to_owned()))
         .ok_or_else(|| ClientError::Protocol("login answered without a session cookie".into()))
+}
+
+/// `?a=1&b=2` from a query struct (absent fields left out), or the empty string.
+fn serde_urlencoded<T: serde::Serialize>(query: &T) -> Result<String, ClientError> {
+    let value = serde_json::to_value(query).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let mut url = url::Url::parse("http://x/").map_err(|e| ClientError::Protocol(e.to_string()))?;
+    if let serde_json::Value::Object(map) = value {
+        let mut pairs = url.query_pairs_mut();
+        for (key, value) in map {
+            match value {
+                serde_json::Value::Null => {}
+                serde_json::Value::String(s) => {
+                    pairs.append_pair(&key, &s);
+                }
+                other => {
+                    pairs.append_pair(&key, &other.to_string());
+                }
+            }
+        }
+    }
+    Ok(url
+        .query()
+        .filter(|q| !q.is_empty())
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default())
+}
+
+/// A path segment, percent-encoded.
+fn path_segment(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
 }

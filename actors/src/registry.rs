@@ -119,13 +119,15 @@ pub struct AuthProfile {
     pub is_default: bool,
 }
 
-/// A new credential, as it arrives once.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// A new credential, as it arrives once. `Serialize` exists for the typed client that
+/// sends it; no response type contains it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum NewCredential {
     ApiKey {
         /// The API key; stored only sealed in the vault and never returned.
         #[schema(value_type = String, min_length = 1, max_length = 4096, pattern = r"^[\x21-\x7e]+$")]
+        #[serde(serialize_with = "crate::secret::serialize_exposed")]
         api_key: SecretString,
     },
 }

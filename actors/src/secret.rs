@@ -48,6 +48,15 @@ impl<'de> serde::Deserialize<'de> for SecretString {
     }
 }
 
+/// Serializes a secret's value. Only for request types a client sends to the daemon;
+/// never use it on a response type.
+pub fn serialize_exposed<S: serde::Serializer>(
+    secret: &SecretString,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(secret.expose())
+}
+
 /// A fresh token of 256 random bits, base64url without padding (43 characters).
 pub fn random_token() -> SecretString {
     let mut bytes = [0u8; 32];

@@ -158,9 +158,23 @@ impl Vault {
         env_key: Option<SecretString>,
     ) -> Result<(Self, Vec<WriteOp>), VaultError> {
         let key_file = data_dir.join(VAULT_KEY_FILE);
+        let check = match storage.get(Table::VaultMeta, CHECK_REF.as_bytes())? {
+            Some(bytes) => Some(decode_record::<Sealed>(&bytes)?),
+            None => None,
+        };
         let (keys, source) = match env_key {
             Some(text) => (vec![MasterKey::parse(text.expose())?], VaultKeySource::Env),
-            None => (load_or_create_key_file(&key_file)?, VaultKeySource::File),
+            None => {
+                if let Some(check) = check.as_ref().filter(|_| !key_file.exists()) {
+                    // Never start a second vault beside the existing one.
+                    return Err(VaultError::Key(format!(
+                        "the existing vault was sealed with key id {}, but neither PALYRA_VAULT_KEY nor {} is there",
+                        check.key_id,
+                        key_file.display()
+                    )));
+                }
+                (load_or_create_key_file(&key_file)?, VaultKeySource::File)
+            }
         };
         let mut vault = Self {
             keys,
@@ -169,9 +183,8 @@ impl Vault {
             storage: storage.clone(),
         };
         let mut ops = Vec::new();
-        match storage.get(Table::VaultMeta, CHECK_REF.as_bytes())? {
-            Some(bytes) => {
-                let sealed: Sealed = decode_record(&bytes)?;
+        match check {
+            Some(sealed) => {
                 let Some(position) = vault.keys.iter().position(|k| k.id == sealed.key_id) else {
                     return Err(VaultError::WrongKey {
                         expected: sealed.key_id,

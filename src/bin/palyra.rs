@@ -3,8 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use palyra::client::{ClientError, ControlPlaneClient, DEFAULT_URL};
+use palyra_actors::SecretString;
+use palyra_actors::registry::{AuthProfile, AuthProfileScope, HealthState, NewCredential};
+use palyra_http::routes::profiles::{CreateProfileRequest, ListQuery, ResolveQuery};
 
 #[derive(Debug, Parser)]
 #[command(name = "palyra", version, about = "Operator CLI of the Palyra daemon")]
@@ -38,6 +41,94 @@ enum Command {
     },
     /// Health and readiness of the daemon.
     Status,
+    /// Auth profiles: credentials for model providers.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+    /// The vault that holds the secrets.
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuthCommand {
+    /// Auth profiles.
+    Profiles {
+        #[command(subcommand)]
+        command: ProfilesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProfilesCommand {
+    /// List profiles.
+    List {
+        #[arg(long)]
+        provider: Option<String>,
+        /// global or agent
+        #[arg(long)]
+        scope: Option<String>,
+        #[arg(long)]
+        agent_id: Option<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Show one profile.
+    Show { profile_id: String },
+    /// Add (or replace) a profile holding an API key. The key never comes from argv.
+    AddApiKey(AddApiKey),
+    /// Remove a profile and its secrets.
+    Remove { profile_id: String },
+    /// Make a profile the default of its provider and scope.
+    SetDefault { profile_id: String },
+    /// Health of every credential.
+    Health,
+    /// Which profile an agent would use for a provider, and why.
+    Resolve {
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        agent_id: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct AddApiKey {
+    /// openai, anthropic or custom:<name>
+    #[arg(long)]
+    provider: String,
+    /// A name for people.
+    #[arg(long)]
+    name: String,
+    /// Lowercase id; generated when absent. An existing id is replaced.
+    #[arg(long)]
+    profile_id: Option<String>,
+    /// Scope the profile to one agent (default: global).
+    #[arg(long)]
+    agent_id: Option<String>,
+    /// Make it the default of its provider and scope.
+    #[arg(long)]
+    set_default: bool,
+    /// Skip the check against the provider's /v1/models.
+    #[arg(long)]
+    no_validate: bool,
+    /// Read the key from this environment variable.
+    #[arg(long, conflicts_with = "api_key_stdin")]
+    api_key_env: Option<String>,
+    /// Read the key from standard input (first line).
+    #[arg(long)]
+    api_key_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum VaultCommand {
+    /// Re-seal every secret under a new master key.
+    RotateKey,
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +226,248 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
                 );
             } else {
                 println!("{}: {}, {}", cli.url, health.status, ready.status);
+            }
+            if ready.status != "ready" {
+                return Err(ClientError::Protocol(format!(
+                    "the daemon is {}",
+                    ready.status
+                )));
+            }
+        }
+        Command::Auth {
+            command: AuthCommand::Profiles { command },
+        } => profiles(cli, &client(cli)?, command).await?,
+        Command::Vault {
+            command: VaultCommand::RotateKey,
+        } => {
+            let report = client(cli)?.rotate_vault_key().await?;
+            if cli.json {
+                print_json(&report);
+            } else {
+                println!(
+                    "vault key rotated: {} -> {} ({} secrets re-sealed)",
+                    report.previous_key_id, report.key_id, report.secrets_resealed
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+/// Prints rows as a table with aligned columns.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| (*h).to_owned()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+fn scope_text(scope: &AuthProfileScope) -> String {
+    match scope {
+        AuthProfileScope::Global => "global".into(),
+        AuthProfileScope::Agent { agent_id } => format!("agent:{agent_id}"),
+    }
+}
+
+fn profile_row(p: &AuthProfile) -> Vec<String> {
+    let (kind, hint) = match &p.record.credential {
+        palyra_actors::registry::AuthCredential::ApiKey { hint, .. } => ("api_key", hint.clone()),
+        palyra_actors::registry::AuthCredential::Oauth { .. } => ("oauth", String::new()),
+    };
+    vec![
+        p.record.profile_id.clone(),
+        p.record.provider.clone(),
+        p.record.profile_name.clone(),
+        scope_text(&p.record.scope),
+        kind.into(),
+        hint,
+        if p.is_default {
+            "yes".into()
+        } else {
+            String::new()
+        },
+    ]
+}
+
+const PROFILE_HEADER: [&str; 7] = ["ID", "PROVIDER", "NAME", "SCOPE", "TYPE", "HINT", "DEFAULT"];
+
+fn read_api_key(args: &AddApiKey) -> Result<SecretString, ClientError> {
+    let invalid = |m: &str| ClientError::Protocol(m.to_owned());
+    let key = if let Some(var) = &args.api_key_env {
+        std::env::var(var)
+            .map_err(|_| invalid(&format!("environment variable {var} is not set")))?
+    } else if args.api_key_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| invalid(&format!("cannot read standard input: {e}")))?;
+        line
+    } else {
+        rpassword::prompt_password("API key: ")
+            .map_err(|e| invalid(&format!("cannot read the key from the terminal: {e}")))?
+    };
+    Ok(SecretString::new(key.trim().to_owned()))
+}
+
+async fn profiles(
+    cli: &Cli,
+    client: &ControlPlaneClient,
+    command: &ProfilesCommand,
+) -> Result<(), ClientError> {
+    match command {
+        ProfilesCommand::List {
+            provider,
+            scope,
+            agent_id,
+            limit,
+            after,
+        } => {
+            let page = client
+                .list_profiles(&ListQuery {
+                    provider: provider.clone(),
+                    scope: scope.clone(),
+                    agent_id: agent_id.clone(),
+                    limit: *limit,
+                    after: after.clone(),
+                })
+                .await?;
+            if cli.json {
+                print_json(&page);
+            } else {
+                let rows: Vec<_> = page.items.iter().map(profile_row).collect();
+                print_table(&PROFILE_HEADER, &rows);
+                if let Some(next) = page.next_after {
+                    println!("more: --after {next}");
+                }
+            }
+        }
+        ProfilesCommand::Show { profile_id } => {
+            let profile = client.get_profile(profile_id).await?;
+            if cli.json {
+                print_json(&profile);
+            } else {
+                print_table(&PROFILE_HEADER, &[profile_row(&profile)]);
+            }
+        }
+        ProfilesCommand::AddApiKey(args) => {
+            let api_key = read_api_key(args)?;
+            let request = CreateProfileRequest {
+                profile_id: args.profile_id.clone(),
+                provider: args.provider.clone(),
+                profile_name: args.name.clone(),
+                scope: Some(match &args.agent_id {
+                    Some(agent_id) => AuthProfileScope::Agent {
+                        agent_id: agent_id.clone(),
+                    },
+                    None => AuthProfileScope::Global,
+                }),
+                credential: NewCredential::ApiKey { api_key },
+                set_default: args.set_default,
+                validate: Some(!args.no_validate),
+            };
+            let profile = client.create_profile(&request).await?;
+            if cli.json {
+                print_json(&profile);
+            } else {
+                println!("saved profile {}", profile.record.profile_id);
+            }
+        }
+        ProfilesCommand::Remove { profile_id } => {
+            client.delete_profile(profile_id).await?;
+            if cli.json {
+                print_json(&serde_json::json!({ "removed": profile_id }));
+            } else {
+                println!("removed profile {profile_id}");
+            }
+        }
+        ProfilesCommand::SetDefault { profile_id } => {
+            let profile = client.set_default_profile(profile_id).await?;
+            if cli.json {
+                print_json(&profile);
+            } else {
+                println!(
+                    "{} is now the default {} profile for {}",
+                    profile.record.profile_id,
+                    profile.record.provider,
+                    scope_text(&profile.record.scope)
+                );
+            }
+        }
+        ProfilesCommand::Health => {
+            let report = client.auth_health().await?;
+            if cli.json {
+                print_json(&report);
+            } else {
+                let rows: Vec<_> = report
+                    .profiles
+                    .iter()
+                    .map(|h| {
+                        vec![
+                            h.profile_id.clone(),
+                            h.provider.clone(),
+                            scope_text(&h.scope),
+                            serde_json::to_value(h.state)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_owned))
+                                .unwrap_or_default(),
+                            h.until.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["ID", "PROVIDER", "SCOPE", "STATE", "UNTIL"], &rows);
+                let counts: Vec<String> = HealthState::ALL
+                    .iter()
+                    .filter_map(|s| {
+                        let n = report.counts.get(s).copied().unwrap_or(0);
+                        let name = serde_json::to_value(s).ok()?.as_str()?.to_owned();
+                        (n > 0).then(|| format!("{name}: {n}"))
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    if counts.is_empty() {
+                        "no profiles".into()
+                    } else {
+                        counts.join(", ")
+                    }
+                );
+            }
+        }
+        ProfilesCommand::Resolve { provider, agent_id } => {
+            let answer = client
+                .resolve_profile(&ResolveQuery {
+                    provider: provider.clone(),
+                    agent_id: agent_id.clone(),
+                })
+                .await?;
+            if cli.json {
+                print_json(&answer);
+            } else {
+                match &answer.profile_id {
+                    Some(id) => println!("{id} ({})", answer.detail),
+                    None => println!("none: {}", answer.detail),
+                }
             }
         }
     }

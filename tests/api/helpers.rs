@@ -60,13 +60,22 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
 }
 
 pub async fn start(dir: Arc<TempDir>, settings: Settings) -> Result<TestApp, palyra::StartError> {
+    start_with(dir, settings, palyra::application::EnvSecrets::default()).await
+}
+
+/// Starts a daemon with secrets as if from the environment (`PALYRA_VAULT_KEY`, ...).
+pub async fn start_with(
+    dir: Arc<TempDir>,
+    settings: Settings,
+    secrets: palyra::application::EnvSecrets,
+) -> Result<TestApp, palyra::StartError> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let daemon_settings = settings.clone();
     let thread = std::thread::spawn(move || {
         palyra::run_daemon(
             daemon_settings,
-            palyra::application::EnvSecrets::default(),
+            secrets,
             move |app| {
                 let _ = ready_tx.send(app.local_addr());
             },

@@ -4,7 +4,9 @@
 mod api;
 mod auth;
 mod crash;
+mod fakes;
 mod handoff;
 mod helpers;
 mod process;
+mod profiles;
 mod startup;

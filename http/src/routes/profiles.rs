@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
@@ -14,8 +14,8 @@ use palyra_actors::registry::{
     ProfilePage, ResolveAnswer, RotationReport, validate_profile_id,
 };
 
-/// Body of `POST /auth/profiles`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// Body of `POST /auth/profiles`. Serialize is for the typed client, which sends it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProfileRequest {
     /// Lowercase `a-z 0-9 . _ -`, at most 128; generated when absent. An existing id is replaced.
@@ -40,7 +40,7 @@ pub struct CreateProfileRequest {
     pub validate: Option<bool>,
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only this provider.
@@ -56,7 +56,7 @@ pub struct ListQuery {
     pub after: Option<String>,
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Serialize, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveQuery {
     #[param(pattern = r"^(openai|anthropic|custom:[a-z0-9._-]{1,64})$")]
