@@ -410,3 +410,65 @@ fn write_key_file(path: &Path, keys: &[MasterKey]) -> Result<(), VaultError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_sealed_secret_opens_only_at_its_own_ref() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let writer = storage.start_writer().unwrap();
+        let (vault, ops) = Vault::open(&storage, dir.path(), None).unwrap();
+        writer.write(ops).await.unwrap();
+        let secret = SecretString::new("moved-secret-value".into());
+        writer
+            .write(vec![vault.seal("vault://global/a", &secret)])
+            .await
+            .unwrap();
+        assert_eq!(
+            vault
+                .open_secret("vault://global/a")
+                .unwrap()
+                .unwrap()
+                .expose(),
+            "moved-secret-value"
+        );
+        // The same ciphertext moved to another ref does not open.
+        let sealed = storage
+            .get(Table::Vault, b"vault://global/a")
+            .unwrap()
+            .unwrap();
+        writer
+            .write(vec![WriteOp::Put {
+                table: Table::Vault,
+                key: b"vault://global/b".to_vec(),
+                value: sealed.clone(),
+            }])
+            .await
+            .unwrap();
+        assert!(matches!(
+            vault.open_secret("vault://global/b"),
+            Err(VaultError::Unreadable(_))
+        ));
+        // Two seals of the same secret differ: fresh nonces.
+        let again = vault.seal("vault://global/a", &secret);
+        let WriteOp::Put { value, .. } = again else {
+            panic!("a seal is a put");
+        };
+        assert_ne!(value, sealed);
+        assert!(!format!("{vault:?}").contains("moved-secret"));
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+        writer.shutdown().await;
+    }
+
+    #[test]
+    fn keys_must_be_32_bytes_of_base64() {
+        assert!(MasterKey::parse("not base64!").is_err());
+        assert!(MasterKey::parse("AAAA").is_err());
+        let key = MasterKey::parse(&STANDARD.encode([7u8; 32])).unwrap();
+        assert_eq!(key.id.len(), 16);
+        assert!(!format!("{key:?}").contains("BwcH"));
+    }
+}

@@ -23,13 +23,38 @@ struct Acknowledged {
     revoked: Vec<String>,
     /// Sessions whose logout was sent: without an answer, either outcome is correct.
     logout_sent: Vec<String>,
+    /// Profiles whose creation was answered 200: (profile id, expected hint).
+    profiles: Vec<(String, String)>,
 }
 
-async fn write_until_killed(base: String, acked: Arc<Mutex<Acknowledged>>) {
+async fn write_until_killed(base: String, acked: Arc<Mutex<Acknowledged>>, writer: String) {
     let http = reqwest::Client::new();
     let mut n = 0u64;
     loop {
         n += 1;
+        if n % 2 == 0 {
+            // A profile write: the record and its sealed secret in one transaction.
+            let profile_id = format!("crash.{writer}.{n}");
+            let key = format!("key-{writer}-{n:08}-{:04}", n % 10_000);
+            let Ok(response) = http
+                .post(format!("{base}/console/v1/auth/profiles"))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({
+                    "profile_id": profile_id, "provider": "openai", "profile_name": "crash",
+                    "credential": { "type": "api_key", "api_key": key }, "validate": false
+                }))
+                .send()
+                .await
+            else {
+                return;
+            };
+            if response.status() != 200 {
+                return;
+            }
+            let hint = format!("…{}", &key[key.len() - 4..]);
+            acked.lock().unwrap().profiles.push((profile_id, hint));
+            continue;
+        }
         let Ok(response) = http
             .post(format!("{base}/console/v1/auth/login"))
             .json(&json!({ "admin_token": ADMIN_TOKEN, "device_id": format!("crash-{n}") }))
@@ -51,8 +76,8 @@ async fn write_until_killed(base: String, acked: Arc<Mutex<Acknowledged>>) {
             .unwrap()
             .live
             .push((cookie.clone(), csrf.clone()));
-        if n % 4 == 0 {
-            // Every fourth session is logged out again: a durable delete.
+        if n % 4 == 1 {
+            // Every other session is logged out again: a durable delete.
             acked.lock().unwrap().logout_sent.push(cookie.clone());
             let Ok(response) = http
                 .post(format!("{base}/console/v1/auth/logout"))
@@ -67,6 +92,21 @@ async fn write_until_killed(base: String, acked: Arc<Mutex<Acknowledged>>) {
                 acked.lock().unwrap().revoked.push(cookie);
             }
         }
+    }
+}
+
+async fn rotate_until_killed(base: String) {
+    let http = reqwest::Client::new();
+    while let Ok(response) = http
+        .post(format!("{base}/console/v1/vault/rotate-key"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+    {
+        if response.status() != 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -89,8 +129,16 @@ async fn acknowledged_writes_survive_sigkill() {
             "cycle {cycle}: the database opened cleanly"
         );
         let writers: Vec<_> = (0..WRITERS)
-            .map(|_| tokio::spawn(write_until_killed(daemon.base.clone(), Arc::clone(&acked))))
+            .map(|w| {
+                tokio::spawn(write_until_killed(
+                    daemon.base.clone(),
+                    Arc::clone(&acked),
+                    format!("{cycle}-{w}"),
+                ))
+            })
             .collect();
+        // Key rotations run throughout, so some kills land in the middle of one.
+        let rotator = tokio::spawn(rotate_until_killed(daemon.base.clone()));
         let delay = rand::rng().random_range(50..400);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         daemon.child.start_kill().unwrap(); // SIGKILL
@@ -98,6 +146,7 @@ async fn acknowledged_writes_survive_sigkill() {
         for writer in writers {
             writer.await.unwrap();
         }
+        rotator.await.unwrap();
     }
 
     let daemon = start_child(&data_dir, &[("PALYRA_SESSIONS__MAX_LIVE", "1000000")]).await;
@@ -140,10 +189,45 @@ async fn acknowledged_writes_survive_sigkill() {
     let mut checks = futures::stream::iter(checks).buffer_unordered(32);
     use futures::StreamExt;
     while checks.next().await.is_some() {}
+
+    assert!(
+        acked.profiles.len() > 50,
+        "profiles written: {}",
+        acked.profiles.len()
+    );
+    for (profile_id, hint) in &acked.profiles {
+        let response = http
+            .get(format!(
+                "{}/console/v1/auth/profiles/{profile_id}",
+                daemon.base
+            ))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "an acknowledged profile was lost");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["credential"]["hint"], hint.as_str());
+    }
+    // Every stored secret opens: a rotation re-seals them all or fails.
+    let rotation: Value = http
+        .post(format!("{}/console/v1/vault/rotate-key", daemon.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let resealed = rotation["secrets_resealed"]
+        .as_u64()
+        .expect("rotation succeeded");
+    assert!(resealed as usize >= acked.profiles.len(), "{rotation}");
     eprintln!(
-        "crash harness: {CYCLES} kills, {} acknowledged logins, {} acknowledged logouts, all present",
+        "crash harness: {CYCLES} kills, {} acknowledged logins, {} logouts, {} profiles, all present",
         acked.live.len(),
-        acked.revoked.len()
+        acked.revoked.len(),
+        acked.profiles.len()
     );
     assert!(
         undecided.len() <= CYCLES * WRITERS,

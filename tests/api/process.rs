@@ -101,3 +101,121 @@ async fn secrets_never_reach_the_log_even_at_trace_level() {
         assert!(!log.contains(secret), "the {name} is in the log");
     }
 }
+
+/// A distinctive API key goes in once and then appears in no response, no error, no
+/// log line at trace level, and not in the bytes of the database file.
+#[tokio::test]
+async fn a_planted_api_key_is_nowhere_but_sealed_in_the_vault() {
+    let fake = crate::fakes::FakeProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let provider_url = fake.url();
+    let daemon = start_child(
+        &data,
+        &[
+            ("RUST_LOG", "trace"),
+            (
+                "PALYRA_PROVIDERS__OPENAI__API_BASE_URL",
+                provider_url.as_str(),
+            ),
+        ],
+    )
+    .await;
+    let planted = "PLANTED7f3a9c1e5b2d4680SECRET";
+    let good = format!("good-{planted}");
+    let bad = format!("bad-{planted}");
+    let http = reqwest::Client::new();
+    let base = daemon.base.clone();
+    let mut seen = String::new();
+    let create = |key: &str, name: &str| {
+        http.post(format!("{base}/console/v1/auth/profiles"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({
+                "profile_id": "planted", "provider": "openai", "profile_name": name,
+                "credential": { "type": "api_key", "api_key": key }, "set_default": true
+            }))
+            .send()
+    };
+    let (status, _) = record(&mut seen, create(&good, "Planted").await.unwrap()).await;
+    assert_eq!(status, 200);
+    let (status, _) = record(&mut seen, create(&bad, "Planted").await.unwrap()).await;
+    assert_eq!(status, 422);
+    let (status, _) = record(&mut seen, create(&good, "").await.unwrap()).await;
+    assert_eq!(status, 400);
+    let (status, _) = record(
+        &mut seen,
+        http.post(format!("{base}/console/v1/auth/profiles"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"provider": "openai", "credential": {{"api_key": "{good}"}}}}"#
+            ))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    for path in [
+        "/console/v1/auth/profiles",
+        "/console/v1/auth/profiles/planted",
+        "/console/v1/auth/health",
+        "/console/v1/auth/resolve?provider=openai",
+    ] {
+        let (status, _) = record(
+            &mut seen,
+            http.get(format!("{base}{path}"))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{path}");
+    }
+    for path in [
+        "/console/v1/auth/profiles/planted/default",
+        "/console/v1/vault/rotate-key",
+    ] {
+        let (status, _) = record(
+            &mut seen,
+            http.post(format!("{base}{path}"))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{path}");
+    }
+    assert!(
+        seen.contains("\"hint\":\"…CRET\""),
+        "the hint is there: {seen}"
+    );
+    assert!(!seen.contains(planted), "a response carries the key");
+    let (status, log) = daemon.terminate().await;
+    assert!(status.success());
+    assert!(log.contains("TRACE"));
+    assert!(!log.contains(planted), "the log carries the key");
+    let db = std::fs::read(data.join(palyra_storage::DB_FILE)).unwrap();
+    let needle = planted.as_bytes();
+    assert!(
+        !db.windows(needle.len()).any(|w| w == needle),
+        "the database holds the key in plaintext"
+    );
+    assert!(
+        fake.keys_seen.lock().unwrap().contains(&good),
+        "the provider did see it"
+    );
+}
+
+/// Appends a response's headers and body to `seen`; returns the status and body.
+async fn record(seen: &mut String, response: reqwest::Response) -> (reqwest::StatusCode, String) {
+    let status = response.status();
+    for (name, value) in response.headers() {
+        seen.push_str(&format!("{name}: {value:?}\n"));
+    }
+    let body = response.text().await.unwrap();
+    seen.push_str(&body);
+    (status, body)
+}

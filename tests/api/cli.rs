@@ -1,0 +1,199 @@
+//! The `palyra` CLI as an operator runs it, against a child palyrad.
+
+use std::process::Stdio;
+
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+use crate::fakes::FakeProvider;
+use crate::helpers::{ADMIN_TOKEN, start_child};
+
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+async fn palyra(base: &str, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_palyra"))
+        .args(args)
+        .env("PALYRA_URL", base)
+        .env("PALYRA_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).await.unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn an_operator_manages_profiles_with_the_cli() {
+    let fake = FakeProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = fake.url();
+    let daemon = start_child(
+        &dir.path().join("data"),
+        &[("PALYRA_PROVIDERS__OPENAI__API_BASE_URL", url.as_str())],
+    )
+    .await;
+    let base = daemon.base.clone();
+    let key = "good-cli-key-0123456789";
+
+    let status = palyra(&base, &["status"], None).await;
+    assert!(status.ok, "{}", status.stderr);
+    assert!(status.stdout.contains("alive, ready"), "{}", status.stdout);
+    let login = palyra(&base, &["login"], None).await;
+    assert!(
+        login.ok && login.stdout.contains("admin:local"),
+        "{}",
+        login.stdout
+    );
+    let open = palyra(&base, &["--json", "console", "open"], None).await;
+    let handoff: Value = serde_json::from_str(&open.stdout).unwrap();
+    assert!(
+        handoff["handoff_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:")
+    );
+
+    let added = palyra(
+        &base,
+        &[
+            "auth",
+            "profiles",
+            "add-api-key",
+            "--provider",
+            "openai",
+            "--name",
+            "Work",
+            "--profile-id",
+            "cli.one",
+            "--set-default",
+            "--api-key-stdin",
+        ],
+        Some(&format!("{key}\n")),
+    )
+    .await;
+    assert!(added.ok, "{}", added.stderr);
+    assert!(added.stdout.contains("cli.one"));
+    assert_eq!(fake.calls(), 1);
+
+    let env_added = tokio::process::Command::new(env!("CARGO_BIN_EXE_palyra"))
+        .args([
+            "auth",
+            "profiles",
+            "add-api-key",
+            "--provider",
+            "openai",
+            "--name",
+            "Other",
+            "--profile-id",
+            "cli.two",
+            "--agent-id",
+            "agent-x",
+            "--no-validate",
+            "--api-key-env",
+            "MY_KEY",
+        ])
+        .env("PALYRA_URL", &base)
+        .env("PALYRA_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("MY_KEY", "unchecked-key-000000")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        env_added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&env_added.stderr)
+    );
+    assert_eq!(fake.calls(), 1, "--no-validate skips the provider");
+
+    let list = palyra(&base, &["--json", "auth", "profiles", "list"], None).await;
+    let page: Value = serde_json::from_str(&list.stdout).unwrap();
+    let ids: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["profile_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["cli.one", "cli.two"]);
+    let table = palyra(&base, &["auth", "profiles", "list"], None).await;
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("PROVIDER"),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        lines[1].contains("cli.one") && lines[1].contains("…6789") && lines[1].ends_with("yes")
+    );
+    assert!(lines[2].contains("agent:agent-x"));
+
+    let health = palyra(&base, &["auth", "profiles", "health"], None).await;
+    assert!(health.stdout.contains("static: 2"), "{}", health.stdout);
+    let resolve = palyra(
+        &base,
+        &[
+            "auth",
+            "profiles",
+            "resolve",
+            "--provider",
+            "openai",
+            "--agent-id",
+            "agent-x",
+        ],
+        None,
+    )
+    .await;
+    assert!(resolve.stdout.starts_with("cli.two"), "{}", resolve.stdout);
+    let set = palyra(&base, &["auth", "profiles", "set-default", "cli.two"], None).await;
+    assert!(set.ok, "{}", set.stderr);
+    let rotate = palyra(&base, &["--json", "vault", "rotate-key"], None).await;
+    let report: Value = serde_json::from_str(&rotate.stdout).unwrap();
+    assert_eq!(report["secrets_resealed"], 2);
+
+    let removed = palyra(&base, &["auth", "profiles", "remove", "cli.one"], None).await;
+    assert!(removed.ok);
+    let gone = palyra(&base, &["auth", "profiles", "show", "cli.one"], None).await;
+    assert!(!gone.ok, "a failure exits non-zero");
+    assert!(
+        gone.stderr.contains("404") && gone.stderr.contains("not_found"),
+        "{}",
+        gone.stderr
+    );
+    let bad = palyra(
+        &base,
+        &[
+            "auth",
+            "profiles",
+            "add-api-key",
+            "--provider",
+            "openai",
+            "--name",
+            "X",
+            "--api-key-stdin",
+        ],
+        Some("bad-key-0000000000\n"),
+    )
+    .await;
+    assert!(!bad.ok);
+    assert!(bad.stderr.contains("credential_rejected"), "{}", bad.stderr);
+
+    for run in [&added, &list, &table, &health, &bad] {
+        assert!(!run.stdout.contains(key) && !run.stderr.contains(key));
+    }
+    let (_, log) = daemon.terminate().await;
+    assert!(!log.contains(key));
+}
