@@ -221,23 +221,29 @@ impl Application {
             () = shutdown => None,
             result = &mut server => Some(result),
         };
-        let result = match served {
-            Some(result) => result.map_err(|e| StartError::Serve(std::io::Error::other(e)))?,
+        let result: Result<(), std::io::Error> = match served {
+            Some(Ok(result)) => result,
+            Some(Err(join)) => Err(std::io::Error::other(join)),
             None => {
                 tracing::info!("shutting down: draining in-flight requests");
                 let _ = stop_tx.send(());
                 match tokio::time::timeout(self.grace, &mut server).await {
-                    Ok(joined) => {
-                        joined.map_err(|e| StartError::Serve(std::io::Error::other(e)))?
-                    }
+                    Ok(Ok(result)) => result,
+                    Ok(Err(join)) => Err(std::io::Error::other(join)),
                     Err(_) => {
-                        tracing::warn!("drain grace period elapsed; closing remaining connections");
+                        // Requests still running get 503 from the stopped writer:
+                        // nothing is acknowledged that is not durable.
+                        tracing::warn!(
+                            "drain grace period elapsed; stopping with requests in flight"
+                        );
                         server.abort();
                         Ok(())
                     }
                 }
             }
         };
+        // Whatever ended the server, session activity is persisted and the writer
+        // finishes its queue before the process exits.
         if let Err(e) = self.sessions.flush().await {
             tracing::warn!(error = %e, "persisting session activity at shutdown failed");
         }
@@ -367,18 +373,30 @@ pub fn resolve_admin_token(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let token = random_token();
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| fail(format!("cannot create: {e}")))?;
-            file.write_all(token.expose().as_bytes())
-                .and_then(|()| file.write_all(b"\n"))
-                .and_then(|()| file.sync_all())
+            write_file_atomically(&path, token.expose().as_bytes())
                 .map_err(|e| fail(format!("cannot write: {e}")))?;
             Ok((token, AdminTokenSource::Generated))
         }
         Err(e) => Err(fail(format!("cannot read: {e}"))),
     }
+}
+
+/// Writes `contents` plus a newline to `path` with mode 0600: a temp file, fsync,
+/// rename, fsync of the directory. A crash leaves either no file or the whole file.
+fn write_file_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(contents)?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }

@@ -178,7 +178,13 @@ impl Settings {
         }
         for (name, value) in env {
             if let Some(path) = env_key(&name) {
-                set_path(&mut table, &path, parse_env_value(&value));
+                // Aliases name string keys (an address, a path, a format).
+                let value = if ENV_ALIASES.iter().any(|(n, _, _)| *n == name) {
+                    toml::Value::String(value)
+                } else {
+                    parse_env_value(&value)
+                };
+                set_path(&mut table, &path, value);
                 origin = format!("{origin} and PALYRA_* environment variables");
             }
         }
@@ -241,10 +247,15 @@ impl Settings {
             ("handoff.ttl_s", self.handoff.ttl_s),
             ("auth.failure_window_s", self.auth.failure_window_s),
         ];
+        // Ten years bounds every duration, so time arithmetic cannot overflow.
+        const MAX_S: u64 = 10 * 365 * 24 * 3600;
         for (name, value) in positive {
-            if value == 0 {
-                return Err(format!("{name} must be at least 1"));
+            if value == 0 || value > MAX_S {
+                return Err(format!("{name} must be between 1 and {MAX_S}"));
             }
+        }
+        if self.server.shutdown_grace_s > 3600 {
+            return Err("server.shutdown_grace_s must be at most 3600".into());
         }
         if self.sessions.max_live == 0 || self.auth.max_failures == 0 {
             return Err("sessions.max_live and auth.max_failures must be at least 1".into());
@@ -283,13 +294,18 @@ impl Settings {
             origin: "server.bind".into(),
             message,
         };
-        let mut addrs = self
+        let addrs: Vec<SocketAddr> = self
             .server
             .bind
             .to_socket_addrs()
-            .map_err(|e| invalid(format!("cannot resolve {:?}: {e}", self.server.bind)))?;
+            .map_err(|e| invalid(format!("cannot resolve {:?}: {e}", self.server.bind)))?
+            .collect();
+        // `localhost` may resolve to ::1 first; handoff links promise 127.0.0.1.
         addrs
-            .next()
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or_else(|| addrs.first())
+            .copied()
             .ok_or_else(|| invalid(format!("{:?} resolves to no address", self.server.bind)))
     }
 

@@ -249,12 +249,25 @@ impl Handler<Consume> for HandoffsActor {
 
     fn handle(&mut self, msg: Consume, _ctx: &mut Self::Context) -> Self::Result {
         // Claimed here, before any await: a concurrent second consume finds nothing.
-        let claimed = self
-            .pending
-            .remove(&msg.digest)
-            .filter(|r| r.expires_at_ms > now_ms());
-        let sessions = self.sessions.clone();
+        let claimed = self.pending.remove(&msg.digest);
         let digest = msg.digest;
+        let claimed = match claimed {
+            Some(record) if record.expires_at_ms <= now_ms() => {
+                // Expired: gone from memory now, and from disk soon.
+                let expired = self.writer.submit(vec![WriteOp::Delete {
+                    table: Table::Handoffs,
+                    key: digest.to_vec(),
+                }]);
+                actix::spawn(async move {
+                    if let Err(e) = expired.await {
+                        tracing::warn!(error = %e, "deleting an expired handoff failed");
+                    }
+                });
+                None
+            }
+            other => other,
+        };
+        let sessions = self.sessions.clone();
         Box::pin(
             async move {
                 let Some(record) = claimed else {

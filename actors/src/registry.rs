@@ -718,11 +718,13 @@ impl Handler<List> for RegistryActor {
             .range((start, Bound::Unbounded))
             .map(|(_, r)| r)
             .filter(|r| f.provider.as_ref().is_none_or(|p| *p == r.provider))
-            .filter(|r| match (f.scope_kind.as_deref(), &r.scope) {
-                (None, _) => true,
-                (Some("global"), AuthProfileScope::Global) => true,
-                (Some("agent"), AuthProfileScope::Agent { .. }) => true,
-                _ => false,
+            .filter(|r| {
+                matches!(
+                    (f.scope_kind.as_deref(), &r.scope),
+                    (None, _)
+                        | (Some("global"), AuthProfileScope::Global)
+                        | (Some("agent"), AuthProfileScope::Agent { .. })
+                )
             })
             .filter(|r| match (&f.agent_id, &r.scope) {
                 (None, _) => true,

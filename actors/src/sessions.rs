@@ -21,8 +21,9 @@ use crate::secret::{SecretString, random_token, token_digest};
 use crate::time::{now_ms, to_datetime};
 use crate::{ActorError, Storage};
 
-/// The session as the API shows it (`ConsoleSession` of the admin API).
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+/// The session as the API shows it (`ConsoleSession` of the admin API). Its `Debug`
+/// output leaves out the CSRF token.
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConsoleSession {
     /// Who logged in, for example `admin:local`.
     pub principal: String,
@@ -35,6 +36,19 @@ pub struct ConsoleSession {
     pub expires_at: DateTime<Utc>,
     /// End of the session unless it is used before then (sliding).
     pub idle_expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for ConsoleSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleSession")
+            .field("principal", &self.principal)
+            .field("device_id", &self.device_id)
+            .field("csrf_token", &"[redacted]")
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .field("idle_expires_at", &self.idle_expires_at)
+            .finish()
+    }
 }
 
 /// A session just created: the cookie value (returned once, stored only as a digest)
@@ -77,8 +91,9 @@ pub struct SessionPolicy {
     pub tick_interval: Duration,
 }
 
-/// What is stored per session, keyed by the token digest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What is stored per session, keyed by the token digest. No `Debug`: it holds the
+/// CSRF token.
+#[derive(Clone, Serialize, Deserialize)]
 struct SessionRecord {
     principal: String,
     device_id: String,
@@ -94,7 +109,6 @@ impl StoredRecord for SessionRecord {
 }
 
 /// One entry of the published index.
-#[derive(Debug)]
 struct LiveSession {
     record: SessionRecord,
     // Advanced by readers on every authenticated request.
@@ -115,7 +129,12 @@ impl LiveSession {
 
 impl LiveSession {
     fn is_valid(&self, now: i64, idle_ms: i64) -> bool {
-        now < self.record.expires_at_ms && now < self.last_seen_ms.load(Ordering::Relaxed) + idle_ms
+        now < self.record.expires_at_ms
+            && now
+                < self
+                    .last_seen_ms
+                    .load(Ordering::Relaxed)
+                    .saturating_add(idle_ms)
     }
 
     fn view(&self, idle_ms: i64) -> ConsoleSession {
@@ -167,7 +186,14 @@ impl SessionsHandle {
                 stale.push(key);
                 continue;
             };
-            let record: SessionRecord = decode_record(&value)?;
+            let record: SessionRecord = match decode_record(&value) {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping an unreadable session record");
+                    stale.push(key);
+                    continue;
+                }
+            };
             let live = LiveSession::new(record);
             if live.is_valid(now, idle_ms) {
                 by_issue.insert((live.record.issued_at_ms, digest));
@@ -213,8 +239,9 @@ impl SessionsHandle {
             .map_err(|_| ActorError::Stopped("sessions"))?
     }
 
-    /// Validates a session cookie and slides its idle timeout. Reads the published
-    /// index: no actor hop, no disk write.
+    /// Validates a session cookie. Reads the published index: no actor hop, no disk
+    /// write. It does not slide the idle timeout: call [`SessionsHandle::touch`] once
+    /// the request is authorized, so refused requests cannot keep a session alive.
     pub fn validate(&self, token: &str) -> Option<Authenticated> {
         let digest = token_digest(token);
         let live = {
@@ -225,11 +252,18 @@ impl SessionsHandle {
         if !live.is_valid(now, self.idle_ms) {
             return None;
         }
-        live.last_seen_ms.fetch_max(now, Ordering::Relaxed);
         Some(Authenticated {
             digest,
             session: live.view(self.idle_ms),
         })
+    }
+
+    /// Slides the idle timeout of an authorized session: an atomic store.
+    pub fn touch(&self, auth: &Authenticated) {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(live) = index.get(&auth.digest) {
+            live.last_seen_ms.fetch_max(now_ms(), Ordering::Relaxed);
+        }
     }
 
     /// Revokes a session; returns once the revocation is durable.
@@ -346,6 +380,30 @@ impl SessionsActor {
         index.remove(digest)
     }
 
+    /// Concurrent logins can each find room before any of them commits; evict the
+    /// surplus once they have.
+    fn enforce_cap(&mut self) {
+        let mut ops = Vec::new();
+        while self.by_issue.len() > self.policy.max_live.max(1) {
+            let Some(oldest) = self.by_issue.pop_first() else {
+                break;
+            };
+            self.publish_remove(&oldest.1);
+            ops.push(WriteOp::Delete {
+                table: Table::Sessions,
+                key: oldest.1.to_vec(),
+            });
+        }
+        if !ops.is_empty() {
+            let durable = self.writer.submit(ops);
+            actix::spawn(async move {
+                if let Err(e) = durable.await {
+                    tracing::warn!(error = %e, "evicting surplus sessions failed");
+                }
+            });
+        }
+    }
+
     /// Removes expired sessions from memory and returns the writes that delete them
     /// and persist advanced activity times.
     fn tick_ops(&mut self) -> Vec<WriteOp> {
@@ -361,10 +419,15 @@ impl SessionsActor {
         let mut expired = Vec::new();
         {
             let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+            let by_issue = &self.by_issue;
             index.retain(|digest, live| {
                 if !live.is_valid(now, self.idle_ms) {
                     expired.push((live.record.issued_at_ms, *digest));
                     return false;
+                }
+                if !by_issue.contains(&(live.record.issued_at_ms, *digest)) {
+                    // Being evicted or revoked: its deletion is queued, never re-put it.
+                    return true;
                 }
                 let seen = live.last_seen_ms.load(Ordering::Relaxed);
                 if seen > live.persisted_ms.load(Ordering::Relaxed) {
@@ -438,7 +501,14 @@ impl Handler<Create> for SessionsActor {
             move |result, act, _ctx| {
                 act.in_flight -= 1;
                 if let Err(e) = result {
-                    act.by_issue.extend(evicted);
+                    // Nothing was deleted: the evicted sessions that still live stay.
+                    let index = act.index.read().unwrap_or_else(|e| e.into_inner());
+                    let live: Vec<_> = evicted
+                        .into_iter()
+                        .filter(|k| index.contains_key(&k.1))
+                        .collect();
+                    drop(index);
+                    act.by_issue.extend(live);
                     return Err(ActorError::from(e));
                 }
                 for oldest in &evicted {
@@ -448,6 +518,7 @@ impl Handler<Create> for SessionsActor {
                 let live = LiveSession::new(record);
                 let session = live.view(act.idle_ms);
                 act.publish_insert(digest, live);
+                act.enforce_cap();
                 Ok(IssuedSession { token, session })
             },
         ))

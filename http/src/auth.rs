@@ -59,15 +59,16 @@ pub fn peer_ip(req_extensions: &axum::http::Extensions) -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
-/// The session cookie's value, if the request carries one.
-pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+/// Every value of the session cookie the request carries (another app on a different
+/// localhost port can set a cookie of the same name; it must not hide ours).
+pub fn session_cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .filter(|(name, _)| *name == SESSION_COOKIE)
         .map(|(_, value)| value.trim())
 }
 
@@ -108,12 +109,13 @@ fn authorize(state: &AppState, req: &Request) -> Result<Caller, ApiError> {
             }
         };
     }
-    let Some(cookie) = session_cookie(headers) else {
+    let mut cookies = session_cookies(headers).peekable();
+    if cookies.peek().is_none() {
         return Err(ApiError::Unauthorized(
             "log in first: send the session cookie or an admin bearer token",
         ));
-    };
-    let Some(auth) = state.sessions.validate(cookie) else {
+    }
+    let Some(auth) = cookies.find_map(|cookie| state.sessions.validate(cookie)) else {
         return Err(ApiError::Unauthorized(
             "the session is unknown or has expired",
         ));
@@ -124,5 +126,6 @@ fn authorize(state: &AppState, req: &Request) -> Result<Caller, ApiError> {
             return Err(ApiError::CsrfRejected);
         }
     }
+    state.sessions.touch(&auth);
     Ok(Caller::Session(auth))
 }

@@ -475,6 +475,11 @@ async fn profiles(
 }
 
 fn open_browser(url: &str) {
+    // Only a link of the daemon's own form goes to the system opener.
+    if !url.starts_with("http://") && !url.starts_with("https://") {
+        eprintln!("palyra: not opening an unexpected link; open it by hand");
+        return;
+    }
     let opener = if cfg!(target_os = "macos") {
         "open"
     } else {

@@ -41,6 +41,14 @@ enum Msg {
     Shutdown(oneshot::Sender<()>),
 }
 
+struct AliveGuard(Arc<AtomicBool>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 /// Counters the bench tool and readiness probe read.
 #[derive(Debug, Default)]
 pub struct WriterStats {
@@ -77,8 +85,11 @@ impl Writer {
         std::thread::Builder::new()
             .name("palyra-writer".into())
             .spawn(move || {
+                // Cleared however the thread ends, a panic included, so readiness and
+                // callers see a dead writer.
+                let _alive = AliveGuard(thread_alive);
                 let stop = run(&db, &rx, &thread_stats);
-                thread_alive.store(false, Ordering::SeqCst);
+                drop(_alive);
                 // Answer the shutdown only after this thread's database handle is gone.
                 drop(db);
                 if let Some(done) = stop {
@@ -174,7 +185,10 @@ fn run(
 }
 
 fn commit(db: &Database, batch: &[Request]) -> Result<(), StorageError> {
-    let txn = db.begin_write().map_err(StorageError::backend)?;
+    let mut txn = db.begin_write().map_err(StorageError::backend)?;
+    // The default, stated: a commit returns only once it is on disk.
+    txn.set_durability(redb::Durability::Immediate)
+        .map_err(StorageError::backend)?;
     for req in batch {
         for op in &req.ops {
             match op {

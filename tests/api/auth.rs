@@ -396,3 +396,45 @@ async fn fifty_concurrent_logins_are_all_present_after_a_restart() {
         assert_eq!(app.session_status(&login.cookie).await, 200);
     }
 }
+
+#[tokio::test]
+async fn concurrent_logins_never_leave_more_than_the_cap() {
+    let app = spawn_app_with(|s| s.sessions.max_live = 3).await;
+    let logins = futures::future::join_all((0..12).map(|_| app.login())).await;
+    // The surplus is evicted right after the commits; give the follow-up a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut live = 0;
+    for login in &logins {
+        if app.session_status(&login.cookie).await == 200 {
+            live += 1;
+        }
+    }
+    assert_eq!(live, 3, "exactly the cap survives");
+    let app = app.restart().await;
+    let mut live_after = 0;
+    for login in &logins {
+        if app.session_status(&login.cookie).await == 200 {
+            live_after += 1;
+        }
+    }
+    assert_eq!(live_after, 3, "and the evictions were durable");
+}
+
+#[tokio::test]
+async fn a_refused_request_does_not_slide_the_idle_timeout() {
+    let app = spawn_app_with(|s| s.sessions.idle_timeout_s = 2).await;
+    let login = app.login().await;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Without CSRF: refused, and must not count as activity.
+        let refused = app
+            .http
+            .post(app.url("/console/v1/auth/browser-handoff"))
+            .header(COOKIE, login.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        assert!(refused.status() == 403 || refused.status() == 401);
+    }
+    assert_eq!(app.session_status(&login.cookie).await, 401);
+}

@@ -211,3 +211,14 @@ async fn redirect_paths_must_stay_on_this_origin() {
         assert_eq!(response.status(), 200, "{good:?}");
     }
 }
+
+#[tokio::test]
+async fn a_head_request_does_not_use_up_the_link() {
+    let app = spawn_app().await;
+    let handoff = mint(&app, json!({})).await;
+    let url = handoff["handoff_url"].as_str().unwrap();
+    let head = app.http.head(url).send().await.unwrap();
+    assert_eq!(head.status(), 405);
+    assert!(session_cookie(head.headers()).is_none());
+    assert_eq!(app.http.get(url).send().await.unwrap().status(), 303);
+}

@@ -46,24 +46,36 @@ pub struct HandoffRequest {
     pub redirect_path: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HandoffResponse {
     /// Open this URL in a browser within `expires_at`; it works once.
     pub handoff_url: String,
     pub expires_at: DateTime<Utc>,
 }
 
+impl std::fmt::Debug for HandoffResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL carries the token.
+        f.debug_struct("HandoffResponse")
+            .field("handoff_url", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ConsumeQuery {
     /// The handoff token from `handoff_url`.
-    pub token: Option<String>,
+    #[param(value_type = Option<String>)]
+    pub token: Option<SecretString>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HandoffSessionRequest {
     /// The handoff token from `handoff_url`.
-    pub token: String,
+    #[schema(value_type = String)]
+    pub token: SecretString,
 }
 
 fn session_cookie_header(state: &AppState, token: &SecretString) -> HeaderValue {
@@ -148,9 +160,8 @@ pub async fn session(
 ) -> Result<Json<ConsoleSession>, ApiError> {
     match caller {
         Caller::Session(auth) => Ok(Json(auth.session)),
-        Caller::Bearer => Err(ApiError::Unauthorized(
-            "bearer requests have no console session; log in to get one",
-        )),
+        // The bearer token is valid but is not a console session.
+        Caller::Bearer => Err(palyra_actors::ActorError::NoSession.into()),
     }
 }
 
@@ -223,12 +234,18 @@ pub async fn mint_handoff(
         (status = 401, description = "Unknown, expired or used token", body = ErrorBody)))]
 pub async fn consume_handoff(
     State(state): State<AppState>,
+    method: axum::http::Method,
     ApiQuery(query): ApiQuery<ConsumeQuery>,
 ) -> Result<Response, ApiError> {
+    // axum answers HEAD with the GET handler; a link checker's HEAD must not use up
+    // the link.
+    if method == axum::http::Method::HEAD {
+        return Err(ApiError::MethodNotAllowed);
+    }
     let Some(token) = query.token.filter(|t| !t.is_empty()) else {
         return Err(ApiError::Unauthorized("the handoff token is missing"));
     };
-    let consumed = state.handoffs.consume(&token).await?;
+    let consumed = state.handoffs.consume(token.expose()).await?;
     tracing::info!(principal = %consumed.issued.session.principal, "browser handoff consumed");
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -255,7 +272,7 @@ pub async fn handoff_session(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<HandoffSessionRequest>,
 ) -> Result<Response, ApiError> {
-    let consumed = state.handoffs.consume(&req.token).await?;
+    let consumed = state.handoffs.consume(req.token.expose()).await?;
     tracing::info!(principal = %consumed.issued.session.principal, "browser handoff consumed");
     let mut response = Json(consumed.issued.session).into_response();
     response.headers_mut().insert(
