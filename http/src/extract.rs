@@ -49,6 +49,20 @@ async fn read_json<T: DeserializeOwned, S: Send + Sync>(
     if is_json != Some(true) {
         return Err(ApiError::UnsupportedMediaType);
     }
+    // Every body of this API is an object (or `null` where the body is optional);
+    // serde would otherwise read a struct from an array.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    let allowed = match first {
+        Some(b'{') => true,
+        Some(b'n') => empty.is_some(),
+        _ => false,
+    };
+    if !allowed && serde_json::from_slice::<serde_json::Value>(&bytes).is_ok() {
+        return Err(ApiError::BadRequest {
+            code: "invalid_json",
+            message: "invalid JSON body: expected a JSON object".to_owned(),
+        });
+    }
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

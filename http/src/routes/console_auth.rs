@@ -64,6 +64,7 @@ impl std::fmt::Debug for HandoffResponse {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConsumeQuery {
     /// The handoff token from `handoff_url`.
     #[param(value_type = Option<String>)]

@@ -41,6 +41,7 @@ pub struct CreateProfileRequest {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only this provider.
@@ -57,6 +58,7 @@ pub struct ListQuery {
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveQuery {
     #[param(pattern = r"^(openai|anthropic|custom:[a-z0-9._-]{1,64})$")]
@@ -66,6 +68,7 @@ pub struct ResolveQuery {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct ProfilePath {
     /// The profile id.
     #[param(pattern = r"^[a-z0-9._-]{1,128}$")]
