@@ -429,6 +429,34 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_file_loads() {
+        let file =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/palyra.example.toml");
+        let s = Settings::load(Some(&file), vec![], &Overrides::default()).unwrap();
+        assert_eq!(
+            s.providers
+                .directory()
+                .get("custom:acme")
+                .unwrap()
+                .api_base_url,
+            "https://llm.acme.example"
+        );
+        let env = vec![
+            (
+                "PALYRA_PROVIDERS__OPENAI__API_BASE_URL".to_owned(),
+                "http://127.0.0.1:9".to_owned(),
+            ),
+            ("PALYRA_DATA_DIR".to_owned(), "2024".to_owned()),
+        ];
+        let s = Settings::load(None, env, &Overrides::default()).unwrap();
+        assert_eq!(s.providers.openai.api_base_url, "http://127.0.0.1:9");
+        assert_eq!(
+            s.storage.data_dir.unwrap(),
+            std::path::PathBuf::from("2024")
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_short_tokens_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.toml");
