@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use palyra_actors::oauth::StandardRefreshAdapter;
+use palyra_actors::refresher::{RefresherHandle, RefresherPolicy};
 use palyra_actors::secret::random_token;
 use palyra_actors::vault::{Vault, VaultError};
 use palyra_actors::{
@@ -148,7 +150,7 @@ impl Application {
 
         let writer = storage.start_writer()?;
         let started = start_actors(&settings, &storage, &writer, vault, vault_ops).await;
-        let (sessions, handoffs, registry) = match started {
+        let (sessions, handoffs, registry, refresher) = match started {
             Ok(handles) => handles,
             Err(e) => {
                 writer.shutdown().await;
@@ -159,6 +161,7 @@ impl Application {
             sessions: sessions.clone(),
             handoffs,
             registry,
+            refresher,
             writer: writer.clone(),
             admin_token_digest,
             auth_throttle: Arc::new(AuthThrottle::new(
@@ -169,6 +172,13 @@ impl Application {
                 body_limit_bytes: settings.server.body_limit_bytes,
                 cookie_secure: false,
                 loopback_base_url: loopback_base_url(local_addr),
+                oauth_redirect_base: settings
+                    .oauth
+                    .public_base_url
+                    .clone()
+                    .map(|u| u.trim_end_matches('/').to_owned())
+                    .unwrap_or_else(|| loopback_base_url(local_addr)),
+                oauth_attempt_ttl: Duration::from_secs(settings.oauth.attempt_ttl_s),
             }),
         };
         tracing::info!(addr = %local_addr, data_dir = %data_dir.display(), "palyrad listening");
@@ -260,7 +270,15 @@ async fn start_actors(
     writer: &Writer,
     vault: Vault,
     vault_ops: Vec<palyra_storage::WriteOp>,
-) -> Result<(SessionsHandle, HandoffsHandle, RegistryHandle), StartError> {
+) -> Result<
+    (
+        SessionsHandle,
+        HandoffsHandle,
+        RegistryHandle,
+        RefresherHandle,
+    ),
+    StartError,
+> {
     if !vault_ops.is_empty() {
         writer.write(vault_ops).await?;
     }
@@ -290,7 +308,15 @@ async fn start_actors(
             tick_interval: Duration::from_secs(settings.handoff.ttl_s.clamp(1, 60)),
         },
     )?;
-    Ok((sessions, handoffs, registry))
+    let refresher = RefresherHandle::start(
+        registry.clone(),
+        RefresherPolicy {
+            lead: Duration::from_secs(settings.oauth.refresh_lead_s),
+            max_in_flight: settings.oauth.max_concurrent_refreshes,
+        },
+        Arc::new(StandardRefreshAdapter),
+    );
+    Ok((sessions, handoffs, registry, refresher))
 }
 
 /// `http://<loopback>:<port>` for handoff links: the bound address when it is a

@@ -33,6 +33,12 @@ pub enum ActorError {
     /// The vault refused (wrong key, unreadable secret, rotation not possible).
     #[error(transparent)]
     Vault(VaultError),
+    /// An OAuth callback that cannot complete a sign-in (unknown or used state, ...).
+    #[error("{0}")]
+    SignIn(String),
+    /// The refresh was not possible (not an OAuth profile, or it needs a new sign-in).
+    #[error("{0}")]
+    RefreshRefused(String),
     /// The actor has stopped (daemon shutting down).
     #[error("the {0} actor is not running")]
     Stopped(&'static str),

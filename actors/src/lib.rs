@@ -6,6 +6,8 @@
 //! - [`handoffs`]: the handoffs actor owns single-use browser handoff tokens and asks
 //!   the sessions actor for a session when one is consumed.
 //! - [`registry`]: the registry actor owns auth profiles, defaults and the vault.
+//! - [`refresher`]: the refresher actor keeps OAuth tokens fresh, one timer for all.
+//! - [`oauth`]: PKCE, code exchange, the refresh grant and its backoff.
 //! - [`vault`]: secrets sealed with XChaCha20-Poly1305 under a rotatable master key.
 //! - [`provider`]: provider settings and the API-key check.
 //! - [`secret`]: the secret string type and token helpers.
@@ -16,7 +18,9 @@
 
 pub mod error;
 pub mod handoffs;
+pub mod oauth;
 pub mod provider;
+pub mod refresher;
 pub mod registry;
 pub mod secret;
 pub mod sessions;

@@ -10,6 +10,8 @@ use crate::secret::SecretString;
 pub struct ProviderSettings {
     /// Base of the provider's API, for example `https://api.openai.com`.
     pub api_base_url: String,
+    /// OAuth sign-in and refresh, when the provider is configured for it.
+    pub oauth: Option<crate::oauth::OAuthSettings>,
 }
 
 /// The providers the daemon knows, keyed by provider id (`openai`, `anthropic`,

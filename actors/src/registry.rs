@@ -15,6 +15,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::ActorError;
+
+pub mod oauth_flow;
 use crate::provider::{KeyCheckError, ProviderDirectory, check_api_key};
 use crate::secret::SecretString;
 use crate::time::now_ms;
@@ -78,7 +80,7 @@ pub enum AuthCredential {
 }
 
 impl AuthCredential {
-    fn vault_refs(&self) -> Vec<&str> {
+    pub(crate) fn vault_refs(&self) -> Vec<&str> {
         match self {
             AuthCredential::ApiKey {
                 api_key_vault_ref, ..
@@ -267,13 +269,24 @@ pub struct RegistryHandle {
     providers: ProviderDirectory,
 }
 
+impl RegistryHandle {
+    pub(crate) fn addr(&self) -> &Addr<RegistryActor> {
+        &self.addr
+    }
+
+    /// The provider settings the registry was started with.
+    pub fn providers(&self) -> &ProviderDirectory {
+        &self.providers
+    }
+}
+
 impl std::fmt::Debug for RegistryHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryHandle").finish_non_exhaustive()
     }
 }
 
-fn stopped(_: MailboxError) -> ActorError {
+pub(crate) fn stopped(_: MailboxError) -> ActorError {
     ActorError::Stopped("registry")
 }
 
@@ -298,8 +311,17 @@ impl RegistryHandle {
                 String::from_utf8_lossy(&value).into_owned(),
             );
         }
+        let (attempts, attempts_by_state) = oauth_flow::load_attempts(storage)?;
         let actor = RegistryActor {
             writer,
+            refresher: None,
+            attempts,
+            attempts_by_state,
+            providers_oauth: providers
+                .providers
+                .iter()
+                .filter_map(|(id, p)| Some((id.clone(), p.oauth.clone()?)))
+                .collect(),
             vault,
             profiles,
             defaults,
@@ -368,8 +390,11 @@ impl RegistryHandle {
             .map_err(stopped)?
     }
 
-    /// Deletes a profile, its vault secrets and any default pointing at it.
+    /// Deletes a profile, its vault secrets and any default pointing at it. An OAuth
+    /// profile's refresh token is first revoked at the provider when it has a
+    /// revocation endpoint (best effort).
     pub async fn delete(&self, profile_id: &str) -> Result<(), ActorError> {
+        self.revoke_before_delete(profile_id).await;
         self.addr
             .send(Delete(profile_id.to_owned()))
             .await
@@ -475,7 +500,7 @@ pub fn validate_provider(provider: &str) -> Result<(), ActorError> {
     }
 }
 
-fn validate_profile_name(name: &str) -> Result<(), ActorError> {
+pub(crate) fn validate_profile_name(name: &str) -> Result<(), ActorError> {
     if name.trim().is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
         return Err(ActorError::invalid(
             "profile_name",
@@ -485,7 +510,7 @@ fn validate_profile_name(name: &str) -> Result<(), ActorError> {
     Ok(())
 }
 
-fn validate_scope(scope: &AuthProfileScope) -> Result<(), ActorError> {
+pub(crate) fn validate_scope(scope: &AuthProfileScope) -> Result<(), ActorError> {
     match scope {
         AuthProfileScope::Global => Ok(()),
         AuthProfileScope::Agent { agent_id } => validate_agent_id(agent_id),
@@ -513,7 +538,7 @@ fn hint_of(key: &SecretString) -> String {
     }
 }
 
-fn vault_ref(scope: &AuthProfileScope, profile_id: &str, field: &str) -> String {
+pub(crate) fn vault_ref(scope: &AuthProfileScope, profile_id: &str, field: &str) -> String {
     match scope {
         AuthProfileScope::Global => format!("vault://global/auth.{profile_id}.{field}"),
         AuthProfileScope::Agent { agent_id } => {
@@ -522,19 +547,26 @@ fn vault_ref(scope: &AuthProfileScope, profile_id: &str, field: &str) -> String 
     }
 }
 
-fn default_key(provider: &str, scope: &AuthProfileScope) -> String {
+pub(crate) fn default_key(provider: &str, scope: &AuthProfileScope) -> String {
     format!("{provider}|{}", scope.key())
 }
 
-fn generated_profile_id(provider: &str) -> String {
+pub(crate) fn generated_profile_id(provider: &str) -> String {
     let mut bytes = [0u8; 4];
     rand::rng().fill_bytes(&mut bytes);
     let stem = provider.replace(':', "-");
     format!("{stem}.{:08x}", u32::from_be_bytes(bytes))
 }
 
-struct RegistryActor {
+pub(crate) struct RegistryActor {
     writer: Writer,
+    /// Told about every change of an OAuth profile's schedule.
+    refresher: Option<Recipient<crate::refresher::ScheduleChange>>,
+    /// Sign-in attempts by id, and the attempt id by SHA-256 of its state.
+    attempts: HashMap<String, oauth_flow::AttemptRecord>,
+    attempts_by_state: HashMap<String, String>,
+    /// OAuth settings per provider id, for tokens the actor stores.
+    providers_oauth: HashMap<String, crate::oauth::OAuthSettings>,
     vault: Vault,
     profiles: BTreeMap<String, AuthProfileRecord>,
     /// `provider|scope` -> profile id.
@@ -551,7 +583,7 @@ impl Actor for RegistryActor {
 }
 
 impl RegistryActor {
-    fn view(&self, record: &AuthProfileRecord) -> AuthProfile {
+    pub(crate) fn view(&self, record: &AuthProfileRecord) -> AuthProfile {
         let is_default = self
             .defaults
             .get(&default_key(&record.provider, &record.scope))
@@ -563,13 +595,13 @@ impl RegistryActor {
     }
 
     /// Takes the next sequence number.
-    fn next_seq(&mut self) -> u64 {
+    pub(crate) fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
     }
 
     /// True (and recorded) when the write `seq` is newer than what memory shows for `key`.
-    fn newer(&mut self, key: String, seq: u64) -> bool {
+    pub(crate) fn newer(&mut self, key: String, seq: u64) -> bool {
         let applied = self.applied.entry(key).or_insert(0);
         if seq > *applied {
             *applied = seq;
@@ -612,7 +644,6 @@ impl Handler<Upsert> for RegistryActor {
             .profile_id
             .unwrap_or_else(|| generated_profile_id(&req.provider));
         let now = crate::time::to_datetime(now_ms());
-        let previous = self.profiles.get(&profile_id).cloned();
         let NewCredential::ApiKey { api_key } = req.credential;
         let secret_ref = vault_ref(&req.scope, &profile_id, "api_key");
         let record = AuthProfileRecord {
@@ -624,23 +655,59 @@ impl Handler<Upsert> for RegistryActor {
                 api_key_vault_ref: secret_ref.clone(),
                 hint: hint_of(&api_key),
             },
-            created_at: previous.as_ref().map_or(now, |p| p.created_at),
+            created_at: now,
             updated_at: now,
         };
-        let mut ops = vec![
-            WriteOp::Put {
-                table: Table::AuthProfiles,
-                key: profile_id.as_bytes().to_vec(),
-                value: encode_record(&record),
-            },
-            self.vault.seal(&secret_ref, &api_key),
-        ];
+        let sealed = vec![self.vault.seal(&secret_ref, &api_key)];
         drop(api_key);
-        let mut default_changes: Vec<(String, Option<String>)> = Vec::new();
-        if let Some(old) = &previous {
-            // Secrets the replaced credential held and the new one does not.
+        let (record, ops, default_changes) =
+            self.profile_write(record, sealed, req.set_default, Vec::new());
+        let seq = self.next_seq();
+        let durable = self.writer.submit(ops);
+        Box::pin(durable.into_actor(self).map(move |result, act, _| {
+            result?;
+            act.apply_profile(record.clone(), default_changes, seq);
+            tracing::info!(profile_id = %record.profile_id, provider = %record.provider, "auth profile saved");
+            Ok(act.view(&record))
+        }))
+    }
+}
+
+/// Changes of defaults a write makes: `provider|scope` -> new profile id or none.
+pub(crate) type DefaultChanges = Vec<(String, Option<String>)>;
+
+impl RegistryActor {
+    /// The writes that create or replace `record` (whose secrets are in `sealed`),
+    /// with `extra` in the same transaction: the profile, its secrets, the removal of
+    /// secrets the replaced credential held and the new one does not, and the defaults.
+    /// Keeps the replaced profile's creation time.
+    pub(crate) fn profile_write(
+        &self,
+        mut record: AuthProfileRecord,
+        sealed: Vec<WriteOp>,
+        set_default: bool,
+        extra: Vec<WriteOp>,
+    ) -> (AuthProfileRecord, Vec<WriteOp>, DefaultChanges) {
+        let previous = self.profiles.get(&record.profile_id);
+        if let Some(old) = previous {
+            record.created_at = old.created_at;
+        }
+        let new_refs: Vec<String> = record
+            .credential
+            .vault_refs()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let mut ops = vec![WriteOp::Put {
+            table: Table::AuthProfiles,
+            key: record.profile_id.as_bytes().to_vec(),
+            value: encode_record(&record),
+        }];
+        ops.extend(sealed);
+        let mut default_changes = Vec::new();
+        if let Some(old) = previous {
             for old_ref in old.credential.vault_refs() {
-                if old_ref != secret_ref {
+                if !new_refs.iter().any(|r| r == old_ref) {
                     ops.push(Vault::delete(old_ref));
                 }
             }
@@ -652,28 +719,34 @@ impl Handler<Upsert> for RegistryActor {
                 }
             }
         }
-        if req.set_default {
+        if set_default {
             let key = default_key(&record.provider, &record.scope);
             ops.push(WriteOp::Put {
                 table: Table::AuthDefaults,
                 key: key.as_bytes().to_vec(),
-                value: profile_id.as_bytes().to_vec(),
+                value: record.profile_id.as_bytes().to_vec(),
             });
-            default_changes.push((key, Some(profile_id.clone())));
+            default_changes.push((key, Some(record.profile_id.clone())));
         }
-        let seq = self.next_seq();
-        let durable = self.writer.submit(ops);
-        Box::pin(durable.into_actor(self).map(move |result, act, _| {
-            result?;
-            if act.newer(format!("p:{profile_id}"), seq) {
-                act.profiles.insert(profile_id.clone(), record.clone());
-            }
-            for (key, value) in default_changes {
-                act.apply_default(key, value, seq);
-            }
-            tracing::info!(profile_id = %profile_id, provider = %record.provider, "auth profile saved");
-            Ok(act.view(&record))
-        }))
+        ops.extend(extra);
+        (record, ops, default_changes)
+    }
+
+    /// Applies a durable profile write to memory and tells the refresher.
+    pub(crate) fn apply_profile(
+        &mut self,
+        record: AuthProfileRecord,
+        default_changes: DefaultChanges,
+        seq: u64,
+    ) {
+        let id = record.profile_id.clone();
+        if self.newer(format!("p:{id}"), seq) {
+            self.notify_refresher(Some(&record), &id);
+            self.profiles.insert(id, record);
+        }
+        for (key, value) in default_changes {
+            self.apply_default(key, value, seq);
+        }
     }
 }
 
@@ -780,6 +853,7 @@ impl Handler<Delete> for RegistryActor {
             result?;
             if act.newer(format!("p:{id}"), seq) {
                 act.profiles.remove(&id);
+                act.notify_refresher(None, &id);
             }
             if let Some((key, _)) = removed_default {
                 act.apply_default(key, None, seq);

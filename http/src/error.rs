@@ -80,6 +80,8 @@ impl ApiError {
                 ActorError::HandoffRejected => (StatusCode::UNAUTHORIZED, "handoff_rejected"),
                 ActorError::Stopped(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
                 ActorError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+                ActorError::SignIn(_) => (StatusCode::BAD_REQUEST, "sign_in_rejected"),
+                ActorError::RefreshRefused(_) => (StatusCode::CONFLICT, "refresh_refused"),
                 ActorError::KeyCheck(k) => match k {
                     KeyCheckError::Rejected { .. } => {
                         (StatusCode::UNPROCESSABLE_ENTITY, "credential_rejected")

@@ -24,6 +24,7 @@ use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{MethodRouter, delete, get, post};
+use palyra_actors::refresher::RefresherHandle;
 use palyra_actors::{HandoffsHandle, RegistryHandle, SessionsHandle};
 use palyra_storage::Writer;
 
@@ -31,7 +32,7 @@ pub use error::ApiError;
 pub use throttle::AuthThrottle;
 
 use crate::error::InternalCause;
-use crate::routes::{console_auth, ops, profiles};
+use crate::routes::{console_auth, oauth, ops, profiles};
 
 /// Settings the HTTP layer needs.
 #[derive(Debug, Clone)]
@@ -42,6 +43,10 @@ pub struct HttpConfig {
     pub cookie_secure: bool,
     /// `http://127.0.0.1:<port>`: where handoff links point.
     pub loopback_base_url: String,
+    /// Base of OAuth redirect URIs: the loopback URL or the configured public one.
+    pub oauth_redirect_base: String,
+    /// Lifetime of a sign-in attempt.
+    pub oauth_attempt_ttl: std::time::Duration,
 }
 
 /// Everything handlers need. Cloning is shallow.
@@ -50,6 +55,7 @@ pub struct AppState {
     pub sessions: SessionsHandle,
     pub handoffs: HandoffsHandle,
     pub registry: RegistryHandle,
+    pub refresher: RefresherHandle,
     /// For readiness.
     pub writer: Writer,
     /// SHA-256 of the admin token; the token itself is not kept here.
@@ -188,6 +194,36 @@ fn routes() -> Vec<(RouteInfo, MethodRouter<AppState>)> {
             "/console/v1/vault/rotate-key",
             Authenticated,
             post(profiles::rotate_key),
+        ),
+        r(
+            Method::POST,
+            "/console/v1/auth/providers/{provider}/bootstrap",
+            Authenticated,
+            post(oauth::bootstrap),
+        ),
+        r(
+            Method::GET,
+            "/console/v1/auth/providers/{provider}/callback",
+            Public,
+            get(oauth::callback),
+        ),
+        r(
+            Method::GET,
+            "/console/v1/auth/providers/{provider}/callback-state",
+            Authenticated,
+            get(oauth::callback_state),
+        ),
+        r(
+            Method::POST,
+            "/console/v1/auth/providers/{provider}/manual-callback",
+            Authenticated,
+            post(oauth::manual_callback),
+        ),
+        r(
+            Method::POST,
+            "/console/v1/auth/profiles/{profile_id}/refresh",
+            Authenticated,
+            post(oauth::refresh),
         ),
     ]
 }

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{console_auth, ops, profiles};
+use crate::routes::{console_auth, oauth, ops, profiles};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -25,12 +25,18 @@ use crate::routes::{console_auth, ops, profiles};
         profiles::health,
         profiles::resolve,
         profiles::rotate_key,
+        oauth::bootstrap,
+        oauth::callback,
+        oauth::manual_callback,
+        oauth::callback_state,
+        oauth::refresh,
         openapi_json,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
     modifiers(&SecuritySchemes),
     tags((name = "auth", description = "Console authentication and browser handoff"),
          (name = "auth-profiles", description = "Credentials for model providers and the vault"),
+         (name = "oauth", description = "OAuth sign-in with PKCE and token refresh"),
          (name = "operations", description = "Probes and the API document"))
 )]
 pub struct ApiDoc;

@@ -26,17 +26,20 @@ pub enum Table {
     AuthProfiles,
     /// Default profile per provider and scope, keyed by `provider|scope`.
     AuthDefaults,
+    /// OAuth sign-in attempts, keyed by attempt id.
+    OAuthAttempts,
 }
 
 impl Table {
     /// Every table, so start-up can create them all.
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Sessions,
         Table::Handoffs,
         Table::Vault,
         Table::VaultMeta,
         Table::AuthProfiles,
         Table::AuthDefaults,
+        Table::OAuthAttempts,
     ];
 
     /// The table's redb name.
@@ -48,6 +51,7 @@ impl Table {
             Table::VaultMeta => "vault_meta",
             Table::AuthProfiles => "auth_profiles",
             Table::AuthDefaults => "auth_defaults",
+            Table::OAuthAttempts => "oauth_attempts",
         }
     }
 

@@ -30,6 +30,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<ProbeSta
         && state.sessions.is_running()
         && state.handoffs.is_running()
         && state.registry.is_running()
+        && state.refresher.is_running()
     {
         (StatusCode::OK, Json(ProbeStatus { status: "ready" }))
     } else {

@@ -1,0 +1,430 @@
+//! The refresher actor: keeps every OAuth profile's tokens fresh in the background.
+//!
+//! One timer structure for all profiles: a min-heap of due times with lazy deletion
+//! (each profile's entry carries a generation; a superseded entry is skipped when it
+//! surfaces) and one actix timer armed for the earliest. Nothing polls; with nothing
+//! due, the actor sleeps. Refreshes are single-flight per profile: a manual refresh
+//! joins the one in flight. Results become durable through the registry, which then
+//! tells this actor the profile's new schedule.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::ActorError;
+use crate::oauth::{OAuthRefreshAdapter, OAuthRefreshOutcome, compute_backoff_ms};
+use crate::registry::oauth_flow::RefreshResult;
+use crate::registry::{AuthProfile, RegistryHandle};
+use crate::time::{now_ms, to_datetime};
+
+/// When an OAuth profile should next be refreshed, as the registry sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleEntry {
+    pub profile_id: String,
+    pub provider: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Set after a transient failure: the backoff's next try.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub needs_reauth: bool,
+    pub failure_count: u32,
+}
+
+/// A change the registry tells the refresher about.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub enum ScheduleChange {
+    Upsert(ScheduleEntry),
+    Remove(String),
+}
+
+/// How a refresh ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefreshOutcomeKind {
+    Succeeded,
+    TransientFailure,
+    PermanentFailure,
+}
+
+/// The outcome of one refresh and the profile after it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RefreshReport {
+    pub outcome: RefreshOutcomeKind,
+    /// Why it failed (sanitized).
+    pub reason: Option<String>,
+    pub profile: AuthProfile,
+}
+
+/// Timing and limits of the refresher.
+#[derive(Debug, Clone)]
+pub struct RefresherPolicy {
+    /// Refresh this long before expiry.
+    pub lead: Duration,
+    /// Most refreshes in flight at once.
+    pub max_in_flight: usize,
+}
+
+/// Counters for the bench tool.
+#[derive(Debug, Default)]
+pub struct RefresherStats {
+    pub completed: AtomicU64,
+    pub peak_in_flight: AtomicU64,
+}
+
+/// Handle to the refresher actor. Cloning is shallow.
+#[derive(Clone)]
+pub struct RefresherHandle {
+    addr: Addr<RefresherActor>,
+    stats: Arc<RefresherStats>,
+}
+
+impl std::fmt::Debug for RefresherHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefresherHandle").finish_non_exhaustive()
+    }
+}
+
+impl RefresherHandle {
+    /// Starts the refresher inside the actix System; it loads every OAuth profile's
+    /// schedule from the registry and subscribes to its changes.
+    pub fn start(
+        registry: RegistryHandle,
+        policy: RefresherPolicy,
+        adapter: Arc<dyn OAuthRefreshAdapter>,
+    ) -> Self {
+        let stats = Arc::new(RefresherStats::default());
+        let actor = RefresherActor {
+            registry,
+            policy,
+            adapter,
+            generation: HashMap::new(),
+            next_generation: 0,
+            heap: BinaryHeap::new(),
+            timer: None,
+            in_flight: HashMap::new(),
+            waiting: VecDeque::new(),
+            stats: Arc::clone(&stats),
+        };
+        Self {
+            addr: actor.start(),
+            stats,
+        }
+    }
+
+    /// Refreshes now, or joins the refresh in flight, and returns its outcome.
+    pub async fn refresh_now(&self, profile_id: &str) -> Result<RefreshReport, ActorError> {
+        let answer = self
+            .addr
+            .send(RefreshNow(profile_id.to_owned()))
+            .await
+            .map_err(|_| ActorError::Stopped("refresher"))?;
+        answer.await.map_err(|_| ActorError::Stopped("refresher"))?
+    }
+
+    pub fn stats(&self) -> &RefresherStats {
+        &self.stats
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.addr.connected()
+    }
+}
+
+type Waiter = oneshot::Sender<Result<RefreshReport, ActorError>>;
+
+struct RefresherActor {
+    registry: RegistryHandle,
+    policy: RefresherPolicy,
+    adapter: Arc<dyn OAuthRefreshAdapter>,
+    /// Current generation per scheduled profile; heap entries of older ones are stale.
+    generation: HashMap<String, u64>,
+    next_generation: u64,
+    /// (due ms, generation, profile id), earliest first.
+    heap: BinaryHeap<Reverse<(i64, u64, String)>>,
+    /// The armed timer and the due time it is armed for.
+    timer: Option<(i64, SpawnHandle)>,
+    /// Profiles being refreshed, with whoever waits for the outcome.
+    in_flight: HashMap<String, Vec<Waiter>>,
+    /// Due profiles held back by the concurrency cap.
+    waiting: VecDeque<String>,
+    stats: Arc<RefresherStats>,
+}
+
+impl Actor for RefresherActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let registry = self.registry.clone();
+        let me = ctx.address().recipient();
+        ctx.spawn(
+            async move {
+                registry.attach_refresher(me).await?;
+                registry.oauth_schedule().await
+            }
+            .into_actor(self)
+            .map(|entries, act, ctx| match entries {
+                Ok(entries) => {
+                    for entry in entries {
+                        act.schedule(entry);
+                    }
+                    act.arm(ctx);
+                }
+                Err(e) => tracing::error!(error = %e, "refresher cannot load the schedule"),
+            }),
+        );
+    }
+}
+
+impl RefresherActor {
+    /// Puts a profile on the heap at its due time (or takes it off).
+    fn schedule(&mut self, entry: ScheduleEntry) {
+        let Some(due) = self.due_ms(&entry) else {
+            self.generation.remove(&entry.profile_id);
+            return;
+        };
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        self.generation.insert(entry.profile_id.clone(), generation);
+        self.heap.push(Reverse((due, generation, entry.profile_id)));
+    }
+
+    /// When to refresh: the backoff's next try after a failure; otherwise `lead`
+    /// before expiry, but never sooner than halfway to expiry (a token that lives
+    /// shorter than the lead must not be refreshed in a loop), nor sooner than a second.
+    fn due_ms(&self, entry: &ScheduleEntry) -> Option<i64> {
+        if entry.needs_reauth {
+            return None;
+        }
+        if let Some(next) = entry.next_attempt_at {
+            return Some(next.timestamp_millis());
+        }
+        let expires = entry.expires_at?.timestamp_millis();
+        let now = now_ms();
+        let lead = i64::try_from(self.policy.lead.as_millis()).unwrap_or(i64::MAX);
+        let halfway = now + (expires - now) / 2;
+        Some((expires.saturating_sub(lead)).max(halfway).max(now + 1_000))
+    }
+
+    /// Arms the one timer for the earliest live entry.
+    fn arm(&mut self, ctx: &mut Context<Self>) {
+        while let Some(Reverse((_, generation, id))) = self.heap.peek() {
+            if self.generation.get(id) == Some(generation) {
+                break;
+            }
+            self.heap.pop();
+        }
+        let Some(Reverse((due, _, _))) = self.heap.peek() else {
+            if let Some((_, handle)) = self.timer.take() {
+                ctx.cancel_future(handle);
+            }
+            return;
+        };
+        let due = *due;
+        if self.timer.as_ref().is_some_and(|(armed, _)| *armed == due) {
+            return;
+        }
+        if let Some((_, handle)) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        let delay = Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0));
+        let handle = ctx.run_later(delay, |act, ctx| {
+            act.timer = None;
+            act.fire(ctx);
+        });
+        self.timer = Some((due, handle));
+    }
+
+    /// Starts every refresh that is due, then re-arms the timer.
+    fn fire(&mut self, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        while let Some(Reverse((due, generation, id))) = self.heap.peek().cloned() {
+            if due > now {
+                break;
+            }
+            self.heap.pop();
+            if self.generation.get(&id) != Some(&generation) {
+                continue;
+            }
+            self.generation.remove(&id);
+            if !self.in_flight.contains_key(&id) {
+                self.waiting.push_back(id);
+            }
+        }
+        self.start_waiting(ctx);
+        self.arm(ctx);
+    }
+
+    fn start_waiting(&mut self, ctx: &mut Context<Self>) {
+        while self.in_flight.len() < self.policy.max_in_flight.max(1) {
+            let Some(id) = self.waiting.pop_front() else {
+                break;
+            };
+            if !self.in_flight.contains_key(&id) {
+                self.start_refresh(id, ctx);
+            }
+        }
+    }
+
+    fn start_refresh(&mut self, id: String, ctx: &mut Context<Self>) {
+        self.in_flight.insert(id.clone(), Vec::new());
+        let peak = self.in_flight.len() as u64;
+        self.stats.peak_in_flight.fetch_max(peak, Ordering::Relaxed);
+        let registry = self.registry.clone();
+        let adapter = Arc::clone(&self.adapter);
+        let profile_id = id.clone();
+        ctx.spawn(
+            async move { refresh_once(&registry, adapter.as_ref(), &profile_id).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    act.stats.completed.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = &result {
+                        tracing::warn!(profile_id = %id, error = %e, "refresh could not run");
+                    }
+                    for waiter in act.in_flight.remove(&id).unwrap_or_default() {
+                        let _ = waiter.send(result.clone());
+                    }
+                    act.start_waiting(ctx);
+                }),
+        );
+    }
+}
+
+/// One refresh: read the refresh token, redeem it, make the result durable.
+async fn refresh_once(
+    registry: &RegistryHandle,
+    adapter: &dyn OAuthRefreshAdapter,
+    profile_id: &str,
+) -> Result<RefreshReport, ActorError> {
+    let input = registry.refresh_input(profile_id).await?;
+    if input.refresh_state.needs_reauth {
+        return Err(ActorError::RefreshRefused(
+            "the profile needs a new sign-in; refresh stopped after a permanent failure".into(),
+        ));
+    }
+    let settings = registry
+        .providers()
+        .get(&input.provider)
+        .and_then(|p| p.oauth.clone())
+        .ok_or_else(|| {
+            ActorError::RefreshRefused(format!(
+                "provider {} is not configured for OAuth",
+                input.provider
+            ))
+        })?;
+    let started_at = to_datetime(now_ms());
+    let outcome = adapter.refresh(&settings, &input.refresh_token).await;
+    drop(input.refresh_token);
+    let now = to_datetime(now_ms());
+    let (result, kind, reason) = match outcome {
+        OAuthRefreshOutcome::Success(tokens) => {
+            let expires_at = tokens.expires_in.map(|s| {
+                now + chrono::Duration::seconds(
+                    i64::try_from(s).unwrap_or(i64::MAX).min(10 * 365 * 86_400),
+                )
+            });
+            (
+                RefreshResult::Success {
+                    access_token: tokens.access_token,
+                    refresh_token: tokens.refresh_token,
+                    expires_at,
+                },
+                RefreshOutcomeKind::Succeeded,
+                None,
+            )
+        }
+        OAuthRefreshOutcome::TransientFailure {
+            reason,
+            retry_after_s,
+        } => {
+            let attempt = input.refresh_state.failure_count.saturating_add(1);
+            let mut delay_ms = compute_backoff_ms(&settings, attempt);
+            if let Some(retry) = retry_after_s {
+                // Honour Retry-After, up to the backoff cap.
+                delay_ms = delay_ms.max(retry.saturating_mul(1000).min(settings.backoff_cap_ms));
+            }
+            let mut next = now
+                + chrono::Duration::milliseconds(i64::try_from(delay_ms).unwrap_or(i64::MAX / 2));
+            if let Some(expiry) = input.expires_at.filter(|e| *e > now) {
+                // Never back off past the expiry: one more try at it, after which the
+                // health report shows the token as expired.
+                next = next.min(expiry);
+            }
+            let rate_limited_until = retry_after_s.map(|s| {
+                now + chrono::Duration::seconds(i64::try_from(s).unwrap_or(0).min(86_400))
+            });
+            (
+                RefreshResult::Transient {
+                    reason: reason.clone(),
+                    next_attempt_at: next,
+                    rate_limited_until,
+                },
+                RefreshOutcomeKind::TransientFailure,
+                Some(reason),
+            )
+        }
+        OAuthRefreshOutcome::PermanentFailure { reason } => (
+            RefreshResult::Permanent {
+                reason: reason.clone(),
+            },
+            RefreshOutcomeKind::PermanentFailure,
+            Some(reason),
+        ),
+    };
+    match kind {
+        RefreshOutcomeKind::Succeeded => tracing::info!(%profile_id, "OAuth token refreshed"),
+        RefreshOutcomeKind::TransientFailure => {
+            tracing::warn!(%profile_id, reason = reason.as_deref().unwrap_or(""), "OAuth refresh failed; will retry")
+        }
+        RefreshOutcomeKind::PermanentFailure => {
+            tracing::warn!(%profile_id, reason = reason.as_deref().unwrap_or(""), "OAuth refresh failed permanently; the profile needs a new sign-in")
+        }
+    }
+    let profile = registry
+        .record_refresh(profile_id, started_at, result)
+        .await?;
+    Ok(RefreshReport {
+        outcome: kind,
+        reason,
+        profile,
+    })
+}
+
+impl Handler<ScheduleChange> for RefresherActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ScheduleChange, ctx: &mut Self::Context) {
+        match msg {
+            ScheduleChange::Upsert(entry) => self.schedule(entry),
+            ScheduleChange::Remove(id) => {
+                self.generation.remove(&id);
+            }
+        }
+        self.arm(ctx);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "oneshot::Receiver<Result<RefreshReport, ActorError>>")]
+struct RefreshNow(String);
+
+impl Handler<RefreshNow> for RefresherActor {
+    type Result = MessageResult<RefreshNow>;
+
+    fn handle(&mut self, RefreshNow(id): RefreshNow, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        if !self.in_flight.contains_key(&id) {
+            self.start_refresh(id.clone(), ctx);
+        }
+        if let Some(waiters) = self.in_flight.get_mut(&id) {
+            waiters.push(tx);
+        }
+        MessageResult(rx)
+    }
+}

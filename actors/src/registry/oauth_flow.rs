@@ -1,0 +1,783 @@
+//! OAuth on the registry actor: sign-in attempts (PKCE, persisted, single use) and
+//! the durable side of refreshes (rotated tokens, refresh state).
+//!
+//! Network calls (code exchange, token validation, refresh, revocation) run in the
+//! handle or the refresher, never inside the actor; the actor only claims attempts,
+//! seals tokens and commits.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use palyra_storage::{Storage, StoredRecord, Table, WriteOp, decode_record, encode_record};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{
+    ActorError, AuthCredential, AuthProfile, AuthProfileRecord, AuthProfileScope, RefreshState,
+    RegistryActor, RegistryHandle, generated_profile_id, stopped, validate_profile_id,
+    validate_profile_name, validate_provider, validate_scope, vault_ref,
+};
+use crate::oauth::{
+    OAuthSettings, TokenSet, build_authorization_url, exchange_authorization_code,
+    generate_attempt_id, generate_pkce_verifier, generate_state, pkce_challenge, revoke_token,
+};
+use crate::provider::{ProviderSettings, check_api_key};
+use crate::refresher::{ScheduleChange, ScheduleEntry};
+use crate::secret::SecretString;
+use crate::time::{now_ms, to_datetime};
+use crate::vault::Vault;
+
+/// Where a sign-in attempt stands (`callback-state`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum AttemptStatus {
+    Pending,
+    Succeeded { profile_id: String },
+    Failed { reason: String },
+}
+
+/// A sign-in attempt as stored. The PKCE verifier is sealed in the vault; the state
+/// is kept only as its SHA-256.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct AttemptRecord {
+    attempt_id: String,
+    provider: String,
+    profile_id: String,
+    profile_name: String,
+    scope: AuthProfileScope,
+    scopes: Vec<String>,
+    set_default: bool,
+    state_digest: String,
+    redirect_uri: String,
+    expires_at_ms: i64,
+    status: AttemptStatus,
+}
+
+impl StoredRecord for AttemptRecord {
+    const TABLE: &'static str = "oauth_attempts";
+    const VERSION: u32 = 1;
+}
+
+fn state_digest(state: &str) -> String {
+    Sha256::digest(state.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn verifier_ref(attempt_id: &str) -> String {
+    format!("vault://system/oauth.{attempt_id}.verifier")
+}
+
+/// Loads attempts; finished or expired ones are kept for `callback-state` until they
+/// are a day old.
+pub(crate) fn load_attempts(
+    storage: &Storage,
+) -> Result<(HashMap<String, AttemptRecord>, HashMap<String, String>), ActorError> {
+    let mut attempts = HashMap::new();
+    let mut by_state = HashMap::new();
+    let horizon = now_ms() - 24 * 3600 * 1000;
+    for (_, value) in storage.load(Table::OAuthAttempts)? {
+        let Ok(record) = decode_record::<AttemptRecord>(&value) else {
+            continue;
+        };
+        if record.expires_at_ms < horizon {
+            continue;
+        }
+        if record.status == AttemptStatus::Pending {
+            by_state.insert(record.state_digest.clone(), record.attempt_id.clone());
+        }
+        attempts.insert(record.attempt_id.clone(), record);
+    }
+    Ok((attempts, by_state))
+}
+
+/// A sign-in request (`bootstrap`).
+#[derive(Debug, Clone)]
+pub struct SignInRequest {
+    pub provider: String,
+    pub profile_id: Option<String>,
+    pub profile_name: String,
+    pub scope: AuthProfileScope,
+    pub scopes: Option<Vec<String>>,
+    pub set_default: bool,
+}
+
+/// What `bootstrap` answers.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SignInStarted {
+    pub attempt_id: String,
+    /// Open this in a browser to sign in.
+    pub authorization_url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The query of the provider's redirect to the callback.
+#[derive(Debug, Default)]
+pub struct CallbackParams {
+    pub code: Option<SecretString>,
+    pub state: Option<SecretString>,
+    pub error: Option<String>,
+}
+
+/// The outcome of a callback: the attempt and where it now stands.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SignInOutcome {
+    pub attempt_id: String,
+    pub provider: String,
+    #[serde(flatten)]
+    pub status: AttemptStatus,
+}
+
+/// What the refresher needs for one refresh.
+#[derive(Debug)]
+pub struct RefreshInput {
+    pub provider: String,
+    pub refresh_token: SecretString,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub refresh_state: RefreshState,
+}
+
+/// The result of one refresh attempt, to be made durable.
+#[derive(Debug)]
+pub enum RefreshResult {
+    Success {
+        access_token: SecretString,
+        refresh_token: Option<SecretString>,
+        expires_at: Option<DateTime<Utc>>,
+    },
+    Transient {
+        reason: String,
+        next_attempt_at: DateTime<Utc>,
+        rate_limited_until: Option<DateTime<Utc>>,
+    },
+    Permanent {
+        reason: String,
+    },
+}
+
+fn oauth_settings<'a>(
+    handle: &'a RegistryHandle,
+    provider: &str,
+) -> Result<(&'a ProviderSettings, &'a OAuthSettings), ActorError> {
+    let settings = handle.providers().get(provider).ok_or_else(|| {
+        ActorError::invalid("provider", format!("provider {provider} is not configured"))
+    })?;
+    let oauth = settings.oauth.as_ref().ok_or_else(|| {
+        ActorError::invalid(
+            "provider",
+            format!(
+                "provider {provider} is not configured for OAuth: set authorization_endpoint, token_endpoint and client_id in [providers]"
+            ),
+        )
+    })?;
+    Ok((settings, oauth))
+}
+
+fn validate_scopes(scopes: &[String]) -> Result<(), ActorError> {
+    let ok = scopes.len() <= 64
+        && scopes
+            .iter()
+            .all(|s| !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_graphic()));
+    if ok {
+        Ok(())
+    } else {
+        Err(ActorError::invalid(
+            "scopes",
+            "at most 64 scopes of 1 to 256 printable characters without spaces",
+        ))
+    }
+}
+
+impl RegistryHandle {
+    /// Starts a sign-in: PKCE verifier and state, persisted attempt, authorization URL.
+    /// `redirect_uri` is the daemon's callback for this provider.
+    pub async fn begin_sign_in(
+        &self,
+        req: SignInRequest,
+        redirect_uri: String,
+        ttl: std::time::Duration,
+    ) -> Result<SignInStarted, ActorError> {
+        validate_provider(&req.provider)?;
+        if let Some(id) = &req.profile_id {
+            validate_profile_id(id)?;
+        }
+        validate_profile_name(&req.profile_name)?;
+        validate_scope(&req.scope)?;
+        let (_, oauth) = oauth_settings(self, &req.provider)?;
+        let scopes = req.scopes.unwrap_or_else(|| oauth.scopes.clone());
+        validate_scopes(&scopes)?;
+        let verifier = generate_pkce_verifier();
+        let state = generate_state();
+        let attempt_id = generate_attempt_id();
+        let authorization_url = build_authorization_url(
+            oauth,
+            &redirect_uri,
+            &scopes,
+            state.expose(),
+            &pkce_challenge(verifier.expose()),
+        )
+        .map_err(|e| ActorError::invalid("provider", e.to_string()))?;
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let record = AttemptRecord {
+            attempt_id: attempt_id.clone(),
+            profile_id: req
+                .profile_id
+                .unwrap_or_else(|| generated_profile_id(&req.provider)),
+            provider: req.provider,
+            profile_name: req.profile_name,
+            scope: req.scope,
+            scopes,
+            set_default: req.set_default,
+            state_digest: state_digest(state.expose()),
+            redirect_uri,
+            expires_at_ms: now_ms().saturating_add(ttl_ms),
+            status: AttemptStatus::Pending,
+        };
+        let expires_at = to_datetime(record.expires_at_ms);
+        self.addr()
+            .send(StartAttempt { record, verifier })
+            .await
+            .map_err(stopped)??;
+        Ok(SignInStarted {
+            attempt_id,
+            authorization_url,
+            expires_at,
+        })
+    }
+
+    /// Completes a sign-in from the provider's redirect: claims the attempt by its
+    /// state (once), exchanges the code, validates the access token, and stores the
+    /// tokens and the profile in one durable transaction.
+    pub async fn complete_sign_in(
+        &self,
+        provider: &str,
+        params: CallbackParams,
+    ) -> Result<SignInOutcome, ActorError> {
+        let Some(state) = params.state.filter(|s| !s.is_empty()) else {
+            return Err(ActorError::SignIn("the callback carries no state".into()));
+        };
+        let (record, verifier) = self
+            .addr()
+            .send(ClaimAttempt {
+                provider: provider.to_owned(),
+                state_digest: state_digest(state.expose()),
+            })
+            .await
+            .map_err(stopped)??;
+        let attempt_id = record.attempt_id.clone();
+        let result = match (params.error, params.code) {
+            (Some(error), _) => {
+                let clean: String = error
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                    .take(64)
+                    .collect();
+                Err(format!("the provider refused the sign-in: {clean}"))
+            }
+            (None, None) => Err("the provider sent neither a code nor an error".into()),
+            (None, Some(code)) => self.exchange(&record, &code, &verifier).await,
+        };
+        drop(verifier);
+        let status = self
+            .addr()
+            .send(FinishAttempt {
+                attempt_id: attempt_id.clone(),
+                result,
+            })
+            .await
+            .map_err(stopped)??;
+        Ok(SignInOutcome {
+            attempt_id,
+            provider: provider.to_owned(),
+            status,
+        })
+    }
+
+    async fn exchange(
+        &self,
+        record: &AttemptRecord,
+        code: &SecretString,
+        verifier: &SecretString,
+    ) -> Result<TokenSet, String> {
+        let (settings, oauth) =
+            oauth_settings(self, &record.provider).map_err(|e| e.to_string())?;
+        let tokens =
+            exchange_authorization_code(oauth, code.expose(), &record.redirect_uri, verifier)
+                .await
+                .map_err(|e| format!("code exchange failed: {e}"))?;
+        if oauth.validate_with_models {
+            check_api_key("openai", settings, &tokens.access_token)
+                .await
+                .map_err(|e| format!("the new access token did not validate: {e}"))?;
+        }
+        Ok(tokens)
+    }
+
+    /// Where a sign-in attempt stands.
+    pub async fn sign_in_state(&self, attempt_id: &str) -> Result<SignInOutcome, ActorError> {
+        self.addr()
+            .send(AttemptState(attempt_id.to_owned()))
+            .await
+            .map_err(stopped)?
+    }
+
+    /// The refresh token and state of an OAuth profile, for the refresher.
+    pub async fn refresh_input(&self, profile_id: &str) -> Result<RefreshInput, ActorError> {
+        self.addr()
+            .send(GetRefreshInput(profile_id.to_owned()))
+            .await
+            .map_err(stopped)?
+    }
+
+    /// Makes a refresh's result durable. A failure of an attempt that started before a
+    /// newer success is ignored.
+    pub async fn record_refresh(
+        &self,
+        profile_id: &str,
+        started_at: DateTime<Utc>,
+        result: RefreshResult,
+    ) -> Result<AuthProfile, ActorError> {
+        self.addr()
+            .send(RecordRefresh {
+                profile_id: profile_id.to_owned(),
+                started_at,
+                result,
+            })
+            .await
+            .map_err(stopped)?
+    }
+
+    /// Every OAuth profile's schedule, for the refresher at start.
+    pub async fn oauth_schedule(&self) -> Result<Vec<ScheduleEntry>, ActorError> {
+        self.addr().send(OAuthSchedule).await.map_err(stopped)
+    }
+
+    /// Connects the refresher: the registry tells it about every schedule change.
+    pub async fn attach_refresher(
+        &self,
+        recipient: Recipient<ScheduleChange>,
+    ) -> Result<(), ActorError> {
+        self.addr()
+            .send(AttachRefresher(recipient))
+            .await
+            .map_err(stopped)
+    }
+
+    /// Revokes an OAuth profile's refresh token at the provider, if the provider has a
+    /// revocation endpoint (best effort, three tries), before the profile is deleted.
+    pub(crate) async fn revoke_before_delete(&self, profile_id: &str) {
+        let Ok(input) = self.refresh_input(profile_id).await else {
+            return;
+        };
+        let Ok((_, oauth)) = oauth_settings(self, &input.provider) else {
+            return;
+        };
+        let Some(endpoint) = &oauth.revocation_endpoint else {
+            return;
+        };
+        for attempt in 1..=3u64 {
+            match revoke_token(endpoint, &oauth.client_id, &input.refresh_token).await {
+                Ok(()) => {
+                    tracing::info!(%profile_id, "refresh token revoked at the provider");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(%profile_id, attempt, error = %e, "token revocation failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                }
+            }
+        }
+    }
+}
+
+impl RegistryActor {
+    /// Tells the refresher how an OAuth profile is now scheduled (or that it is gone).
+    pub(crate) fn notify_refresher(&self, record: Option<&AuthProfileRecord>, profile_id: &str) {
+        let Some(refresher) = &self.refresher else {
+            return;
+        };
+        let change = match record.and_then(schedule_entry) {
+            Some(entry) => ScheduleChange::Upsert(entry),
+            None => ScheduleChange::Remove(profile_id.to_owned()),
+        };
+        refresher.do_send(change);
+    }
+}
+
+fn schedule_entry(record: &AuthProfileRecord) -> Option<ScheduleEntry> {
+    match &record.credential {
+        AuthCredential::Oauth {
+            expires_at,
+            refresh_state,
+            ..
+        } => Some(ScheduleEntry {
+            profile_id: record.profile_id.clone(),
+            provider: record.provider.clone(),
+            expires_at: *expires_at,
+            next_attempt_at: refresh_state.next_attempt_at,
+            needs_reauth: refresh_state.needs_reauth,
+            failure_count: refresh_state.failure_count,
+        }),
+        AuthCredential::ApiKey { .. } => None,
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<(), ActorError>")]
+struct StartAttempt {
+    record: AttemptRecord,
+    verifier: SecretString,
+}
+
+impl Handler<StartAttempt> for RegistryActor {
+    type Result = ResponseActFuture<Self, Result<(), ActorError>>;
+
+    fn handle(&mut self, msg: StartAttempt, _ctx: &mut Self::Context) -> Self::Result {
+        let record = msg.record;
+        let ops = vec![
+            self.vault
+                .seal(&verifier_ref(&record.attempt_id), &msg.verifier),
+            WriteOp::Put {
+                table: Table::OAuthAttempts,
+                key: record.attempt_id.as_bytes().to_vec(),
+                value: encode_record(&record),
+            },
+        ];
+        drop(msg.verifier);
+        let durable = self.writer.submit(ops);
+        Box::pin(durable.into_actor(self).map(move |result, act, _| {
+            result?;
+            tracing::info!(attempt_id = %record.attempt_id, provider = %record.provider, "OAuth sign-in started");
+            act.attempts_by_state
+                .insert(record.state_digest.clone(), record.attempt_id.clone());
+            act.attempts.insert(record.attempt_id.clone(), record);
+            Ok(())
+        }))
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<(AttemptRecord, SecretString), ActorError>")]
+struct ClaimAttempt {
+    provider: String,
+    state_digest: String,
+}
+
+impl Handler<ClaimAttempt> for RegistryActor {
+    type Result = Result<(AttemptRecord, SecretString), ActorError>;
+
+    fn handle(&mut self, msg: ClaimAttempt, _ctx: &mut Self::Context) -> Self::Result {
+        let rejected =
+            || ActorError::SignIn("unknown, expired or already used sign-in state".into());
+        // Removed from the index now: the state works once, whatever happens next.
+        let attempt_id = self
+            .attempts_by_state
+            .remove(&msg.state_digest)
+            .ok_or_else(rejected)?;
+        let record = self
+            .attempts
+            .get(&attempt_id)
+            .cloned()
+            .ok_or_else(rejected)?;
+        if record.provider != msg.provider || record.status != AttemptStatus::Pending {
+            return Err(rejected());
+        }
+        if record.expires_at_ms <= now_ms() {
+            return Err(ActorError::SignIn(
+                "the sign-in attempt has expired; start again".into(),
+            ));
+        }
+        let verifier = self
+            .vault
+            .open_secret(&verifier_ref(&attempt_id))?
+            .ok_or_else(rejected)?;
+        Ok((record, verifier))
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<AttemptStatus, ActorError>")]
+struct FinishAttempt {
+    attempt_id: String,
+    result: Result<TokenSet, String>,
+}
+
+impl Handler<FinishAttempt> for RegistryActor {
+    type Result = ResponseActFuture<Self, Result<AttemptStatus, ActorError>>;
+
+    fn handle(&mut self, msg: FinishAttempt, _ctx: &mut Self::Context) -> Self::Result {
+        let Some(mut attempt) = self.attempts.get(&msg.attempt_id).cloned() else {
+            return Box::pin(actix::fut::ready(Err(ActorError::NotFound {
+                what: "sign-in attempt",
+                id: msg.attempt_id,
+            })));
+        };
+        let mut extra = vec![Vault::delete(&verifier_ref(&attempt.attempt_id))];
+        let mut profile = None;
+        attempt.status = match msg.result {
+            Err(reason) => AttemptStatus::Failed { reason },
+            Ok(tokens) => {
+                let Some(settings) = self.providers_oauth.get(&attempt.provider).cloned() else {
+                    return Box::pin(actix::fut::ready(Err(ActorError::invalid(
+                        "provider",
+                        "no longer configured for OAuth",
+                    ))));
+                };
+                let id = attempt.profile_id.clone();
+                let access_ref = vault_ref(&attempt.scope, &id, "access_token");
+                let refresh_ref = vault_ref(&attempt.scope, &id, "refresh_token");
+                let now = to_datetime(now_ms());
+                let mut sealed = vec![self.vault.seal(&access_ref, &tokens.access_token)];
+                if let Some(refresh) = &tokens.refresh_token {
+                    sealed.push(self.vault.seal(&refresh_ref, refresh));
+                }
+                let record = AuthProfileRecord {
+                    profile_id: id.clone(),
+                    provider: attempt.provider.clone(),
+                    profile_name: attempt.profile_name.clone(),
+                    scope: attempt.scope.clone(),
+                    credential: AuthCredential::Oauth {
+                        access_token_vault_ref: access_ref,
+                        refresh_token_vault_ref: refresh_ref,
+                        token_endpoint: settings.token_endpoint.clone(),
+                        client_id: settings.client_id.clone(),
+                        scopes: attempt.scopes.clone(),
+                        expires_at: tokens.expires_in.map(|s| {
+                            now + chrono::Duration::seconds(
+                                i64::try_from(s)
+                                    .unwrap_or(i64::MAX / 2_000)
+                                    .min(10 * 365 * 86_400),
+                            )
+                        }),
+                        refresh_state: RefreshState {
+                            last_success_at: Some(now),
+                            ..RefreshState::default()
+                        },
+                    },
+                    created_at: now,
+                    updated_at: now,
+                };
+                profile = Some((record, sealed, attempt.set_default));
+                AttemptStatus::Succeeded { profile_id: id }
+            }
+        };
+        extra.push(WriteOp::Put {
+            table: Table::OAuthAttempts,
+            key: attempt.attempt_id.as_bytes().to_vec(),
+            value: encode_record(&attempt),
+        });
+        let (ops, applied) = match profile {
+            Some((record, sealed, set_default)) => {
+                let (record, ops, defaults) =
+                    self.profile_write(record, sealed, set_default, extra);
+                (ops, Some((record, defaults)))
+            }
+            None => (extra, None),
+        };
+        let seq = self.next_seq();
+        let durable = self.writer.submit(ops);
+        Box::pin(durable.into_actor(self).map(move |result, act, _| {
+            result?;
+            if let Some((record, defaults)) = applied {
+                tracing::info!(profile_id = %record.profile_id, provider = %record.provider, "OAuth profile saved");
+                act.apply_profile(record, defaults, seq);
+            }
+            if let AttemptStatus::Failed { reason } = &attempt.status {
+                tracing::warn!(attempt_id = %attempt.attempt_id, %reason, "OAuth sign-in failed");
+            }
+            let status = attempt.status.clone();
+            act.attempts.insert(attempt.attempt_id.clone(), attempt);
+            Ok(status)
+        }))
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<SignInOutcome, ActorError>")]
+struct AttemptState(String);
+
+impl Handler<AttemptState> for RegistryActor {
+    type Result = Result<SignInOutcome, ActorError>;
+
+    fn handle(&mut self, AttemptState(id): AttemptState, _ctx: &mut Self::Context) -> Self::Result {
+        let record = self.attempts.get(&id).ok_or_else(|| ActorError::NotFound {
+            what: "sign-in attempt",
+            id: id.clone(),
+        })?;
+        let status = match &record.status {
+            AttemptStatus::Pending if record.expires_at_ms <= now_ms() => AttemptStatus::Failed {
+                reason: "the sign-in attempt expired".into(),
+            },
+            other => other.clone(),
+        };
+        Ok(SignInOutcome {
+            attempt_id: id,
+            provider: record.provider.clone(),
+            status,
+        })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<RefreshInput, ActorError>")]
+struct GetRefreshInput(String);
+
+impl Handler<GetRefreshInput> for RegistryActor {
+    type Result = Result<RefreshInput, ActorError>;
+
+    fn handle(
+        &mut self,
+        GetRefreshInput(id): GetRefreshInput,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
+        let record = self.profiles.get(&id).ok_or_else(|| ActorError::NotFound {
+            what: "auth profile",
+            id: id.clone(),
+        })?;
+        let AuthCredential::Oauth {
+            refresh_token_vault_ref,
+            expires_at,
+            refresh_state,
+            ..
+        } = &record.credential
+        else {
+            return Err(ActorError::invalid("profile_id", "not an OAuth profile"));
+        };
+        let refresh_token =
+            self.vault
+                .open_secret(refresh_token_vault_ref)?
+                .ok_or(ActorError::NotFound {
+                    what: "refresh token of auth profile",
+                    id,
+                })?;
+        Ok(RefreshInput {
+            provider: record.provider.clone(),
+            refresh_token,
+            expires_at: *expires_at,
+            refresh_state: refresh_state.clone(),
+        })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<AuthProfile, ActorError>")]
+struct RecordRefresh {
+    profile_id: String,
+    started_at: DateTime<Utc>,
+    result: RefreshResult,
+}
+
+impl Handler<RecordRefresh> for RegistryActor {
+    type Result = ResponseActFuture<Self, Result<AuthProfile, ActorError>>;
+
+    fn handle(&mut self, msg: RecordRefresh, _ctx: &mut Self::Context) -> Self::Result {
+        let Some(mut record) = self.profiles.get(&msg.profile_id).cloned() else {
+            return Box::pin(actix::fut::ready(Err(ActorError::NotFound {
+                what: "auth profile",
+                id: msg.profile_id,
+            })));
+        };
+        let now = to_datetime(now_ms());
+        let mut sealed = Vec::new();
+        {
+            let AuthCredential::Oauth {
+                access_token_vault_ref,
+                refresh_token_vault_ref,
+                expires_at,
+                refresh_state,
+                ..
+            } = &mut record.credential
+            else {
+                return Box::pin(actix::fut::ready(Err(ActorError::invalid(
+                    "profile_id",
+                    "not an OAuth profile",
+                ))));
+            };
+            let superseded = refresh_state
+                .last_success_at
+                .is_some_and(|success| success > msg.started_at);
+            if superseded && !matches!(msg.result, RefreshResult::Success { .. }) {
+                // A newer success already stands; this older failure changes nothing.
+                let view = self.view(&record);
+                return Box::pin(actix::fut::ready(Ok(view)));
+            }
+            refresh_state.last_attempt_at = Some(msg.started_at);
+            match msg.result {
+                RefreshResult::Success {
+                    access_token,
+                    refresh_token,
+                    expires_at: new_expiry,
+                } => {
+                    sealed.push(self.vault.seal(access_token_vault_ref, &access_token));
+                    if let Some(rotated) = &refresh_token {
+                        sealed.push(self.vault.seal(refresh_token_vault_ref, rotated));
+                    }
+                    *expires_at = new_expiry;
+                    *refresh_state = RefreshState {
+                        last_attempt_at: Some(msg.started_at),
+                        last_success_at: Some(now),
+                        ..RefreshState::default()
+                    };
+                }
+                RefreshResult::Transient {
+                    reason,
+                    next_attempt_at,
+                    rate_limited_until,
+                } => {
+                    refresh_state.failure_count = refresh_state.failure_count.saturating_add(1);
+                    refresh_state.last_error = Some(reason);
+                    refresh_state.next_attempt_at = Some(next_attempt_at);
+                    refresh_state.cooling_down_until = Some(next_attempt_at);
+                    refresh_state.rate_limited_until = rate_limited_until;
+                }
+                RefreshResult::Permanent { reason } => {
+                    refresh_state.failure_count = refresh_state.failure_count.saturating_add(1);
+                    refresh_state.last_error = Some(reason);
+                    refresh_state.needs_reauth = true;
+                    refresh_state.next_attempt_at = None;
+                    refresh_state.cooling_down_until = None;
+                }
+            }
+        }
+        record.updated_at = now;
+        let mut ops = vec![WriteOp::Put {
+            table: Table::AuthProfiles,
+            key: record.profile_id.as_bytes().to_vec(),
+            value: encode_record(&record),
+        }];
+        ops.extend(sealed);
+        let seq = self.next_seq();
+        let durable = self.writer.submit(ops);
+        Box::pin(durable.into_actor(self).map(move |result, act, _| {
+            result?;
+            act.apply_profile(record.clone(), Vec::new(), seq);
+            Ok(act.view(&record))
+        }))
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Vec<ScheduleEntry>")]
+struct OAuthSchedule;
+
+impl Handler<OAuthSchedule> for RegistryActor {
+    type Result = MessageResult<OAuthSchedule>;
+
+    fn handle(&mut self, _msg: OAuthSchedule, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.profiles.values().filter_map(schedule_entry).collect())
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct AttachRefresher(Recipient<ScheduleChange>);
+
+impl Handler<AttachRefresher> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AttachRefresher, _ctx: &mut Self::Context) {
+        self.refresher = Some(msg.0);
+    }
+}
