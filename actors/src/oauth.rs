@@ -259,11 +259,7 @@ impl OAuthRefreshAdapter for StandardRefreshAdapter {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok());
             let error = error_code(response).await;
-            let reason = OAuthError::Rejected {
-                status,
-                error: error.clone(),
-            }
-            .to_string();
+            let reason = OAuthError::Rejected { status, error }.to_string();
             if status == 429 || status >= 500 || status == 408 {
                 OAuthRefreshOutcome::TransientFailure {
                     reason,

@@ -647,7 +647,7 @@ impl Handler<Upsert> for RegistryActor {
         let NewCredential::ApiKey { api_key } = req.credential;
         let secret_ref = vault_ref(&req.scope, &profile_id, "api_key");
         let record = AuthProfileRecord {
-            profile_id: profile_id.clone(),
+            profile_id,
             provider: req.provider,
             profile_name: req.profile_name,
             scope: req.scope,

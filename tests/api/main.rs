@@ -8,6 +8,7 @@ mod crash;
 mod fakes;
 mod handoff;
 mod helpers;
+mod oauth;
 mod process;
 mod profiles;
 mod startup;

@@ -70,11 +70,16 @@ fn verifier_ref(attempt_id: &str) -> String {
     format!("vault://system/oauth.{attempt_id}.verifier")
 }
 
+/// Sign-in attempts by id.
+pub(crate) type Attempts = HashMap<String, AttemptRecord>;
+/// Attempt id by SHA-256 (hex) of its state.
+pub(crate) type AttemptsByState = HashMap<String, String>;
+
 /// Loads attempts; finished or expired ones are kept for `callback-state` until they
 /// are a day old.
 pub(crate) fn load_attempts(
     storage: &Storage,
-) -> Result<(HashMap<String, AttemptRecord>, HashMap<String, String>), ActorError> {
+) -> Result<(Attempts, AttemptsByState), ActorError> {
     let mut attempts = HashMap::new();
     let mut by_state = HashMap::new();
     let horizon = now_ms() - 24 * 3600 * 1000;
@@ -542,7 +547,7 @@ impl Handler<FinishAttempt> for RegistryActor {
                         access_token_vault_ref: access_ref,
                         refresh_token_vault_ref: refresh_ref,
                         token_endpoint: settings.token_endpoint.clone(),
-                        client_id: settings.client_id.clone(),
+                        client_id: settings.client_id,
                         scopes: attempt.scopes.clone(),
                         expires_at: tokens.expires_in.map(|s| {
                             now + chrono::Duration::seconds(

@@ -158,7 +158,7 @@ pub async fn callback(
                 .map_err(|e| e.to_string())
         }
     };
-    callback_page(outcome)
+    callback_page(&outcome)
 }
 
 /// Completes a sign-in on a headless server from the redirect URL the operator pasted.
@@ -264,8 +264,8 @@ fn escape_html(text: &str) -> String {
 
 /// The page the browser lands on: escaped text, no secrets, and a script (allowed by a
 /// per-response nonce) that tells the opener window the outcome.
-fn callback_page(outcome: Result<SignInOutcome, String>) -> Response {
-    let (status, title, detail, kind, attempt) = match &outcome {
+fn callback_page(outcome: &Result<SignInOutcome, String>) -> Response {
+    let (status, title, detail, kind, attempt) = match outcome {
         Ok(o) => match &o.status {
             AttemptStatus::Succeeded { profile_id } => (
                 StatusCode::OK,
