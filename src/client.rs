@@ -2,11 +2,14 @@
 
 use std::path::Path;
 
+use palyra_actors::refresher::RefreshReport;
+use palyra_actors::registry::oauth_flow::{SignInOutcome, SignInStarted};
 use palyra_actors::registry::{
     AuthHealthReport, AuthProfile, ProfilePage, ResolveAnswer, RotationReport,
 };
 use palyra_actors::{ConsoleSession, SecretString};
 use palyra_http::routes::console_auth::HandoffResponse;
+use palyra_http::routes::oauth::BootstrapRequest;
 use palyra_http::routes::profiles::{CreateProfileRequest, ListQuery, ResolveQuery};
 use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
@@ -273,6 +276,75 @@ impl ControlPlaneClient {
         let qs = serde_urlencoded(query)?;
         self.call(Method::GET, &format!("/console/v1/auth/resolve{qs}"), None)
             .await
+    }
+
+    /// `POST /console/v1/auth/providers/{provider}/bootstrap`: starts an OAuth sign-in.
+    pub async fn bootstrap_sign_in(
+        &self,
+        provider: &str,
+        request: &BootstrapRequest,
+    ) -> Result<SignInStarted, ClientError> {
+        let body =
+            serde_json::to_value(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.call(
+            Method::POST,
+            &format!(
+                "/console/v1/auth/providers/{}/bootstrap",
+                path_segment(provider)
+            ),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `GET /console/v1/auth/providers/{provider}/callback-state`.
+    pub async fn sign_in_state(
+        &self,
+        provider: &str,
+        attempt_id: &str,
+    ) -> Result<SignInOutcome, ClientError> {
+        let qs = serde_urlencoded(&serde_json::json!({ "attempt_id": attempt_id }))?;
+        self.call(
+            Method::GET,
+            &format!(
+                "/console/v1/auth/providers/{}/callback-state{qs}",
+                path_segment(provider)
+            ),
+            None,
+        )
+        .await
+    }
+
+    /// `POST /console/v1/auth/providers/{provider}/manual-callback`: completes a
+    /// sign-in from the redirect URL the operator pasted.
+    pub async fn complete_sign_in_manually(
+        &self,
+        provider: &str,
+        redirect_url: &SecretString,
+    ) -> Result<SignInOutcome, ClientError> {
+        let body = serde_json::json!({ "redirect_url": redirect_url.expose() });
+        self.call(
+            Method::POST,
+            &format!(
+                "/console/v1/auth/providers/{}/manual-callback",
+                path_segment(provider)
+            ),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `POST /console/v1/auth/profiles/{id}/refresh`.
+    pub async fn refresh_profile(&self, profile_id: &str) -> Result<RefreshReport, ClientError> {
+        self.call(
+            Method::POST,
+            &format!(
+                "/console/v1/auth/profiles/{}/refresh",
+                path_segment(profile_id)
+            ),
+            None,
+        )
+        .await
     }
 
     /// `POST /console/v1/vault/rotate-key`.

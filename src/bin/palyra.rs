@@ -60,6 +60,35 @@ enum AuthCommand {
         #[command(subcommand)]
         command: ProfilesCommand,
     },
+    /// Sign in with an OAuth provider (PKCE); the daemon keeps the tokens fresh.
+    Login(OAuthLogin),
+}
+
+#[derive(Debug, Args)]
+struct OAuthLogin {
+    /// openai, anthropic or custom:<name>
+    provider: String,
+    /// A name for people (default: the provider).
+    #[arg(long)]
+    profile_name: Option<String>,
+    /// Lowercase id of the profile to create or replace.
+    #[arg(long)]
+    profile_id: Option<String>,
+    /// Scope the profile to one agent (default: global).
+    #[arg(long)]
+    agent_id: Option<String>,
+    /// Make it the default of its provider and scope.
+    #[arg(long)]
+    set_default: bool,
+    /// Also open the sign-in URL in the system browser.
+    #[arg(long)]
+    open: bool,
+    /// Headless: paste the URL the browser was redirected to instead of waiting.
+    #[arg(long, conflicts_with = "open")]
+    manual: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_s: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +117,8 @@ enum ProfilesCommand {
     SetDefault { profile_id: String },
     /// Health of every credential.
     Health,
+    /// Refresh an OAuth profile's tokens now.
+    Refresh { profile_id: String },
     /// Which profile an agent would use for a provider, and why.
     Resolve {
         #[arg(long)]
@@ -237,6 +268,9 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
         Command::Auth {
             command: AuthCommand::Profiles { command },
         } => profiles(cli, &client(cli)?, command).await?,
+        Command::Auth {
+            command: AuthCommand::Login(args),
+        } => oauth_login(cli, &client(cli)?, args).await?,
         Command::Vault {
             command: VaultCommand::RotateKey,
         } => {
@@ -454,6 +488,24 @@ async fn profiles(
                 );
             }
         }
+        ProfilesCommand::Refresh { profile_id } => {
+            let report = client.refresh_profile(profile_id).await?;
+            if cli.json {
+                print_json(&report);
+            } else {
+                let outcome = serde_json::to_value(report.outcome)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                match &report.reason {
+                    Some(reason) => println!("{profile_id}: {outcome}: {reason}"),
+                    None => println!("{profile_id}: {outcome}"),
+                }
+            }
+            if report.outcome != palyra_actors::refresher::RefreshOutcomeKind::Succeeded {
+                return Err(ClientError::Protocol("the refresh did not succeed".into()));
+            }
+        }
         ProfilesCommand::Resolve { provider, agent_id } => {
             let answer = client
                 .resolve_profile(&ResolveQuery {
@@ -472,6 +524,82 @@ async fn profiles(
         }
     }
     Ok(())
+}
+
+/// The whole sign-in: bootstrap, print (or open) the URL, then wait for the callback,
+/// or take the pasted redirect URL on a headless server.
+async fn oauth_login(
+    cli: &Cli,
+    client: &ControlPlaneClient,
+    args: &OAuthLogin,
+) -> Result<(), ClientError> {
+    use palyra_actors::registry::oauth_flow::AttemptStatus;
+    let started = client
+        .bootstrap_sign_in(
+            &args.provider,
+            &palyra_http::routes::oauth::BootstrapRequest {
+                profile_name: args
+                    .profile_name
+                    .clone()
+                    .unwrap_or_else(|| args.provider.clone()),
+                profile_id: args.profile_id.clone(),
+                scope: args
+                    .agent_id
+                    .as_ref()
+                    .map(|agent_id| AuthProfileScope::Agent {
+                        agent_id: agent_id.clone(),
+                    }),
+                scopes: None,
+                set_default: args.set_default,
+            },
+        )
+        .await?;
+    eprintln!(
+        "Open this URL to sign in (valid until {}):",
+        started.expires_at
+    );
+    println!("{}", started.authorization_url);
+    if args.open {
+        open_browser(&started.authorization_url);
+    }
+    let outcome = if args.manual {
+        eprintln!("After signing in, paste the URL your browser was sent to:");
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| ClientError::Protocol(format!("cannot read standard input: {e}")))?;
+        client
+            .complete_sign_in_manually(&args.provider, &SecretString::new(line.trim().to_owned()))
+            .await?
+    } else {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.timeout_s);
+        loop {
+            let outcome = client
+                .sign_in_state(&args.provider, &started.attempt_id)
+                .await?;
+            if outcome.status != AttemptStatus::Pending || std::time::Instant::now() > deadline {
+                break outcome;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    };
+    if cli.json {
+        print_json(&outcome);
+    }
+    match outcome.status {
+        AttemptStatus::Succeeded { profile_id } => {
+            if !cli.json {
+                println!("signed in: profile {profile_id}");
+            }
+            Ok(())
+        }
+        AttemptStatus::Failed { reason } => {
+            Err(ClientError::Protocol(format!("sign-in failed: {reason}")))
+        }
+        AttemptStatus::Pending => Err(ClientError::Protocol(
+            "timed out waiting for the sign-in".into(),
+        )),
+    }
 }
 
 fn open_browser(url: &str) {

@@ -197,3 +197,79 @@ async fn an_operator_manages_profiles_with_the_cli() {
     let (_, log) = daemon.terminate().await;
     assert!(!log.contains(key));
 }
+
+#[tokio::test]
+async fn an_operator_signs_in_headless_with_the_cli() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let fake = crate::fakes::FakeOAuth::start(3600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base_url = fake.url();
+    let authorize = format!("{base_url}/authorize");
+    let token = format!("{base_url}/token");
+    let daemon = start_child(
+        &dir.path().join("data"),
+        &[
+            (
+                "PALYRA_PROVIDERS__CUSTOM__ACME__API_BASE_URL",
+                base_url.as_str(),
+            ),
+            (
+                "PALYRA_PROVIDERS__CUSTOM__ACME__AUTHORIZATION_ENDPOINT",
+                authorize.as_str(),
+            ),
+            (
+                "PALYRA_PROVIDERS__CUSTOM__ACME__TOKEN_ENDPOINT",
+                token.as_str(),
+            ),
+            ("PALYRA_PROVIDERS__CUSTOM__ACME__CLIENT_ID", "palyra-cli"),
+        ],
+    )
+    .await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_palyra"))
+        .args([
+            "auth",
+            "login",
+            "custom:acme",
+            "--manual",
+            "--profile-id",
+            "acme.cli",
+            "--profile-name",
+            "Acme",
+        ])
+        .env("PALYRA_URL", &daemon.base)
+        .env("PALYRA_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = stdout
+        .next_line()
+        .await
+        .unwrap()
+        .expect("the CLI prints the sign-in URL");
+    let (_, redirect) = fake.authorize(&url);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{redirect}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let rest = stdout.next_line().await.unwrap().unwrap_or_default();
+    let status = child.wait().await.unwrap();
+    assert!(status.success());
+    assert_eq!(rest, "signed in: profile acme.cli");
+    fake.snapshot(|s| assert_eq!((s.code_redemptions, s.pkce_failures), (1, 0)));
+
+    let refreshed = palyra(
+        &daemon.base,
+        &["auth", "profiles", "refresh", "acme.cli"],
+        None,
+    )
+    .await;
+    assert!(refreshed.ok, "{}", refreshed.stderr);
+    assert_eq!(refreshed.stdout.trim(), "acme.cli: succeeded");
+    let health = palyra(&daemon.base, &["auth", "profiles", "health"], None).await;
+    assert!(health.stdout.contains("ok: 1"), "{}", health.stdout);
+}

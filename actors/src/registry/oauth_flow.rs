@@ -77,9 +77,7 @@ pub(crate) type AttemptsByState = HashMap<String, String>;
 
 /// Loads attempts; finished or expired ones are kept for `callback-state` until they
 /// are a day old.
-pub(crate) fn load_attempts(
-    storage: &Storage,
-) -> Result<(Attempts, AttemptsByState), ActorError> {
+pub(crate) fn load_attempts(storage: &Storage) -> Result<(Attempts, AttemptsByState), ActorError> {
     let mut attempts = HashMap::new();
     let mut by_state = HashMap::new();
     let horizon = now_ms() - 24 * 3600 * 1000;
