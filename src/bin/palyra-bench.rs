@@ -1,0 +1,1367 @@
+//! palyra-bench: the load benchmark of palyrad's console authentication routes.
+//!
+//! It owns the whole measurement and nothing the daemon needs:
+//! - it starts palyrad in-process on a temporary data dir with a generated admin
+//!   token (or targets a running daemon with `--url` and `PALYRA_ADMIN_TOKEN`);
+//! - it starts a trivial axum responder on another loopback port as the baseline, on
+//!   its own runtime and thread, so every scenario is read as a ratio to it;
+//! - it drives N keep-alive HTTP/1.1 clients (hyper's connection-level client, one
+//!   connection per task: cheap enough not to dominate a 2-core machine) against the
+//!   baseline and the scenario in alternating slices, so drift hits both sides;
+//! - it measures the fsync ceiling of the data dir's filesystem in the same run (once
+//!   at the start, and for write scenarios again in probes between their slices, as
+//!   the disk's rate drifts with other load), and the daemon's group commit (writes
+//!   per commit) when the daemon is in-process;
+//! - for `rss` it spawns the release `palyrad` binary and reads its resident memory.
+//!
+//! It prints a Markdown table and a pass/miss assessment of the targets, and writes a
+//! JSON array with `--json`. It is a benchmark, never a test: it exits 0 whatever the
+//! numbers, and non-zero only when it cannot measure (the daemon does not start, a
+//! login fails outright). It never prints the admin token, cookies or handoff links.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use palyra::settings::{LogFormat, LogSettings, Settings};
+use palyra_actors::SecretString;
+use palyra_actors::secret::random_token;
+use palyra_storage::Writer;
+use serde::Serialize;
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const LOGIN_PATH: &str = "/console/v1/auth/login";
+const SESSION_PATH: &str = "/console/v1/auth/session";
+const HANDOFF_PATH: &str = "/console/v1/auth/browser-handoff";
+const SESSION_COOKIE: &str = "palyra_console_session";
+/// Unrecorded run of each side before a scenario's slices: first connections, page
+/// faults and caches should not land in the first recorded slice.
+const WARMUP: Duration = Duration::from_millis(500);
+/// A request slower than this counts as an error and its connection is dropped, so a
+/// stuck server cannot hang the run.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the fsync ceiling is measured at the start, and in all (split between the
+/// slices) during each write scenario.
+const FSYNC_PROBE: Duration = Duration::from_secs(2);
+/// Logins between the idle and the loaded RSS reading.
+const RSS_LOGINS: u64 = 10_000;
+/// Sessions of the second session-check row of `--scenario all`.
+const MANY_SESSIONS: usize = 10_000;
+
+/// Load benchmark of palyrad's console auth routes against a trivial axum baseline.
+#[derive(Debug, Parser)]
+#[command(name = "palyra-bench")]
+struct Args {
+    /// What to measure.
+    #[arg(long, value_enum)]
+    scenario: ScenarioArg,
+    /// Concurrent keep-alive HTTP/1.1 clients, one connection each.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Measured seconds per side (scenario, baseline) of each scenario.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Alternating slices per side: baseline, scenario, baseline, scenario, ...
+    #[arg(long, default_value_t = 5)]
+    slices: u32,
+    /// Live sessions seeded (by concurrent logins) before `session-check`.
+    #[arg(long, default_value_t = 1)]
+    sessions: usize,
+    /// Also write the rows as a JSON array to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Target a running daemon (a loopback http:// URL) instead of an in-process one;
+    /// the admin token comes from PALYRA_ADMIN_TOKEN.
+    #[arg(long)]
+    url: Option<String>,
+    /// Directory under which temporary data dirs are made and fsync is measured
+    /// [default: the system temp dir].
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ScenarioArg {
+    SessionCheck,
+    Login,
+    Handoff,
+    Rss,
+    All,
+}
+
+/// One row of the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    SessionCheck { sessions: usize },
+    Login,
+    Handoff,
+    Rss,
+}
+
+impl Plan {
+    fn name(self) -> String {
+        match self {
+            Plan::SessionCheck { sessions: 1 } => "session-check".into(),
+            Plan::SessionCheck { sessions } if sessions % 1000 == 0 => {
+                format!("session-check-{}k", sessions / 1000)
+            }
+            Plan::SessionCheck { sessions } => format!("session-check-{sessions}"),
+            Plan::Login => "login".into(),
+            Plan::Handoff => "handoff".into(),
+            Plan::Rss => "rss".into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    // Only the daemon's warnings and errors: its per-request info lines would flood
+    // the terminal (RUST_LOG still wins).
+    palyra::telemetry::init(&LogSettings {
+        format: LogFormat::Human,
+        level: "warn".into(),
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bench-client")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("palyra-bench: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("palyra-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), BoxError> {
+    if args.clients == 0 || args.slices == 0 || args.sessions == 0 {
+        return Err("--clients, --slices and --sessions must be at least 1".into());
+    }
+    if !(args.duration.is_finite() && args.duration > 0.0) {
+        return Err("--duration must be a positive number of seconds".into());
+    }
+    let plans = match args.scenario {
+        ScenarioArg::SessionCheck => vec![Plan::SessionCheck {
+            sessions: args.sessions,
+        }],
+        ScenarioArg::Login => vec![Plan::Login],
+        ScenarioArg::Handoff => vec![Plan::Handoff],
+        ScenarioArg::Rss => vec![Plan::Rss],
+        ScenarioArg::All => vec![
+            Plan::SessionCheck { sessions: 1 },
+            Plan::SessionCheck {
+                sessions: MANY_SESSIONS,
+            },
+            Plan::Login,
+            Plan::Handoff,
+            Plan::Rss,
+        ],
+    };
+    let target = match &args.url {
+        Some(url) => {
+            let addr = loopback_addr(url)?;
+            let token = std::env::var("PALYRA_ADMIN_TOKEN")
+                .map_err(|_| "--url needs the daemon's admin token in PALYRA_ADMIN_TOKEN")?;
+            TargetMode::External {
+                addr,
+                token: SecretString::new(token),
+            }
+        }
+        None => TargetMode::InProcess,
+    };
+    let data_root = match &args.data_root {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir(),
+    };
+    // Everything this run writes lives under one temporary dir, removed at the end.
+    let root = tempfile::Builder::new()
+        .prefix("palyra-bench-")
+        .tempdir_in(&data_root)?;
+
+    let load_before = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into());
+    eprintln!(
+        "measuring the fsync ceiling in {} for {} s",
+        data_root.display(),
+        FSYNC_PROBE.as_secs()
+    );
+    let probe_dir = root.path().to_owned();
+    let fsync_per_s = fsync_probe(probe_dir, FSYNC_PROBE).await?.rate();
+
+    let baseline = Baseline::start()?;
+    let bench = Bench {
+        clients: args.clients,
+        duration: Duration::from_secs_f64(args.duration),
+        slices: args.slices,
+        baseline: baseline.addr,
+        target,
+        root: root.path().to_owned(),
+        fsync_per_s,
+        load_before,
+    };
+    let mut rows = Vec::new();
+    for plan in plans {
+        eprintln!("running {}", plan.name());
+        let row = match plan {
+            Plan::Rss => bench.rss().await?,
+            _ => bench.http_scenario(plan).await?,
+        };
+        rows.push(row);
+    }
+    baseline.stop();
+
+    let verdicts = assess(&rows);
+    let report = render_report(&bench, &data_root, &rows, &verdicts);
+    println!("{report}");
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&rows)?;
+        std::fs::write(path, json + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The socket address of a loopback `http://host:port` URL. The admin token travels in
+/// clear over plain HTTP, so anything but loopback is refused.
+fn loopback_addr(url: &str) -> Result<SocketAddr, BoxError> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("--url must start with http://")?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let addr = authority
+        .to_socket_addrs()
+        .map_err(|e| format!("--url: cannot resolve {authority:?} (give host:port): {e}"))?
+        .find(|a| a.ip().is_loopback())
+        .ok_or(
+            "--url must name a loopback address: the admin token would cross the network in clear",
+        )?;
+    Ok(addr)
+}
+
+/// Where the daemon under test runs.
+#[derive(Debug)]
+enum TargetMode {
+    /// A fresh palyrad per scenario, in this process.
+    InProcess,
+    /// A running daemon given with `--url`.
+    External {
+        addr: SocketAddr,
+        token: SecretString,
+    },
+}
+
+/// The settings shared by every scenario of a run.
+#[derive(Debug)]
+struct Bench {
+    clients: usize,
+    duration: Duration,
+    slices: u32,
+    baseline: SocketAddr,
+    target: TargetMode,
+    root: PathBuf,
+    fsync_per_s: f64,
+    /// /proc/loadavg (1, 5, 15 min) before the run: other work on the machine shifts
+    /// every figure, and this shows whether there was any.
+    load_before: String,
+}
+
+impl Bench {
+    /// session-check, login or handoff: alternating slices against the baseline.
+    async fn http_scenario(&self, plan: Plan) -> Result<Row, BoxError> {
+        // A fresh daemon per scenario, so sessions left by one do not weigh on the next.
+        let (daemon, token) = match &self.target {
+            TargetMode::InProcess => {
+                let token = random_token();
+                let max_live = match plan {
+                    Plan::SessionCheck { sessions } => sessions.saturating_mul(2),
+                    _ => 0,
+                }
+                // Logins during a run stay far below this, so no login pays for an
+                // eviction and no seeded session is evicted.
+                .max(1_000_000);
+                let daemon = InProcessDaemon::start(&self.root, &token, max_live).await?;
+                (Some(daemon), token)
+            }
+            TargetMode::External { token, .. } => (None, token.clone()),
+        };
+        let addr = match (&daemon, &self.target) {
+            (Some(d), _) => d.addr,
+            (None, TargetMode::External { addr, .. }) => *addr,
+            (None, TargetMode::InProcess) => return Err("no daemon to target".into()),
+        };
+        let login_body =
+            Bytes::from(serde_json::json!({ "admin_token": token.expose() }).to_string());
+        let mut notes = Vec::new();
+        let (work, requests_per_iteration, writes_per_iteration) = match plan {
+            Plan::SessionCheck { sessions } => {
+                let seed = (sessions - 1) as u64;
+                if seed > 0 {
+                    eprintln!("  seeding {seed} sessions by concurrent logins");
+                    let login = Arc::new(Work::Login {
+                        body: login_body.clone(),
+                    });
+                    let seeded = drive(addr, &login, self.clients, Limit::Count(seed)).await?;
+                    if seeded.errors > 0 {
+                        notes.push(format!("{} seeding logins failed", seeded.errors));
+                    }
+                }
+                // The last login, so that it is the newest session and never evicted.
+                let cookie = login_cookie(addr, &login_body).await?;
+                notes.push(format!("{sessions} live session(s), one cookie"));
+                (Work::SessionCheck { cookie }, 1, 0)
+            }
+            Plan::Login => (Work::Login { body: login_body }, 1, 1),
+            Plan::Handoff => {
+                let mut bearer = HeaderValue::from_str(&format!("Bearer {}", token.expose()))?;
+                bearer.set_sensitive(true);
+                notes.push(
+                    "rps = iterations/s; 1 iteration = mint (bearer, 200) + consume (303) = 2 requests, 2 durable writes"
+                        .into(),
+                );
+                (Work::Handoff { bearer }, 2, 2)
+            }
+            Plan::Rss => return Err("rss is not an HTTP scenario".into()),
+        };
+        let writer = daemon.as_ref().map(|d| d.writer.clone());
+        let probe_fsync = writes_per_iteration > 0;
+        let cmp = self
+            .compare(addr, &Arc::new(work), writer.as_ref(), probe_fsync)
+            .await?;
+        if let Some(daemon) = daemon {
+            daemon.stop().await?;
+        }
+
+        let mut row = Row::from_comparison(plan, &cmp, self);
+        row.requests_per_iteration = Some(requests_per_iteration);
+        if writes_per_iteration > 0 {
+            // Compared with the fsync rate measured between this scenario's slices.
+            let fsync_per_s = cmp.fsync.rate();
+            row.fsync_per_s = round(fsync_per_s, 1);
+            let durable = row.rps * f64::from(writes_per_iteration);
+            row.durable_writes_per_s = Some(round(durable, 1));
+            row.durable_vs_fsync = Some(round(durable / fsync_per_s, 3));
+            notes.push(format!(
+                "{durable:.0} durable writes/s = {:.2}x the {fsync_per_s:.0} fsync/s measured between slices",
+                durable / fsync_per_s
+            ));
+        }
+        if cmp.commits > 0 {
+            let per_commit = cmp.writes as f64 / cmp.commits as f64;
+            let commits_per_s = cmp.commits as f64 / cmp.scenario.elapsed.as_secs_f64();
+            row.writes_per_commit = Some(round(per_commit, 2));
+            row.commits_per_s = Some(round(commits_per_s, 1));
+            notes.push(format!(
+                "group commit: {per_commit:.1} writes/commit, {commits_per_s:.0} commits/s"
+            ));
+        }
+        if cmp.baseline.errors > 0 {
+            notes.push(format!("{} baseline errors", cmp.baseline.errors));
+        }
+        row.notes = notes.join("; ");
+        Ok(row)
+    }
+
+    /// Baseline and scenario in alternating slices: drift (CPU frequency, page cache,
+    /// the other side's leftovers) then weighs on both sides alike.
+    /// With `probe_fsync`, an fsync probe runs after each pair of slices, so the write
+    /// scenario is compared with the disk's rate of the same minutes.
+    async fn compare(
+        &self,
+        target: SocketAddr,
+        work: &Arc<Work>,
+        writer: Option<&Writer>,
+        probe_fsync: bool,
+    ) -> Result<Comparison, BoxError> {
+        let baseline_work = Arc::new(Work::Baseline);
+        drive(
+            self.baseline,
+            &baseline_work,
+            self.clients,
+            Limit::For(WARMUP),
+        )
+        .await?;
+        drive(target, work, self.clients, Limit::For(WARMUP)).await?;
+        let slice = self.duration / self.slices;
+        let mut cmp = Comparison::default();
+        for _ in 0..self.slices {
+            let base = drive(
+                self.baseline,
+                &baseline_work,
+                self.clients,
+                Limit::For(slice),
+            )
+            .await?;
+            cmp.baseline.absorb(base);
+            let before = writer.map(writer_counts);
+            let scen = drive(target, work, self.clients, Limit::For(slice)).await?;
+            cmp.scenario.absorb(scen);
+            if let (Some(w), Some((commits, writes))) = (writer, before) {
+                let (commits_after, writes_after) = writer_counts(w);
+                cmp.commits += commits_after - commits;
+                cmp.writes += writes_after - writes;
+            }
+            if probe_fsync {
+                let probe = fsync_probe(self.root.clone(), FSYNC_PROBE / self.slices).await?;
+                cmp.fsync.syncs += probe.syncs;
+                cmp.fsync.elapsed += probe.elapsed;
+            }
+        }
+        cmp.baseline.finish();
+        cmp.scenario.finish();
+        Ok(cmp)
+    }
+
+    /// Resident memory of the release palyrad binary, idle and after 10,000 logins.
+    async fn rss(&self) -> Result<Row, BoxError> {
+        let exe = std::env::current_exe()?;
+        let palyrad = exe.with_file_name("palyrad");
+        if !palyrad.is_file() {
+            return Err(format!(
+                "{} not found: run `cargo build --release --bins` first",
+                palyrad.display()
+            )
+            .into());
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("rss-")
+            .tempdir_in(&self.root)?;
+        let token = random_token();
+        // Bind then release a port: the daemon takes it a moment later.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let log_path = dir.path().join("palyrad.log");
+        let log = std::fs::File::create(&log_path)?;
+        // A clean environment: no PALYRA_* of the caller changes the daemon measured.
+        let child = Command::new(&palyrad)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--bind")
+            .arg(addr.to_string())
+            .env_clear()
+            .env("PALYRA_ADMIN_TOKEN", token.expose())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", palyrad.display()))?;
+        let mut child = ChildGuard(child);
+        let pid = child.0.id();
+        if let Err(e) = wait_ready(addr, &mut child.0, Duration::from_secs(15)).await {
+            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(10).collect();
+            for line in tail.into_iter().rev() {
+                eprintln!("  palyrad: {line}");
+            }
+            return Err(e);
+        }
+        // Let start-up allocations settle before the idle reading.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle = vm_rss_mib(pid)?;
+        let login = Arc::new(Work::Login {
+            body: Bytes::from(serde_json::json!({ "admin_token": token.expose() }).to_string()),
+        });
+        let logins = drive(addr, &login, self.clients, Limit::Count(RSS_LOGINS)).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let loaded = vm_rss_mib(pid)?;
+        let stopped = terminate(&mut child.0).await;
+
+        let mut notes = vec![format!(
+            "release palyrad: idle {idle:.1} MiB, after {RSS_LOGINS} logins {loaded:.1} MiB ({:.0} logins/s, info logging to a file)",
+            logins.ok as f64 / logins.elapsed.as_secs_f64()
+        )];
+        if !stopped.is_empty() {
+            notes.push(stopped);
+        }
+        // rps, ratio and latencies stay 0: this row is about memory.
+        Ok(Row {
+            errors: logins.errors,
+            rss_idle_mib: Some(round(idle, 2)),
+            rss_loaded_mib: Some(round(loaded, 2)),
+            notes: notes.join("; "),
+            ..Row::new(Plan::Rss, self)
+        })
+    }
+}
+
+/// Both sides of one scenario, plus the writer's counters over the scenario slices.
+#[derive(Debug, Default)]
+struct Comparison {
+    baseline: Tally,
+    scenario: Tally,
+    commits: u64,
+    writes: u64,
+    fsync: FsyncProbe,
+}
+
+fn writer_counts(writer: &Writer) -> (u64, u64) {
+    let stats = writer.stats();
+    (
+        stats.commits.load(Ordering::Relaxed),
+        stats.writes.load(Ordering::Relaxed),
+    )
+}
+
+/// palyrad run in this process on its own thread (its own actix System and runtime).
+struct InProcessDaemon {
+    addr: SocketAddr,
+    writer: Writer,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), palyra::StartError>>>,
+    // Dropped (removed) only after the daemon thread is joined.
+    _dir: TempDir,
+}
+
+impl std::fmt::Debug for InProcessDaemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessDaemon")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InProcessDaemon {
+    async fn start(root: &Path, token: &SecretString, max_live: usize) -> Result<Self, BoxError> {
+        let dir = tempfile::Builder::new()
+            .prefix("daemon-")
+            .tempdir_in(root)?;
+        let mut settings = Settings::defaults();
+        settings.server.bind = "127.0.0.1:0".into();
+        settings.server.admin_token = Some(token.clone());
+        settings.server.shutdown_grace_s = 5;
+        settings.storage.data_dir = Some(dir.path().join("data"));
+        settings.sessions.max_live = max_live;
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("palyrad".into())
+            .spawn(move || {
+                palyra::run_daemon(
+                    settings,
+                    palyra::application::EnvSecrets::default(),
+                    move |app| {
+                        let _ = ready_tx.send((app.local_addr(), app.writer()));
+                    },
+                    async move {
+                        let _ = stop_rx.await;
+                    },
+                )
+            })?;
+        match ready_rx.await {
+            Ok((addr, writer)) => Ok(Self {
+                addr,
+                writer,
+                stop: Some(stop_tx),
+                thread: Some(thread),
+                _dir: dir,
+            }),
+            Err(_) => {
+                let joined = tokio::task::spawn_blocking(move || thread.join()).await?;
+                let why = match joined {
+                    Ok(Err(e)) => e.to_string(),
+                    Ok(Ok(())) => "it stopped before it was ready".into(),
+                    Err(_) => "it panicked".into(),
+                };
+                Err(format!("palyrad did not start: {why}").into())
+            }
+        }
+    }
+
+    /// Graceful stop; an error if the daemon failed or panicked.
+    async fn stop(mut self) -> Result<(), BoxError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            match tokio::task::spawn_blocking(move || thread.join()).await? {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("palyrad stopped with an error: {e}").into()),
+                Err(_) => return Err("palyrad panicked".into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for InProcessDaemon {
+    // Only on error paths (stop() takes both): still stop before the dir goes away.
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The trivial axum responder every scenario is compared with: `GET /` answers 200
+/// "ok". Served like palyrad serves (axum::serve, multi-thread runtime, no middleware).
+#[derive(Debug)]
+struct Baseline {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Baseline {
+    fn start() -> Result<Self, BoxError> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("baseline".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .thread_name("baseline-worker")
+                    .build()?;
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = stop_rx.await;
+                        })
+                        .await
+                })
+            })?;
+        Ok(Self {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("baseline server failed: {e}"),
+                Err(_) => eprintln!("baseline server panicked"),
+            }
+        }
+    }
+}
+
+/// What one client does per iteration.
+#[derive(Debug)]
+enum Work {
+    /// `GET /` on the baseline; 200 expected.
+    Baseline,
+    /// `GET /console/v1/auth/session` with the session cookie; 200 expected.
+    SessionCheck { cookie: HeaderValue },
+    /// `POST /console/v1/auth/login`: a full login, one durable write; 200 expected.
+    Login { body: Bytes },
+    /// Mint a handoff with the bearer token (200), then consume its link (303).
+    Handoff { bearer: HeaderValue },
+}
+
+impl Work {
+    /// One iteration: `Ok(true)` when every answer had the expected status.
+    async fn iterate(&self, client: &mut Client) -> Result<bool, BoxError> {
+        match self {
+            Work::Baseline => {
+                let response = client.send(client.get("/", None)?).await?;
+                Ok(response.status() == StatusCode::OK)
+            }
+            Work::SessionCheck { cookie } => {
+                let request = client.get(SESSION_PATH, Some((header::COOKIE, cookie)))?;
+                Ok(client.send(request).await?.status() == StatusCode::OK)
+            }
+            Work::Login { body } => {
+                let request = client.post(LOGIN_PATH, None, body.clone())?;
+                Ok(client.send(request).await?.status() == StatusCode::OK)
+            }
+            Work::Handoff { bearer } => {
+                let request = client.post(
+                    HANDOFF_PATH,
+                    Some((header::AUTHORIZATION, bearer)),
+                    Bytes::from_static(b"{}"),
+                )?;
+                let minted = client.send(request).await?;
+                if minted.status() != StatusCode::OK {
+                    return Ok(false);
+                }
+                let Some(path) = handoff_path(minted.body()) else {
+                    return Ok(false);
+                };
+                let consumed = client.send(client.get(&path, None)?).await?;
+                Ok(consumed.status() == StatusCode::SEE_OTHER)
+            }
+        }
+    }
+}
+
+/// Path and query of the `handoff_url` in a mint answer. The link is followed on the
+/// same connection: the daemon names itself by its loopback address, which may be
+/// spelled differently from `--url`.
+fn handoff_path(body: &Bytes) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let url = value.get("handoff_url")?.as_str()?;
+    let rest = url.strip_prefix("http://")?;
+    let slash = rest.find('/')?;
+    Some(rest[slash..].to_owned())
+}
+
+/// One keep-alive HTTP/1.1 connection, reopened when the server closes it.
+struct Client {
+    addr: SocketAddr,
+    host: HeaderValue,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Result<Self, BoxError> {
+        Ok(Self {
+            addr,
+            host: HeaderValue::from_str(&addr.to_string())?,
+            sender: Some(open(addr).await?),
+        })
+    }
+
+    fn get(
+        &self,
+        path: &str,
+        extra: Option<(HeaderName, &HeaderValue)>,
+    ) -> Result<Request<Full<Bytes>>, BoxError> {
+        self.request(Method::GET, path, extra, None)
+    }
+
+    fn post(
+        &self,
+        path: &str,
+        extra: Option<(HeaderName, &HeaderValue)>,
+        json: Bytes,
+    ) -> Result<Request<Full<Bytes>>, BoxError> {
+        self.request(Method::POST, path, extra, Some(json))
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        extra: Option<(HeaderName, &HeaderValue)>,
+        json: Option<Bytes>,
+    ) -> Result<Request<Full<Bytes>>, BoxError> {
+        // hyper's connection-level client adds no Host header; HTTP/1.1 requires one.
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, &self.host);
+        if let Some((name, value)) = extra {
+            builder = builder.header(name, value);
+        }
+        let body = match json {
+            Some(json) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                json
+            }
+            None => Bytes::new(),
+        };
+        Ok(builder.body(Full::new(body))?)
+    }
+
+    /// Sends one request and reads the whole answer (so the connection can be reused).
+    /// On any failure the connection is dropped; the next request opens a new one.
+    async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<Response<Bytes>, BoxError> {
+        let mut sender = match self.sender.take() {
+            Some(sender) if !sender.is_closed() => sender,
+            _ => open(self.addr).await?,
+        };
+        sender.ready().await?;
+        let response = sender.send_request(request).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        self.sender = Some(sender);
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+async fn open(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, BoxError> {
+    let stream = TcpStream::connect(addr).await?;
+    // Requests are small and written at once; Nagle would only add delay.
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    // The connection's I/O driver; it ends when the sender is dropped or the peer closes.
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// Logs in once and returns the `Cookie` header value for the new session.
+async fn login_cookie(addr: SocketAddr, body: &Bytes) -> Result<HeaderValue, BoxError> {
+    let mut client = Client::connect(addr).await?;
+    let response = client
+        .send(client.post(LOGIN_PATH, None, body.clone())?)
+        .await?;
+    if response.status() != StatusCode::OK {
+        return Err(format!("login answered {}", response.status()).into());
+    }
+    let token = response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_owned())
+        .ok_or("login answered no session cookie")?;
+    let mut cookie = HeaderValue::from_str(&format!("{SESSION_COOKIE}={token}"))?;
+    cookie.set_sensitive(true);
+    Ok(cookie)
+}
+
+/// When a drive stops.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    /// After this long (requests in flight then still finish and count).
+    For(Duration),
+    /// After this many iterations in all.
+    Count(u64),
+}
+
+/// Outcome of a drive, or of several added up.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Iterations whose answers all had the expected status.
+    ok: u64,
+    /// Unexpected statuses, transport failures and timeouts.
+    errors: u64,
+    /// Latency of each ok iteration, in nanoseconds; sorted by `finish`.
+    latencies_ns: Vec<u64>,
+    elapsed: Duration,
+}
+
+impl Tally {
+    fn absorb(&mut self, other: Tally) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.latencies_ns.extend(other.latencies_ns);
+        self.elapsed += other.elapsed;
+    }
+
+    fn finish(&mut self) {
+        self.latencies_ns.sort_unstable();
+    }
+
+    /// Ok iterations per second of wall time.
+    fn rps(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.ok as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// Nearest-rank percentile in milliseconds (`q` in 0..=1); needs `finish` first.
+    fn percentile_ms(&self, q: f64) -> f64 {
+        let n = self.latencies_ns.len();
+        if n == 0 {
+            return 0.0;
+        }
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+        self.latencies_ns[rank - 1] as f64 / 1e6
+    }
+}
+
+/// Runs `clients` concurrent clients, one connection each, until `limit`.
+async fn drive(
+    addr: SocketAddr,
+    work: &Arc<Work>,
+    clients: usize,
+    limit: Limit,
+) -> Result<Tally, BoxError> {
+    // Connect first, so that connection set-up is not timed.
+    let mut connected = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        connected.push(Client::connect(addr).await?);
+    }
+    let start = Instant::now();
+    let tickets = match limit {
+        Limit::Count(n) => Some(Arc::new(AtomicU64::new(n))),
+        Limit::For(_) => None,
+    };
+    let deadline = match limit {
+        Limit::For(d) => Some(start + d),
+        Limit::Count(_) => None,
+    };
+    let mut tasks = JoinSet::new();
+    for mut client in connected {
+        let work = Arc::clone(work);
+        let tickets = tickets.clone();
+        tasks.spawn(async move {
+            let mut tally = Tally {
+                latencies_ns: Vec::with_capacity(8192),
+                ..Tally::default()
+            };
+            loop {
+                let more = match (&tickets, deadline) {
+                    (Some(t), _) => t
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                        .is_ok(),
+                    (None, Some(deadline)) => Instant::now() < deadline,
+                    (None, None) => false,
+                };
+                if !more {
+                    break;
+                }
+                let began = Instant::now();
+                match tokio::time::timeout(REQUEST_TIMEOUT, work.iterate(&mut client)).await {
+                    Ok(Ok(true)) => {
+                        tally.ok += 1;
+                        let ns = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        tally.latencies_ns.push(ns);
+                    }
+                    Ok(Ok(false)) => tally.errors += 1,
+                    Ok(Err(_)) | Err(_) => {
+                        tally.errors += 1;
+                        // The connection is gone (or unknown after a timeout): drop it,
+                        // and do not spin if the server is down.
+                        client.sender = None;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+            tally
+        });
+    }
+    let mut total = Tally::default();
+    while let Some(joined) = tasks.join_next().await {
+        total.absorb(joined?);
+    }
+    total.elapsed = start.elapsed();
+    Ok(total)
+}
+
+/// Polls `GET /readyz` until 200, failing if the child exits or time runs out.
+async fn wait_ready(addr: SocketAddr, child: &mut Child, limit: Duration) -> Result<(), BoxError> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Err(format!("palyrad exited with {status} before it was ready").into());
+        }
+        if let Ok(mut client) = Client::connect(addr).await {
+            if let Ok(request) = client.get("/readyz", None) {
+                if let Ok(response) = client.send(request).await {
+                    if response.status() == StatusCode::OK {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if started.elapsed() > limit {
+            return Err(format!("palyrad was not ready within {} s", limit.as_secs()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGTERM (through kill(1): this workspace forbids unsafe code), then wait for a
+/// clean exit; SIGKILL after 15 s. Returns a note when the stop was not clean.
+async fn terminate(child: &mut Child) -> String {
+    let sent = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    if !sent.is_ok_and(|s| s.success()) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return "kill -TERM failed; palyrad was killed".into();
+    }
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(15) {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return String::new(),
+            Ok(Some(status)) => return format!("palyrad exited with {status} on SIGTERM"),
+            Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => return format!("cannot wait for palyrad: {e}"),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    "palyrad did not stop within 15 s of SIGTERM; killed".into()
+}
+
+/// Kills the child if a measurement fails half-way, so no daemon outlives the bench.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// VmRSS of a process in MiB.
+fn vm_rss_mib(pid: u32) -> Result<f64, BoxError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or("no VmRSS in /proc/<pid>/status")?;
+    Ok(kib / 1024.0)
+}
+
+/// Syncs done by fsync probes and the time they took.
+#[derive(Debug, Default, Clone, Copy)]
+struct FsyncProbe {
+    syncs: u64,
+    elapsed: Duration,
+}
+
+impl FsyncProbe {
+    fn rate(self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.syncs as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Runs [`measure_fsync`] off the async workers.
+async fn fsync_probe(dir: PathBuf, length: Duration) -> Result<FsyncProbe, BoxError> {
+    tokio::task::spawn_blocking(move || measure_fsync(&dir, length)).await?
+}
+
+/// The fsync ceiling: a serial loop of a small appending write and `sync_data`, as
+/// one redb commit with `Durability::Immediate` costs about one appending fsync.
+fn measure_fsync(dir: &Path, length: Duration) -> Result<FsyncProbe, BoxError> {
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let record = [0x5a_u8; 128];
+    let started = Instant::now();
+    let mut syncs = 0_u64;
+    while started.elapsed() < length {
+        file.write_all(&record)?;
+        file.sync_data()?;
+        syncs += 1;
+    }
+    let elapsed = started.elapsed();
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(FsyncProbe { syncs, elapsed })
+}
+
+/// One row of the report and of the JSON array. The first nine keys are the contract;
+/// the optional ones appear only where they apply.
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    scenario: String,
+    /// Ok iterations per second (for handoff one iteration is mint + consume).
+    rps: f64,
+    baseline_rps: f64,
+    ratio: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    errors: u64,
+    fsync_per_s: f64,
+    clients: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_p99_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_errors: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    measured_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sessions: Option<usize>,
+    /// HTTP requests per iteration (2 for handoff).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requests_per_iteration: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    durable_writes_per_s: Option<f64>,
+    /// durable_writes_per_s / fsync_per_s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    durable_vs_fsync: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    writes_per_commit: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commits_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_idle_mib: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_loaded_mib: Option<f64>,
+    #[serde(skip)]
+    plan: Plan,
+    #[serde(skip)]
+    notes: String,
+}
+
+impl Row {
+    fn new(plan: Plan, bench: &Bench) -> Self {
+        Self {
+            scenario: plan.name(),
+            rps: 0.0,
+            baseline_rps: 0.0,
+            ratio: 0.0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            p999_ms: 0.0,
+            errors: 0,
+            fsync_per_s: round(bench.fsync_per_s, 1),
+            clients: bench.clients,
+            baseline_p99_ms: None,
+            baseline_errors: None,
+            measured_s: None,
+            sessions: match plan {
+                Plan::SessionCheck { sessions } => Some(sessions),
+                _ => None,
+            },
+            requests_per_iteration: None,
+            durable_writes_per_s: None,
+            durable_vs_fsync: None,
+            writes_per_commit: None,
+            commits_per_s: None,
+            rss_idle_mib: None,
+            rss_loaded_mib: None,
+            plan,
+            notes: String::new(),
+        }
+    }
+
+    fn from_comparison(plan: Plan, cmp: &Comparison, bench: &Bench) -> Self {
+        let rps = cmp.scenario.rps();
+        let baseline_rps = cmp.baseline.rps();
+        Self {
+            rps: round(rps, 1),
+            baseline_rps: round(baseline_rps, 1),
+            ratio: if baseline_rps > 0.0 {
+                round(rps / baseline_rps, 3)
+            } else {
+                0.0
+            },
+            p50_ms: round(cmp.scenario.percentile_ms(0.50), 3),
+            p99_ms: round(cmp.scenario.percentile_ms(0.99), 3),
+            p999_ms: round(cmp.scenario.percentile_ms(0.999), 3),
+            errors: cmp.scenario.errors,
+            baseline_p99_ms: Some(round(cmp.baseline.percentile_ms(0.99), 3)),
+            baseline_errors: Some(cmp.baseline.errors),
+            measured_s: Some(round(cmp.scenario.elapsed.as_secs_f64(), 2)),
+            ..Self::new(plan, bench)
+        }
+    }
+}
+
+fn round(value: f64, digits: i32) -> f64 {
+    let scale = 10_f64.powi(digits);
+    (value * scale).round() / scale
+}
+
+/// One target of the issue, met or missed.
+#[derive(Debug)]
+struct Verdict {
+    target: String,
+    measured: String,
+    pass: bool,
+}
+
+fn assess(rows: &[Row]) -> Vec<Verdict> {
+    let mut verdicts = Vec::new();
+    let mut check = |target: String, measured: String, pass: bool| {
+        verdicts.push(Verdict {
+            target,
+            measured,
+            pass,
+        });
+    };
+    for row in rows {
+        let name = &row.scenario;
+        match row.plan {
+            Plan::SessionCheck { .. } => {
+                check(
+                    format!("{name}: rps >= 0.8x baseline"),
+                    format!("{:.2}x", row.ratio),
+                    row.ratio >= 0.8,
+                );
+                let base_p99 = row.baseline_p99_ms.unwrap_or(0.0);
+                check(
+                    format!("{name}: p99 <= 2x baseline p99"),
+                    format!("{:.2} ms vs 2 x {base_p99:.2} ms", row.p99_ms),
+                    row.rps > 0.0 && row.p99_ms <= 2.0 * base_p99,
+                );
+            }
+            Plan::Login => {
+                let vs_fsync = row.durable_vs_fsync.unwrap_or(0.0);
+                check(
+                    format!("{name} at {} clients: >= 5x serial fsync rate", row.clients),
+                    format!(
+                        "{vs_fsync:.2}x ({:.0}/s vs {:.0} fsync/s)",
+                        row.rps, row.fsync_per_s
+                    ),
+                    vs_fsync >= 5.0,
+                );
+                check(
+                    format!("{name}: rps >= 0.25x baseline"),
+                    format!("{:.2}x", row.ratio),
+                    row.ratio >= 0.25,
+                );
+            }
+            Plan::Handoff => check(
+                format!("{name} mint+consume: rps >= 0.5x baseline"),
+                format!("{:.2}x", row.ratio),
+                row.ratio >= 0.5,
+            ),
+            Plan::Rss => {
+                let idle = row.rss_idle_mib.unwrap_or(f64::INFINITY);
+                check(
+                    "idle RSS <= 16 MiB".into(),
+                    format!("{idle:.1} MiB"),
+                    idle <= 16.0,
+                );
+            }
+        }
+    }
+    verdicts
+}
+
+/// The Markdown report: what ran where, the table, the targets.
+fn render_report(bench: &Bench, data_root: &Path, rows: &[Row], verdicts: &[Verdict]) -> String {
+    let mut out = String::new();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let target = match &bench.target {
+        TargetMode::InProcess => "palyrad in-process, fresh temporary data dir per scenario".into(),
+        TargetMode::External { addr, .. } => format!("palyrad at http://{addr} (--url)"),
+    };
+    let _ = writeln!(out, "## palyra-bench results\n");
+    let _ = writeln!(
+        out,
+        "Run at {} UTC.",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M:%S")
+    );
+    let _ = writeln!(
+        out,
+        "Machine: {cores} cores, {cpu}, kernel {}; load average before the run {}.",
+        kernel.trim(),
+        bench.load_before
+    );
+    let _ = writeln!(
+        out,
+        "Target: {target}; baseline: trivial axum `GET /` on its own runtime, same process."
+    );
+    let _ = writeln!(
+        out,
+        "Load: {} keep-alive HTTP/1.1 clients; {:.1} s per side per scenario in {} alternating slices after {} ms warm-up per side.",
+        bench.clients,
+        bench.duration.as_secs_f64(),
+        bench.slices,
+        WARMUP.as_millis()
+    );
+    let _ = writeln!(
+        out,
+        "fsync ceiling at the start: {:.0} appending write+fdatasync/s, serial, in {} ({}); write scenarios are compared with probes run between their slices.",
+        bench.fsync_per_s,
+        data_root.display(),
+        filesystem_of(data_root)
+    );
+    let _ = writeln!(
+        out,
+        "rps counts iterations answered with the expected status; for handoff one iteration is two requests (mint, consume).\n"
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | rps | baseline rps | ratio | p50 ms | p99 ms | p99.9 ms | baseline p99 ms | errors | notes |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for row in rows {
+        if row.plan == Plan::Rss {
+            let _ = writeln!(
+                out,
+                "| {} | - | - | - | - | - | - | - | {} | {} |",
+                row.scenario, row.errors, row.notes
+            );
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            row.scenario,
+            row.rps,
+            row.baseline_rps,
+            row.ratio,
+            row.p50_ms,
+            row.p99_ms,
+            row.p999_ms,
+            row.baseline_p99_ms.unwrap_or(0.0),
+            row.errors,
+            row.notes
+        );
+    }
+    let _ = writeln!(out, "\n### Targets\n");
+    for v in verdicts {
+        let mark = if v.pass { "pass" } else { "MISS" };
+        let _ = writeln!(out, "- {mark}: {} (measured {})", v.target, v.measured);
+    }
+    out
+}
+
+/// Type of the filesystem holding `path`, from /proc/self/mounts.
+fn filesystem_of(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let _device = fields.next()?;
+            let mount_point = fields.next()?;
+            let fs_type = fields.next()?;
+            path.starts_with(mount_point)
+                .then(|| (mount_point.len(), fs_type.to_owned()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or_else(|| "unknown filesystem".into(), |(_, fs)| fs)
+}
