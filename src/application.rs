@@ -17,7 +17,7 @@ use palyra_actors::{
     ActorError, HandoffPolicy, HandoffsHandle, RegistryHandle, SecretString, SessionPolicy,
     SessionsHandle,
 };
-use palyra_http::{AppState, AuthThrottle, HttpConfig};
+use palyra_http::{AppState, AppStateInner, AuthThrottle, HttpConfig};
 use palyra_storage::{Storage, StorageError, Writer};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -157,7 +157,7 @@ impl Application {
                 return Err(e);
             }
         };
-        let state = AppState {
+        let state = AppState::new(AppStateInner {
             sessions: sessions.clone(),
             handoffs,
             registry,
@@ -180,7 +180,7 @@ impl Application {
                     .unwrap_or_else(|| loopback_base_url(local_addr)),
                 oauth_attempt_ttl: Duration::from_secs(settings.oauth.attempt_ttl_s),
             }),
-        };
+        });
         tracing::info!(addr = %local_addr, data_dir = %data_dir.display(), "palyrad listening");
         Ok(Self {
             listener,

@@ -49,9 +49,34 @@ pub struct HttpConfig {
     pub oauth_attempt_ttl: std::time::Duration,
 }
 
-/// Everything handlers need. Cloning is shallow.
+/// Everything handlers need. axum clones the state several times per request, so it
+/// is one `Arc`: a clone is one reference-count increment however many handles it
+/// holds (an actix `Addr` clone alone costs allocations).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl AppState {
+    pub fn new(inner: AppStateInner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// The handles and settings behind [`AppState`].
+pub struct AppStateInner {
     pub sessions: SessionsHandle,
     pub handoffs: HandoffsHandle,
     pub registry: RegistryHandle,
@@ -64,7 +89,7 @@ pub struct AppState {
     pub config: Arc<HttpConfig>,
 }
 
-impl std::fmt::Debug for AppState {
+impl std::fmt::Debug for AppStateInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
             .field("config", &self.config)

@@ -5,6 +5,7 @@
 //! `Durability::Immediate`, and only then acknowledges each write. One fsync thus serves
 //! every write that arrived while the previous commit was in flight.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -189,16 +190,26 @@ fn commit(db: &Database, batch: &[Request]) -> Result<(), StorageError> {
     // The default, stated: a commit returns only once it is on disk.
     txn.set_durability(redb::Durability::Immediate)
         .map_err(StorageError::backend)?;
-    for req in batch {
-        for op in &req.ops {
+    {
+        // Each table is opened once per transaction, not once per write.
+        let mut open: HashMap<Table, redb::Table<'_, &'static [u8], &'static [u8]>> =
+            HashMap::new();
+        for op in batch.iter().flat_map(|req| &req.ops) {
+            let table = match op {
+                WriteOp::Put { table, .. } | WriteOp::Delete { table, .. } => *table,
+            };
+            let t = match open.entry(table) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(txn.open_table(table.def()).map_err(StorageError::backend)?)
+                }
+            };
             match op {
-                WriteOp::Put { table, key, value } => {
-                    let mut t = txn.open_table(table.def()).map_err(StorageError::backend)?;
+                WriteOp::Put { key, value, .. } => {
                     t.insert(key.as_slice(), value.as_slice())
                         .map_err(StorageError::backend)?;
                 }
-                WriteOp::Delete { table, key } => {
-                    let mut t = txn.open_table(table.def()).map_err(StorageError::backend)?;
+                WriteOp::Delete { key, .. } => {
                     t.remove(key.as_slice()).map_err(StorageError::backend)?;
                 }
             }
