@@ -210,6 +210,11 @@ impl Application {
         self.writer.clone()
     }
 
+    /// The refresher's counters (for the bench tool).
+    pub fn refresher(&self) -> RefresherHandle {
+        self.state.refresher.clone()
+    }
+
     /// Serves until `shutdown` resolves; then stops accepting, drains in-flight
     /// requests (bounded by the grace period), persists session activity and flushes
     /// the writer.
