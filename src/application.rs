@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use palyra_actors::oauth::StandardRefreshAdapter;
-use palyra_actors::refresher::{RefresherHandle, RefresherPolicy};
+use palyra_actors::refresher::{RefreshAdapters, RefresherHandle, RefresherPolicy};
 use palyra_actors::secret::random_token;
 use palyra_actors::vault::{Vault, VaultError};
 use palyra_actors::{
@@ -177,7 +176,13 @@ impl Application {
                     .public_base_url
                     .clone()
                     .map(|u| u.trim_end_matches('/').to_owned())
-                    .unwrap_or_else(|| loopback_base_url(local_addr)),
+                    .or_else(|| {
+                        // Codes must not travel in clear text over a network: without a
+                        // public https URL, only a daemon reachable on loopback signs in.
+                        let ip = local_addr.ip();
+                        (ip.is_loopback() || ip.is_unspecified())
+                            .then(|| loopback_base_url(local_addr))
+                    }),
                 oauth_attempt_ttl: Duration::from_secs(settings.oauth.attempt_ttl_s),
             }),
         });
@@ -222,8 +227,8 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
-        let app =
-            palyra_http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = palyra_http::router(self.state.clone())
+            .into_make_service_with_connect_info::<SocketAddr>();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut server = tokio::spawn(async move {
             axum::serve(self.listener, app)
@@ -259,6 +264,10 @@ impl Application {
         };
         // Whatever ended the server, session activity is persisted and the writer
         // finishes its queue before the process exits.
+        self.state
+            .refresher
+            .drain(palyra_actors::oauth::REQUEST_TIMEOUT)
+            .await;
         if let Err(e) = self.sessions.flush().await {
             tracing::warn!(error = %e, "persisting session activity at shutdown failed");
         }
@@ -319,7 +328,7 @@ async fn start_actors(
             lead: Duration::from_secs(settings.oauth.refresh_lead_s),
             max_in_flight: settings.oauth.max_concurrent_refreshes,
         },
-        Arc::new(StandardRefreshAdapter),
+        RefreshAdapters::standard(),
     );
     Ok((sessions, handoffs, registry, refresher))
 }

@@ -59,13 +59,22 @@ pub struct ProbeStatus {
     pub status: String,
 }
 
-/// How the client authenticates its requests.
-#[derive(Debug, Clone)]
+/// How the client authenticates its requests. `Debug` shows the kind only.
+#[derive(Clone)]
 enum Auth {
     /// The admin token as a bearer token (scripts, the CLI).
     Bearer(SecretString),
     /// A console session: the cookie, plus the CSRF token on state-changing requests.
     Session { cookie: SecretString, csrf: String },
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Auth::Bearer(_) => "Bearer([redacted])",
+            Auth::Session { .. } => "Session([redacted])",
+        })
+    }
 }
 
 /// Typed client of `/console/v1`: one method per endpoint, request and response types

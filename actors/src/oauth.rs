@@ -175,7 +175,14 @@ pub async fn exchange_authorization_code(
         .json()
         .await
         .map_err(|_| OAuthError::Incomplete("a JSON token response"))?;
-    if tokens.refresh_token.is_none() {
+    if tokens.access_token.is_empty() {
+        return Err(OAuthError::Incomplete("an access token"));
+    }
+    if tokens
+        .refresh_token
+        .as_ref()
+        .is_none_or(SecretString::is_empty)
+    {
         return Err(OAuthError::Incomplete("a refresh token"));
     }
     Ok(TokenSet {
@@ -242,13 +249,14 @@ impl OAuthRefreshAdapter for StandardRefreshAdapter {
             let status = response.status().as_u16();
             if (200..300).contains(&status) {
                 return match response.json::<TokenResponse>().await {
-                    Ok(t) => OAuthRefreshOutcome::Success(TokenSet {
+                    Ok(t) if !t.access_token.is_empty() => OAuthRefreshOutcome::Success(TokenSet {
                         access_token: t.access_token,
-                        refresh_token: t.refresh_token,
+                        // An empty rotated token is no rotation.
+                        refresh_token: t.refresh_token.filter(|r| !r.is_empty()),
                         expires_in: t.expires_in,
                     }),
-                    Err(_) => OAuthRefreshOutcome::TransientFailure {
-                        reason: "the token endpoint answered without a JSON token response".into(),
+                    Ok(_) | Err(_) => OAuthRefreshOutcome::TransientFailure {
+                        reason: "the token endpoint answered without an access token".into(),
                         retry_after_s: None,
                     },
                 };

@@ -62,6 +62,41 @@ pub struct RefreshReport {
     pub profile: AuthProfile,
 }
 
+/// The refresh adapter of each provider, with a default for providers without one.
+#[derive(Clone)]
+pub struct RefreshAdapters {
+    pub default: Arc<dyn OAuthRefreshAdapter>,
+    pub per_provider: HashMap<String, Arc<dyn OAuthRefreshAdapter>>,
+}
+
+impl std::fmt::Debug for RefreshAdapters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshAdapters")
+            .field(
+                "per_provider",
+                &self.per_provider.keys().collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl RefreshAdapters {
+    /// The standard RFC 6749 adapter for every provider.
+    pub fn standard() -> Self {
+        Self {
+            default: Arc::new(crate::oauth::StandardRefreshAdapter),
+            per_provider: HashMap::new(),
+        }
+    }
+
+    fn for_provider(&self, provider: &str) -> Arc<dyn OAuthRefreshAdapter> {
+        self.per_provider
+            .get(provider)
+            .cloned()
+            .unwrap_or_else(|| Arc::clone(&self.default))
+    }
+}
+
 /// Timing and limits of the refresher.
 #[derive(Debug, Clone)]
 pub struct RefresherPolicy {
@@ -97,13 +132,14 @@ impl RefresherHandle {
     pub fn start(
         registry: RegistryHandle,
         policy: RefresherPolicy,
-        adapter: Arc<dyn OAuthRefreshAdapter>,
+        adapters: RefreshAdapters,
     ) -> Self {
         let stats = Arc::new(RefresherStats::default());
         let actor = RefresherActor {
             registry,
             policy,
-            adapter,
+            adapters,
+            draining: false,
             generation: HashMap::new(),
             next_generation: 0,
             heap: BinaryHeap::new(),
@@ -128,6 +164,24 @@ impl RefresherHandle {
         answer.await.map_err(|_| ActorError::Stopped("refresher"))?
     }
 
+    /// At shutdown: starts no new refresh and waits (up to `limit`) for the ones in
+    /// flight, so a rotated refresh token is stored before the writer stops.
+    pub async fn drain(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let Ok(in_flight) = self.addr.send(Drain).await else {
+                return;
+            };
+            if in_flight == 0 || tokio::time::Instant::now() >= deadline {
+                if in_flight > 0 {
+                    tracing::warn!(in_flight, "stopping with OAuth refreshes in flight");
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn stats(&self) -> &RefresherStats {
         &self.stats
     }
@@ -142,7 +196,9 @@ type Waiter = oneshot::Sender<Result<RefreshReport, ActorError>>;
 struct RefresherActor {
     registry: RegistryHandle,
     policy: RefresherPolicy,
-    adapter: Arc<dyn OAuthRefreshAdapter>,
+    adapters: RefreshAdapters,
+    /// Set at shutdown: no new refresh starts.
+    draining: bool,
     /// Current generation per scheduled profile; heap entries of older ones are stale.
     generation: HashMap<String, u64>,
     next_generation: u64,
@@ -214,6 +270,9 @@ impl RefresherActor {
 
     /// Arms the one timer for the earliest live entry.
     fn arm(&mut self, ctx: &mut Context<Self>) {
+        if self.draining {
+            return;
+        }
         while let Some(Reverse((_, generation, id))) = self.heap.peek() {
             if self.generation.get(id) == Some(generation) {
                 break;
@@ -262,6 +321,9 @@ impl RefresherActor {
     }
 
     fn start_waiting(&mut self, ctx: &mut Context<Self>) {
+        if self.draining {
+            return;
+        }
         while self.in_flight.len() < self.policy.max_in_flight.max(1) {
             let Some(id) = self.waiting.pop_front() else {
                 break;
@@ -277,15 +339,28 @@ impl RefresherActor {
         let peak = self.in_flight.len() as u64;
         self.stats.peak_in_flight.fetch_max(peak, Ordering::Relaxed);
         let registry = self.registry.clone();
-        let adapter = Arc::clone(&self.adapter);
+        let adapters = self.adapters.clone();
         let profile_id = id.clone();
         ctx.spawn(
-            async move { refresh_once(&registry, adapter.as_ref(), &profile_id).await }
+            async move { refresh_once(&registry, &adapters, &profile_id).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     act.stats.completed.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = &result {
-                        tracing::warn!(profile_id = %id, error = %e, "refresh could not run");
+                    match &result {
+                        // Gone, or waiting for a new sign-in: nothing to retry.
+                        Err(ActorError::NotFound { .. } | ActorError::RefreshRefused(_)) | Ok(_) => {}
+                        Err(e) => {
+                            // The refresh could not even run (storage, vault): try again
+                            // later rather than dropping the profile from the schedule.
+                            tracing::warn!(profile_id = %id, error = %e, "refresh could not run; retrying in 30 s");
+                            if !act.generation.contains_key(&id) {
+                                act.next_generation += 1;
+                                let generation = act.next_generation;
+                                act.generation.insert(id.clone(), generation);
+                                act.heap.push(Reverse((now_ms() + 30_000, generation, id.clone())));
+                                act.arm(ctx);
+                            }
+                        }
                     }
                     for waiter in act.in_flight.remove(&id).unwrap_or_default() {
                         let _ = waiter.send(result.clone());
@@ -299,7 +374,7 @@ impl RefresherActor {
 /// One refresh: read the refresh token, redeem it, make the result durable.
 async fn refresh_once(
     registry: &RegistryHandle,
-    adapter: &dyn OAuthRefreshAdapter,
+    adapters: &RefreshAdapters,
     profile_id: &str,
 ) -> Result<RefreshReport, ActorError> {
     let input = registry.refresh_input(profile_id).await?;
@@ -319,6 +394,7 @@ async fn refresh_once(
             ))
         })?;
     let started_at = to_datetime(now_ms());
+    let adapter = adapters.for_provider(&input.provider);
     let outcome = adapter.refresh(&settings, &input.refresh_token).await;
     drop(input.refresh_token);
     let now = to_datetime(now_ms());
@@ -410,6 +486,23 @@ impl Handler<ScheduleChange> for RefresherActor {
     }
 }
 
+/// Stop starting refreshes; answers how many are still in flight.
+#[derive(Message)]
+#[rtype(result = "usize")]
+struct Drain;
+
+impl Handler<Drain> for RefresherActor {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: Drain, ctx: &mut Self::Context) -> usize {
+        self.draining = true;
+        if let Some((_, handle)) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        self.in_flight.len()
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "oneshot::Receiver<Result<RefreshReport, ActorError>>")]
 struct RefreshNow(String);
@@ -419,6 +512,10 @@ impl Handler<RefreshNow> for RefresherActor {
 
     fn handle(&mut self, RefreshNow(id): RefreshNow, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
+        if self.draining {
+            let _ = tx.send(Err(ActorError::Stopped("refresher")));
+            return MessageResult(rx);
+        }
         if !self.in_flight.contains_key(&id) {
             self.start_refresh(id.clone(), ctx);
         }

@@ -1,10 +1,11 @@
 //! The registry actor: owns auth profiles, the default profile per provider and scope,
 //! and the vault that holds their secrets.
 //!
-//! Writes are queued to the writer while the message is handled, so their order on
-//! disk is the order of the messages; the in-memory state is updated when the write
-//! is durable, and a per-key sequence number keeps a late completion from overwriting
-//! a newer one.
+//! A message changes the actor's memory and queues its writes in the same step, so the
+//! next message always builds on the newest state and the writer (first in, first
+//! out) commits in message order. The answer waits for the commit. A failed commit
+//! (the disk, not the client) makes the actor reload its state from redb, so memory
+//! never stays ahead of the disk.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -286,6 +287,25 @@ impl std::fmt::Debug for RegistryHandle {
     }
 }
 
+type Profiles = BTreeMap<String, AuthProfileRecord>;
+type Defaults = HashMap<String, String>;
+
+fn load_state(storage: &Storage) -> Result<(Profiles, Defaults), ActorError> {
+    let mut profiles = BTreeMap::new();
+    for (_, value) in storage.load(Table::AuthProfiles)? {
+        let record: AuthProfileRecord = decode_record(&value)?;
+        profiles.insert(record.profile_id.clone(), record);
+    }
+    let mut defaults = HashMap::new();
+    for (key, value) in storage.load(Table::AuthDefaults)? {
+        defaults.insert(
+            String::from_utf8_lossy(&key).into_owned(),
+            String::from_utf8_lossy(&value).into_owned(),
+        );
+    }
+    Ok((profiles, defaults))
+}
+
 pub(crate) fn stopped(_: MailboxError) -> ActorError {
     ActorError::Stopped("registry")
 }
@@ -299,18 +319,7 @@ impl RegistryHandle {
         vault: Vault,
         providers: ProviderDirectory,
     ) -> Result<Self, ActorError> {
-        let mut profiles = BTreeMap::new();
-        for (_, value) in storage.load(Table::AuthProfiles)? {
-            let record: AuthProfileRecord = decode_record(&value)?;
-            profiles.insert(record.profile_id.clone(), record);
-        }
-        let mut defaults = HashMap::new();
-        for (key, value) in storage.load(Table::AuthDefaults)? {
-            defaults.insert(
-                String::from_utf8_lossy(&key).into_owned(),
-                String::from_utf8_lossy(&value).into_owned(),
-            );
-        }
+        let (profiles, defaults) = load_state(storage)?;
         let (attempts, attempts_by_state) = oauth_flow::load_attempts(storage)?;
         let actor = RegistryActor {
             writer,
@@ -325,8 +334,7 @@ impl RegistryHandle {
             vault,
             profiles,
             defaults,
-            seq: 0,
-            applied: HashMap::new(),
+            storage: storage.clone(),
         };
         Ok(Self {
             addr: actor.start(),
@@ -551,11 +559,13 @@ pub(crate) fn default_key(provider: &str, scope: &AuthProfileScope) -> String {
     format!("{provider}|{}", scope.key())
 }
 
+/// A fresh id: the provider and 64 random bits. Callers inside the actor check that it
+/// is free, since a create with an existing id replaces that profile.
 pub(crate) fn generated_profile_id(provider: &str) -> String {
-    let mut bytes = [0u8; 4];
+    let mut bytes = [0u8; 8];
     rand::rng().fill_bytes(&mut bytes);
     let stem = provider.replace(':', "-");
-    format!("{stem}.{:08x}", u32::from_be_bytes(bytes))
+    format!("{stem}.{:016x}", u64::from_be_bytes(bytes))
 }
 
 pub(crate) struct RegistryActor {
@@ -572,14 +582,27 @@ pub(crate) struct RegistryActor {
     /// `provider|scope` -> profile id.
     defaults: HashMap<String, String>,
     /// Sequence number of the last write handled.
-    seq: u64,
-    /// Per profile or default key, the sequence number of the newest durable write
-    /// applied to memory.
-    applied: HashMap<String, u64>,
+    /// For reloading after a failed commit.
+    storage: Storage,
 }
 
 impl Actor for RegistryActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Abandoned sign-ins older than a day, and their sealed verifiers, go.
+        match oauth_flow::stale_attempt_ops(&self.storage) {
+            Ok(ops) if !ops.is_empty() => {
+                ctx.spawn(self.commit(ops).map(|result, _, _| {
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "purging old sign-in attempts failed");
+                    }
+                }));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reading old sign-in attempts failed"),
+        }
+    }
 }
 
 impl RegistryActor {
@@ -594,29 +617,48 @@ impl RegistryActor {
         }
     }
 
-    /// Takes the next sequence number.
-    pub(crate) fn next_seq(&mut self) -> u64 {
-        self.seq += 1;
-        self.seq
+    fn apply_default(&mut self, key: String, value: Option<String>) {
+        match value {
+            Some(id) => self.defaults.insert(key, id),
+            None => self.defaults.remove(&key),
+        };
     }
 
-    /// True (and recorded) when the write `seq` is newer than what memory shows for `key`.
-    pub(crate) fn newer(&mut self, key: String, seq: u64) -> bool {
-        let applied = self.applied.entry(key).or_insert(0);
-        if seq > *applied {
-            *applied = seq;
-            true
-        } else {
-            false
-        }
+    /// Queues `ops` (memory already shows their effect) and returns their commit. If
+    /// the commit fails, memory is reloaded from redb before the error is answered.
+    pub(crate) fn commit(
+        &mut self,
+        ops: Vec<WriteOp>,
+    ) -> impl ActorFuture<Self, Output = Result<(), ActorError>> + use<> {
+        self.writer
+            .submit(ops)
+            .into_actor(self)
+            .map(|result, act: &mut Self, _| {
+                result.map_err(|e| {
+                    tracing::error!(error = %e, "registry commit failed; reloading state from storage");
+                    act.reload();
+                    ActorError::from(e)
+                })
+            })
     }
 
-    fn apply_default(&mut self, key: String, value: Option<String>, seq: u64) {
-        if self.newer(format!("d:{key}"), seq) {
-            match value {
-                Some(id) => self.defaults.insert(key, id),
-                None => self.defaults.remove(&key),
-            };
+    /// Replaces memory with what redb holds (after a failed commit).
+    fn reload(&mut self) {
+        match load_state(&self.storage) {
+            Ok((profiles, defaults)) => {
+                self.profiles = profiles;
+                self.defaults = defaults;
+                if let Ok((attempts, by_state)) = oauth_flow::load_attempts(&self.storage) {
+                    self.attempts = attempts;
+                    self.attempts_by_state = by_state;
+                }
+                let ids: Vec<String> = self.profiles.keys().cloned().collect();
+                for id in ids {
+                    let record = self.profiles.get(&id).cloned();
+                    self.notify_refresher(record.as_ref(), &id);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reloading the registry failed"),
         }
     }
 
@@ -640,9 +682,14 @@ impl Handler<Upsert> for RegistryActor {
     type Result = ResponseActFuture<Self, Result<AuthProfile, ActorError>>;
 
     fn handle(&mut self, Upsert(req): Upsert, _ctx: &mut Self::Context) -> Self::Result {
-        let profile_id = req
-            .profile_id
-            .unwrap_or_else(|| generated_profile_id(&req.provider));
+        let profile_id = req.profile_id.unwrap_or_else(|| {
+            loop {
+                let id = generated_profile_id(&req.provider);
+                if !self.profiles.contains_key(&id) {
+                    break id;
+                }
+            }
+        });
         let now = crate::time::to_datetime(now_ms());
         let NewCredential::ApiKey { api_key } = req.credential;
         let secret_ref = vault_ref(&req.scope, &profile_id, "api_key");
@@ -662,13 +709,12 @@ impl Handler<Upsert> for RegistryActor {
         drop(api_key);
         let (record, ops, default_changes) =
             self.profile_write(record, sealed, req.set_default, Vec::new());
-        let seq = self.next_seq();
-        let durable = self.writer.submit(ops);
-        Box::pin(durable.into_actor(self).map(move |result, act, _| {
+        self.apply_profile(record.clone(), default_changes);
+        Box::pin(self.commit(ops).map(move |result, act, _| {
             result?;
-            act.apply_profile(record.clone(), default_changes, seq);
             tracing::info!(profile_id = %record.profile_id, provider = %record.provider, "auth profile saved");
-            Ok(act.view(&record))
+            let current = act.profiles.get(&record.profile_id).unwrap_or(&record);
+            Ok(act.view(current))
         }))
     }
 }
@@ -732,20 +778,17 @@ impl RegistryActor {
         (record, ops, default_changes)
     }
 
-    /// Applies a durable profile write to memory and tells the refresher.
+    /// Applies a profile write to memory (as it is queued) and tells the refresher.
     pub(crate) fn apply_profile(
         &mut self,
         record: AuthProfileRecord,
         default_changes: DefaultChanges,
-        seq: u64,
     ) {
         let id = record.profile_id.clone();
-        if self.newer(format!("p:{id}"), seq) {
-            self.notify_refresher(Some(&record), &id);
-            self.profiles.insert(id, record);
-        }
+        self.notify_refresher(Some(&record), &id);
+        self.profiles.insert(id, record);
         for (key, value) in default_changes {
-            self.apply_default(key, value, seq);
+            self.apply_default(key, value);
         }
     }
 }
@@ -843,21 +886,14 @@ impl Handler<Delete> for RegistryActor {
                 .into_iter()
                 .map(Vault::delete),
         );
-        let removed_default = self.default_ops_removing(&record);
-        if let Some((_, op)) = &removed_default {
-            ops.push(op.clone());
+        if let Some((key, op)) = self.default_ops_removing(&record) {
+            ops.push(op);
+            self.apply_default(key, None);
         }
-        let seq = self.next_seq();
-        let durable = self.writer.submit(ops);
-        Box::pin(durable.into_actor(self).map(move |result, act, _| {
+        self.profiles.remove(&id);
+        self.notify_refresher(None, &id);
+        Box::pin(self.commit(ops).map(move |result, _act, _| {
             result?;
-            if act.newer(format!("p:{id}"), seq) {
-                act.profiles.remove(&id);
-                act.notify_refresher(None, &id);
-            }
-            if let Some((key, _)) = removed_default {
-                act.apply_default(key, None, seq);
-            }
             tracing::info!(profile_id = %id, "auth profile deleted");
             Ok(())
         }))
@@ -884,11 +920,9 @@ impl Handler<SetDefault> for RegistryActor {
             key: key.as_bytes().to_vec(),
             value: id.as_bytes().to_vec(),
         }];
-        let seq = self.next_seq();
-        let durable = self.writer.submit(ops);
-        Box::pin(durable.into_actor(self).map(move |result, act, _| {
+        self.apply_default(key, Some(id.clone()));
+        Box::pin(self.commit(ops).map(move |result, act, _| {
             result?;
-            act.apply_default(key, Some(id.clone()), seq);
             let current = act.profiles.get(&id).cloned().unwrap_or(record);
             Ok(act.view(&current))
         }))

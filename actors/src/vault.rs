@@ -199,13 +199,26 @@ impl Vault {
                             found: vault.keys[position].id.clone(),
                         })?;
                 check.zeroize();
-                // The key that sealed the check is the active one; a key file still
-                // holding others is the trace of a rotation cut short after its commit.
+                // The key that sealed the check is the active one. A key file holding
+                // others is the trace of a rotation cut short; keep every key a stored
+                // secret still names, drop the rest.
                 let active = vault.keys.remove(position);
                 vault.keys.insert(0, active);
                 if vault.keys.len() > 1 && vault.source == VaultKeySource::File {
-                    vault.keys.truncate(1);
-                    write_key_file(&vault.key_file, &vault.keys)?;
+                    let mut used = std::collections::HashSet::new();
+                    for (_, value) in storage.load(Table::Vault)? {
+                        if let Ok(sealed) = decode_record::<Sealed>(&value) {
+                            used.insert(sealed.key_id);
+                        }
+                    }
+                    let before = vault.keys.len();
+                    let active_id = vault.keys[0].id.clone();
+                    vault
+                        .keys
+                        .retain(|k| k.id == active_id || used.contains(&k.id));
+                    if vault.keys.len() != before {
+                        write_key_file(&vault.key_file, &vault.keys)?;
+                    }
                 }
             }
             None => {
@@ -235,29 +248,7 @@ impl Vault {
     }
 
     fn seal_op_with(&self, key: usize, table: Table, vault_ref: &str, plaintext: &[u8]) -> WriteOp {
-        let key = &self.keys[key];
-        let mut nonce = [0u8; 24];
-        rand::rng().fill_bytes(&mut nonce);
-        // Encryption with a valid key and nonce length cannot fail.
-        let ciphertext = key
-            .cipher()
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: vault_ref.as_bytes(),
-                },
-            )
-            .unwrap_or_default();
-        WriteOp::Put {
-            table,
-            key: vault_ref.as_bytes().to_vec(),
-            value: encode_record(&Sealed {
-                key_id: key.id.clone(),
-                nonce: nonce.to_vec(),
-                ciphertext,
-            }),
-        }
+        seal_with(&self.keys[key], table, vault_ref, plaintext)
     }
 
     /// The write that removes the secret at `vault_ref`.
@@ -314,28 +305,36 @@ impl Vault {
             .map_err(|_| unreadable())
     }
 
-    /// First step of a rotation: a new key, made durable in the key file next to the
-    /// current one. Returns the writes that re-seal every secret and the check value
-    /// under it; commit them, then call [`Vault::finish_rotation`].
+    /// First step of a rotation: a new key; every secret and the check value re-sealed
+    /// under it (returned as writes); and only then the new key made durable in the key
+    /// file beside the current one. Any failure before that leaves everything as it
+    /// was. Commit the writes, then call [`Vault::finish_rotation`] (or
+    /// [`Vault::abort_rotation`] if the commit failed).
     pub fn begin_rotation(&mut self) -> Result<(Vec<WriteOp>, usize), VaultError> {
         if self.source == VaultKeySource::Env {
             return Err(VaultError::EnvKeyNotRotatable);
         }
-        self.keys.insert(0, MasterKey::generate());
-        if let Err(e) = write_key_file(&self.key_file, &self.keys) {
-            self.keys.remove(0);
-            return Err(e);
-        }
-        let mut ops = Vec::new();
+        let new_key = MasterKey::generate();
         let rows = self.storage.load(Table::Vault)?;
         let count = rows.len();
+        let mut ops = Vec::with_capacity(count + 1);
         for (key, value) in rows {
             let vault_ref = String::from_utf8_lossy(&key).into_owned();
             let sealed: Sealed = decode_record(&value)?;
             let plaintext = self.open_sealed(&vault_ref, &sealed)?;
-            ops.push(self.seal_op_with(0, Table::Vault, &vault_ref, &plaintext));
+            ops.push(seal_with(&new_key, Table::Vault, &vault_ref, &plaintext));
         }
-        ops.push(self.seal_op_with(0, Table::VaultMeta, CHECK_REF, CHECK_PLAINTEXT));
+        ops.push(seal_with(
+            &new_key,
+            Table::VaultMeta,
+            CHECK_REF,
+            CHECK_PLAINTEXT,
+        ));
+        self.keys.insert(0, new_key);
+        if let Err(e) = write_key_file(&self.key_file, &self.keys) {
+            self.keys.remove(0);
+            return Err(e);
+        }
         Ok((ops, count))
     }
 
@@ -351,6 +350,32 @@ impl Vault {
             self.keys.remove(0);
             let _ = write_key_file(&self.key_file, &self.keys);
         }
+    }
+}
+
+/// Seals `plaintext` for `vault_ref` under `key` with a fresh random nonce.
+fn seal_with(key: &MasterKey, table: Table, vault_ref: &str, plaintext: &[u8]) -> WriteOp {
+    let mut nonce = [0u8; 24];
+    rand::rng().fill_bytes(&mut nonce);
+    // Encryption with a valid key and nonce length cannot fail.
+    let ciphertext = key
+        .cipher()
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: vault_ref.as_bytes(),
+            },
+        )
+        .unwrap_or_default();
+    WriteOp::Put {
+        table,
+        key: vault_ref.as_bytes().to_vec(),
+        value: encode_record(&Sealed {
+            key_id: key.id.clone(),
+            nonce: nonce.to_vec(),
+            ciphertext,
+        }),
     }
 }
 
@@ -461,6 +486,59 @@ mod tests {
         assert!(!format!("{vault:?}").contains("moved-secret"));
         assert_eq!(format!("{secret:?}"), "[redacted]");
         writer.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_rotation_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let writer = storage.start_writer().unwrap();
+        let (mut vault, ops) = Vault::open(&storage, dir.path(), None).unwrap();
+        writer.write(ops).await.unwrap();
+        let secret = SecretString::new("kept-secret".into());
+        writer
+            .write(vec![vault.seal("vault://global/kept", &secret)])
+            .await
+            .unwrap();
+        // A row no key opens makes the rotation fail before anything changes.
+        writer
+            .write(vec![WriteOp::Put {
+                table: Table::Vault,
+                key: b"vault://global/foreign".to_vec(),
+                value: encode_record(&Sealed {
+                    key_id: "0000000000000000".into(),
+                    nonce: vec![0; 24],
+                    ciphertext: vec![1, 2, 3],
+                }),
+            }])
+            .await
+            .unwrap();
+        let key_file = std::fs::read_to_string(dir.path().join(VAULT_KEY_FILE)).unwrap();
+        let active = vault.active_key_id().to_owned();
+        assert!(vault.begin_rotation().is_err());
+        assert_eq!(vault.active_key_id(), active);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(VAULT_KEY_FILE)).unwrap(),
+            key_file
+        );
+        // Secrets sealed afterwards still open after a restart.
+        writer
+            .write(vec![vault.seal("vault://global/later", &secret)])
+            .await
+            .unwrap();
+        writer.shutdown().await;
+        drop(vault);
+        drop(storage);
+        let storage = Storage::open(dir.path()).unwrap();
+        let (reopened, _) = Vault::open(&storage, dir.path(), None).unwrap();
+        assert_eq!(
+            reopened
+                .open_secret("vault://global/later")
+                .unwrap()
+                .unwrap()
+                .expose(),
+            "kept-secret"
+        );
     }
 
     #[test]

@@ -43,8 +43,9 @@ pub struct HttpConfig {
     pub cookie_secure: bool,
     /// `http://127.0.0.1:<port>`: where handoff links point.
     pub loopback_base_url: String,
-    /// Base of OAuth redirect URIs: the loopback URL or the configured public one.
-    pub oauth_redirect_base: String,
+    /// Base of OAuth redirect URIs: the configured https public URL, else the loopback
+    /// URL when the daemon listens on loopback; none when it listens only elsewhere.
+    pub oauth_redirect_base: Option<String>,
     /// Lifetime of a sign-in attempt.
     pub oauth_attempt_ttl: std::time::Duration,
 }

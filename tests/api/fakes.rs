@@ -143,7 +143,7 @@ impl FakeOAuth {
                     let ok = headers
                         .get(header::AUTHORIZATION)
                         .and_then(|v| v.to_str().ok())
-                        .is_some_and(|v| v.starts_with("Bearer at-"));
+                        .is_some_and(|v| v.starts_with("Bearer ACCESS-TOKEN-"));
                     if ok {
                         StatusCode::OK
                     } else {
@@ -174,7 +174,7 @@ impl FakeOAuth {
         assert!(q["state"].len() >= 22, "state of at least 128 bits");
         let mut state = self.state.lock().unwrap();
         state.issued += 1;
-        let code = format!("code-{}", state.issued);
+        let code = format!("AUTH-CODE-{}", state.issued);
         state.codes.insert(
             code.clone(),
             (
@@ -267,10 +267,10 @@ async fn token(
 fn issue(s: &mut OAuthState) -> axum::response::Response {
     s.issued += 1;
     let n = s.issued;
-    let refresh = format!("rt-{n}");
+    let refresh = format!("REFRESH-TOKEN-{n}");
     s.valid_refresh.insert(refresh.clone());
     axum::Json(serde_json::json!({
-        "access_token": format!("at-{n}"),
+        "access_token": format!("ACCESS-TOKEN-{n}"),
         "refresh_token": refresh,
         "token_type": "Bearer",
         "expires_in": s.expires_in,

@@ -189,6 +189,39 @@ async fn unknown_reused_or_refused_states_store_nothing() {
     assert_eq!(app.http.get(&redirect).send().await.unwrap().status(), 400);
     fake.snapshot(|s| assert_eq!(s.code_redemptions, 1));
 
+    // A used code under a fresh state: the provider refuses it, the attempt fails.
+    let first = bootstrap(&app, "acme.code1").await;
+    let second = bootstrap(&app, "acme.code2").await;
+    let (code, redirect) = fake.authorize(first["authorization_url"].as_str().unwrap());
+    assert_eq!(app.http.get(&redirect).send().await.unwrap().status(), 200);
+    let url2 = url::Url::parse(second["authorization_url"].as_str().unwrap()).unwrap();
+    let state2 = url2
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let replay = app
+        .http
+        .get(format!("{callback}?code={code}&state={state2}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 400);
+    assert!(replay.text().await.unwrap().contains("invalid_grant"));
+    let missing = app
+        .http
+        .get(app.url("/console/v1/auth/profiles/acme.code2"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        missing.status(),
+        404,
+        "nothing stored for the replayed code"
+    );
+
     // Refused by the provider: the attempt records the failure.
     let started = bootstrap(&app, "acme.refused").await;
     let url = url::Url::parse(started["authorization_url"].as_str().unwrap()).unwrap();

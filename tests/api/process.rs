@@ -219,3 +219,94 @@ async fn record(seen: &mut String, response: reqwest::Response) -> (reqwest::Sta
     seen.push_str(&body);
     (status, body)
 }
+
+/// At trace level, a whole OAuth sign-in and a refresh leave no access token, refresh
+/// token, authorization code, state or PKCE verifier in the log or the database file.
+#[tokio::test]
+async fn oauth_secrets_are_nowhere_in_the_log() {
+    let fake = crate::fakes::FakeOAuth::start(3600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let base_url = fake.url();
+    let authorize = format!("{base_url}/authorize");
+    let token = format!("{base_url}/token");
+    let daemon = start_child(
+        &data,
+        &[
+            ("RUST_LOG", "trace"),
+            (
+                "PALYRA_PROVIDERS__CUSTOM__ACME__API_BASE_URL",
+                base_url.as_str(),
+            ),
+            (
+                "PALYRA_PROVIDERS__CUSTOM__ACME__AUTHORIZATION_ENDPOINT",
+                authorize.as_str(),
+            ),
+            (
+                "PALYRA_PROVIDERS__CUSTOM__ACME__TOKEN_ENDPOINT",
+                token.as_str(),
+            ),
+            ("PALYRA_PROVIDERS__CUSTOM__ACME__CLIENT_ID", "palyra-trace"),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let base = daemon.base.clone();
+    let started: Value = http
+        .post(format!(
+            "{base}/console/v1/auth/providers/custom:acme/bootstrap"
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "profile_name": "Acme", "profile_id": "acme.trace" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = started["authorization_url"].as_str().unwrap().to_owned();
+    let state = url::Url::parse(&url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let (code, redirect) = fake.authorize(&url);
+    assert_eq!(http.get(&redirect).send().await.unwrap().status(), 200);
+    let refreshed = http
+        .post(format!(
+            "{base}/console/v1/auth/profiles/acme.trace/refresh"
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), 200);
+    let (status, log) = daemon.terminate().await;
+    assert!(status.success());
+    assert!(log.contains("TRACE"));
+    assert!(log.contains("OAuth token refreshed"), "the flow really ran");
+    for (name, secret) in [
+        ("access token", "ACCESS-TOKEN"),
+        ("refresh token", "REFRESH-TOKEN"),
+        ("authorization code", code.as_str()),
+        ("state", state.as_str()),
+    ] {
+        assert!(!log.contains(secret), "the {name} is in the log");
+    }
+    let db = std::fs::read(data.join(palyra_storage::DB_FILE)).unwrap();
+    for secret in [
+        b"ACCESS-TOKEN".as_slice(),
+        b"REFRESH-TOKEN".as_slice(),
+        state.as_bytes(),
+    ] {
+        assert!(
+            !db.windows(secret.len()).any(|w| w == secret),
+            "a token is in the database in plaintext"
+        );
+    }
+    // The verifier never left the daemon except to the token endpoint; the fake saw it
+    // hash to the challenge.
+    fake.snapshot(|s| assert_eq!(s.pkce_failures, 0));
+}

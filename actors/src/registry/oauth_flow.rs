@@ -86,6 +86,7 @@ pub(crate) fn load_attempts(storage: &Storage) -> Result<(Attempts, AttemptsBySt
             continue;
         };
         if record.expires_at_ms < horizon {
+            // Purged by `stale_attempt_ops` at start.
             continue;
         }
         if record.status == AttemptStatus::Pending {
@@ -94,6 +95,25 @@ pub(crate) fn load_attempts(storage: &Storage) -> Result<(Attempts, AttemptsBySt
         attempts.insert(record.attempt_id.clone(), record);
     }
     Ok((attempts, by_state))
+}
+
+/// The writes that delete attempts older than a day and their sealed verifiers.
+pub(crate) fn stale_attempt_ops(storage: &Storage) -> Result<Vec<WriteOp>, ActorError> {
+    let horizon = now_ms() - 24 * 3600 * 1000;
+    let mut ops = Vec::new();
+    for (key, value) in storage.load(Table::OAuthAttempts)? {
+        let stale =
+            decode_record::<AttemptRecord>(&value).map_or(true, |r| r.expires_at_ms < horizon);
+        if stale {
+            let id = String::from_utf8_lossy(&key).into_owned();
+            ops.push(Vault::delete(&verifier_ref(&id)));
+            ops.push(WriteOp::Delete {
+                table: Table::OAuthAttempts,
+                key,
+            });
+        }
+    }
+    Ok(ops)
 }
 
 /// A sign-in request (`bootstrap`).
@@ -107,13 +127,23 @@ pub struct SignInRequest {
     pub set_default: bool,
 }
 
-/// What `bootstrap` answers.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+/// What `bootstrap` answers. Its `Debug` leaves out the URL, which carries the state.
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignInStarted {
     pub attempt_id: String,
     /// Open this in a browser to sign in.
     pub authorization_url: String,
     pub expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for SignInStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignInStarted")
+            .field("attempt_id", &self.attempt_id)
+            .field("authorization_url", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// The query of the provider's redirect to the callback.
@@ -369,7 +399,7 @@ impl RegistryHandle {
     }
 
     /// Revokes an OAuth profile's refresh token at the provider, if the provider has a
-    /// revocation endpoint (best effort, three tries), before the profile is deleted.
+    /// revocation endpoint (best effort, two tries), before the profile is deleted.
     pub(crate) async fn revoke_before_delete(&self, profile_id: &str) {
         let Ok(input) = self.refresh_input(profile_id).await else {
             return;
@@ -380,22 +410,70 @@ impl RegistryHandle {
         let Some(endpoint) = &oauth.revocation_endpoint else {
             return;
         };
-        for attempt in 1..=3u64 {
-            match revoke_token(endpoint, &oauth.client_id, &input.refresh_token).await {
-                Ok(()) => {
+        // Bounded (two tries of at most 5 s) so a slow provider cannot hold up the
+        // delete past the client's timeout.
+        for attempt in 1..=2u64 {
+            let call = revoke_token(endpoint, &oauth.client_id, &input.refresh_token);
+            match tokio::time::timeout(std::time::Duration::from_secs(5), call).await {
+                Ok(Ok(())) => {
                     tracing::info!(%profile_id, "refresh token revoked at the provider");
                     return;
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!(%profile_id, attempt, error = %e, "token revocation failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
                 }
+                Err(_) => tracing::warn!(%profile_id, attempt, "token revocation timed out"),
             }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
 }
 
 impl RegistryActor {
+    /// Takes a pending attempt by its state, once: the state leaves the index and the
+    /// stored attempt is marked as interrupted until the exchange finishes.
+    fn claim(
+        &mut self,
+        msg: &ClaimAttempt,
+    ) -> Result<(AttemptRecord, SecretString, Vec<WriteOp>), ActorError> {
+        let rejected =
+            || ActorError::SignIn("unknown, expired or already used sign-in state".into());
+        let attempt_id = self
+            .attempts_by_state
+            .get(&msg.state_digest)
+            .cloned()
+            .ok_or_else(rejected)?;
+        let record = self
+            .attempts
+            .get(&attempt_id)
+            .cloned()
+            .ok_or_else(rejected)?;
+        if record.provider != msg.provider || record.status != AttemptStatus::Pending {
+            return Err(rejected());
+        }
+        self.attempts_by_state.remove(&msg.state_digest);
+        if record.expires_at_ms <= now_ms() {
+            return Err(ActorError::SignIn(
+                "the sign-in attempt has expired; start again".into(),
+            ));
+        }
+        let verifier = self
+            .vault
+            .open_secret(&verifier_ref(&attempt_id))?
+            .ok_or_else(rejected)?;
+        let mut interrupted = record.clone();
+        interrupted.status = AttemptStatus::Failed {
+            reason: "the daemon stopped during the code exchange; start again".into(),
+        };
+        let ops = vec![WriteOp::Put {
+            table: Table::OAuthAttempts,
+            key: attempt_id.as_bytes().to_vec(),
+            value: encode_record(&interrupted),
+        }];
+        self.attempts.insert(attempt_id, interrupted);
+        Ok((record, verifier, ops))
+    }
+
     /// Tells the refresher how an OAuth profile is now scheduled (or that it is gone).
     pub(crate) fn notify_refresher(&self, record: Option<&AuthProfileRecord>, profile_id: &str) {
         let Some(refresher) = &self.refresher else {
@@ -449,15 +527,11 @@ impl Handler<StartAttempt> for RegistryActor {
             },
         ];
         drop(msg.verifier);
-        let durable = self.writer.submit(ops);
-        Box::pin(durable.into_actor(self).map(move |result, act, _| {
-            result?;
-            tracing::info!(attempt_id = %record.attempt_id, provider = %record.provider, "OAuth sign-in started");
-            act.attempts_by_state
-                .insert(record.state_digest.clone(), record.attempt_id.clone());
-            act.attempts.insert(record.attempt_id.clone(), record);
-            Ok(())
-        }))
+        tracing::info!(attempt_id = %record.attempt_id, provider = %record.provider, "OAuth sign-in started");
+        self.attempts_by_state
+            .insert(record.state_digest.clone(), record.attempt_id.clone());
+        self.attempts.insert(record.attempt_id.clone(), record);
+        Box::pin(self.commit(ops))
     }
 }
 
@@ -469,34 +543,20 @@ struct ClaimAttempt {
 }
 
 impl Handler<ClaimAttempt> for RegistryActor {
-    type Result = Result<(AttemptRecord, SecretString), ActorError>;
+    type Result = ResponseActFuture<Self, Result<(AttemptRecord, SecretString), ActorError>>;
 
     fn handle(&mut self, msg: ClaimAttempt, _ctx: &mut Self::Context) -> Self::Result {
-        let rejected =
-            || ActorError::SignIn("unknown, expired or already used sign-in state".into());
-        // Removed from the index now: the state works once, whatever happens next.
-        let attempt_id = self
-            .attempts_by_state
-            .remove(&msg.state_digest)
-            .ok_or_else(rejected)?;
-        let record = self
-            .attempts
-            .get(&attempt_id)
-            .cloned()
-            .ok_or_else(rejected)?;
-        if record.provider != msg.provider || record.status != AttemptStatus::Pending {
-            return Err(rejected());
-        }
-        if record.expires_at_ms <= now_ms() {
-            return Err(ActorError::SignIn(
-                "the sign-in attempt has expired; start again".into(),
-            ));
-        }
-        let verifier = self
-            .vault
-            .open_secret(&verifier_ref(&attempt_id))?
-            .ok_or_else(rejected)?;
-        Ok((record, verifier))
+        let claimed = self.claim(&msg);
+        let (record, verifier, ops) = match claimed {
+            Ok(x) => x,
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        };
+        // The claim is durable before the code is redeemed: after a crash during the
+        // exchange, the same callback cannot be accepted a second time.
+        Box::pin(self.commit(ops).map(move |result, _act, _| {
+            result?;
+            Ok((record, verifier))
+        }))
     }
 }
 
@@ -579,19 +639,17 @@ impl Handler<FinishAttempt> for RegistryActor {
             }
             None => (extra, None),
         };
-        let seq = self.next_seq();
-        let durable = self.writer.submit(ops);
-        Box::pin(durable.into_actor(self).map(move |result, act, _| {
+        if let Some((record, defaults)) = applied {
+            tracing::info!(profile_id = %record.profile_id, provider = %record.provider, "OAuth profile saved");
+            self.apply_profile(record, defaults);
+        }
+        if let AttemptStatus::Failed { reason } = &attempt.status {
+            tracing::warn!(attempt_id = %attempt.attempt_id, %reason, "OAuth sign-in failed");
+        }
+        let status = attempt.status.clone();
+        self.attempts.insert(attempt.attempt_id.clone(), attempt);
+        Box::pin(self.commit(ops).map(move |result, _act, _| {
             result?;
-            if let Some((record, defaults)) = applied {
-                tracing::info!(profile_id = %record.profile_id, provider = %record.provider, "OAuth profile saved");
-                act.apply_profile(record, defaults, seq);
-            }
-            if let AttemptStatus::Failed { reason } = &attempt.status {
-                tracing::warn!(attempt_id = %attempt.attempt_id, %reason, "OAuth sign-in failed");
-            }
-            let status = attempt.status.clone();
-            act.attempts.insert(attempt.attempt_id.clone(), attempt);
             Ok(status)
         }))
     }
@@ -701,8 +759,9 @@ impl Handler<RecordRefresh> for RegistryActor {
             let superseded = refresh_state
                 .last_success_at
                 .is_some_and(|success| success > msg.started_at);
-            if superseded && !matches!(msg.result, RefreshResult::Success { .. }) {
-                // A newer success already stands; this older failure changes nothing.
+            if superseded {
+                // A newer success (a refresh or a new sign-in) already stands; the result
+                // of an attempt that started before it changes nothing.
                 let view = self.view(&record);
                 return Box::pin(actix::fut::ready(Ok(view)));
             }
@@ -751,11 +810,9 @@ impl Handler<RecordRefresh> for RegistryActor {
             value: encode_record(&record),
         }];
         ops.extend(sealed);
-        let seq = self.next_seq();
-        let durable = self.writer.submit(ops);
-        Box::pin(durable.into_actor(self).map(move |result, act, _| {
+        self.apply_profile(record.clone(), Vec::new());
+        Box::pin(self.commit(ops).map(move |result, act, _| {
             result?;
-            act.apply_profile(record.clone(), Vec::new(), seq);
             Ok(act.view(&record))
         }))
     }

@@ -85,11 +85,16 @@ fn provider_path(provider: &str) -> Result<(), ApiError> {
 }
 
 /// The daemon's callback URL for a provider.
-pub fn redirect_uri(state: &AppState, provider: &str) -> String {
-    format!(
-        "{}/console/v1/auth/providers/{provider}/callback",
-        state.config.oauth_redirect_base
-    )
+pub fn redirect_uri(state: &AppState, provider: &str) -> Result<String, ApiError> {
+    let base = state.config.oauth_redirect_base.as_ref().ok_or_else(|| {
+        ApiError::from(palyra_actors::ActorError::invalid(
+            "provider",
+            "the daemon listens on no loopback address: set oauth.public_base_url (https) to sign in",
+        ))
+    })?;
+    Ok(format!(
+        "{base}/console/v1/auth/providers/{provider}/callback"
+    ))
 }
 
 /// Starts an OAuth sign-in with PKCE; open `authorization_url` in a browser.
@@ -111,7 +116,7 @@ pub async fn bootstrap(
     ApiJson(req): ApiJson<BootstrapRequest>,
 ) -> Result<Json<SignInStarted>, ApiError> {
     provider_path(&path.provider)?;
-    let redirect = redirect_uri(&state, &path.provider);
+    let redirect = redirect_uri(&state, &path.provider)?;
     let started = state
         .registry
         .begin_sign_in(
@@ -136,15 +141,19 @@ pub async fn bootstrap(
     params(ProviderPath, CallbackQuery),
     responses(
         (status = 200, description = "Signed in", content_type = "text/html"),
-        (status = 400, description = "Unknown, expired or used state, or the sign-in failed", content_type = "text/html")))]
+        (status = 400, description = "Unknown, expired or used state, or the sign-in failed", content_type = "text/html"),
+        (status = 503, description = "The daemon is shutting down", content_type = "text/html")))]
 pub async fn callback(
     State(state): State<AppState>,
     axum::extract::Path(provider): axum::extract::Path<String>,
     query: Result<axum::extract::Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let outcome = match (provider_path(&provider), query) {
-        (Err(e), _) => Err(e.to_string()),
-        (_, Err(_)) => Err("the callback query is malformed".to_owned()),
+        (Err(e), _) => Err(e),
+        (_, Err(_)) => Err(ApiError::BadRequest {
+            code: "invalid_query",
+            message: "the callback query is malformed".to_owned(),
+        }),
         (Ok(()), Ok(axum::extract::Query(q))) => {
             let params = CallbackParams {
                 code: q.code,
@@ -155,9 +164,22 @@ pub async fn callback(
                 .registry
                 .complete_sign_in(&provider, params)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(ApiError::from)
         }
     };
+    let outcome = outcome.map_err(|e| {
+        let (status, _) = e.status_and_code();
+        if status.is_server_error() {
+            // The cause goes to the log, never to an unauthenticated page.
+            tracing::error!(cause = %e, "OAuth callback failed");
+            (
+                status,
+                "the daemon could not complete the sign-in; see its log".to_owned(),
+            )
+        } else {
+            (StatusCode::BAD_REQUEST, e.to_string())
+        }
+    });
     callback_page(&outcome)
 }
 
@@ -264,7 +286,7 @@ fn escape_html(text: &str) -> String {
 
 /// The page the browser lands on: escaped text, no secrets, and a script (allowed by a
 /// per-response nonce) that tells the opener window the outcome.
-fn callback_page(outcome: &Result<SignInOutcome, String>) -> Response {
+fn callback_page(outcome: &Result<SignInOutcome, (StatusCode, String)>) -> Response {
     let (status, title, detail, kind, attempt) = match outcome {
         Ok(o) => match &o.status {
             AttemptStatus::Succeeded { profile_id } => (
@@ -289,8 +311,8 @@ fn callback_page(outcome: &Result<SignInOutcome, String>) -> Response {
                 o.attempt_id.clone(),
             ),
         },
-        Err(reason) => (
-            StatusCode::BAD_REQUEST,
+        Err((status, reason)) => (
+            *status,
             "Sign-in failed",
             reason.clone(),
             "failed",
