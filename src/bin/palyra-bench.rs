@@ -12,7 +12,11 @@
 //!   at the start, and for write scenarios again in probes between their slices, as
 //!   the disk's rate drifts with other load), and the daemon's group commit (writes
 //!   per commit) when the daemon is in-process;
-//! - for `rss` it spawns the release `palyrad` binary and reads its resident memory.
+//! - for `rss` and `rss-profiles` it spawns the release `palyrad` binary and reads its
+//!   resident memory;
+//! - for `refresh-10k` it starts a fake OAuth token endpoint on loopback (its own
+//!   runtime and thread, like the baseline), signs 10,000 profiles in through the real
+//!   sign-in flow and times the background refresher on them.
 //!
 //! It prints a Markdown table and a pass/miss assessment of the targets, and writes a
 //! JSON array with `--json`. It is a benchmark, never a test: it exits 0 whatever the
@@ -25,7 +29,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -35,8 +39,9 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use palyra::settings::{LogFormat, LogSettings, Settings};
+use palyra::settings::{LogFormat, LogSettings, ProviderConfig, Settings, Validation};
 use palyra_actors::SecretString;
+use palyra_actors::refresher::RefresherHandle;
 use palyra_actors::secret::random_token;
 use palyra_storage::Writer;
 use serde::Serialize;
@@ -50,6 +55,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const LOGIN_PATH: &str = "/console/v1/auth/login";
 const SESSION_PATH: &str = "/console/v1/auth/session";
 const HANDOFF_PATH: &str = "/console/v1/auth/browser-handoff";
+const PROFILES_PATH: &str = "/console/v1/auth/profiles";
+const HEALTH_PATH: &str = "/console/v1/auth/health";
+/// The OAuth provider of `refresh-10k`, served by the bench's fake token endpoint.
+const BENCH_PROVIDER: &str = "custom:bench";
 const SESSION_COOKIE: &str = "palyra_console_session";
 /// Unrecorded run of each side before a scenario's slices: first connections, page
 /// faults and caches should not land in the first recorded slice.
@@ -64,6 +73,22 @@ const FSYNC_PROBE: Duration = Duration::from_secs(2);
 const RSS_LOGINS: u64 = 10_000;
 /// Sessions of the second session-check row of `--scenario all`.
 const MANY_SESSIONS: usize = 10_000;
+/// API-key profiles seeded before `profile-list`, and the page it loads.
+const LIST_PROFILES: usize = 1_000;
+const LIST_PAGE: usize = 100;
+/// Profiles created between the idle and the loaded reading of `rss-profiles`, and
+/// the intermediate reading that separates one-off growth from growth per profile.
+const RSS_PROFILES: u64 = 10_000;
+const RSS_PROFILES_FIRST: u64 = 1_000;
+/// OAuth profiles of `refresh-10k`.
+const REFRESH_PROFILES: usize = 10_000;
+/// `oauth.refresh_lead_s` of `refresh-10k`.
+const REFRESH_LEAD_S: u64 = 2;
+/// Lifetime of the tokens the fake issues on refresh: nothing falls due again while
+/// the idle CPU is measured.
+const REFRESHED_EXPIRES_IN_S: u64 = 3_600;
+/// How long idle CPU is measured after the refresh burst.
+const IDLE_CPU_WINDOW: Duration = Duration::from_secs(5);
 
 /// Load benchmark of palyrad's console auth routes against a trivial axum baseline.
 #[derive(Debug, Parser)]
@@ -102,7 +127,12 @@ enum ScenarioArg {
     SessionCheck,
     Login,
     Handoff,
+    ProfileList,
+    ProfileCreate,
     Rss,
+    RssProfiles,
+    #[value(name = "refresh-10k")]
+    Refresh10k,
     All,
 }
 
@@ -112,7 +142,11 @@ enum Plan {
     SessionCheck { sessions: usize },
     Login,
     Handoff,
+    ProfileList,
+    ProfileCreate,
     Rss,
+    RssProfiles,
+    Refresh,
 }
 
 impl Plan {
@@ -125,8 +159,22 @@ impl Plan {
             Plan::SessionCheck { sessions } => format!("session-check-{sessions}"),
             Plan::Login => "login".into(),
             Plan::Handoff => "handoff".into(),
+            Plan::ProfileList => "profile-list".into(),
+            Plan::ProfileCreate => "profile-create".into(),
             Plan::Rss => "rss".into(),
+            Plan::RssProfiles => "rss-profiles".into(),
+            Plan::Refresh => "refresh-10k".into(),
         }
+    }
+
+    /// Scenarios that configure or fill the daemon beyond what `--url` allows: they
+    /// create profiles (which would land among an operator's real ones) or need a
+    /// provider configured for the bench.
+    fn needs_in_process(self) -> bool {
+        matches!(
+            self,
+            Plan::ProfileList | Plan::ProfileCreate | Plan::Refresh
+        )
     }
 }
 
@@ -171,7 +219,11 @@ async fn run(args: Args) -> Result<(), BoxError> {
         }],
         ScenarioArg::Login => vec![Plan::Login],
         ScenarioArg::Handoff => vec![Plan::Handoff],
+        ScenarioArg::ProfileList => vec![Plan::ProfileList],
+        ScenarioArg::ProfileCreate => vec![Plan::ProfileCreate],
         ScenarioArg::Rss => vec![Plan::Rss],
+        ScenarioArg::RssProfiles => vec![Plan::RssProfiles],
+        ScenarioArg::Refresh10k => vec![Plan::Refresh],
         ScenarioArg::All => vec![
             Plan::SessionCheck { sessions: 1 },
             Plan::SessionCheck {
@@ -179,7 +231,11 @@ async fn run(args: Args) -> Result<(), BoxError> {
             },
             Plan::Login,
             Plan::Handoff,
+            Plan::ProfileList,
+            Plan::ProfileCreate,
             Plan::Rss,
+            Plan::RssProfiles,
+            Plan::Refresh,
         ],
     };
     let target = match &args.url {
@@ -193,6 +249,29 @@ async fn run(args: Args) -> Result<(), BoxError> {
             }
         }
         None => TargetMode::InProcess,
+    };
+    let plans = if matches!(target, TargetMode::External { .. }) {
+        if args.scenario != ScenarioArg::All {
+            if let Some(plan) = plans.iter().find(|p| p.needs_in_process()) {
+                return Err(format!(
+                    "{} needs the in-process daemon: it creates profiles or configures a provider, which --url must not do to a running daemon",
+                    plan.name()
+                )
+                .into());
+            }
+        }
+        plans
+            .into_iter()
+            .filter(|p| {
+                let keep = !p.needs_in_process();
+                if !keep {
+                    eprintln!("skipping {} with --url (in-process only)", p.name());
+                }
+                keep
+            })
+            .collect()
+    } else {
+        plans
     };
     let data_root = match &args.data_root {
         Some(dir) => dir.clone(),
@@ -230,6 +309,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
         eprintln!("running {}", plan.name());
         let row = match plan {
             Plan::Rss => bench.rss().await?,
+            Plan::RssProfiles => bench.rss_profiles().await?,
+            Plan::Refresh => bench.refresh().await?,
             _ => bench.http_scenario(plan).await?,
         };
         rows.push(row);
@@ -306,7 +387,7 @@ impl Bench {
                 // Logins during a run stay far below this, so no login pays for an
                 // eviction and no seeded session is evicted.
                 .max(1_000_000);
-                let daemon = InProcessDaemon::start(&self.root, &token, max_live).await?;
+                let daemon = InProcessDaemon::start(&self.root, &token, max_live, |_| {}).await?;
                 (Some(daemon), token)
             }
             TargetMode::External { token, .. } => (None, token.clone()),
@@ -318,6 +399,7 @@ impl Bench {
         };
         let login_body =
             Bytes::from(serde_json::json!({ "admin_token": token.expose() }).to_string());
+        let bearer = bearer_header(&token)?;
         let mut notes = Vec::new();
         let (work, requests_per_iteration, writes_per_iteration) = match plan {
             Plan::SessionCheck { sessions } => {
@@ -339,15 +421,43 @@ impl Bench {
             }
             Plan::Login => (Work::Login { body: login_body }, 1, 1),
             Plan::Handoff => {
-                let mut bearer = HeaderValue::from_str(&format!("Bearer {}", token.expose()))?;
-                bearer.set_sensitive(true);
                 notes.push(
                     "rps = iterations/s; 1 iteration = mint (bearer, 200) + consume (303) = 2 requests, 2 durable writes"
                         .into(),
                 );
                 (Work::Handoff { bearer }, 2, 2)
             }
-            Plan::Rss => return Err("rss is not an HTTP scenario".into()),
+            Plan::ProfileList => {
+                eprintln!("  seeding {LIST_PROFILES} API-key profiles");
+                let create = Arc::new(Work::create_profiles(bearer.clone(), "p"));
+                let seeded = drive(
+                    addr,
+                    &create,
+                    self.clients,
+                    Limit::Count(LIST_PROFILES as u64),
+                )
+                .await?;
+                if seeded.errors > 0 {
+                    notes.push(format!("{} seeding creates failed", seeded.errors));
+                }
+                let path = format!("{PROFILES_PATH}?limit={LIST_PAGE}");
+                let (items, bytes) = list_page(addr, &path, &bearer).await?;
+                notes.push(format!(
+                    "{} profiles seeded; one page of {items} ({bytes} bytes of JSON)",
+                    seeded.ok
+                ));
+                (Work::ListProfiles { bearer, path }, 1, 0)
+            }
+            Plan::ProfileCreate => {
+                notes.push(
+                    "1 iteration = 1 new API-key profile (validate false): a durable write with the key sealed in the vault"
+                        .into(),
+                );
+                (Work::create_profiles(bearer, "c"), 1, 1)
+            }
+            Plan::Rss | Plan::RssProfiles | Plan::Refresh => {
+                return Err(format!("{} is not an HTTP scenario", plan.name()).into());
+            }
         };
         let writer = daemon.as_ref().map(|d| d.writer.clone());
         let probe_fsync = writes_per_iteration > 0;
@@ -440,6 +550,109 @@ impl Bench {
 
     /// Resident memory of the release palyrad binary, idle and after 10,000 logins.
     async fn rss(&self) -> Result<Row, BoxError> {
+        let mut child = ChildDaemon::spawn(&self.root).await?;
+        let idle = vm_rss_mib(child.pid())?;
+        let login = Arc::new(Work::Login {
+            body: Bytes::from(
+                serde_json::json!({ "admin_token": child.token.expose() }).to_string(),
+            ),
+        });
+        let logins = drive(child.addr, &login, self.clients, Limit::Count(RSS_LOGINS)).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let loaded = vm_rss_mib(child.pid())?;
+        let stopped = child.stop().await;
+
+        let mut notes = vec![format!(
+            "release palyrad: idle {idle:.1} MiB, after {RSS_LOGINS} logins {loaded:.1} MiB ({:.0} logins/s, info logging to a file)",
+            logins.ok as f64 / logins.elapsed.as_secs_f64()
+        )];
+        if !stopped.is_empty() {
+            notes.push(stopped);
+        }
+        // rps, ratio and latencies stay 0: this row is about memory.
+        Ok(Row {
+            errors: logins.errors,
+            rss_idle_mib: Some(round(idle, 2)),
+            rss_loaded_mib: Some(round(loaded, 2)),
+            notes: notes.join("; "),
+            ..Row::new(Plan::Rss, self)
+        })
+    }
+
+    /// Resident memory of the release palyrad binary, idle and after creating 10,000
+    /// API-key profiles, with a reading after the first 1,000: growth from 1,000 to
+    /// 10,000 leaves out one-off costs (connection buffers, allocator arenas, the first
+    /// pages of the B-tree and of the maps).
+    async fn rss_profiles(&self) -> Result<Row, BoxError> {
+        let mut child = ChildDaemon::spawn(&self.root).await?;
+        let idle = vm_rss_mib(child.pid())?;
+        let create = Arc::new(Work::create_profiles(bearer_header(&child.token)?, "p"));
+        let first = drive(
+            child.addr,
+            &create,
+            self.clients,
+            Limit::Count(RSS_PROFILES_FIRST),
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after_first = vm_rss_mib(child.pid())?;
+        let rest = drive(
+            child.addr,
+            &create,
+            self.clients,
+            Limit::Count(RSS_PROFILES - RSS_PROFILES_FIRST),
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let loaded = vm_rss_mib(child.pid())?;
+        let (listed, _) = list_page(
+            child.addr,
+            &format!("{PROFILES_PATH}?limit=1"),
+            &bearer_header(&child.token)?,
+        )
+        .await?;
+        let stopped = child.stop().await;
+
+        let created = first.ok + rest.ok;
+        let per_profile_kib = (loaded - idle) * 1024.0 / RSS_PROFILES as f64;
+        let marginal_kib =
+            (loaded - after_first) * 1024.0 / (RSS_PROFILES - RSS_PROFILES_FIRST) as f64;
+        let secs = first.elapsed.as_secs_f64() + rest.elapsed.as_secs_f64();
+        let mut notes = vec![format!(
+            "release palyrad: idle {idle:.1} MiB, after {RSS_PROFILES_FIRST} profiles {after_first:.1} MiB, after {created} profiles {loaded:.1} MiB: {per_profile_kib:.2} KiB/profile over idle, {marginal_kib:.2} KiB/profile from {RSS_PROFILES_FIRST} to {RSS_PROFILES} ({:.0} creates/s, info logging to a file)",
+            created as f64 / secs
+        )];
+        if listed == 0 {
+            notes.push("the profile list came back empty".into());
+        }
+        if !stopped.is_empty() {
+            notes.push(stopped);
+        }
+        Ok(Row {
+            errors: first.errors + rest.errors,
+            profiles: Some(created as usize),
+            rss_idle_mib: Some(round(idle, 2)),
+            rss_loaded_mib: Some(round(loaded, 2)),
+            rss_first_mib: Some(round(after_first, 2)),
+            rss_per_profile_kib: Some(round(per_profile_kib, 3)),
+            rss_marginal_per_profile_kib: Some(round(marginal_kib, 3)),
+            notes: notes.join("; "),
+            ..Row::new(Plan::RssProfiles, self)
+        })
+    }
+}
+
+/// The release palyrad binary as a child process with a generated admin token, on a
+/// temporary data dir, logging at info to a file; killed if dropped before `stop`.
+struct ChildDaemon {
+    child: ChildGuard,
+    addr: SocketAddr,
+    token: SecretString,
+    _dir: TempDir,
+}
+
+impl ChildDaemon {
+    async fn spawn(root: &Path) -> Result<Self, BoxError> {
         let exe = std::env::current_exe()?;
         let palyrad = exe.with_file_name("palyrad");
         if !palyrad.is_file() {
@@ -449,9 +662,7 @@ impl Bench {
             )
             .into());
         }
-        let dir = tempfile::Builder::new()
-            .prefix("rss-")
-            .tempdir_in(&self.root)?;
+        let dir = tempfile::Builder::new().prefix("rss-").tempdir_in(root)?;
         let token = random_token();
         // Bind then release a port: the daemon takes it a moment later.
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -474,7 +685,6 @@ impl Bench {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", palyrad.display()))?;
         let mut child = ChildGuard(child);
-        let pid = child.0.id();
         if let Err(e) = wait_ready(addr, &mut child.0, Duration::from_secs(15)).await {
             let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = tail.lines().rev().take(10).collect();
@@ -485,30 +695,692 @@ impl Bench {
         }
         // Let start-up allocations settle before the idle reading.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let idle = vm_rss_mib(pid)?;
-        let login = Arc::new(Work::Login {
-            body: Bytes::from(serde_json::json!({ "admin_token": token.expose() }).to_string()),
-        });
-        let logins = drive(addr, &login, self.clients, Limit::Count(RSS_LOGINS)).await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let loaded = vm_rss_mib(pid)?;
-        let stopped = terminate(&mut child.0).await;
-
-        let mut notes = vec![format!(
-            "release palyrad: idle {idle:.1} MiB, after {RSS_LOGINS} logins {loaded:.1} MiB ({:.0} logins/s, info logging to a file)",
-            logins.ok as f64 / logins.elapsed.as_secs_f64()
-        )];
-        if !stopped.is_empty() {
-            notes.push(stopped);
-        }
-        // rps, ratio and latencies stay 0: this row is about memory.
-        Ok(Row {
-            errors: logins.errors,
-            rss_idle_mib: Some(round(idle, 2)),
-            rss_loaded_mib: Some(round(loaded, 2)),
-            notes: notes.join("; "),
-            ..Row::new(Plan::Rss, self)
+        Ok(Self {
+            child,
+            addr,
+            token,
+            _dir: dir,
         })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// SIGTERM and wait; a note when the stop was not clean.
+    async fn stop(&mut self) -> String {
+        terminate(&mut self.child.0).await
+    }
+}
+
+/// How one attempt of `refresh-10k` went.
+enum RefreshAttempt {
+    Measured(Box<Row>),
+    /// A refresh started before seeding had finished: the due window was set too
+    /// early for this machine. Carries how long the sign-in callbacks took.
+    TooEarly {
+        callbacks: Duration,
+    },
+}
+
+impl Bench {
+    /// `refresh-10k`: 10,000 OAuth profiles signed in through the real flow against the
+    /// fake token endpoint, with expiries that make them all due within about one
+    /// second a few seconds after seeding; then the background refresher's burst.
+    async fn refresh(&self) -> Result<Row, BoxError> {
+        let mut lead_in = None;
+        for attempt in 1..=3 {
+            match self.refresh_attempt(lead_in).await? {
+                RefreshAttempt::Measured(row) => {
+                    let mut row = *row;
+                    if attempt > 1 {
+                        row.notes.push_str(&format!(
+                            "; attempt {attempt}: an earlier attempt set the due window before seeding had finished"
+                        ));
+                    }
+                    return Ok(row);
+                }
+                RefreshAttempt::TooEarly { callbacks } => {
+                    eprintln!(
+                        "  a refresh started before seeding finished (callbacks took {:.1} s); again with a later due window",
+                        callbacks.as_secs_f64()
+                    );
+                    lead_in = Some(callbacks * 2 + Duration::from_secs(3));
+                }
+            }
+        }
+        Err("refresh-10k: refreshes kept starting before seeding finished".into())
+    }
+
+    /// One run of `refresh-10k` on a fresh daemon and a fresh fake. `lead_in` is how
+    /// long after the start of the callbacks the due window opens; by default it is
+    /// estimated from the bootstraps.
+    async fn refresh_attempt(&self, lead_in: Option<Duration>) -> Result<RefreshAttempt, BoxError> {
+        let n = REFRESH_PROFILES;
+        let fake = FakeOAuth::start(REFRESH_LEAD_S)?;
+        let token = random_token();
+        let base = format!("http://{}", fake.addr);
+        let daemon = InProcessDaemon::start(&self.root, &token, 1_000_000, move |s| {
+            s.providers.custom.insert(
+                BENCH_PROVIDER
+                    .strip_prefix("custom:")
+                    .unwrap_or(BENCH_PROVIDER)
+                    .to_owned(),
+                ProviderConfig {
+                    api_base_url: base.clone(),
+                    authorization_endpoint: Some(format!("{base}/authorize")),
+                    token_endpoint: Some(format!("{base}/token")),
+                    revocation_endpoint: None,
+                    client_id: Some("palyra-bench".into()),
+                    scopes: vec!["offline_access".into()],
+                    validation: Validation::None,
+                    backoff_base_ms: 15_000,
+                    backoff_cap_ms: 300_000,
+                },
+            );
+            s.oauth.refresh_lead_s = REFRESH_LEAD_S;
+        })
+        .await?;
+        let cap = Settings::defaults().oauth.max_concurrent_refreshes;
+        let bearer = bearer_header(&token)?;
+        let addr = daemon.addr;
+
+        eprintln!("  signing in {n} OAuth profiles: bootstraps");
+        let (paths, bootstrap_errors, bootstraps) =
+            bootstrap_all(addr, &bearer, n, self.clients).await?;
+        if paths.is_empty() {
+            return Err("refresh-10k: no bootstrap succeeded".into());
+        }
+        // The callbacks cost a code exchange and a durable write each on top of what a
+        // bootstrap costs: the window opens well after they should have finished.
+        let lead_in = lead_in.unwrap_or_else(|| {
+            (bootstraps * 3 + Duration::from_secs(3)).max(Duration::from_secs(5))
+        });
+        let callbacks_start = Instant::now();
+        fake.state
+            .open_due_window(unix_ms() + i64::try_from(lead_in.as_millis())?);
+        eprintln!(
+            "  callbacks; refreshes fall due from {:.1} s after their start",
+            lead_in.as_secs_f64()
+        );
+        let paths = Arc::new(paths);
+        let (signed_in, callback_errors, callbacks) =
+            callbacks_all(addr, &paths, self.clients).await?;
+        let seeded_at = Instant::now();
+        let stats = daemon.refresher.stats();
+        if fake.state.refreshes.load(Ordering::SeqCst) > 0
+            || stats.completed.load(Ordering::SeqCst) > 0
+        {
+            daemon.stop().await?;
+            fake.stop();
+            return Ok(RefreshAttempt::TooEarly { callbacks });
+        }
+        let seed_errors = bootstrap_errors + callback_errors;
+        let expected = signed_in;
+        let (commits_before, writes_before) = writer_counts(&daemon.writer);
+        let threads_before = thread_cpu_ticks();
+
+        eprintln!("  waiting for the refresh burst");
+        let wait_limit =
+            lead_in.saturating_sub(callbacks_start.elapsed()) + Duration::from_secs(60);
+        let done_at = loop {
+            if stats.completed.load(Ordering::SeqCst) >= expected {
+                break Some(Instant::now());
+            }
+            if seeded_at.elapsed() > wait_limit {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        let completed = stats.completed.load(Ordering::SeqCst);
+        let threads_after = thread_cpu_ticks();
+        let (commits_after, writes_after) = writer_counts(&daemon.writer);
+        let peak = stats.peak_in_flight.load(Ordering::SeqCst);
+        let first_refresh = fake.state.first_refresh();
+        let last_grant = fake.state.last_refresh();
+
+        // Idle: the refresher has nothing due for an hour.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let cpu_before = process_cpu_ticks()?;
+        let idle_started = Instant::now();
+        tokio::time::sleep(IDLE_CPU_WINDOW).await;
+        let cpu_after = process_cpu_ticks()?;
+        let idle_secs = idle_started.elapsed().as_secs_f64();
+        let ticks_per_s = clock_ticks_per_second();
+        let idle_ticks = cpu_after.saturating_sub(cpu_before);
+        let idle_cpu_pct = idle_ticks as f64 / ticks_per_s / idle_secs * 100.0;
+        // One tick more or less, in % of one core over the window.
+        let idle_resolution_pct = 100.0 / ticks_per_s / idle_secs;
+
+        let health = auth_health_counts(addr, &bearer).await?;
+        let ok_profiles = health.get("ok").copied().unwrap_or(0);
+        let grants = fake.state.refreshes.load(Ordering::SeqCst);
+        let codes = fake.state.codes.load(Ordering::SeqCst);
+        let refused = fake.state.refused.load(Ordering::SeqCst);
+        let (due_min, due_max) = fake.state.due_range();
+        daemon.stop().await?;
+        fake.stop();
+
+        let mut row = Row::new(Plan::Refresh, self);
+        let mut notes = vec![format!(
+            "{signed_in} OAuth profiles signed in through bootstrap + callback in {:.1} s ({:.0}/s; bootstraps {:.1} s, callbacks {:.1} s), {codes} codes redeemed at the fake",
+            bootstraps.as_secs_f64() + callbacks.as_secs_f64(),
+            signed_in as f64 / (bootstraps + callbacks).as_secs_f64(),
+            bootstraps.as_secs_f64(),
+            callbacks.as_secs_f64(),
+        )];
+        if seed_errors > 0 {
+            notes.push(format!("{seed_errors} sign-ins failed"));
+        }
+        let due_spread_ms = due_max - due_min;
+        notes.push(format!(
+            "due times spread over {due_spread_ms} ms, from {:.1} s after seeding finished (lead {REFRESH_LEAD_S} s)",
+            (due_min - unix_ms_at(seeded_at)) as f64 / 1000.0
+        ));
+        row.profiles = Some(signed_in as usize);
+        row.refreshed = Some(completed);
+        row.seed_s = Some(round((bootstraps + callbacks).as_secs_f64(), 2));
+        row.due_spread_ms = Some(due_spread_ms);
+        row.peak_in_flight = Some(peak);
+        row.max_in_flight = Some(cap);
+        row.token_endpoint_refreshes = Some(grants);
+        match (first_refresh, done_at) {
+            (Some(first), Some(done)) => {
+                let wall = done.saturating_duration_since(first).as_secs_f64();
+                let per_s = completed as f64 / wall;
+                row.refresh_wall_s = Some(round(wall, 3));
+                row.refreshes_per_s = Some(round(per_s, 1));
+                let after_due = unix_ms_at(done) - due_max;
+                notes.push(format!(
+                    "first to {completed}th refresh in {wall:.2} s ({per_s:.0}/s), the last done {after_due} ms after the last due time; peak {peak} in flight (cap {cap})"
+                ));
+                if let Some(last) = last_grant {
+                    notes.push(format!(
+                        "last refresh grant at the fake {:.2} s after the first",
+                        last.saturating_duration_since(first).as_secs_f64()
+                    ));
+                }
+                // Busy threads over the burst (from the end of seeding, which was idle
+                // until the first refresh, to the last refresh), in % of one core.
+                let busy: Vec<String> = threads_after
+                    .iter()
+                    .filter_map(|(name, after)| {
+                        let ticks =
+                            after.saturating_sub(threads_before.get(name).copied().unwrap_or(0));
+                        (ticks > 0).then_some((name, ticks))
+                    })
+                    .map(|(name, ticks)| {
+                        format!("{name} {:.0}%", ticks as f64 / ticks_per_s / wall * 100.0)
+                    })
+                    .collect();
+                if !busy.is_empty() {
+                    notes.push(format!(
+                        "CPU by thread over the burst, % of one core: {}",
+                        busy.join(", ")
+                    ));
+                }
+                let commits = commits_after - commits_before;
+                let writes = writes_after - writes_before;
+                if commits > 0 {
+                    let per_commit = writes as f64 / commits as f64;
+                    row.writes_per_commit = Some(round(per_commit, 2));
+                    row.commits_per_s = Some(round(commits as f64 / wall, 1));
+                    notes.push(format!(
+                        "group commit: {per_commit:.1} writes/commit, {:.0} commits/s",
+                        commits as f64 / wall
+                    ));
+                }
+            }
+            _ => notes.push(format!(
+                "only {completed} of {expected} refreshes completed within {} s of seeding",
+                wait_limit.as_secs()
+            )),
+        }
+        if grants != completed || refused > 0 {
+            notes.push(format!(
+                "the fake saw {grants} refresh grants and refused {refused} requests"
+            ));
+        }
+        row.idle_cpu_pct = Some(round(idle_cpu_pct, 2));
+        row.idle_cpu_ticks = Some(idle_ticks);
+        notes.push(format!(
+            "idle CPU {idle_cpu_pct:.2}% of one core over {idle_secs:.0} s ({idle_ticks} ticks of utime+stime at {ticks_per_s:.0}/s in /proc/self/stat, so +-{idle_resolution_pct:.2}%; the whole bench process: the daemon plus the idle runtimes of the bench, the baseline and the fake)"
+        ));
+        row.errors = expected.saturating_sub(ok_profiles);
+        if row.errors > 0 {
+            notes.push(format!(
+                "{} of {expected} profiles not ok after the burst: {health:?}",
+                row.errors
+            ));
+        }
+        row.notes = notes.join("; ");
+        Ok(RefreshAttempt::Measured(Box::new(row)))
+    }
+}
+
+/// Bootstraps `n` OAuth sign-ins (profiles `r00001`...) over `clients` connections and
+/// returns the callback path (with `code=c` and the state) of each, the failures and
+/// the time taken.
+async fn bootstrap_all(
+    addr: SocketAddr,
+    bearer: &HeaderValue,
+    n: usize,
+    clients: usize,
+) -> Result<(Vec<String>, u64, Duration), BoxError> {
+    let path = format!("/console/v1/auth/providers/{BENCH_PROVIDER}/bootstrap");
+    let next = Arc::new(AtomicU64::new(0));
+    let mut connected = Vec::new();
+    for _ in 0..clients.min(n) {
+        connected.push(Client::connect(addr).await?);
+    }
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for mut client in connected {
+        let (next, bearer, path) = (Arc::clone(&next), bearer.clone(), path.clone());
+        tasks.spawn(async move {
+            let mut paths = Vec::new();
+            let mut errors = 0_u64;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n as u64 {
+                    break;
+                }
+                let body = format!(r#"{{"profile_name": "b", "profile_id": "r{:05}"}}"#, i + 1);
+                let sent = async {
+                    let request = client.post(
+                        &path,
+                        Some((header::AUTHORIZATION, &bearer)),
+                        Bytes::from(body),
+                    )?;
+                    let response = client.send(request).await?;
+                    Ok::<_, BoxError>(
+                        (response.status() == StatusCode::OK)
+                            .then(|| callback_path(response.body()))
+                            .flatten(),
+                    )
+                };
+                match tokio::time::timeout(REQUEST_TIMEOUT, sent).await {
+                    Ok(Ok(Some(p))) => paths.push(p),
+                    Ok(Ok(None)) => errors += 1,
+                    Ok(Err(_)) | Err(_) => {
+                        errors += 1;
+                        client.sender = None;
+                    }
+                }
+            }
+            (paths, errors)
+        });
+    }
+    let mut paths = Vec::with_capacity(n);
+    let mut errors = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (p, e) = joined?;
+        paths.extend(p);
+        errors += e;
+    }
+    Ok((paths, errors, start.elapsed()))
+}
+
+/// The daemon's callback path for a bootstrap answer, as the provider would redirect
+/// the browser to it: `{redirect_uri path}?code=c&state=STATE`.
+fn callback_path(body: &Bytes) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let url = url::Url::parse(value.get("authorization_url")?.as_str()?).ok()?;
+    let (mut state, mut redirect) = (None, None);
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "state" => state = Some(value.into_owned()),
+            "redirect_uri" => redirect = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let redirect = url::Url::parse(&redirect?).ok()?;
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("code", "c")
+        .append_pair("state", &state?)
+        .finish();
+    Some(format!("{}?{query}", redirect.path()))
+}
+
+/// Follows every callback path (the browser's redirect back to the daemon) over
+/// `clients` connections; 200 means signed in. Returns successes, failures, time.
+async fn callbacks_all(
+    addr: SocketAddr,
+    paths: &Arc<Vec<String>>,
+    clients: usize,
+) -> Result<(u64, u64, Duration), BoxError> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut connected = Vec::new();
+    for _ in 0..clients.min(paths.len()) {
+        connected.push(Client::connect(addr).await?);
+    }
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for mut client in connected {
+        let (next, paths) = (Arc::clone(&next), Arc::clone(paths));
+        tasks.spawn(async move {
+            let (mut ok, mut errors) = (0_u64, 0_u64);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some(path) = paths.get(i) else {
+                    break;
+                };
+                let sent = async {
+                    let response = client.send(client.get(path, None)?).await?;
+                    Ok::<_, BoxError>(response.status() == StatusCode::OK)
+                };
+                match tokio::time::timeout(REQUEST_TIMEOUT, sent).await {
+                    Ok(Ok(true)) => ok += 1,
+                    Ok(Ok(false)) => errors += 1,
+                    Ok(Err(_)) | Err(_) => {
+                        errors += 1;
+                        client.sender = None;
+                    }
+                }
+            }
+            (ok, errors)
+        });
+    }
+    let (mut ok, mut errors) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        let (o, e) = joined?;
+        ok += o;
+        errors += e;
+    }
+    Ok((ok, errors, start.elapsed()))
+}
+
+/// `GET /console/v1/auth/health`: the number of profiles per health state.
+async fn auth_health_counts(
+    addr: SocketAddr,
+    bearer: &HeaderValue,
+) -> Result<std::collections::BTreeMap<String, u64>, BoxError> {
+    let mut client = Client::connect(addr).await?;
+    let response = client
+        .send(client.get(HEALTH_PATH, Some((header::AUTHORIZATION, bearer)))?)
+        .await?;
+    if response.status() != StatusCode::OK {
+        return Err(format!("GET {HEALTH_PATH} answered {}", response.status()).into());
+    }
+    let report: serde_json::Value = serde_json::from_slice(response.body())?;
+    let counts = report
+        .get("counts")
+        .and_then(|c| c.as_object())
+        .ok_or("the health report has no counts")?;
+    Ok(counts
+        .iter()
+        .filter_map(|(state, n)| Some((state.clone(), n.as_u64()?)))
+        .filter(|(_, n)| *n > 0)
+        .collect())
+}
+
+/// Wall-clock time in Unix milliseconds, the clock the daemon stamps expiries with.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The Unix milliseconds of a past `Instant`.
+fn unix_ms_at(at: Instant) -> i64 {
+    let ago = i64::try_from(at.elapsed().as_millis()).unwrap_or(0);
+    unix_ms() - ago
+}
+
+/// utime + stime of this process, in clock ticks, from /proc/self/stat.
+fn process_cpu_ticks() -> Result<u64, BoxError> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The command name (field 2) may hold spaces; fields after it start at 3 (state).
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or("unexpected /proc/self/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> Result<u64, BoxError> {
+        Ok(fields
+            .get(n - 3)
+            .ok_or("short /proc/self/stat")?
+            .parse::<u64>()?)
+    };
+    Ok(field(14)? + field(15)?)
+}
+
+/// utime + stime in clock ticks per thread name (threads of one name added up, as
+/// tokio names all workers of a runtime alike), from /proc/self/task. Empty if it
+/// cannot be read: it only feeds a note.
+fn thread_cpu_ticks() -> std::collections::BTreeMap<String, u64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+        if let (Some(utime), Some(stime)) = (ticks(14), ticks(15)) {
+            *by_name.entry(comm.trim().to_owned()).or_insert(0) += utime + stime;
+        }
+    }
+    by_name
+}
+
+/// `getconf CLK_TCK` (the unit of /proc/self/stat times); 100 if it cannot be asked.
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
+}
+
+/// A minimal OAuth token endpoint on loopback, on its own runtime and thread (like the
+/// baseline), answering at once. `POST /token` takes a form:
+/// - `grant_type=authorization_code` with any non-empty `code` and a `code_verifier`
+///   (not checked against the challenge: this measures the daemon, not PKCE): tokens
+///   whose `expires_in` puts the profile's refresh due time (expiry minus the lead) in
+///   the second that starts at the due window set by the bench;
+/// - `grant_type=refresh_token` with any non-empty `refresh_token`: a new access token
+///   and a new (rotated) refresh token, valid for an hour.
+///
+/// Anything else gets 400 with an OAuth error. It counts what it answers and when the
+/// first and last refresh grants arrived.
+struct FakeOAuth {
+    addr: SocketAddr,
+    state: Arc<FakeOAuthState>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+#[derive(Debug)]
+struct FakeOAuthState {
+    epoch: Instant,
+    lead_s: u64,
+    /// Unix ms at which the due times of signed-in profiles start (0: as soon as allowed).
+    due_from_ms: AtomicI64,
+    /// Earliest and latest due time handed out, in Unix ms.
+    due_min_ms: AtomicI64,
+    due_max_ms: AtomicI64,
+    codes: AtomicU64,
+    refreshes: AtomicU64,
+    refused: AtomicU64,
+    issued: AtomicU64,
+    /// Nanoseconds after `epoch`, plus one (0: none yet).
+    first_refresh_ns: AtomicU64,
+    last_refresh_ns: AtomicU64,
+}
+
+impl FakeOAuthState {
+    fn open_due_window(&self, from_unix_ms: i64) {
+        self.due_from_ms.store(from_unix_ms, Ordering::SeqCst);
+    }
+
+    fn due_range(&self) -> (i64, i64) {
+        (
+            self.due_min_ms.load(Ordering::SeqCst),
+            self.due_max_ms.load(Ordering::SeqCst),
+        )
+    }
+
+    fn instant(&self, stored: u64) -> Option<Instant> {
+        (stored > 0).then(|| self.epoch + Duration::from_nanos(stored - 1))
+    }
+
+    fn first_refresh(&self) -> Option<Instant> {
+        self.instant(self.first_refresh_ns.load(Ordering::SeqCst))
+    }
+
+    fn last_refresh(&self) -> Option<Instant> {
+        self.instant(self.last_refresh_ns.load(Ordering::SeqCst))
+    }
+
+    fn answer(&self, form: &std::collections::HashMap<String, String>) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let present = |key: &str| form.get(key).is_some_and(|v| !v.is_empty());
+        let refuse = |code: &str| {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            (
+                StatusCode::BAD_REQUEST,
+                axum::Json(serde_json::json!({ "error": code })),
+            )
+                .into_response()
+        };
+        let expires_in = match form.get("grant_type").map(String::as_str) {
+            Some("authorization_code") => {
+                if !present("code") || !present("code_verifier") {
+                    return refuse("invalid_request");
+                }
+                self.codes.fetch_add(1, Ordering::Relaxed);
+                // Whole seconds until the window opens, at least the lead (so that
+                // expiry minus the lead is also past halfway to expiry, which the
+                // refresher would otherwise pick): due = now + wait lands in
+                // [window, window + 1 s) whenever the window is far enough ahead.
+                let now = unix_ms();
+                let ahead = self.due_from_ms.load(Ordering::SeqCst) - now;
+                let wait_s = u64::try_from((ahead + 999).div_euclid(1000))
+                    .unwrap_or(0)
+                    .max(self.lead_s.max(1));
+                let due = now + i64::try_from(wait_s * 1000).unwrap_or(i64::MAX / 2);
+                self.due_min_ms.fetch_min(due, Ordering::Relaxed);
+                self.due_max_ms.fetch_max(due, Ordering::Relaxed);
+                wait_s + self.lead_s
+            }
+            Some("refresh_token") => {
+                if !present("refresh_token") {
+                    return refuse("invalid_request");
+                }
+                self.refreshes.fetch_add(1, Ordering::Relaxed);
+                let at = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1;
+                let _ = self.first_refresh_ns.compare_exchange(
+                    0,
+                    at,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+                self.last_refresh_ns.fetch_max(at, Ordering::SeqCst);
+                REFRESHED_EXPIRES_IN_S
+            }
+            _ => return refuse("unsupported_grant_type"),
+        };
+        let n = self.issued.fetch_add(1, Ordering::Relaxed) + 1;
+        axum::Json(serde_json::json!({
+            "access_token": format!("bench-at-{n}"),
+            "refresh_token": format!("bench-rt-{n}"),
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+        }))
+        .into_response()
+    }
+}
+
+impl FakeOAuth {
+    fn start(lead_s: u64) -> Result<Self, BoxError> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(FakeOAuthState {
+            epoch: Instant::now(),
+            lead_s,
+            due_from_ms: AtomicI64::new(0),
+            due_min_ms: AtomicI64::new(i64::MAX),
+            due_max_ms: AtomicI64::new(i64::MIN),
+            codes: AtomicU64::new(0),
+            refreshes: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            issued: AtomicU64::new(0),
+            first_refresh_ns: AtomicU64::new(0),
+            last_refresh_ns: AtomicU64::new(0),
+        });
+        let served = Arc::clone(&state);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("fake-oauth".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .thread_name("fake-oauth-worker")
+                    .build()?;
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    let app = axum::Router::new().route(
+                        "/token",
+                        axum::routing::post(
+                            move |axum::Form(form): axum::Form<
+                                std::collections::HashMap<String, String>,
+                            >| {
+                                let state = Arc::clone(&served);
+                                async move { state.answer(&form) }
+                            },
+                        ),
+                    );
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = stop_rx.await;
+                        })
+                        .await
+                })
+            })?;
+        Ok(Self {
+            addr,
+            state,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("fake OAuth server failed: {e}"),
+                Err(_) => eprintln!("fake OAuth server panicked"),
+            }
+        }
+    }
+}
+
+impl Drop for FakeOAuth {
+    // Only on error paths (stop() takes both).
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 
@@ -534,6 +1406,7 @@ fn writer_counts(writer: &Writer) -> (u64, u64) {
 struct InProcessDaemon {
     addr: SocketAddr,
     writer: Writer,
+    refresher: RefresherHandle,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<Result<(), palyra::StartError>>>,
     // Dropped (removed) only after the daemon thread is joined.
@@ -549,7 +1422,13 @@ impl std::fmt::Debug for InProcessDaemon {
 }
 
 impl InProcessDaemon {
-    async fn start(root: &Path, token: &SecretString, max_live: usize) -> Result<Self, BoxError> {
+    /// Starts palyrad on a fresh data dir; `configure` adjusts the settings first.
+    async fn start(
+        root: &Path,
+        token: &SecretString,
+        max_live: usize,
+        configure: impl FnOnce(&mut Settings),
+    ) -> Result<Self, BoxError> {
         let dir = tempfile::Builder::new()
             .prefix("daemon-")
             .tempdir_in(root)?;
@@ -559,6 +1438,7 @@ impl InProcessDaemon {
         settings.server.shutdown_grace_s = 5;
         settings.storage.data_dir = Some(dir.path().join("data"));
         settings.sessions.max_live = max_live;
+        configure(&mut settings);
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -568,7 +1448,7 @@ impl InProcessDaemon {
                     settings,
                     palyra::application::EnvSecrets::default(),
                     move |app| {
-                        let _ = ready_tx.send((app.local_addr(), app.writer()));
+                        let _ = ready_tx.send((app.local_addr(), app.writer(), app.refresher()));
                     },
                     async move {
                         let _ = stop_rx.await;
@@ -576,9 +1456,10 @@ impl InProcessDaemon {
                 )
             })?;
         match ready_rx.await {
-            Ok((addr, writer)) => Ok(Self {
+            Ok((addr, writer, refresher)) => Ok(Self {
                 addr,
                 writer,
+                refresher,
                 stop: Some(stop_tx),
                 thread: Some(thread),
                 _dir: dir,
@@ -687,9 +1568,26 @@ enum Work {
     Login { body: Bytes },
     /// Mint a handoff with the bearer token (200), then consume its link (303).
     Handoff { bearer: HeaderValue },
+    /// `GET /console/v1/auth/profiles?limit=...` with the bearer token; 200 expected.
+    ListProfiles { bearer: HeaderValue, path: String },
+    /// `POST /console/v1/auth/profiles`: a new API-key profile (`validate: false`) with
+    /// a unique id `{prefix}{n:05}` per iteration; 200 expected.
+    CreateProfile {
+        bearer: HeaderValue,
+        prefix: &'static str,
+        next: AtomicU64,
+    },
 }
 
 impl Work {
+    fn create_profiles(bearer: HeaderValue, prefix: &'static str) -> Self {
+        Work::CreateProfile {
+            bearer,
+            prefix,
+            next: AtomicU64::new(1),
+        }
+    }
+
     /// One iteration: `Ok(true)` when every answer had the expected status.
     async fn iterate(&self, client: &mut Client) -> Result<bool, BoxError> {
         match self {
@@ -721,8 +1619,58 @@ impl Work {
                 let consumed = client.send(client.get(&path, None)?).await?;
                 Ok(consumed.status() == StatusCode::SEE_OTHER)
             }
+            Work::ListProfiles { bearer, path } => {
+                let request = client.get(path, Some((header::AUTHORIZATION, bearer)))?;
+                Ok(client.send(request).await?.status() == StatusCode::OK)
+            }
+            Work::CreateProfile {
+                bearer,
+                prefix,
+                next,
+            } => {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let body = format!(
+                    r#"{{"profile_id": "{prefix}{n:05}", "provider": "openai", "profile_name": "p", "credential": {{"type": "api_key", "api_key": "bench-key-{n:010}"}}, "validate": false}}"#
+                );
+                let request = client.post(
+                    PROFILES_PATH,
+                    Some((header::AUTHORIZATION, bearer)),
+                    Bytes::from(body),
+                )?;
+                Ok(client.send(request).await?.status() == StatusCode::OK)
+            }
         }
     }
+}
+
+/// `Authorization: Bearer <admin token>`, marked sensitive.
+fn bearer_header(token: &SecretString) -> Result<HeaderValue, BoxError> {
+    let mut bearer = HeaderValue::from_str(&format!("Bearer {}", token.expose()))?;
+    bearer.set_sensitive(true);
+    Ok(bearer)
+}
+
+/// Fetches one page of profiles; returns its item count and size, and fails unless
+/// it answers 200 with a page.
+async fn list_page(
+    addr: SocketAddr,
+    path: &str,
+    bearer: &HeaderValue,
+) -> Result<(usize, usize), BoxError> {
+    let mut client = Client::connect(addr).await?;
+    let response = client
+        .send(client.get(path, Some((header::AUTHORIZATION, bearer)))?)
+        .await?;
+    if response.status() != StatusCode::OK {
+        return Err(format!("GET {path} answered {}", response.status()).into());
+    }
+    let page: serde_json::Value = serde_json::from_slice(response.body())?;
+    let items = page
+        .get("items")
+        .and_then(|i| i.as_array())
+        .ok_or("the profile list answered no items")?
+        .len();
+    Ok((items, response.body().len()))
 }
 
 /// Path and query of the `handoff_url` in a mint answer. The link is followed on the
@@ -1126,6 +2074,48 @@ struct Row {
     rss_idle_mib: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rss_loaded_mib: Option<f64>,
+    /// Profiles seeded or created by the scenario.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    profiles: Option<usize>,
+    /// rss-profiles: RSS after the first 1,000 profiles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_first_mib: Option<f64>,
+    /// rss-profiles: (loaded - idle) / profiles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_per_profile_kib: Option<f64>,
+    /// rss-profiles: growth per profile from the first 1,000 to the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_marginal_per_profile_kib: Option<f64>,
+    /// refresh-10k: refreshes the refresher completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refreshed: Option<u64>,
+    /// refresh-10k: seconds from the first refresh grant at the token endpoint to the
+    /// last refresh completed (durable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_wall_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refreshes_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_in_flight: Option<u64>,
+    /// refresh-10k: `oauth.max_concurrent_refreshes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_in_flight: Option<usize>,
+    /// refresh-10k: CPU of the whole bench process while idle after the burst, in % of
+    /// one core.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_cpu_pct: Option<f64>,
+    /// refresh-10k: the utime+stime clock ticks behind `idle_cpu_pct`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_cpu_ticks: Option<u64>,
+    /// refresh-10k: seconds the sign-ins took (bootstraps and callbacks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed_s: Option<f64>,
+    /// refresh-10k: spread of the due times handed out, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    due_spread_ms: Option<i64>,
+    /// refresh-10k: refresh grants the fake token endpoint answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_endpoint_refreshes: Option<u64>,
     #[serde(skip)]
     plan: Plan,
     #[serde(skip)]
@@ -1159,6 +2149,23 @@ impl Row {
             commits_per_s: None,
             rss_idle_mib: None,
             rss_loaded_mib: None,
+            profiles: match plan {
+                Plan::ProfileList => Some(LIST_PROFILES),
+                _ => None,
+            },
+            rss_first_mib: None,
+            rss_per_profile_kib: None,
+            rss_marginal_per_profile_kib: None,
+            refreshed: None,
+            refresh_wall_s: None,
+            refreshes_per_s: None,
+            peak_in_flight: None,
+            max_in_flight: None,
+            idle_cpu_pct: None,
+            idle_cpu_ticks: None,
+            seed_s: None,
+            due_spread_ms: None,
+            token_endpoint_refreshes: None,
             plan,
             notes: String::new(),
         }
@@ -1246,12 +2253,53 @@ fn assess(rows: &[Row]) -> Vec<Verdict> {
                 format!("{:.2}x", row.ratio),
                 row.ratio >= 0.5,
             ),
+            Plan::ProfileList => check(
+                format!(
+                    "{name} ({LIST_PROFILES} profiles, page of {LIST_PAGE}): rps >= 0.5x baseline"
+                ),
+                format!("{:.2}x", row.ratio),
+                row.ratio >= 0.5,
+            ),
+            // No target: reported only.
+            Plan::ProfileCreate => {}
             Plan::Rss => {
                 let idle = row.rss_idle_mib.unwrap_or(f64::INFINITY);
                 check(
                     "idle RSS <= 16 MiB".into(),
                     format!("{idle:.1} MiB"),
                     idle <= 16.0,
+                );
+            }
+            Plan::RssProfiles => {
+                let per = row.rss_per_profile_kib.unwrap_or(f64::INFINITY);
+                check(
+                    format!("RSS <= 4 KiB per profile ({RSS_PROFILES} profiles)"),
+                    format!(
+                        "{per:.2} KiB ({:.1} MiB idle, {:.1} MiB loaded)",
+                        row.rss_idle_mib.unwrap_or(0.0),
+                        row.rss_loaded_mib.unwrap_or(0.0)
+                    ),
+                    per <= 4.0,
+                );
+            }
+            Plan::Refresh => {
+                let n = row.profiles.unwrap_or(0);
+                let wall = row.refresh_wall_s;
+                check(
+                    format!("{name}: all {REFRESH_PROFILES} refreshed in <= 2 s"),
+                    match wall {
+                        Some(w) => format!(
+                            "{w:.2} s for {} of {n} ({:.0}/s), {} not ok",
+                            row.refreshed.unwrap_or(0),
+                            row.refreshes_per_s.unwrap_or(0.0),
+                            row.errors
+                        ),
+                        None => format!("{} of {n} refreshed", row.refreshed.unwrap_or(0)),
+                    },
+                    n == REFRESH_PROFILES
+                        && row.errors == 0
+                        && row.refreshed == Some(n as u64)
+                        && wall.is_some_and(|w| w <= 2.0),
                 );
             }
         }
@@ -1317,7 +2365,7 @@ fn render_report(bench: &Bench, data_root: &Path, rows: &[Row], verdicts: &[Verd
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for row in rows {
-        if row.plan == Plan::Rss {
+        if matches!(row.plan, Plan::Rss | Plan::RssProfiles | Plan::Refresh) {
             let _ = writeln!(
                 out,
                 "| {} | - | - | - | - | - | - | - | {} | {} |",
@@ -1341,6 +2389,9 @@ fn render_report(bench: &Bench, data_root: &Path, rows: &[Row], verdicts: &[Verd
         );
     }
     let _ = writeln!(out, "\n### Targets\n");
+    if verdicts.is_empty() {
+        let _ = writeln!(out, "- none for these scenarios");
+    }
     for v in verdicts {
         let mark = if v.pass { "pass" } else { "MISS" };
         let _ = writeln!(out, "- {mark}: {} (measured {})", v.target, v.measured);
