@@ -170,6 +170,30 @@ impl TestApp {
             .as_u16()
     }
 
+    /// POSTs JSON with the admin bearer token.
+    pub async fn bearer_post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GETs with the admin bearer token, expects 200, returns the JSON body.
+    pub async fn bearer_get_json(&self, path: &str) -> Value {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
     /// Mints a handoff with the bearer token; returns the JSON body.
     pub async fn mint_handoff(&self, body: Value) -> reqwest::Response {
         self.http

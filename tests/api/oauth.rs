@@ -35,24 +35,22 @@ async fn app_with_oauth(fake: &FakeOAuth, lead_s: u64) -> TestApp {
 }
 
 async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
-    app.http
-        .post(app.url(path))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    app.bearer_post(path, body).await
 }
 
 async fn get_json(app: &TestApp, path: &str) -> Value {
-    let response = app
-        .http
-        .get(app.url(path))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{path}");
+    app.bearer_get_json(path).await
+}
+
+/// A manual refresh; returns the report.
+async fn refresh(app: &TestApp, profile_id: &str) -> Value {
+    let response = post(
+        app,
+        &format!("/console/v1/auth/profiles/{profile_id}/refresh"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }
 
@@ -328,15 +326,7 @@ async fn a_transient_failure_backs_off_then_the_refresher_succeeds() {
     let app = app_with_oauth(&fake, 300).await;
     sign_in(&app, &fake, "acme.flaky").await;
     fake.force(ForcedAnswer::Status(500, "server_error"));
-    let report: Value = post(
-        &app,
-        "/console/v1/auth/profiles/acme.flaky/refresh",
-        json!({}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let report = refresh(&app, "acme.flaky").await;
     assert_eq!(report["outcome"], "transient_failure");
     let state = &report["profile"]["credential"]["refresh_state"];
     assert_eq!(state["failure_count"], 1);
@@ -367,15 +357,7 @@ async fn invalid_grant_needs_reauth_and_stops_attempts() {
     let app = app_with_oauth(&fake, 300).await;
     sign_in(&app, &fake, "acme.revoked").await;
     fake.force(ForcedAnswer::Status(400, "invalid_grant"));
-    let report: Value = post(
-        &app,
-        "/console/v1/auth/profiles/acme.revoked/refresh",
-        json!({}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let report = refresh(&app, "acme.revoked").await;
     assert_eq!(report["outcome"], "permanent_failure");
     assert!(report["reason"].as_str().unwrap().contains("invalid_grant"));
     let health = get_json(&app, "/console/v1/auth/health").await;
@@ -405,27 +387,11 @@ async fn a_rotated_refresh_token_is_used_after_a_restart() {
     let fake = FakeOAuth::start(3600).await;
     let app = app_with_oauth(&fake, 300).await;
     sign_in(&app, &fake, "acme.rotate").await;
-    let first: Value = post(
-        &app,
-        "/console/v1/auth/profiles/acme.rotate/refresh",
-        json!({}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let first = refresh(&app, "acme.rotate").await;
     assert_eq!(first["outcome"], "succeeded");
     let app = app.restart().await;
     // The fake accepts only the newest refresh token: the rotated one must be stored.
-    let second: Value = post(
-        &app,
-        "/console/v1/auth/profiles/acme.rotate/refresh",
-        json!({}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let second = refresh(&app, "acme.rotate").await;
     assert_eq!(second["outcome"], "succeeded", "{second}");
     fake.snapshot(|s| assert_eq!(s.refresh_redemptions, 2));
 }

@@ -47,13 +47,7 @@ fn api_key_request(
 }
 
 async fn post_profile(app: &TestApp, body: Value) -> reqwest::Response {
-    app.http
-        .post(app.url("/console/v1/auth/profiles"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    app.bearer_post("/console/v1/auth/profiles", body).await
 }
 
 #[tokio::test]
