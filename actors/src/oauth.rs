@@ -103,12 +103,19 @@ pub enum OAuthError {
     Incomplete(&'static str),
 }
 
+/// One client for every OAuth request, so connections (and TLS sessions) to a
+/// provider are reused across refreshes. Redirects are never followed.
 fn http_client() -> Result<reqwest::Client, OAuthError> {
-    reqwest::Client::builder()
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(client) = CLIENT.get() {
+        return Ok(client.clone());
+    }
+    let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(REQUEST_TIMEOUT)
         .build()
-        .map_err(|e| OAuthError::Config(e.to_string()))
+        .map_err(|e| OAuthError::Config(e.to_string()))?;
+    Ok(CLIENT.get_or_init(|| client).clone())
 }
 
 fn network_error(e: reqwest::Error) -> OAuthError {

@@ -54,11 +54,19 @@ pub async fn check_api_key(
     settings: &ProviderSettings,
     api_key: &SecretString,
 ) -> Result<(), KeyCheckError> {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(15))
-        .build()
-        .map_err(|e| KeyCheckError::Unavailable(e.to_string()))?;
+    // One client for every check, so connections to a provider are reused.
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let client = match CLIENT.get() {
+        Some(client) => client.clone(),
+        None => {
+            let client = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(15))
+                .build()
+                .map_err(|e| KeyCheckError::Unavailable(e.to_string()))?;
+            CLIENT.get_or_init(|| client).clone()
+        }
+    };
     let url = format!("{}/v1/models", settings.api_base_url.trim_end_matches('/'));
     let request = if provider == "anthropic" {
         client

@@ -341,8 +341,15 @@ impl RefresherActor {
         let registry = self.registry.clone();
         let adapters = self.adapters.clone();
         let profile_id = id.clone();
+        // The refresh (an HTTP call and a registry round trip) runs on the tokio
+        // workers, not on the actors' thread; the actor only awaits its outcome.
+        let task =
+            tokio::spawn(async move { refresh_once(&registry, &adapters, &profile_id).await });
         ctx.spawn(
-            async move { refresh_once(&registry, &adapters, &profile_id).await }
+            async move {
+                task.await
+                    .unwrap_or(Err(ActorError::Stopped("refresher")))
+            }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     act.stats.completed.fetch_add(1, Ordering::Relaxed);

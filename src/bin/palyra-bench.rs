@@ -857,6 +857,7 @@ impl Bench {
         let grants = fake.state.refreshes.load(Ordering::SeqCst);
         let codes = fake.state.codes.load(Ordering::SeqCst);
         let refused = fake.state.refused.load(Ordering::SeqCst);
+        let connections = fake.state.connections.load(Ordering::SeqCst);
         let (due_min, due_max) = fake.state.due_range();
         daemon.stop().await?;
         fake.stop();
@@ -936,6 +937,10 @@ impl Bench {
                 wait_limit.as_secs()
             )),
         }
+        notes.push(format!(
+            "the daemon opened {connections} TCP connections to the token endpoint for {} token requests",
+            codes + grants + refused
+        ));
         if grants != completed || refused > 0 {
             notes.push(format!(
                 "the fake saw {grants} refresh grants and refused {refused} requests"
@@ -1216,6 +1221,8 @@ struct FakeOAuthState {
     refreshes: AtomicU64,
     refused: AtomicU64,
     issued: AtomicU64,
+    /// TCP connections accepted.
+    connections: AtomicU64,
     /// Nanoseconds after `epoch`, plus one (0: none yet).
     first_refresh_ns: AtomicU64,
     last_refresh_ns: AtomicU64,
@@ -1319,10 +1326,12 @@ impl FakeOAuth {
             refreshes: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             issued: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             first_refresh_ns: AtomicU64::new(0),
             last_refresh_ns: AtomicU64::new(0),
         });
         let served = Arc::clone(&state);
+        let accepted = Arc::clone(&state);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("fake-oauth".into())
@@ -1332,7 +1341,12 @@ impl FakeOAuth {
                     .thread_name("fake-oauth-worker")
                     .build()?;
                 runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    use axum::serve::ListenerExt as _;
+                    let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(
+                        move |_: &mut tokio::net::TcpStream| {
+                            accepted.connections.fetch_add(1, Ordering::Relaxed);
+                        },
+                    );
                     let app = axum::Router::new().route(
                         "/token",
                         axum::routing::post(

@@ -527,6 +527,10 @@ impl Handler<StartAttempt> for RegistryActor {
             },
         ];
         drop(msg.verifier);
+        // Finished or expired attempts are kept a day for `callback-state`, then
+        // forgotten (their rows go at the next start).
+        let horizon = now_ms() - 24 * 3600 * 1000;
+        self.attempts.retain(|_, a| a.expires_at_ms >= horizon);
         tracing::info!(attempt_id = %record.attempt_id, provider = %record.provider, "OAuth sign-in started");
         self.attempts_by_state
             .insert(record.state_digest.clone(), record.attempt_id.clone());
