@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use palyra_actors::objectives::{ObjectivesHandle, ObjectivesPolicy};
 use palyra_actors::refresher::{RefreshAdapters, RefresherHandle, RefresherPolicy};
 use palyra_actors::secret::random_token;
 use palyra_actors::vault::{Vault, VaultError};
@@ -149,7 +150,7 @@ impl Application {
 
         let writer = storage.start_writer()?;
         let started = start_actors(&settings, &storage, &writer, vault, vault_ops).await;
-        let (sessions, handoffs, registry, refresher) = match started {
+        let (sessions, handoffs, registry, refresher, objectives) = match started {
             Ok(handles) => handles,
             Err(e) => {
                 writer.shutdown().await;
@@ -161,6 +162,7 @@ impl Application {
             handoffs,
             registry,
             refresher,
+            objectives,
             writer: writer.clone(),
             admin_token_digest,
             auth_throttle: Arc::new(AuthThrottle::new(
@@ -290,6 +292,7 @@ async fn start_actors(
         HandoffsHandle,
         RegistryHandle,
         RefresherHandle,
+        ObjectivesHandle,
     ),
     StartError,
 > {
@@ -330,7 +333,18 @@ async fn start_actors(
         },
         RefreshAdapters::standard(),
     );
-    Ok((sessions, handoffs, registry, refresher))
+    let objectives = ObjectivesHandle::start(
+        storage,
+        writer.clone(),
+        registry.clone(),
+        refresher.clone(),
+        ObjectivesPolicy {
+            run_retention: settings.objectives.run_retention,
+            provider_timeout: Duration::from_secs(settings.objectives.provider_timeout_s),
+        },
+    )
+    .await?;
+    Ok((sessions, handoffs, registry, refresher, objectives))
 }
 
 /// `http://<loopback>:<port>` for handoff links: the bound address when it is a

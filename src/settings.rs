@@ -38,6 +38,16 @@ pub struct Settings {
     pub log: LogSettings,
     pub providers: ProvidersSettings,
     pub oauth: OAuthGlobalSettings,
+    pub objectives: ObjectivesSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectivesSettings {
+    /// Runs kept per objective; the oldest are pruned.
+    pub run_retention: u64,
+    /// Timeout of one provider call of a run.
+    pub provider_timeout_s: u64,
 }
 
 /// Model providers; `custom` holds `[providers.custom.<name>]` tables.
@@ -360,6 +370,11 @@ impl Settings {
             if !ok {
                 return Err("oauth.public_base_url must be an https URL".into());
             }
+        }
+        if self.objectives.run_retention == 0 || self.objectives.provider_timeout_s == 0 {
+            return Err(
+                "objectives.run_retention and provider_timeout_s must be at least 1".into(),
+            );
         }
         if self.server.shutdown_grace_s > 3600 {
             return Err("server.shutdown_grace_s must be at most 3600".into());

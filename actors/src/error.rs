@@ -39,6 +39,10 @@ pub enum ActorError {
     /// The refresh was not possible (not an OAuth profile, or it needs a new sign-in).
     #[error("{0}")]
     RefreshRefused(String),
+    /// The request conflicts with the current state (an illegal transition, a
+    /// referenced agent, a run going).
+    #[error("{0}")]
+    Conflict(String),
     /// The actor has stopped (daemon shutting down).
     #[error("the {0} actor is not running")]
     Stopped(&'static str),

@@ -6,6 +6,10 @@
 //! - [`handoffs`]: the handoffs actor owns single-use browser handoff tokens and asks
 //!   the sessions actor for a session when one is consumed.
 //! - [`registry`]: the registry actor owns auth profiles, defaults and the vault.
+//! - [`objectives`]: the objectives actor owns agents, objectives and runs.
+//! - [`scheduler`]: the scheduler actor fires due objectives from one timer heap.
+//! - [`runner`]: one run: credential, chat completion, tokens.
+//! - [`schedule`]: cron patterns in IANA time zones.
 //! - [`refresher`]: the refresher actor keeps OAuth tokens fresh, one timer for all.
 //! - [`oauth`]: PKCE, code exchange, the refresh grant and its backoff.
 //! - [`vault`]: secrets sealed with XChaCha20-Poly1305 under a rotatable master key.
@@ -19,9 +23,13 @@
 pub mod error;
 pub mod handoffs;
 pub mod oauth;
+pub mod objectives;
 pub mod provider;
 pub mod refresher;
 pub mod registry;
+pub mod runner;
+pub mod schedule;
+pub mod scheduler;
 pub mod secret;
 pub mod sessions;
 mod time;

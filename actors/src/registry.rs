@@ -68,6 +68,9 @@ pub enum AuthCredential {
         api_key_vault_ref: String,
         /// The last 4 characters of a key of 16 or more; empty for shorter keys.
         hint: String,
+        /// When the provider last answered 401 to this key: it needs replacing.
+        #[serde(default)]
+        rejected_at: Option<DateTime<Utc>>,
     },
     Oauth {
         access_token_vault_ref: String,
@@ -446,6 +449,24 @@ impl RegistryHandle {
             .map_err(stopped)?
     }
 
+    /// The bearer secret of a profile for a provider call: the API key, or the OAuth
+    /// access token (with whether it has expired). Never for responses.
+    pub async fn bearer(&self, profile_id: &str) -> Result<BearerCredential, ActorError> {
+        self.addr
+            .send(GetBearer(profile_id.to_owned()))
+            .await
+            .map_err(stopped)?
+    }
+
+    /// Records that the provider answered 401 to a profile's credential: its health
+    /// becomes `needs_reauth`.
+    pub async fn mark_rejected(&self, profile_id: &str) -> Result<(), ActorError> {
+        self.addr
+            .send(MarkRejected(profile_id.to_owned()))
+            .await
+            .map_err(stopped)?
+    }
+
     /// Re-seals every secret under a new master key.
     pub async fn rotate_key(&self) -> Result<RotationReport, ActorError> {
         self.addr.send(RotateKey).await.map_err(stopped)?
@@ -701,6 +722,7 @@ impl Handler<Upsert> for RegistryActor {
             credential: AuthCredential::ApiKey {
                 api_key_vault_ref: secret_ref.clone(),
                 hint: hint_of(&api_key),
+                rejected_at: None,
             },
             created_at: now,
             updated_at: now,
@@ -959,12 +981,16 @@ fn health_of(
     let present = |r: &str| vault.contains(r);
     let (state, until, expires_at, refresh_state) = match &record.credential {
         AuthCredential::ApiKey {
-            api_key_vault_ref, ..
+            api_key_vault_ref,
+            rejected_at,
+            ..
         } => {
-            let state = if present(api_key_vault_ref)? {
-                HealthState::Static
-            } else {
+            let state = if !present(api_key_vault_ref)? {
                 HealthState::Missing
+            } else if rejected_at.is_some() {
+                HealthState::NeedsReauth
+            } else {
+                HealthState::Static
             };
             (state, None, None, None)
         }
@@ -1195,5 +1221,89 @@ impl Handler<GetVaultStatus> for RegistryActor {
             key_id: self.vault.active_key_id().to_owned(),
             key_source: self.vault.source(),
         })
+    }
+}
+
+/// A credential ready for a provider call.
+#[derive(Debug)]
+pub struct BearerCredential {
+    pub provider: String,
+    pub secret: SecretString,
+    /// An OAuth access token past its expiry.
+    pub expired: bool,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<BearerCredential, ActorError>")]
+struct GetBearer(String);
+
+impl Handler<GetBearer> for RegistryActor {
+    type Result = Result<BearerCredential, ActorError>;
+
+    fn handle(&mut self, GetBearer(id): GetBearer, _ctx: &mut Self::Context) -> Self::Result {
+        let record = self.profiles.get(&id).ok_or_else(|| ActorError::NotFound {
+            what: "auth profile",
+            id: id.clone(),
+        })?;
+        let (vault_ref, expired) = match &record.credential {
+            AuthCredential::ApiKey {
+                api_key_vault_ref, ..
+            } => (api_key_vault_ref, false),
+            AuthCredential::Oauth {
+                access_token_vault_ref,
+                expires_at,
+                ..
+            } => (
+                access_token_vault_ref,
+                expires_at.is_some_and(|t| t <= crate::time::to_datetime(now_ms())),
+            ),
+        };
+        let secret = self
+            .vault
+            .open_secret(vault_ref)?
+            .ok_or(ActorError::NotFound {
+                what: "secret of auth profile",
+                id,
+            })?;
+        Ok(BearerCredential {
+            provider: record.provider.clone(),
+            secret,
+            expired,
+        })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<(), ActorError>")]
+struct MarkRejected(String);
+
+impl Handler<MarkRejected> for RegistryActor {
+    type Result = ResponseActFuture<Self, Result<(), ActorError>>;
+
+    fn handle(&mut self, MarkRejected(id): MarkRejected, _ctx: &mut Self::Context) -> Self::Result {
+        let Some(mut record) = self.profiles.get(&id).cloned() else {
+            return Box::pin(actix::fut::ready(Err(ActorError::NotFound {
+                what: "auth profile",
+                id,
+            })));
+        };
+        let now = crate::time::to_datetime(now_ms());
+        match &mut record.credential {
+            AuthCredential::ApiKey { rejected_at, .. } => *rejected_at = Some(now),
+            AuthCredential::Oauth { refresh_state, .. } => {
+                refresh_state.needs_reauth = true;
+                refresh_state.last_error =
+                    Some("the provider answered HTTP 401 to the access token".into());
+            }
+        }
+        record.updated_at = now;
+        let ops = vec![WriteOp::Put {
+            table: Table::AuthProfiles,
+            key: record.profile_id.as_bytes().to_vec(),
+            value: encode_record(&record),
+        }];
+        tracing::warn!(profile_id = %record.profile_id, "the provider rejected the credential; marked needs_reauth");
+        self.apply_profile(record, Vec::new());
+        Box::pin(self.commit(ops))
     }
 }

@@ -81,6 +81,7 @@ impl ApiError {
                 ActorError::Stopped(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
                 ActorError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
                 ActorError::SignIn(_) => (StatusCode::BAD_REQUEST, "sign_in_rejected"),
+                ActorError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
                 ActorError::RefreshRefused(_) => (StatusCode::CONFLICT, "refresh_refused"),
                 ActorError::KeyCheck(k) => match k {
                     KeyCheckError::Rejected { .. } => {

@@ -23,7 +23,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, patch, post};
 use palyra_actors::refresher::RefresherHandle;
 use palyra_actors::{HandoffsHandle, RegistryHandle, SessionsHandle};
 use palyra_storage::Writer;
@@ -32,7 +32,7 @@ pub use error::ApiError;
 pub use throttle::AuthThrottle;
 
 use crate::error::InternalCause;
-use crate::routes::{console_auth, oauth, ops, profiles};
+use crate::routes::{console_auth, oauth, objectives, ops, profiles};
 
 /// Settings the HTTP layer needs.
 #[derive(Debug, Clone)]
@@ -82,6 +82,7 @@ pub struct AppStateInner {
     pub handoffs: HandoffsHandle,
     pub registry: RegistryHandle,
     pub refresher: RefresherHandle,
+    pub objectives: palyra_actors::objectives::ObjectivesHandle,
     /// For readiness.
     pub writer: Writer,
     /// SHA-256 of the admin token; the token itself is not kept here.
@@ -250,6 +251,72 @@ fn routes() -> Vec<(RouteInfo, MethodRouter<AppState>)> {
             "/console/v1/auth/profiles/{profile_id}/refresh",
             Authenticated,
             post(oauth::refresh),
+        ),
+        r(
+            Method::GET,
+            "/console/v1/agents",
+            Authenticated,
+            get(objectives::list_agents),
+        ),
+        r(
+            Method::POST,
+            "/console/v1/agents",
+            Authenticated,
+            post(objectives::create_agent),
+        ),
+        r(
+            Method::GET,
+            "/console/v1/agents/{agent_id}",
+            Authenticated,
+            get(objectives::get_agent),
+        ),
+        r(
+            Method::PATCH,
+            "/console/v1/agents/{agent_id}",
+            Authenticated,
+            patch(objectives::update_agent),
+        ),
+        r(
+            Method::DELETE,
+            "/console/v1/agents/{agent_id}",
+            Authenticated,
+            delete(objectives::delete_agent),
+        ),
+        r(
+            Method::GET,
+            "/console/v1/objectives",
+            Authenticated,
+            get(objectives::list_objectives),
+        ),
+        r(
+            Method::POST,
+            "/console/v1/objectives",
+            Authenticated,
+            post(objectives::create_objective),
+        ),
+        r(
+            Method::GET,
+            "/console/v1/objectives/{objective_id}",
+            Authenticated,
+            get(objectives::get_objective),
+        ),
+        r(
+            Method::PATCH,
+            "/console/v1/objectives/{objective_id}",
+            Authenticated,
+            patch(objectives::update_objective),
+        ),
+        r(
+            Method::POST,
+            "/console/v1/objectives/{objective_id}/lifecycle",
+            Authenticated,
+            post(objectives::lifecycle),
+        ),
+        r(
+            Method::GET,
+            "/console/v1/objectives/{objective_id}/runs",
+            Authenticated,
+            get(objectives::runs),
         ),
     ]
 }

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{console_auth, oauth, ops, profiles};
+use crate::routes::{console_auth, oauth, objectives, ops, profiles};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -30,6 +30,17 @@ use crate::routes::{console_auth, oauth, ops, profiles};
         oauth::manual_callback,
         oauth::callback_state,
         oauth::refresh,
+        objectives::list_agents,
+        objectives::create_agent,
+        objectives::get_agent,
+        objectives::update_agent,
+        objectives::delete_agent,
+        objectives::list_objectives,
+        objectives::create_objective,
+        objectives::get_objective,
+        objectives::update_objective,
+        objectives::lifecycle,
+        objectives::runs,
         openapi_json,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
@@ -37,6 +48,7 @@ use crate::routes::{console_auth, oauth, ops, profiles};
     tags((name = "auth", description = "Console authentication and browser handoff"),
          (name = "auth-profiles", description = "Credentials for model providers and the vault"),
          (name = "oauth", description = "OAuth sign-in with PKCE and token refresh"),
+         (name = "objectives", description = "Agents, objectives (standing orders, heartbeats, programs) and their runs"),
          (name = "operations", description = "Probes and the API document"))
 )]
 pub struct ApiDoc;

@@ -62,6 +62,38 @@ impl Storage {
         Ok(rows)
     }
 
+    /// Up to `limit` rows of `table` whose keys start with `prefix`, newest (highest
+    /// key) first, starting below `before` when given.
+    pub fn scan_prefix_rev(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Row>, StorageError> {
+        let txn = self.db.begin_read().map_err(StorageError::backend)?;
+        let t = txn.open_table(table.def()).map_err(StorageError::backend)?;
+        let mut end = prefix.to_vec();
+        end.push(0xff);
+        let upper: &[u8] = before.unwrap_or(&end);
+        let mut rows = Vec::new();
+        for entry in t
+            .range::<&[u8]>(prefix..upper)
+            .map_err(StorageError::backend)?
+            .rev()
+        {
+            let (k, v) = entry.map_err(StorageError::backend)?;
+            if !k.value().starts_with(prefix) {
+                continue;
+            }
+            rows.push((k.value().to_vec(), v.value().to_vec()));
+            if rows.len() >= limit {
+                break;
+            }
+        }
+        Ok(rows)
+    }
+
     /// One row of `table`.
     pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let txn = self.db.begin_read().map_err(StorageError::backend)?;

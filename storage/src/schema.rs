@@ -28,11 +28,18 @@ pub enum Table {
     AuthDefaults,
     /// OAuth sign-in attempts, keyed by attempt id.
     OAuthAttempts,
+    /// Agents, keyed by agent id.
+    Agents,
+    /// Objectives, keyed by objective id.
+    Objectives,
+    /// Runs, keyed by objective id, a NUL byte and the run's sequence number
+    /// (big-endian), so one objective's runs are one ordered range.
+    Runs,
 }
 
 impl Table {
     /// Every table, so start-up can create them all.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 10] = [
         Table::Sessions,
         Table::Handoffs,
         Table::Vault,
@@ -40,6 +47,9 @@ impl Table {
         Table::AuthProfiles,
         Table::AuthDefaults,
         Table::OAuthAttempts,
+        Table::Agents,
+        Table::Objectives,
+        Table::Runs,
     ];
 
     /// The table's redb name.
@@ -52,6 +62,9 @@ impl Table {
             Table::AuthProfiles => "auth_profiles",
             Table::AuthDefaults => "auth_defaults",
             Table::OAuthAttempts => "oauth_attempts",
+            Table::Agents => "agents",
+            Table::Objectives => "objectives",
+            Table::Runs => "runs",
         }
     }
 

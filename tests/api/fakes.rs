@@ -277,3 +277,96 @@ fn issue(s: &mut OAuthState) -> axum::response::Response {
     }))
     .into_response()
 }
+
+/// A model provider's OpenAI-compatible `POST /v1/chat/completions`: answers keys
+/// starting with `good-` with a message and `usage.total_tokens`, anything else 401.
+/// Counts calls and the most calls in flight at once.
+pub struct FakeModel {
+    pub addr: SocketAddr,
+    pub calls: Arc<AtomicUsize>,
+    pub max_in_flight: Arc<AtomicUsize>,
+    /// Tokens each answer reports (a test may change it).
+    #[allow(dead_code)]
+    pub tokens: Arc<AtomicUsize>,
+    /// Delay of each answer, in milliseconds.
+    pub delay_ms: Arc<AtomicUsize>,
+    pub models_seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeModel {
+    pub async fn start(tokens: usize) -> Self {
+        use axum::routing::post;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let max_in_flight = Arc::new(AtomicUsize::new(0));
+        let token_count = Arc::new(AtomicUsize::new(tokens));
+        let delay_ms = Arc::new(AtomicUsize::new(0));
+        let models_seen = Arc::new(Mutex::new(Vec::new()));
+        let (c, f, m, t, d, ms) = (
+            Arc::clone(&calls),
+            Arc::clone(&in_flight),
+            Arc::clone(&max_in_flight),
+            Arc::clone(&token_count),
+            Arc::clone(&delay_ms),
+            Arc::clone(&models_seen),
+        );
+        let app = Router::new().route(
+            "/v1/chat/completions",
+            post(move |headers: HeaderMap, axum::Json(body): axum::Json<serde_json::Value>| {
+                let (c, f, m, t, d, ms) = (
+                    Arc::clone(&c),
+                    Arc::clone(&f),
+                    Arc::clone(&m),
+                    Arc::clone(&t),
+                    Arc::clone(&d),
+                    Arc::clone(&ms),
+                );
+                async move {
+                    let ok = headers
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.starts_with("Bearer good-"));
+                    if !ok {
+                        return (StatusCode::UNAUTHORIZED, "{}").into_response();
+                    }
+                    let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+                    let now = f.fetch_add(1, Ordering::SeqCst) + 1;
+                    m.fetch_max(now, Ordering::SeqCst);
+                    ms.lock().unwrap().push(body["model"].as_str().unwrap_or("").to_owned());
+                    let delay = d.load(Ordering::SeqCst) as u64;
+                    if delay > 0 {
+                        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                    }
+                    f.fetch_sub(1, Ordering::SeqCst);
+                    let prompt = body["messages"][0]["content"].as_str().unwrap_or("").to_owned();
+                    axum::Json(serde_json::json!({
+                        "choices": [{ "message": { "role": "assistant", "content": format!("answer {n} to {prompt}") } }],
+                        "usage": { "total_tokens": t.load(Ordering::SeqCst) }
+                    }))
+                    .into_response()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            addr,
+            calls,
+            max_in_flight,
+            tokens: token_count,
+            delay_ms,
+            models_seen,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}

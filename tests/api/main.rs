@@ -9,6 +9,7 @@ mod fakes;
 mod handoff;
 mod helpers;
 mod oauth;
+mod objectives;
 mod process;
 mod profiles;
 mod startup;

@@ -298,6 +298,7 @@ async fn defaults_scopes_and_resolution() {
         palyra_actors::registry::AuthCredential::ApiKey {
             api_key_vault_ref: "vault://agent:agent-a/auth.a1.api_key".into(),
             hint: "…0000".into(),
+            rejected_at: None,
         }
     );
     let agent = c.resolve_profile(&resolve(Some("agent-a"))).await.unwrap();
@@ -404,6 +405,7 @@ async fn replacing_a_profile_keeps_one_secret_and_its_creation_time() {
         palyra_actors::registry::AuthCredential::ApiKey {
             api_key_vault_ref: "vault://agent:a/auth.p.api_key".into(),
             hint: "…2222".into(),
+            rejected_at: None,
         }
     );
     // Rotation re-seals exactly the secrets that exist: the old ref was deleted.

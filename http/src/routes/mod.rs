@@ -2,5 +2,6 @@
 
 pub mod console_auth;
 pub mod oauth;
+pub mod objectives;
 pub mod ops;
 pub mod profiles;

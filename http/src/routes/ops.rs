@@ -31,6 +31,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<ProbeSta
         && state.handoffs.is_running()
         && state.registry.is_running()
         && state.refresher.is_running()
+        && state.objectives.is_running()
     {
         (StatusCode::OK, Json(ProbeStatus { status: "ready" }))
     } else {

@@ -1,0 +1,197 @@
+//! One run of an objective: resolve the agent's credential, call the provider's
+//! OpenAI-compatible `POST {api_base_url}/v1/chat/completions`, count the tokens.
+//! Runs on a tokio worker; never inside an actor.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::objectives::{AgentRecord, MAX_OUTPUT_BYTES, ObjectiveKind, ObjectiveRecord};
+use crate::refresher::RefresherHandle;
+use crate::registry::RegistryHandle;
+
+/// What a run came to.
+#[derive(Debug, Default)]
+pub struct RunOutcome {
+    pub tokens: u64,
+    pub output: Option<String>,
+    /// Set when the run failed; a sentence, never a secret.
+    pub error: Option<String>,
+}
+
+fn failed(error: impl Into<String>) -> RunOutcome {
+    RunOutcome {
+        error: Some(error.into()),
+        ..RunOutcome::default()
+    }
+}
+
+fn cap(mut text: String) -> String {
+    if text.len() > MAX_OUTPUT_BYTES {
+        let mut end = MAX_OUTPUT_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// Runs `objective` for `agent`.
+pub async fn execute(
+    registry: &RegistryHandle,
+    refresher: &RefresherHandle,
+    agent: Option<AgentRecord>,
+    objective: &ObjectiveRecord,
+    timeout: Duration,
+) -> RunOutcome {
+    let Some(agent) = agent else {
+        return failed(format!("agent {} does not exist", objective.agent_id));
+    };
+    let profile_id = match &agent.default_model_profile {
+        Some(id) => id.clone(),
+        None => match registry
+            .resolve("openai".into(), Some(agent.agent_id.clone()))
+            .await
+        {
+            Ok(answer) => match answer.profile_id {
+                Some(id) => id,
+                None => return failed(format!("no credential for the agent: {}", answer.detail)),
+            },
+            Err(e) => return failed(e.to_string()),
+        },
+    };
+    let prompts: Vec<String> = match objective.kind {
+        ObjectiveKind::Program => objective
+            .steps
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .cloned()
+            .collect(),
+        _ if objective.prompt.trim().is_empty() => Vec::new(),
+        _ => vec![objective.prompt.clone()],
+    };
+    if prompts.is_empty() {
+        // A heartbeat without a prompt records liveness and the credential's health.
+        return match registry.health().await {
+            Ok(report) => {
+                let state = report
+                    .profiles
+                    .iter()
+                    .find(|p| p.profile_id == profile_id)
+                    .map(|p| {
+                        serde_json::to_value(p.state)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default()
+                    })
+                    .unwrap_or_else(|| "missing".into());
+                RunOutcome {
+                    output: Some(format!("alive; credential {profile_id}: {state}")),
+                    ..RunOutcome::default()
+                }
+            }
+            Err(e) => failed(e.to_string()),
+        };
+    }
+    let mut outcome = RunOutcome::default();
+    let mut outputs = Vec::new();
+    for prompt in prompts {
+        match call(
+            registry,
+            refresher,
+            &profile_id,
+            &agent.model,
+            &prompt,
+            timeout,
+        )
+        .await
+        {
+            Ok((tokens, text)) => {
+                outcome.tokens = outcome.tokens.saturating_add(tokens);
+                outputs.push(text);
+            }
+            Err(e) => {
+                outcome.error = Some(e);
+                break;
+            }
+        }
+    }
+    if !outputs.is_empty() {
+        outcome.output = Some(cap(outputs.join("\n\n")));
+    }
+    outcome
+}
+
+/// One chat completion; answers (total tokens, assistant message).
+async fn call(
+    registry: &RegistryHandle,
+    refresher: &RefresherHandle,
+    profile_id: &str,
+    model: &str,
+    prompt: &str,
+    timeout: Duration,
+) -> Result<(u64, String), String> {
+    let mut credential = registry
+        .bearer(profile_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    if credential.expired {
+        // An expired OAuth token is refreshed first (joining a refresh in flight).
+        refresher
+            .refresh_now(profile_id)
+            .await
+            .map_err(|e| format!("the credential has expired and could not be refreshed: {e}"))?;
+        credential = registry
+            .bearer(profile_id)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let base = registry
+        .providers()
+        .get(&credential.provider)
+        .map(|p| p.api_base_url.clone())
+        .ok_or_else(|| format!("provider {} is not configured", credential.provider))?;
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default()
+    });
+    let response = client
+        .post(format!("{base}/v1/chat/completions"))
+        .timeout(timeout)
+        .bearer_auth(credential.secret.expose())
+        .json(&json!({ "model": model, "messages": [{ "role": "user", "content": prompt }] }))
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_timeout() {
+                "the provider did not answer in time".to_owned()
+            } else {
+                format!("the provider could not be reached: {}", e.without_url())
+            }
+        })?;
+    drop(credential);
+    let status = response.status().as_u16();
+    if status == 401 {
+        let _ = registry.mark_rejected(profile_id).await;
+        return Err(format!(
+            "the provider answered HTTP 401: credential {profile_id} was rejected and is marked needs_reauth"
+        ));
+    }
+    if !(200..300).contains(&status) {
+        return Err(format!("the provider answered HTTP {status}"));
+    }
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .map_err(|_| "the provider answered without JSON".to_owned())?;
+    let tokens = body["usage"]["total_tokens"].as_u64().unwrap_or(0);
+    let text = body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    Ok((tokens, text))
+}

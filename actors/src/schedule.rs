@@ -1,0 +1,114 @@
+//! Cron schedules in an IANA time zone: parsing, validation and next occurrences.
+//!
+//! Patterns have 5 fields, or 6 with seconds first, or a macro (`@hourly`, `@daily`,
+//! `@weekly`, ...). Occurrences are computed by croner in the objective's time zone,
+//! so daylight saving time is handled as croner does: in the repeated autumn hour a
+//! fixed-time schedule fires once (at the first of the two instants); a fixed time
+//! that falls in the missing spring hour fires at the first valid instant after the
+//! gap (02:30 in Europe/Prague on the spring change fires at 03:00).
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+
+use crate::ActorError;
+
+/// A parsed schedule.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    cron: Cron,
+    tz: Tz,
+}
+
+impl Schedule {
+    /// Parses `pattern` in time zone `timezone`; errors name the field.
+    pub fn parse(pattern: &str, timezone: &str) -> Result<Self, ActorError> {
+        let tz = Tz::from_str(timezone).map_err(|_| {
+            ActorError::invalid(
+                "automation.timezone",
+                format!("{timezone:?} is not an IANA time zone (for example Europe/Prague)"),
+            )
+        })?;
+        if pattern.len() > 256 {
+            return Err(ActorError::invalid(
+                "automation.schedule",
+                "at most 256 characters",
+            ));
+        }
+        let cron = Cron::from_str(pattern.trim()).map_err(|e| {
+            ActorError::invalid(
+                "automation.schedule",
+                format!("{pattern:?} is not a cron pattern: {e}"),
+            )
+        })?;
+        Ok(Self { cron, tz })
+    }
+
+    /// The first occurrence strictly after `after`.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = after.with_timezone(&self.tz);
+        self.cron
+            .find_next_occurrence(&local, false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+    }
+
+    #[test]
+    fn the_repeated_autumn_hour_fires_once() {
+        // Europe/Prague leaves summer time on 2026-10-25 at 03:00 CEST -> 02:00 CET,
+        // so 02:30 local happens twice (00:30 and 01:30 UTC).
+        let s = Schedule::parse("30 2 * * *", "Europe/Prague").unwrap();
+        let first = s.next_after(utc(2026, 10, 24, 23, 0)).unwrap();
+        assert_eq!(first, utc(2026, 10, 25, 0, 30));
+        let next = s.next_after(first).unwrap();
+        assert_eq!(
+            next,
+            utc(2026, 10, 26, 1, 30),
+            "not again at 01:30 UTC the same night"
+        );
+    }
+
+    #[test]
+    fn the_missing_spring_hour_fires_just_after_the_gap() {
+        // On 2026-03-29 Prague jumps from 02:00 CET to 03:00 CEST: 02:30 does not exist.
+        let s = Schedule::parse("30 2 * * *", "Europe/Prague").unwrap();
+        let fired = s.next_after(utc(2026, 3, 28, 23, 0)).unwrap();
+        assert_eq!(
+            fired,
+            utc(2026, 3, 29, 1, 0),
+            "03:00 CEST, the first valid instant"
+        );
+        let next = s.next_after(fired).unwrap();
+        assert_eq!(next, utc(2026, 3, 30, 0, 30));
+    }
+
+    #[test]
+    fn seconds_macros_and_errors() {
+        let every_second = Schedule::parse("* * * * * *", "UTC").unwrap();
+        let t = utc(2026, 1, 1, 0, 0);
+        assert_eq!(
+            every_second.next_after(t).unwrap(),
+            t + chrono::Duration::seconds(1)
+        );
+        let hourly = Schedule::parse("@hourly", "UTC").unwrap();
+        assert_eq!(hourly.next_after(t).unwrap(), utc(2026, 1, 1, 1, 0));
+        assert!(Schedule::parse("@weekly", "UTC").is_ok());
+        let err = Schedule::parse("61 * * * *", "UTC").unwrap_err();
+        assert!(err.to_string().contains("automation.schedule"), "{err}");
+        let err = Schedule::parse("* * * * *", "Mars/Olympus").unwrap_err();
+        assert!(err.to_string().contains("automation.timezone"), "{err}");
+    }
+}

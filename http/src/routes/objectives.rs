@@ -1,0 +1,258 @@
+//! Agents, objectives, their lifecycle and their runs.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use palyra_actors::objectives::{
+    AgentPage, AgentPatch, AgentRecord, LifecycleAction, NewAgent, NewObjective, ObjectiveFilter,
+    ObjectiveKind, ObjectivePage, ObjectivePatch, ObjectiveRecord, ObjectiveState, RunPage,
+};
+
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+    /// The `next_after` of the previous page.
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectiveQuery {
+    pub kind: Option<ObjectiveKind>,
+    pub state: Option<ObjectiveState>,
+    pub agent_id: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RunQuery {
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+    /// The `next_before` of the previous page.
+    pub before: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AgentPath {
+    #[param(pattern = r"^[a-z0-9._-]{1,128}$")]
+    pub agent_id: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ObjectivePath {
+    #[param(pattern = r"^[a-z0-9._-]{1,128}$")]
+    pub objective_id: String,
+}
+
+/// Body of `lifecycle`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleRequest {
+    pub action: LifecycleAction,
+    #[schema(max_length = 500)]
+    pub reason: Option<String>,
+}
+
+const DEFAULT_PAGE: usize = 100;
+
+/// Agents, paged by id.
+#[utoipa::path(get, path = "/console/v1/agents", tag = "objectives", params(PageQuery),
+    responses((status = 200, body = AgentPage), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn list_agents(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<AgentPage>, ApiError> {
+    Ok(Json(
+        state
+            .objectives
+            .list_agents(q.limit.unwrap_or(DEFAULT_PAGE), q.after)
+            .await?,
+    ))
+}
+
+/// Creates an agent.
+#[utoipa::path(post, path = "/console/v1/agents", tag = "objectives", request_body = NewAgent,
+    responses((status = 200, body = AgentRecord), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "The agent exists", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn create_agent(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<NewAgent>,
+) -> Result<Json<AgentRecord>, ApiError> {
+    Ok(Json(state.objectives.create_agent(req).await?))
+}
+
+/// One agent.
+#[utoipa::path(get, path = "/console/v1/agents/{agent_id}", tag = "objectives", params(AgentPath),
+    responses((status = 200, body = AgentRecord), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn get_agent(
+    State(state): State<AppState>,
+    ApiPath(p): ApiPath<AgentPath>,
+) -> Result<Json<AgentRecord>, ApiError> {
+    palyra_actors::registry::validate_agent_id(&p.agent_id)?;
+    Ok(Json(state.objectives.get_agent(&p.agent_id).await?))
+}
+
+/// Changes an agent.
+#[utoipa::path(patch, path = "/console/v1/agents/{agent_id}", tag = "objectives", params(AgentPath),
+    request_body = AgentPatch,
+    responses((status = 200, body = AgentRecord), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn update_agent(
+    State(state): State<AppState>,
+    ApiPath(p): ApiPath<AgentPath>,
+    ApiJson(patch): ApiJson<AgentPatch>,
+) -> Result<Json<AgentRecord>, ApiError> {
+    palyra_actors::registry::validate_agent_id(&p.agent_id)?;
+    Ok(Json(
+        state.objectives.update_agent(&p.agent_id, patch).await?,
+    ))
+}
+
+/// Deletes an agent; refused while objectives reference it.
+#[utoipa::path(delete, path = "/console/v1/agents/{agent_id}", tag = "objectives", params(AgentPath),
+    responses((status = 204, description = "Deleted"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Objectives reference the agent", body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn delete_agent(
+    State(state): State<AppState>,
+    ApiPath(p): ApiPath<AgentPath>,
+) -> Result<StatusCode, ApiError> {
+    palyra_actors::registry::validate_agent_id(&p.agent_id)?;
+    state.objectives.delete_agent(&p.agent_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Objectives, filtered and paged by id.
+#[utoipa::path(get, path = "/console/v1/objectives", tag = "objectives", params(ObjectiveQuery),
+    responses((status = 200, body = ObjectivePage), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn list_objectives(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ObjectiveQuery>,
+) -> Result<Json<ObjectivePage>, ApiError> {
+    let filter = ObjectiveFilter {
+        kind: q.kind,
+        state: q.state,
+        agent_id: q.agent_id,
+    };
+    Ok(Json(
+        state
+            .objectives
+            .list_objectives(filter, q.limit.unwrap_or(DEFAULT_PAGE), q.after)
+            .await?,
+    ))
+}
+
+/// Creates an objective (draft, or active with `"activate": true`).
+#[utoipa::path(post, path = "/console/v1/objectives", tag = "objectives", request_body = NewObjective,
+    responses((status = 200, body = ObjectiveRecord), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "The objective exists", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn create_objective(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<NewObjective>,
+) -> Result<Json<ObjectiveRecord>, ApiError> {
+    Ok(Json(state.objectives.create_objective(req).await?))
+}
+
+/// One objective.
+#[utoipa::path(get, path = "/console/v1/objectives/{objective_id}", tag = "objectives", params(ObjectivePath),
+    responses((status = 200, body = ObjectiveRecord), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn get_objective(
+    State(state): State<AppState>,
+    ApiPath(p): ApiPath<ObjectivePath>,
+) -> Result<Json<ObjectiveRecord>, ApiError> {
+    Ok(Json(state.objectives.get_objective(&p.objective_id).await?))
+}
+
+/// Changes an objective's fields (not its state: see lifecycle).
+#[utoipa::path(patch, path = "/console/v1/objectives/{objective_id}", tag = "objectives", params(ObjectivePath),
+    request_body = ObjectivePatch,
+    responses((status = 200, body = ObjectiveRecord), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Archived", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn update_objective(
+    State(state): State<AppState>,
+    ApiPath(p): ApiPath<ObjectivePath>,
+    ApiJson(patch): ApiJson<ObjectivePatch>,
+) -> Result<Json<ObjectiveRecord>, ApiError> {
+    Ok(Json(
+        state
+            .objectives
+            .update_objective(&p.objective_id, patch)
+            .await?,
+    ))
+}
+
+/// Activate, pause, resume, cancel, archive, or fire (run now, within budget).
+#[utoipa::path(post, path = "/console/v1/objectives/{objective_id}/lifecycle", tag = "objectives",
+    params(ObjectivePath), request_body = LifecycleRequest,
+    responses((status = 200, body = ObjectiveRecord), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Not allowed from the current state (named in the message)", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn lifecycle(
+    State(state): State<AppState>,
+    ApiPath(p): ApiPath<ObjectivePath>,
+    ApiJson(req): ApiJson<LifecycleRequest>,
+) -> Result<Json<ObjectiveRecord>, ApiError> {
+    Ok(Json(
+        state
+            .objectives
+            .lifecycle(&p.objective_id, req.action, req.reason)
+            .await?,
+    ))
+}
+
+/// An objective's runs, newest first.
+#[utoipa::path(get, path = "/console/v1/objectives/{objective_id}/runs", tag = "objectives",
+    params(ObjectivePath, RunQuery),
+    responses((status = 200, body = RunPage), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn runs(
+    State(state): State<AppState>,
+    ApiPath(p): ApiPath<ObjectivePath>,
+    ApiQuery(q): ApiQuery<RunQuery>,
+) -> Result<Json<RunPage>, ApiError> {
+    Ok(Json(
+        state
+            .objectives
+            .runs(&p.objective_id, q.limit.unwrap_or(DEFAULT_PAGE), q.before)
+            .await?,
+    ))
+}
