@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use palyra_actors::objectives::{AgentPage, AgentRecord, ObjectivePage, ObjectiveRecord, RunPage};
 use palyra_actors::refresher::RefreshReport;
 use palyra_actors::registry::oauth_flow::{SignInOutcome, SignInStarted};
 use palyra_actors::registry::{
@@ -10,6 +11,7 @@ use palyra_actors::registry::{
 use palyra_actors::{ConsoleSession, SecretString};
 use palyra_http::routes::console_auth::HandoffResponse;
 use palyra_http::routes::oauth::BootstrapRequest;
+use palyra_http::routes::objectives::{LifecycleRequest, ObjectiveQuery, PageQuery, RunQuery};
 use palyra_http::routes::profiles::{CreateProfileRequest, ListQuery, ResolveQuery};
 use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
@@ -350,6 +352,132 @@ impl ControlPlaneClient {
             &format!(
                 "/console/v1/auth/profiles/{}/refresh",
                 path_segment(profile_id)
+            ),
+            None,
+        )
+        .await
+    }
+
+    /// `GET /console/v1/agents`.
+    pub async fn list_agents(&self, query: &PageQuery) -> Result<AgentPage, ClientError> {
+        let qs = serde_urlencoded(query)?;
+        self.call(Method::GET, &format!("/console/v1/agents{qs}"), None)
+            .await
+    }
+
+    /// `GET /console/v1/agents/{id}`.
+    pub async fn get_agent(&self, agent_id: &str) -> Result<AgentRecord, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/console/v1/agents/{}", path_segment(agent_id)),
+            None,
+        )
+        .await
+    }
+
+    /// `POST /console/v1/agents`.
+    pub async fn create_agent(&self, body: serde_json::Value) -> Result<AgentRecord, ClientError> {
+        self.call(Method::POST, "/console/v1/agents", Some(body))
+            .await
+    }
+
+    /// `PATCH /console/v1/agents/{id}`.
+    pub async fn update_agent(
+        &self,
+        agent_id: &str,
+        patch: serde_json::Value,
+    ) -> Result<AgentRecord, ClientError> {
+        self.call(
+            Method::PATCH,
+            &format!("/console/v1/agents/{}", path_segment(agent_id)),
+            Some(patch),
+        )
+        .await
+    }
+
+    /// `DELETE /console/v1/agents/{id}`.
+    pub async fn delete_agent(&self, agent_id: &str) -> Result<(), ClientError> {
+        self.call_no_content(
+            Method::DELETE,
+            &format!("/console/v1/agents/{}", path_segment(agent_id)),
+        )
+        .await
+    }
+
+    /// `GET /console/v1/objectives`.
+    pub async fn list_objectives(
+        &self,
+        query: &ObjectiveQuery,
+    ) -> Result<ObjectivePage, ClientError> {
+        let qs = serde_urlencoded(query)?;
+        self.call(Method::GET, &format!("/console/v1/objectives{qs}"), None)
+            .await
+    }
+
+    /// `GET /console/v1/objectives/{id}`.
+    pub async fn get_objective(&self, objective_id: &str) -> Result<ObjectiveRecord, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/console/v1/objectives/{}", path_segment(objective_id)),
+            None,
+        )
+        .await
+    }
+
+    /// `POST /console/v1/objectives`.
+    pub async fn create_objective(
+        &self,
+        body: serde_json::Value,
+    ) -> Result<ObjectiveRecord, ClientError> {
+        self.call(Method::POST, "/console/v1/objectives", Some(body))
+            .await
+    }
+
+    /// `PATCH /console/v1/objectives/{id}`.
+    pub async fn update_objective(
+        &self,
+        objective_id: &str,
+        patch: serde_json::Value,
+    ) -> Result<ObjectiveRecord, ClientError> {
+        self.call(
+            Method::PATCH,
+            &format!("/console/v1/objectives/{}", path_segment(objective_id)),
+            Some(patch),
+        )
+        .await
+    }
+
+    /// `POST /console/v1/objectives/{id}/lifecycle`.
+    pub async fn objective_lifecycle(
+        &self,
+        objective_id: &str,
+        request: &LifecycleRequest,
+    ) -> Result<ObjectiveRecord, ClientError> {
+        let body =
+            serde_json::to_value(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.call(
+            Method::POST,
+            &format!(
+                "/console/v1/objectives/{}/lifecycle",
+                path_segment(objective_id)
+            ),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `GET /console/v1/objectives/{id}/runs`.
+    pub async fn objective_runs(
+        &self,
+        objective_id: &str,
+        query: &RunQuery,
+    ) -> Result<RunPage, ClientError> {
+        let qs = serde_urlencoded(query)?;
+        self.call(
+            Method::GET,
+            &format!(
+                "/console/v1/objectives/{}/runs{qs}",
+                path_segment(objective_id)
             ),
             None,
         )

@@ -51,6 +51,137 @@ enum Command {
         #[command(subcommand)]
         command: VaultCommand,
     },
+    /// Agents: who runs objectives, with which model and credential.
+    Agents {
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
+    /// Objectives: standing orders, heartbeats and programs on schedules.
+    Objectives {
+        #[command(subcommand)]
+        command: ObjectivesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentsCommand {
+    List,
+    Show {
+        agent_id: String,
+    },
+    Create {
+        #[arg(long)]
+        agent_id: String,
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// An absolute path the agent works in (repeatable).
+        #[arg(long = "workspace-root")]
+        workspace_roots: Vec<String>,
+        /// The auth profile its runs use.
+        #[arg(long)]
+        profile: Option<String>,
+    },
+    Update {
+        agent_id: String,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long = "workspace-root")]
+        workspace_roots: Vec<String>,
+        #[arg(long, conflicts_with = "clear_profile")]
+        profile: Option<String>,
+        #[arg(long)]
+        clear_profile: bool,
+    },
+    Remove {
+        agent_id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ObjectiveFields {
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    prompt: Option<String>,
+    /// A program step (repeatable, in order).
+    #[arg(long = "step")]
+    steps: Vec<String>,
+    /// Cron (5 fields, or 6 with seconds first) or @hourly, @daily, @weekly.
+    #[arg(long)]
+    schedule: Option<String>,
+    /// IANA time zone of the schedule (default UTC).
+    #[arg(long)]
+    timezone: Option<String>,
+    /// skip or run_once
+    #[arg(long)]
+    misfire: Option<String>,
+    /// forbid or queue_one
+    #[arg(long)]
+    overlap: Option<String>,
+    #[arg(long)]
+    jitter_s: Option<u32>,
+    #[arg(long)]
+    max_runs: Option<u64>,
+    #[arg(long)]
+    max_tokens: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ObjectivesCommand {
+    List {
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        agent_id: Option<String>,
+    },
+    Show {
+        objective_id: String,
+    },
+    Create {
+        #[arg(long)]
+        agent_id: String,
+        #[arg(long)]
+        objective_id: Option<String>,
+        /// objective, heartbeat, standing_order or program
+        #[arg(long, default_value = "objective")]
+        kind: String,
+        /// Start active instead of draft.
+        #[arg(long)]
+        activate: bool,
+        #[command(flatten)]
+        fields: ObjectiveFields,
+    },
+    Update {
+        objective_id: String,
+        #[command(flatten)]
+        fields: ObjectiveFields,
+    },
+    Activate(LifecycleArgs),
+    Pause(LifecycleArgs),
+    Resume(LifecycleArgs),
+    Cancel(LifecycleArgs),
+    Archive(LifecycleArgs),
+    /// Run now, within budget.
+    Fire(LifecycleArgs),
+    /// Run history, newest first.
+    Runs {
+        objective_id: String,
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct LifecycleArgs {
+    objective_id: String,
+    #[arg(long)]
+    reason: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -271,6 +402,8 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
         Command::Auth {
             command: AuthCommand::Login(args),
         } => oauth_login(cli, &client(cli)?, args).await?,
+        Command::Agents { command } => agents(cli, &client(cli)?, command).await?,
+        Command::Objectives { command } => objectives(cli, &client(cli)?, command).await?,
         Command::Vault {
             command: VaultCommand::RotateKey,
         } => {
@@ -616,4 +749,318 @@ fn open_browser(url: &str) {
     if let Err(e) = std::process::Command::new(opener).arg(url).spawn() {
         eprintln!("palyra: cannot start {opener}: {e}; open the link by hand");
     }
+}
+
+fn agent_row(a: &palyra_actors::objectives::AgentRecord) -> Vec<String> {
+    vec![
+        a.agent_id.clone(),
+        a.display_name.clone(),
+        a.model.clone(),
+        a.default_model_profile.clone().unwrap_or_default(),
+        a.workspace_roots.join(","),
+    ]
+}
+
+const AGENT_HEADER: [&str; 5] = ["ID", "NAME", "MODEL", "PROFILE", "WORKSPACES"];
+
+async fn agents(
+    cli: &Cli,
+    client: &ControlPlaneClient,
+    command: &AgentsCommand,
+) -> Result<(), ClientError> {
+    let agent = match command {
+        AgentsCommand::List => {
+            let page = client.list_agents(&Default::default()).await?;
+            if cli.json {
+                print_json(&page);
+            } else {
+                print_table(
+                    &AGENT_HEADER,
+                    &page.items.iter().map(agent_row).collect::<Vec<_>>(),
+                );
+            }
+            return Ok(());
+        }
+        AgentsCommand::Remove { agent_id } => {
+            client.delete_agent(agent_id).await?;
+            if cli.json {
+                print_json(&serde_json::json!({ "removed": agent_id }));
+            } else {
+                println!("removed agent {agent_id}");
+            }
+            return Ok(());
+        }
+        AgentsCommand::Show { agent_id } => client.get_agent(agent_id).await?,
+        AgentsCommand::Create {
+            agent_id,
+            model,
+            display_name,
+            workspace_roots,
+            profile,
+        } => {
+            client
+                .create_agent(serde_json::json!({
+                    "agent_id": agent_id, "model": model, "display_name": display_name,
+                    "workspace_roots": workspace_roots, "default_model_profile": profile,
+                }))
+                .await?
+        }
+        AgentsCommand::Update {
+            agent_id,
+            model,
+            display_name,
+            workspace_roots,
+            profile,
+            clear_profile,
+        } => {
+            let mut patch = serde_json::Map::new();
+            if let Some(v) = model {
+                patch.insert("model".into(), v.clone().into());
+            }
+            if let Some(v) = display_name {
+                patch.insert("display_name".into(), v.clone().into());
+            }
+            if !workspace_roots.is_empty() {
+                patch.insert("workspace_roots".into(), serde_json::json!(workspace_roots));
+            }
+            if let Some(v) = profile {
+                patch.insert("default_model_profile".into(), v.clone().into());
+            } else if *clear_profile {
+                patch.insert("default_model_profile".into(), serde_json::Value::Null);
+            }
+            client.update_agent(agent_id, patch.into()).await?
+        }
+    };
+    if cli.json {
+        print_json(&agent);
+    } else {
+        print_table(&AGENT_HEADER, &[agent_row(&agent)]);
+    }
+    Ok(())
+}
+
+fn enum_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn objective_row(o: &palyra_actors::objectives::ObjectiveRecord) -> Vec<String> {
+    vec![
+        o.objective_id.clone(),
+        o.agent_id.clone(),
+        enum_text(&o.kind),
+        enum_text(&o.state),
+        o.automation
+            .as_ref()
+            .map(|a| a.schedule.clone())
+            .unwrap_or_default(),
+        o.next_run_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        format!("{} runs, {} tokens", o.usage.runs, o.usage.tokens),
+    ]
+}
+
+const OBJECTIVE_HEADER: [&str; 7] = [
+    "ID", "AGENT", "KIND", "STATE", "SCHEDULE", "NEXT RUN", "USAGE",
+];
+
+fn objective_fields(fields: &ObjectiveFields) -> serde_json::Map<String, serde_json::Value> {
+    let mut body = serde_json::Map::new();
+    if let Some(v) = &fields.name {
+        body.insert("name".into(), v.clone().into());
+    }
+    if let Some(v) = &fields.prompt {
+        body.insert("prompt".into(), v.clone().into());
+    }
+    if !fields.steps.is_empty() {
+        body.insert("steps".into(), serde_json::json!(fields.steps));
+    }
+    if fields.max_runs.is_some() || fields.max_tokens.is_some() {
+        body.insert(
+            "budget".into(),
+            serde_json::json!({ "max_runs": fields.max_runs, "max_tokens": fields.max_tokens }),
+        );
+    }
+    let mut automation = serde_json::Map::new();
+    for (key, value) in [
+        ("schedule", fields.schedule.clone()),
+        ("timezone", fields.timezone.clone()),
+        ("misfire", fields.misfire.clone()),
+        ("overlap", fields.overlap.clone()),
+    ] {
+        if let Some(v) = value {
+            automation.insert(key.into(), v.into());
+        }
+    }
+    if let Some(j) = fields.jitter_s {
+        automation.insert("jitter_s".into(), j.into());
+    }
+    if !automation.is_empty() {
+        body.insert("automation".into(), automation.into());
+    }
+    body
+}
+
+async fn objectives(
+    cli: &Cli,
+    client: &ControlPlaneClient,
+    command: &ObjectivesCommand,
+) -> Result<(), ClientError> {
+    use palyra_actors::objectives::LifecycleAction as A;
+    use palyra_http::routes::objectives::{LifecycleRequest, ObjectiveQuery, RunQuery};
+    let lifecycle = |action, args: &LifecycleArgs| {
+        (
+            args.objective_id.clone(),
+            LifecycleRequest {
+                action,
+                reason: args.reason.clone(),
+            },
+        )
+    };
+    let objective = match command {
+        ObjectivesCommand::List {
+            kind,
+            state,
+            agent_id,
+        } => {
+            fn parse<T: serde::de::DeserializeOwned>(
+                value: &Option<String>,
+                help: &str,
+            ) -> Result<Option<T>, ClientError> {
+                value
+                    .as_ref()
+                    .map(|v| serde_json::from_value(serde_json::Value::String(v.clone())))
+                    .transpose()
+                    .map_err(|_| ClientError::Protocol(help.to_owned()))
+            }
+            let query = ObjectiveQuery {
+                kind: parse(
+                    kind,
+                    "--kind: objective, heartbeat, standing_order or program",
+                )?,
+                state: parse(
+                    state,
+                    "--state: draft, active, paused, cancelled or archived",
+                )?,
+                agent_id: agent_id.clone(),
+                ..Default::default()
+            };
+            let page = client.list_objectives(&query).await?;
+            if cli.json {
+                print_json(&page);
+            } else {
+                print_table(
+                    &OBJECTIVE_HEADER,
+                    &page.items.iter().map(objective_row).collect::<Vec<_>>(),
+                );
+            }
+            return Ok(());
+        }
+        ObjectivesCommand::Runs {
+            objective_id,
+            limit,
+        } => {
+            let page = client
+                .objective_runs(
+                    objective_id,
+                    &RunQuery {
+                        limit: *limit,
+                        before: None,
+                    },
+                )
+                .await?;
+            if cli.json {
+                print_json(&page);
+            } else {
+                let rows: Vec<_> = page
+                    .items
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.run_id.clone(),
+                            enum_text(&r.trigger),
+                            enum_text(&r.status),
+                            r.scheduled_for.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                            r.tokens.to_string(),
+                            r.error.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &[
+                        "RUN",
+                        "TRIGGER",
+                        "STATUS",
+                        "SCHEDULED FOR",
+                        "TOKENS",
+                        "ERROR",
+                    ],
+                    &rows,
+                );
+            }
+            return Ok(());
+        }
+        ObjectivesCommand::Show { objective_id } => client.get_objective(objective_id).await?,
+        ObjectivesCommand::Create {
+            agent_id,
+            objective_id,
+            kind,
+            activate,
+            fields,
+        } => {
+            let mut body = objective_fields(fields);
+            body.insert("agent_id".into(), agent_id.clone().into());
+            body.insert("kind".into(), kind.clone().into());
+            body.insert("activate".into(), (*activate).into());
+            if let Some(id) = objective_id {
+                body.insert("objective_id".into(), id.clone().into());
+            }
+            if !body.contains_key("name") {
+                body.insert(
+                    "name".into(),
+                    objective_id.clone().unwrap_or_else(|| kind.clone()).into(),
+                );
+            }
+            client.create_objective(body.into()).await?
+        }
+        ObjectivesCommand::Update {
+            objective_id,
+            fields,
+        } => {
+            client
+                .update_objective(objective_id, objective_fields(fields).into())
+                .await?
+        }
+        ObjectivesCommand::Activate(a) => {
+            let (id, req) = lifecycle(A::Activate, a);
+            client.objective_lifecycle(&id, &req).await?
+        }
+        ObjectivesCommand::Pause(a) => {
+            let (id, req) = lifecycle(A::Pause, a);
+            client.objective_lifecycle(&id, &req).await?
+        }
+        ObjectivesCommand::Resume(a) => {
+            let (id, req) = lifecycle(A::Resume, a);
+            client.objective_lifecycle(&id, &req).await?
+        }
+        ObjectivesCommand::Cancel(a) => {
+            let (id, req) = lifecycle(A::Cancel, a);
+            client.objective_lifecycle(&id, &req).await?
+        }
+        ObjectivesCommand::Archive(a) => {
+            let (id, req) = lifecycle(A::Archive, a);
+            client.objective_lifecycle(&id, &req).await?
+        }
+        ObjectivesCommand::Fire(a) => {
+            let (id, req) = lifecycle(A::Fire, a);
+            client.objective_lifecycle(&id, &req).await?
+        }
+    };
+    if cli.json {
+        print_json(&objective);
+    } else {
+        print_table(&OBJECTIVE_HEADER, &[objective_row(&objective)]);
+    }
+    Ok(())
 }

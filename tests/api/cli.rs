@@ -273,3 +273,65 @@ async fn an_operator_signs_in_headless_with_the_cli() {
     let health = palyra(&daemon.base, &["auth", "profiles", "health"], None).await;
     assert!(health.stdout.contains("ok: 1"), "{}", health.stdout);
 }
+
+#[tokio::test]
+async fn an_operator_runs_a_standing_order_with_the_cli() {
+    let fake = crate::fakes::FakeModel::start(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = fake.url();
+    let daemon = start_child(
+        &dir.path().join("data"),
+        &[("PALYRA_PROVIDERS__OPENAI__API_BASE_URL", url.as_str())],
+    )
+    .await;
+    let base = daemon.base.clone();
+    let added = palyra(
+        &base,
+        &["auth", "profiles", "add-api-key", "--provider", "openai", "--name", "M", "--profile-id", "m1", "--no-validate", "--api-key-stdin"],
+        Some("good-cli-model-key-1\n"),
+    )
+    .await;
+    assert!(added.ok, "{}", added.stderr);
+    let agent = palyra(
+        &base,
+        &["agents", "create", "--agent-id", "a1", "--model", "gpt-cli", "--profile", "m1", "--workspace-root", "/srv/a1"],
+        None,
+    )
+    .await;
+    assert!(agent.ok, "{}", agent.stderr);
+    let created = palyra(
+        &base,
+        &[
+            "--json", "objectives", "create", "--agent-id", "a1", "--objective-id", "o1",
+            "--kind", "standing_order", "--name", "Report", "--prompt", "report",
+            "--schedule", "0 8 * * 1-5", "--timezone", "Europe/Prague", "--max-runs", "5",
+        ],
+        None,
+    )
+    .await;
+    assert!(created.ok, "{}", created.stderr);
+    let objective: Value = serde_json::from_str(&created.stdout).unwrap();
+    assert_eq!(objective["state"], "draft");
+    assert!(palyra(&base, &["objectives", "activate", "o1"], None).await.ok);
+    let fired = palyra(&base, &["objectives", "fire", "o1"], None).await;
+    assert!(fired.ok, "{}", fired.stderr);
+    let mut done = false;
+    for _ in 0..50 {
+        let runs = palyra(&base, &["--json", "objectives", "runs", "o1"], None).await;
+        let page: Value = serde_json::from_str(&runs.stdout).unwrap();
+        if page["items"][0]["status"] == "succeeded" {
+            assert_eq!(page["items"][0]["trigger"], "manual");
+            done = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(done, "the fired run succeeded");
+    let list = palyra(&base, &["objectives", "list", "--state", "active"], None).await;
+    assert!(list.stdout.lines().nth(1).unwrap().starts_with("o1"), "{}", list.stdout);
+    let illegal = palyra(&base, &["objectives", "resume", "o1"], None).await;
+    assert!(!illegal.ok && illegal.stderr.contains("409"), "{}", illegal.stderr);
+    let busy = palyra(&base, &["agents", "remove", "a1"], None).await;
+    assert!(!busy.ok && busy.stderr.contains("409"));
+    assert_eq!(fake.calls(), 1);
+}
