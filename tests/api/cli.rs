@@ -287,14 +287,37 @@ async fn an_operator_runs_a_standing_order_with_the_cli() {
     let base = daemon.base.clone();
     let added = palyra(
         &base,
-        &["auth", "profiles", "add-api-key", "--provider", "openai", "--name", "M", "--profile-id", "m1", "--no-validate", "--api-key-stdin"],
+        &[
+            "auth",
+            "profiles",
+            "add-api-key",
+            "--provider",
+            "openai",
+            "--name",
+            "M",
+            "--profile-id",
+            "m1",
+            "--no-validate",
+            "--api-key-stdin",
+        ],
         Some("good-cli-model-key-1\n"),
     )
     .await;
     assert!(added.ok, "{}", added.stderr);
     let agent = palyra(
         &base,
-        &["agents", "create", "--agent-id", "a1", "--model", "gpt-cli", "--profile", "m1", "--workspace-root", "/srv/a1"],
+        &[
+            "agents",
+            "create",
+            "--agent-id",
+            "a1",
+            "--model",
+            "gpt-cli",
+            "--profile",
+            "m1",
+            "--workspace-root",
+            "/srv/a1",
+        ],
         None,
     )
     .await;
@@ -302,9 +325,25 @@ async fn an_operator_runs_a_standing_order_with_the_cli() {
     let created = palyra(
         &base,
         &[
-            "--json", "objectives", "create", "--agent-id", "a1", "--objective-id", "o1",
-            "--kind", "standing_order", "--name", "Report", "--prompt", "report",
-            "--schedule", "0 8 * * 1-5", "--timezone", "Europe/Prague", "--max-runs", "5",
+            "--json",
+            "objectives",
+            "create",
+            "--agent-id",
+            "a1",
+            "--objective-id",
+            "o1",
+            "--kind",
+            "standing_order",
+            "--name",
+            "Report",
+            "--prompt",
+            "report",
+            "--schedule",
+            "0 8 * * 1-5",
+            "--timezone",
+            "Europe/Prague",
+            "--max-runs",
+            "5",
         ],
         None,
     )
@@ -312,7 +351,11 @@ async fn an_operator_runs_a_standing_order_with_the_cli() {
     assert!(created.ok, "{}", created.stderr);
     let objective: Value = serde_json::from_str(&created.stdout).unwrap();
     assert_eq!(objective["state"], "draft");
-    assert!(palyra(&base, &["objectives", "activate", "o1"], None).await.ok);
+    assert!(
+        palyra(&base, &["objectives", "activate", "o1"], None)
+            .await
+            .ok
+    );
     let fired = palyra(&base, &["objectives", "fire", "o1"], None).await;
     assert!(fired.ok, "{}", fired.stderr);
     let mut done = false;
@@ -328,9 +371,17 @@ async fn an_operator_runs_a_standing_order_with_the_cli() {
     }
     assert!(done, "the fired run succeeded");
     let list = palyra(&base, &["objectives", "list", "--state", "active"], None).await;
-    assert!(list.stdout.lines().nth(1).unwrap().starts_with("o1"), "{}", list.stdout);
+    assert!(
+        list.stdout.lines().nth(1).unwrap().starts_with("o1"),
+        "{}",
+        list.stdout
+    );
     let illegal = palyra(&base, &["objectives", "resume", "o1"], None).await;
-    assert!(!illegal.ok && illegal.stderr.contains("409"), "{}", illegal.stderr);
+    assert!(
+        !illegal.ok && illegal.stderr.contains("409"),
+        "{}",
+        illegal.stderr
+    );
     let busy = palyra(&base, &["agents", "remove", "a1"], None).await;
     assert!(!busy.ok && busy.stderr.contains("409"));
     assert_eq!(fake.calls(), 1);

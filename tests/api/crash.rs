@@ -12,6 +12,13 @@ use reqwest::header::COOKIE;
 use serde_json::{Value, json};
 
 const CYCLES: usize = 10;
+const DAEMON_ENV: [(&str, &str); 2] = [
+    ("PALYRA_SESSIONS__MAX_LIVE", "1000000"),
+    (
+        "PALYRA_PROVIDERS__OPENAI__API_BASE_URL",
+        "http://127.0.0.1:9",
+    ),
+];
 const WRITERS: usize = 16;
 
 /// What the daemon acknowledged before a kill.
@@ -25,6 +32,10 @@ struct Acknowledged {
     logout_sent: Vec<String>,
     /// Profiles whose creation was answered 200: (profile id, expected hint).
     profiles: Vec<(String, String)>,
+    /// Objectives whose creation was answered 200.
+    objectives: Vec<String>,
+    /// Objectives whose manual fire was answered 200: a run record must exist.
+    fired: Vec<String>,
 }
 
 async fn write_until_killed(base: String, acked: Arc<Mutex<Acknowledged>>, writer: String) {
@@ -32,6 +43,42 @@ async fn write_until_killed(base: String, acked: Arc<Mutex<Acknowledged>>, write
     let mut n = 0u64;
     loop {
         n += 1;
+        if n % 6 == 3 {
+            // An objective, then a run of it: a fire is answered once its run is durable.
+            let objective_id = format!("crash.o.{writer}.{n}");
+            let Ok(response) = http
+                .post(format!("{base}/console/v1/objectives"))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({
+                    "objective_id": objective_id, "agent_id": "crash-agent", "kind": "standing_order",
+                    "name": format!("crash {n}"), "prompt": "p",
+                }))
+                .send()
+                .await
+            else {
+                return;
+            };
+            if response.status() != 200 {
+                return;
+            }
+            acked.lock().unwrap().objectives.push(objective_id.clone());
+            let Ok(response) = http
+                .post(format!(
+                    "{base}/console/v1/objectives/{objective_id}/lifecycle"
+                ))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({ "action": "fire" }))
+                .send()
+                .await
+            else {
+                return;
+            };
+            if response.status() != 200 {
+                return;
+            }
+            acked.lock().unwrap().fired.push(objective_id);
+            continue;
+        }
         if n % 2 == 0 {
             // A profile write: the record and its sealed secret in one transaction.
             let profile_id = format!("crash.{writer}.{n}");
@@ -117,7 +164,19 @@ async fn acknowledged_writes_survive_sigkill() {
     let acked = Arc::new(Mutex::new(Acknowledged::default()));
     let http = reqwest::Client::new();
     for cycle in 0..CYCLES {
-        let mut daemon = start_child(&data_dir, &[("PALYRA_SESSIONS__MAX_LIVE", "1000000")]).await;
+        let mut daemon = start_child(&data_dir, &DAEMON_ENV).await;
+        if cycle == 0 {
+            // The agent the objectives run as; its provider refuses connections, so runs
+            // fail fast without leaving the machine.
+            let agent = http
+                .post(format!("{}/console/v1/agents", daemon.base))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({ "agent_id": "crash-agent", "model": "m" }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(agent.status(), 200);
+        }
         let ready = http
             .get(format!("{}/readyz", daemon.base))
             .send()
@@ -149,7 +208,7 @@ async fn acknowledged_writes_survive_sigkill() {
         rotator.await.unwrap();
     }
 
-    let daemon = start_child(&data_dir, &[("PALYRA_SESSIONS__MAX_LIVE", "1000000")]).await;
+    let daemon = start_child(&data_dir, &DAEMON_ENV).await;
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     assert!(
         acked.live.len() > 100,
@@ -209,6 +268,42 @@ async fn acknowledged_writes_survive_sigkill() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["credential"]["hint"], hint.as_str());
     }
+    assert!(!acked.objectives.is_empty(), "objectives written");
+    for objective_id in &acked.objectives {
+        let response = http
+            .get(format!(
+                "{}/console/v1/objectives/{objective_id}",
+                daemon.base
+            ))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "an acknowledged objective was lost");
+    }
+    for objective_id in &acked.fired {
+        let runs: Value = http
+            .get(format!(
+                "{}/console/v1/objectives/{objective_id}/runs",
+                daemon.base
+            ))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = runs["items"].as_array().unwrap();
+        assert!(
+            items.iter().any(|r| r["trigger"] == "manual"),
+            "an acknowledged run was lost: {runs}"
+        );
+        assert!(
+            items.iter().all(|r| r["status"] != "running"),
+            "a run left running by a kill is marked interrupted after the restart: {runs}"
+        );
+    }
     // Every stored secret opens: a rotation re-seals them all or fails.
     let rotation: Value = http
         .post(format!("{}/console/v1/vault/rotate-key", daemon.base))
@@ -224,10 +319,12 @@ async fn acknowledged_writes_survive_sigkill() {
         .expect("rotation succeeded");
     assert!(resealed as usize >= acked.profiles.len(), "{rotation}");
     eprintln!(
-        "crash harness: {CYCLES} kills, {} acknowledged logins, {} logouts, {} profiles, all present",
+        "crash harness: {CYCLES} kills, {} acknowledged logins, {} logouts, {} profiles, {} objectives, {} runs, all present",
         acked.live.len(),
         acked.revoked.len(),
-        acked.profiles.len()
+        acked.profiles.len(),
+        acked.objectives.len(),
+        acked.fired.len()
     );
     assert!(
         undecided.len() <= CYCLES * WRITERS,
