@@ -260,11 +260,17 @@ pub struct NewObjective {
     #[schema(pattern = r"^[a-z0-9._-]{1,128}$")]
     pub agent_id: String,
     pub kind: Option<ObjectiveKind>,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 32768)]
     pub prompt: String,
     #[serde(default)]
+    #[schema(max_items = 32)]
     pub steps: Vec<String>,
     #[serde(default)]
     pub priority: i32,
@@ -293,8 +299,15 @@ pub struct AutomationInput {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectivePatch {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: Option<String>,
+    #[schema(max_length = 32768)]
     pub prompt: Option<String>,
+    #[schema(max_items = 32)]
     pub steps: Option<Vec<String>>,
     pub priority: Option<i32>,
     pub budget: Option<Budget>,
@@ -307,10 +320,23 @@ pub struct ObjectivePatch {
 pub struct NewAgent {
     #[schema(pattern = r"^[a-z0-9._-]{1,128}$")]
     pub agent_id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub display_name: Option<String>,
+    /// Absolute paths (no `.` or `..` components).
     #[serde(default)]
+    #[schema(max_items = 64)]
     pub workspace_roots: Vec<String>,
+    #[schema(pattern = r"^[a-z0-9._-]{1,128}$")]
     pub default_model_profile: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub model: String,
 }
 
@@ -318,12 +344,23 @@ pub struct NewAgent {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentPatch {
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub display_name: Option<String>,
+    #[schema(max_items = 64)]
     pub workspace_roots: Option<Vec<String>>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub default_model_profile: Option<Option<String>>,
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub model: Option<String>,
 }
 

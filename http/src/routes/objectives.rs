@@ -65,7 +65,11 @@ pub struct ObjectivePath {
 #[serde(deny_unknown_fields)]
 pub struct LifecycleRequest {
     pub action: LifecycleAction,
-    #[schema(max_length = 500)]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub reason: Option<String>,
 }
 
