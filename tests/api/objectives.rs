@@ -428,3 +428,23 @@ async fn heartbeats_programs_manual_fires_and_rejected_keys() {
     let health = app.bearer_get_json("/console/v1/auth/health").await;
     assert_eq!(health["profiles"][0]["state"], "needs_reauth");
 }
+
+#[tokio::test]
+async fn overlap_queue_one_keeps_one_firing_waiting() {
+    let fake = FakeModel::start(1).await;
+    fake.delay_ms.store(2200, std::sync::atomic::Ordering::SeqCst);
+    let app = setup(&fake).await;
+    create(
+        &app,
+        json!({ "objective_id": "queued", "agent_id": "a1", "name": "Q", "prompt": "go",
+                "automation": { "schedule": EVERY_SECOND, "overlap": "queue_one" }, "activate": true }),
+    )
+    .await;
+    // The first run takes 2.2 s: the firing during it waits, later ones are skipped,
+    // and the waiting one starts as soon as the first finishes.
+    assert!(wait_for(async || fake.calls() >= 2, 8).await, "the queued firing ran");
+    assert_eq!(fake.max_in_flight.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let all = runs(&app, "queued").await;
+    assert!(all.iter().any(|r| r["status"] == "skipped_overlap"), "{all:?}");
+    assert_eq!(lifecycle(&app, "queued", "cancel").await.status(), 200);
+}
