@@ -266,6 +266,8 @@ impl Application {
         };
         // Whatever ended the server, session activity is persisted and the writer
         // finishes its queue before the process exits.
+        // Runs first (they may need a refresh), then refreshes, then the writer.
+        self.state.objectives.drain(self.grace).await;
         self.state
             .refresher
             .drain(palyra_actors::oauth::REQUEST_TIMEOUT)

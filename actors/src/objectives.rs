@@ -7,7 +7,7 @@
 //! transaction before the run starts, so no firing runs twice across a restart. The
 //! provider call itself runs on a tokio worker and reports back with `RunFinished`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -531,24 +531,18 @@ impl ObjectivesHandle {
         refresher: crate::refresher::RefresherHandle,
         policy: ObjectivesPolicy,
     ) -> Result<Self, ActorError> {
-        let mut agents = BTreeMap::new();
-        for (_, value) in storage.load(Table::Agents)? {
-            let agent: AgentRecord = decode_record(&value)?;
-            agents.insert(agent.agent_id.clone(), agent);
-        }
-        let mut objectives = BTreeMap::new();
-        for (_, value) in storage.load(Table::Objectives)? {
-            let objective: ObjectiveRecord = decode_record(&value)?;
-            objectives.insert(objective.objective_id.clone(), objective);
-        }
+        let (agents, mut objectives) = load_agents_and_objectives(storage)?;
         let (ops, catch_up) = recover(storage, &mut objectives, policy.run_retention)?;
         if !ops.is_empty() {
             writer.write(ops).await?;
         }
+        let actor_storage = storage.clone();
         let addr = ObjectivesActor::create(move |ctx| {
             let scheduler = SchedulerHandle::start(ctx.address().recipient());
             ObjectivesActor {
                 writer,
+                storage: actor_storage,
+                draining: false,
                 registry,
                 refresher,
                 scheduler,
@@ -556,7 +550,7 @@ impl ObjectivesHandle {
                 agents,
                 objectives,
                 running: HashMap::new(),
-                queued: HashSet::new(),
+                queued: HashMap::new(),
                 catch_up,
             }
         });
@@ -757,10 +751,49 @@ impl ObjectivesHandle {
     pub fn is_running(&self) -> bool {
         self.addr.connected()
     }
+
+    /// At shutdown: starts no new run and waits (up to `limit`) for the runs going,
+    /// so their results are durable before the writer stops.
+    pub async fn drain(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let Ok(going) = self.addr.send(Drain).await else {
+                return;
+            };
+            if going == 0 || tokio::time::Instant::now() >= deadline {
+                if going > 0 {
+                    tracing::warn!(
+                        going,
+                        "stopping with runs going; they will show as interrupted"
+                    );
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Stop starting runs; answers how many are going.
+#[derive(Message)]
+#[rtype(result = "usize")]
+struct Drain;
+
+impl Handler<Drain> for ObjectivesActor {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: Drain, _ctx: &mut Self::Context) -> usize {
+        self.draining = true;
+        self.running.len()
+    }
 }
 
 struct ObjectivesActor {
     writer: Writer,
+    /// For reloading after a failed commit.
+    storage: Storage,
+    /// Set at shutdown: no new run starts.
+    draining: bool,
     registry: RegistryHandle,
     refresher: crate::refresher::RefresherHandle,
     scheduler: SchedulerHandle,
@@ -769,8 +802,9 @@ struct ObjectivesActor {
     objectives: BTreeMap<String, ObjectiveRecord>,
     /// Objective id -> the run going.
     running: HashMap<String, String>,
-    /// Objectives with one firing waiting (overlap `queue_one`).
-    queued: HashSet<String>,
+    /// Objectives with one firing waiting (overlap `queue_one`): its instant and the
+    /// sequence number of its `queued` run record.
+    queued: HashMap<String, (DateTime<Utc>, u64)>,
     /// Catch-up firings found at start, fired once the actor runs.
     catch_up: CatchUps,
 }
@@ -790,6 +824,23 @@ impl Actor for ObjectivesActor {
             });
         }
     }
+}
+
+type Agents = BTreeMap<String, AgentRecord>;
+type Objectives = BTreeMap<String, ObjectiveRecord>;
+
+fn load_agents_and_objectives(storage: &Storage) -> Result<(Agents, Objectives), ActorError> {
+    let mut agents = BTreeMap::new();
+    for (_, value) in storage.load(Table::Agents)? {
+        let agent: AgentRecord = decode_record(&value)?;
+        agents.insert(agent.agent_id.clone(), agent);
+    }
+    let mut objectives = BTreeMap::new();
+    for (_, value) in storage.load(Table::Objectives)? {
+        let objective: ObjectiveRecord = decode_record(&value)?;
+        objectives.insert(objective.objective_id.clone(), objective);
+    }
+    Ok((agents, objectives))
 }
 
 /// Catch-up firings: objective id and the missed instant.
@@ -830,13 +881,21 @@ fn recover(
         let Ok(schedule) = Schedule::parse(&automation.schedule, &automation.timezone) else {
             continue;
         };
+        // The first 100 missed firings are recorded one by one; beyond that, the
+        // newest one stands for the rest (a per-second schedule down for a month
+        // must not take a million steps at start).
         let mut missed = Vec::new();
         let mut cursor = objective.next_run_at;
-        while let Some(t) = cursor.filter(|t| *t <= now) {
-            if missed.len() < 100 {
-                missed.push(t);
-            }
+        while let Some(t) = cursor.filter(|t| *t <= now && missed.len() < 100) {
+            missed.push(t);
             cursor = schedule.next_after(t);
+        }
+        if cursor.is_some_and(|t| t <= now) {
+            if let Some(latest) = schedule.latest_at_or_before(now) {
+                if missed.last() != Some(&latest) {
+                    missed.push(latest);
+                }
+            }
         }
         let Some(newest) = missed.last().copied() else {
             continue;
@@ -978,6 +1037,9 @@ impl ObjectivesActor {
                 .is_some_and(|m| objective.usage.tokens >= m)
     }
 
+    /// Queues `ops` (memory already shows their effect) and returns their commit. A
+    /// failed commit makes the actor reload agents and objectives from redb, so
+    /// memory never stays ahead of the disk.
     fn commit(
         &mut self,
         ops: Vec<WriteOp>,
@@ -985,12 +1047,26 @@ impl ObjectivesActor {
         self.writer
             .submit(ops)
             .into_actor(self)
-            .map(|result, _act: &mut Self, _| {
+            .map(|result, act: &mut Self, _| {
                 result.map_err(|e| {
-                    tracing::error!(error = %e, "objectives commit failed");
+                    tracing::error!(error = %e, "objectives commit failed; reloading from storage");
+                    act.reload();
                     ActorError::from(e)
                 })
             })
+    }
+
+    fn reload(&mut self) {
+        match load_agents_and_objectives(&self.storage) {
+            Ok((agents, objectives)) => {
+                self.agents = agents;
+                self.objectives = objectives;
+                for objective in self.objectives.values() {
+                    self.sync_schedule(objective);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reloading objectives failed"),
+        }
     }
 
     /// Starts a run of the objective as it is in memory (the caller has already
@@ -1005,18 +1081,92 @@ impl ObjectivesActor {
         ctx: &mut Context<Self>,
         reply: Option<tokio::sync::oneshot::Sender<Result<ObjectiveRecord, ActorError>>>,
     ) {
+        self.start_run_as(objective_id, trigger, scheduled_for, None, ctx, reply);
+    }
+
+    /// Starts the firing that waited (overlap `queue_one`) as its own `queued` run.
+    fn start_queued(
+        &mut self,
+        objective_id: &str,
+        scheduled_for: DateTime<Utc>,
+        seq: u64,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(objective) = self.objectives.get(objective_id) else {
+            return;
+        };
+        if objective.state != ObjectiveState::Active || Self::budget_exhausted(objective) {
+            let mut objective = objective.clone();
+            let run = RunRecord {
+                run_id: format!("{objective_id}-{seq}"),
+                objective_id: objective_id.to_owned(),
+                trigger: RunTrigger::Schedule,
+                status: RunStatus::SkippedBudget,
+                scheduled_for: Some(scheduled_for),
+                started_at: None,
+                finished_at: Some(to_datetime(now_ms())),
+                tokens: 0,
+                output: None,
+                error: Some(
+                    "the objective was paused or out of budget before the queued firing started"
+                        .into(),
+                ),
+            };
+            objective.updated_at = to_datetime(now_ms());
+            let ops = vec![WriteOp::Put {
+                table: Table::Runs,
+                key: run_key(objective_id, seq),
+                value: encode_record(&run),
+            }];
+            ctx.spawn(self.commit(ops).map(|_, _, _| ()));
+            return;
+        }
+        self.start_run_as(
+            objective_id,
+            RunTrigger::Schedule,
+            Some(scheduled_for),
+            Some(seq),
+            ctx,
+            None,
+        );
+    }
+
+    fn start_run_as(
+        &mut self,
+        objective_id: &str,
+        trigger: RunTrigger,
+        scheduled_for: Option<DateTime<Utc>>,
+        queued_seq: Option<u64>,
+        ctx: &mut Context<Self>,
+        reply: Option<tokio::sync::oneshot::Sender<Result<ObjectiveRecord, ActorError>>>,
+    ) {
         let Some(mut objective) = self.objectives.get(objective_id).cloned() else {
             return;
         };
         let agent = self.agents.get(&objective.agent_id).cloned();
         let now = to_datetime(now_ms());
-        let run = self.new_run(
-            &mut objective,
-            trigger,
-            RunStatus::Running,
-            scheduled_for,
-            None,
-        );
+        let run = match queued_seq {
+            // The queued run record becomes the running one: one record per firing.
+            Some(seq) => RunRecord {
+                run_id: format!("{objective_id}-{seq}"),
+                objective_id: objective_id.to_owned(),
+                trigger,
+                status: RunStatus::Running,
+                scheduled_for,
+                started_at: Some(now),
+                finished_at: None,
+                tokens: 0,
+                output: None,
+                error: None,
+            },
+            None => self.new_run(
+                &mut objective,
+                trigger,
+                RunStatus::Running,
+                scheduled_for,
+                None,
+            ),
+        };
         objective.usage.runs += 1;
         objective.last_run = Some(RunSummary {
             run_id: run.run_id.clone(),
@@ -1024,7 +1174,14 @@ impl ObjectivesActor {
             at: now,
         });
         objective.updated_at = now;
-        let mut ops = self.run_ops(&objective, &run);
+        let mut ops = match queued_seq {
+            Some(seq) => vec![WriteOp::Put {
+                table: Table::Runs,
+                key: run_key(objective_id, seq),
+                value: encode_record(&run),
+            }],
+            None => self.run_ops(&objective, &run),
+        };
         ops.push(self.objective_op(&objective));
         self.running
             .insert(objective.objective_id.clone(), run.run_id.clone());
@@ -1100,23 +1257,44 @@ impl ObjectivesActor {
             .next()
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
+        let mut budget_run = None;
+        if Self::budget_exhausted(objective) && objective.state == ObjectiveState::Active {
+            // The budget is used up now: pause at once rather than at the next firing,
+            // and record the firing that will not run as the budget's outcome.
+            let skipped_for = objective.next_run_at.take();
+            objective.state = ObjectiveState::Paused;
+            objective.state_reason = Some("budget_exhausted".into());
+            let skipped = new_run(
+                objective,
+                RunTrigger::Schedule,
+                RunStatus::SkippedBudget,
+                skipped_for,
+                Some("the budget is exhausted; the objective is paused".into()),
+            );
+            tracing::info!(objective_id, "budget exhausted; objective paused");
+            budget_run = Some(skipped);
+        }
         let objective = objective.clone();
-        let ops = vec![
-            WriteOp::Put {
+        self.sync_schedule(&objective);
+        let mut ops = vec![self.objective_op(&objective)];
+        if let Some(skipped) = &budget_run {
+            ops.extend(self.run_ops(&objective, skipped));
+        }
+        // A run already pruned from the history (a long run among many skipped ones)
+        // stays pruned.
+        if seq + self.policy.run_retention > objective.run_seq {
+            ops.push(WriteOp::Put {
                 table: Table::Runs,
                 key: run_key(objective_id, seq),
                 value: encode_record(&run),
-            },
-            self.objective_op(&objective),
-        ];
+            });
+        }
         tracing::info!(objective_id, run_id = %run.run_id, status = ?run.status, tokens = run.tokens, "run finished");
         ctx.spawn(self.commit(ops).map(|_, _, _| ()));
-        if self.queued.remove(objective_id) {
-            ctx.notify(Fire {
-                objective_id: objective_id.to_owned(),
-                scheduled_for: now,
-                trigger: Trigger::Queued,
-            });
+        if let Some((scheduled_for, seq)) = self.queued.remove(objective_id) {
+            if !self.draining {
+                self.start_queued(objective_id, scheduled_for, seq, ctx);
+            }
         }
     }
 }
@@ -1182,10 +1360,23 @@ impl Handler<Fire> for ObjectivesActor {
         if self.running.contains_key(&objective.objective_id) {
             if overlap == Overlap::QueueOne
                 && msg.trigger != Trigger::Queued
-                && self.queued.insert(objective.objective_id.clone())
+                && !self.queued.contains_key(&objective.objective_id)
             {
-                // Persist the moved next_run_at; the queued firing runs after the current one.
-                let ops = vec![self.objective_op(&objective)];
+                // The waiting firing is a durable `queued` run with its own instant.
+                let run = self.new_run(
+                    &mut objective,
+                    trigger,
+                    RunStatus::Queued,
+                    scheduled_for,
+                    None,
+                );
+                let seq = objective.run_seq;
+                let mut ops = self.run_ops(&objective, &run);
+                ops.push(self.objective_op(&objective));
+                self.queued
+                    .insert(objective.objective_id.clone(), (msg.scheduled_for, seq));
+                self.objectives
+                    .insert(objective.objective_id.clone(), objective);
                 ctx.spawn(self.commit(ops).map(|_, _, _| ()));
                 return;
             }
@@ -1622,7 +1813,11 @@ impl Handler<Lifecycle> for ObjectivesActor {
         objective.next_run_at = Self::next_run(&objective, now);
         objective.updated_at = now;
         if to != ObjectiveState::Active {
-            self.queued.remove(&objective.objective_id);
+            if let Some((scheduled_for, seq)) = self.queued.remove(&objective.objective_id) {
+                let oid = objective.objective_id.clone();
+                self.objectives.insert(oid.clone(), objective.clone());
+                self.start_queued(&oid, scheduled_for, seq, ctx);
+            }
         }
         tracing::info!(objective_id = %objective.objective_id, state = %state_name(to), "objective lifecycle");
         self.put_objective(objective)

@@ -184,14 +184,32 @@ async fn call(
     if !(200..300).contains(&status) {
         return Err(format!("the provider answered HTTP {status}"));
     }
-    let body: serde_json::Value = response
-        .json()
+    // Bounded: an answer over 4 MiB is refused rather than buffered.
+    const MAX_BODY: usize = 4 * 1024 * 1024;
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY as u64)
+    {
+        return Err("the provider's answer is larger than 4 MiB".into());
+    }
+    let mut body = Vec::new();
+    let mut response = response;
+    while let Some(chunk) = response
+        .chunk()
         .await
+        .map_err(|_| "the provider's answer was cut off".to_owned())?
+    {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err("the provider's answer is larger than 4 MiB".into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let body: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|_| "the provider answered without JSON".to_owned())?;
     let tokens = body["usage"]["total_tokens"].as_u64().unwrap_or(0);
     let text = body["choices"][0]["message"]["content"]
         .as_str()
-        .unwrap_or_default()
+        .ok_or_else(|| "the provider's answer has no choices[0].message.content".to_owned())?
         .to_owned();
     Ok((tokens, text))
 }

@@ -46,13 +46,27 @@ impl Schedule {
         Ok(Self { cron, tz })
     }
 
-    /// The first occurrence strictly after `after`.
+    /// The first occurrence strictly after `after`. croner searches on the local
+    /// clock, and inside the repeated autumn hour it can answer an instant that is
+    /// earlier in real time; its iterator handles the fold, and occurrences not after
+    /// `after` are skipped here, so the answer always moves forward.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = after.with_timezone(&self.tz);
         self.cron
-            .find_next_occurrence(&local, false)
+            .iter_after(local)
+            .take(10_000)
+            .map(|t| t.with_timezone(&Utc))
+            .find(|t| *t > after)
+    }
+
+    /// The newest occurrence at or before `at`.
+    pub fn latest_at_or_before(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = at.with_timezone(&self.tz);
+        self.cron
+            .find_previous_occurrence(&local, true)
             .ok()
             .map(|t| t.with_timezone(&Utc))
+            .filter(|t| *t <= at)
     }
 }
 
@@ -78,6 +92,37 @@ mod tests {
             next,
             utc(2026, 10, 26, 1, 30),
             "not again at 01:30 UTC the same night"
+        );
+    }
+
+    #[test]
+    fn inside_the_repeated_hour_the_next_occurrence_still_moves_forward() {
+        // 01:10 UTC is the second 02:10 in Prague (CET).
+        let inside = utc(2026, 10, 25, 1, 10);
+        let fixed = Schedule::parse("30 2 * * *", "Europe/Prague").unwrap();
+        let next = fixed.next_after(inside).unwrap();
+        assert!(next > inside, "{next}");
+        assert_eq!(
+            next,
+            utc(2026, 10, 26, 1, 30),
+            "02:30 already fired in the first copy"
+        );
+        let every_5 = Schedule::parse("*/5 * * * *", "Europe/Prague").unwrap();
+        let next = every_5.next_after(inside).unwrap();
+        assert_eq!(
+            next,
+            utc(2026, 10, 25, 1, 15),
+            "interval jobs run through the second copy"
+        );
+        let mut t = utc(2026, 10, 24, 23, 50);
+        let mut seen = Vec::new();
+        for _ in 0..40 {
+            t = every_5.next_after(t).unwrap();
+            seen.push(t);
+        }
+        assert!(
+            seen.windows(2).all(|w| w[1] > w[0]),
+            "strictly increasing through the fold"
         );
     }
 

@@ -172,6 +172,14 @@ impl Handler<Change> for SchedulerActor {
                     .insert(objective_id.clone(), (generation, scheduled_for));
                 self.heap
                     .push(Reverse((due.timestamp_millis(), generation, objective_id)));
+                // Superseded entries stay in the heap until they surface; compact it
+                // when they outnumber the live ones, so edits cannot grow it forever.
+                if self.heap.len() > 2 * self.entries.len() + 1024 {
+                    let entries = &self.entries;
+                    self.heap.retain(|Reverse((_, g, id))| {
+                        entries.get(id).is_some_and(|(live, _)| live == g)
+                    });
+                }
             }
             Change::Remove(id) => {
                 self.entries.remove(&id);

@@ -432,7 +432,8 @@ async fn heartbeats_programs_manual_fires_and_rejected_keys() {
 #[tokio::test]
 async fn overlap_queue_one_keeps_one_firing_waiting() {
     let fake = FakeModel::start(1).await;
-    fake.delay_ms.store(2200, std::sync::atomic::Ordering::SeqCst);
+    fake.delay_ms
+        .store(2200, std::sync::atomic::Ordering::SeqCst);
     let app = setup(&fake).await;
     create(
         &app,
@@ -442,9 +443,18 @@ async fn overlap_queue_one_keeps_one_firing_waiting() {
     .await;
     // The first run takes 2.2 s: the firing during it waits, later ones are skipped,
     // and the waiting one starts as soon as the first finishes.
-    assert!(wait_for(async || fake.calls() >= 2, 8).await, "the queued firing ran");
-    assert_eq!(fake.max_in_flight.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        wait_for(async || fake.calls() >= 2, 8).await,
+        "the queued firing ran"
+    );
+    assert_eq!(
+        fake.max_in_flight.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
     let all = runs(&app, "queued").await;
-    assert!(all.iter().any(|r| r["status"] == "skipped_overlap"), "{all:?}");
+    assert!(
+        all.iter().any(|r| r["status"] == "skipped_overlap"),
+        "{all:?}"
+    );
     assert_eq!(lifecycle(&app, "queued", "cancel").await.status(), 200);
 }
