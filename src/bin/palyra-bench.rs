@@ -16,7 +16,12 @@
 //!   resident memory;
 //! - for `refresh-10k` it starts a fake OAuth token endpoint on loopback (its own
 //!   runtime and thread, like the baseline), signs 10,000 profiles in through the real
-//!   sign-in flow and times the background refresher on them.
+//!   sign-in flow and times the background refresher on them;
+//! - for `scheduler-10k` it starts a fake OpenAI-compatible model provider on loopback
+//!   (its own runtime and thread) that records when each call arrives, creates 10,000
+//!   active standing orders due on the same boundaries, and compares the daemon's
+//!   firings with tokio-cron-scheduler's on the same job set in the same run;
+//! - `objective-create` loads `POST /console/v1/objectives` like `profile-create`.
 //!
 //! It prints a Markdown table and a pass/miss assessment of the targets, and writes a
 //! JSON array with `--json`. It is a benchmark, never a test: it exits 0 whatever the
@@ -41,9 +46,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use palyra::settings::{LogFormat, LogSettings, ProviderConfig, Settings, Validation};
 use palyra_actors::SecretString;
+use palyra_actors::objectives::{
+    ObjectiveRecord, ObjectiveState, RunRecord, RunStatus, RunTrigger,
+};
 use palyra_actors::refresher::RefresherHandle;
 use palyra_actors::secret::random_token;
-use palyra_storage::Writer;
+use palyra_storage::{Table, Writer, decode_record};
 use serde::Serialize;
 use tempfile::TempDir;
 use tokio::net::TcpStream;
@@ -89,6 +97,28 @@ const REFRESH_LEAD_S: u64 = 2;
 const REFRESHED_EXPIRES_IN_S: u64 = 3_600;
 /// How long idle CPU is measured after the refresh burst.
 const IDLE_CPU_WINDOW: Duration = Duration::from_secs(5);
+/// `--duration` default of the HTTP scenarios (seconds per side).
+const HTTP_DURATION_S: f64 = 10.0;
+/// `--duration` default of `scheduler-10k` (seconds of firing measured, per side).
+const SCHEDULER_WINDOW_S: f64 = 30.0;
+/// After the window of `scheduler-10k`, how long calls of firings in the window may
+/// still arrive at the fake provider before the daemon is stopped.
+const SCHEDULER_DRAIN: Duration = Duration::from_secs(10);
+/// The same for tokio-cron-scheduler's jobs, which only record an instant.
+const PEER_DRAIN: Duration = Duration::from_secs(1);
+/// The peer baseline of `scheduler-10k`, as named by the issue.
+const PEER_NAME: &str = "tokio-cron-scheduler 0.15.1";
+const AGENTS_PATH: &str = "/console/v1/agents";
+const OBJECTIVES_PATH: &str = "/console/v1/objectives";
+/// The API-key profile and the agent every bench objective runs as.
+const BENCH_MODEL_PROFILE: &str = "bench-model";
+const BENCH_AGENT: &str = "bench-agent";
+/// `objective-create`: active objectives whose schedule is far away (00:00:00 UTC on
+/// 1 January), so none fires during the run.
+const FAR_SCHEDULE: &str = "0 0 0 1 1 *";
+/// Prefix of the objective ids of `scheduler-10k` (`s00001`...); the prompt of each
+/// objective is its id, which is how the fake provider knows whose call arrived.
+const SCHEDULER_PREFIX: &str = "s";
 
 /// Load benchmark of palyrad's console auth routes against a trivial axum baseline.
 #[derive(Debug, Parser)]
@@ -100,9 +130,18 @@ struct Args {
     /// Concurrent keep-alive HTTP/1.1 clients, one connection each.
     #[arg(long, default_value_t = 64)]
     clients: usize,
-    /// Measured seconds per side (scenario, baseline) of each scenario.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
+    /// Measured seconds per side (scenario, baseline) of each HTTP scenario
+    /// [default: 10]; for `scheduler-10k`, seconds of firing measured for the daemon and
+    /// again for tokio-cron-scheduler, rounded up to whole periods [default: 30].
+    #[arg(long)]
+    duration: Option<f64>,
+    /// `scheduler-10k`: the schedule fires every this many seconds (`*/N * * * * *`,
+    /// so every objective is due on the same boundaries); N must divide 60.
+    #[arg(long, default_value_t = 5)]
+    every: u32,
+    /// `scheduler-10k`: active objectives (and peer jobs).
+    #[arg(long, default_value_t = 10_000)]
+    objectives: usize,
     /// Alternating slices per side: baseline, scenario, baseline, scenario, ...
     #[arg(long, default_value_t = 5)]
     slices: u32,
@@ -129,24 +168,37 @@ enum ScenarioArg {
     Handoff,
     ProfileList,
     ProfileCreate,
+    ObjectiveCreate,
     Rss,
     RssProfiles,
     #[value(name = "refresh-10k")]
     Refresh10k,
+    #[value(name = "scheduler-10k")]
+    Scheduler10k,
     All,
 }
 
 /// One row of the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Plan {
-    SessionCheck { sessions: usize },
+    SessionCheck {
+        sessions: usize,
+    },
     Login,
     Handoff,
     ProfileList,
     ProfileCreate,
+    ObjectiveCreate,
     Rss,
     RssProfiles,
     Refresh,
+    /// `scheduler-10k`: the daemon's scheduler (`peer: false`) or tokio-cron-scheduler
+    /// on the same job set (`peer: true`); one scenario gives both rows.
+    Scheduler {
+        objectives: usize,
+        every_s: u32,
+        peer: bool,
+    },
 }
 
 impl Plan {
@@ -161,9 +213,28 @@ impl Plan {
             Plan::Handoff => "handoff".into(),
             Plan::ProfileList => "profile-list".into(),
             Plan::ProfileCreate => "profile-create".into(),
+            Plan::ObjectiveCreate => "objective-create".into(),
             Plan::Rss => "rss".into(),
             Plan::RssProfiles => "rss-profiles".into(),
             Plan::Refresh => "refresh-10k".into(),
+            Plan::Scheduler {
+                objectives,
+                every_s,
+                peer,
+            } => {
+                let mut name = if objectives % 1000 == 0 {
+                    format!("scheduler-{}k", objectives / 1000)
+                } else {
+                    format!("scheduler-{objectives}")
+                };
+                if every_s != 5 {
+                    name.push_str(&format!("-every-{every_s}s"));
+                }
+                if peer {
+                    name.push_str("-tokio-cron-scheduler");
+                }
+                name
+            }
         }
     }
 
@@ -173,7 +244,11 @@ impl Plan {
     fn needs_in_process(self) -> bool {
         matches!(
             self,
-            Plan::ProfileList | Plan::ProfileCreate | Plan::Refresh
+            Plan::ProfileList
+                | Plan::ProfileCreate
+                | Plan::ObjectiveCreate
+                | Plan::Refresh
+                | Plan::Scheduler { .. }
         )
     }
 }
@@ -182,9 +257,12 @@ fn main() -> ExitCode {
     let args = Args::parse();
     // Only the daemon's warnings and errors: its per-request info lines would flood
     // the terminal (RUST_LOG still wins).
+    // tokio-cron-scheduler's notification runner logs an ERROR line each time its
+    // broadcast channel lags under `scheduler-10k`'s load; that is not a job firing, and
+    // thousands of those lines would bury the report.
     palyra::telemetry::init(&LogSettings {
         format: LogFormat::Human,
-        level: "warn".into(),
+        level: "warn,tokio_cron_scheduler=off".into(),
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -210,9 +288,22 @@ async fn run(args: Args) -> Result<(), BoxError> {
     if args.clients == 0 || args.slices == 0 || args.sessions == 0 {
         return Err("--clients, --slices and --sessions must be at least 1".into());
     }
-    if !(args.duration.is_finite() && args.duration > 0.0) {
-        return Err("--duration must be a positive number of seconds".into());
+    if let Some(duration) = args.duration {
+        if !(duration.is_finite() && duration > 0.0) {
+            return Err("--duration must be a positive number of seconds".into());
+        }
     }
+    if args.every == 0 || 60 % args.every != 0 {
+        return Err("--every must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)".into());
+    }
+    if args.objectives == 0 || args.objectives > 1_000_000 {
+        return Err("--objectives must be between 1 and 1,000,000".into());
+    }
+    let scheduler = Plan::Scheduler {
+        objectives: args.objectives,
+        every_s: args.every,
+        peer: false,
+    };
     let plans = match args.scenario {
         ScenarioArg::SessionCheck => vec![Plan::SessionCheck {
             sessions: args.sessions,
@@ -221,9 +312,11 @@ async fn run(args: Args) -> Result<(), BoxError> {
         ScenarioArg::Handoff => vec![Plan::Handoff],
         ScenarioArg::ProfileList => vec![Plan::ProfileList],
         ScenarioArg::ProfileCreate => vec![Plan::ProfileCreate],
+        ScenarioArg::ObjectiveCreate => vec![Plan::ObjectiveCreate],
         ScenarioArg::Rss => vec![Plan::Rss],
         ScenarioArg::RssProfiles => vec![Plan::RssProfiles],
         ScenarioArg::Refresh10k => vec![Plan::Refresh],
+        ScenarioArg::Scheduler10k => vec![scheduler],
         ScenarioArg::All => vec![
             Plan::SessionCheck { sessions: 1 },
             Plan::SessionCheck {
@@ -233,9 +326,11 @@ async fn run(args: Args) -> Result<(), BoxError> {
             Plan::Handoff,
             Plan::ProfileList,
             Plan::ProfileCreate,
+            Plan::ObjectiveCreate,
             Plan::Rss,
             Plan::RssProfiles,
             Plan::Refresh,
+            scheduler,
         ],
     };
     let target = match &args.url {
@@ -254,7 +349,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         if args.scenario != ScenarioArg::All {
             if let Some(plan) = plans.iter().find(|p| p.needs_in_process()) {
                 return Err(format!(
-                    "{} needs the in-process daemon: it creates profiles or configures a provider, which --url must not do to a running daemon",
+                    "{} needs the in-process daemon: it creates profiles or objectives or configures a provider, which --url must not do to a running daemon",
                     plan.name()
                 )
                 .into());
@@ -296,7 +391,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let baseline = Baseline::start()?;
     let bench = Bench {
         clients: args.clients,
-        duration: Duration::from_secs_f64(args.duration),
+        duration: Duration::from_secs_f64(args.duration.unwrap_or(HTTP_DURATION_S)),
+        scheduler_window: Duration::from_secs_f64(args.duration.unwrap_or(SCHEDULER_WINDOW_S)),
         slices: args.slices,
         baseline: baseline.addr,
         target,
@@ -307,13 +403,17 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let mut rows = Vec::new();
     for plan in plans {
         eprintln!("running {}", plan.name());
-        let row = match plan {
-            Plan::Rss => bench.rss().await?,
-            Plan::RssProfiles => bench.rss_profiles().await?,
-            Plan::Refresh => bench.refresh().await?,
-            _ => bench.http_scenario(plan).await?,
-        };
-        rows.push(row);
+        match plan {
+            Plan::Rss => rows.push(bench.rss().await?),
+            Plan::RssProfiles => rows.push(bench.rss_profiles().await?),
+            Plan::Refresh => rows.push(bench.refresh().await?),
+            Plan::Scheduler {
+                objectives,
+                every_s,
+                ..
+            } => rows.extend(bench.scheduler(objectives, every_s).await?),
+            _ => rows.push(bench.http_scenario(plan).await?),
+        }
     }
     baseline.stop();
 
@@ -363,6 +463,8 @@ enum TargetMode {
 struct Bench {
     clients: usize,
     duration: Duration,
+    /// `scheduler-10k`: seconds of firing measured per side.
+    scheduler_window: Duration,
     slices: u32,
     baseline: SocketAddr,
     target: TargetMode,
@@ -387,7 +489,14 @@ impl Bench {
                 // Logins during a run stay far below this, so no login pays for an
                 // eviction and no seeded session is evicted.
                 .max(1_000_000);
-                let daemon = InProcessDaemon::start(&self.root, &token, max_live, |_| {}).await?;
+                let daemon = InProcessDaemon::start(&self.root, &token, max_live, |s| {
+                    if plan == Plan::ObjectiveCreate {
+                        // No objective of this scenario fires; should one, its call
+                        // stays on loopback.
+                        s.providers.openai.api_base_url = "http://127.0.0.1:9".into();
+                    }
+                })
+                .await?;
                 (Some(daemon), token)
             }
             TargetMode::External { token, .. } => (None, token.clone()),
@@ -455,7 +564,18 @@ impl Bench {
                 );
                 (Work::create_profiles(bearer, "c"), 1, 1)
             }
-            Plan::Rss | Plan::RssProfiles | Plan::Refresh => {
+            Plan::ObjectiveCreate => {
+                create_agent(addr, &bearer).await?;
+                notes.push(format!(
+                    "1 iteration = 1 new active standing order with the schedule `{FAR_SCHEDULE}` (UTC, never due during the run): a durable write and a scheduler entry"
+                ));
+                (
+                    Work::create_objectives(bearer, "c", FAR_SCHEDULE.into()),
+                    1,
+                    1,
+                )
+            }
+            Plan::Rss | Plan::RssProfiles | Plan::Refresh | Plan::Scheduler { .. } => {
                 return Err(format!("{} is not an HTTP scenario", plan.name()).into());
             }
         };
@@ -963,6 +1083,664 @@ impl Bench {
     }
 }
 
+/// The boundaries of `scheduler-10k` that are measured, in Unix milliseconds:
+/// `boundaries` of them, `every_ms` apart, from `first_ms`. `*/N * * * * *` in UTC falls
+/// due on Unix seconds that are multiples of N, as N divides 60.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    first_ms: i64,
+    every_ms: i64,
+    boundaries: i64,
+}
+
+impl Window {
+    /// The window after `ready_ms`: the first boundary after it is a warm-up, the
+    /// window starts at the next one and covers `length` in whole periods.
+    fn after(ready_ms: i64, every_s: u32, length: Duration) -> Self {
+        let every_ms = i64::from(every_s) * 1000;
+        let warm_up = (ready_ms.div_euclid(every_ms) + 1) * every_ms;
+        let length_ms = i64::try_from(length.as_millis()).unwrap_or(i64::MAX / 4);
+        Self {
+            first_ms: warm_up + every_ms,
+            every_ms,
+            boundaries: ((length_ms + every_ms - 1) / every_ms).max(1),
+        }
+    }
+
+    /// The boundary after the window's last one.
+    fn end_ms(self) -> i64 {
+        self.first_ms + self.boundaries * self.every_ms
+    }
+
+    fn seconds(self) -> f64 {
+        (self.boundaries * self.every_ms) as f64 / 1000.0
+    }
+
+    /// Whether `ms` is one of the window's boundaries.
+    fn is_boundary(self, ms: i64) -> bool {
+        ms >= self.first_ms && ms < self.end_ms() && (ms - self.first_ms) % self.every_ms == 0
+    }
+
+    /// The boundary at or before `ns` (Unix nanoseconds), in Unix milliseconds.
+    fn floor_ms(self, ns: i64) -> i64 {
+        ns.div_euclid(1_000_000).div_euclid(self.every_ms) * self.every_ms
+    }
+
+    fn describe(self) -> String {
+        let at = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .map_or_else(|| ms.to_string(), |t| t.format("%H:%M:%S").to_string())
+        };
+        format!(
+            "{} boundaries {} s apart, {} to {} UTC",
+            self.boundaries,
+            self.every_ms / 1000,
+            at(self.first_ms),
+            at(self.end_ms() - self.every_ms)
+        )
+    }
+}
+
+/// Sleeps until the wall clock reads `target_ms` (Unix milliseconds).
+async fn sleep_until_unix_ms(target_ms: i64) {
+    if let Ok(wait) = u64::try_from(target_ms - unix_ms()) {
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+}
+
+/// Wall-clock time in Unix nanoseconds.
+fn unix_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// The number of a bench objective id (`s00042` is 42).
+fn objective_number(id: &str) -> Option<u32> {
+    id.strip_prefix(SCHEDULER_PREFIX)?.parse().ok()
+}
+
+/// CPU time of the process and of each thread name at one instant.
+struct CpuSnapshot {
+    at: Instant,
+    process: u64,
+    threads: std::collections::BTreeMap<String, u64>,
+}
+
+impl CpuSnapshot {
+    fn take() -> Result<Self, BoxError> {
+        Ok(Self {
+            at: Instant::now(),
+            process: process_cpu_ticks()?,
+            threads: thread_cpu_ticks(),
+        })
+    }
+
+    /// CPU used from `before` to this snapshot, in % of one core.
+    fn since(&self, before: &CpuSnapshot) -> CpuUse {
+        let secs = self.at.duration_since(before.at).as_secs_f64().max(1e-9);
+        let ticks_per_s = clock_ticks_per_second();
+        let pct = |ticks: u64| ticks as f64 / ticks_per_s / secs * 100.0;
+        let by_thread = self
+            .threads
+            .iter()
+            .filter_map(|(name, after)| {
+                let ticks = after.saturating_sub(before.threads.get(name).copied().unwrap_or(0));
+                (ticks > 0).then(|| (name.clone(), pct(ticks)))
+            })
+            .collect();
+        CpuUse {
+            secs,
+            process_pct: pct(self.process.saturating_sub(before.process)),
+            by_thread,
+        }
+    }
+}
+
+/// CPU over a window, in % of one core.
+struct CpuUse {
+    secs: f64,
+    process_pct: f64,
+    by_thread: Vec<(String, f64)>,
+}
+
+impl CpuUse {
+    /// The share of the threads whose names `side` accepts.
+    fn side_pct(&self, side: impl Fn(&str) -> bool) -> f64 {
+        self.by_thread
+            .iter()
+            .filter(|(name, _)| side(name))
+            .map(|(_, pct)| pct)
+            .sum()
+    }
+
+    fn describe(&self) -> String {
+        self.by_thread
+            .iter()
+            .map(|(name, pct)| format!("{name} {pct:.1}%"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The daemon's threads in this process: `palyrad` (the actix System: the actors and
+/// their timers), `palyra-worker` (HTTP, provider calls), `palyra-writer` (redb).
+fn is_daemon_thread(name: &str) -> bool {
+    name.starts_with("palyra") && name != "palyra-bench"
+}
+
+/// The peer scheduler's threads: `tcs` and its runtime's `tcs-worker`s.
+fn is_peer_thread(name: &str) -> bool {
+    name.starts_with("tcs")
+}
+
+/// What became of the firings due in a window.
+#[derive(Debug, Default)]
+struct FiringReport {
+    /// Objectives (jobs) x boundaries.
+    expected: u64,
+    /// Firings whose provider call arrived at the fake (peer: whose job started).
+    received: u64,
+    /// A boundary of an objective with no run record at all.
+    no_run: u64,
+    skipped_overlap: u64,
+    skipped_budget: u64,
+    failed: u64,
+    /// A run record still `running` at the stop, with no call at the fake.
+    not_called: u64,
+    /// Run records (peer: job starts) beyond the first for one objective and boundary.
+    duplicates: u64,
+    /// Objectives whose calls and provider-calling runs did not pair up one to one.
+    unpaired_objectives: u64,
+    /// Calls at the fake that named no bench objective.
+    unattributed_calls: u64,
+    /// Active bench objectives found in the database (peer: jobs).
+    population: u64,
+    /// Arrival (peer: job start) minus boundary, of each received firing; sorted.
+    lateness_ns: Vec<u64>,
+    /// The daemon only: the run record's `started_at` (stamped before its durable
+    /// write, millisecond resolution) minus the boundary; sorted.
+    record_lateness_ns: Vec<u64>,
+    /// The daemon only: each window run's `scheduled_for` minus its boundary; sorted.
+    schedule_offset_ns: Vec<u64>,
+    /// The daemon only: arrival minus the run's `scheduled_for`, of each received
+    /// firing (the lateness without the offset above); sorted.
+    after_scheduled_ns: Vec<u64>,
+}
+
+impl FiringReport {
+    fn missed(&self) -> u64 {
+        self.expected.saturating_sub(self.received)
+    }
+
+    fn finish(&mut self) {
+        self.lateness_ns.sort_unstable();
+        self.record_lateness_ns.sort_unstable();
+        self.schedule_offset_ns.sort_unstable();
+        self.after_scheduled_ns.sort_unstable();
+    }
+}
+
+/// The daemon's firings in `window`, from its run records and the calls the fake saw.
+///
+/// Each objective's runs are sequential (overlap `forbid`: a run starts only after the
+/// previous one finished), so its provider calls arrive in the order of its runs: the
+/// k-th call pairs with the k-th run that called the provider. A firing of the window
+/// is received when its run's call arrived.
+fn daemon_firings(
+    window: Window,
+    objective_ids: &[String],
+    runs: Vec<RunRecord>,
+    calls: Vec<(u32, i64)>,
+) -> FiringReport {
+    use std::collections::HashMap;
+    let mut report = FiringReport {
+        population: objective_ids.len() as u64,
+        ..FiringReport::default()
+    };
+    let mut calls_by: HashMap<u32, Vec<i64>> = HashMap::new();
+    for (n, at) in calls {
+        calls_by.entry(n).or_default().push(at);
+    }
+    let mut runs_by: HashMap<String, Vec<(u64, RunRecord)>> = HashMap::new();
+    for run in runs {
+        let seq = run
+            .run_id
+            .rsplit_once('-')
+            .and_then(|(_, seq)| seq.parse().ok())
+            .unwrap_or(0);
+        runs_by
+            .entry(run.objective_id.clone())
+            .or_default()
+            .push((seq, run));
+    }
+    for id in objective_ids {
+        let mut arrivals = objective_number(id)
+            .and_then(|n| calls_by.remove(&n))
+            .unwrap_or_default();
+        arrivals.sort_unstable();
+        let mut runs = runs_by.remove(id).unwrap_or_default();
+        runs.sort_unstable_by_key(|(seq, _)| *seq);
+        // Pair calls with the runs that called the provider, in order.
+        let mut arrival_of: HashMap<u64, i64> = HashMap::new();
+        let mut next = 0;
+        let mut paired = true;
+        for (seq, run) in &runs {
+            let called = match run.status {
+                RunStatus::Succeeded | RunStatus::Running => true,
+                // Errors after the request was sent; others come before any call.
+                RunStatus::Failed => run.error.as_deref().is_some_and(|e| {
+                    e.starts_with("the provider answered")
+                        || e.starts_with("the provider did not answer")
+                }),
+                _ => false,
+            };
+            if !called {
+                continue;
+            }
+            match arrivals.get(next) {
+                Some(at) => {
+                    arrival_of.insert(*seq, *at);
+                    next += 1;
+                }
+                // A run still going at the stop may not have called yet.
+                None if run.status == RunStatus::Running => {}
+                None => paired = false,
+            }
+        }
+        if !paired || next != arrivals.len() {
+            report.unpaired_objectives += 1;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (seq, run) in &runs {
+            if run.trigger != RunTrigger::Schedule {
+                continue;
+            }
+            let Some(scheduled_ms) = run.scheduled_for.map(|t| t.timestamp_millis()) else {
+                continue;
+            };
+            // The boundary a firing belongs to is the one at or before its
+            // `scheduled_for`, which need not be on the boundary itself.
+            let boundary = window.floor_ms(scheduled_ms.saturating_mul(1_000_000));
+            if !window.is_boundary(boundary) {
+                continue;
+            }
+            report
+                .schedule_offset_ns
+                .push(u64::try_from(scheduled_ms - boundary).unwrap_or(0) * 1_000_000);
+            if !seen.insert(boundary) {
+                report.duplicates += 1;
+                continue;
+            }
+            let boundary_ns = boundary.saturating_mul(1_000_000);
+            match arrival_of.get(seq) {
+                Some(at) => {
+                    report.received += 1;
+                    report
+                        .lateness_ns
+                        .push(u64::try_from(at - boundary_ns).unwrap_or(0));
+                    report.after_scheduled_ns.push(
+                        u64::try_from(at - scheduled_ms.saturating_mul(1_000_000)).unwrap_or(0),
+                    );
+                    if let Some(started) = run.started_at {
+                        let ms = started.timestamp_millis() - boundary;
+                        report
+                            .record_lateness_ns
+                            .push(u64::try_from(ms).unwrap_or(0) * 1_000_000);
+                    }
+                }
+                None => match run.status {
+                    RunStatus::SkippedOverlap => report.skipped_overlap += 1,
+                    RunStatus::SkippedBudget => report.skipped_budget += 1,
+                    RunStatus::Failed => report.failed += 1,
+                    _ => report.not_called += 1,
+                },
+            }
+        }
+        let boundaries = u64::try_from(window.boundaries).unwrap_or(0);
+        report.expected += boundaries;
+        report.no_run += boundaries.saturating_sub(seen.len() as u64);
+    }
+    report.unattributed_calls = calls_by.values().map(|v| v.len() as u64).sum();
+    report.finish();
+    report
+}
+
+/// The peer's firings in `window`: each job start belongs to the boundary at or before
+/// it (the peer only fires at or after a boundary, and far less than a period late).
+fn peer_firings(window: Window, jobs: usize, starts: Vec<(u32, i64)>) -> FiringReport {
+    let mut report = FiringReport {
+        population: jobs as u64,
+        expected: jobs as u64 * u64::try_from(window.boundaries).unwrap_or(0),
+        ..FiringReport::default()
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (job, at) in starts {
+        let boundary = window.floor_ms(at);
+        if !window.is_boundary(boundary) {
+            continue;
+        }
+        if !seen.insert((job, boundary)) {
+            report.duplicates += 1;
+            continue;
+        }
+        report.received += 1;
+        report
+            .lateness_ns
+            .push(u64::try_from(at - boundary.saturating_mul(1_000_000)).unwrap_or(0));
+    }
+    report.finish();
+    report
+}
+
+/// The bench objectives in the data dir of a stopped daemon (ids of the active ones,
+/// and how many are not active) and every run record.
+fn read_objectives_and_runs(
+    data_dir: &Path,
+) -> Result<(Vec<String>, u64, Vec<RunRecord>), BoxError> {
+    let storage = palyra_storage::Storage::open(data_dir)?;
+    let mut ids = Vec::new();
+    let mut inactive = 0;
+    for (_, value) in storage.load(Table::Objectives)? {
+        let objective: ObjectiveRecord = decode_record(&value)?;
+        if objective_number(&objective.objective_id).is_none() {
+            continue;
+        }
+        if objective.state == ObjectiveState::Active {
+            ids.push(objective.objective_id);
+        } else {
+            inactive += 1;
+        }
+    }
+    let mut runs = Vec::new();
+    for (_, value) in storage.load(Table::Runs)? {
+        runs.push(decode_record::<RunRecord>(&value)?);
+    }
+    Ok((ids, inactive, runs))
+}
+
+/// What a scheduler row is built from, beside the firings.
+struct SchedulerMeasure {
+    plan: Plan,
+    implementation: String,
+    window: Window,
+    cpu: CpuUse,
+    side_cpu_pct: f64,
+    rss_before: f64,
+    rss_end: f64,
+}
+
+impl Bench {
+    /// `scheduler-10k`: the daemon's scheduler, then tokio-cron-scheduler on the same
+    /// job set (one after the other, so neither takes CPU from the other).
+    async fn scheduler(&self, objectives: usize, every_s: u32) -> Result<Vec<Row>, BoxError> {
+        let ours = self.scheduler_daemon(objectives, every_s).await?;
+        let peer = self.scheduler_peer(objectives, every_s).await?;
+        Ok(vec![ours, peer])
+    }
+
+    fn scheduler_row(&self, m: &SchedulerMeasure, report: &FiringReport) -> Row {
+        let mut row = Row::new(m.plan, self);
+        let lateness = &report.lateness_ns;
+        let max_ms = lateness.last().map_or(0.0, |ns| *ns as f64 / 1e6);
+        row.p50_ms = round(nearest_rank_ms(lateness, 0.50), 3);
+        row.p99_ms = round(nearest_rank_ms(lateness, 0.99), 3);
+        row.p999_ms = round(nearest_rank_ms(lateness, 0.999), 3);
+        row.errors = report.missed();
+        row.implementation = Some(m.implementation.clone());
+        row.objectives = Some(usize::try_from(report.population).unwrap_or(0));
+        row.every_s = Some(u32::try_from(m.window.every_ms / 1000).unwrap_or(0));
+        row.window_s = Some(m.window.seconds());
+        row.expected = Some(report.expected);
+        row.received = Some(report.received);
+        row.missed = Some(report.missed());
+        row.lateness_p50_ms = Some(row.p50_ms);
+        row.lateness_p99_ms = Some(row.p99_ms);
+        row.lateness_max_ms = Some(round(max_ms, 3));
+        row.cpu_pct = Some(round(m.cpu.process_pct, 1));
+        row.side_cpu_pct = Some(round(m.side_cpu_pct, 1));
+        row.rss_before_mib = Some(round(m.rss_before, 2));
+        row.rss_mib = Some(round(m.rss_end, 2));
+        row
+    }
+
+    /// The daemon's side of `scheduler-10k`.
+    async fn scheduler_daemon(&self, n: usize, every_s: u32) -> Result<Row, BoxError> {
+        let plan = Plan::Scheduler {
+            objectives: n,
+            every_s,
+            peer: false,
+        };
+        let fake = FakeModel::start()?;
+        let token = random_token();
+        let base = format!("http://{}", fake.addr);
+        let daemon = InProcessDaemon::start(&self.root, &token, 1_000_000, move |s| {
+            s.providers.openai.api_base_url = base;
+        })
+        .await?;
+        let addr = daemon.addr;
+        let bearer = bearer_header(&token)?;
+        create_agent(addr, &bearer).await?;
+        let pid = std::process::id();
+        let rss_before = vm_rss_mib(pid)?;
+        let schedule = format!("*/{every_s} * * * * *");
+        eprintln!("  creating {n} active standing orders on `{schedule}` (UTC)");
+        let create = Arc::new(Work::create_objectives(
+            bearer,
+            SCHEDULER_PREFIX,
+            schedule.clone(),
+        ));
+        let created = drive(addr, &create, self.clients, Limit::Count(n as u64)).await?;
+        let window = Window::after(unix_ms(), every_s, self.scheduler_window);
+        eprintln!(
+            "  palyrad: measuring {} after one warm-up boundary",
+            window.describe()
+        );
+        sleep_until_unix_ms(window.first_ms).await;
+        let cpu_before = CpuSnapshot::take()?;
+        let (commits_before, writes_before) = writer_counts(&daemon.writer);
+        let connections_before = fake.state.connections.load(Ordering::SeqCst);
+        sleep_until_unix_ms(window.end_ms()).await;
+        let cpu = CpuSnapshot::take()?.since(&cpu_before);
+        let (commits_after, writes_after) = writer_counts(&daemon.writer);
+        let connections_window = fake.state.connections.load(Ordering::SeqCst) - connections_before;
+        let rss_end = vm_rss_mib(pid)?;
+        eprintln!(
+            "  letting the window's calls arrive for {} s more",
+            SCHEDULER_DRAIN.as_secs()
+        );
+        tokio::time::sleep(SCHEDULER_DRAIN).await;
+        let dir = daemon.stop_keeping_dir().await?;
+        let connections = fake.state.connections.load(Ordering::SeqCst);
+        let calls = fake.state.log.take();
+        let unreadable = fake.state.unreadable.load(Ordering::SeqCst);
+        fake.stop();
+        let data_dir = dir.path().join("data");
+        let (ids, inactive, runs) =
+            tokio::task::spawn_blocking(move || read_objectives_and_runs(&data_dir)).await??;
+        drop(dir);
+        let all_calls = calls.len();
+        let report = daemon_firings(window, &ids, runs, calls);
+
+        let measure = SchedulerMeasure {
+            plan,
+            implementation: "palyrad".into(),
+            window,
+            side_cpu_pct: cpu.side_pct(is_daemon_thread),
+            cpu,
+            rss_before,
+            rss_end,
+        };
+        let mut row = self.scheduler_row(&measure, &report);
+        let commits = commits_after - commits_before;
+        let writes = writes_after - writes_before;
+        let secs = measure.cpu.secs;
+        if commits > 0 {
+            row.writes_per_commit = Some(round(writes as f64 / commits as f64, 2));
+            row.commits_per_s = Some(round(commits as f64 / secs, 1));
+        }
+        row.durable_writes_per_s = Some(round(writes as f64 / secs, 1));
+        let mut notes = vec![format!(
+            "{} of {n} objectives created in {:.1} s over {} connections ({} failed); {} active at the end",
+            created.ok,
+            created.elapsed.as_secs_f64(),
+            self.clients,
+            created.errors,
+            ids.len()
+        )];
+        if inactive > 0 {
+            notes.push(format!(
+                "{inactive} bench objectives were not active at the end"
+            ));
+        }
+        notes.push(format!(
+            "window: {}; a firing counts as received when its provider call arrived before the daemon was stopped, {} s after the window",
+            window.describe(),
+            SCHEDULER_DRAIN.as_secs()
+        ));
+        notes.push(format!(
+            "not received: {} without any run record, {} skipped_overlap, {} skipped_budget, {} failed, {} still running without a call at the stop; {} duplicate runs",
+            report.no_run,
+            report.skipped_overlap,
+            report.skipped_budget,
+            report.failed,
+            report.not_called,
+            report.duplicates
+        ));
+        if let Some(max) = report.schedule_offset_ns.last() {
+            let offsets = &report.schedule_offset_ns;
+            let off = offsets.iter().filter(|ns| **ns > 0).count();
+            row.scheduled_offset_p50_ms = Some(round(nearest_rank_ms(offsets, 0.50), 3));
+            row.scheduled_offset_max_ms = Some(round(*max as f64 / 1e6, 3));
+            notes.push(format!(
+                "{off} of {} window runs have a scheduled_for after their boundary (p50 {:.0} ms, max {:.0} ms): the daemon's next occurrence keeps the sub-second part of the instant it is computed from",
+                offsets.len(),
+                nearest_rank_ms(offsets, 0.50),
+                *max as f64 / 1e6
+            ));
+        }
+        if let Some(max) = report.after_scheduled_ns.last() {
+            let after = &report.after_scheduled_ns;
+            let max = *max as f64 / 1e6;
+            row.after_scheduled_p50_ms = Some(round(nearest_rank_ms(after, 0.50), 3));
+            row.after_scheduled_p99_ms = Some(round(nearest_rank_ms(after, 0.99), 3));
+            row.after_scheduled_max_ms = Some(round(max, 3));
+            notes.push(format!(
+                "measured from scheduled_for instead of the boundary, the calls arrived p50 {:.1}, p99 {:.1}, max {max:.1} ms late",
+                nearest_rank_ms(after, 0.50),
+                nearest_rank_ms(after, 0.99)
+            ));
+        }
+        if !report.record_lateness_ns.is_empty() {
+            let rec = &report.record_lateness_ns;
+            notes.push(format!(
+                "lateness is the call's arrival at the fake minus the boundary, so it includes the durable run write before the call; the run record was stamped (before that write, ms resolution) p50 {:.0}, p99 {:.0}, max {:.0} ms after the boundary",
+                nearest_rank_ms(rec, 0.50),
+                nearest_rank_ms(rec, 0.99),
+                rec.last().map_or(0.0, |ns| *ns as f64 / 1e6)
+            ));
+        }
+        notes.push(format!(
+            "over the window: {writes} durable writes ({:.0}/s, {:.2} per firing received; {} commits, {:.1} writes per commit)",
+            writes as f64 / secs,
+            writes as f64 / report.received.max(1) as f64,
+            commits,
+            row.writes_per_commit.unwrap_or(0.0)
+        ));
+        notes.push(format!(
+            "the fake received {all_calls} calls in all ({} named no bench objective, {unreadable} unreadable) over {connections} TCP connections, {connections_window} of them opened during the window",
+            report.unattributed_calls
+        ));
+        if report.unpaired_objectives > 0 {
+            notes.push(format!(
+                "{} objectives' calls did not pair one to one with their runs",
+                report.unpaired_objectives
+            ));
+        }
+        notes.push(format!(
+            "CPU over the window, % of one core: process {:.1}, daemon threads {:.1}; by thread: {}",
+            measure.cpu.process_pct,
+            measure.side_cpu_pct,
+            measure.cpu.describe()
+        ));
+        notes.push(format!(
+            "VmRSS of the bench process {rss_before:.1} MiB before creating the objectives, {rss_end:.1} MiB at the window's end: the in-process daemon with its objectives, run history and idle provider connections, the fake provider and the bench's log of every call, and the idle client and baseline runtimes"
+        ));
+        row.notes = notes.join("; ");
+        Ok(row)
+    }
+
+    /// The peer's side of `scheduler-10k`: tokio-cron-scheduler with one job per
+    /// objective on the same expression, each recording the instant it is called.
+    async fn scheduler_peer(&self, n: usize, every_s: u32) -> Result<Row, BoxError> {
+        let plan = Plan::Scheduler {
+            objectives: n,
+            every_s,
+            peer: true,
+        };
+        let schedule = format!("*/{every_s} * * * * *");
+        let pid = std::process::id();
+        let rss_before = vm_rss_mib(pid)?;
+        let log = Arc::new(CallLog::default());
+        eprintln!("  {PEER_NAME}: adding {n} jobs on `{schedule}`");
+        let (peer, ready) = PeerScheduler::start(n, schedule, Arc::clone(&log))?;
+        let setup = match ready.await {
+            Ok(Ok(setup)) => setup,
+            Ok(Err(e)) => return Err(format!("{PEER_NAME} failed: {e}").into()),
+            Err(_) => return Err(format!("{PEER_NAME}'s thread ended before it was ready").into()),
+        };
+        let window = Window::after(unix_ms(), every_s, self.scheduler_window);
+        eprintln!(
+            "  {PEER_NAME}: measuring {} after one warm-up boundary",
+            window.describe()
+        );
+        sleep_until_unix_ms(window.first_ms).await;
+        let cpu_before = CpuSnapshot::take()?;
+        sleep_until_unix_ms(window.end_ms()).await;
+        let cpu = CpuSnapshot::take()?.since(&cpu_before);
+        let rss_end = vm_rss_mib(pid)?;
+        tokio::time::sleep(PEER_DRAIN).await;
+        let stopped = peer.stop().await;
+        let starts = log.take();
+        let report = peer_firings(window, n, starts);
+        let measure = SchedulerMeasure {
+            plan,
+            implementation: PEER_NAME.into(),
+            window,
+            side_cpu_pct: cpu.side_pct(is_peer_thread),
+            cpu,
+            rss_before,
+            rss_end,
+        };
+        let mut row = self.scheduler_row(&measure, &report);
+        let mut notes = vec![
+            format!(
+                "{n} jobs (Job::new_async, each recording the instant it is called) added and the scheduler started in {:.1} s, on its own multi-thread runtime and thread",
+                setup.as_secs_f64()
+            ),
+            format!(
+                "window: {}; each job start belongs to the boundary at or before it; {} duplicate starts",
+                window.describe(),
+                report.duplicates
+            ),
+            format!(
+                "CPU over the window, % of one core: process {:.1}, peer threads {:.1}; by thread: {}",
+                measure.cpu.process_pct,
+                measure.side_cpu_pct,
+                measure.cpu.describe()
+            ),
+            format!(
+                "VmRSS of the bench process {rss_before:.1} MiB before adding the jobs (it still holds what the daemon's side left), {rss_end:.1} MiB at the window's end"
+            ),
+        ];
+        if !stopped.is_empty() {
+            notes.push(stopped);
+        }
+        row.notes = notes.join("; ");
+        Ok(row)
+    }
+}
+
 /// Bootstraps `n` OAuth sign-ins (profiles `r00001`...) over `clients` connections and
 /// returns the callback path (with `code=c` and the state) of each, the failures and
 /// the time taken.
@@ -1398,6 +2176,240 @@ impl Drop for FakeOAuth {
     }
 }
 
+/// When each call arrived (or each job started), by objective (job) number, in Unix
+/// nanoseconds. The instant is taken before the lock.
+#[derive(Debug, Default)]
+struct CallLog {
+    calls: std::sync::Mutex<Vec<(u32, i64)>>,
+}
+
+impl CallLog {
+    fn record(&self, n: u32, at_ns: i64) {
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((n, at_ns));
+    }
+
+    fn take(&self) -> Vec<(u32, i64)> {
+        std::mem::take(
+            &mut *self
+                .calls
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+/// The answer of the fake model provider: what the daemon's runner reads (the
+/// assistant message and `usage.total_tokens`).
+const FAKE_COMPLETION: &str = r#"{"id":"bench","object":"chat.completion","model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+
+#[derive(Debug, Default)]
+struct FakeModelState {
+    log: CallLog,
+    /// Calls whose body named no objective.
+    unreadable: AtomicU64,
+    /// TCP connections accepted.
+    connections: AtomicU64,
+}
+
+/// A zero-latency OpenAI-compatible model provider on loopback, on its own runtime and
+/// thread (like the baseline): `POST /v1/chat/completions` answers 200 at once with
+/// one assistant message and `usage.total_tokens` 2, and records when the call
+/// arrived and which objective sent it (the prompt is the objective id). The bearer
+/// is not checked.
+struct FakeModel {
+    addr: SocketAddr,
+    state: Arc<FakeModelState>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl FakeModel {
+    fn start() -> Result<Self, BoxError> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(FakeModelState::default());
+        let served = Arc::clone(&state);
+        let accepted = Arc::clone(&state);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("fake-model".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .thread_name("fake-model-worker")
+                    .build()?;
+                runtime.block_on(async move {
+                    use axum::serve::ListenerExt as _;
+                    let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(
+                        move |_: &mut tokio::net::TcpStream| {
+                            accepted.connections.fetch_add(1, Ordering::Relaxed);
+                        },
+                    );
+                    let app = axum::Router::new().route(
+                        "/v1/chat/completions",
+                        axum::routing::post(move |body: Bytes| {
+                            let at = unix_ns();
+                            let state = Arc::clone(&served);
+                            async move {
+                                let number = serde_json::from_slice::<serde_json::Value>(&body)
+                                    .ok()
+                                    .and_then(|v| {
+                                        v["messages"][0]["content"]
+                                            .as_str()
+                                            .and_then(objective_number)
+                                    });
+                                match number {
+                                    Some(n) => state.log.record(n, at),
+                                    None => {
+                                        state.unreadable.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                                (
+                                    [(header::CONTENT_TYPE, "application/json")],
+                                    FAKE_COMPLETION,
+                                )
+                            }
+                        }),
+                    );
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = stop_rx.await;
+                        })
+                        .await
+                })
+            })?;
+        Ok(Self {
+            addr,
+            state,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("fake model provider failed: {e}"),
+                Err(_) => eprintln!("fake model provider panicked"),
+            }
+        }
+    }
+}
+
+impl Drop for FakeModel {
+    // Only on error paths (stop() takes both).
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// tokio-cron-scheduler 0.15.1 on its own multi-thread runtime and thread (`tcs`,
+/// workers `tcs-worker`), with `n` jobs on one cron expression, each recording in the
+/// log the instant it is called (job `i` as number `i`, from 1).
+struct PeerScheduler {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+type PeerReady = oneshot::Receiver<Result<Duration, String>>;
+
+impl PeerScheduler {
+    /// Starts the thread; the receiver answers with the time taken to add the jobs
+    /// and start the scheduler, once it has started.
+    fn start(n: usize, schedule: String, log: Arc<CallLog>) -> Result<(Self, PeerReady), BoxError> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("tcs".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .thread_name("tcs-worker")
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                runtime.block_on(async move {
+                    let began = Instant::now();
+                    let setup = async {
+                        let scheduler = tokio_cron_scheduler::JobScheduler::new().await?;
+                        for i in 1..=n {
+                            let log = Arc::clone(&log);
+                            let number = u32::try_from(i).unwrap_or(u32::MAX);
+                            let job = tokio_cron_scheduler::Job::new_async(
+                                schedule.as_str(),
+                                move |_id, _scheduler| {
+                                    log.record(number, unix_ns());
+                                    Box::pin(async {})
+                                },
+                            )?;
+                            scheduler.add(job).await?;
+                        }
+                        scheduler.start().await?;
+                        Ok::<_, tokio_cron_scheduler::JobSchedulerError>(scheduler)
+                    };
+                    let mut scheduler = match setup.await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e.to_string()));
+                            return Err(e.to_string());
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(began.elapsed()));
+                    let _ = stop_rx.await;
+                    scheduler.shutdown().await.map_err(|e| e.to_string())
+                })
+            })?;
+        Ok((
+            Self {
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            },
+            ready_rx,
+        ))
+    }
+
+    /// Shuts the scheduler down and joins its thread; a note when that was not clean.
+    async fn stop(mut self) -> String {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let Some(thread) = self.thread.take() else {
+            return String::new();
+        };
+        let joined = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::task::spawn_blocking(move || thread.join()),
+        )
+        .await;
+        match joined {
+            Ok(Ok(Ok(Ok(())))) => String::new(),
+            Ok(Ok(Ok(Err(e)))) => format!("{PEER_NAME} shut down with an error: {e}"),
+            Ok(Ok(Err(_))) | Ok(Err(_)) => format!("{PEER_NAME}'s thread panicked"),
+            Err(_) => format!("{PEER_NAME} did not shut down within 30 s; left running"),
+        }
+    }
+}
+
+impl Drop for PeerScheduler {
+    // Only on error paths: let the thread end with the process if stop() was not called.
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
 /// Both sides of one scenario, plus the writer's counters over the scenario slices.
 #[derive(Debug, Default)]
 struct Comparison {
@@ -1424,7 +2436,7 @@ struct InProcessDaemon {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<Result<(), palyra::StartError>>>,
     // Dropped (removed) only after the daemon thread is joined.
-    _dir: TempDir,
+    dir: Option<TempDir>,
 }
 
 impl std::fmt::Debug for InProcessDaemon {
@@ -1476,7 +2488,7 @@ impl InProcessDaemon {
                 refresher,
                 stop: Some(stop_tx),
                 thread: Some(thread),
-                _dir: dir,
+                dir: Some(dir),
             }),
             Err(_) => {
                 let joined = tokio::task::spawn_blocking(move || thread.join()).await?;
@@ -1491,7 +2503,13 @@ impl InProcessDaemon {
     }
 
     /// Graceful stop; an error if the daemon failed or panicked.
-    async fn stop(mut self) -> Result<(), BoxError> {
+    async fn stop(self) -> Result<(), BoxError> {
+        self.stop_keeping_dir().await.map(drop)
+    }
+
+    /// Graceful stop that hands over the temporary dir (the data dir is its `data`),
+    /// so the stored records can be read once the daemon has let go of them.
+    async fn stop_keeping_dir(mut self) -> Result<TempDir, BoxError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -1502,7 +2520,9 @@ impl InProcessDaemon {
                 Err(_) => return Err("palyrad panicked".into()),
             }
         }
-        Ok(())
+        self.dir
+            .take()
+            .ok_or_else(|| "the daemon's dir is gone".into())
     }
 }
 
@@ -1591,6 +2611,15 @@ enum Work {
         prefix: &'static str,
         next: AtomicU64,
     },
+    /// `POST /console/v1/objectives`: a new active standing order of the bench agent
+    /// with a unique id `{prefix}{n:05}` per iteration, the id as its prompt, and
+    /// `schedule` in UTC; 200 expected.
+    CreateObjective {
+        bearer: HeaderValue,
+        prefix: &'static str,
+        schedule: String,
+        next: AtomicU64,
+    },
 }
 
 impl Work {
@@ -1598,6 +2627,15 @@ impl Work {
         Work::CreateProfile {
             bearer,
             prefix,
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn create_objectives(bearer: HeaderValue, prefix: &'static str, schedule: String) -> Self {
+        Work::CreateObjective {
+            bearer,
+            prefix,
+            schedule,
             next: AtomicU64::new(1),
         }
     }
@@ -1653,8 +2691,66 @@ impl Work {
                 )?;
                 Ok(client.send(request).await?.status() == StatusCode::OK)
             }
+            Work::CreateObjective {
+                bearer,
+                prefix,
+                schedule,
+                next,
+            } => {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let body = serde_json::json!({
+                    "objective_id": format!("{prefix}{n:05}"),
+                    "agent_id": BENCH_AGENT,
+                    "kind": "standing_order",
+                    "name": format!("bench {n}"),
+                    "prompt": format!("{prefix}{n:05}"),
+                    "automation": { "schedule": schedule, "timezone": "UTC" },
+                    "activate": true,
+                });
+                let request = client.post(
+                    OBJECTIVES_PATH,
+                    Some((header::AUTHORIZATION, bearer)),
+                    Bytes::from(body.to_string()),
+                )?;
+                Ok(client.send(request).await?.status() == StatusCode::OK)
+            }
         }
     }
+}
+
+/// Creates the API-key profile (`validate: false`) and the agent that bench
+/// objectives run as; the key is the bearer the fake provider receives.
+async fn create_agent(addr: SocketAddr, bearer: &HeaderValue) -> Result<(), BoxError> {
+    let mut client = Client::connect(addr).await?;
+    let profile = serde_json::json!({
+        "profile_id": BENCH_MODEL_PROFILE,
+        "provider": "openai",
+        "profile_name": "bench model",
+        "credential": { "type": "api_key", "api_key": "bench-model-key-0001" },
+        "validate": false,
+    });
+    let agent = serde_json::json!({
+        "agent_id": BENCH_AGENT,
+        "model": "bench-model",
+        "default_model_profile": BENCH_MODEL_PROFILE,
+    });
+    for (path, body) in [(PROFILES_PATH, profile), (AGENTS_PATH, agent)] {
+        let request = client.post(
+            path,
+            Some((header::AUTHORIZATION, bearer)),
+            Bytes::from(body.to_string()),
+        )?;
+        let response = client.send(request).await?;
+        if response.status() != StatusCode::OK {
+            return Err(format!(
+                "POST {path} answered {}: {}",
+                response.status(),
+                String::from_utf8_lossy(response.body())
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// `Authorization: Bearer <admin token>`, marked sensitive.
@@ -1853,13 +2949,18 @@ impl Tally {
 
     /// Nearest-rank percentile in milliseconds (`q` in 0..=1); needs `finish` first.
     fn percentile_ms(&self, q: f64) -> f64 {
-        let n = self.latencies_ns.len();
-        if n == 0 {
-            return 0.0;
-        }
-        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-        self.latencies_ns[rank - 1] as f64 / 1e6
+        nearest_rank_ms(&self.latencies_ns, q)
     }
+}
+
+/// Nearest-rank percentile in milliseconds of sorted nanoseconds (`q` in 0..=1).
+fn nearest_rank_ms(sorted_ns: &[u64], q: f64) -> f64 {
+    let n = sorted_ns.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+    sorted_ns[rank - 1] as f64 / 1e6
 }
 
 /// Runs `clients` concurrent clients, one connection each, until `limit`.
@@ -2130,6 +3231,62 @@ struct Row {
     /// refresh-10k: refresh grants the fake token endpoint answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     token_endpoint_refreshes: Option<u64>,
+    /// scheduler-10k: what fired (`palyrad`, or the peer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    implementation: Option<String>,
+    /// scheduler-10k: active objectives (for the peer: jobs), all on one schedule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    objectives: Option<usize>,
+    /// scheduler-10k: the schedule's period, `*/every_s * * * * *`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    every_s: Option<u32>,
+    /// scheduler-10k: seconds of boundaries measured (whole periods).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window_s: Option<f64>,
+    /// scheduler-10k: firings due in the window (objectives x boundaries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected: Option<u64>,
+    /// scheduler-10k: firings of the window that arrived (a provider call at the fake,
+    /// or the peer's job started).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    received: Option<u64>,
+    /// scheduler-10k: expected - received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missed: Option<u64>,
+    /// scheduler-10k: arrival (or job start) minus the boundary, over received firings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lateness_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lateness_p99_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lateness_max_ms: Option<f64>,
+    /// scheduler-10k, the daemon: `scheduled_for` of its window runs minus the
+    /// boundary they belong to (0 when the daemon schedules on the boundary).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheduled_offset_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheduled_offset_max_ms: Option<f64>,
+    /// scheduler-10k, the daemon: arrival minus `scheduled_for` (the lateness without
+    /// that offset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after_scheduled_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after_scheduled_p99_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after_scheduled_max_ms: Option<f64>,
+    /// scheduler-10k: CPU of the whole bench process over the window, % of one core.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_pct: Option<f64>,
+    /// scheduler-10k: CPU of the measured side's threads over the window (the daemon's,
+    /// or the peer's runtime), % of one core.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    side_cpu_pct: Option<f64>,
+    /// scheduler-10k: VmRSS of the bench process before the objectives (jobs) were
+    /// created, and at the end of the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_before_mib: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_mib: Option<f64>,
     #[serde(skip)]
     plan: Plan,
     #[serde(skip)]
@@ -2180,6 +3337,25 @@ impl Row {
             seed_s: None,
             due_spread_ms: None,
             token_endpoint_refreshes: None,
+            implementation: None,
+            objectives: None,
+            every_s: None,
+            window_s: None,
+            expected: None,
+            received: None,
+            missed: None,
+            lateness_p50_ms: None,
+            lateness_p99_ms: None,
+            lateness_max_ms: None,
+            scheduled_offset_p50_ms: None,
+            scheduled_offset_max_ms: None,
+            after_scheduled_p50_ms: None,
+            after_scheduled_p99_ms: None,
+            after_scheduled_max_ms: None,
+            cpu_pct: None,
+            side_cpu_pct: None,
+            rss_before_mib: None,
+            rss_mib: None,
             plan,
             notes: String::new(),
         }
@@ -2275,7 +3451,36 @@ fn assess(rows: &[Row]) -> Vec<Verdict> {
                 row.ratio >= 0.5,
             ),
             // No target: reported only.
-            Plan::ProfileCreate => {}
+            Plan::ProfileCreate | Plan::ObjectiveCreate => {}
+            Plan::Scheduler {
+                objectives,
+                every_s,
+                peer,
+            } => {
+                let who = if peer {
+                    format!("{PEER_NAME}, the peer")
+                } else {
+                    "palyrad".into()
+                };
+                let expected = row.expected.unwrap_or(0);
+                let missed = row.missed.unwrap_or(expected);
+                check(
+                    format!(
+                        "{name}: zero missed firings, {objectives} objectives every {every_s} s ({who})"
+                    ),
+                    format!("{missed} missed of {expected}"),
+                    expected > 0 && missed == 0,
+                );
+                check(
+                    format!("{name}: p99 lateness <= 50 ms ({who})"),
+                    format!(
+                        "p99 {:.1} ms, max {:.1} ms",
+                        row.lateness_p99_ms.unwrap_or(0.0),
+                        row.lateness_max_ms.unwrap_or(0.0)
+                    ),
+                    row.received.unwrap_or(0) > 0 && row.lateness_p99_ms.is_some_and(|p| p <= 50.0),
+                );
+            }
             Plan::Rss => {
                 let idle = row.rss_idle_mib.unwrap_or(f64::INFINITY);
                 check(
@@ -2373,12 +3578,20 @@ fn render_report(bench: &Bench, data_root: &Path, rows: &[Row], verdicts: &[Verd
         out,
         "rps counts iterations answered with the expected status; for handoff one iteration is two requests (mint, consume).\n"
     );
-    let _ = writeln!(
-        out,
-        "| scenario | rps | baseline rps | ratio | p50 ms | p99 ms | p99.9 ms | baseline p99 ms | errors | notes |"
-    );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
-    for row in rows {
+    let table_rows: Vec<&Row> = rows
+        .iter()
+        .filter(|r| !matches!(r.plan, Plan::Scheduler { .. }))
+        .collect();
+    if !table_rows.is_empty() {
+        let _ = writeln!(
+            out,
+            "| scenario | rps | baseline rps | ratio | p50 ms | p99 ms | p99.9 ms | baseline p99 ms | errors | notes |"
+        );
+    }
+    if !table_rows.is_empty() {
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    }
+    for row in table_rows {
         if matches!(row.plan, Plan::Rss | Plan::RssProfiles | Plan::Refresh) {
             let _ = writeln!(
                 out,
@@ -2401,6 +3614,46 @@ fn render_report(bench: &Bench, data_root: &Path, rows: &[Row], verdicts: &[Verd
             row.errors,
             row.notes
         );
+    }
+    let scheduler_rows: Vec<&Row> = rows
+        .iter()
+        .filter(|r| matches!(r.plan, Plan::Scheduler { .. }))
+        .collect();
+    if !scheduler_rows.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n### Scheduler\n\nLateness is the arrival of the provider call at the fake (the daemon: after its durable run write) or the start of the job (the peer) minus the boundary it belongs to; CPU is % of one core over the window, for the whole bench process and for the measured side's threads; RSS is the bench process's VmRSS (the daemon is in-process).\n"
+        );
+        let _ = writeln!(
+            out,
+            "| scenario | implementation | objectives | every s | window s | expected | received | missed | lateness p50 ms | p99 ms | max ms | CPU % process | CPU % side | RSS MiB before, end | notes |"
+        );
+        let _ = writeln!(
+            out,
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+        );
+        for row in scheduler_rows {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1}, {:.1} | {} |",
+                row.scenario,
+                row.implementation.as_deref().unwrap_or("-"),
+                row.objectives.unwrap_or(0),
+                row.every_s.unwrap_or(0),
+                row.window_s.unwrap_or(0.0),
+                row.expected.unwrap_or(0),
+                row.received.unwrap_or(0),
+                row.missed.unwrap_or(0),
+                row.lateness_p50_ms.unwrap_or(0.0),
+                row.lateness_p99_ms.unwrap_or(0.0),
+                row.lateness_max_ms.unwrap_or(0.0),
+                row.cpu_pct.unwrap_or(0.0),
+                row.side_cpu_pct.unwrap_or(0.0),
+                row.rss_before_mib.unwrap_or(0.0),
+                row.rss_mib.unwrap_or(0.0),
+                row.notes
+            );
+        }
     }
     let _ = writeln!(out, "\n### Targets\n");
     if verdicts.is_empty() {
