@@ -9,7 +9,7 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 
@@ -51,11 +51,14 @@ impl Schedule {
     /// earlier in real time; its iterator handles the fold, and occurrences not after
     /// `after` are skipped here, so the answer always moves forward.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = after.with_timezone(&self.tz);
+        // croner keeps the sub-second part of its starting point; occurrences are on
+        // whole seconds, so start from the whole second at or before `after`.
+        let floor = after.with_nanosecond(0)?;
+        let local = floor.with_timezone(&self.tz);
         self.cron
             .iter_after(local)
             .take(10_000)
-            .map(|t| t.with_timezone(&Utc))
+            .filter_map(|t| t.with_timezone(&Utc).with_nanosecond(0))
             .find(|t| *t > after)
     }
 
@@ -138,6 +141,21 @@ mod tests {
         );
         let next = s.next_after(fired).unwrap();
         assert_eq!(next, utc(2026, 3, 30, 0, 30));
+    }
+
+    #[test]
+    fn occurrences_are_on_whole_seconds_whatever_the_starting_instant() {
+        let s = Schedule::parse("*/5 * * * * *", "UTC").unwrap();
+        let after = utc(2026, 1, 1, 12, 0) + chrono::Duration::milliseconds(3_430);
+        assert_eq!(
+            s.next_after(after).unwrap(),
+            utc(2026, 1, 1, 12, 0) + chrono::Duration::seconds(5)
+        );
+        let on = utc(2026, 1, 1, 12, 0) + chrono::Duration::seconds(5);
+        assert_eq!(
+            s.next_after(on).unwrap(),
+            utc(2026, 1, 1, 12, 0) + chrono::Duration::seconds(10)
+        );
     }
 
     #[test]
