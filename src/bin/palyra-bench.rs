@@ -1246,7 +1246,10 @@ struct FiringReport {
     skipped_overlap: u64,
     skipped_budget: u64,
     failed: u64,
-    /// A run record still `running` at the stop, with no call at the fake.
+    /// Run records the daemon itself marked `missed`.
+    missed_runs: u64,
+    /// Any other run record with no call at the fake (for example still `running`
+    /// when the daemon was stopped).
     not_called: u64,
     /// Run records (peer: job starts) beyond the first for one objective and boundary.
     duplicates: u64,
@@ -1393,6 +1396,7 @@ fn daemon_firings(
                     RunStatus::SkippedOverlap => report.skipped_overlap += 1,
                     RunStatus::SkippedBudget => report.skipped_budget += 1,
                     RunStatus::Failed => report.failed += 1,
+                    RunStatus::Missed => report.missed_runs += 1,
                     _ => report.not_called += 1,
                 },
             }
@@ -1599,11 +1603,12 @@ impl Bench {
             SCHEDULER_DRAIN.as_secs()
         ));
         notes.push(format!(
-            "not received: {} without any run record, {} skipped_overlap, {} skipped_budget, {} failed, {} still running without a call at the stop; {} duplicate runs",
+            "not received: {} without any run record, {} skipped_overlap, {} skipped_budget, {} failed, {} recorded as missed, {} other runs without a call at the stop; {} duplicate runs",
             report.no_run,
             report.skipped_overlap,
             report.skipped_budget,
             report.failed,
+            report.missed_runs,
             report.not_called,
             report.duplicates
         ));
@@ -1612,24 +1617,34 @@ impl Bench {
             let off = offsets.iter().filter(|ns| **ns > 0).count();
             row.scheduled_offset_p50_ms = Some(round(nearest_rank_ms(offsets, 0.50), 3));
             row.scheduled_offset_max_ms = Some(round(*max as f64 / 1e6, 3));
-            notes.push(format!(
-                "{off} of {} window runs have a scheduled_for after their boundary (p50 {:.0} ms, max {:.0} ms): the daemon's next occurrence keeps the sub-second part of the instant it is computed from",
-                offsets.len(),
-                nearest_rank_ms(offsets, 0.50),
-                *max as f64 / 1e6
-            ));
+            if off == 0 {
+                notes.push(format!(
+                    "every one of the {} window runs has its scheduled_for on its boundary",
+                    offsets.len()
+                ));
+            } else {
+                notes.push(format!(
+                    "{off} of {} window runs have a scheduled_for after their boundary (p50 {:.0} ms, max {:.0} ms): the daemon did not schedule them on the boundary",
+                    offsets.len(),
+                    nearest_rank_ms(offsets, 0.50),
+                    *max as f64 / 1e6
+                ));
+                if let Some(max) = report.after_scheduled_ns.last() {
+                    let after = &report.after_scheduled_ns;
+                    let max = *max as f64 / 1e6;
+                    notes.push(format!(
+                        "measured from scheduled_for instead of the boundary, the calls arrived p50 {:.1}, p99 {:.1}, max {max:.1} ms late",
+                        nearest_rank_ms(after, 0.50),
+                        nearest_rank_ms(after, 0.99)
+                    ));
+                }
+            }
         }
         if let Some(max) = report.after_scheduled_ns.last() {
             let after = &report.after_scheduled_ns;
-            let max = *max as f64 / 1e6;
             row.after_scheduled_p50_ms = Some(round(nearest_rank_ms(after, 0.50), 3));
             row.after_scheduled_p99_ms = Some(round(nearest_rank_ms(after, 0.99), 3));
-            row.after_scheduled_max_ms = Some(round(max, 3));
-            notes.push(format!(
-                "measured from scheduled_for instead of the boundary, the calls arrived p50 {:.1}, p99 {:.1}, max {max:.1} ms late",
-                nearest_rank_ms(after, 0.50),
-                nearest_rank_ms(after, 0.99)
-            ));
+            row.after_scheduled_max_ms = Some(round(*max as f64 / 1e6, 3));
         }
         if !report.record_lateness_ns.is_empty() {
             let rec = &report.record_lateness_ns;
@@ -1657,10 +1672,13 @@ impl Bench {
                 report.unpaired_objectives
             ));
         }
+        let per_firing_us = |pct: f64| pct / 100.0 * secs * 1e6 / report.received.max(1) as f64;
         notes.push(format!(
-            "CPU over the window, % of one core: process {:.1}, daemon threads {:.1}; by thread: {}",
+            "CPU over the window, % of one core: process {:.1}, daemon threads {:.1} ({:.0} and {:.0} us of CPU per firing received); by thread: {}",
             measure.cpu.process_pct,
             measure.side_cpu_pct,
+            per_firing_us(measure.cpu.process_pct),
+            per_firing_us(measure.side_cpu_pct),
             measure.cpu.describe()
         ));
         notes.push(format!(
@@ -3559,14 +3577,19 @@ fn render_report(bench: &Bench, data_root: &Path, rows: &[Row], verdicts: &[Verd
         out,
         "Target: {target}; baseline: trivial axum `GET /` on its own runtime, same process."
     );
-    let _ = writeln!(
-        out,
-        "Load: {} keep-alive HTTP/1.1 clients; {:.1} s per side per scenario in {} alternating slices after {} ms warm-up per side.",
-        bench.clients,
-        bench.duration.as_secs_f64(),
-        bench.slices,
-        WARMUP.as_millis()
-    );
+    if rows
+        .iter()
+        .any(|r| !matches!(r.plan, Plan::Scheduler { .. }))
+    {
+        let _ = writeln!(
+            out,
+            "Load: {} keep-alive HTTP/1.1 clients; {:.1} s per side per scenario in {} alternating slices after {} ms warm-up per side.",
+            bench.clients,
+            bench.duration.as_secs_f64(),
+            bench.slices,
+            WARMUP.as_millis()
+        );
+    }
     let _ = writeln!(
         out,
         "fsync ceiling at the start: {:.0} appending write+fdatasync/s, serial, in {} ({}); write scenarios are compared with probes run between their slices.",
