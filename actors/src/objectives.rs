@@ -621,9 +621,7 @@ impl ObjectivesHandle {
         limit: usize,
         after: Option<String>,
     ) -> Result<AgentPage, ActorError> {
-        if limit == 0 || limit > 500 {
-            return Err(ActorError::invalid("limit", "must be between 1 and 500"));
-        }
+        crate::check_page_limit(limit)?;
         self.addr
             .send(ListAgents { limit, after })
             .await
@@ -674,9 +672,7 @@ impl ObjectivesHandle {
         limit: usize,
         after: Option<String>,
     ) -> Result<ObjectivePage, ActorError> {
-        if limit == 0 || limit > 500 {
-            return Err(ActorError::invalid("limit", "must be between 1 and 500"));
-        }
+        crate::check_page_limit(limit)?;
         self.addr
             .send(ListObjectives {
                 filter,
@@ -714,9 +710,7 @@ impl ObjectivesHandle {
         limit: usize,
         before: Option<String>,
     ) -> Result<RunPage, ActorError> {
-        if limit == 0 || limit > 500 {
-            return Err(ActorError::invalid("limit", "must be between 1 and 500"));
-        }
+        crate::check_page_limit(limit)?;
         self.get_objective(objective_id).await?;
         let before_key = match &before {
             Some(cursor) => {
@@ -1559,12 +1553,11 @@ impl Handler<ListAgents> for ObjectivesActor {
     fn handle(&mut self, msg: ListAgents, _ctx: &mut Self::Context) -> Self::Result {
         use std::ops::Bound;
         let start = msg.after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut iter = self
+        let agents = self
             .agents
             .range((start, Bound::Unbounded))
             .map(|(_, a)| a.clone());
-        let items: Vec<AgentRecord> = iter.by_ref().take(msg.limit).collect();
-        let next_after = iter.next().and(items.last().map(|a| a.agent_id.clone()));
+        let (items, next_after) = crate::page_of(agents, msg.limit, |a| a.agent_id.clone());
         MessageResult(AgentPage { items, next_after })
     }
 }
@@ -1730,17 +1723,15 @@ impl Handler<ListObjectives> for ObjectivesActor {
         use std::ops::Bound;
         let f = &msg.filter;
         let start = msg.after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut iter = self
+        let matching = self
             .objectives
             .range((start, Bound::Unbounded))
             .map(|(_, o)| o)
             .filter(|o| f.kind.is_none_or(|k| k == o.kind))
             .filter(|o| f.state.is_none_or(|s| s == o.state))
-            .filter(|o| f.agent_id.as_ref().is_none_or(|a| *a == o.agent_id));
-        let items: Vec<ObjectiveRecord> = iter.by_ref().take(msg.limit).cloned().collect();
-        let next_after = iter
-            .next()
-            .and(items.last().map(|o| o.objective_id.clone()));
+            .filter(|o| f.agent_id.as_ref().is_none_or(|a| *a == o.agent_id))
+            .cloned();
+        let (items, next_after) = crate::page_of(matching, msg.limit, |o| o.objective_id.clone());
         MessageResult(ObjectivePage { items, next_after })
     }
 }

@@ -263,7 +263,6 @@ pub struct VaultStatus {
     pub key_source: VaultKeySource,
 }
 
-const MAX_PAGE: usize = 500;
 pub const DEFAULT_PAGE: usize = 100;
 
 /// Handle to the registry actor. Cloning is shallow.
@@ -385,12 +384,7 @@ impl RegistryHandle {
             }
         }
         let limit = limit.unwrap_or(DEFAULT_PAGE);
-        if limit == 0 || limit > MAX_PAGE {
-            return Err(ActorError::invalid(
-                "limit",
-                format!("must be between 1 and {MAX_PAGE}"),
-            ));
-        }
+        crate::check_page_limit(limit)?;
         self.addr
             .send(List {
                 filter,
@@ -851,7 +845,7 @@ impl Handler<List> for RegistryActor {
             None => Bound::Unbounded,
         };
         let f = &msg.filter;
-        let mut matching = self
+        let matching = self
             .profiles
             .range((start, Bound::Unbounded))
             .map(|(_, r)| r)
@@ -869,16 +863,9 @@ impl Handler<List> for RegistryActor {
                 (Some(a), AuthProfileScope::Agent { agent_id }) => a == agent_id,
                 (Some(_), AuthProfileScope::Global) => false,
             });
-        let items: Vec<AuthProfile> = matching
-            .by_ref()
-            .take(msg.limit)
-            .map(|r| self.view(r))
-            .collect();
-        let next_after = if matching.next().is_some() {
-            items.last().map(|p| p.record.profile_id.clone())
-        } else {
-            None
-        };
+        let (items, next_after) = crate::page_of(matching.map(|r| self.view(r)), msg.limit, |p| {
+            p.record.profile_id.clone()
+        });
         Ok(ProfilePage { items, next_after })
     }
 }

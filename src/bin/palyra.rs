@@ -909,15 +909,6 @@ async fn objectives(
 ) -> Result<(), ClientError> {
     use palyra_actors::objectives::LifecycleAction as A;
     use palyra_http::routes::objectives::{LifecycleRequest, ObjectiveQuery, RunQuery};
-    let lifecycle = |action, args: &LifecycleArgs| {
-        (
-            args.objective_id.clone(),
-            LifecycleRequest {
-                action,
-                reason: args.reason.clone(),
-            },
-        )
-    };
     let objective = match command {
         ObjectivesCommand::List {
             kind,
@@ -1032,29 +1023,27 @@ async fn objectives(
                 .update_objective(objective_id, objective_fields(fields).into())
                 .await?
         }
-        ObjectivesCommand::Activate(a) => {
-            let (id, req) = lifecycle(A::Activate, a);
-            client.objective_lifecycle(&id, &req).await?
-        }
-        ObjectivesCommand::Pause(a) => {
-            let (id, req) = lifecycle(A::Pause, a);
-            client.objective_lifecycle(&id, &req).await?
-        }
-        ObjectivesCommand::Resume(a) => {
-            let (id, req) = lifecycle(A::Resume, a);
-            client.objective_lifecycle(&id, &req).await?
-        }
-        ObjectivesCommand::Cancel(a) => {
-            let (id, req) = lifecycle(A::Cancel, a);
-            client.objective_lifecycle(&id, &req).await?
-        }
-        ObjectivesCommand::Archive(a) => {
-            let (id, req) = lifecycle(A::Archive, a);
-            client.objective_lifecycle(&id, &req).await?
-        }
-        ObjectivesCommand::Fire(a) => {
-            let (id, req) = lifecycle(A::Fire, a);
-            client.objective_lifecycle(&id, &req).await?
+        ObjectivesCommand::Activate(a)
+        | ObjectivesCommand::Pause(a)
+        | ObjectivesCommand::Resume(a)
+        | ObjectivesCommand::Cancel(a)
+        | ObjectivesCommand::Archive(a)
+        | ObjectivesCommand::Fire(a) => {
+            let action = match command {
+                ObjectivesCommand::Activate(_) => A::Activate,
+                ObjectivesCommand::Pause(_) => A::Pause,
+                ObjectivesCommand::Resume(_) => A::Resume,
+                ObjectivesCommand::Cancel(_) => A::Cancel,
+                ObjectivesCommand::Archive(_) => A::Archive,
+                _ => A::Fire,
+            };
+            let request = LifecycleRequest {
+                action,
+                reason: a.reason.clone(),
+            };
+            client
+                .objective_lifecycle(&a.objective_id, &request)
+                .await?
         }
     };
     if cli.json {

@@ -458,3 +458,40 @@ async fn overlap_queue_one_keeps_one_firing_waiting() {
     );
     assert_eq!(lifecycle(&app, "queued", "cancel").await.status(), 200);
 }
+
+#[tokio::test]
+async fn agents_and_objectives_are_listed_in_pages_with_filters() {
+    let fake = FakeModel::start(1).await;
+    let app = setup(&fake).await;
+    for id in ["o-a", "o-b", "o-c"] {
+        create(
+            &app,
+            json!({ "objective_id": id, "agent_id": "a1", "name": id, "prompt": "p" }),
+        )
+        .await;
+    }
+    assert_eq!(lifecycle(&app, "o-b", "activate").await.status(), 200);
+    let first = app.bearer_get_json("/console/v1/objectives?limit=2").await;
+    assert_eq!(first["items"].as_array().unwrap().len(), 2);
+    assert_eq!(first["next_after"], "o-b");
+    let second = app
+        .bearer_get_json("/console/v1/objectives?limit=2&after=o-b")
+        .await;
+    assert_eq!(second["items"][0]["objective_id"], "o-c");
+    assert!(second["next_after"].is_null());
+    let active = app
+        .bearer_get_json("/console/v1/objectives?state=active")
+        .await;
+    assert_eq!(active["items"].as_array().unwrap().len(), 1);
+    let agents = app.bearer_get_json("/console/v1/agents?limit=1").await;
+    assert_eq!(agents["items"][0]["agent_id"], "a1");
+    assert!(agents["next_after"].is_null());
+    let too_big = app
+        .http
+        .get(app.url("/console/v1/objectives?limit=501"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 400);
+}
