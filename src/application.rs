@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use palyra_actors::audit::{AuditLog, AuditRetention};
+use palyra_actors::metrics::ActorMetrics;
 use palyra_actors::objectives::{ObjectivesHandle, ObjectivesPolicy};
 use palyra_actors::refresher::{RefreshAdapters, RefresherHandle, RefresherPolicy};
 use palyra_actors::secret::random_token;
@@ -17,6 +19,9 @@ use palyra_actors::{
     ActorError, HandoffPolicy, HandoffsHandle, RegistryHandle, SecretString, SessionPolicy,
     SessionsHandle,
 };
+use palyra_http::metrics::HttpMetrics;
+use palyra_http::routes::deployment::PostureConfig;
+use palyra_http::throttle::{Rate, RateLimits};
 use palyra_http::{AppState, AppStateInner, AuthThrottle, HttpConfig};
 use palyra_storage::{Storage, StorageError, Writer};
 use sha2::{Digest, Sha256};
@@ -49,6 +54,11 @@ pub enum StartError {
     },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    /// The remote-bind guard: each missing condition, named.
+    #[error("{0}")]
+    RemoteBind(String),
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Secrets the daemon takes from its environment: `PALYRA_ADMIN_TOKEN` and
@@ -78,9 +88,113 @@ pub enum AdminTokenSource {
     Generated,
 }
 
+impl AdminTokenSource {
+    /// Where the token will come from, decided without reading or generating a file.
+    pub fn of(env: Option<&SecretString>, settings: &Settings) -> Self {
+        if env.is_some() {
+            Self::Env
+        } else if settings.server.admin_token.is_some() {
+            Self::Config
+        } else {
+            Self::Generated
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Env => "env",
+            Self::Config => "config",
+            Self::Generated => "generated",
+        }
+    }
+}
+
+/// The remote-bind guard. Listening on a non-loopback address needs TLS, an admin
+/// token the operator set (not one generated into the data dir) and an explicit
+/// acknowledgement; the refusal names every missing condition.
+pub fn remote_bind_refusal(
+    settings: &Settings,
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    admin_token: AdminTokenSource,
+) -> Option<String> {
+    let mut problems = Vec::new();
+    if !addr.ip().is_loopback() {
+        if settings.tls.paths().is_none() {
+            problems.push("TLS is off (set [tls] cert_path and key_path)".to_owned());
+        }
+        if admin_token == AdminTokenSource::Generated {
+            problems.push(
+                "the admin token would be generated into the data dir (set PALYRA_ADMIN_TOKEN or [server] admin_token)"
+                    .to_owned(),
+            );
+        }
+        if !settings.server.allow_remote {
+            problems.push(
+                "remote access is not acknowledged (pass --allow-remote or set [server] allow_remote = true)"
+                    .to_owned(),
+            );
+        }
+    }
+    if let Some(metrics) = metrics_addr
+        && !metrics.ip().is_loopback()
+        && !settings.server.allow_remote
+    {
+        problems.push(format!(
+            "metrics.bind {metrics} is not loopback and serves /metrics without authentication (acknowledge with --allow-remote or [server] allow_remote = true)"
+        ));
+    }
+    (!problems.is_empty()).then(|| {
+        format!(
+            "refusing to listen on {addr}, which is not a loopback address: {}",
+            problems.join("; ")
+        )
+    })
+}
+
+/// Everything `palyrad check-config` checks without starting: the settings (already
+/// parsed and validated), the addresses, the guard and the TLS files.
+pub fn check_config(settings: &Settings, env_admin_token: Option<&SecretString>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let addr = match settings.bind_addr() {
+        Ok(addr) => Some(addr),
+        Err(e) => {
+            problems.push(e.to_string());
+            None
+        }
+    };
+    let metrics_addr = settings.metrics_addr().unwrap_or_else(|e| {
+        problems.push(e.to_string());
+        None
+    });
+    if let Some(addr) = addr
+        && let Some(refusal) = remote_bind_refusal(
+            settings,
+            addr,
+            metrics_addr,
+            AdminTokenSource::of(env_admin_token, settings),
+        )
+    {
+        problems.push(refusal);
+    }
+    if let Some(token) = env_admin_token
+        && let Err(e) = check_admin_token(token)
+    {
+        problems.push(format!("PALYRA_ADMIN_TOKEN: {e}"));
+    }
+    if let Some((cert, key)) = settings.tls.paths()
+        && let Err(e) = crate::tls::load(cert, key)
+    {
+        problems.push(e);
+    }
+    problems
+}
+
 /// A built daemon: storage open, actors started, socket bound, not yet serving.
 pub struct Application {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    tls: Option<crate::tls::TlsMaterial>,
     local_addr: SocketAddr,
     state: AppState,
     writer: Writer,
@@ -111,7 +225,21 @@ impl Application {
             Some(dir) => dir.clone(),
             None => default_data_dir()?,
         };
-        prepare_data_dir(&data_dir)?;
+        let data_dir_open = prepare_data_dir(&data_dir)?;
+        let addr = settings.bind_addr()?;
+        let metrics_addr = settings.metrics_addr()?;
+        if let Some(refusal) = remote_bind_refusal(
+            &settings,
+            addr,
+            metrics_addr,
+            AdminTokenSource::of(env_admin_token.as_ref(), &settings),
+        ) {
+            return Err(StartError::RemoteBind(refusal));
+        }
+        let tls = match settings.tls.paths() {
+            Some((cert, key)) => Some(crate::tls::load(cert, key).map_err(StartError::Tls)?),
+            None => None,
+        };
         let (admin_token, source) = resolve_admin_token(
             env_admin_token,
             settings.server.admin_token.clone(),
@@ -140,7 +268,10 @@ impl Application {
         // Every step that can fail for a reason outside the database runs before the
         // writer and the actors start, so a refused start leaves nothing running.
         let (vault, vault_ops) = Vault::open(&storage, &data_dir, env_vault_key)?;
-        let addr = settings.bind_addr()?;
+        let vault_key_source = match vault.source() {
+            palyra_actors::vault::VaultKeySource::Env => "env",
+            palyra_actors::vault::VaultKeySource::File => "file",
+        };
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
@@ -148,8 +279,36 @@ impl Application {
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
 
+        let metrics_listener = match metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+
         let writer = storage.start_writer()?;
-        let started = start_actors(&settings, &storage, &writer, vault, vault_ops).await;
+        let audit = AuditLog::start(
+            &storage,
+            writer.clone(),
+            AuditRetention {
+                max_events: settings.audit.max_events,
+                max_age: (settings.audit.max_age_days > 0)
+                    .then(|| Duration::from_secs(settings.audit.max_age_days * 24 * 3600)),
+                prune_interval: Duration::from_secs(settings.audit.prune_interval_s),
+            },
+        );
+        let actor_metrics = ActorMetrics::default();
+        let started = start_actors(
+            &settings,
+            &storage,
+            &writer,
+            (vault, vault_ops),
+            &audit,
+            &actor_metrics,
+        )
+        .await;
         let (sessions, handoffs, registry, refresher, objectives) = match started {
             Ok(handles) => handles,
             Err(e) => {
@@ -169,9 +328,25 @@ impl Application {
                 settings.auth.max_failures,
                 Duration::from_secs(settings.auth.failure_window_s),
             )),
+            rate_limits: settings.rate_limit.enabled.then(|| {
+                let rl = &settings.rate_limit;
+                Arc::new(RateLimits::new(
+                    Rate {
+                        per_s: rl.loopback_per_s,
+                        burst: rl.loopback_burst,
+                    },
+                    Rate {
+                        per_s: rl.remote_per_s,
+                        burst: rl.remote_burst,
+                    },
+                ))
+            }),
+            audit,
+            metrics: Arc::new(HttpMetrics::new(&actor_metrics, writer.stats())),
+            last_remote_access: std::sync::Mutex::new(None),
             config: Arc::new(HttpConfig {
                 body_limit_bytes: settings.server.body_limit_bytes,
-                cookie_secure: false,
+                cookie_secure: tls.is_some(),
                 loopback_base_url: loopback_base_url(local_addr),
                 oauth_redirect_base: settings
                     .oauth
@@ -186,11 +361,31 @@ impl Application {
                             .then(|| loopback_base_url(local_addr))
                     }),
                 oauth_attempt_ttl: Duration::from_secs(settings.oauth.attempt_ttl_s),
+                posture: PostureConfig {
+                    bind_addresses: std::iter::once(local_addr.to_string())
+                        .chain(
+                            metrics_listener
+                                .as_ref()
+                                .and_then(|l| l.local_addr().ok())
+                                .map(|a| a.to_string()),
+                        )
+                        .collect(),
+                    tls_enabled: tls.is_some(),
+                    cert_not_after: tls.as_ref().and_then(|t| t.not_after),
+                    admin_token_source: source.name(),
+                    vault_key_source,
+                    session_idle_timeout_s: settings.sessions.idle_timeout_s,
+                    session_absolute_timeout_s: settings.sessions.absolute_timeout_s,
+                    rate_limits_enabled: settings.rate_limit.enabled,
+                    data_dir_open,
+                },
             }),
         });
-        tracing::info!(addr = %local_addr, data_dir = %data_dir.display(), "palyrad listening");
+        tracing::info!(addr = %local_addr, tls = tls.is_some(), data_dir = %data_dir.display(), "palyrad listening");
         Ok(Self {
             listener,
+            metrics_listener,
+            tls,
             local_addr,
             state,
             writer,
@@ -229,16 +424,37 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
-        let app = palyra_http::router(self.state.clone())
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut server = tokio::spawn(async move {
-            axum::serve(self.listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stop_rx.await;
-                })
+        let router = palyra_http::router(self.state.clone());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        if let Some(listener) = self.metrics_listener {
+            let app = palyra_http::metrics_router(self.state.clone())
+                .into_make_service_with_connect_info::<SocketAddr>();
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            });
+        }
+        let stop = stopped(stop_rx);
+        let listener = self.listener;
+        let mut server = match self.tls {
+            Some(tls) => tokio::spawn(crate::tls::serve(listener, tls.acceptor, router, stop)),
+            None => tokio::spawn(async move {
+                axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(stop)
                 .await
-        });
+            }),
+        };
         let served = tokio::select! {
             () = shutdown => None,
             result = &mut server => Some(result),
@@ -248,7 +464,7 @@ impl Application {
             Some(Err(join)) => Err(std::io::Error::other(join)),
             None => {
                 tracing::info!("shutting down: draining in-flight requests");
-                let _ = stop_tx.send(());
+                let _ = stop_tx.send(true);
                 match tokio::time::timeout(self.grace, &mut server).await {
                     Ok(Ok(result)) => result,
                     Ok(Err(join)) => Err(std::io::Error::other(join)),
@@ -286,8 +502,9 @@ async fn start_actors(
     settings: &Settings,
     storage: &Storage,
     writer: &Writer,
-    vault: Vault,
-    vault_ops: Vec<palyra_storage::WriteOp>,
+    (vault, vault_ops): (Vault, Vec<palyra_storage::WriteOp>),
+    audit: &AuditLog,
+    metrics: &ActorMetrics,
 ) -> Result<
     (
         SessionsHandle,
@@ -317,6 +534,8 @@ async fn start_actors(
         writer.clone(),
         vault,
         settings.providers.directory(),
+        audit.clone(),
+        metrics.clone(),
     )?;
     let handoffs = HandoffsHandle::start(
         storage,
@@ -344,6 +563,8 @@ async fn start_actors(
             run_retention: settings.objectives.run_retention,
             provider_timeout: Duration::from_secs(settings.objectives.provider_timeout_s),
         },
+        audit.clone(),
+        metrics.clone(),
     )
     .await?;
     Ok((sessions, handoffs, registry, refresher, objectives))
@@ -371,7 +592,8 @@ pub fn default_data_dir() -> Result<PathBuf, StartError> {
         })
 }
 
-fn prepare_data_dir(dir: &Path) -> Result<(), StartError> {
+/// Creates the data dir (0700) if needed; true when it is open to group or others.
+fn prepare_data_dir(dir: &Path) -> Result<bool, StartError> {
     let fail = |message: String| StartError::DataDir {
         path: dir.to_owned(),
         message,
@@ -387,10 +609,11 @@ fn prepare_data_dir(dir: &Path) -> Result<(), StartError> {
     if !meta.is_dir() {
         return Err(fail("is not a directory".into()));
     }
-    if meta.permissions().mode() & 0o077 != 0 {
+    let open = meta.permissions().mode() & 0o077 != 0;
+    if open {
         tracing::warn!(path = %dir.display(), "data dir is accessible by group or others; chmod 700 it");
     }
-    Ok(())
+    Ok(open)
 }
 
 /// `PALYRA_ADMIN_TOKEN`, else the config's token, else the token file (generated with

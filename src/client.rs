@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use palyra_actors::audit::AuditPage;
 use palyra_actors::objectives::{AgentPage, AgentRecord, ObjectivePage, ObjectiveRecord, RunPage};
 use palyra_actors::refresher::RefreshReport;
 use palyra_actors::registry::oauth_flow::{SignInOutcome, SignInStarted};
@@ -10,6 +11,7 @@ use palyra_actors::registry::{
 };
 use palyra_actors::{ConsoleSession, SecretString};
 use palyra_http::routes::console_auth::HandoffResponse;
+use palyra_http::routes::deployment::{AuditParams, DeploymentPostureSummary};
 use palyra_http::routes::oauth::BootstrapRequest;
 use palyra_http::routes::objectives::{LifecycleRequest, ObjectiveQuery, PageQuery, RunQuery};
 use palyra_http::routes::profiles::{CreateProfileRequest, ListQuery, ResolveQuery};
@@ -51,6 +53,8 @@ struct ErrorDetail {
 /// A console session held by the client: the cookie and the CSRF token.
 #[derive(Debug)]
 pub struct ClientSession {
+    /// The cookie's name: `__Host-` prefixed when the daemon serves TLS.
+    pub cookie_name: String,
     pub cookie: SecretString,
     pub session: ConsoleSession,
 }
@@ -67,7 +71,11 @@ enum Auth {
     /// The admin token as a bearer token (scripts, the CLI).
     Bearer(SecretString),
     /// A console session: the cookie, plus the CSRF token on state-changing requests.
-    Session { cookie: SecretString, csrf: String },
+    Session {
+        name: String,
+        cookie: SecretString,
+        csrf: String,
+    },
 }
 
 impl std::fmt::Debug for Auth {
@@ -93,11 +101,36 @@ pub struct ControlPlaneClient {
 
 impl ControlPlaneClient {
     pub fn new(base_url: &str, admin_token: Option<SecretString>) -> Self {
-        let http = reqwest::Client::builder()
+        Self::with_http(
+            base_url,
+            admin_token,
+            Self::http_builder().build().unwrap_or_default(),
+        )
+    }
+
+    /// A client of a daemon serving TLS with a certificate signed by `ca_pem` (a
+    /// self-signed certificate is its own CA), besides the system's roots.
+    pub fn with_ca_cert(
+        base_url: &str,
+        admin_token: Option<SecretString>,
+        ca_pem: &[u8],
+    ) -> Result<Self, ClientError> {
+        let cert = reqwest::Certificate::from_pem(ca_pem)
+            .map_err(|e| ClientError::Protocol(format!("CA certificate: {e}")))?;
+        let http = Self::http_builder()
+            .add_root_certificate(cert)
+            .build()
+            .map_err(|e| ClientError::Protocol(format!("HTTP client: {e}")))?;
+        Ok(Self::with_http(base_url, admin_token, http))
+    }
+
+    fn http_builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
+    }
+
+    fn with_http(base_url: &str, admin_token: Option<SecretString>, http: reqwest::Client) -> Self {
         Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
             http,
@@ -110,6 +143,7 @@ impl ControlPlaneClient {
     /// instead of the bearer token.
     pub fn use_session(&mut self, session: &ClientSession) {
         self.auth = Some(Auth::Session {
+            name: session.cookie_name.clone(),
             cookie: session.cookie.clone(),
             csrf: session.session.csrf_token.clone(),
         });
@@ -121,11 +155,8 @@ impl ControlPlaneClient {
         let req = self.http.request(method, self.url(path));
         Ok(match &self.auth {
             Some(Auth::Bearer(token)) => req.bearer_auth(token.expose()),
-            Some(Auth::Session { cookie, csrf }) => {
-                let req = req.header(
-                    header::COOKIE,
-                    format!("palyra_console_session={}", cookie.expose()),
-                );
+            Some(Auth::Session { name, cookie, csrf }) => {
+                let req = req.header(header::COOKIE, format!("{name}={}", cookie.expose()));
                 if safe {
                     req
                 } else {
@@ -490,6 +521,28 @@ impl ControlPlaneClient {
             .await
     }
 
+    /// `GET /console/v1/deployment/posture`.
+    pub async fn posture(&self) -> Result<DeploymentPostureSummary, ClientError> {
+        self.call(Method::GET, "/console/v1/deployment/posture", None)
+            .await
+    }
+
+    /// `GET /console/v1/audit`.
+    pub async fn audit(&self, query: &AuditParams) -> Result<AuditPage, ClientError> {
+        let qs = serde_urlencoded(query)?;
+        self.call(Method::GET, &format!("/console/v1/audit{qs}"), None)
+            .await
+    }
+
+    /// `GET /metrics`: the OpenMetrics text.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let response = self.send(self.authed(Method::GET, "/metrics")?).await?;
+        response
+            .text()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     /// `GET /healthz`.
     pub async fn healthz(&self) -> Result<ProbeStatus, ClientError> {
         let response = self.send(self.http.get(self.url("/healthz"))).await?;
@@ -527,9 +580,13 @@ impl ControlPlaneClient {
                     .json(&body),
             )
             .await?;
-        let cookie = session_cookie(&response)?;
+        let (cookie_name, cookie) = session_cookie(&response)?;
         let session: ConsoleSession = self.json(response).await?;
-        Ok(ClientSession { cookie, session })
+        Ok(ClientSession {
+            cookie_name,
+            cookie,
+            session,
+        })
     }
 
     /// Revokes a session obtained by [`Self::login`] (with its cookie and CSRF token).
@@ -539,7 +596,7 @@ impl ControlPlaneClient {
             .post(self.url("/console/v1/auth/logout"))
             .header(
                 header::COOKIE,
-                format!("palyra_console_session={}", session.cookie.expose()),
+                format!("{}={}", session.cookie_name, session.cookie.expose()),
             )
             .header("x-palyra-csrf-token", &session.session.csrf_token);
         self.send(req).await.map(drop)
@@ -556,7 +613,8 @@ impl ControlPlaneClient {
     }
 }
 
-fn session_cookie(response: &reqwest::Response) -> Result<SecretString, ClientError> {
+/// The session cookie's name and value from a login answer.
+fn session_cookie(response: &reqwest::Response) -> Result<(String, SecretString), ClientError> {
     response
         .headers()
         .get_all(header::SET_COOKIE)
@@ -564,8 +622,11 @@ fn session_cookie(response: &reqwest::Response) -> Result<SecretString, ClientEr
         .filter_map(|v| v.to_str().ok())
         .filter_map(|v| v.split(';').next())
         .filter_map(|pair| pair.split_once('='))
-        .find(|(name, _)| *name == "palyra_console_session")
-        .map(|(_, value)| SecretString::new(value.to_owned()))
+        .find(|(name, _)| {
+            *name == palyra_http::auth::SESSION_COOKIE
+                || *name == palyra_http::auth::SECURE_SESSION_COOKIE
+        })
+        .map(|(name, value)| (name.to_owned(), SecretString::new(value.to_owned())))
         .ok_or_else(|| ClientError::Protocol("login answered without a session cookie".into()))
 }
 

@@ -13,6 +13,7 @@ pub mod application;
 pub mod client;
 pub mod settings;
 pub mod telemetry;
+pub mod tls;
 
 pub use application::{Application, StartError};
 pub use settings::Settings;

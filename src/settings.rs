@@ -39,6 +39,57 @@ pub struct Settings {
     pub providers: ProvidersSettings,
     pub oauth: OAuthGlobalSettings,
     pub objectives: ObjectivesSettings,
+    pub tls: TlsSettings,
+    pub rate_limit: RateLimitSettings,
+    pub audit: AuditSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// HTTPS: both paths or neither.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    #[serde(default)]
+    pub cert_path: Option<PathBuf>,
+    #[serde(default)]
+    pub key_path: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// The certificate and key paths when TLS is on.
+    pub fn paths(&self) -> Option<(&Path, &Path)> {
+        Some((self.cert_path.as_deref()?, self.key_path.as_deref()?))
+    }
+}
+
+/// Per-peer request rates for the admin API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub remote_per_s: u32,
+    pub remote_burst: u32,
+    pub loopback_per_s: u32,
+    pub loopback_burst: u32,
+}
+
+/// Retention of the audit log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    pub max_events: u64,
+    /// 0: no age limit.
+    pub max_age_days: u64,
+    pub prune_interval_s: u64,
+}
+
+/// Where `/metrics` is served.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// A separate, unauthenticated listener for `/metrics`.
+    #[serde(default)]
+    pub bind: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -183,6 +234,8 @@ pub struct ServerSettings {
     /// The admin token from the config file; `PALYRA_ADMIN_TOKEN` wins over it.
     #[serde(default)]
     pub admin_token: Option<SecretString>,
+    /// The operator's acknowledgement that a non-loopback bind is intended.
+    pub allow_remote: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -235,6 +288,8 @@ pub struct Overrides {
     pub bind: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
+    /// `--allow-remote`.
+    pub allow_remote: bool,
 }
 
 /// A configuration that cannot be used.
@@ -303,6 +358,14 @@ impl Settings {
                 "storage",
                 "data_dir",
                 toml::Value::String(dir.display().to_string()),
+            );
+        }
+        if overrides.allow_remote {
+            set(
+                &mut table,
+                "server",
+                "allow_remote",
+                toml::Value::Boolean(true),
             );
         }
         if let Some(format) = overrides.log_format {
@@ -388,6 +451,32 @@ impl Settings {
         if let Some(token) = &self.server.admin_token {
             check_admin_token(token)?;
         }
+        if self.tls.cert_path.is_some() != self.tls.key_path.is_some() {
+            return Err("tls: set both cert_path and key_path, or neither".into());
+        }
+        let rl = &self.rate_limit;
+        if rl.remote_per_s == 0
+            || rl.remote_burst == 0
+            || rl.loopback_per_s == 0
+            || rl.loopback_burst == 0
+        {
+            return Err(
+                "rate_limit: rates and bursts must be at least 1 (set enabled = false to turn the limits off)"
+                    .into(),
+            );
+        }
+        if self.audit.max_events == 0
+            || self.audit.prune_interval_s == 0
+            || self.audit.max_age_days > 36_500
+        {
+            return Err(
+                "audit: max_events and prune_interval_s must be at least 1, max_age_days at most 36500"
+                    .into(),
+            );
+        }
+        if let Some(bind) = &self.metrics.bind {
+            resolve_addr(bind).map_err(|m| format!("metrics.bind: {m}"))?;
+        }
         let mut providers = vec![
             ("openai".to_owned(), &self.providers.openai),
             ("anthropic".to_owned(), &self.providers.anthropic),
@@ -425,29 +514,44 @@ impl Settings {
 
     /// The bind address, resolved (`localhost` becomes a loopback address).
     pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
-        use std::net::ToSocketAddrs;
-        let invalid = |message: String| ConfigError::Invalid {
+        resolve_addr(&self.server.bind).map_err(|message| ConfigError::Invalid {
             origin: "server.bind".into(),
             message,
-        };
-        let addrs: Vec<SocketAddr> = self
-            .server
+        })
+    }
+
+    /// The separate metrics listener's address, if one is configured.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        self.metrics
             .bind
-            .to_socket_addrs()
-            .map_err(|e| invalid(format!("cannot resolve {:?}: {e}", self.server.bind)))?
-            .collect();
-        // `localhost` may resolve to ::1 first; handoff links promise 127.0.0.1.
-        addrs
-            .iter()
-            .find(|a| a.is_ipv4())
-            .or_else(|| addrs.first())
-            .copied()
-            .ok_or_else(|| invalid(format!("{:?} resolves to no address", self.server.bind)))
+            .as_deref()
+            .map(resolve_addr)
+            .transpose()
+            .map_err(|message| ConfigError::Invalid {
+                origin: "metrics.bind".into(),
+                message,
+            })
     }
 
     pub fn session_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.sessions.idle_timeout_s)
     }
+}
+
+/// Resolves `host:port`; `localhost` becomes a loopback address (IPv4 first: handoff
+/// links promise 127.0.0.1).
+fn resolve_addr(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {text:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 
 /// An admin token must be at least 32 characters.

@@ -20,8 +20,10 @@
 //! actix types never leave this crate: every actor is reached through a cloneable
 //! handle with `async fn` methods, and every message and result is `Send`.
 
+pub mod audit;
 pub mod error;
 pub mod handoffs;
+pub mod metrics;
 pub mod oauth;
 pub mod objectives;
 pub mod provider;

@@ -206,6 +206,19 @@ pub enum RunStatus {
     Interrupted,
 }
 
+impl RunStatus {
+    pub const ALL: [RunStatus; 8] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::SkippedBudget,
+        RunStatus::SkippedOverlap,
+        RunStatus::Missed,
+        RunStatus::Interrupted,
+    ];
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunRecord {
     pub run_id: String,
@@ -530,6 +543,8 @@ impl ObjectivesHandle {
         registry: RegistryHandle,
         refresher: crate::refresher::RefresherHandle,
         policy: ObjectivesPolicy,
+        audit: crate::audit::AuditLog,
+        metrics: crate::metrics::ActorMetrics,
     ) -> Result<Self, ActorError> {
         let (agents, mut objectives) = load_agents_and_objectives(storage)?;
         let (ops, catch_up) = recover(storage, &mut objectives, policy.run_retention)?;
@@ -552,6 +567,8 @@ impl ObjectivesHandle {
                 running: HashMap::new(),
                 queued: HashMap::new(),
                 catch_up,
+                audit,
+                metrics,
             }
         });
         Ok(Self {
@@ -801,6 +818,9 @@ struct ObjectivesActor {
     queued: HashMap<String, (DateTime<Utc>, u64)>,
     /// Catch-up firings found at start, fired once the actor runs.
     catch_up: CatchUps,
+    /// Budget exhaustion is audited in the same write as the pause.
+    audit: crate::audit::AuditLog,
+    metrics: crate::metrics::ActorMetrics,
 }
 
 impl Actor for ObjectivesActor {
@@ -934,7 +954,21 @@ impl ObjectivesActor {
     }
 
     fn run_ops(&self, objective: &ObjectiveRecord, run: &RunRecord) -> Vec<WriteOp> {
+        self.metrics.count_run(run.status);
         run_ops(objective, run, self.policy.run_retention)
+    }
+
+    /// The audit write of a budget running out (in the same write as the pause).
+    fn budget_audit_op(&self, objective: &ObjectiveRecord) -> WriteOp {
+        self.audit.op(crate::audit::AuditEntry::system(
+            crate::audit::AuditKind::BudgetExhausted,
+            &objective.objective_id,
+            crate::audit::AuditOutcome::Success,
+            format!(
+                "runs {} tokens {}; the objective is paused",
+                objective.usage.runs, objective.usage.tokens
+            ),
+        ))
     }
 }
 
@@ -1273,6 +1307,7 @@ impl ObjectivesActor {
         let mut ops = vec![self.objective_op(&objective)];
         if let Some(skipped) = &budget_run {
             ops.extend(self.run_ops(&objective, skipped));
+            ops.push(self.budget_audit_op(&objective));
         }
         // A run already pruned from the history (a long run among many skipped ones)
         // stays pruned.
@@ -1283,6 +1318,7 @@ impl ObjectivesActor {
                 value: encode_record(&run),
             });
         }
+        self.metrics.count_run(run.status);
         tracing::info!(objective_id, run_id = %run.run_id, status = ?run.status, tokens = run.tokens, "run finished");
         ctx.spawn(self.commit(ops).map(|_, _, _| ()));
         if let Some((scheduled_for, seq)) = self.queued.remove(objective_id) {
@@ -1313,6 +1349,10 @@ impl Handler<Fire> for ObjectivesActor {
             if objective.next_run_at != Some(msg.scheduled_for) {
                 return;
             }
+            let late = (now - msg.scheduled_for).num_microseconds().unwrap_or(0);
+            self.metrics
+                .scheduler_lateness_seconds
+                .observe(late.max(0) as f64 / 1e6);
             objective.next_run_at = Self::next_run(&objective, msg.scheduled_for.max(now));
             objective.updated_at = now;
             self.sync_schedule(&objective);
@@ -1339,6 +1379,7 @@ impl Handler<Fire> for ObjectivesActor {
             });
             let mut ops = self.run_ops(&objective, &run);
             ops.push(self.objective_op(&objective));
+            ops.push(self.budget_audit_op(&objective));
             self.sync_schedule(&objective);
             tracing::info!(objective_id = %objective.objective_id, "budget exhausted; objective paused");
             self.objectives

@@ -320,6 +320,8 @@ impl RegistryHandle {
         writer: Writer,
         vault: Vault,
         providers: ProviderDirectory,
+        audit: crate::audit::AuditLog,
+        metrics: crate::metrics::ActorMetrics,
     ) -> Result<Self, ActorError> {
         let (profiles, defaults) = load_state(storage)?;
         let (attempts, attempts_by_state) = oauth_flow::load_attempts(storage)?;
@@ -337,6 +339,8 @@ impl RegistryHandle {
             profiles,
             defaults,
             storage: storage.clone(),
+            audit,
+            metrics,
         };
         Ok(Self {
             addr: actor.start(),
@@ -599,6 +603,9 @@ pub(crate) struct RegistryActor {
     /// Sequence number of the last write handled.
     /// For reloading after a failed commit.
     storage: Storage,
+    /// Refresh outcomes and needs-reauth marks are audited in the same write.
+    pub(crate) audit: crate::audit::AuditLog,
+    pub(crate) metrics: crate::metrics::ActorMetrics,
 }
 
 impl Actor for RegistryActor {
@@ -1284,11 +1291,19 @@ impl Handler<MarkRejected> for RegistryActor {
             }
         }
         record.updated_at = now;
-        let ops = vec![WriteOp::Put {
-            table: Table::AuthProfiles,
-            key: record.profile_id.as_bytes().to_vec(),
-            value: encode_record(&record),
-        }];
+        let ops = vec![
+            WriteOp::Put {
+                table: Table::AuthProfiles,
+                key: record.profile_id.as_bytes().to_vec(),
+                value: encode_record(&record),
+            },
+            self.audit.op(crate::audit::AuditEntry::system(
+                crate::audit::AuditKind::ProfileNeedsReauth,
+                &record.profile_id,
+                crate::audit::AuditOutcome::Failure,
+                "the provider answered HTTP 401 to the credential",
+            )),
+        ];
         tracing::warn!(profile_id = %record.profile_id, "the provider rejected the credential; marked needs_reauth");
         self.apply_profile(record, Vec::new());
         Box::pin(self.commit(ops))

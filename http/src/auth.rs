@@ -19,8 +19,11 @@ use subtle::ConstantTimeEq;
 use crate::AppState;
 use crate::error::ApiError;
 
-/// Name of the session cookie.
+/// Name of the session cookie over plain HTTP (loopback).
 pub const SESSION_COOKIE: &str = "palyra_console_session";
+/// Name of the session cookie under TLS: the `__Host-` prefix makes browsers accept it
+/// only with `Secure`, `Path=/` and no `Domain`.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-palyra_console_session";
 /// Header carrying the CSRF token.
 pub const CSRF_HEADER: &str = "x-palyra-csrf-token";
 
@@ -61,14 +64,14 @@ pub fn peer_ip(req_extensions: &axum::http::Extensions) -> IpAddr {
 
 /// Every value of the session cookie the request carries (another app on a different
 /// localhost port can set a cookie of the same name; it must not hide ours).
-pub fn session_cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+pub fn session_cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(name, _)| *name == SESSION_COOKIE)
+        .filter(move |(n, _)| *n == name)
         .map(|(_, value)| value.trim())
 }
 
@@ -89,7 +92,25 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
-        Err(e) => e.into_response(),
+        Err(e) => {
+            if matches!(e, ApiError::Unauthorized(_))
+                && req.headers().contains_key(header::AUTHORIZATION)
+            {
+                // A wrong admin token is a failed login, whichever way it came.
+                crate::audit::Audit::from_parts(req.extensions(), &state)
+                    .failure(
+                        palyra_actors::audit::AuditKind::LoginFailed,
+                        "admin:bearer",
+                        format!(
+                            "wrong bearer token for {} {}",
+                            req.method(),
+                            req.uri().path()
+                        ),
+                    )
+                    .await;
+            }
+            e.into_response()
+        }
     }
 }
 
@@ -109,7 +130,7 @@ fn authorize(state: &AppState, req: &Request) -> Result<Caller, ApiError> {
             }
         };
     }
-    let mut cookies = session_cookies(headers).peekable();
+    let mut cookies = session_cookies(headers, state.config.session_cookie_name()).peekable();
     if cookies.peek().is_none() {
         return Err(ApiError::Unauthorized(
             "log in first: send the session cookie or an admin bearer token",

@@ -36,6 +36,12 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("too many failed attempts; retry in {retry_after_s} s")]
     TooManyRequests { retry_after_s: u64 },
+    /// The peer sent more requests than its rate allows.
+    #[error("too many requests from this address; retry in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
+    /// A fault of the daemon itself; the cause is logged, not sent.
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Actor(#[from] ActorError),
 }
@@ -74,6 +80,8 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
             }
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Actor(e) => match e {
                 ActorError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_field"),
                 ActorError::NoSession => (StatusCode::UNAUTHORIZED, "no_session"),
@@ -145,7 +153,9 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
         }
-        if let ApiError::TooManyRequests { retry_after_s } = self {
+        if let ApiError::TooManyRequests { retry_after_s }
+        | ApiError::RateLimited { retry_after_s } = self
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s.max(1)));

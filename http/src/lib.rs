@@ -6,23 +6,25 @@
 //! - [`extract`]: JSON and query extractors that answer our JSON errors.
 //! - [`error`]: the one table from every error to a status.
 //! - [`openapi`]: the generated OpenAPI document.
-//! - [`throttle`]: per-peer throttling of failed authentication.
+//! - [`throttle`]: per-peer throttling of failed authentication, and request rates.
+//! - [`middleware`]: request ids and spans, metrics, rate limits, security headers.
+//! - [`metrics`]: the metric registry and `/metrics`.
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod metrics;
+pub mod middleware;
 pub mod openapi;
 pub mod routes;
 pub mod throttle;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderValue, Method, header};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, patch, post};
 use palyra_actors::refresher::RefresherHandle;
 use palyra_actors::{HandoffsHandle, RegistryHandle, SessionsHandle};
@@ -31,15 +33,14 @@ use palyra_storage::Writer;
 pub use error::ApiError;
 pub use throttle::AuthThrottle;
 
-use crate::error::InternalCause;
-use crate::routes::{console_auth, oauth, objectives, ops, profiles};
+use crate::routes::{console_auth, deployment, oauth, objectives, ops, profiles};
 
 /// Settings the HTTP layer needs.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// Largest accepted request body.
     pub body_limit_bytes: usize,
-    /// Adds `Secure` to cookies (when TLS is on).
+    /// TLS is on: cookies carry `Secure` and the `__Host-` prefix, responses HSTS.
     pub cookie_secure: bool,
     /// `http://127.0.0.1:<port>`: where handoff links point.
     pub loopback_base_url: String,
@@ -48,6 +49,20 @@ pub struct HttpConfig {
     pub oauth_redirect_base: Option<String>,
     /// Lifetime of a sign-in attempt.
     pub oauth_attempt_ttl: std::time::Duration,
+    /// What the posture report states about the deployment.
+    pub posture: routes::deployment::PostureConfig,
+}
+
+impl HttpConfig {
+    /// The session cookie's name: `__Host-` prefixed under TLS, so a browser accepts
+    /// it only from this origin, over https, for the whole path.
+    pub fn session_cookie_name(&self) -> &'static str {
+        if self.cookie_secure {
+            auth::SECURE_SESSION_COOKIE
+        } else {
+            auth::SESSION_COOKIE
+        }
+    }
 }
 
 /// Everything handlers need. axum clones the state several times per request, so it
@@ -88,6 +103,12 @@ pub struct AppStateInner {
     /// SHA-256 of the admin token; the token itself is not kept here.
     pub admin_token_digest: [u8; 32],
     pub auth_throttle: Arc<AuthThrottle>,
+    /// Request rates per peer; `None` when turned off.
+    pub rate_limits: Option<Arc<throttle::RateLimits>>,
+    pub audit: palyra_actors::audit::AuditLog,
+    pub metrics: Arc<metrics::HttpMetrics>,
+    /// The last admin request from a non-loopback peer, for the posture report.
+    pub last_remote_access: std::sync::Mutex<Option<routes::deployment::RemoteAccess>>,
     pub config: Arc<HttpConfig>,
 }
 
@@ -318,6 +339,24 @@ fn routes() -> Vec<(RouteInfo, MethodRouter<AppState>)> {
             Authenticated,
             get(objectives::runs),
         ),
+        r(
+            Method::GET,
+            "/console/v1/deployment/posture",
+            Authenticated,
+            get(deployment::posture),
+        ),
+        r(
+            Method::GET,
+            "/console/v1/audit",
+            Authenticated,
+            get(deployment::audit),
+        ),
+        r(
+            Method::GET,
+            "/metrics",
+            Authenticated,
+            get(metrics::metrics),
+        ),
     ]
 }
 
@@ -336,7 +375,7 @@ pub fn router(state: AppState) -> Router {
             Access::Authenticated => protected = protected.route(info.path, handler),
         }
     }
-    let protected = protected.route_layer(middleware::from_fn_with_state(
+    let protected = protected.route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         auth::authenticate,
     ));
@@ -346,38 +385,29 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
-        .layer(middleware::from_fn(console_headers))
-        .layer(middleware::from_fn(log_request))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::rate_limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::security_headers,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::request_context,
+        ))
         .with_state(state)
 }
 
-/// `Cache-Control: no-store` on the admin API: sessions, CSRF tokens and handoff
-/// links must not sit in any cache.
-async fn console_headers(req: Request, next: Next) -> Response {
-    let is_console = req.uri().path().starts_with("/console/");
-    let mut response = next.run(req).await;
-    if is_console {
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    response
-}
-
-/// Logs each request by method and path only: query strings (which carry handoff
-/// tokens) and headers (cookies, bearer tokens) are never logged. Logs the internal
-/// cause of 5xx answers.
-async fn log_request(req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let status = response.status().as_u16();
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
-        tracing::error!(%method, %path, status, elapsed_ms, cause = %cause, "request failed");
-    } else {
-        tracing::debug!(%method, %path, status, elapsed_ms, "request");
-    }
-    response
+/// The router of the separate metrics listener: `GET /metrics` without
+/// authentication (a scraper on a private address), nothing else.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(state): State<AppState>| async move { metrics::render(&state).await }),
+        )
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
 }

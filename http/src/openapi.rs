@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{console_auth, oauth, objectives, ops, profiles};
+use crate::routes::{console_auth, deployment, oauth, objectives, ops, profiles};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -41,6 +41,9 @@ use crate::routes::{console_auth, oauth, objectives, ops, profiles};
         objectives::update_objective,
         objectives::lifecycle,
         objectives::runs,
+        deployment::posture,
+        deployment::audit,
+        crate::metrics::metrics,
         openapi_json,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
@@ -49,7 +52,8 @@ use crate::routes::{console_auth, oauth, objectives, ops, profiles};
          (name = "auth-profiles", description = "Credentials for model providers and the vault"),
          (name = "oauth", description = "OAuth sign-in with PKCE and token refresh"),
          (name = "objectives", description = "Agents, objectives (standing orders, heartbeats, programs) and their runs"),
-         (name = "operations", description = "Probes and the API document"))
+         (name = "deployment", description = "The deployment's security posture and the audit log"),
+         (name = "operations", description = "Probes, metrics and the API document"))
 )]
 pub struct ApiDoc;
 

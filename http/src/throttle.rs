@@ -66,3 +66,50 @@ impl AuthThrottle {
         }
     }
 }
+
+/// Request rates per peer address for the admin API (GCRA, from `governor`): one
+/// quota for loopback peers and a stricter one for everyone else.
+#[derive(Debug)]
+pub struct RateLimits {
+    loopback: governor::DefaultKeyedRateLimiter<IpAddr>,
+    remote: governor::DefaultKeyedRateLimiter<IpAddr>,
+}
+
+/// A sustained rate per second and a burst.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub per_s: u32,
+    pub burst: u32,
+}
+
+impl RateLimits {
+    pub fn new(loopback: Rate, remote: Rate) -> Self {
+        let quota = |rate: Rate| {
+            let per_s = std::num::NonZeroU32::new(rate.per_s).unwrap_or(std::num::NonZeroU32::MIN);
+            let burst = std::num::NonZeroU32::new(rate.burst).unwrap_or(std::num::NonZeroU32::MIN);
+            governor::Quota::per_second(per_s).allow_burst(burst)
+        };
+        Self {
+            loopback: governor::RateLimiter::keyed(quota(loopback)),
+            remote: governor::RateLimiter::keyed(quota(remote)),
+        }
+    }
+
+    /// `Err(retry_after_s)` when `peer` is over its rate.
+    pub fn check(&self, peer: IpAddr) -> Result<(), u64> {
+        let limiter = if peer.is_loopback() {
+            &self.loopback
+        } else {
+            &self.remote
+        };
+        if limiter.len() > MAX_TRACKED_PEERS {
+            // Peers whose state has fully replenished carry no information.
+            limiter.retain_recent();
+        }
+        limiter.check_key(&peer).map_err(|not_until| {
+            use governor::clock::Clock;
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+        })
+    }
+}

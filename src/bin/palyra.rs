@@ -21,6 +21,10 @@ struct Cli {
     /// The daemon's data dir, where the admin token file is (when PALYRA_ADMIN_TOKEN is unset).
     #[arg(long, env = "PALYRA_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// A PEM CA certificate to trust for an https URL (for a self-signed certificate,
+    /// the certificate itself).
+    #[arg(long, env = "PALYRA_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,6 +64,25 @@ enum Command {
     Objectives {
         #[command(subcommand)]
         command: ObjectivesCommand,
+    },
+    /// The deployment's security posture: binds, TLS, token and key sources, warnings.
+    Posture,
+    /// The audit log, newest first.
+    Audit {
+        /// Only events of this kind (login, login_failed, profile_created, ...).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only events at or after this RFC 3339 instant.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events at or before this RFC 3339 instant.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// The cursor printed after the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
     },
 }
 
@@ -327,7 +350,19 @@ fn client(cli: &Cli) -> Result<ControlPlaneClient, ClientError> {
         std::env::var("PALYRA_ADMIN_TOKEN").ok(),
         cli.data_dir.as_deref(),
     )?;
-    Ok(ControlPlaneClient::new(&cli.url, Some(token)))
+    client_with(cli, Some(token))
+}
+
+fn client_with(cli: &Cli, token: Option<SecretString>) -> Result<ControlPlaneClient, ClientError> {
+    match &cli.ca_cert {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                ClientError::Protocol(format!("cannot read {}: {e}", path.display()))
+            })?;
+            ControlPlaneClient::with_ca_cert(&cli.url, token, &pem)
+        }
+        None => Ok(ControlPlaneClient::new(&cli.url, token)),
+    }
 }
 
 async fn run(cli: &Cli) -> Result<(), ClientError> {
@@ -378,7 +413,7 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
             }
         }
         Command::Status => {
-            let client = ControlPlaneClient::new(&cli.url, None);
+            let client = client_with(cli, None)?;
             let health = client.healthz().await?;
             let ready = client.readyz().await?;
             if cli.json {
@@ -404,6 +439,43 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
         } => oauth_login(cli, &client(cli)?, args).await?,
         Command::Agents { command } => agents(cli, &client(cli)?, command).await?,
         Command::Objectives { command } => objectives(cli, &client(cli)?, command).await?,
+        Command::Posture => {
+            let posture = client(cli)?.posture().await?;
+            if cli.json {
+                print_json(&posture);
+            } else {
+                print_posture(&posture);
+            }
+        }
+        Command::Audit {
+            kind,
+            since,
+            until,
+            limit,
+            cursor,
+        } => {
+            let query = audit_query(kind, since, until, *limit, cursor)?;
+            let page = client(cli)?.audit(&query).await?;
+            if cli.json {
+                print_json(&page);
+            } else {
+                for e in &page.events {
+                    println!(
+                        "{}  {:<22} {:<8} {:<24} {:<16} {}  {}",
+                        e.at.format("%Y-%m-%dT%H:%M:%SZ"),
+                        snake(&e.kind),
+                        snake(&e.outcome),
+                        e.actor,
+                        e.peer.as_deref().unwrap_or("-"),
+                        e.subject,
+                        e.detail
+                    );
+                }
+                if let Some(next) = &page.next_cursor {
+                    println!("more: --cursor {next}");
+                }
+            }
+        }
         Command::Vault {
             command: VaultCommand::RotateKey,
         } => {
@@ -419,6 +491,92 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
         }
     }
     Ok(())
+}
+
+/// A value's serde name (`login_failed`).
+fn snake<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The audit query from the command line; values are checked by their types here so
+/// a typo is named before anything is sent.
+fn audit_query(
+    kind: &Option<String>,
+    since: &Option<String>,
+    until: &Option<String>,
+    limit: usize,
+    cursor: &Option<String>,
+) -> Result<palyra_http::routes::deployment::AuditParams, ClientError> {
+    let instant = |name: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|t| {
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .map(|d| d.with_timezone(&chrono::Utc))
+                    .map_err(|e| ClientError::Protocol(format!("--{name}: {e}")))
+            })
+            .transpose()
+    };
+    let kind = kind
+        .as_deref()
+        .map(|k| {
+            serde_json::from_value(serde_json::Value::String(k.to_owned()))
+                .map_err(|_| ClientError::Protocol(format!("--kind: unknown kind {k:?}")))
+        })
+        .transpose()?;
+    Ok(palyra_http::routes::deployment::AuditParams {
+        kind,
+        since: instant("since", since)?,
+        until: instant("until", until)?,
+        limit: Some(limit),
+        cursor: cursor.clone(),
+    })
+}
+
+fn print_posture(p: &palyra_http::routes::deployment::DeploymentPostureSummary) {
+    println!("bind addresses:      {}", p.bind_addresses.join(", "));
+    println!(
+        "exposure:            {}",
+        if p.remote_bind_detected {
+            "REMOTE (not loopback)"
+        } else {
+            "loopback only"
+        }
+    );
+    let tls = match (p.tls.enabled, p.tls.cert_not_after) {
+        (true, Some(at)) => format!("on, certificate valid until {}", at.to_rfc3339()),
+        (true, None) => "on".to_owned(),
+        (false, _) => "off".to_owned(),
+    };
+    println!("tls:                 {tls}");
+    println!("secure cookies:      {}", p.cookie_secure);
+    println!("admin token source:  {}", p.admin_token_source);
+    println!("vault key source:    {}", p.vault_key_source);
+    println!(
+        "session timeouts:    idle {} s, absolute {} s",
+        p.session_idle_timeout_s, p.session_absolute_timeout_s
+    );
+    match &p.last_remote_admin_access {
+        Some(a) => println!(
+            "last remote access:  {} {} {} {} -> {}",
+            a.at.to_rfc3339(),
+            a.peer,
+            a.method,
+            a.path,
+            a.status
+        ),
+        None => println!("last remote access:  none"),
+    }
+    if p.warnings.is_empty() {
+        println!("warnings:            none");
+    } else {
+        println!("warnings:");
+        for w in &p.warnings {
+            println!("  - {w}");
+        }
+    }
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {

@@ -21,7 +21,7 @@ pub use writer::{WriteOp, Writer, WriterStats};
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 /// A stored row: key and value bytes.
 pub type Row = (Vec<u8>, Vec<u8>);
@@ -92,6 +92,40 @@ impl Storage {
             }
         }
         Ok(rows)
+    }
+
+    /// Up to `limit` rows of `table` in key order (oldest first for time-ordered keys),
+    /// starting after `after` when given.
+    pub fn scan_forward(
+        &self,
+        table: Table,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Row>, StorageError> {
+        use std::ops::Bound;
+        let txn = self.db.begin_read().map_err(StorageError::backend)?;
+        let t = txn.open_table(table.def()).map_err(StorageError::backend)?;
+        let lower = match after {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Unbounded,
+        };
+        let mut rows = Vec::new();
+        for entry in t
+            .range::<&[u8]>((lower, Bound::Unbounded))
+            .map_err(StorageError::backend)?
+            .take(limit)
+        {
+            let (k, v) = entry.map_err(StorageError::backend)?;
+            rows.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(rows)
+    }
+
+    /// How many rows `table` holds.
+    pub fn count(&self, table: Table) -> Result<u64, StorageError> {
+        let txn = self.db.begin_read().map_err(StorageError::backend)?;
+        let t = txn.open_table(table.def()).map_err(StorageError::backend)?;
+        t.len().map_err(StorageError::backend)
     }
 
     /// One row of `table`.

@@ -35,11 +35,14 @@ pub enum Table {
     /// Runs, keyed by objective id, a NUL byte and the run's sequence number
     /// (big-endian), so one objective's runs are one ordered range.
     Runs,
+    /// The audit log, keyed by the event's Unix milliseconds and a sequence number
+    /// (both big-endian), so the log is one ordered range, oldest first.
+    Audit,
 }
 
 impl Table {
     /// Every table, so start-up can create them all.
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Sessions,
         Table::Handoffs,
         Table::Vault,
@@ -50,6 +53,7 @@ impl Table {
         Table::Agents,
         Table::Objectives,
         Table::Runs,
+        Table::Audit,
     ];
 
     /// The table's redb name.
@@ -65,6 +69,7 @@ impl Table {
             Table::Agents => "agents",
             Table::Objectives => "objectives",
             Table::Runs => "runs",
+            Table::Audit => "audit",
         }
     }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use redb::Database;
 use tokio::sync::oneshot;
 
@@ -50,13 +51,28 @@ impl Drop for AliveGuard {
     }
 }
 
-/// Counters the bench tool and readiness probe read.
-#[derive(Debug, Default)]
+/// Counters and histograms the bench tool, readiness and `/metrics` read.
+#[derive(Debug)]
 pub struct WriterStats {
     /// Durable transactions committed.
     pub commits: AtomicU64,
     /// Writes (requests) acknowledged as durable.
     pub writes: AtomicU64,
+    /// Writes folded into each commit.
+    pub batch_size: Histogram,
+    /// Seconds from opening a transaction to its durable commit.
+    pub commit_seconds: Histogram,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        Self {
+            commits: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+        }
+    }
 }
 
 /// Handle to the writer thread. Cloning is shallow.
@@ -168,8 +184,13 @@ fn run(
             }
         }
         if !batch.is_empty() {
+            let started = std::time::Instant::now();
             let result = commit(db, &batch);
             if result.is_ok() {
+                stats
+                    .commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                stats.batch_size.observe(batch.len() as f64);
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats
                     .writes

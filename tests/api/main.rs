@@ -2,6 +2,7 @@
 //! on 127.0.0.1:0 with a temporary data dir.
 
 mod api;
+mod audit;
 mod auth;
 mod cli;
 mod crash;
@@ -10,6 +11,7 @@ mod handoff;
 mod helpers;
 mod oauth;
 mod objectives;
+mod posture;
 mod process;
 mod profiles;
 mod startup;

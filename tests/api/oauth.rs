@@ -10,28 +10,32 @@ use serde_json::{Value, json};
 use crate::fakes::{FakeOAuth, ForcedAnswer};
 use crate::helpers::{ADMIN_TOKEN, TestApp, spawn_app_with};
 
-const PROVIDER: &str = "custom:acme";
+pub(crate) const PROVIDER: &str = "custom:acme";
 
-async fn app_with_oauth(fake: &FakeOAuth, lead_s: u64) -> TestApp {
+pub(crate) async fn app_with_oauth(fake: &FakeOAuth, lead_s: u64) -> TestApp {
     let base = fake.url();
     spawn_app_with(move |s| {
-        s.providers.custom.insert(
-            "acme".into(),
-            ProviderConfig {
-                api_base_url: base.clone(),
-                authorization_endpoint: Some(format!("{base}/authorize")),
-                token_endpoint: Some(format!("{base}/token")),
-                revocation_endpoint: Some(format!("{base}/revoke")),
-                client_id: Some("palyra-test".into()),
-                scopes: vec!["openid".into(), "offline_access".into()],
-                validation: Validation::Models,
-                backoff_base_ms: 200,
-                backoff_cap_ms: 1_000,
-            },
-        );
+        s.providers
+            .custom
+            .insert("acme".into(), acme_provider(&base));
         s.oauth.refresh_lead_s = lead_s;
     })
     .await
+}
+
+/// The fake OAuth server as the `custom:acme` provider.
+pub(crate) fn acme_provider(base: &str) -> ProviderConfig {
+    ProviderConfig {
+        api_base_url: base.to_owned(),
+        authorization_endpoint: Some(format!("{base}/authorize")),
+        token_endpoint: Some(format!("{base}/token")),
+        revocation_endpoint: Some(format!("{base}/revoke")),
+        client_id: Some("palyra-test".into()),
+        scopes: vec!["openid".into(), "offline_access".into()],
+        validation: Validation::Models,
+        backoff_base_ms: 200,
+        backoff_cap_ms: 1_000,
+    }
 }
 
 async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
@@ -43,7 +47,7 @@ async fn get_json(app: &TestApp, path: &str) -> Value {
 }
 
 /// A manual refresh; returns the report.
-async fn refresh(app: &TestApp, profile_id: &str) -> Value {
+pub(crate) async fn refresh(app: &TestApp, profile_id: &str) -> Value {
     let response = post(
         app,
         &format!("/console/v1/auth/profiles/{profile_id}/refresh"),
@@ -54,7 +58,7 @@ async fn refresh(app: &TestApp, profile_id: &str) -> Value {
     response.json().await.unwrap()
 }
 
-async fn bootstrap(app: &TestApp, profile_id: &str) -> Value {
+pub(crate) async fn bootstrap(app: &TestApp, profile_id: &str) -> Value {
     let response = post(
         app,
         &format!("/console/v1/auth/providers/{PROVIDER}/bootstrap"),
@@ -66,7 +70,7 @@ async fn bootstrap(app: &TestApp, profile_id: &str) -> Value {
 }
 
 /// A complete sign-in; returns the profile.
-async fn sign_in(app: &TestApp, fake: &FakeOAuth, profile_id: &str) -> Value {
+pub(crate) async fn sign_in(app: &TestApp, fake: &FakeOAuth, profile_id: &str) -> Value {
     let started = bootstrap(app, profile_id).await;
     let (_, redirect) = fake.authorize(started["authorization_url"].as_str().unwrap());
     let page = app.http.get(&redirect).send().await.unwrap();

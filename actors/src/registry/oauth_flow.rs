@@ -18,6 +18,7 @@ use super::{
     RegistryActor, RegistryHandle, generated_profile_id, stopped, validate_profile_id,
     validate_profile_name, validate_provider, validate_scope, vault_ref,
 };
+use crate::audit::{AuditEntry, AuditKind, AuditOutcome};
 use crate::oauth::{
     OAuthSettings, TokenSet, build_authorization_url, exchange_authorization_code,
     generate_attempt_id, generate_pkce_verifier, generate_state, pkce_challenge, revoke_token,
@@ -746,6 +747,7 @@ impl Handler<RecordRefresh> for RegistryActor {
         };
         let now = to_datetime(now_ms());
         let mut sealed = Vec::new();
+        let audit;
         {
             let AuthCredential::Oauth {
                 access_token_vault_ref,
@@ -770,6 +772,31 @@ impl Handler<RecordRefresh> for RegistryActor {
                 return Box::pin(actix::fut::ready(Ok(view)));
             }
             refresh_state.last_attempt_at = Some(msg.started_at);
+            let (kind, outcome, detail, counted) = match &msg.result {
+                RefreshResult::Success { .. } => (
+                    AuditKind::ProfileRefreshed,
+                    AuditOutcome::Success,
+                    String::new(),
+                    "success",
+                ),
+                RefreshResult::Transient { reason, .. } => (
+                    AuditKind::ProfileRefreshed,
+                    AuditOutcome::Failure,
+                    format!("transient: {reason}"),
+                    "transient",
+                ),
+                RefreshResult::Permanent { reason } => (
+                    AuditKind::ProfileNeedsReauth,
+                    AuditOutcome::Failure,
+                    format!("permanent: {reason}"),
+                    "permanent",
+                ),
+            };
+            self.metrics.count_refresh(counted);
+            audit = Some(
+                self.audit
+                    .op(AuditEntry::system(kind, &msg.profile_id, outcome, detail)),
+            );
             match msg.result {
                 RefreshResult::Success {
                     access_token,
@@ -814,6 +841,7 @@ impl Handler<RecordRefresh> for RegistryActor {
             value: encode_record(&record),
         }];
         ops.extend(sealed);
+        ops.extend(audit);
         self.apply_profile(record.clone(), Vec::new());
         Box::pin(self.commit(ops).map(move |result, act, _| {
             result?;

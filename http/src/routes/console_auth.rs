@@ -10,10 +10,12 @@ use palyra_actors::SecretString;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::auth::{Caller, SESSION_COOKIE, admin_token_matches, peer_ip};
+use crate::audit::Audit;
+use crate::auth::{Caller, admin_token_matches, peer_ip};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, OptionalJson};
 use palyra_actors::ConsoleSession;
+use palyra_actors::audit::AuditKind;
 
 /// Principal of a login that names none.
 pub const DEFAULT_PRINCIPAL: &str = "admin:local";
@@ -86,7 +88,8 @@ fn session_cookie_header(state: &AppState, token: &SecretString) -> HeaderValue 
         ""
     };
     let value = format!(
-        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/{secure}",
+        "{}={}; HttpOnly; SameSite=Strict; Path=/{secure}",
+        state.config.session_cookie_name(),
         token.expose()
     );
     // Tokens are base64url, always a valid header value.
@@ -100,7 +103,8 @@ fn clear_cookie_header(state: &AppState) -> HeaderValue {
         ""
     };
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}"
+        "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}",
+        state.config.session_cookie_name()
     ))
     .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
@@ -121,18 +125,31 @@ pub async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let peer = peer_ip(&extensions);
-    state
-        .auth_throttle
-        .check(peer)
-        .map_err(|retry_after_s| ApiError::TooManyRequests { retry_after_s })?;
-    if !admin_token_matches(&state, req.admin_token.expose()) {
-        state.auth_throttle.record_failure(peer);
-        tracing::warn!(%peer, "console login failed: wrong admin token");
-        return Err(ApiError::Unauthorized("wrong admin token"));
-    }
     let principal = req
         .principal
         .unwrap_or_else(|| DEFAULT_PRINCIPAL.to_owned());
+    // The principal is only a claim until the token matches; it is validated before
+    // it is recorded.
+    let claimed = if palyra_actors::sessions::validate_principal(&principal).is_ok() {
+        principal.as_str()
+    } else {
+        "invalid-principal"
+    };
+    let audit = Audit::from_parts(&extensions, &state).as_actor(claimed);
+    if let Err(retry_after_s) = state.auth_throttle.check(peer) {
+        audit
+            .failure(AuditKind::LoginFailed, claimed, "throttled")
+            .await;
+        return Err(ApiError::TooManyRequests { retry_after_s });
+    }
+    if !admin_token_matches(&state, req.admin_token.expose()) {
+        state.auth_throttle.record_failure(peer);
+        tracing::warn!(%peer, "console login failed: wrong admin token");
+        audit
+            .failure(AuditKind::LoginFailed, claimed, "wrong admin token")
+            .await;
+        return Err(ApiError::Unauthorized("wrong admin token"));
+    }
     let device_id = req
         .device_id
         .unwrap_or_else(|| DEFAULT_DEVICE_ID.to_owned());
@@ -141,6 +158,9 @@ pub async fn login(
         .create(principal, device_id, Vec::new())
         .await?;
     tracing::info!(%peer, principal = %issued.session.principal, "console login");
+    audit
+        .success(AuditKind::Login, &issued.session.principal, "admin token")
+        .await;
     let mut response = Json(issued.session).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
@@ -177,6 +197,7 @@ pub async fn session(
 pub async fn logout(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    audit: Audit,
 ) -> Result<Response, ApiError> {
     if let Caller::Session(auth) = &caller {
         match state.sessions.revoke(auth.digest).await {
@@ -185,6 +206,13 @@ pub async fn logout(
             Err(e) => return Err(e.into()),
         }
         tracing::info!(principal = %auth.session.principal, "console logout");
+        audit
+            .success(
+                AuditKind::SessionRevoked,
+                &auth.session.principal,
+                format!("logout of device {}", auth.session.device_id),
+            )
+            .await;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
@@ -208,6 +236,7 @@ pub async fn logout(
 pub async fn mint_handoff(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    audit: Audit,
     OptionalJson(req): OptionalJson<HandoffRequest>,
 ) -> Result<Json<HandoffResponse>, ApiError> {
     let redirect_path = req.redirect_path.unwrap_or_else(|| "/".to_owned());
@@ -216,6 +245,13 @@ pub async fn mint_handoff(
         .mint(caller.principal().to_owned(), redirect_path)
         .await?;
     tracing::info!(principal = %caller.principal(), "browser handoff minted");
+    audit
+        .success(
+            AuditKind::HandoffMinted,
+            caller.principal(),
+            format!("expires {}", minted.expires_at.to_rfc3339()),
+        )
+        .await;
     Ok(Json(HandoffResponse {
         handoff_url: format!(
             "{}/console/v1/auth/browser-handoff/consume?token={}",
@@ -235,6 +271,7 @@ pub async fn mint_handoff(
         (status = 401, description = "Unknown, expired or used token", body = ErrorBody)))]
 pub async fn consume_handoff(
     State(state): State<AppState>,
+    audit: Audit,
     method: axum::http::Method,
     ApiQuery(query): ApiQuery<ConsumeQuery>,
 ) -> Result<Response, ApiError> {
@@ -246,8 +283,7 @@ pub async fn consume_handoff(
     let Some(token) = query.token.filter(|t| !t.is_empty()) else {
         return Err(ApiError::Unauthorized("the handoff token is missing"));
     };
-    let consumed = state.handoffs.consume(token.expose()).await?;
-    tracing::info!(principal = %consumed.issued.session.principal, "browser handoff consumed");
+    let consumed = consume_audited(&state, &audit, token.expose(), "link").await?;
     let mut headers = HeaderMap::new();
     headers.insert(
         header::SET_COOKIE,
@@ -271,14 +307,47 @@ pub async fn consume_handoff(
         (status = 415, description = "Not JSON", body = ErrorBody)))]
 pub async fn handoff_session(
     State(state): State<AppState>,
+    audit: Audit,
     ApiJson(req): ApiJson<HandoffSessionRequest>,
 ) -> Result<Response, ApiError> {
-    let consumed = state.handoffs.consume(req.token.expose()).await?;
-    tracing::info!(principal = %consumed.issued.session.principal, "browser handoff consumed");
+    let consumed = consume_audited(&state, &audit, req.token.expose(), "script").await?;
     let mut response = Json(consumed.issued.session).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
         session_cookie_header(&state, &consumed.issued.token),
     );
     Ok(response)
+}
+
+/// Consumes a handoff token and audits the outcome, a refused token included.
+async fn consume_audited(
+    state: &AppState,
+    audit: &Audit,
+    token: &str,
+    via: &str,
+) -> Result<palyra_actors::handoffs::ConsumedHandoff, ApiError> {
+    match state.handoffs.consume(token).await {
+        Ok(consumed) => {
+            let principal = &consumed.issued.session.principal;
+            tracing::info!(%principal, "browser handoff consumed");
+            audit
+                .clone()
+                .as_actor(principal)
+                .success(AuditKind::HandoffConsumed, principal, format!("via {via}"))
+                .await;
+            Ok(consumed)
+        }
+        Err(e) => {
+            if matches!(e, palyra_actors::ActorError::HandoffRejected) {
+                audit
+                    .failure(
+                        AuditKind::HandoffConsumed,
+                        "unknown",
+                        format!("via {via}: unknown, expired or used token"),
+                    )
+                    .await;
+            }
+            Err(e.into())
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! One module per resource.
 
 pub mod console_auth;
+pub mod deployment;
 pub mod oauth;
 pub mod objectives;
 pub mod ops;

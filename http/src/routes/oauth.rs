@@ -14,8 +14,10 @@ use palyra_actors::registry::{AuthProfileScope, validate_profile_id, validate_pr
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
+use crate::audit::Audit;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use palyra_actors::audit::AuditKind;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -112,10 +114,12 @@ pub fn redirect_uri(state: &AppState, provider: &str) -> Result<String, ApiError
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn bootstrap(
     State(state): State<AppState>,
+    audit: Audit,
     ApiPath(path): ApiPath<ProviderPath>,
     ApiJson(req): ApiJson<BootstrapRequest>,
 ) -> Result<Json<SignInStarted>, ApiError> {
     provider_path(&path.provider)?;
+    let path_provider = path.provider.clone();
     let redirect = redirect_uri(&state, &path.provider)?;
     let started = state
         .registry
@@ -132,6 +136,13 @@ pub async fn bootstrap(
             state.config.oauth_attempt_ttl,
         )
         .await?;
+    audit
+        .success(
+            AuditKind::SigninStarted,
+            &started.attempt_id,
+            format!("provider {}", path_provider),
+        )
+        .await;
     Ok(Json(started))
 }
 
@@ -145,6 +156,7 @@ pub async fn bootstrap(
         (status = 503, description = "The daemon is shutting down", content_type = "text/html")))]
 pub async fn callback(
     State(state): State<AppState>,
+    audit: Audit,
     axum::extract::Path(provider): axum::extract::Path<String>,
     query: Result<axum::extract::Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -160,11 +172,9 @@ pub async fn callback(
                 state: q.state,
                 error: q.error,
             };
-            state
-                .registry
-                .complete_sign_in(&provider, params)
-                .await
-                .map_err(ApiError::from)
+            let outcome = state.registry.complete_sign_in(&provider, params).await;
+            audit_sign_in(&audit, &provider, &outcome).await;
+            outcome.map_err(ApiError::from)
         }
     };
     let outcome = outcome.map_err(|e| {
@@ -198,6 +208,7 @@ pub async fn callback(
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn manual_callback(
     State(state): State<AppState>,
+    audit: Audit,
     ApiPath(path): ApiPath<ProviderPath>,
     ApiJson(req): ApiJson<ManualCallbackRequest>,
 ) -> Result<Json<SignInOutcome>, ApiError> {
@@ -218,8 +229,9 @@ pub async fn manual_callback(
     let outcome = state
         .registry
         .complete_sign_in(&path.provider, params)
-        .await?;
-    Ok(Json(outcome))
+        .await;
+    audit_sign_in(&audit, &path.provider, &outcome).await;
+    Ok(Json(outcome?))
 }
 
 /// Where a sign-in attempt stands: pending, succeeded (with the profile) or failed.
@@ -267,6 +279,53 @@ pub async fn refresh(
 ) -> Result<Json<RefreshReport>, ApiError> {
     validate_profile_id(&path.profile_id)?;
     Ok(Json(state.refresher.refresh_now(&path.profile_id).await?))
+}
+
+/// Audits the end of a sign-in: completed (with the profile it made) or failed.
+async fn audit_sign_in(
+    audit: &Audit,
+    provider: &str,
+    outcome: &Result<SignInOutcome, palyra_actors::ActorError>,
+) {
+    match outcome {
+        Ok(o) => match &o.status {
+            AttemptStatus::Succeeded { profile_id } => {
+                audit
+                    .success(
+                        AuditKind::SigninCompleted,
+                        &o.attempt_id,
+                        format!("provider {provider}, profile {profile_id}"),
+                    )
+                    .await;
+                audit
+                    .success(
+                        AuditKind::ProfileCreated,
+                        profile_id,
+                        format!("{provider} oauth sign-in"),
+                    )
+                    .await;
+            }
+            AttemptStatus::Failed { reason } => {
+                audit
+                    .failure(
+                        AuditKind::SigninFailed,
+                        &o.attempt_id,
+                        format!("provider {provider}: {reason}"),
+                    )
+                    .await;
+            }
+            AttemptStatus::Pending => {}
+        },
+        Err(e) => {
+            audit
+                .failure(
+                    AuditKind::SigninFailed,
+                    "unknown",
+                    format!("provider {provider}: {e}"),
+                )
+                .await;
+        }
+    }
 }
 
 fn escape_html(text: &str) -> String {

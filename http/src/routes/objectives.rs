@@ -6,8 +6,10 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
+use crate::audit::Audit;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use palyra_actors::audit::AuditKind;
 use palyra_actors::objectives::{
     AgentPage, AgentPatch, AgentRecord, LifecycleAction, NewAgent, NewObjective, ObjectiveFilter,
     ObjectiveKind, ObjectivePage, ObjectivePatch, ObjectiveRecord, ObjectiveState, RunPage,
@@ -101,9 +103,14 @@ pub async fn list_agents(
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn create_agent(
     State(state): State<AppState>,
+    audit: Audit,
     ApiJson(req): ApiJson<NewAgent>,
 ) -> Result<Json<AgentRecord>, ApiError> {
-    Ok(Json(state.objectives.create_agent(req).await?))
+    let agent = state.objectives.create_agent(req).await?;
+    audit
+        .success(AuditKind::AgentCreated, &agent.agent_id, "")
+        .await;
+    Ok(Json(agent))
 }
 
 /// One agent.
@@ -128,13 +135,16 @@ pub async fn get_agent(
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn update_agent(
     State(state): State<AppState>,
+    audit: Audit,
     ApiPath(p): ApiPath<AgentPath>,
     ApiJson(patch): ApiJson<AgentPatch>,
 ) -> Result<Json<AgentRecord>, ApiError> {
     palyra_actors::registry::validate_agent_id(&p.agent_id)?;
-    Ok(Json(
-        state.objectives.update_agent(&p.agent_id, patch).await?,
-    ))
+    let agent = state.objectives.update_agent(&p.agent_id, patch).await?;
+    audit
+        .success(AuditKind::AgentUpdated, &agent.agent_id, "")
+        .await;
+    Ok(Json(agent))
 }
 
 /// Deletes an agent; refused while objectives reference it.
@@ -145,10 +155,14 @@ pub async fn update_agent(
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn delete_agent(
     State(state): State<AppState>,
+    audit: Audit,
     ApiPath(p): ApiPath<AgentPath>,
 ) -> Result<StatusCode, ApiError> {
     palyra_actors::registry::validate_agent_id(&p.agent_id)?;
     state.objectives.delete_agent(&p.agent_id).await?;
+    audit
+        .success(AuditKind::AgentDeleted, &p.agent_id, "")
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -183,9 +197,22 @@ pub async fn list_objectives(
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn create_objective(
     State(state): State<AppState>,
+    audit: Audit,
     ApiJson(req): ApiJson<NewObjective>,
 ) -> Result<Json<ObjectiveRecord>, ApiError> {
-    Ok(Json(state.objectives.create_objective(req).await?))
+    let objective = state.objectives.create_objective(req).await?;
+    audit
+        .success(
+            AuditKind::ObjectiveCreated,
+            &objective.objective_id,
+            format!(
+                "agent {}, state {}",
+                objective.agent_id,
+                snake(objective.state)
+            ),
+        )
+        .await;
+    Ok(Json(objective))
 }
 
 /// One objective.
@@ -210,15 +237,18 @@ pub async fn get_objective(
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn update_objective(
     State(state): State<AppState>,
+    audit: Audit,
     ApiPath(p): ApiPath<ObjectivePath>,
     ApiJson(patch): ApiJson<ObjectivePatch>,
 ) -> Result<Json<ObjectiveRecord>, ApiError> {
-    Ok(Json(
-        state
-            .objectives
-            .update_objective(&p.objective_id, patch)
-            .await?,
-    ))
+    let objective = state
+        .objectives
+        .update_objective(&p.objective_id, patch)
+        .await?;
+    audit
+        .success(AuditKind::ObjectiveUpdated, &objective.objective_id, "")
+        .await;
+    Ok(Json(objective))
 }
 
 /// Activate, pause, resume, cancel, archive, or fire (run now, within budget).
@@ -231,15 +261,31 @@ pub async fn update_objective(
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn lifecycle(
     State(state): State<AppState>,
+    audit: Audit,
     ApiPath(p): ApiPath<ObjectivePath>,
     ApiJson(req): ApiJson<LifecycleRequest>,
 ) -> Result<Json<ObjectiveRecord>, ApiError> {
-    Ok(Json(
-        state
-            .objectives
-            .lifecycle(&p.objective_id, req.action, req.reason)
-            .await?,
-    ))
+    let action = snake(req.action);
+    let objective = state
+        .objectives
+        .lifecycle(&p.objective_id, req.action, req.reason)
+        .await?;
+    audit
+        .success(
+            AuditKind::ObjectiveLifecycle,
+            &objective.objective_id,
+            format!("{action}: now {}", snake(objective.state)),
+        )
+        .await;
+    Ok(Json(objective))
+}
+
+/// A unit enum's serde name (`pause`, `active`).
+fn snake(value: impl Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// An objective's runs, newest first.

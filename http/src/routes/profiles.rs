@@ -7,8 +7,10 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
+use crate::audit::Audit;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use palyra_actors::audit::AuditKind;
 use palyra_actors::registry::{
     AuthHealthReport, AuthProfile, AuthProfileScope, NewCredential, NewProfile, ProfileFilter,
     ProfilePage, ResolveAnswer, RotationReport, validate_profile_id,
@@ -112,9 +114,12 @@ pub async fn list_profiles(
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn create_profile(
     State(state): State<AppState>,
+    audit: Audit,
     ApiJson(req): ApiJson<CreateProfileRequest>,
 ) -> Result<Json<AuthProfile>, ApiError> {
-    let profile = state
+    let subject = req.profile_id.clone().unwrap_or_else(|| "new".to_owned());
+    let provider = req.provider.clone();
+    let created = state
         .registry
         .create(NewProfile {
             profile_id: req.profile_id,
@@ -125,7 +130,31 @@ pub async fn create_profile(
             set_default: req.set_default,
             validate: req.validate.unwrap_or(true),
         })
-        .await?;
+        .await;
+    let profile = match created {
+        Ok(profile) => profile,
+        Err(e) => {
+            if let palyra_actors::ActorError::KeyCheck(k) = &e {
+                // A key the provider refused is worth knowing about; other refusals
+                // are malformed requests.
+                audit
+                    .failure(
+                        AuditKind::ProfileCreated,
+                        &subject,
+                        format!("{provider}: {k}"),
+                    )
+                    .await;
+            }
+            return Err(e.into());
+        }
+    };
+    audit
+        .success(
+            AuditKind::ProfileCreated,
+            &profile.record.profile_id,
+            format!("provider {}, api key", profile.record.provider),
+        )
+        .await;
     Ok(Json(profile))
 }
 
@@ -160,10 +189,18 @@ pub async fn get_profile(
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn delete_profile(
     State(state): State<AppState>,
+    audit: Audit,
     ApiPath(path): ApiPath<ProfilePath>,
 ) -> Result<StatusCode, ApiError> {
     validate_profile_id(&path.profile_id)?;
     state.registry.delete(&path.profile_id).await?;
+    audit
+        .success(
+            AuditKind::ProfileDeleted,
+            &path.profile_id,
+            "profile and secrets removed",
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -180,10 +217,19 @@ pub async fn delete_profile(
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn set_default(
     State(state): State<AppState>,
+    audit: Audit,
     ApiPath(path): ApiPath<ProfilePath>,
 ) -> Result<Json<AuthProfile>, ApiError> {
     validate_profile_id(&path.profile_id)?;
-    Ok(Json(state.registry.set_default(&path.profile_id).await?))
+    let profile = state.registry.set_default(&path.profile_id).await?;
+    audit
+        .success(
+            AuditKind::ProfileUpdated,
+            &profile.record.profile_id,
+            "set as default",
+        )
+        .await;
+    Ok(Json(profile))
 }
 
 /// Health of every credential (`AuthHealthReport`); never calls a provider.
@@ -222,6 +268,29 @@ pub async fn resolve(
         (status = 409, description = "The key comes from PALYRA_VAULT_KEY and cannot be rotated by the daemon", body = ErrorBody),
         (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
-pub async fn rotate_key(State(state): State<AppState>) -> Result<Json<RotationReport>, ApiError> {
-    Ok(Json(state.registry.rotate_key().await?))
+pub async fn rotate_key(
+    State(state): State<AppState>,
+    audit: Audit,
+) -> Result<Json<RotationReport>, ApiError> {
+    let report = state.registry.rotate_key().await;
+    match &report {
+        Ok(r) => {
+            audit
+                .success(
+                    AuditKind::VaultKeyRotated,
+                    &r.key_id,
+                    format!(
+                        "from key {}; {} secrets resealed",
+                        r.previous_key_id, r.secrets_resealed
+                    ),
+                )
+                .await;
+        }
+        Err(e) => {
+            audit
+                .failure(AuditKind::VaultKeyRotated, "vault", e.to_string())
+                .await;
+        }
+    }
+    Ok(Json(report?))
 }

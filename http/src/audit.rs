@@ -1,0 +1,82 @@
+//! Recording audit events from handlers: who (the authenticated principal) and from
+//! where (the peer address), taken from the request.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use palyra_actors::audit::{AuditEntry, AuditKind, AuditLog, AuditOutcome};
+
+use crate::AppState;
+use crate::auth::Caller;
+
+/// The audit log with the request's actor and peer.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    log: AuditLog,
+    actor: String,
+    peer: Option<String>,
+}
+
+impl FromRequestParts<AppState> for Audit {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
+        Ok(Self::from_parts(&parts.extensions, state))
+    }
+}
+
+impl Audit {
+    pub fn from_parts(extensions: &axum::http::Extensions, state: &AppState) -> Self {
+        Self {
+            log: state.audit.clone(),
+            actor: extensions
+                .get::<Caller>()
+                .map_or("anonymous", |c| c.principal())
+                .to_owned(),
+            peer: extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string()),
+        }
+    }
+
+    /// The same request, acted by `actor` (a login names its principal).
+    pub fn as_actor(mut self, actor: &str) -> Self {
+        self.actor = actor.to_owned();
+        self
+    }
+
+    /// Records an event once it is durable. The change it reports is already durable
+    /// and acknowledged by the caller's response, so a failure here is logged (by the
+    /// log itself), not returned.
+    pub async fn record(
+        &self,
+        kind: AuditKind,
+        subject: &str,
+        outcome: AuditOutcome,
+        detail: impl Into<String>,
+    ) {
+        let _ = self
+            .log
+            .record(AuditEntry {
+                actor: self.actor.clone(),
+                peer: self.peer.clone(),
+                kind,
+                subject: subject.to_owned(),
+                outcome,
+                detail: detail.into(),
+            })
+            .await;
+    }
+
+    pub async fn success(&self, kind: AuditKind, subject: &str, detail: impl Into<String>) {
+        self.record(kind, subject, AuditOutcome::Success, detail)
+            .await;
+    }
+
+    pub async fn failure(&self, kind: AuditKind, subject: &str, detail: impl Into<String>) {
+        self.record(kind, subject, AuditOutcome::Failure, detail)
+            .await;
+    }
+}

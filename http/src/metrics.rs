@@ -1,0 +1,155 @@
+//! `GET /metrics` in the OpenMetrics text format (which Prometheus scrapes): requests
+//! by route and status with latency histograms, live sessions, profiles by health,
+//! refresh outcomes, runs by status, scheduler lateness, and the writer's batch sizes
+//! and commit latencies.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use palyra_actors::metrics::{ActorMetrics, Labels};
+use palyra_actors::registry::HealthState;
+use palyra_storage::WriterStats;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 100 us to about 13 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+/// Every metric of the daemon, registered once.
+#[derive(Debug)]
+pub struct HttpMetrics {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    latency: HistogramFamily,
+    live_sessions: Gauge,
+    profiles: Family<Labels, Gauge>,
+}
+
+impl HttpMetrics {
+    pub fn new(actors: &ActorMetrics, writer: &WriterStats) -> Self {
+        let mut registry = Registry::with_prefix("palyra");
+        let requests = Family::<Labels, Counter>::default();
+        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let live_sessions = Gauge::default();
+        let profiles = Family::<Labels, Gauge>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route template, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route template and method",
+            latency.clone(),
+        );
+        registry.register(
+            "console_sessions_live",
+            "Live console sessions",
+            live_sessions.clone(),
+        );
+        registry.register(
+            "auth_profiles",
+            "Auth profiles by health state",
+            profiles.clone(),
+        );
+        registry.register(
+            "oauth_refreshes",
+            "OAuth refresh attempts by outcome",
+            actors.refreshes.clone(),
+        );
+        registry.register(
+            "objective_runs",
+            "Run records written, by status",
+            actors.runs.clone(),
+        );
+        registry.register(
+            "scheduler_lateness_seconds",
+            "Delay between a firing's scheduled instant and its delivery",
+            actors.scheduler_lateness_seconds.clone(),
+        );
+        registry.register(
+            "writer_batch_size",
+            "Writes folded into one durable commit",
+            writer.batch_size.clone(),
+        );
+        registry.register(
+            "writer_commit_duration_seconds",
+            "Time from opening a write transaction to its durable commit",
+            writer.commit_seconds.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            live_sessions,
+            profiles,
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&vec![
+                ("route", route.to_owned()),
+                ("method", method.to_owned()),
+                ("status", status.to_string()),
+            ])
+            .inc();
+        self.latency
+            .get_or_create(&vec![
+                ("route", route.to_owned()),
+                ("method", method.to_owned()),
+            ])
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The metrics, rendered now.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String),
+        (status = 401, description = "Not authenticated", body = crate::error::ErrorBody),
+        (status = 429, description = "Too many requests", body = crate::error::ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    render(&state).await
+}
+
+/// Renders every metric, refreshing the gauges first.
+pub async fn render(state: &AppState) -> Result<Response, ApiError> {
+    let m = &state.metrics;
+    m.live_sessions
+        .set(i64::try_from(state.sessions.live_count()).unwrap_or(i64::MAX));
+    let health = state.registry.health().await?;
+    for health_state in HealthState::ALL {
+        let count = health.counts.get(&health_state).copied().unwrap_or(0);
+        let name = serde_json::to_value(health_state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        m.profiles
+            .get_or_create(&vec![("health", name)])
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    let mut body = String::new();
+    encode(&mut body, &m.registry).map_err(|e| ApiError::Internal(format!("metrics: {e}")))?;
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(response)
+}

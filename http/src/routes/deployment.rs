@@ -1,0 +1,194 @@
+//! The deployment's posture and the audit log.
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use palyra_actors::audit::{AuditKind, AuditPage, AuditQuery};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::ApiQuery;
+
+/// A certificate expiring sooner than this is a warning.
+const CERT_WARNING_DAYS: i64 = 14;
+
+/// What the daemon knows about its own exposure, fixed at start.
+#[derive(Debug, Clone)]
+pub struct PostureConfig {
+    pub bind_addresses: Vec<String>,
+    pub tls_enabled: bool,
+    pub cert_not_after: Option<DateTime<Utc>>,
+    /// `env`, `config` or `generated`.
+    pub admin_token_source: &'static str,
+    /// `env` or `file`.
+    pub vault_key_source: &'static str,
+    pub session_idle_timeout_s: u64,
+    pub session_absolute_timeout_s: u64,
+    pub rate_limits_enabled: bool,
+    /// The data dir is readable by group or others.
+    pub data_dir_open: bool,
+}
+
+/// The last admin request from a non-loopback peer.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RemoteAccess {
+    pub at: DateTime<Utc>,
+    pub peer: String,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TlsPosture {
+    pub enabled: bool,
+    /// When the served certificate expires.
+    pub cert_not_after: Option<DateTime<Utc>>,
+}
+
+/// A snapshot of the daemon's security state.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeploymentPostureSummary {
+    pub bind_addresses: Vec<String>,
+    pub loopback_only: bool,
+    pub remote_bind_detected: bool,
+    pub tls: TlsPosture,
+    pub cookie_secure: bool,
+    /// `env`, `config` or `generated`.
+    pub admin_token_source: String,
+    /// `env` or `file`.
+    pub vault_key_source: String,
+    pub session_idle_timeout_s: u64,
+    pub session_absolute_timeout_s: u64,
+    pub last_remote_admin_access: Option<RemoteAccess>,
+    /// Concrete risks, one sentence each.
+    pub warnings: Vec<String>,
+}
+
+fn is_loopback(addr: &str) -> bool {
+    addr.parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback())
+}
+
+/// The posture at `now`.
+pub fn summary(state: &AppState, now: DateTime<Utc>) -> DeploymentPostureSummary {
+    let p = &state.config.posture;
+    let loopback_only = p.bind_addresses.iter().all(|a| is_loopback(a));
+    let mut warnings = Vec::new();
+    for addr in p.bind_addresses.iter().filter(|a| !is_loopback(a)) {
+        if !p.tls_enabled {
+            warnings.push(format!(
+                "{addr} is not loopback and is served without TLS: tokens and cookies cross the network in clear text"
+            ));
+        }
+    }
+    if let Some(not_after) = p.cert_not_after {
+        let left = not_after - now;
+        if left <= chrono::Duration::zero() {
+            warnings.push(format!(
+                "the TLS certificate expired at {}",
+                not_after.to_rfc3339()
+            ));
+        } else if left < chrono::Duration::days(CERT_WARNING_DAYS) {
+            warnings.push(format!(
+                "the TLS certificate expires within {CERT_WARNING_DAYS} days, at {}",
+                not_after.to_rfc3339()
+            ));
+        }
+    }
+    if !loopback_only && p.vault_key_source == "file" {
+        warnings.push(
+            "the vault key is a file in the data dir, beside the sealed secrets: a copy of the data dir opens them (set PALYRA_VAULT_KEY from a secret store)"
+                .into(),
+        );
+    }
+    if !loopback_only && !p.rate_limits_enabled {
+        warnings.push("request rate limits are off while the API is reachable remotely".into());
+    }
+    if p.data_dir_open {
+        warnings.push("the data dir is accessible by group or others; chmod 700 it".into());
+    }
+    if p.session_idle_timeout_s > 24 * 3600 {
+        warnings.push(
+            "console sessions stay valid unused for more than a day (sessions.idle_timeout_s)"
+                .into(),
+        );
+    }
+    DeploymentPostureSummary {
+        bind_addresses: p.bind_addresses.clone(),
+        loopback_only,
+        remote_bind_detected: !loopback_only,
+        tls: TlsPosture {
+            enabled: p.tls_enabled,
+            cert_not_after: p.cert_not_after,
+        },
+        cookie_secure: state.config.cookie_secure,
+        admin_token_source: p.admin_token_source.to_owned(),
+        vault_key_source: p.vault_key_source.to_owned(),
+        session_idle_timeout_s: p.session_idle_timeout_s,
+        session_absolute_timeout_s: p.session_absolute_timeout_s,
+        last_remote_admin_access: state
+            .last_remote_access
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+        warnings,
+    }
+}
+
+/// The daemon's exposure: binds, TLS, token and key sources, warnings.
+#[utoipa::path(get, path = "/console/v1/deployment/posture", tag = "deployment",
+    responses(
+        (status = 200, description = "The posture", body = DeploymentPostureSummary),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 429, description = "Too many requests", body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn posture(State(state): State<AppState>) -> Json<DeploymentPostureSummary> {
+    Json(summary(&state, Utc::now()))
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    /// Only events of this kind.
+    pub kind: Option<AuditKind>,
+    /// Only events at or after this instant (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Only events at or before this instant (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The audit log, newest first.
+#[utoipa::path(get, path = "/console/v1/audit", tag = "deployment",
+    params(AuditParams),
+    responses(
+        (status = 200, description = "A page of events", body = AuditPage),
+        (status = 400, description = "Malformed query", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 429, description = "Too many requests", body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn audit(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<AuditParams>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let query = AuditQuery {
+        kind: params.kind,
+        since: params.since,
+        until: params.until,
+        limit: params.limit.unwrap_or(100),
+        cursor: params.cursor,
+    };
+    // The scan reads redb directly; keep it off the async workers.
+    let log = state.audit.clone();
+    let page = tokio::task::spawn_blocking(move || log.query(&query))
+        .await
+        .map_err(|e| ApiError::Internal(format!("audit query: {e}")))??;
+    Ok(Json(page))
+}

@@ -1,0 +1,357 @@
+//! The audit log: one event per security-relevant action, none carrying a secret,
+//! filtered, paged, kept across restarts and pruned by retention.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use palyra::settings::ProviderConfig;
+use reqwest::header::COOKIE;
+use serde_json::{Value, json};
+
+use crate::fakes::{FakeModel, FakeOAuth, FakeProvider, ForcedAnswer};
+use crate::helpers::{ADMIN_TOKEN, TestApp, spawn_app_with};
+use crate::oauth::{PROVIDER, acme_provider, refresh, sign_in};
+
+const PLANTED_KEY: &str = "good-PLANTED-api-key-0000111122223333";
+const PLANTED_WRONG_TOKEN: &str = "PLANTED-wrong-admin-token-4444555566667777";
+
+async fn audit_page(app: &TestApp, query: &str) -> Value {
+    app.bearer_get_json(&format!("/console/v1/audit?{query}"))
+        .await
+}
+
+fn kinds(page: &Value) -> BTreeSet<String> {
+    page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn wait_until(mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("condition not reached in 10 s");
+}
+
+#[tokio::test]
+async fn every_security_event_is_audited_and_none_carries_a_secret() {
+    let keys = FakeProvider::start().await;
+    let oauth = FakeOAuth::start(3600).await;
+    let model = FakeModel::start(5).await;
+    let (keys_url, oauth_url, model_url) = (keys.url(), oauth.url(), model.url());
+    let app = spawn_app_with(move |s| {
+        s.providers
+            .custom
+            .insert("acme".into(), acme_provider(&oauth_url));
+        s.providers.custom.insert(
+            "keys".into(),
+            ProviderConfig {
+                api_base_url: keys_url,
+                ..acme_provider("http://127.0.0.1:1")
+            },
+        );
+        s.providers.openai.api_base_url = model_url;
+    })
+    .await;
+    let mut secrets: Vec<String> = vec![
+        ADMIN_TOKEN.into(),
+        PLANTED_KEY.into(),
+        PLANTED_WRONG_TOKEN.into(),
+    ];
+
+    // Logins: a wrong token at login and as a bearer token, then a success and logout.
+    let wrong = app
+        .http
+        .post(app.url("/console/v1/auth/login"))
+        .json(&json!({ "admin_token": PLANTED_WRONG_TOKEN, "principal": "admin:mallory" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let wrong_bearer = app
+        .http
+        .get(app.url("/console/v1/auth/profiles"))
+        .bearer_auth(PLANTED_WRONG_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_bearer.status(), 401);
+    let login = app.login().await;
+    secrets.push(login.cookie.clone());
+    secrets.push(login.csrf.clone());
+    let logout = app
+        .http
+        .post(app.url("/console/v1/auth/logout"))
+        .header(COOKIE, login.cookie_header())
+        .header("x-palyra-csrf-token", &login.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+
+    // A handoff minted, consumed, and refused the second time.
+    let minted: Value = app.mint_handoff(json!({})).await.json().await.unwrap();
+    let url = minted["handoff_url"].as_str().unwrap().to_owned();
+    secrets.push(url.split("token=").nth(1).unwrap().to_owned());
+    assert_eq!(app.http.get(&url).send().await.unwrap().status(), 303);
+    assert_eq!(app.http.get(&url).send().await.unwrap().status(), 401);
+
+    // API-key profiles: created (validated), made default, deleted; a rejected key.
+    let created = app
+        .bearer_post(
+            "/console/v1/auth/profiles",
+            json!({ "profile_id": "keys.main", "provider": "custom:keys", "profile_name": "Keys",
+                    "credential": { "type": "api_key", "api_key": PLANTED_KEY } }),
+        )
+        .await;
+    assert_eq!(created.status(), 200);
+    let rejected = app
+        .bearer_post(
+            "/console/v1/auth/profiles",
+            json!({ "profile_id": "keys.bad", "provider": "custom:keys", "profile_name": "Bad",
+                    "credential": { "type": "api_key", "api_key": "bad-PLANTED-key-88889999" } }),
+        )
+        .await;
+    assert_eq!(rejected.status(), 422);
+    secrets.push("bad-PLANTED-key-88889999".into());
+    let default = app
+        .bearer_post("/console/v1/auth/profiles/keys.main/default", json!({}))
+        .await;
+    assert_eq!(default.status(), 200);
+    let deleted = app
+        .http
+        .delete(app.url("/console/v1/auth/profiles/keys.main"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+
+    // OAuth: a sign-in, a refresh, a refused refresh (needs re-auth), a bogus callback.
+    sign_in(&app, &oauth, "acme.one").await;
+    assert_eq!(refresh(&app, "acme.one").await["outcome"], "succeeded");
+    oauth.force(ForcedAnswer::Status(400, "invalid_grant"));
+    assert_eq!(
+        refresh(&app, "acme.one").await["outcome"],
+        "permanent_failure"
+    );
+    let bogus = app
+        .http
+        .get(app.url(&format!(
+            "/console/v1/auth/providers/{PROVIDER}/callback?state=no-such-state&code=c"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bogus.status(), 400);
+    for n in 1..=3 {
+        secrets.push(format!("ACCESS-TOKEN-{n}"));
+        secrets.push(format!("REFRESH-TOKEN-{n}"));
+    }
+
+    // Agents and objectives: created, updated, activated, fired until the budget ends.
+    let profile = app
+        .bearer_post(
+            "/console/v1/auth/profiles",
+            json!({ "profile_id": "p1", "provider": "openai", "profile_name": "P",
+                    "credential": { "type": "api_key", "api_key": "good-model-PLANTED-1234" },
+                    "validate": false, "set_default": true }),
+        )
+        .await;
+    assert_eq!(profile.status(), 200);
+    secrets.push("good-model-PLANTED-1234".into());
+    for (path, body) in [
+        (
+            "/console/v1/agents",
+            json!({ "agent_id": "a1", "model": "gpt-test", "default_model_profile": "p1" }),
+        ),
+        (
+            "/console/v1/objectives",
+            json!({ "objective_id": "o1", "agent_id": "a1", "name": "Once", "prompt": "go",
+                    "budget": { "max_runs": 1 } }),
+        ),
+        (
+            "/console/v1/objectives/o1/lifecycle",
+            json!({ "action": "activate" }),
+        ),
+        (
+            "/console/v1/objectives/o1/lifecycle",
+            json!({ "action": "fire" }),
+        ),
+    ] {
+        let r = app.bearer_post(path, body).await;
+        assert_eq!(r.status(), 200, "{path}: {}", r.text().await.unwrap());
+    }
+    let patched = app
+        .http
+        .patch(app.url("/console/v1/agents/a1"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "display_name": "Agent One" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let patched = app
+        .http
+        .patch(app.url("/console/v1/objectives/o1"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "name": "Just once" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    wait_until(async || {
+        app.bearer_get_json("/console/v1/objectives/o1").await["state"] == "paused"
+    })
+    .await;
+
+    // The vault key, rotated.
+    let rotated = app
+        .bearer_post("/console/v1/vault/rotate-key", json!({}))
+        .await;
+    assert_eq!(rotated.status(), 200);
+
+    let page = audit_page(&app, "limit=500").await;
+    let seen = kinds(&page);
+    for kind in [
+        "login",
+        "login_failed",
+        "session_revoked",
+        "handoff_minted",
+        "handoff_consumed",
+        "profile_created",
+        "profile_updated",
+        "profile_deleted",
+        "profile_refreshed",
+        "profile_needs_reauth",
+        "signin_started",
+        "signin_completed",
+        "signin_failed",
+        "agent_created",
+        "agent_updated",
+        "objective_created",
+        "objective_updated",
+        "objective_lifecycle",
+        "budget_exhausted",
+        "vault_key_rotated",
+    ] {
+        assert!(seen.contains(kind), "no {kind} event in {seen:?}");
+    }
+    let text = page.to_string();
+    for secret in &secrets {
+        assert!(
+            !text.contains(secret.as_str()),
+            "the audit log holds a secret: {secret}"
+        );
+    }
+
+    let events = page["events"].as_array().unwrap();
+    let find = |kind: &str, outcome: &str| {
+        events
+            .iter()
+            .find(|e| e["kind"] == kind && e["outcome"] == outcome)
+            .unwrap_or_else(|| panic!("no {outcome} {kind}"))
+            .clone()
+    };
+    let failed = find("login_failed", "failure");
+    assert_eq!(failed["peer"], "127.0.0.1");
+    let login_event = find("login", "success");
+    assert_eq!(login_event["actor"], "admin:local");
+    assert_eq!(find("handoff_consumed", "failure")["subject"], "unknown");
+    assert_eq!(find("profile_created", "failure")["subject"], "keys.bad");
+    let budget = find("budget_exhausted", "success");
+    assert_eq!(budget["actor"], "system");
+    assert_eq!(budget["subject"], "o1");
+    assert!(budget["peer"].is_null());
+    // Newest first.
+    let ats: Vec<&str> = events.iter().map(|e| e["at"].as_str().unwrap()).collect();
+    let mut sorted = ats.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(ats, sorted);
+
+    // Filter by kind, and page through it.
+    let fails = audit_page(&app, "kind=login_failed").await;
+    assert_eq!(kinds(&fails), BTreeSet::from(["login_failed".to_owned()]));
+    assert_eq!(fails["events"].as_array().unwrap().len(), 2);
+    let first = audit_page(&app, "limit=3").await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let second = audit_page(&app, &format!("limit=3&cursor={cursor}")).await;
+    let ids = |p: &Value| -> Vec<String> {
+        p["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all_ids = ids(&page);
+    assert_eq!(ids(&first), all_ids[..3]);
+    assert_eq!(ids(&second), all_ids[3..6]);
+    // A time window before everything is empty; a bad cursor or window is a 400.
+    let before = audit_page(&app, "until=2001-01-01T00:00:00Z").await;
+    assert!(before["events"].as_array().unwrap().is_empty());
+    let since_now = audit_page(
+        &app,
+        &format!(
+            "since={}",
+            (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339()
+        )
+        .replace('+', "%2B"),
+    )
+    .await;
+    assert!(since_now["events"].as_array().unwrap().is_empty());
+    for bad in [
+        "cursor=zz",
+        "kind=nonsense",
+        "limit=0",
+        "since=2030-01-01T00:00:00Z&until=2020-01-01T00:00:00Z",
+    ] {
+        let r = app
+            .http
+            .get(app.url(&format!("/console/v1/audit?{bad}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+
+    // The log is durable.
+    let total = events.len();
+    let app = app.restart().await;
+    let after = audit_page(&app, "limit=500").await;
+    assert!(after["events"].as_array().unwrap().len() >= total);
+}
+
+#[tokio::test]
+async fn the_audit_log_is_pruned_to_its_retention() {
+    let app = spawn_app_with(|s| {
+        s.audit.max_events = 5;
+        s.audit.prune_interval_s = 1;
+    })
+    .await;
+    for _ in 0..12 {
+        let r = app.mint_handoff(json!({})).await;
+        assert_eq!(r.status(), 200);
+    }
+    wait_until(async || {
+        audit_page(&app, "limit=500").await["events"]
+            .as_array()
+            .unwrap()
+            .len()
+            <= 5
+    })
+    .await;
+    let page = audit_page(&app, "limit=500").await;
+    assert_eq!(
+        page["events"].as_array().unwrap().len(),
+        5,
+        "the newest five stay"
+    );
+}
