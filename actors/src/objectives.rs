@@ -871,17 +871,17 @@ fn recover(
     let now = to_datetime(now_ms());
     let mut ops = Vec::new();
     for (key, value) in storage.load(Table::Runs)? {
-        if let Ok(mut run) = decode_record::<RunRecord>(&value) {
-            if matches!(run.status, RunStatus::Running | RunStatus::Queued) {
-                run.status = RunStatus::Interrupted;
-                run.finished_at = Some(now);
-                run.error = Some("the daemon stopped during the run".into());
-                ops.push(WriteOp::Put {
-                    table: Table::Runs,
-                    key,
-                    value: encode_record(&run),
-                });
-            }
+        if let Ok(mut run) = decode_record::<RunRecord>(&value)
+            && matches!(run.status, RunStatus::Running | RunStatus::Queued)
+        {
+            run.status = RunStatus::Interrupted;
+            run.finished_at = Some(now);
+            run.error = Some("the daemon stopped during the run".into());
+            ops.push(WriteOp::Put {
+                table: Table::Runs,
+                key,
+                value: encode_record(&run),
+            });
         }
     }
     let mut catch_up = Vec::new();
@@ -904,12 +904,11 @@ fn recover(
             missed.push(t);
             cursor = schedule.next_after(t);
         }
-        if cursor.is_some_and(|t| t <= now) {
-            if let Some(latest) = schedule.latest_at_or_before(now) {
-                if missed.last() != Some(&latest) {
-                    missed.push(latest);
-                }
-            }
+        if cursor.is_some_and(|t| t <= now)
+            && let Some(latest) = schedule.latest_at_or_before(now)
+            && missed.last() != Some(&latest)
+        {
+            missed.push(latest);
         }
         let Some(newest) = missed.last().copied() else {
             continue;
@@ -1321,10 +1320,10 @@ impl ObjectivesActor {
         self.metrics.count_run(run.status);
         tracing::info!(objective_id, run_id = %run.run_id, status = ?run.status, tokens = run.tokens, "run finished");
         ctx.spawn(self.commit(ops).map(|_, _, _| ()));
-        if let Some((scheduled_for, seq)) = self.queued.remove(objective_id) {
-            if !self.draining {
-                self.start_queued(objective_id, scheduled_for, seq, ctx);
-            }
+        if let Some((scheduled_for, seq)) = self.queued.remove(objective_id)
+            && !self.draining
+        {
+            self.start_queued(objective_id, scheduled_for, seq, ctx);
         }
     }
 }
@@ -1844,12 +1843,12 @@ impl Handler<Lifecycle> for ObjectivesActor {
         objective.state_reason = msg.reason;
         objective.next_run_at = Self::next_run(&objective, now);
         objective.updated_at = now;
-        if to != ObjectiveState::Active {
-            if let Some((scheduled_for, seq)) = self.queued.remove(&objective.objective_id) {
-                let oid = objective.objective_id.clone();
-                self.objectives.insert(oid.clone(), objective.clone());
-                self.start_queued(&oid, scheduled_for, seq, ctx);
-            }
+        if to != ObjectiveState::Active
+            && let Some((scheduled_for, seq)) = self.queued.remove(&objective.objective_id)
+        {
+            let oid = objective.objective_id.clone();
+            self.objectives.insert(oid.clone(), objective.clone());
+            self.start_queued(&oid, scheduled_for, seq, ctx);
         }
         tracing::info!(objective_id = %objective.objective_id, state = %state_name(to), "objective lifecycle");
         self.put_objective(objective)

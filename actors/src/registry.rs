@@ -382,10 +382,11 @@ impl RegistryHandle {
         limit: Option<usize>,
         after: Option<String>,
     ) -> Result<ProfilePage, ActorError> {
-        if let Some(kind) = &filter.scope_kind {
-            if kind != "global" && kind != "agent" {
-                return Err(ActorError::invalid("scope", "must be global or agent"));
-            }
+        if let Some(kind) = &filter.scope_kind
+            && kind != "global"
+            && kind != "agent"
+        {
+            return Err(ActorError::invalid("scope", "must be global or agent"));
         }
         let limit = limit.unwrap_or(DEFAULT_PAGE);
         crate::check_page_limit(limit)?;
@@ -781,11 +782,9 @@ impl RegistryActor {
                 }
             }
             let moved = old.provider != record.provider || old.scope != record.scope;
-            if moved {
-                if let Some((key, op)) = self.default_ops_removing(old) {
-                    ops.push(op);
-                    default_changes.push((key, None));
-                }
+            if moved && let Some((key, op)) = self.default_ops_removing(old) {
+                ops.push(op);
+                default_changes.push((key, None));
             }
         }
         if set_default {

@@ -41,10 +41,10 @@ async fn read_json<T: DeserializeOwned, S: Send + Sync>(
             }
         }
     })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        if let Some(default) = empty {
-            return Ok(default());
-        }
+    if bytes.iter().all(u8::is_ascii_whitespace)
+        && let Some(default) = empty
+    {
+        return Ok(default());
     }
     if is_json != Some(true) {
         return Err(ApiError::UnsupportedMediaType);

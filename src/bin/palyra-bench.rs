@@ -288,10 +288,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
     if args.clients == 0 || args.slices == 0 || args.sessions == 0 {
         return Err("--clients, --slices and --sessions must be at least 1".into());
     }
-    if let Some(duration) = args.duration {
-        if !(duration.is_finite() && duration > 0.0) {
-            return Err("--duration must be a positive number of seconds".into());
-        }
+    if let Some(duration) = args.duration
+        && !(duration.is_finite() && duration > 0.0)
+    {
+        return Err("--duration must be a positive number of seconds".into());
     }
     if args.every == 0 || 60 % args.every != 0 {
         return Err("--every must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)".into());
@@ -346,14 +346,14 @@ async fn run(args: Args) -> Result<(), BoxError> {
         None => TargetMode::InProcess,
     };
     let plans = if matches!(target, TargetMode::External { .. }) {
-        if args.scenario != ScenarioArg::All {
-            if let Some(plan) = plans.iter().find(|p| p.needs_in_process()) {
-                return Err(format!(
+        if args.scenario != ScenarioArg::All
+            && let Some(plan) = plans.iter().find(|p| p.needs_in_process())
+        {
+            return Err(format!(
                     "{} needs the in-process daemon: it creates profiles or objectives or configures a provider, which --url must not do to a running daemon",
                     plan.name()
                 )
                 .into());
-            }
         }
         plans
             .into_iter()
@@ -3061,14 +3061,12 @@ async fn wait_ready(addr: SocketAddr, child: &mut Child, limit: Duration) -> Res
         if let Some(status) = child.try_wait()? {
             return Err(format!("palyrad exited with {status} before it was ready").into());
         }
-        if let Ok(mut client) = Client::connect(addr).await {
-            if let Ok(request) = client.get("/readyz", None) {
-                if let Ok(response) = client.send(request).await {
-                    if response.status() == StatusCode::OK {
-                        return Ok(());
-                    }
-                }
-            }
+        if let Ok(mut client) = Client::connect(addr).await
+            && let Ok(request) = client.get("/readyz", None)
+            && let Ok(response) = client.send(request).await
+            && response.status() == StatusCode::OK
+        {
+            return Ok(());
         }
         if started.elapsed() > limit {
             return Err(format!("palyrad was not ready within {} s", limit.as_secs()).into());

@@ -386,3 +386,120 @@ async fn an_operator_runs_a_standing_order_with_the_cli() {
     assert!(!busy.ok && busy.stderr.contains("409"));
     assert_eq!(fake.calls(), 1);
 }
+
+#[tokio::test]
+async fn posture_and_audit_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start_child(&dir.path().join("data"), &[]).await;
+    let base = daemon.base.clone();
+    let posture = palyra(&base, &["posture"], None).await;
+    assert!(posture.ok, "{}", posture.stderr);
+    assert!(
+        posture.stdout.contains("loopback only"),
+        "{}",
+        posture.stdout
+    );
+    assert!(
+        posture.stdout.contains("admin token source:  env"),
+        "{}",
+        posture.stdout
+    );
+    let json = palyra(&base, &["--json", "posture"], None).await;
+    let value: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(value["remote_bind_detected"], false);
+
+    assert!(palyra(&base, &["login"], None).await.ok);
+    let audit = palyra(&base, &["audit", "--kind", "login"], None).await;
+    assert!(audit.ok, "{}", audit.stderr);
+    let lines: Vec<&str> = audit.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", audit.stdout);
+    assert!(
+        lines[0].contains("login") && lines[0].contains("admin:local"),
+        "{}",
+        lines[0]
+    );
+    let json = palyra(&base, &["--json", "audit", "--limit", "1"], None).await;
+    let page: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(page["events"].as_array().unwrap().len(), 1);
+    assert!(page["next_cursor"].is_string());
+    let typo = palyra(&base, &["audit", "--kind", "logins"], None).await;
+    assert!(!typo.ok);
+    assert!(typo.stderr.contains("unknown kind"), "{}", typo.stderr);
+    daemon.terminate().await;
+}
+
+#[tokio::test]
+async fn palyrad_check_config_exits_non_zero_with_the_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |config: &str| {
+        let path = dir.path().join("palyrad.toml");
+        std::fs::write(&path, config).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_palyrad"))
+            .arg("--config")
+            .arg(&path)
+            .arg("check-config")
+            .env_remove("PALYRA_ADMIN_TOKEN")
+            .env_remove("PALYRA_BIND")
+            .output()
+            .unwrap()
+    };
+    let ok = check("[server]\nbind = \"127.0.0.1:0\"\n");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("valid"));
+
+    let remote = check("[server]\nbind = \"0.0.0.0:7142\"\n");
+    assert_eq!(remote.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&remote.stderr);
+    assert!(stderr.contains("TLS is off"), "{stderr}");
+    assert!(stderr.contains("generated"), "{stderr}");
+    assert!(stderr.contains("--allow-remote"), "{stderr}");
+
+    let half_tls = check("[tls]\ncert_path = \"/nonexistent/cert.pem\"\n");
+    assert_eq!(half_tls.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&half_tls.stderr).contains("cert_path and key_path"));
+
+    let unknown = check("[server]\nbindd = \"127.0.0.1:0\"\n");
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("bindd"));
+}
+
+/// The configuration reference names every key of the defaults and its variable.
+#[test]
+fn the_configuration_reference_covers_every_key() {
+    let reference = include_str!("../../config/README.md");
+    let defaults = include_str!("../../config/default.toml");
+    let mut section = String::new();
+    for line in defaults.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+            continue;
+        }
+        if section.starts_with("providers") {
+            continue; // documented per provider pattern
+        }
+        // `key = value`, also commented out: `# key = value`.
+        let candidate = line.trim_start_matches('#').trim();
+        let Some((key, _)) = candidate.split_once(" = ") else {
+            continue;
+        };
+        if key.contains(' ') || key.is_empty() {
+            continue;
+        }
+        let full = format!("`{section}.{key}`");
+        assert!(
+            reference.contains(&full),
+            "{full} is not in config/README.md"
+        );
+        let env = format!(
+            "PALYRA_{}__{}",
+            section.to_ascii_uppercase(),
+            key.to_ascii_uppercase()
+        );
+        assert!(reference.contains(&env), "{env} is not in config/README.md");
+    }
+}

@@ -79,7 +79,7 @@ async fn write_until_killed(base: String, acked: Arc<Mutex<Acknowledged>>, write
             acked.lock().unwrap().fired.push(objective_id);
             continue;
         }
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             // A profile write: the record and its sealed secret in one transaction.
             let profile_id = format!("crash.{writer}.{n}");
             let key = format!("key-{writer}-{n:08}-{:04}", n % 10_000);
