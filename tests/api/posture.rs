@@ -16,9 +16,11 @@ fn self_signed(
     dir: &std::path::Path,
     days: i64,
 ) -> (std::path::PathBuf, std::path::PathBuf, String) {
-    let mut params =
-        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap();
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    if let Some(ip) = non_loopback_ip() {
+        names.push(ip.to_string());
+    }
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
     let end = chrono::Utc::now() + chrono::Duration::days(days);
     use chrono::Datelike;
     params.not_after = rcgen::date_time_ymd(end.year(), end.month() as u8, end.day() as u8);
@@ -37,6 +39,15 @@ async fn refusal(dir: Arc<tempfile::TempDir>, settings: palyra::settings::Settin
         Ok(_) => panic!("the daemon started"),
         Err(e) => e.to_string(),
     }
+}
+
+/// This machine's address on its default route (no packet is sent: a UDP socket's
+/// connect only picks the route).
+fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
 
 #[tokio::test]
@@ -97,6 +108,36 @@ async fn a_remote_bind_is_refused_naming_each_missing_condition() {
     assert!(!posture.loopback_only);
     assert_eq!(posture.admin_token_source, "env");
     assert!(posture.tls.enabled);
+    assert!(
+        posture.last_remote_admin_access.is_none(),
+        "loopback is not remote"
+    );
+    assert!(
+        posture
+            .warnings
+            .iter()
+            .any(|w| w.contains("vault key is a file")),
+        "{:?}",
+        posture.warnings
+    );
+    // A request from the machine's network address is remote access, and the posture
+    // says so.
+    let ip = non_loopback_ip().expect("this machine has a non-loopback address");
+    let remote = ControlPlaneClient::with_ca_cert(
+        &format!("https://{ip}:{port}"),
+        Some(SecretString::new(ADMIN_TOKEN.into())),
+        &cert_pem,
+    )
+    .unwrap();
+    remote.auth_health().await.unwrap();
+    let posture = client.posture().await.unwrap();
+    let access = posture
+        .last_remote_admin_access
+        .expect("remote access noted");
+    assert_eq!(access.peer, ip.to_string());
+    assert_eq!(access.method, "GET");
+    assert_eq!(access.path, "/console/v1/auth/health");
+    assert_eq!(access.status, 200);
     app.stop().await;
 
     // A non-loopback metrics listener needs the acknowledgement too.
