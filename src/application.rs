@@ -347,7 +347,7 @@ impl Application {
             config: Arc::new(HttpConfig {
                 body_limit_bytes: settings.server.body_limit_bytes,
                 cookie_secure: tls.is_some(),
-                loopback_base_url: loopback_base_url(local_addr),
+                loopback_base_url: loopback_base_url(local_addr, tls.is_some()),
                 oauth_redirect_base: settings
                     .oauth
                     .public_base_url
@@ -358,7 +358,7 @@ impl Application {
                         // public https URL, only a daemon reachable on loopback signs in.
                         let ip = local_addr.ip();
                         (ip.is_loopback() || ip.is_unspecified())
-                            .then(|| loopback_base_url(local_addr))
+                            .then(|| loopback_base_url(local_addr, tls.is_some()))
                     }),
                 oauth_attempt_ttl: Duration::from_secs(settings.oauth.attempt_ttl_s),
                 posture: PostureConfig {
@@ -570,15 +570,17 @@ async fn start_actors(
     Ok((sessions, handoffs, registry, refresher, objectives))
 }
 
-/// `http://<loopback>:<port>` for handoff links: the bound address when it is a
-/// specific one, the loopback address of its family when it is unspecified.
-fn loopback_base_url(addr: SocketAddr) -> String {
+/// `http(s)://<loopback>:<port>` for handoff links: the bound address when it is a
+/// specific one, the loopback address of its family when it is unspecified; https
+/// when the listener speaks TLS.
+fn loopback_base_url(addr: SocketAddr, tls: bool) -> String {
     let ip = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }
 
 /// The platform's state dir for palyra (for example `~/.local/state/palyra`).

@@ -42,7 +42,7 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// TLS is on: cookies carry `Secure` and the `__Host-` prefix, responses HSTS.
     pub cookie_secure: bool,
-    /// `http://127.0.0.1:<port>`: where handoff links point.
+    /// `http(s)://127.0.0.1:<port>`: where handoff links point.
     pub loopback_base_url: String,
     /// Base of OAuth redirect URIs: the configured https public URL, else the loopback
     /// URL when the daemon listens on loopback; none when it listens only elsewhere.

@@ -223,7 +223,30 @@ async fn tls_serves_the_api_with_secure_host_cookies_hsts_and_an_expiry_warning(
     let mut by_cookie = client.clone();
     by_cookie.use_session(&session);
     let handoff = by_cookie.create_browser_handoff(None).await.unwrap();
-    assert!(handoff.handoff_url.contains("/consume?token="));
+    assert!(
+        handoff.handoff_url.starts_with(&format!(
+            "{base}/console/v1/auth/browser-handoff/consume?token="
+        )),
+        "the link speaks TLS too: {}",
+        handoff.handoff_url
+    );
+    // Following it over TLS logs a browser in with the __Host- cookie.
+    let consumed = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(&handoff.handoff_url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(consumed.status(), 303);
+    assert!(
+        consumed.headers()[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .starts_with("__Host-palyra_console_session=")
+    );
     // The plain-HTTP cookie name is not accepted under TLS.
     let wrong_name = http
         .get(format!("{base}/console/v1/auth/session"))
