@@ -210,6 +210,18 @@ async fn every_security_event_is_audited_and_none_carries_a_secret() {
         app.bearer_get_json("/console/v1/objectives/o1").await["state"] == "paused"
     })
     .await;
+    let spare = app
+        .bearer_post("/console/v1/agents", json!({ "agent_id": "a2", "model": "m" }))
+        .await;
+    assert_eq!(spare.status(), 200);
+    let removed = app
+        .http
+        .delete(app.url("/console/v1/agents/a2"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
 
     // The vault key, rotated.
     let rotated = app
@@ -235,6 +247,7 @@ async fn every_security_event_is_audited_and_none_carries_a_secret() {
         "signin_failed",
         "agent_created",
         "agent_updated",
+        "agent_deleted",
         "objective_created",
         "objective_updated",
         "objective_lifecycle",
