@@ -4,6 +4,7 @@
 mod api;
 mod auth;
 mod cli;
+mod console;
 mod crash;
 mod fakes;
 mod handoff;

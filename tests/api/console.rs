@@ -1,0 +1,597 @@
+//! The web console: its page and assets over HTTP, and the whole console end to end in
+//! headless Chromium (Debian's `chromium` and `chromium-driver`, driven through
+//! WebDriver). The browser tests fail, never skip, when Chromium is missing.
+//! Screenshots of the main pages go to `<target>/console-screenshots/`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use palyra_http::console::{ASSETS, CONSOLE_CSP};
+use reqwest::header::{
+    ACCEPT, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
+    X_CONTENT_TYPE_OPTIONS,
+};
+use serde_json::{Value, json};
+
+use crate::fakes::{FakeModel, FakeProvider};
+use crate::helpers::{TestApp, error_code, session_cookie, spawn_app, spawn_app_with};
+
+const BROWSER_ACCEPT: &str =
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
+
+#[tokio::test]
+async fn the_page_and_its_assets_are_served_with_a_strict_policy() {
+    let app = spawn_app().await;
+    // Public: the page holds no data, so no cookie is needed.
+    let page = app.http.get(app.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let headers = page.headers().clone();
+    assert_eq!(headers[CONTENT_TYPE], "text/html; charset=utf-8");
+    assert_eq!(headers[CONTENT_SECURITY_POLICY], CONSOLE_CSP);
+    assert_eq!(headers[X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(headers[CACHE_CONTROL], "no-cache");
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<script type="module" src="/assets/app.js"></script>"#));
+    assert!(html.contains(r#"href="/assets/console.css""#));
+
+    // A browser's revalidation is answered 304 without a body.
+    let etag = headers[ETAG].to_str().unwrap().to_owned();
+    let again = app
+        .http
+        .get(app.url("/"))
+        .header(IF_NONE_MATCH, &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    assert_eq!(again.headers()[ETAG], etag.as_str());
+    assert!(again.bytes().await.unwrap().is_empty());
+
+    let mut etags = vec![etag];
+    for asset in ASSETS {
+        let response = app
+            .http
+            .get(app.url(&format!("/assets/{}", asset.name)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", asset.name);
+        let expected = if asset.name.ends_with(".js") {
+            "text/javascript; charset=utf-8"
+        } else {
+            "text/css; charset=utf-8"
+        };
+        assert_eq!(response.headers()[CONTENT_TYPE], expected, "{}", asset.name);
+        assert_eq!(response.headers()[X_CONTENT_TYPE_OPTIONS], "nosniff");
+        etags.push(response.headers()[ETAG].to_str().unwrap().to_owned());
+        assert_eq!(response.text().await.unwrap(), asset.body);
+    }
+    etags.sort();
+    etags.dedup();
+    assert_eq!(etags.len(), ASSETS.len() + 1, "every file has its own ETag");
+
+    for missing in ["/assets/nope.js", "/assets/", "/assets/..%2fCargo.toml"] {
+        let response = app.http.get(app.url(missing)).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{missing}");
+        assert_eq!(error_code(response).await, "not_found");
+    }
+    // The console is not part of the API document.
+    let doc = app.bearer_get_json("/console/v1/openapi.json").await;
+    assert!(doc["paths"].get("/").is_none());
+    assert!(doc["paths"].get("/assets/{name}").is_none());
+}
+
+/// The CSP forbids inline code; this keeps the sources from depending on it, and keeps
+/// daemon data from ever being parsed as HTML.
+#[test]
+fn the_console_has_no_inline_code_and_builds_no_html_from_strings() {
+    let index = palyra_http::console::INDEX.body;
+    let scripts = index.matches("<script").count();
+    assert_eq!(
+        scripts,
+        index.matches("<script type=\"module\" src=\"/assets/").count(),
+        "every script in the page is an external module"
+    );
+    for (name, body) in std::iter::once(("index.html", index)).chain(ASSETS.iter().map(|a| (a.name, a.body))) {
+        for forbidden in [
+            "style=",
+            "<style",
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+            "new Function",
+            "javascript:",
+            ".style.",
+            " onclick=\"",
+            " onload=\"",
+            " onsubmit=\"",
+        ] {
+            assert!(!body.contains(forbidden), "{name} contains {forbidden:?}");
+        }
+    }
+    // Every module the shell loads is served.
+    for asset in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
+        for import in asset.body.lines().filter_map(|l| {
+            let from = l.split(" from './").nth(1)?;
+            from.split('\'').next()
+        }) {
+            assert!(
+                ASSETS.iter().any(|a| a.name == import),
+                "{} imports {import}, which is not embedded",
+                asset.name
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_used_handoff_link_shows_a_browser_a_readable_page_and_scripts_json() {
+    let app = spawn_app().await;
+    let minted: Value = app.mint_handoff(json!({})).await.json().await.unwrap();
+    let url = minted["handoff_url"].as_str().unwrap();
+    let first = app
+        .http
+        .get(url)
+        .header(ACCEPT, BROWSER_ACCEPT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 303);
+    assert!(session_cookie(first.headers()).is_some());
+
+    let second = app
+        .http
+        .get(url)
+        .header(ACCEPT, BROWSER_ACCEPT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 401);
+    assert!(session_cookie(second.headers()).is_none());
+    assert_eq!(second.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+    assert_eq!(second.headers()[CONTENT_SECURITY_POLICY], CONSOLE_CSP);
+    assert_eq!(second.headers()[CACHE_CONTROL], "no-store");
+    let page = second.text().await.unwrap();
+    assert!(page.contains("expired or was already used"), "{page}");
+    assert!(page.contains(r#"href="/#/login""#));
+    assert!(!page.contains("<script"));
+
+    // Without asking for HTML (scripts, the CLI) the answer stays the JSON error.
+    let json = app.http.get(url).send().await.unwrap();
+    assert_eq!(json.status(), 401);
+    assert_eq!(error_code(json).await, "handoff_rejected");
+    let missing = app
+        .http
+        .get(app.url("/console/v1/auth/browser-handoff/consume"))
+        .header(ACCEPT, BROWSER_ACCEPT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 401);
+    assert_eq!(missing.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+}
+
+/// chromedriver and the Chromium it starts, in their own process group so that
+/// nothing outlives the test, not even after a failed assertion.
+struct Browser {
+    client: Option<Client>,
+    driver: std::process::Child,
+    /// A fresh --user-data-dir, removed when the test ends.
+    profile_dir: tempfile::TempDir,
+    shots: PathBuf,
+}
+
+fn on_path(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not installed: the console tests need Debian's chromium and \
+                 chromium-driver (bash scripts/test installs them)"
+            )
+        })
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        use std::os::unix::process::CommandExt;
+        let chromium = on_path("chromium");
+        let chromedriver = on_path("chromedriver");
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let driver = std::process::Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("chromedriver starts");
+        let profile = tempfile::tempdir().unwrap();
+        let mut browser = Browser {
+            client: None,
+            driver,
+            shots: screenshot_dir(),
+            profile_dir: profile,
+        };
+        let args = vec![
+            "--headless".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            "--window-size=1280,800".to_owned(),
+            format!("--user-data-dir={}", browser.profile_dir.path().display()),
+        ];
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({ "binary": chromium, "args": args }),
+        );
+        let webdriver = format!("http://127.0.0.1:{port}");
+        let mut last_error = String::new();
+        for _ in 0..100 {
+            match ClientBuilder::new(
+                hyper_util::client::legacy::connect::HttpConnector::new(),
+            )
+            .capabilities(caps.clone())
+            .connect(&webdriver)
+            .await
+            {
+                Ok(client) => {
+                    browser.client = Some(client);
+                    return browser;
+                }
+                Err(e) => last_error = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no WebDriver session from chromedriver within 10 s: {last_error}");
+    }
+
+    fn client(&self) -> &Client {
+        self.client.as_ref().expect("session")
+    }
+
+    async fn goto(&self, url: &str) {
+        self.client().goto(url).await.expect("navigation");
+    }
+
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        match self
+            .client()
+            .wait()
+            .at_most(Duration::from_secs(15))
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(element) => element,
+            Err(e) => {
+                self.screenshot("failure").await;
+                panic!("no element {css}: {e}");
+            }
+        }
+    }
+
+    /// Waits until the element's text contains `needle`; returns the text.
+    async fn wait_text(&self, css: &str, needle: &str) -> String {
+        let mut last = String::new();
+        for _ in 0..150 {
+            if let Ok(element) = self.client().find(Locator::Css(css)).await {
+                if let Ok(text) = element.text().await {
+                    if text.contains(needle) {
+                        return text;
+                    }
+                    last = text;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.screenshot("failure").await;
+        panic!("{css} never showed {needle:?}; last text: {last:?}");
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let input = self.find(css).await;
+        input.clear().await.unwrap();
+        input.send_keys(text).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.find(css).await.click().await.unwrap();
+    }
+
+    async fn choose(&self, css: &str, value: &str) {
+        self.find(css).await.select_by_value(value).await.unwrap();
+    }
+
+    /// The whole DOM as the browser holds it now.
+    async fn source(&self) -> String {
+        self.client().source().await.unwrap()
+    }
+
+    async fn screenshot(&self, name: &str) {
+        if let Ok(png) = self.client().screenshot().await {
+            let _ = std::fs::write(self.shots.join(format!("{name}.png")), png);
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(client) = self.client.take() {
+            let _ = client.close().await;
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // chromedriver's group holds Chromium and its helpers: end them all.
+        let group = rustix::process::Pid::from_child(&self.driver);
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        let _ = self.driver.wait();
+    }
+}
+
+fn screenshot_dir() -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .join("console-screenshots");
+    std::fs::create_dir_all(&target).unwrap();
+    target
+}
+
+/// A daemon whose `openai` key checks go to a fake provider and whose `custom:model`
+/// provider answers chat completions, with a profile for the latter made by API.
+async fn console_app(provider: &FakeProvider, model: &FakeModel) -> TestApp {
+    let (provider_url, model_url) = (provider.url(), model.url());
+    let app = spawn_app_with(move |s| {
+        s.providers.openai.api_base_url = provider_url;
+        let mut custom = s.providers.openai.clone();
+        custom.api_base_url = model_url;
+        custom.authorization_endpoint = None;
+        custom.token_endpoint = None;
+        s.providers.custom.insert("model".into(), custom);
+    })
+    .await;
+    let response = app
+        .bearer_post(
+            "/console/v1/auth/profiles",
+            json!({ "profile_id": "model.key", "provider": "custom:model", "profile_name": "Model key",
+                    "credential": { "type": "api_key", "api_key": "good-model-key-0000" },
+                    "validate": false }),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_end_to_end_in_chromium() {
+    let provider = FakeProvider::start().await;
+    let model = FakeModel::start(7).await;
+    let app = console_app(&provider, &model).await;
+    let browser = Browser::start().await;
+    let base = app.url("/");
+
+    // Log in: a wrong token is refused with the API's message, the right one lands
+    // on the overview.
+    browser.goto(&base).await;
+    browser.find("#login-form").await;
+    browser.screenshot("login").await;
+    browser.fill("#admin-token", "not-the-token").await;
+    browser.click("#login-form button[type=submit]").await;
+    browser
+        .wait_text("#login-form .form-error", "wrong admin token")
+        .await;
+    browser
+        .fill("#admin-token", crate::helpers::ADMIN_TOKEN)
+        .await;
+    browser.click("#login-form button[type=submit]").await;
+    browser.wait_text("main h1", "Overview").await;
+    browser.wait_text("#who", "admin:local").await;
+    browser.wait_text("#health", "1 profile").await;
+    browser.find("#posture .notice").await;
+    browser.screenshot("overview").await;
+
+    // Add an API key: a rejected key shows the provider's refusal; a good one is
+    // listed with its hint and never with its secret.
+    browser.click("nav a[href='#/profiles']").await;
+    browser.find("#add-api-key").await;
+    browser
+        .fill("#add-api-key [name=profile_name]", "Work key")
+        .await;
+    browser
+        .fill("#add-api-key [name=profile_id]", "openai.work")
+        .await;
+    browser
+        .fill("#add-api-key [name=api_key]", "bad-console-key-99999999")
+        .await;
+    browser.click("#add-api-key button[type=submit]").await;
+    browser
+        .wait_text("#add-api-key .form-error", "rejected the API key")
+        .await;
+    let secret = "good-console-key-1234abcd";
+    browser.fill("#add-api-key [name=api_key]", secret).await;
+    browser.click("#add-api-key [name=set_default]").await;
+    browser.click("#add-api-key button[type=submit]").await;
+    browser
+        .wait_text("#add-api-key .result", "The provider accepted the key")
+        .await;
+    let row = browser
+        .wait_text("tr[data-profile-id='openai.work']", "…abcd")
+        .await;
+    assert!(row.contains("default"), "{row}");
+    assert!(row.contains("static"), "health badge: {row}");
+    assert!(
+        provider.keys_seen.lock().unwrap().iter().any(|k| k == secret),
+        "the key was checked against the fake provider"
+    );
+    assert!(!browser.source().await.contains(secret));
+    let input_value = browser
+        .find("#add-api-key [name=api_key]")
+        .await
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(input_value.as_deref(), Some(""), "the key input is cleared");
+    // OAuth without a client id: the API's reason is shown, not a blank.
+    browser
+        .fill("#oauth-sign-in [name=profile_name]", "Work OAuth")
+        .await;
+    browser.click("#oauth-sign-in button[type=submit]").await;
+    browser
+        .wait_text("#oauth-sign-in .form-error", "not configured for OAuth")
+        .await;
+    browser.screenshot("profiles").await;
+
+    // Create an agent that runs with the model profile.
+    browser.click("nav a[href='#/agents']").await;
+    browser.find("#agent-form").await;
+    browser.fill("#agent-form [name=agent_id]", "ops").await;
+    browser.fill("#agent-form [name=display_name]", "Ops").await;
+    browser.fill("#agent-form [name=model]", "gpt-test").await;
+    browser
+        .choose("#agent-form [name=default_model_profile]", "model.key")
+        .await;
+    browser
+        .fill("#agent-form [name=workspace_roots]", "relative/path")
+        .await;
+    browser.click("#agent-form button[type=submit]").await;
+    browser
+        .wait_text(
+            "#agent-form [data-field-for=workspace_roots] .field-error",
+            "absolute path",
+        )
+        .await;
+    browser
+        .fill("#agent-form [name=workspace_roots]", "/srv/ops")
+        .await;
+    browser.click("#agent-form button[type=submit]").await;
+    browser
+        .wait_text("tr[data-agent-id='ops']", "gpt-test")
+        .await;
+    browser.screenshot("agents").await;
+
+    // Create an objective: the API's validation error lands under its field; then
+    // fire it and see the run with its output and tokens.
+    browser.goto(&app.url("/#/objectives/new")).await;
+    browser.find("#objective-form").await;
+    browser
+        .fill("#objective-form [name=name]", "Morning report")
+        .await;
+    browser
+        .fill("#objective-form [name=prompt]", "summarize the night")
+        .await;
+    browser
+        .fill("#objective-form [name='automation.schedule']", "every morning")
+        .await;
+    browser.click("#objective-form [name=activate]").await;
+    browser.click("#objective-form button[type=submit]").await;
+    let error = browser
+        .wait_text(
+            "#objective-form [data-field-for='automation.schedule'] .field-error",
+            "automation.schedule",
+        )
+        .await;
+    assert!(!error.is_empty());
+    browser
+        .fill("#objective-form [name='automation.schedule']", "0 8 * * 1-5")
+        .await;
+    browser
+        .fill("#objective-form [name='automation.timezone']", "Europe/Prague")
+        .await;
+    browser
+        .fill("#objective-form [name='budget.max_runs']", "50")
+        .await;
+    browser.click("#objective-form button[type=submit]").await;
+    browser.wait_text("main h1", "Morning report").await;
+    browser.wait_text("main .title-row", "active").await;
+    browser.wait_text("#no-runs", "No runs yet").await;
+    browser.click("#lifecycle [data-action=fire]").await;
+    let run = browser
+        .wait_text(
+            "#runs-table tr[data-status=succeeded]",
+            "answer 1 to summarize the night",
+        )
+        .await;
+    assert!(run.contains("manual"), "{run}");
+    assert!(run.contains('7'), "tokens: {run}");
+    assert_eq!(model.calls(), 1);
+    // Lifecycle buttons follow the state: pause offers resume.
+    browser.click("#lifecycle [data-action=pause]").await;
+    browser.find("#lifecycle [data-action=resume]").await;
+    browser.wait_text("main .title-row", "paused").await;
+    browser.screenshot("objective").await;
+    let stored: Value = app.bearer_get_json("/console/v1/objectives").await;
+    let objective = &stored["items"][0];
+    assert_eq!(objective["name"], "Morning report");
+    assert_eq!(objective["state"], "paused");
+    assert_eq!(objective["automation"]["timezone"], "Europe/Prague");
+    assert_eq!(objective["budget"]["max_runs"], 50);
+
+    browser.goto(&app.url("/#/objectives?state=paused")).await;
+    browser
+        .wait_text("#objectives-table", "Morning report")
+        .await;
+    browser.screenshot("objectives").await;
+
+    browser.goto(&app.url("/#/audit")).await;
+    browser.find("#audit-log > *").await;
+    browser.screenshot("audit").await;
+
+    // A narrow window: still one readable column.
+    browser
+        .client()
+        .set_window_size(420, 860)
+        .await
+        .unwrap();
+    browser.goto(&app.url("/#/profiles")).await;
+    browser
+        .wait_text("tr[data-profile-id='openai.work']", "…abcd")
+        .await;
+    browser.screenshot("profiles-narrow").await;
+    browser
+        .client()
+        .set_window_size(1280, 800)
+        .await
+        .unwrap();
+
+    // Logout ends the session: a reload shows the login form.
+    browser.click("#logout").await;
+    browser.wait_text("main", "You are logged out").await;
+    browser.goto(&base).await;
+    browser.find("#login-form").await;
+
+    // A handoff link minted through the API opens the console logged in, once.
+    let minted: Value = app.mint_handoff(json!({})).await.json().await.unwrap();
+    let handoff = minted["handoff_url"].as_str().unwrap().to_owned();
+    browser.goto(&handoff).await;
+    browser.wait_text("main h1", "Overview").await;
+    browser.wait_text("#who", "admin:bearer").await;
+    let url = browser.client().current_url().await.unwrap();
+    assert_eq!(url.path(), "/");
+    assert!(url.query().is_none(), "the token does not stay in the address bar");
+    browser.client().delete_all_cookies().await.unwrap();
+    browser.goto(&handoff).await;
+    browser
+        .wait_text("#handoff-error", "expired or was already used")
+        .await;
+    browser.screenshot("handoff-used").await;
+    browser.goto(&base).await;
+    browser.find("#login-form").await;
+
+    browser.stop().await;
+}
