@@ -33,6 +33,11 @@ export class ApiError extends Error {
     const named = /^([a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*): /.exec(this.message);
     return named ? named[1] : null;
   }
+
+  /** The message without the field name it starts with. */
+  get fieldMessage() {
+    return this.message.replace(/^invalid field `[^`]+`: /, '').replace(/^[a-z_][a-z0-9_.]*: /, '');
+  }
 }
 
 /**
@@ -113,17 +118,19 @@ export function showFormError(form, error) {
   clearFormErrors(form);
   const box = form.querySelector('.form-error');
   const name = error instanceof ApiError ? error.field : null;
-  if (name) {
-    const wrapper = form.querySelector(`[data-field-for="${CSS.escape(name)}"]`);
-    if (wrapper) {
-      const slot = wrapper.querySelector('.field-error');
-      slot.textContent = error.message;
-      slot.hidden = false;
-      wrapper.querySelector('input, select, textarea')?.setAttribute('aria-invalid', 'true');
-    }
+  const wrapper = name ? form.querySelector(`[data-field-for="${CSS.escape(name)}"]`) : null;
+  if (wrapper) {
+    const slot = wrapper.querySelector('.field-error');
+    slot.textContent = error.fieldMessage;
+    slot.hidden = false;
+    const input = wrapper.querySelector('input, select, textarea');
+    input?.setAttribute('aria-invalid', 'true');
+    input?.focus();
   }
   if (box) {
-    mount(box, h('strong', { text: 'Not saved: ' }), messageOf(error));
+    // The message stands under its field; the box by the button points there.
+    const label = wrapper?.querySelector('label')?.textContent;
+    mount(box, h('strong', { text: 'Not saved: ' }), label ? `see ${label}.` : messageOf(error));
     box.hidden = false;
   }
 }

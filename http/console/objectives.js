@@ -85,7 +85,7 @@ export async function renderObjectives(main, { query, navigate }) {
   mount(main,
     h('div', { class: 'title-row' },
       h('h1', { text: 'Objectives' }),
-      h('a', { class: 'button primary', href: `#/objectives/new${filters.agent_id ? `?agent_id=${encodeURIComponent(filters.agent_id)}` : ''}`, text: 'New objective' })),
+      h('a', { class: 'button primary push', href: `#/objectives/new${filters.agent_id ? `?agent_id=${encodeURIComponent(filters.agent_id)}` : ''}`, text: 'New objective' })),
     filterForm,
     rows.length
       ? table(['Objective', 'Agent', 'Kind', 'State', 'Schedule', 'Usage', 'Next run', 'Last run'], rows, { id: 'objectives-table' })
@@ -311,22 +311,21 @@ export async function renderObjective(main, { params, flash }) {
         o.state_reason ? h('span', { class: 'muted', text: label(o.state_reason) } ) : null),
       h('p', { class: 'muted', text: o.objective_id }),
       lifecycleArea,
-      h('div', { class: 'grid' },
-        h('section', { class: 'card' }, h('h2', { text: 'Details' }),
-          h('dl', { class: 'facts' }, facts.map(([k, v]) => [h('dt', { text: k }), h('dd', { text: v })]))),
-        o.state === 'archived'
-          ? h('section', { class: 'card' }, h('h2', { text: 'Edit' }), h('p', { class: 'muted', text: 'Archived objectives cannot be changed.' }))
-          : objectiveForm(o, agents.items, o.agent_id, async (saved) => {
-            flash('ok', `Saved ${saved.name}.`);
-            render(saved);
-          })),
+      h('section', { class: 'card', id: 'details' }, h('h2', { text: 'Details' }),
+        h('dl', { class: 'facts wide' }, facts.map(([k, v]) => [h('dt', { text: k }), h('dd', { text: v })]))),
       h('section', { class: 'card', id: 'run-history' },
         h('div', { class: 'title-row' }, h('h2', { text: 'Run history' }),
           actionButton('Refresh', async () => {
             try { await watchRuns(); } catch (e) { flash('error', messageOf(e)); }
-          })),
+          }, { class: 'push' })),
         runsArea,
-        olderArea));
+        olderArea),
+      o.state === 'archived'
+        ? h('section', { class: 'card' }, h('h2', { text: 'Edit' }), h('p', { class: 'muted', text: 'Archived objectives cannot be changed.' }))
+        : objectiveForm(o, agents.items, o.agent_id, async (saved) => {
+          flash('ok', `Saved ${saved.name}.`);
+          render(saved);
+        }));
     mount(runsArea, runsTable(shown));
   }
 

@@ -18,7 +18,7 @@ function scopeOf(value) {
 function credentialCell(credential) {
   if (credential.type === 'api_key') {
     return [
-      credential.hint ? h('code', { class: 'hint-value', text: `…${credential.hint}` }) : h('span', { class: 'muted', text: 'short key, no hint' }),
+      credential.hint ? h('span', { class: 'hint-value', text: `…${credential.hint}` }) : h('span', { class: 'muted', text: 'short key, no hint' }),
       ' API key',
       credential.rejected_at ? [' ', badge('rejected by provider', 'bad')] : null,
     ];

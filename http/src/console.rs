@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sha2::{Digest, Sha256};
 
-use crate::AppState;
 use crate::error::ApiError;
 
 /// The policy of every HTML page the console serves: nothing inline, nothing from
@@ -107,8 +106,9 @@ static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
         .collect()
 });
 
-/// The console's routes (public; merged into the application router).
-pub fn router() -> Router<AppState> {
+/// The console's routes (public; merged into the application router). They need no
+/// state, so any router can carry them.
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(index))
         .route("/assets/{name}", get(asset))
