@@ -90,10 +90,14 @@ fn the_console_has_no_inline_code_and_builds_no_html_from_strings() {
     let scripts = index.matches("<script").count();
     assert_eq!(
         scripts,
-        index.matches("<script type=\"module\" src=\"/assets/").count(),
+        index
+            .matches("<script type=\"module\" src=\"/assets/")
+            .count(),
         "every script in the page is an external module"
     );
-    for (name, body) in std::iter::once(("index.html", index)).chain(ASSETS.iter().map(|a| (a.name, a.body))) {
+    for (name, body) in
+        std::iter::once(("index.html", index)).chain(ASSETS.iter().map(|a| (a.name, a.body)))
+    {
         for forbidden in [
             "style=",
             "<style",
@@ -243,12 +247,10 @@ impl Browser {
         let webdriver = format!("http://127.0.0.1:{port}");
         let mut last_error = String::new();
         for _ in 0..100 {
-            match ClientBuilder::new(
-                hyper_util::client::legacy::connect::HttpConnector::new(),
-            )
-            .capabilities(caps.clone())
-            .connect(&webdriver)
-            .await
+            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps.clone())
+                .connect(&webdriver)
+                .await
             {
                 Ok(client) => {
                     browser.client = Some(client);
@@ -436,7 +438,12 @@ async fn the_console_end_to_end_in_chromium() {
     assert!(row.contains("default"), "{row}");
     assert!(row.contains("static"), "health badge: {row}");
     assert!(
-        provider.keys_seen.lock().unwrap().iter().any(|k| k == secret),
+        provider
+            .keys_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|k| k == secret),
         "the key was checked against the fake provider"
     );
     assert!(!browser.source().await.contains(secret));
@@ -515,7 +522,10 @@ async fn the_console_end_to_end_in_chromium() {
         .fill("#objective-form [name=prompt]", "summarize the night")
         .await;
     browser
-        .fill("#objective-form [name='automation.schedule']", "every morning")
+        .fill(
+            "#objective-form [name='automation.schedule']",
+            "every morning",
+        )
         .await;
     browser.click("#objective-form [name=activate]").await;
     browser.click("#objective-form button[type=submit]").await;
@@ -529,10 +539,16 @@ async fn the_console_end_to_end_in_chromium() {
         .wait_text("#objective-form .form-error", "see Cron schedule")
         .await;
     browser
-        .fill("#objective-form [name='automation.schedule']", "0 8 * * 1-5")
+        .fill(
+            "#objective-form [name='automation.schedule']",
+            "0 8 * * 1-5",
+        )
         .await;
     browser
-        .fill("#objective-form [name='automation.timezone']", "Europe/Prague")
+        .fill(
+            "#objective-form [name='automation.timezone']",
+            "Europe/Prague",
+        )
         .await;
     browser
         .fill("#objective-form [name='budget.max_runs']", "50")
@@ -590,21 +606,13 @@ async fn the_console_end_to_end_in_chromium() {
         .await;
 
     // A narrow window: still one readable column.
-    browser
-        .client()
-        .set_window_size(420, 860)
-        .await
-        .unwrap();
+    browser.client().set_window_size(420, 860).await.unwrap();
     browser.goto(&app.url("/#/profiles")).await;
     browser
         .wait_text("tr[data-profile-id='openai.work']", "…abcd")
         .await;
     browser.screenshot("profiles-narrow").await;
-    browser
-        .client()
-        .set_window_size(1280, 800)
-        .await
-        .unwrap();
+    browser.client().set_window_size(1280, 800).await.unwrap();
 
     // Logout ends the session: a reload shows the login form.
     browser.click("#logout").await;
@@ -620,7 +628,10 @@ async fn the_console_end_to_end_in_chromium() {
     browser.wait_text("#who", "admin:bearer").await;
     let url = browser.client().current_url().await.unwrap();
     assert_eq!(url.path(), "/");
-    assert!(url.query().is_none(), "the token does not stay in the address bar");
+    assert!(
+        url.query().is_none(),
+        "the token does not stay in the address bar"
+    );
     browser.client().delete_all_cookies().await.unwrap();
     browser.goto(&handoff).await;
     browser
@@ -718,7 +729,10 @@ async fn the_posture_and_audit_pages_render_the_issue_7_shapes() {
 
     browser.goto(&format!("{base}/")).await;
     browser
-        .wait_text("#posture", "The admin API listens on 0.0.0.0:7142 without TLS.")
+        .wait_text(
+            "#posture",
+            "The admin API listens on 0.0.0.0:7142 without TLS.",
+        )
         .await;
     let posture = browser.wait_text("#posture", "reachable remotely").await;
     assert!(posture.contains("192.0.2.7"), "{posture}");
@@ -745,7 +759,9 @@ async fn the_posture_and_audit_pages_render_the_issue_7_shapes() {
     browser
         .choose("#audit-filters [name=kind]", "login_failed")
         .await;
-    browser.fill("#audit-filters [name=since]", "01012026\t0800AM").await;
+    browser
+        .fill("#audit-filters [name=since]", "01012026\t0800AM")
+        .await;
     browser.click("#audit-filters button[type=submit]").await;
     browser.wait_text("#audit-table", "login_failed").await;
     let query = seen.lock().unwrap().last().unwrap().clone();
