@@ -69,9 +69,13 @@ export function table(headers, rows, attrs = {}) {
       h('tbody', {}, rows)));
 }
 
+/** Ids of generated fields, unique in the page (two forms may share field names). */
+let fieldCount = 0;
+
 /** A labelled form field; `input` is the control, `hint` an optional help line. */
 export function field(label, input, hint) {
-  const id = input.id || `f-${input.name || Math.random().toString(36).slice(2)}`;
+  fieldCount += 1;
+  const id = input.id || `f${fieldCount}-${input.name || 'field'}`;
   input.id = id;
   return h('div', { class: 'field', 'data-field-for': input.name || null },
     h('label', { for: id, text: label }),

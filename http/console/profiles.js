@@ -43,10 +43,9 @@ function scopeSelect(agents) {
     ...agents.map((a) => [`agent:${a.agent_id}`, `Agent ${a.agent_id}`])], 'global');
 }
 
-function fieldWith(label, name, controls, hint) {
-  // `field` labels one control; the provider input travels with its datalist.
+/** `field` labels one control; the provider input travels with its datalist. */
+function fieldWith(label, controls, hint) {
   const wrapper = field(label, controls[0], hint);
-  wrapper.dataset.fieldFor = name;
   controls.slice(1).forEach((c) => wrapper.insertBefore(c, wrapper.querySelector('.field-error')));
   return wrapper;
 }
@@ -77,7 +76,7 @@ export async function renderProfiles(main, { flash }) {
             flash('ok', `${p.profile_name} is now the default for ${p.provider} (${scopeLabel(p.scope)}).`);
             await reload();
           } catch (e) { flash('error', `Set default failed: ${messageOf(e)}`); }
-        }),
+        }, { 'data-action': 'set-default' }),
         p.credential.type === 'oauth' ? actionButton('Refresh now', async () => {
           try {
             const report = await api('POST', `/auth/profiles/${encodeURIComponent(p.profile_id)}/refresh`);
@@ -85,8 +84,8 @@ export async function renderProfiles(main, { flash }) {
             else flash('error', `${p.profile_name}: refresh failed (${report.outcome.replace('_', ' ')}): ${report.reason || 'no reason given'}`);
             await reload();
           } catch (e) { flash('error', `Refresh failed: ${messageOf(e)}`); }
-        }) : null,
-        h('button', { type: 'button', class: 'danger', text: 'Remove', onclick: confirmRemove }));
+        }, { 'data-action': 'refresh' }) : null,
+        h('button', { type: 'button', class: 'danger', 'data-action': 'remove', text: 'Remove', onclick: confirmRemove }));
       function confirmRemove() {
         mount(actions,
           h('span', { class: 'confirm', text: `Remove ${p.profile_name} and its secret?` }),
@@ -96,7 +95,7 @@ export async function renderProfiles(main, { flash }) {
               flash('ok', `Removed ${p.profile_name} (${p.profile_id}).`);
               await reload();
             } catch (e) { flash('error', `Remove failed: ${messageOf(e)}`); showActions(); }
-          }, { class: 'danger' }),
+          }, { class: 'danger', 'data-action': 'confirm-remove' }),
           h('button', { type: 'button', text: 'Cancel', onclick: showActions }));
       }
       showActions();
@@ -125,7 +124,7 @@ function apiKeyForm(agents, reload) {
   const result = h('div', { class: 'result', 'aria-live': 'polite' });
   const form = h('form', { class: 'card', id: 'add-api-key', novalidate: true },
     h('h2', { text: 'Add an API key' }),
-    fieldWith('Provider', 'provider', providerInput('key-provider'), 'openai, anthropic or custom:<name>'),
+    fieldWith('Provider', providerInput('key-provider'), 'openai, anthropic or custom:<name>'),
     field('Profile name', h('input', { name: 'profile_name', required: true, maxlength: 128 })),
     field('Profile id', h('input', { name: 'profile_id', maxlength: 128, spellcheck: 'false', placeholder: 'generated when empty' })),
     field('Scope', scopeSelect(agents)),
@@ -171,7 +170,7 @@ function oauthForm(agents, reload) {
   const form = h('form', { class: 'card', id: 'oauth-sign-in', novalidate: true },
     h('h2', { text: 'Sign in with OAuth' }),
     h('p', { class: 'muted', text: 'Opens the provider\'s sign-in page in a new window; the daemon keeps the tokens fresh afterwards.' }),
-    fieldWith('Provider', 'provider', providerInput('oauth-provider')),
+    fieldWith('Provider', providerInput('oauth-provider')),
     field('Profile name', h('input', { name: 'profile_name', required: true, maxlength: 128 })),
     field('Profile id', h('input', { name: 'profile_id', maxlength: 128, spellcheck: 'false', placeholder: 'generated when empty' })),
     field('Scope', scopeSelect(agents)),

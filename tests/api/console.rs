@@ -14,7 +14,9 @@ use reqwest::header::{
 };
 use serde_json::{Value, json};
 
-use crate::fakes::{FakeModel, FakeProvider};
+use palyra::settings::{ProviderConfig, Validation};
+
+use crate::fakes::{FakeModel, FakeOAuth, FakeProvider};
 use crate::helpers::{TestApp, error_code, session_cookie, spawn_app, spawn_app_with};
 
 const BROWSER_ACCEPT: &str =
@@ -355,10 +357,12 @@ fn screenshot_dir() -> PathBuf {
     target
 }
 
-/// A daemon whose `openai` key checks go to a fake provider and whose `custom:model`
-/// provider answers chat completions, with a profile for the latter made by API.
-async fn console_app(provider: &FakeProvider, model: &FakeModel) -> TestApp {
-    let (provider_url, model_url) = (provider.url(), model.url());
+/// A daemon whose `openai` key checks go to a fake provider (and which has no OAuth
+/// client id), whose `custom:model` provider answers chat completions, and whose
+/// `custom:acme` signs in at a fake OAuth server; with a profile for `custom:model`
+/// made by API.
+async fn console_app(provider: &FakeProvider, model: &FakeModel, oauth: &FakeOAuth) -> TestApp {
+    let (provider_url, model_url, oauth_url) = (provider.url(), model.url(), oauth.url());
     let app = spawn_app_with(move |s| {
         s.providers.openai.api_base_url = provider_url;
         let mut custom = s.providers.openai.clone();
@@ -366,6 +370,20 @@ async fn console_app(provider: &FakeProvider, model: &FakeModel) -> TestApp {
         custom.authorization_endpoint = None;
         custom.token_endpoint = None;
         s.providers.custom.insert("model".into(), custom);
+        s.providers.custom.insert(
+            "acme".into(),
+            ProviderConfig {
+                api_base_url: oauth_url.clone(),
+                authorization_endpoint: Some(format!("{oauth_url}/authorize")),
+                token_endpoint: Some(format!("{oauth_url}/token")),
+                revocation_endpoint: Some(format!("{oauth_url}/revoke")),
+                client_id: Some("palyra-console-test".into()),
+                scopes: vec!["openid".into()],
+                validation: Validation::Models,
+                backoff_base_ms: 200,
+                backoff_cap_ms: 1_000,
+            },
+        );
     })
     .await;
     let response = app
@@ -384,7 +402,8 @@ async fn console_app(provider: &FakeProvider, model: &FakeModel) -> TestApp {
 async fn the_console_end_to_end_in_chromium() {
     let provider = FakeProvider::start().await;
     let model = FakeModel::start(7).await;
-    let app = console_app(&provider, &model).await;
+    let oauth = FakeOAuth::start(3600).await;
+    let app = console_app(&provider, &model, &oauth).await;
     let browser = Browser::start().await;
     let base = app.url("/");
 
@@ -435,7 +454,10 @@ async fn the_console_end_to_end_in_chromium() {
     let row = browser
         .wait_text("tr[data-profile-id='openai.work']", "…abcd")
         .await;
-    assert!(row.contains("default"), "{row}");
+    assert!(!row.contains("Set default"), "{row}");
+    browser
+        .wait_text("tr[data-profile-id='openai.work'] .badge-info", "default")
+        .await;
     assert!(row.contains("static"), "health badge: {row}");
     assert!(
         provider
@@ -468,7 +490,86 @@ async fn the_console_end_to_end_in_chromium() {
     browser
         .wait_text("#oauth-sign-in .form-error", "see Provider")
         .await;
+    // OAuth with a configured provider: the popup goes to the provider, which sends
+    // it to the daemon's callback; the console shows the outcome and lists the profile.
+    let console_window = browser.client().window().await.unwrap();
+    browser
+        .fill("#oauth-sign-in [name=provider]", "custom:acme")
+        .await;
+    browser
+        .fill("#oauth-sign-in [name=profile_id]", "acme.oauth")
+        .await;
+    browser.click("#oauth-sign-in button[type=submit]").await;
+    browser
+        .wait_text("#oauth-result", "Waiting for the sign-in")
+        .await;
+    let popup = browser
+        .client()
+        .windows()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|w| *w != console_window)
+        .expect("the sign-in popup is open");
+    browser.client().switch_to_window(popup).await.unwrap();
+    let mut authorization_url = String::new();
+    for _ in 0..100 {
+        authorization_url = browser.client().current_url().await.unwrap().to_string();
+        if authorization_url.contains("/authorize?") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_code, callback) = oauth.authorize(&authorization_url);
+    browser.goto(&callback).await;
+    browser.wait_text("h1", "Signed in").await;
+    browser.client().close_window().await.unwrap();
+    browser
+        .client()
+        .switch_to_window(console_window)
+        .await
+        .unwrap();
+    browser
+        .wait_text("#oauth-result", "Signed in: profile acme.oauth is ready")
+        .await;
+    let row = browser
+        .wait_text("tr[data-profile-id='acme.oauth']", "OAuth")
+        .await;
+    assert!(row.contains("ok"), "health badge: {row}");
+    assert_eq!(oauth.snapshot(|s| s.code_redemptions), 1);
+    // Refresh now, set default, and remove with confirmation.
+    browser
+        .click("tr[data-profile-id='acme.oauth'] [data-action=refresh]")
+        .await;
+    browser.wait_text("#flash", "Work OAuth: refreshed.").await;
+    assert_eq!(oauth.snapshot(|s| s.refresh_redemptions), 1);
     browser.screenshot("profiles").await;
+    browser
+        .click("tr[data-profile-id='model.key'] [data-action=set-default]")
+        .await;
+    browser
+        .wait_text("tr[data-profile-id='model.key'] .badge-info", "default")
+        .await;
+    browser
+        .click("tr[data-profile-id='acme.oauth'] [data-action=remove]")
+        .await;
+    browser
+        .wait_text(
+            "tr[data-profile-id='acme.oauth']",
+            "Remove Work OAuth and its secret?",
+        )
+        .await;
+    browser
+        .click("tr[data-profile-id='acme.oauth'] [data-action=confirm-remove]")
+        .await;
+    browser.wait_text("#flash", "Removed Work OAuth").await;
+    let rows = browser
+        .client()
+        .find_all(Locator::Css("tr[data-profile-id='acme.oauth']"))
+        .await
+        .unwrap();
+    assert!(rows.is_empty(), "the removed profile is no longer listed");
+    assert_eq!(oauth.snapshot(|s| s.revoked.len()), 1);
 
     // Create an agent that runs with the model profile.
     browser.click("nav a[href='#/agents']").await;
