@@ -182,9 +182,12 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
 /// headers and the logged cause of a 5xx); only the body becomes HTML.
 pub fn handoff_failed_page(error: ApiError) -> Response {
     let mut response = error.into_response();
-    let text = if response.status() == StatusCode::UNAUTHORIZED {
+    let status = response.status();
+    let text = if status == StatusCode::UNAUTHORIZED {
         "This sign-in link has expired or was already used. \
          Links from \u{201c}palyra console open\u{201d} work once, for about a minute."
+    } else if status.is_client_error() {
+        "This sign-in link is malformed: copy the whole link, or mint a new one."
     } else {
         "The daemon could not complete this sign-in; try again, and see its log if it keeps failing."
     };

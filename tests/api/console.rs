@@ -246,23 +246,26 @@ impl Browser {
             "goog:chromeOptions".into(),
             json!({ "binary": chromium, "args": args }),
         );
-        let webdriver = format!("http://127.0.0.1:{port}");
-        let mut last_error = String::new();
+        // chromedriver listens within moments; then one session request starts Chromium.
+        let mut listening = false;
         for _ in 0..100 {
-            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-                .capabilities(caps.clone())
-                .connect(&webdriver)
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
+                .is_ok()
             {
-                Ok(client) => {
-                    browser.client = Some(client);
-                    return browser;
-                }
-                Err(e) => last_error = e.to_string(),
+                listening = true;
+                break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("no WebDriver session from chromedriver within 10 s: {last_error}");
+        assert!(listening, "chromedriver did not listen within 10 s");
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap_or_else(|e| panic!("chromedriver could not start Chromium: {e}"));
+        browser.client = Some(client);
+        browser
     }
 
     fn client(&self) -> &Client {
