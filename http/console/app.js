@@ -33,6 +33,8 @@ const ROUTES = [
 export function flash(kind, message) {
   mount(flashBox, notice(kind, message));
   flashBox.hidden = false;
+  // It sits above the page: bring it into view after an action lower down.
+  flashBox.scrollIntoView({ block: 'nearest' });
 }
 
 export function clearFlash() {

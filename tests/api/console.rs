@@ -716,6 +716,14 @@ async fn the_console_end_to_end_in_chromium() {
         .wait_text("tr[data-profile-id='openai.work']", "…abcd")
         .await;
     browser.screenshot("profiles-narrow").await;
+    let objective_id = objective["objective_id"].as_str().unwrap().to_owned();
+    browser
+        .goto(&app.url(&format!("/#/objectives/{objective_id}")))
+        .await;
+    browser
+        .wait_text("#runs-table", "answer 1 to summarize the night")
+        .await;
+    browser.screenshot("objective-narrow").await;
     browser.client().set_window_size(1280, 800).await.unwrap();
 
     // Logout ends the session: a reload shows the login form.
