@@ -2,6 +2,7 @@
 //!
 //! Layout:
 //! - [`routes`]: one module per resource; handlers forward requests to actor handles.
+//! - [`console`]: the web console's page and assets, embedded and served at `/`.
 //! - [`auth`]: the one middleware that authenticates protected routes and enforces CSRF.
 //! - [`extract`]: JSON and query extractors that answer our JSON errors.
 //! - [`error`]: the one table from every error to a status.
@@ -12,6 +13,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -382,6 +384,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(public)
         .merge(protected)
+        .merge(console::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))

@@ -211,7 +211,10 @@ async fn every_security_event_is_audited_and_none_carries_a_secret() {
     })
     .await;
     let spare = app
-        .bearer_post("/console/v1/agents", json!({ "agent_id": "a2", "model": "m" }))
+        .bearer_post(
+            "/console/v1/agents",
+            json!({ "agent_id": "a2", "model": "m" }),
+        )
         .await;
     assert_eq!(spare.status(), 200);
     let removed = app
@@ -367,4 +370,15 @@ async fn the_audit_log_is_pruned_to_its_retention() {
         5,
         "the newest five stay"
     );
+}
+
+/// The console's kind filter offers every kind the daemon records.
+#[test]
+fn the_console_offers_every_audit_kind() {
+    let page = include_str!("../../http/console/audit.js");
+    for kind in palyra_actors::audit::AuditKind::ALL {
+        let name = serde_json::to_value(kind).unwrap();
+        let quoted = format!("'{}'", name.as_str().unwrap());
+        assert!(page.contains(&quoted), "{quoted} is not in the console's audit filter");
+    }
 }

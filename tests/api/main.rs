@@ -5,6 +5,7 @@ mod api;
 mod audit;
 mod auth;
 mod cli;
+mod console;
 mod crash;
 mod fakes;
 mod handoff;

@@ -267,27 +267,47 @@ pub async fn mint_handoff(
     params(ConsumeQuery),
     responses(
         (status = 303, description = "Logged in; redirect to the handoff's path"),
-        (status = 400, description = "Malformed query", body = ErrorBody),
-        (status = 401, description = "Unknown, expired or used token", body = ErrorBody)))]
+        (status = 400, description = "Malformed query (a browser, which accepts text/html, gets an HTML page)", content(
+            (ErrorBody = "application/json"), (String = "text/html"))),
+        (status = 401, description = "Unknown, expired or used token (a browser, which accepts text/html, gets an HTML page)", content(
+            (ErrorBody = "application/json"), (String = "text/html")))))]
 pub async fn consume_handoff(
     State(state): State<AppState>,
     audit: Audit,
     method: axum::http::Method,
-    ApiQuery(query): ApiQuery<ConsumeQuery>,
-) -> Result<Response, ApiError> {
+    request_headers: HeaderMap,
+    query: Result<ApiQuery<ConsumeQuery>, ApiError>,
+) -> Response {
     // axum answers HEAD with the GET handler; a link checker's HEAD must not use up
     // the link.
     if method == axum::http::Method::HEAD {
-        return Err(ApiError::MethodNotAllowed);
+        return ApiError::MethodNotAllowed.into_response();
     }
+    match consume(&state, &audit, query).await {
+        Ok(response) => response,
+        // A browser that opens a used or expired link gets a page it can read, with
+        // the way to the login form; scripts keep the JSON error.
+        Err(e) if crate::console::wants_html(&request_headers) => {
+            crate::console::handoff_failed_page(e)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn consume(
+    state: &AppState,
+    audit: &Audit,
+    query: Result<ApiQuery<ConsumeQuery>, ApiError>,
+) -> Result<Response, ApiError> {
+    let ApiQuery(query) = query?;
     let Some(token) = query.token.filter(|t| !t.is_empty()) else {
         return Err(ApiError::Unauthorized("the handoff token is missing"));
     };
-    let consumed = consume_audited(&state, &audit, token.expose(), "link").await?;
+    let consumed = consume_audited(state, audit, token.expose(), "link").await?;
     let mut headers = HeaderMap::new();
     headers.insert(
         header::SET_COOKIE,
-        session_cookie_header(&state, &consumed.issued.token),
+        session_cookie_header(state, &consumed.issued.token),
     );
     headers.insert(
         header::LOCATION,
