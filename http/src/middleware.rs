@@ -28,6 +28,22 @@ fn is_admin_path(path: &str) -> bool {
     path.starts_with("/console/") || path == "/metrics"
 }
 
+/// The method as a metric label: the standard methods by name, anything else (a
+/// client can send any token) as `other`, so clients cannot add series.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// A client's request id is kept when it is short and plain; otherwise one is made.
 fn request_id(req: &Request) -> String {
     req.headers()
@@ -64,7 +80,7 @@ pub async fn request_context(State(state): State<AppState>, req: Request, next: 
     let status = response.status().as_u16();
     state
         .metrics
-        .observe_request(&route, method.as_str(), status, elapsed);
+        .observe_request(&route, method_label(&method), status, elapsed);
     if !peer.is_loopback() && is_admin_path(&path) {
         let access = RemoteAccess {
             at: palyra_actors::to_datetime(palyra_actors::now_ms()),

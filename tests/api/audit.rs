@@ -379,6 +379,9 @@ fn the_console_offers_every_audit_kind() {
     for kind in palyra_actors::audit::AuditKind::ALL {
         let name = serde_json::to_value(kind).unwrap();
         let quoted = format!("'{}'", name.as_str().unwrap());
-        assert!(page.contains(&quoted), "{quoted} is not in the console's audit filter");
+        assert!(
+            page.contains(&quoted),
+            "{quoted} is not in the console's audit filter"
+        );
     }
 }

@@ -417,8 +417,18 @@ fn parse_metrics(text: &str) -> (Vec<String>, Vec<(String, f64)>) {
 #[tokio::test]
 async fn metrics_carry_every_family_behind_the_admin_token_or_on_their_own_listener() {
     let app = spawn_app_with(|s| s.metrics.bind = Some("127.0.0.1:0".into())).await;
-    // Some traffic first.
+    // Some traffic first, one request with a made-up method among it.
     app.login().await;
+    let odd = app
+        .http
+        .request(
+            reqwest::Method::from_bytes(b"FROBNICATE").unwrap(),
+            app.url("/healthz"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(odd.status(), 405);
     let _ = app.bearer_get_json("/console/v1/auth/profiles").await;
 
     let anonymous = app.http.get(app.url("/metrics")).send().await.unwrap();
@@ -473,6 +483,11 @@ async fn metrics_carry_every_family_behind_the_admin_token_or_on_their_own_liste
         s.starts_with("palyra_http_request_duration_seconds_bucket{")
             && s.contains("route=\"/console/v1/auth/profiles\"")
     }));
+    assert!(
+        !text.contains("FROBNICATE"),
+        "a client's method must not become a label"
+    );
+    assert!(text.contains("method=\"other\""), "{text}");
     assert!(value("palyra_writer_batch_size_count") >= 1.0);
     assert!(value("palyra_writer_commit_duration_seconds_count") >= 1.0);
 
