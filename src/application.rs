@@ -118,6 +118,7 @@ pub fn remote_bind_refusal(
     metrics_addr: Option<SocketAddr>,
     admin_token: AdminTokenSource,
 ) -> Option<String> {
+    let mut refusals = Vec::new();
     let mut problems = Vec::new();
     if !addr.ip().is_loopback() {
         if settings.tls.paths().is_none() {
@@ -136,20 +137,21 @@ pub fn remote_bind_refusal(
             );
         }
     }
+    if !problems.is_empty() {
+        refusals.push(format!(
+            "refusing to listen on {addr}, which is not a loopback address: {}",
+            problems.join("; ")
+        ));
+    }
     if let Some(metrics) = metrics_addr
         && !metrics.ip().is_loopback()
         && !settings.server.allow_remote
     {
-        problems.push(format!(
-            "metrics.bind {metrics} is not loopback and serves /metrics without authentication (acknowledge with --allow-remote or [server] allow_remote = true)"
+        refusals.push(format!(
+            "refusing to serve metrics on {metrics} (metrics.bind), which is not a loopback address: /metrics would be in clear text without authentication (acknowledge with --allow-remote or [server] allow_remote = true)"
         ));
     }
-    (!problems.is_empty()).then(|| {
-        format!(
-            "refusing to listen on {addr}, which is not a loopback address: {}",
-            problems.join("; ")
-        )
-    })
+    (!refusals.is_empty()).then(|| refusals.join(". "))
 }
 
 /// Everything `palyrad check-config` checks without starting: the settings (already
@@ -182,10 +184,21 @@ pub fn check_config(settings: &Settings, env_admin_token: Option<&SecretString>)
     {
         problems.push(format!("PALYRA_ADMIN_TOKEN: {e}"));
     }
-    if let Some((cert, key)) = settings.tls.paths()
-        && let Err(e) = crate::tls::load(cert, key)
-    {
-        problems.push(e);
+    if let Some((cert, key)) = settings.tls.paths() {
+        match crate::tls::load(cert, key) {
+            Err(e) => problems.push(e),
+            Ok(tls) => {
+                if let Some(not_after) = tls.not_after
+                    && not_after <= chrono::Utc::now()
+                {
+                    problems.push(format!(
+                        "tls.cert_path {}: the certificate expired at {}",
+                        cert.display(),
+                        not_after.to_rfc3339()
+                    ));
+                }
+            }
+        }
     }
     problems
 }
@@ -225,7 +238,7 @@ impl Application {
             Some(dir) => dir.clone(),
             None => default_data_dir()?,
         };
-        let data_dir_open = prepare_data_dir(&data_dir)?;
+        // The guard and the TLS files are checked before anything touches the disk.
         let addr = settings.bind_addr()?;
         let metrics_addr = settings.metrics_addr()?;
         if let Some(refusal) = remote_bind_refusal(
@@ -240,6 +253,7 @@ impl Application {
             Some((cert, key)) => Some(crate::tls::load(cert, key).map_err(StartError::Tls)?),
             None => None,
         };
+        let data_dir_open = prepare_data_dir(&data_dir)?;
         let (admin_token, source) = resolve_admin_token(
             env_admin_token,
             settings.server.admin_token.clone(),
@@ -289,7 +303,7 @@ impl Application {
         };
 
         let writer = storage.start_writer()?;
-        let audit = AuditLog::start(
+        let audit = match AuditLog::start(
             &storage,
             writer.clone(),
             AuditRetention {
@@ -298,7 +312,13 @@ impl Application {
                     .then(|| Duration::from_secs(settings.audit.max_age_days * 24 * 3600)),
                 prune_interval: Duration::from_secs(settings.audit.prune_interval_s),
             },
-        );
+        ) {
+            Ok(audit) => audit,
+            Err(e) => {
+                writer.shutdown().await;
+                return Err(e.into());
+            }
+        };
         let actor_metrics = ActorMetrics::default();
         let started = start_actors(
             &settings,
@@ -377,10 +397,29 @@ impl Application {
                     session_idle_timeout_s: settings.sessions.idle_timeout_s,
                     session_absolute_timeout_s: settings.sessions.absolute_timeout_s,
                     rate_limits_enabled: settings.rate_limit.enabled,
+                    metrics_bind: metrics_listener
+                        .as_ref()
+                        .and_then(|l| l.local_addr().ok())
+                        .map(|a| a.to_string()),
                     data_dir_open,
                 },
             }),
         });
+        if let Some(limits) = &state.rate_limits {
+            // Peers whose quota has refilled are forgotten off the request path.
+            let limits = Arc::downgrade(limits);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(limits) = limits.upgrade() else {
+                        break;
+                    };
+                    limits.forget_idle_peers();
+                }
+            });
+        }
         tracing::info!(addr = %local_addr, tls = tls.is_some(), data_dir = %data_dir.display(), "palyrad listening");
         Ok(Self {
             listener,

@@ -192,6 +192,11 @@ impl ProviderConfig {
 /// OAuth endpoints must be https, or http on a loopback address.
 fn check_oauth_endpoint(name: &str, value: &str) -> Result<(), String> {
     let url = url::Url::parse(value).map_err(|e| format!("{name}: {e}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{name} must not carry credentials (user:password@); they would show in errors"
+        ));
+    }
     let loopback = match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -487,11 +492,16 @@ impl Settings {
             providers.push((format!("custom.{name}"), config));
         }
         for (name, config) in providers {
-            let ok = url::Url::parse(&config.api_base_url)
-                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            // No user:password@: the URL appears in errors and audit details.
+            let ok = url::Url::parse(&config.api_base_url).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+            });
             if !ok {
                 return Err(format!(
-                    "providers.{name}.api_base_url must be an http or https URL"
+                    "providers.{name}.api_base_url must be an http or https URL without user:password@"
                 ));
             }
             for (field, value) in [
@@ -707,5 +717,18 @@ mod tests {
         let err = Settings::load(Some(&file), vec![], &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("at least 32"), "{err}");
         assert!(!err.to_string().contains("short"), "{err}");
+    }
+
+    #[test]
+    fn provider_urls_with_credentials_are_refused() {
+        let env = vec![(
+            "PALYRA_PROVIDERS__OPENAI__API_BASE_URL".to_owned(),
+            "https://user:secret@api.example.com".to_owned(),
+        )];
+        let err = Settings::load(None, env, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("without user:password@"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
     }
 }

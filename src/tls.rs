@@ -17,6 +17,9 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::Service;
 
+/// Most TLS connections open at once (each is a task and a TLS state).
+const MAX_CONNECTIONS: usize = 4096;
+
 /// A loaded certificate chain and key.
 #[derive(Clone)]
 pub struct TlsMaterial {
@@ -83,8 +86,17 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(stop);
     loop {
+        // At the cap, the next connection waits in the kernel's backlog, not in memory.
+        let slot = tokio::select! {
+            () = &mut stop => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             () = &mut stop => break,
             accepted = listener.accept() => match accepted {
@@ -101,6 +113,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _slot = slot;
             // A handshake that stalls must not hold a task forever.
             let handshake =
                 tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream))
@@ -118,6 +131,7 @@ pub async fn serve(
             };
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(30))
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

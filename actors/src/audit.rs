@@ -184,6 +184,20 @@ struct Inner {
     storage: Storage,
     writer: Writer,
     seq: AtomicU64,
+    /// The newest event time handed out: event times never go backwards, even when
+    /// the wall clock does, so a newer event never sorts (or is pruned) as older.
+    last_ms: std::sync::atomic::AtomicI64,
+}
+
+/// Longest `subject` and `detail`, in characters; longer ones are cut.
+const MAX_FIELD_CHARS: usize = 256;
+
+fn bounded(mut text: String) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(MAX_FIELD_CHARS) {
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -194,19 +208,23 @@ impl std::fmt::Debug for AuditLog {
 
 impl AuditLog {
     /// Opens the log and starts its pruning task (on the current tokio runtime).
-    pub fn start(storage: &Storage, writer: Writer, retention: AuditRetention) -> Self {
-        // Keys of this process sort after every key already stored at the same
-        // millisecond: the sequence starts above the highest one found.
-        let seq = storage
-            .scan_prefix_rev(Table::Audit, &[], None, 1)
-            .ok()
-            .and_then(|rows| rows.first().and_then(|(k, _)| decode_key(k)))
-            .map_or(0, |(_, seq)| seq + 1);
+    pub fn start(
+        storage: &Storage,
+        writer: Writer,
+        retention: AuditRetention,
+    ) -> Result<Self, ActorError> {
+        // Keys of this process sort after every key already stored: the time starts
+        // at the newest one's and the sequence above its sequence.
+        let newest = storage
+            .scan_prefix_rev(Table::Audit, &[], None, 1)?
+            .first()
+            .and_then(|(k, _)| decode_key(k));
         let log = Self {
             inner: Arc::new(Inner {
                 storage: storage.clone(),
                 writer,
-                seq: AtomicU64::new(seq),
+                seq: AtomicU64::new(newest.map_or(0, |(_, seq)| seq + 1)),
+                last_ms: std::sync::atomic::AtomicI64::new(newest.map_or(0, |(at, _)| at)),
             }),
         };
         let pruner = log.clone();
@@ -223,13 +241,18 @@ impl AuditLog {
                 }
             }
         });
-        log
+        Ok(log)
     }
 
     /// The write that stores `entry`, for an actor to put into the same transaction as
     /// the change it records.
     pub fn op(&self, entry: AuditEntry) -> WriteOp {
-        let at_ms = now_ms();
+        let now = now_ms();
+        let at_ms = self
+            .inner
+            .last_ms
+            .fetch_max(now, Ordering::Relaxed)
+            .max(now);
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
         let key = encode_key(at_ms, seq);
         let event = AuditEvent {
@@ -238,9 +261,9 @@ impl AuditLog {
             actor: entry.actor,
             peer: entry.peer,
             kind: entry.kind,
-            subject: entry.subject,
+            subject: bounded(entry.subject),
             outcome: entry.outcome,
-            detail: entry.detail,
+            detail: bounded(entry.detail),
         };
         WriteOp::Put {
             table: Table::Audit,
@@ -291,6 +314,7 @@ impl AuditLog {
             for (key, value) in rows {
                 scanned += 1;
                 let Some((at_ms, _)) = decode_key(&key) else {
+                    before = Some(key);
                     continue;
                 };
                 if since_ms.is_some_and(|s| at_ms < s) {

@@ -54,12 +54,26 @@ pub fn admin_token_matches(state: &AppState, presented: &str) -> bool {
 }
 
 /// The peer's IP address (loopback when the server was not started with connect info,
-/// as in `oneshot` router tests).
+/// as in `oneshot` router tests). An IPv4-mapped IPv6 address (a dual-stack listener)
+/// is its IPv4 address, so `::ffff:127.0.0.1` is loopback.
 pub fn peer_ip(req_extensions: &axum::http::Extensions) -> IpAddr {
     req_extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+        .map(|c| c.0.ip().to_canonical())
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// The key a peer is counted under by the throttle and the rate limits: its IPv4
+/// address, or its IPv6 /64 (one host usually holds a whole /64, so counting single
+/// IPv6 addresses would let it rotate past any limit).
+pub fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if !v6.is_loopback() => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        other => other,
+    }
 }
 
 /// Every value of the session cookie the request carries (another app on a different
@@ -97,15 +111,17 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
                 && req.headers().contains_key(header::AUTHORIZATION)
             {
                 // A wrong admin token is a failed login, whichever way it came.
+                // The route template, not the path: a path can be long and is the
+                // client's to choose.
+                let route = req
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map_or("an unknown route", |m| m.as_str());
                 crate::audit::Audit::from_parts(req.extensions(), &state)
                     .failure(
                         palyra_actors::audit::AuditKind::LoginFailed,
                         "admin:bearer",
-                        format!(
-                            "wrong bearer token for {} {}",
-                            req.method(),
-                            req.uri().path()
-                        ),
+                        format!("wrong bearer token for {} {route}", req.method()),
                     )
                     .await;
             }

@@ -6,6 +6,9 @@
 //! - [`security_headers`]: nosniff, no framing, no referrer, a default CSP, HSTS
 //!   under TLS, `Cache-Control: no-store` on the admin API.
 //! - [`rate_limit`]: per-peer request rates on the admin API, 429 with Retry-After.
+//! - [`run_to_completion`]: a state-changing request's handler runs to its end even if
+//!   the client goes away, so a change and its audit event are never split by a
+//!   disconnect.
 
 use std::time::Instant;
 
@@ -86,7 +89,8 @@ pub async fn request_context(State(state): State<AppState>, req: Request, next: 
             at: palyra_actors::to_datetime(palyra_actors::now_ms()),
             peer: peer.to_string(),
             method: method.to_string(),
-            path: path.clone(),
+            // Bounded: the path is the client's to choose.
+            path: path.chars().take(256).collect(),
             status,
         };
         *state
@@ -151,4 +155,18 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
         return ApiError::RateLimited { retry_after_s }.into_response();
     }
     next.run(req).await
+}
+
+/// Runs the handler of a state-changing request on its own task. hyper drops a
+/// request's future when its client disconnects; an actor may already have committed
+/// the change by then, and the handler's audit event would be lost with the future.
+pub async fn run_to_completion(req: Request, next: Next) -> Response {
+    use axum::http::Method;
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    match tokio::spawn(next.run(req)).await {
+        Ok(response) => response,
+        Err(e) => ApiError::Internal(format!("handler task failed: {e}")).into_response(),
+    }
 }

@@ -28,6 +28,7 @@ impl AuthThrottle {
 
     /// `Err(retry_after_s)` when `peer` must wait before trying again.
     pub fn check(&self, peer: IpAddr) -> Result<(), u64> {
+        let peer = crate::auth::peer_key(peer);
         let now = Instant::now();
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let Some(times) = map.get_mut(&peer) else {
@@ -49,6 +50,7 @@ impl AuthThrottle {
 
     /// Records one failed attempt by `peer`.
     pub fn record_failure(&self, peer: IpAddr) {
+        let peer = crate::auth::peer_key(peer);
         let now = Instant::now();
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_TRACKED_PEERS && !map.contains_key(&peer) {
@@ -73,6 +75,17 @@ impl AuthThrottle {
 pub struct RateLimits {
     loopback: governor::DefaultKeyedRateLimiter<IpAddr>,
     remote: governor::DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl RateLimits {
+    /// Forgets peers whose quota has fully refilled (they carry no information); run
+    /// periodically, never on the request path.
+    pub fn forget_idle_peers(&self) {
+        self.loopback.retain_recent();
+        self.remote.retain_recent();
+        self.loopback.shrink_to_fit();
+        self.remote.shrink_to_fit();
+    }
 }
 
 /// A sustained rate per second and a burst.
@@ -102,14 +115,43 @@ impl RateLimits {
         } else {
             &self.remote
         };
-        if limiter.len() > MAX_TRACKED_PEERS {
-            // Peers whose state has fully replenished carry no information.
-            limiter.retain_recent();
-        }
-        limiter.check_key(&peer).map_err(|not_until| {
-            use governor::clock::Clock;
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-        })
+        limiter
+            .check_key(&crate::auth::peer_key(peer))
+            .map_err(|not_until| {
+                use governor::clock::Clock;
+                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_peers_share_their_64_and_mapped_loopback_is_loopback() {
+        let limits = RateLimits::new(
+            Rate {
+                per_s: 1,
+                burst: 100,
+            },
+            Rate { per_s: 1, burst: 1 },
+        );
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(limits.check(a).is_ok());
+        assert!(limits.check(b).is_err(), "the same /64 shares one quota");
+        assert!(limits.check(other).is_ok(), "another /64 has its own");
+
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let mut ext = axum::http::Extensions::new();
+        ext.insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(
+            mapped, 4000,
+        )));
+        let peer = crate::auth::peer_ip(&ext);
+        assert!(peer.is_loopback(), "{peer}");
+        assert_eq!(peer.to_string(), "127.0.0.1");
     }
 }

@@ -150,6 +150,25 @@ async fn every_security_event_is_audited_and_none_carries_a_secret() {
         .await
         .unwrap();
     assert_eq!(bogus.status(), 400);
+    // A sign-in the operator declines at the provider fails, and says so.
+    let declined = crate::oauth::bootstrap(&app, "acme.declined").await;
+    let authorization = url::Url::parse(declined["authorization_url"].as_str().unwrap()).unwrap();
+    let state = authorization
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    secrets.push(state.clone());
+    let denied = app
+        .http
+        .get(app.url(&format!(
+            "/console/v1/auth/providers/{PROVIDER}/callback?state={state}&error=access_denied"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 400);
     for n in 1..=3 {
         secrets.push(format!("ACCESS-TOKEN-{n}"));
         secrets.push(format!("REFRESH-TOKEN-{n}"));
@@ -275,11 +294,36 @@ async fn every_security_event_is_audited_and_none_carries_a_secret() {
             .unwrap_or_else(|| panic!("no {outcome} {kind}"))
             .clone()
     };
-    let failed = find("login_failed", "failure");
+    let failed = events
+        .iter()
+        .find(|e| e["kind"] == "login_failed" && e["subject"] == "admin:mallory")
+        .expect("the failed login with a claimed principal")
+        .clone();
     assert_eq!(failed["peer"], "127.0.0.1");
     let login_event = find("login", "success");
     assert_eq!(login_event["actor"], "admin:local");
-    assert_eq!(find("handoff_consumed", "failure")["subject"], "unknown");
+    // Refused handoff tokens and unknown OAuth states are anyone's to send: they are
+    // logged, not audited, so they cannot flood the audit log.
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["kind"] == "handoff_consumed" && e["outcome"] == "failure")
+    );
+    assert!(
+        !events.iter().any(
+            |e| e["kind"] == "signin_failed" && e["detail"].as_str().unwrap().contains("state")
+        )
+    );
+    assert_eq!(
+        failed["actor"], "anonymous",
+        "a claimed principal is not an actor"
+    );
+    assert!(
+        failed["detail"]
+            .as_str()
+            .unwrap()
+            .contains("claimed admin:mallory")
+    );
     assert_eq!(find("profile_created", "failure")["subject"], "keys.bad");
     let budget = find("budget_exhausted", "success");
     assert_eq!(budget["actor"], "system");
@@ -309,6 +353,29 @@ async fn every_security_event_is_audited_and_none_carries_a_secret() {
     let all_ids = ids(&page);
     assert_eq!(ids(&first), all_ids[..3]);
     assert_eq!(ids(&second), all_ids[3..6]);
+    // A window around one event holds exactly the events of its millisecond, inclusive
+    // at both ends.
+    let budget_at = budget["at"].as_str().unwrap();
+    let at_budget = audit_page(
+        &app,
+        &format!("since={budget_at}&until={budget_at}").replace('+', "%2B"),
+    )
+    .await;
+    let window = at_budget["events"].as_array().unwrap();
+    assert!(
+        window.iter().any(|e| e["id"] == budget["id"]),
+        "{at_budget}"
+    );
+    assert!(
+        window.iter().all(|e| e["at"] == budget["at"]),
+        "{at_budget}"
+    );
+    let from_budget = audit_page(&app, &format!("since={budget_at}").replace('+', "%2B")).await;
+    let newer: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["at"].as_str().unwrap() >= budget_at)
+        .collect();
+    assert_eq!(from_budget["events"].as_array().unwrap().len(), newer.len());
     // A time window before everything is empty; a bad cursor or window is a 400.
     let before = audit_page(&app, "until=2001-01-01T00:00:00Z").await;
     assert!(before["events"].as_array().unwrap().is_empty());
@@ -338,11 +405,18 @@ async fn every_security_event_is_audited_and_none_carries_a_secret() {
         assert_eq!(r.status(), 400, "{bad}");
     }
 
-    // The log is durable.
-    let total = events.len();
+    // The log is durable, and events after a restart sort after those before it.
     let app = app.restart().await;
+    let minted = app.mint_handoff(json!({})).await;
+    assert_eq!(minted.status(), 200);
     let after = audit_page(&app, "limit=500").await;
-    assert!(after["events"].as_array().unwrap().len() >= total);
+    let after_ids = ids(&after);
+    assert_eq!(after_ids[1..], all_ids[..], "every event kept, in order");
+    assert_eq!(after["events"][0]["kind"], "handoff_minted");
+    assert!(
+        after_ids[0] > all_ids[0],
+        "ids keep growing across a restart"
+    );
 }
 
 #[tokio::test]
@@ -352,9 +426,14 @@ async fn the_audit_log_is_pruned_to_its_retention() {
         s.audit.prune_interval_s = 1;
     })
     .await;
+    let minted_at = std::sync::Mutex::new(Vec::new());
     for _ in 0..12 {
         let r = app.mint_handoff(json!({})).await;
         assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        let expires: chrono::DateTime<chrono::Utc> =
+            body["expires_at"].as_str().unwrap().parse().unwrap();
+        minted_at.lock().unwrap().push(expires.to_rfc3339());
     }
     wait_until(async || {
         audit_page(&app, "limit=500").await["events"]
@@ -365,11 +444,17 @@ async fn the_audit_log_is_pruned_to_its_retention() {
     })
     .await;
     let page = audit_page(&app, "limit=500").await;
-    assert_eq!(
-        page["events"].as_array().unwrap().len(),
-        5,
-        "the newest five stay"
-    );
+    let kept: Vec<&Value> = page["events"].as_array().unwrap().iter().collect();
+    assert_eq!(kept.len(), 5);
+    // The newest five stay: the ones after the first seven mints of twelve.
+    let all_minted = minted_at.lock().unwrap().clone();
+    for (event, expires) in kept.iter().zip(all_minted.iter().rev()) {
+        assert_eq!(
+            event["detail"].as_str().unwrap(),
+            format!("expires {expires}"),
+            "the kept events are the newest ones"
+        );
+    }
 }
 
 /// The console's kind filter offers every kind the daemon records.

@@ -568,12 +568,21 @@ async fn the_console_end_to_end_in_chromium() {
         .click("tr[data-profile-id='acme.oauth'] [data-action=confirm-remove]")
         .await;
     browser.wait_text("#flash", "Removed Work OAuth").await;
-    let rows = browser
-        .client()
-        .find_all(Locator::Css("tr[data-profile-id='acme.oauth']"))
-        .await
-        .unwrap();
-    assert!(rows.is_empty(), "the removed profile is no longer listed");
+    // The message comes first, then the list reloads.
+    let mut listed = true;
+    for _ in 0..50 {
+        let rows = browser
+            .client()
+            .find_all(Locator::Css("tr[data-profile-id='acme.oauth']"))
+            .await
+            .unwrap();
+        listed = !rows.is_empty();
+        if !listed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!listed, "the removed profile is no longer listed");
     assert_eq!(oauth.snapshot(|s| s.revoked.len()), 1);
 
     // Create an agent that runs with the model profile.

@@ -128,28 +128,32 @@ pub async fn login(
     let principal = req
         .principal
         .unwrap_or_else(|| DEFAULT_PRINCIPAL.to_owned());
-    // The principal is only a claim until the token matches; it is validated before
-    // it is recorded.
-    let claimed = if palyra_actors::sessions::validate_principal(&principal).is_ok() {
-        principal.as_str()
-    } else {
-        "invalid-principal"
-    };
-    let audit = Audit::from_parts(&extensions, &state).as_actor(claimed);
-    if let Err(retry_after_s) = state.auth_throttle.check(peer) {
-        audit
-            .failure(AuditKind::LoginFailed, claimed, "throttled")
-            .await;
-        return Err(ApiError::TooManyRequests { retry_after_s });
-    }
+    // Refused while throttled, before the token is even looked at: not audited one by
+    // one (the failures that caused the throttle are), so a flood adds nothing.
+    state
+        .auth_throttle
+        .check(peer)
+        .map_err(|retry_after_s| ApiError::TooManyRequests { retry_after_s })?;
+    let audit = Audit::from_parts(&extensions, &state);
     if !admin_token_matches(&state, req.admin_token.expose()) {
         state.auth_throttle.record_failure(peer);
         tracing::warn!(%peer, "console login failed: wrong admin token");
+        // The principal is only the caller's claim: the actor stays anonymous.
+        let claimed = if palyra_actors::sessions::validate_principal(&principal).is_ok() {
+            principal.as_str()
+        } else {
+            "an invalid principal"
+        };
         audit
-            .failure(AuditKind::LoginFailed, claimed, "wrong admin token")
+            .failure(
+                AuditKind::LoginFailed,
+                claimed,
+                format!("wrong admin token; claimed {claimed}"),
+            )
             .await;
         return Err(ApiError::Unauthorized("wrong admin token"));
     }
+    let audit = audit.as_actor(&principal);
     let device_id = req
         .device_id
         .unwrap_or_else(|| DEFAULT_DEVICE_ID.to_owned());
@@ -339,35 +343,26 @@ pub async fn handoff_session(
     Ok(response)
 }
 
-/// Consumes a handoff token and audits the outcome, a refused token included.
+/// Consumes a handoff token and audits it. A refused token is logged but not audited:
+/// anyone can present one, and unauthenticated requests must not be able to fill the
+/// audit log (and push real events out of its retention).
 async fn consume_audited(
     state: &AppState,
     audit: &Audit,
     token: &str,
     via: &str,
 ) -> Result<palyra_actors::handoffs::ConsumedHandoff, ApiError> {
-    match state.handoffs.consume(token).await {
-        Ok(consumed) => {
-            let principal = &consumed.issued.session.principal;
-            tracing::info!(%principal, "browser handoff consumed");
-            audit
-                .clone()
-                .as_actor(principal)
-                .success(AuditKind::HandoffConsumed, principal, format!("via {via}"))
-                .await;
-            Ok(consumed)
+    let consumed = state.handoffs.consume(token).await.inspect_err(|e| {
+        if matches!(e, palyra_actors::ActorError::HandoffRejected) {
+            tracing::warn!(via, "refused a handoff token: unknown, expired or used");
         }
-        Err(e) => {
-            if matches!(e, palyra_actors::ActorError::HandoffRejected) {
-                audit
-                    .failure(
-                        AuditKind::HandoffConsumed,
-                        "unknown",
-                        format!("via {via}: unknown, expired or used token"),
-                    )
-                    .await;
-            }
-            Err(e.into())
-        }
-    }
+    })?;
+    let principal = &consumed.issued.session.principal;
+    tracing::info!(%principal, "browser handoff consumed");
+    audit
+        .clone()
+        .as_actor(principal)
+        .success(AuditKind::HandoffConsumed, principal, format!("via {via}"))
+        .await;
+    Ok(consumed)
 }

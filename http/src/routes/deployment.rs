@@ -26,6 +26,8 @@ pub struct PostureConfig {
     pub session_idle_timeout_s: u64,
     pub session_absolute_timeout_s: u64,
     pub rate_limits_enabled: bool,
+    /// The separate, unauthenticated metrics listener, if any.
+    pub metrics_bind: Option<String>,
     /// The data dir is readable by group or others.
     pub data_dir_open: bool,
 }
@@ -76,7 +78,11 @@ pub fn summary(state: &AppState, now: DateTime<Utc>) -> DeploymentPostureSummary
     let p = &state.config.posture;
     let loopback_only = p.bind_addresses.iter().all(|a| is_loopback(a));
     let mut warnings = Vec::new();
-    for addr in p.bind_addresses.iter().filter(|a| !is_loopback(a)) {
+    for addr in p
+        .bind_addresses
+        .iter()
+        .filter(|a| !is_loopback(a) && Some(a.as_str()) != p.metrics_bind.as_deref())
+    {
         if !p.tls_enabled {
             warnings.push(format!(
                 "{addr} is not loopback and is served without TLS: tokens and cookies cross the network in clear text"
@@ -105,6 +111,11 @@ pub fn summary(state: &AppState, now: DateTime<Utc>) -> DeploymentPostureSummary
     }
     if !loopback_only && !p.rate_limits_enabled {
         warnings.push("request rate limits are off while the API is reachable remotely".into());
+    }
+    if let Some(metrics) = p.metrics_bind.as_deref().filter(|a| !is_loopback(a)) {
+        warnings.push(format!(
+            "/metrics is served on {metrics}, which is not loopback, in clear text and without authentication"
+        ));
     }
     if p.data_dir_open {
         warnings.push("the data dir is accessible by group or others; chmod 700 it".into());

@@ -173,7 +173,11 @@ pub async fn callback(
                 error: q.error,
             };
             let outcome = state.registry.complete_sign_in(&provider, params).await;
-            audit_sign_in(&audit, &provider, &outcome).await;
+            // Only outcomes of a real attempt: an unknown or used state is anyone's to
+            // send to this public page, and must not fill the audit log.
+            if outcome.is_ok() {
+                audit_sign_in(&audit, &provider, &outcome).await;
+            }
             outcome.map_err(ApiError::from)
         }
     };
