@@ -296,13 +296,13 @@ impl Browser {
     async fn wait_text(&self, css: &str, needle: &str) -> String {
         let mut last = String::new();
         for _ in 0..150 {
-            if let Ok(element) = self.client().find(Locator::Css(css)).await {
-                if let Ok(text) = element.text().await {
-                    if text.contains(needle) {
-                        return text;
-                    }
-                    last = text;
+            if let Ok(element) = self.client().find(Locator::Css(css)).await
+                && let Ok(text) = element.text().await
+            {
+                if text.contains(needle) {
+                    return text;
                 }
+                last = text;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
