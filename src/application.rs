@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use palyra_actors::browser::BrowserHandle;
 use palyra_actors::objectives::{ObjectivesHandle, ObjectivesPolicy};
 use palyra_actors::refresher::{RefreshAdapters, RefresherHandle, RefresherPolicy};
 use palyra_actors::secret::random_token;
@@ -157,12 +158,15 @@ impl Application {
                 return Err(e);
             }
         };
+        // No browser starts here: the first session starts its Chromium.
+        let browser = BrowserHandle::start(settings.browser.policy(&data_dir));
         let state = AppState::new(AppStateInner {
             sessions: sessions.clone(),
             handoffs,
             registry,
             refresher,
             objectives,
+            browser,
             writer: writer.clone(),
             admin_token_digest,
             auth_throttle: Arc::new(AuthThrottle::new(
@@ -264,6 +268,9 @@ impl Application {
                 }
             }
         };
+        // No request runs any more: end every browser session (its processes and its
+        // profile) first.
+        self.state.browser.shutdown().await;
         // Whatever ended the server, session activity is persisted and the writer
         // finishes its queue before the process exits.
         // Runs first (they may need a refresh), then refreshes, then the writer.
