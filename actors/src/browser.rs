@@ -219,7 +219,8 @@ pub struct PageContent {
 struct PageWatch {
     url: String,
     title: String,
-    /// The main frame is loading (between frameStartedLoading and frameStoppedLoading).
+    /// The main frame is loading: from frameRequestedNavigation or frameStartedLoading
+    /// to frameStoppedLoading.
     loading: bool,
     /// Counts navigations the main frame started or was asked to start.
     navigations: u64,
@@ -1026,9 +1027,15 @@ async fn watch_events(
                 watch.loading = true;
                 watch.navigations += 1;
             }
-            "Page.frameRequestedNavigation" | "Page.navigatedWithinDocument"
-                if on_page && main_frame =>
-            {
+            // Asked for by the page (a link, a form): loading from now on, even before
+            // the browser starts the request, so no one reads the old document as the
+            // result.
+            "Page.frameRequestedNavigation" if on_page && main_frame => {
+                let mut watch = lock(&watch);
+                watch.loading = true;
+                watch.navigations += 1;
+            }
+            "Page.navigatedWithinDocument" if on_page && main_frame => {
                 lock(&watch).navigations += 1;
             }
             "Page.frameStoppedLoading" if on_page && main_frame => {

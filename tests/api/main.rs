@@ -3,6 +3,7 @@
 
 mod api;
 mod auth;
+mod browser;
 mod cli;
 mod crash;
 mod fakes;
