@@ -82,7 +82,12 @@ enum BrowserCommand {
         height: Option<u32>,
     },
     /// Load a URL and wait until it has loaded.
-    Navigate { session_id: String, url: String },
+    Navigate {
+        session_id: String,
+        /// An http or https URL. (Not named `url`: that is the daemon's `--url`.)
+        #[arg(value_name = "URL")]
+        page_url: String,
+    },
     /// Click the first element matching a CSS selector.
     Click {
         session_id: String,
@@ -1131,8 +1136,13 @@ async fn browser(
                 println!("{}  {}  {}", info.session_id, info.url, info.title);
             }
         }
-        BrowserCommand::Navigate { session_id, url } => {
-            let result = client.navigate_browser_session(session_id, url).await?;
+        BrowserCommand::Navigate {
+            session_id,
+            page_url,
+        } => {
+            let result = client
+                .navigate_browser_session(session_id, page_url)
+                .await?;
             if cli.json {
                 print_json(&result);
             } else {
