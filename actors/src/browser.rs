@@ -226,7 +226,7 @@ struct PageWatch {
     navigations: u64,
     /// HTTP status of main documents by loader id (the last few).
     statuses: Vec<(String, u16)>,
-    /// The last request the policy refused, with the reason.
+    /// The last main-document request the policy refused, with the reason.
     refused: Option<BrowserError>,
 }
 
@@ -996,6 +996,9 @@ async fn watch_events(
                 let watch = Arc::clone(&watch);
                 let urls = urls.clone();
                 let request_id = params["requestId"].as_str().unwrap_or_default().to_owned();
+                // A refused document of the page is the answer to the request that led
+                // there; a refused image or script is only logged.
+                let document = main_frame && params["resourceType"] == "Document";
                 let url = params["request"]["url"]
                     .as_str()
                     .unwrap_or_default()
@@ -1012,7 +1015,9 @@ async fn watch_events(
                         Ok(()) => ("Fetch.continueRequest", json!({ "requestId": request_id })),
                         Err(refusal) => {
                             tracing::info!(error = %refusal, "browser request blocked");
-                            lock(&watch).refused = Some(refusal);
+                            if document {
+                                lock(&watch).refused = Some(refusal);
+                            }
                             (
                                 "Fetch.failRequest",
                                 json!({ "requestId": request_id, "errorReason": "BlockedByClient" }),
@@ -1030,13 +1035,18 @@ async fn watch_events(
             // Asked for by the page (a link, a form): loading from now on, even before
             // the browser starts the request, so no one reads the old document as the
             // result.
-            "Page.frameRequestedNavigation" if on_page && main_frame => {
+            "Page.frameRequestedNavigation"
+                if on_page && main_frame && params["disposition"] == "currentTab" =>
+            {
                 let mut watch = lock(&watch);
                 watch.loading = true;
                 watch.navigations += 1;
             }
+            // A fragment link: nothing loads.
             "Page.navigatedWithinDocument" if on_page && main_frame => {
-                lock(&watch).navigations += 1;
+                let mut watch = lock(&watch);
+                watch.loading = false;
+                watch.navigations += 1;
             }
             "Page.frameStoppedLoading" if on_page && main_frame => {
                 lock(&watch).loading = false;

@@ -32,7 +32,7 @@ async fn start_site() -> Site {
     let elsewhere = format!("http://localhost:{}/second", addr.port());
     let off_site = Arc::new(AtomicUsize::new(0));
     let home = format!(
-        r#"<!doctype html><html><head><title>Home</title></head><body>
+        r##"<!doctype html><html><head><title>Home</title></head><body>
 <h1>Welcome home</h1>
 <p><a id="next" href="/second">Next page</a></p>
 <form action="/echo" method="get">
@@ -46,7 +46,10 @@ async fn start_site() -> Site {
   <div style="position:absolute;top:0;left:0;width:200px;height:50px;background:#eee"></div>
 </div>
 <a id="away" href="{elsewhere}">leave</a>
-</body></html>"#
+<img src="{elsewhere}.png" alt="">
+<p><a id="anchor" href="#part">to the part</a> <a id="popup" href="/second" target="_blank">popup</a></p>
+<p id="part" style="margin-top:1500px">The part</p>
+</body></html>"##
     );
     let counter = Arc::clone(&off_site);
     let app = Router::new()
@@ -244,6 +247,22 @@ async fn a_session_opens_navigates_clicks_types_and_closes() {
     assert_eq!(clicked["url"], format!("http://{site}/second"));
     assert_eq!(clicked["title"], "Second");
     assert_eq!(clicked["navigated"], true);
+
+    // Links that load nothing in this page answer at once.
+    ok_json(post(&app, &session("/navigate"), json!({ "url": home })).await).await;
+    let started = Instant::now();
+    let anchor =
+        ok_json(post(&app, &session("/click"), json!({ "selector": "#anchor" })).await).await;
+    assert_eq!(anchor["url"], format!("{home}#part"));
+    let popup =
+        ok_json(post(&app, &session("/click"), json!({ "selector": "#popup" })).await).await;
+    assert_eq!(popup["url"], format!("{home}#part"));
+    assert_eq!(popup["navigated"], false);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 
     // Type into the form and submit it.
     ok_json(post(&app, &session("/navigate"), json!({ "url": home })).await).await;
