@@ -1004,17 +1004,23 @@ async fn watch_events(
                     .unwrap_or_default()
                     .to_owned();
                 tokio::spawn(async move {
-                    let verdict = match url::Url::parse(&url) {
-                        Ok(parsed) => urls.check(&parsed).await,
+                    let parsed = url::Url::parse(&url);
+                    let verdict = match &parsed {
+                        Ok(parsed) => urls.check(parsed).await,
                         Err(e) => Err(BrowserError::InvalidUrl {
                             field: "url",
                             message: e.to_string(),
                         }),
                     };
+                    // Page URLs can carry tokens in their paths and queries: the log
+                    // names the scheme and host only.
+                    let origin = parsed
+                        .map(|u| format!("{}://{}", u.scheme(), u.host_str().unwrap_or("")))
+                        .unwrap_or_default();
                     let (method, params) = match verdict {
                         Ok(()) => ("Fetch.continueRequest", json!({ "requestId": request_id })),
                         Err(refusal) => {
-                            tracing::info!(error = %refusal, "browser request blocked");
+                            tracing::info!(%origin, document, "browser request blocked by the URL policy");
                             if document {
                                 lock(&watch).refused = Some(refusal);
                             }

@@ -22,8 +22,8 @@ use crate::extract::{ApiJson, ApiPath, OptionalJson};
 #[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBrowserSessionRequest {
-    /// An http or https URL to load first; the session starts on `about:blank` without.
-    #[schema(max_length = 8192)]
+    /// An http or https URL to load first (at most 8192 bytes); the session starts on
+    /// `about:blank` without.
     pub start_url: Option<String>,
     /// The page area; default from `browser.viewport_width` and `viewport_height`.
     pub viewport: Option<Viewport>,
@@ -32,8 +32,7 @@ pub struct CreateBrowserSessionRequest {
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NavigateRequest {
-    /// An http or https URL.
-    #[schema(max_length = 8192)]
+    /// An http or https URL (at most 8192 bytes).
     pub url: String,
 }
 
@@ -51,8 +50,7 @@ pub struct TypeRequest {
     /// A CSS selector of a text field; the first match gets the text.
     #[schema(min_length = 1, max_length = 1024)]
     pub selector: String,
-    /// Inserted at the field's caret, as if typed.
-    #[schema(max_length = 16384)]
+    /// Inserted at the field's caret, as if typed (at most 16384 characters).
     pub text: String,
 }
 
