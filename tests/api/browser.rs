@@ -666,7 +666,17 @@ async fn bad_requests_are_clear_400s_and_shutdown_ends_every_browser() {
     assert_eq!(response.status(), 403);
 
     open(&app, json!({})).await;
-    open(&app, json!({})).await;
+    // The smallest viewport: its screenshot once hung in a window that small.
+    let small = open(&app, json!({ "viewport": { "width": 100, "height": 100 } })).await;
+    let shot = fetch(&app, &format!("{SESSIONS}/{small}/screenshot")).await;
+    assert_eq!(shot.status(), 200);
+    let bytes = shot.bytes().await.unwrap();
+    let info = png::Decoder::new(std::io::Cursor::new(bytes.to_vec()))
+        .read_info()
+        .expect("a PNG")
+        .info()
+        .clone();
+    assert_eq!((info.width, info.height), (100, 100));
     let root = profiles_root(&app);
     assert_eq!(
         browser_processes(&root).iter().filter(|(_, m)| *m).count(),

@@ -31,6 +31,9 @@ pub const CHROMIUM_FLAGS: &[&str] = &[
     "--remote-debugging-port=0",
 ];
 
+/// The smallest window a browser starts with, whatever its viewport.
+const MIN_WINDOW: (u32, u32) = (800, 600);
+
 /// A started browser: the process (in its own process group) and its DevTools URL.
 #[derive(Debug)]
 pub(crate) struct Launched {
@@ -60,7 +63,13 @@ pub(crate) async fn launch(
     let mut child = tokio::process::Command::new(chromium)
         .args(CHROMIUM_FLAGS)
         .arg(format!("--user-data-dir={}", profile_dir.display()))
-        .arg(format!("--window-size={width},{height}"))
+        // The page area is set by emulation; a small window made screenshots hang
+        // (headless Chromium 148 with a 100x100 window), so the window is never small.
+        .arg(format!(
+            "--window-size={},{}",
+            width.max(MIN_WINDOW.0),
+            height.max(MIN_WINDOW.1)
+        ))
         .arg("about:blank")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
