@@ -228,6 +228,8 @@ struct PageWatch {
     statuses: Vec<(String, u16)>,
     /// The last main-document request the policy refused, with the reason.
     refused: Option<BrowserError>,
+    /// The page's renderer crashed: the session cannot be used any more.
+    crashed: bool,
 }
 
 /// One live session: its browser process, DevTools connection and page.
@@ -262,7 +264,7 @@ impl std::fmt::Debug for BrowserSession {
 
 impl BrowserSession {
     fn alive(&self) -> bool {
-        !*self.exited.borrow() && !self.cdp.is_closed()
+        !*self.exited.borrow() && !self.cdp.is_closed() && !lock(&self.watch).crashed
     }
 
     fn touch(&self) {
@@ -1077,6 +1079,13 @@ async fn watch_events(
                     watch.url = info["url"].as_str().unwrap_or_default().to_owned();
                     watch.title = info["title"].as_str().unwrap_or_default().to_owned();
                 }
+            }
+            "Target.targetCrashed"
+                if event.session_id.is_none()
+                    && params["targetId"].as_str() == Some(target_id.as_str()) =>
+            {
+                tracing::warn!(status = %params["status"], "a browser page crashed");
+                lock(&watch).crashed = true;
             }
             "Target.targetCreated" if event.session_id.is_none() => {
                 // A page the page opened (a popup, a target=_blank link) is not

@@ -563,6 +563,61 @@ async fn a_killed_browser_is_a_clean_error_and_the_session_is_gone() {
     assert_eq!(profile_dirs(&root), 0);
 }
 
+/// A crashed page (its renderer process killed) ends the session the same way.
+#[tokio::test]
+async fn a_crashed_page_is_a_clean_error_and_the_session_is_gone() {
+    let site = start_site().await.addr;
+    let app = spawn_browser_app(|_| {}).await;
+    let id = open(&app, json!({ "start_url": format!("http://{site}/") })).await;
+    let root = profiles_root(&app);
+    let main = browser_processes(&root)
+        .into_iter()
+        .find_map(|(pid, main)| main.then_some(pid))
+        .expect("the browser process");
+    // Renderers are in the browser's process group.
+    let renderers: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Fields after the parenthesized name: state, ppid, pgrp.
+            let pgrp = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
+            pgrp == Some(main)
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.windows(15).any(|w| w == b"--type=renderer"))
+        })
+        .collect();
+    assert!(!renderers.is_empty(), "a renderer process");
+    for pid in &renderers {
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(5);
+    // The crash event may take a moment to arrive; until then the page is busy dying.
+    let status = loop {
+        let response = fetch(&app, &format!("{SESSIONS}/{id}/content")).await;
+        if response.status() != 200 || Instant::now() > deadline {
+            break response.status();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 410);
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+    let list = ok_json(fetch(&app, SESSIONS).await).await;
+    assert!(list["sessions"].as_array().unwrap().is_empty(), "{list}");
+    assert_no_browser_left(&root).await;
+}
+
 #[tokio::test]
 async fn slow_pages_time_out_and_content_is_capped() {
     let site = start_site().await.addr;
