@@ -425,7 +425,21 @@ impl BrowserHandle {
     }
 
     /// Starts a browser for a new session and, with a start URL, loads it.
+    ///
+    /// The work runs in its own task: a caller that goes away half-way must not leave
+    /// a browser, a profile or a reserved place behind (the session it creates then
+    /// idles out like any other).
     pub async fn create(
+        &self,
+        request: NewBrowserSession,
+    ) -> Result<BrowserSessionInfo, BrowserError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.create_in_task(request).await })
+            .await
+            .map_err(|e| BrowserError::Protocol(format!("the session start failed: {e}")))?
+    }
+
+    async fn create_in_task(
         &self,
         request: NewBrowserSession,
     ) -> Result<BrowserSessionInfo, BrowserError> {
@@ -489,7 +503,8 @@ impl BrowserHandle {
     pub async fn close(&self, session_id: &str) -> Result<(), BrowserError> {
         match self.send(Remove(session_id.to_owned())).await? {
             Some(session) => {
-                close_session(session).await;
+                // In its own task, so the profile is removed even if the caller goes away.
+                let _ = tokio::spawn(close_session(session)).await;
                 Ok(())
             }
             None => Err(BrowserError::SessionNotFound(session_id.to_owned())),
@@ -666,7 +681,7 @@ impl BrowserHandle {
 
     async fn discard(&self, session_id: &str) {
         if let Ok(Some(session)) = self.send(Remove(session_id.to_owned())).await {
-            close_session(session).await;
+            let _ = tokio::spawn(close_session(session)).await;
         }
     }
 

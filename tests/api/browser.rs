@@ -741,3 +741,32 @@ async fn bad_requests_are_clear_400s_and_shutdown_ends_every_browser() {
     assert_no_browser_left(&root).await;
     assert_eq!(profile_dirs(&root), 0);
 }
+
+/// A daemon killed with SIGKILL cannot end its browsers; the next start on the same
+/// data dir ends them and removes their profiles.
+#[tokio::test]
+async fn a_restart_after_a_kill_ends_the_browsers_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let root = data.join("browser");
+    let mut daemon = crate::helpers::start_child(&data, &[]).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}{SESSIONS}", daemon.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    daemon.child.kill().await.unwrap();
+    assert!(
+        browser_processes(&root).iter().any(|(_, main)| *main),
+        "the browser outlives a killed daemon"
+    );
+    assert_eq!(profile_dirs(&root), 1);
+
+    let daemon = crate::helpers::start_child(&data, &[]).await;
+    assert_no_browser_left(&root).await;
+    let (status, _) = daemon.terminate().await;
+    assert!(status.success());
+}
