@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palyra_actors::audit::{AuditLog, AuditRetention};
+use palyra_actors::browser::BrowserHandle;
 use palyra_actors::metrics::ActorMetrics;
 use palyra_actors::objectives::{ObjectivesHandle, ObjectivesPolicy};
 use palyra_actors::refresher::{RefreshAdapters, RefresherHandle, RefresherPolicy};
@@ -336,12 +337,15 @@ impl Application {
                 return Err(e);
             }
         };
+        // No browser starts here: the first session starts its Chromium.
+        let browser = BrowserHandle::start(settings.browser.policy(&data_dir), audit.clone());
         let state = AppState::new(AppStateInner {
             sessions: sessions.clone(),
             handoffs,
             registry,
             refresher,
             objectives,
+            browser,
             writer: writer.clone(),
             admin_token_digest,
             auth_throttle: Arc::new(AuthThrottle::new(
@@ -519,6 +523,9 @@ impl Application {
                 }
             }
         };
+        // No request runs any more: end every browser session (its processes and its
+        // profile) first.
+        self.state.browser.shutdown().await;
         // Whatever ended the server, session activity is persisted and the writer
         // finishes its queue before the process exits.
         // Runs first (they may need a refresh), then refreshes, then the writer.

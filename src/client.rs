@@ -3,6 +3,9 @@
 use std::path::Path;
 
 use palyra_actors::audit::AuditPage;
+use palyra_actors::browser::{
+    BrowserSessionInfo, BrowserSessionList, NavigationResult, PageContent, PageState,
+};
 use palyra_actors::objectives::{AgentPage, AgentRecord, ObjectivePage, ObjectiveRecord, RunPage};
 use palyra_actors::refresher::RefreshReport;
 use palyra_actors::registry::oauth_flow::{SignInOutcome, SignInStarted};
@@ -10,6 +13,9 @@ use palyra_actors::registry::{
     AuthHealthReport, AuthProfile, ProfilePage, ResolveAnswer, RotationReport,
 };
 use palyra_actors::{ConsoleSession, SecretString};
+use palyra_http::routes::browser::{
+    ClickRequest, CreateBrowserSessionRequest, NavigateRequest, TypeRequest,
+};
 use palyra_http::routes::console_auth::HandoffResponse;
 use palyra_http::routes::deployment::{AuditParams, DeploymentPostureSummary};
 use palyra_http::routes::oauth::BootstrapRequest;
@@ -611,6 +617,134 @@ impl ControlPlaneClient {
         self.call(Method::POST, "/console/v1/auth/browser-handoff", Some(body))
             .await
     }
+
+    /// Sends a browser request that may wait for a page to load: it may take up to
+    /// the daemon's navigation timeout (at most 600 s), longer than other calls.
+    async fn browser_call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, ClientError> {
+        let mut req = self
+            .authed(method, path)?
+            .timeout(std::time::Duration::from_secs(630));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let response = self.send(req).await?;
+        self.json(response).await
+    }
+
+    /// `POST /console/v1/browser/sessions`: starts a headless browser session.
+    pub async fn create_browser_session(
+        &self,
+        request: &CreateBrowserSessionRequest,
+    ) -> Result<BrowserSessionInfo, ClientError> {
+        let body =
+            serde_json::to_value(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.browser_call(Method::POST, "/console/v1/browser/sessions", Some(body))
+            .await
+    }
+
+    /// `GET /console/v1/browser/sessions`.
+    pub async fn list_browser_sessions(&self) -> Result<BrowserSessionList, ClientError> {
+        self.call(Method::GET, "/console/v1/browser/sessions", None)
+            .await
+    }
+
+    /// `GET /console/v1/browser/sessions/{id}`.
+    pub async fn get_browser_session(
+        &self,
+        session_id: &str,
+    ) -> Result<BrowserSessionInfo, ClientError> {
+        self.call(Method::GET, &browser_path(session_id, ""), None)
+            .await
+    }
+
+    /// `DELETE /console/v1/browser/sessions/{id}`.
+    pub async fn close_browser_session(&self, session_id: &str) -> Result<(), ClientError> {
+        self.call_no_content(Method::DELETE, &browser_path(session_id, ""))
+            .await
+    }
+
+    /// `POST /console/v1/browser/sessions/{id}/navigate`: loads a URL.
+    pub async fn navigate_browser_session(
+        &self,
+        session_id: &str,
+        url: &str,
+    ) -> Result<NavigationResult, ClientError> {
+        let body = serde_json::to_value(NavigateRequest {
+            url: url.to_owned(),
+        })
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.browser_call(
+            Method::POST,
+            &browser_path(session_id, "/navigate"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `POST /console/v1/browser/sessions/{id}/click`: clicks the first match.
+    pub async fn click_browser_session(
+        &self,
+        session_id: &str,
+        selector: &str,
+    ) -> Result<PageState, ClientError> {
+        let body = serde_json::to_value(ClickRequest {
+            selector: selector.to_owned(),
+        })
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.browser_call(
+            Method::POST,
+            &browser_path(session_id, "/click"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `POST /console/v1/browser/sessions/{id}/type`: types into the first match.
+    pub async fn type_browser_session(
+        &self,
+        session_id: &str,
+        selector: &str,
+        text: &str,
+    ) -> Result<PageState, ClientError> {
+        let body = serde_json::to_value(TypeRequest {
+            selector: selector.to_owned(),
+            text: text.to_owned(),
+        })
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.browser_call(Method::POST, &browser_path(session_id, "/type"), Some(body))
+            .await
+    }
+
+    /// `GET /console/v1/browser/sessions/{id}/screenshot`: the viewport as PNG bytes.
+    pub async fn browser_screenshot(&self, session_id: &str) -> Result<Vec<u8>, ClientError> {
+        let response = self
+            .send(self.authed(Method::GET, &browser_path(session_id, "/screenshot"))?)
+            .await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// `GET /console/v1/browser/sessions/{id}/content`: the page's text.
+    pub async fn browser_content(&self, session_id: &str) -> Result<PageContent, ClientError> {
+        self.call(Method::GET, &browser_path(session_id, "/content"), None)
+            .await
+    }
+}
+
+/// `/console/v1/browser/sessions/{id}{rest}`.
+fn browser_path(session_id: &str, rest: &str) -> String {
+    format!(
+        "/console/v1/browser/sessions/{}{rest}",
+        path_segment(session_id)
+    )
 }
 
 /// The session cookie's name and value from a login answer.

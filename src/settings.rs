@@ -43,6 +43,7 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub audit: AuditSettings,
     pub metrics: MetricsSettings,
+    pub browser: BrowserSettings,
 }
 
 /// HTTPS: both paths or neither.
@@ -90,6 +91,94 @@ pub struct MetricsSettings {
     /// A separate, unauthenticated listener for `/metrics`.
     #[serde(default)]
     pub bind: Option<String>,
+}
+
+/// Headless Chromium sessions (`/console/v1/browser/...`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrowserSettings {
+    /// Off: creating a session answers 503 `browser_disabled`.
+    pub enabled: bool,
+    /// The Chromium executable; started on the first session, not at daemon start.
+    pub chromium_path: PathBuf,
+    /// Lets sessions load private, link-local and loopback destinations.
+    pub allow_private_networks: bool,
+    /// When not empty, the only hosts sessions may load (names or IP addresses).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Most live sessions; one more answers 429.
+    pub max_sessions: usize,
+    /// A session unused this long is closed.
+    pub idle_timeout_s: u64,
+    /// How long a navigation may take to load.
+    pub navigation_timeout_s: u64,
+    /// Most bytes of page text the content endpoint returns.
+    pub content_max_bytes: usize,
+    /// The viewport of sessions that name none.
+    pub viewport_width: u32,
+    pub viewport_height: u32,
+}
+
+impl BrowserSettings {
+    /// The browser actor's policy; profiles live under `<data_dir>/browser`.
+    pub fn policy(&self, data_dir: &Path) -> palyra_actors::browser::BrowserPolicy {
+        palyra_actors::browser::BrowserPolicy {
+            enabled: self.enabled,
+            chromium_path: self.chromium_path.clone(),
+            profiles_root: data_dir.join("browser"),
+            urls: palyra_actors::browser::UrlPolicy {
+                allow_private_networks: self.allow_private_networks,
+                allowed_hosts: self
+                    .allowed_hosts
+                    .iter()
+                    .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
+                    .collect(),
+            },
+            max_sessions: self.max_sessions,
+            idle_timeout: Duration::from_secs(self.idle_timeout_s),
+            navigation_timeout: Duration::from_secs(self.navigation_timeout_s),
+            content_max_bytes: self.content_max_bytes,
+            default_viewport: palyra_actors::browser::Viewport {
+                width: self.viewport_width,
+                height: self.viewport_height,
+            },
+        }
+    }
+
+    fn validate(&self, max_s: u64) -> Result<(), String> {
+        use palyra_actors::browser::{VIEWPORT_MAX, VIEWPORT_MIN};
+        if self.chromium_path.as_os_str().is_empty() {
+            return Err("browser.chromium_path must not be empty".into());
+        }
+        if !(1..=64).contains(&self.max_sessions) {
+            return Err("browser.max_sessions must be between 1 and 64".into());
+        }
+        if self.idle_timeout_s == 0 || self.idle_timeout_s > max_s {
+            return Err(format!(
+                "browser.idle_timeout_s must be between 1 and {max_s}"
+            ));
+        }
+        if !(1..=600).contains(&self.navigation_timeout_s) {
+            return Err("browser.navigation_timeout_s must be between 1 and 600".into());
+        }
+        if !(1024..=16 << 20).contains(&self.content_max_bytes) {
+            return Err("browser.content_max_bytes must be between 1024 and 16777216".into());
+        }
+        for (name, value) in [
+            ("browser.viewport_width", self.viewport_width),
+            ("browser.viewport_height", self.viewport_height),
+        ] {
+            if !(VIEWPORT_MIN..=VIEWPORT_MAX).contains(&value) {
+                return Err(format!(
+                    "{name} must be between {VIEWPORT_MIN} and {VIEWPORT_MAX}"
+                ));
+            }
+        }
+        if self.allowed_hosts.iter().any(|h| h.trim().is_empty()) {
+            return Err("browser.allowed_hosts must not hold empty names".into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -444,6 +533,7 @@ impl Settings {
                 "objectives.run_retention and provider_timeout_s must be at least 1".into(),
             );
         }
+        self.browser.validate(MAX_S)?;
         if self.server.shutdown_grace_s > 3600 {
             return Err("server.shutdown_grace_s must be at most 3600".into());
         }
@@ -651,6 +741,44 @@ mod tests {
         let s = Settings::defaults();
         assert_eq!(s.server.bind, "127.0.0.1:7142");
         assert_eq!(s.sessions.idle_timeout_s, 900);
+        assert_eq!(s.browser.max_sessions, 4);
+        assert_eq!(s.browser.idle_timeout_s, 600);
+        assert!(!s.browser.allow_private_networks);
+    }
+
+    #[test]
+    fn browser_settings_are_checked_at_start() {
+        for (key, value, expected) in [
+            ("PALYRA_BROWSER__MAX_SESSIONS", "0", "browser.max_sessions"),
+            (
+                "PALYRA_BROWSER__VIEWPORT_WIDTH",
+                "5",
+                "browser.viewport_width",
+            ),
+            (
+                "PALYRA_BROWSER__NAVIGATION_TIMEOUT_S",
+                "0",
+                "browser.navigation_timeout_s",
+            ),
+            (
+                "PALYRA_BROWSER__CONTENT_MAX_BYTES",
+                "10",
+                "browser.content_max_bytes",
+            ),
+        ] {
+            let env = vec![(key.to_owned(), value.to_owned())];
+            let err = Settings::load(None, env, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(expected), "{key}: {err}");
+        }
+        let env = vec![(
+            "PALYRA_BROWSER__CHROMIUM_PATH".to_owned(),
+            "/opt/chromium/chrome".to_owned(),
+        )];
+        let s = Settings::load(None, env, &Overrides::default()).unwrap();
+        assert_eq!(
+            s.browser.chromium_path,
+            std::path::PathBuf::from("/opt/chromium/chrome")
+        );
     }
 
     #[test]

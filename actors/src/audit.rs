@@ -282,6 +282,26 @@ impl AuditLog {
         Ok(result?)
     }
 
+    /// Queues `entry` for the writer now and returns without waiting for the commit:
+    /// the writer commits everything it has queued (at shutdown too), so only a crash
+    /// in the next few milliseconds can lose it. Handlers use it after the change the
+    /// event reports is durable, so a request waits for one commit, not two.
+    pub fn submit(&self, entry: AuditEntry) {
+        let kind = entry.kind;
+        let ack = self.inner.writer.submit(vec![self.op(entry)]);
+        tokio::spawn(async move {
+            if let Err(e) = ack.await {
+                tracing::error!(error = %e, ?kind, "recording an audit event failed");
+            }
+        });
+    }
+
+    /// Waits until every event queued before this call is durable, so a query that
+    /// follows sees every event of an action already answered.
+    pub async fn settle(&self) -> Result<(), ActorError> {
+        Ok(self.inner.writer.write(Vec::new()).await?)
+    }
+
     /// One page of events, newest first.
     pub fn query(&self, query: &AuditQuery) -> Result<AuditPage, ActorError> {
         crate::check_page_limit(query.limit)?;

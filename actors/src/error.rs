@@ -2,6 +2,7 @@
 
 use palyra_storage::StorageError;
 
+use crate::browser::BrowserError;
 use crate::provider::KeyCheckError;
 use crate::vault::VaultError;
 
@@ -43,6 +44,9 @@ pub enum ActorError {
     /// referenced agent, a run going).
     #[error("{0}")]
     Conflict(String),
+    /// A browser session could not do what was asked.
+    #[error(transparent)]
+    Browser(#[from] BrowserError),
     /// The actor has stopped (daemon shutting down).
     #[error("the {0} actor is not running")]
     Stopped(&'static str),

@@ -1,6 +1,8 @@
 //! The actors of palyrad and the handles the rest of the daemon talks to them through.
 //!
 //! Layout:
+//! - [`browser`]: the browser actor owns headless Chromium sessions driven through
+//!   the DevTools protocol.
 //! - [`sessions`]: the sessions actor owns console sessions; it publishes a read-only
 //!   index so that validating a cookie costs no actor hop.
 //! - [`handoffs`]: the handoffs actor owns single-use browser handoff tokens and asks
@@ -21,6 +23,7 @@
 //! handle with `async fn` methods, and every message and result is `Send`.
 
 pub mod audit;
+pub mod browser;
 pub mod error;
 pub mod handoffs;
 pub mod metrics;

@@ -47,9 +47,9 @@ impl Audit {
         self
     }
 
-    /// Records an event once it is durable. The change it reports is already durable
-    /// and acknowledged by the caller's response, so a failure here is logged (by the
-    /// log itself), not returned.
+    /// Queues an event for the writer (see [`AuditLog::submit`]). Called once the
+    /// change it reports is durable; a failure to store it is logged, not returned,
+    /// because the change stands. `async` so call sites read as the step they are.
     pub async fn record(
         &self,
         kind: AuditKind,
@@ -57,17 +57,14 @@ impl Audit {
         outcome: AuditOutcome,
         detail: impl Into<String>,
     ) {
-        let _ = self
-            .log
-            .record(AuditEntry {
-                actor: self.actor.clone(),
-                peer: self.peer.clone(),
-                kind,
-                subject: subject.to_owned(),
-                outcome,
-                detail: detail.into(),
-            })
-            .await;
+        self.log.submit(AuditEntry {
+            actor: self.actor.clone(),
+            peer: self.peer.clone(),
+            kind,
+            subject: subject.to_owned(),
+            outcome,
+            detail: detail.into(),
+        });
     }
 
     pub async fn success(&self, kind: AuditKind, subject: &str, detail: impl Into<String>) {

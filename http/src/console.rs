@@ -106,12 +106,15 @@ static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
         .collect()
 });
 
+/// The console's route templates.
+pub const ROUTES: [&str; 2] = ["/", "/assets/{name}"];
+
 /// The console's routes (public; merged into the application router). They need no
 /// state, so any router can carry them.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/", get(index))
-        .route("/assets/{name}", get(asset))
+        .route(ROUTES[0], get(index))
+        .route(ROUTES[1], get(asset))
 }
 
 async fn index(headers: HeaderMap) -> Response {

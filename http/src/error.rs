@@ -9,6 +9,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use palyra_actors::ActorError;
+use palyra_actors::browser::BrowserError;
 use palyra_actors::provider::KeyCheckError;
 use palyra_actors::vault::VaultError;
 use palyra_storage::StorageError;
@@ -115,8 +116,45 @@ impl ApiError {
                     }
                 },
                 ActorError::Storage(s) => storage_status(s),
+                ActorError::Browser(b) => browser_status(b),
             },
         }
+    }
+
+    /// True when a 5xx's message may go to the client: it describes the browser
+    /// session or its page, not the daemon's internals.
+    fn message_is_public(&self) -> bool {
+        match self {
+            ApiError::Actor(ActorError::Browser(b)) => !matches!(b, BrowserError::Protocol(_)),
+            _ => false,
+        }
+    }
+}
+
+fn browser_status(e: &BrowserError) -> (StatusCode, &'static str) {
+    match e {
+        BrowserError::Disabled => (StatusCode::SERVICE_UNAVAILABLE, "browser_disabled"),
+        BrowserError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "browser_unavailable"),
+        BrowserError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        BrowserError::SessionNotFound(_) => (StatusCode::NOT_FOUND, "browser_session_not_found"),
+        BrowserError::SessionLimit { .. } => {
+            (StatusCode::TOO_MANY_REQUESTS, "browser_session_limit")
+        }
+        BrowserError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_field"),
+        BrowserError::InvalidUrl { .. } => (StatusCode::BAD_REQUEST, "invalid_url"),
+        BrowserError::SchemeRefused { .. } => (StatusCode::BAD_REQUEST, "url_scheme_refused"),
+        BrowserError::DestinationRefused { .. } => (StatusCode::FORBIDDEN, "destination_refused"),
+        BrowserError::Unresolvable { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "host_unresolvable")
+        }
+        BrowserError::SelectorNotFound(_) => (StatusCode::NOT_FOUND, "selector_not_found"),
+        BrowserError::InvalidSelector(_) => (StatusCode::BAD_REQUEST, "invalid_selector"),
+        BrowserError::NotInteractable { .. } => (StatusCode::CONFLICT, "element_not_interactable"),
+        BrowserError::NavigationTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "navigation_timeout"),
+        BrowserError::Unresponsive(_) => (StatusCode::GATEWAY_TIMEOUT, "browser_unresponsive"),
+        BrowserError::NavigationFailed(_) => (StatusCode::BAD_GATEWAY, "navigation_failed"),
+        BrowserError::Gone(_) => (StatusCode::GONE, "browser_session_gone"),
+        BrowserError::Protocol(_) => (StatusCode::INTERNAL_SERVER_ERROR, "browser_failure"),
     }
 }
 
@@ -132,7 +170,7 @@ fn storage_status(e: &StorageError) -> (StatusCode, &'static str) {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let message = if status.is_server_error() {
+        let message = if status.is_server_error() && !self.message_is_public() {
             // The cause goes to the log, not to the client.
             "the daemon could not complete this request; see its log".to_owned()
         } else {
@@ -166,5 +204,11 @@ impl IntoResponse for ApiError {
                 .insert(InternalCause(self.to_string()));
         }
         response
+    }
+}
+
+impl From<BrowserError> for ApiError {
+    fn from(e: BrowserError) -> Self {
+        ApiError::Actor(ActorError::Browser(e))
     }
 }

@@ -35,7 +35,7 @@ use palyra_storage::Writer;
 pub use error::ApiError;
 pub use throttle::AuthThrottle;
 
-use crate::routes::{console_auth, deployment, oauth, objectives, ops, profiles};
+use crate::routes::{browser, console_auth, deployment, oauth, objectives, ops, profiles};
 
 /// Settings the HTTP layer needs.
 #[derive(Debug, Clone)]
@@ -100,6 +100,7 @@ pub struct AppStateInner {
     pub registry: RegistryHandle,
     pub refresher: RefresherHandle,
     pub objectives: palyra_actors::objectives::ObjectivesHandle,
+    pub browser: palyra_actors::browser::BrowserHandle,
     /// For readiness.
     pub writer: Writer,
     /// SHA-256 of the admin token; the token itself is not kept here.
@@ -358,6 +359,60 @@ fn routes() -> Vec<(RouteInfo, MethodRouter<AppState>)> {
             "/metrics",
             Authenticated,
             get(metrics::metrics),
+        ),
+        r(
+            Method::GET,
+            "/console/v1/browser/sessions",
+            Authenticated,
+            get(browser::list_sessions),
+        ),
+        r(
+            Method::POST,
+            "/console/v1/browser/sessions",
+            Authenticated,
+            post(browser::create_session),
+        ),
+        r(
+            Method::GET,
+            "/console/v1/browser/sessions/{session_id}",
+            Authenticated,
+            get(browser::get_session),
+        ),
+        r(
+            Method::DELETE,
+            "/console/v1/browser/sessions/{session_id}",
+            Authenticated,
+            delete(browser::close_session),
+        ),
+        r(
+            Method::POST,
+            "/console/v1/browser/sessions/{session_id}/navigate",
+            Authenticated,
+            post(browser::navigate),
+        ),
+        r(
+            Method::POST,
+            "/console/v1/browser/sessions/{session_id}/click",
+            Authenticated,
+            post(browser::click),
+        ),
+        r(
+            Method::POST,
+            "/console/v1/browser/sessions/{session_id}/type",
+            Authenticated,
+            post(browser::type_text),
+        ),
+        r(
+            Method::GET,
+            "/console/v1/browser/sessions/{session_id}/screenshot",
+            Authenticated,
+            get(browser::screenshot),
+        ),
+        r(
+            Method::GET,
+            "/console/v1/browser/sessions/{session_id}/content",
+            Authenticated,
+            get(browser::content),
         ),
     ]
 }

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use palyra_actors::metrics::{ActorMetrics, Labels};
 use palyra_actors::registry::HealthState;
 use palyra_storage::WriterStats;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,7 +22,22 @@ use prometheus_client::registry::Registry;
 use crate::AppState;
 use crate::error::ApiError;
 
-type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+/// Labels of a request: all `'static` or `Copy`, so counting one allocates nothing
+/// once its series exists.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+    method: &'static str,
+}
+
+type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
     // 100 us to about 13 s.
@@ -32,7 +48,9 @@ fn latency_histogram() -> Histogram {
 #[derive(Debug)]
 pub struct HttpMetrics {
     registry: Registry,
-    requests: Family<Labels, Counter>,
+    /// Every route template, so a matched path becomes a `'static` label.
+    routes: std::collections::HashSet<&'static str>,
+    requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
     live_sessions: Gauge,
     profiles: Family<Labels, Gauge>,
@@ -41,7 +59,7 @@ pub struct HttpMetrics {
 impl HttpMetrics {
     pub fn new(actors: &ActorMetrics, writer: &WriterStats) -> Self {
         let mut registry = Registry::with_prefix("palyra");
-        let requests = Family::<Labels, Counter>::default();
+        let requests = Family::<RequestLabels, Counter>::default();
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let live_sessions = Gauge::default();
         let profiles = Family::<Labels, Gauge>::default();
@@ -90,8 +108,14 @@ impl HttpMetrics {
             "Time from opening a write transaction to its durable commit",
             writer.commit_seconds.clone(),
         );
+        let routes = crate::route_table()
+            .into_iter()
+            .map(|r| r.path)
+            .chain(crate::console::ROUTES.iter().copied())
+            .collect();
         Self {
             registry,
+            routes,
             requests,
             latency,
             live_sessions,
@@ -99,20 +123,26 @@ impl HttpMetrics {
         }
     }
 
-    /// Counts one answered request.
-    pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+    /// Counts one answered request. `route` is the matched route template, if any.
+    pub fn observe_request(
+        &self,
+        route: Option<&str>,
+        method: &'static str,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        let route = route
+            .and_then(|r| self.routes.get(r).copied())
+            .unwrap_or("unmatched");
         self.requests
-            .get_or_create(&vec![
-                ("route", route.to_owned()),
-                ("method", method.to_owned()),
-                ("status", status.to_string()),
-            ])
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status,
+            })
             .inc();
         self.latency
-            .get_or_create(&vec![
-                ("route", route.to_owned()),
-                ("method", method.to_owned()),
-            ])
+            .get_or_create(&RouteLabels { route, method })
             .observe(elapsed.as_secs_f64());
     }
 }

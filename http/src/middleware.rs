@@ -60,8 +60,14 @@ fn request_id(req: &Request) -> String {
         })
         .map(str::to_owned)
         .unwrap_or_else(|| {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
             let bytes: [u8; 8] = rand::random();
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
+            let mut id = String::with_capacity(16);
+            for b in bytes {
+                id.push(char::from(HEX[usize::from(b >> 4)]));
+                id.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
+            id
         })
 }
 
@@ -70,20 +76,20 @@ pub async fn request_context(State(state): State<AppState>, req: Request, next: 
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     // The route template, not the path: ids in paths would explode the label space.
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |m| m.as_str())
-        .to_owned();
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", |m| m.as_str());
     let peer = peer_ip(req.extensions());
     let span = tracing::info_span!("request", request_id = %id, %method, %route);
     let started = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    state
-        .metrics
-        .observe_request(&route, method_label(&method), status, elapsed);
+    state.metrics.observe_request(
+        matched.as_ref().map(|m| m.as_str()),
+        method_label(&method),
+        status,
+        elapsed,
+    );
     if !peer.is_loopback() && is_admin_path(&path) {
         let access = RemoteAccess {
             at: palyra_actors::to_datetime(palyra_actors::now_ms()),

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{console_auth, deployment, oauth, objectives, ops, profiles};
+use crate::routes::{browser, console_auth, deployment, oauth, objectives, ops, profiles};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -44,6 +44,15 @@ use crate::routes::{console_auth, deployment, oauth, objectives, ops, profiles};
         deployment::posture,
         deployment::audit,
         crate::metrics::metrics,
+        browser::create_session,
+        browser::list_sessions,
+        browser::get_session,
+        browser::close_session,
+        browser::navigate,
+        browser::click,
+        browser::type_text,
+        browser::screenshot,
+        browser::content,
         openapi_json,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
@@ -52,6 +61,7 @@ use crate::routes::{console_auth, deployment, oauth, objectives, ops, profiles};
          (name = "auth-profiles", description = "Credentials for model providers and the vault"),
          (name = "oauth", description = "OAuth sign-in with PKCE and token refresh"),
          (name = "objectives", description = "Agents, objectives (standing orders, heartbeats, programs) and their runs"),
+         (name = "browser", description = "Headless Chromium sessions: open, navigate, click, type, screenshot, content"),
          (name = "deployment", description = "The deployment's security posture and the audit log"),
          (name = "operations", description = "Probes, metrics and the API document"))
 )]

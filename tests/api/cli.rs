@@ -503,3 +503,110 @@ fn the_configuration_reference_covers_every_key() {
         assert!(reference.contains(&env), "{env} is not in config/README.md");
     }
 }
+
+#[tokio::test]
+async fn an_operator_drives_a_browser_session_with_the_cli() {
+    // A page with a link and a form, served on loopback.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let site = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(|| async {
+                axum::response::Html(
+                    r#"<title>Start</title><a id="next" href="/next">next</a>
+<form action="/next"><input id="q" name="q"><button id="go">go</button></form>"#,
+                )
+            }),
+        )
+        .route(
+            "/next",
+            axum::routing::get(|| async { axum::response::Html("<title>Next</title>arrived") }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start_child(
+        &dir.path().join("data"),
+        &[("PALYRA_BROWSER__ALLOW_PRIVATE_NETWORKS", "true")],
+    )
+    .await;
+    let base = daemon.base.clone();
+    let home = format!("http://{site}/");
+
+    let opened = palyra(&base, &["--json", "browser", "open", &home], None).await;
+    assert!(opened.ok, "{}", opened.stderr);
+    let info: Value = serde_json::from_str(&opened.stdout).unwrap();
+    assert_eq!(info["title"], "Start");
+    let id = info["session_id"].as_str().unwrap().to_owned();
+
+    let clicked = palyra(&base, &["browser", "click", &id, "#next"], None).await;
+    assert!(clicked.ok, "{}", clicked.stderr);
+    assert!(
+        clicked.stdout.contains(&format!("http://{site}/next")),
+        "{}",
+        clicked.stdout
+    );
+    let nav = palyra(&base, &["browser", "navigate", &id, &home], None).await;
+    assert!(
+        nav.ok && nav.stdout.starts_with("200"),
+        "{} {}",
+        nav.stdout,
+        nav.stderr
+    );
+    let typed = palyra(&base, &["browser", "type", &id, "#q", "abc"], None).await;
+    assert!(typed.ok, "{}", typed.stderr);
+    let submitted = palyra(&base, &["--json", "browser", "click", &id, "#go"], None).await;
+    let page: Value = serde_json::from_str(&submitted.stdout).unwrap();
+    assert_eq!(page["url"], format!("http://{site}/next?q=abc"));
+    let content = palyra(&base, &["browser", "content", &id], None).await;
+    assert_eq!(content.stdout.trim(), "arrived");
+
+    let png = dir.path().join("shot.png");
+    let shot = palyra(
+        &base,
+        &["browser", "screenshot", &id, "--out", png.to_str().unwrap()],
+        None,
+    )
+    .await;
+    assert!(shot.ok, "{}", shot.stderr);
+    assert!(
+        std::fs::read(&png)
+            .unwrap()
+            .starts_with(b"\x89PNG\r\n\x1a\n")
+    );
+
+    let list = palyra(&base, &["browser", "list"], None).await;
+    assert!(
+        list.stdout.lines().nth(1).unwrap().starts_with(&id),
+        "{}",
+        list.stdout
+    );
+    let missing = palyra(&base, &["browser", "click", &id, "#nothing"], None).await;
+    assert!(!missing.ok);
+    assert!(
+        missing.stderr.contains("selector_not_found"),
+        "{}",
+        missing.stderr
+    );
+    let refused = palyra(
+        &base,
+        &["browser", "navigate", &id, "file:///etc/passwd"],
+        None,
+    )
+    .await;
+    assert!(
+        !refused.ok && refused.stderr.contains("url_scheme_refused"),
+        "{}",
+        refused.stderr
+    );
+
+    let closed = palyra(&base, &["browser", "close", &id], None).await;
+    assert!(closed.ok, "{}", closed.stderr);
+    let list = palyra(&base, &["--json", "browser", "list"], None).await;
+    let list: Value = serde_json::from_str(&list.stdout).unwrap();
+    assert!(list["sessions"].as_array().unwrap().is_empty());
+    let (status, _) = daemon.terminate().await;
+    assert!(status.success());
+}

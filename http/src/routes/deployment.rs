@@ -196,6 +196,8 @@ pub async fn audit(
         limit: params.limit.unwrap_or(100),
         cursor: params.cursor,
     };
+    // Events of actions already answered may still sit in the writer's queue.
+    state.audit.settle().await?;
     // The scan reads redb directly; keep it off the async workers.
     let log = state.audit.clone();
     let page = tokio::task::spawn_blocking(move || log.query(&query))

@@ -1,5 +1,6 @@
 //! One module per resource.
 
+pub mod browser;
 pub mod console_auth;
 pub mod deployment;
 pub mod oauth;
