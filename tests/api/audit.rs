@@ -330,7 +330,9 @@ async fn every_security_event_is_audited_and_none_carries_a_secret() {
     assert_eq!(budget["subject"], "o1");
     assert!(budget["peer"].is_null());
     // Newest first.
-    let ats: Vec<&str> = events.iter().map(|e| e["at"].as_str().unwrap()).collect();
+    let at =
+        |e: &Value| -> chrono::DateTime<chrono::Utc> { e["at"].as_str().unwrap().parse().unwrap() };
+    let ats: Vec<_> = events.iter().map(at).collect();
     let mut sorted = ats.clone();
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(ats, sorted);
@@ -371,10 +373,7 @@ async fn every_security_event_is_audited_and_none_carries_a_secret() {
         "{at_budget}"
     );
     let from_budget = audit_page(&app, &format!("since={budget_at}").replace('+', "%2B")).await;
-    let newer: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["at"].as_str().unwrap() >= budget_at)
-        .collect();
+    let newer: Vec<&Value> = events.iter().filter(|e| at(e) >= at(&budget)).collect();
     assert_eq!(from_budget["events"].as_array().unwrap().len(), newer.len());
     // A time window before everything is empty; a bad cursor or window is a 400.
     let before = audit_page(&app, "until=2001-01-01T00:00:00Z").await;
