@@ -366,7 +366,13 @@ impl Application {
                 ))
             }),
             audit,
-            metrics: Arc::new(HttpMetrics::new(&actor_metrics, writer.stats())),
+            metrics: Arc::new(HttpMetrics::new(
+                &actor_metrics,
+                writer.stats(),
+                tls.as_ref()
+                    .and_then(|t| t.not_after)
+                    .map(|at| at.timestamp()),
+            )),
             last_remote_access: std::sync::Mutex::new(None),
             config: Arc::new(HttpConfig {
                 body_limit_bytes: settings.server.body_limit_bytes,
@@ -473,31 +479,17 @@ impl Application {
             let _ = rx.wait_for(|stop| *stop).await;
         };
         if let Some(listener) = self.metrics_listener {
-            let app = palyra_http::metrics_router(self.state.clone())
-                .into_make_service_with_connect_info::<SocketAddr>();
+            let app = palyra_http::metrics_router(self.state.clone());
             let stop = stopped(stop_rx.clone());
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
-                {
+                if let Err(e) = crate::serve::serve(listener, None, app, stop).await {
                     tracing::error!(error = %e, "the metrics listener failed");
                 }
             });
         }
         let stop = stopped(stop_rx);
-        let listener = self.listener;
-        let mut server = match self.tls {
-            Some(tls) => tokio::spawn(crate::tls::serve(listener, tls.acceptor, router, stop)),
-            None => tokio::spawn(async move {
-                axum::serve(
-                    listener,
-                    router.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(stop)
-                .await
-            }),
-        };
+        let tls = self.tls.map(|t| t.acceptor);
+        let mut server = tokio::spawn(crate::serve::serve(self.listener, tls, router, stop));
         let served = tokio::select! {
             () = shutdown => None,
             result = &mut server => Some(result),

@@ -11,6 +11,7 @@
 
 pub mod application;
 pub mod client;
+pub mod serve;
 pub mod settings;
 pub mod telemetry;
 pub mod tls;

@@ -101,6 +101,8 @@ pub struct AuditEntry {
     pub outcome: AuditOutcome,
     /// A short, secret-free explanation (an error code, a transition).
     pub detail: String,
+    /// The `x-request-id` of the request, to find its log lines.
+    pub request_id: Option<String>,
 }
 
 impl AuditEntry {
@@ -118,6 +120,7 @@ impl AuditEntry {
             subject: subject.into(),
             outcome,
             detail: detail.into(),
+            request_id: None,
         }
     }
 }
@@ -134,6 +137,9 @@ pub struct AuditEvent {
     pub subject: String,
     pub outcome: AuditOutcome,
     pub detail: String,
+    /// The request's `x-request-id` (none for the daemon's own actions).
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 impl StoredRecord for AuditEvent {
@@ -264,6 +270,7 @@ impl AuditLog {
             subject: bounded(entry.subject),
             outcome: entry.outcome,
             detail: bounded(entry.detail),
+            request_id: entry.request_id,
         };
         WriteOp::Put {
             table: Table::Audit,

@@ -17,6 +17,7 @@ pub struct Audit {
     log: AuditLog,
     actor: String,
     peer: Option<String>,
+    request_id: Option<String>,
 }
 
 impl FromRequestParts<AppState> for Audit {
@@ -37,7 +38,10 @@ impl Audit {
                 .to_owned(),
             peer: extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip().to_string()),
+                .map(|c| c.0.ip().to_canonical().to_string()),
+            request_id: extensions
+                .get::<crate::middleware::RequestId>()
+                .map(|r| r.0.clone()),
         }
     }
 
@@ -64,6 +68,7 @@ impl Audit {
             subject: subject.to_owned(),
             outcome,
             detail: detail.into(),
+            request_id: self.request_id.clone(),
         });
     }
 

@@ -57,8 +57,18 @@ pub struct HttpMetrics {
 }
 
 impl HttpMetrics {
-    pub fn new(actors: &ActorMetrics, writer: &WriterStats) -> Self {
+    /// `cert_not_after`: the served certificate's expiry (Unix seconds), under TLS.
+    pub fn new(actors: &ActorMetrics, writer: &WriterStats, cert_not_after: Option<i64>) -> Self {
         let mut registry = Registry::with_prefix("palyra");
+        if let Some(not_after) = cert_not_after {
+            let expiry = Gauge::<i64>::default();
+            expiry.set(not_after);
+            registry.register(
+                "tls_certificate_expiry_timestamp_seconds",
+                "When the served TLS certificate expires, in Unix seconds (alert on it minus time())",
+                expiry,
+            );
+        }
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let live_sessions = Gauge::default();

@@ -71,8 +71,17 @@ fn request_id(req: &Request) -> String {
         })
 }
 
-pub async fn request_context(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The request's id, in its extensions for handlers (the audit log records it).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+pub async fn request_context(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let id = request_id(&req);
+    req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     // The route template, not the path: ids in paths would explode the label space.

@@ -83,6 +83,7 @@ async fn every_security_event_is_audited_and_none_carries_a_secret() {
         .unwrap();
     assert_eq!(wrong_bearer.status(), 401);
     let login = app.login().await;
+    let login_request_id = login.request_id.clone();
     secrets.push(login.cookie.clone());
     secrets.push(login.csrf.clone());
     let logout = app
@@ -302,6 +303,11 @@ async fn every_security_event_is_audited_and_none_carries_a_secret() {
     assert_eq!(failed["peer"], "127.0.0.1");
     let login_event = find("login", "success");
     assert_eq!(login_event["actor"], "admin:local");
+    assert_eq!(
+        login_event["request_id"].as_str(),
+        Some(login_request_id.as_str()),
+        "the event names the request it came from"
+    );
     // Refused handoff tokens and unknown OAuth states are anyone's to send: they are
     // logged, not audited, so they cannot flood the audit log.
     assert!(

@@ -30,6 +30,8 @@ pub struct Login {
     pub cookie: String,
     pub csrf: String,
     pub body: Value,
+    /// The login response's `x-request-id`.
+    pub request_id: String,
 }
 
 impl Login {
@@ -150,11 +152,16 @@ impl TestApp {
             .unwrap();
         assert_eq!(response.status(), 200, "login");
         let cookie = session_cookie(response.headers()).expect("session cookie");
+        let request_id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         let body: Value = response.json().await.unwrap();
         Login {
             cookie,
             csrf: body["csrf_token"].as_str().unwrap().to_owned(),
             body,
+            request_id,
         }
     }
 

@@ -278,6 +278,15 @@ async fn tls_serves_the_api_with_secure_host_cookies_hsts_and_an_expiry_warning(
         posture.warnings
     );
 
+    // The certificate's expiry is a metric to alert on.
+    let metrics = client.metrics().await.unwrap();
+    let expiry_line = metrics
+        .lines()
+        .find(|l| l.starts_with("palyra_tls_certificate_expiry_timestamp_seconds "))
+        .unwrap_or_else(|| panic!("no expiry gauge:\n{metrics}"));
+    let expiry: i64 = expiry_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(expiry, not_after.timestamp());
+
     // Plain HTTP to the TLS port gets no answer from the API.
     let plain = reqwest::Client::new()
         .get(format!("http://127.0.0.1:{}/healthz", app.addr.port()))
