@@ -566,6 +566,7 @@ async fn start_actors(
             max_live: settings.sessions.max_live,
             tick_interval: Duration::from_secs(settings.sessions.tick_interval_s),
         },
+        audit.clone(),
     )?;
     let registry = RegistryHandle::start(
         storage,

@@ -175,6 +175,7 @@ impl SessionsHandle {
         storage: &Storage,
         writer: Writer,
         policy: SessionPolicy,
+        audit: crate::audit::AuditLog,
     ) -> Result<Self, ActorError> {
         let idle_ms = duration_ms(policy.idle_timeout);
         let now = now_ms();
@@ -205,6 +206,7 @@ impl SessionsHandle {
         let index: Index = Arc::new(RwLock::new(map));
         let actor = SessionsActor {
             writer,
+            audit,
             index: Arc::clone(&index),
             by_issue,
             in_flight: 0,
@@ -337,6 +339,8 @@ fn duration_ms(d: Duration) -> i64 {
 
 struct SessionsActor {
     writer: Writer,
+    /// Evictions at the cap are audited in the same write as the deletion.
+    audit: crate::audit::AuditLog,
     index: Index,
     // Live sessions by issue time, so the oldest is found for eviction without a scan.
     by_issue: BTreeSet<(i64, [u8; 32])>,
@@ -380,6 +384,26 @@ impl SessionsActor {
         index.remove(digest)
     }
 
+    /// The audit write of evicting a session to make room.
+    fn eviction_audit(&self, digest: &[u8; 32]) -> WriteOp {
+        let principal = self
+            .index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+            .map(|s| s.record.principal.clone())
+            .unwrap_or_else(|| "unknown".to_owned());
+        self.audit.op(crate::audit::AuditEntry::system(
+            crate::audit::AuditKind::SessionRevoked,
+            principal,
+            crate::audit::AuditOutcome::Success,
+            format!(
+                "evicted: sessions.max_live ({}) reached",
+                self.policy.max_live
+            ),
+        ))
+    }
+
     /// Concurrent logins can each find room before any of them commits; evict the
     /// surplus once they have.
     fn enforce_cap(&mut self) {
@@ -388,6 +412,7 @@ impl SessionsActor {
             let Some(oldest) = self.by_issue.pop_first() else {
                 break;
             };
+            ops.push(self.eviction_audit(&oldest.1));
             self.publish_remove(&oldest.1);
             ops.push(WriteOp::Delete {
                 table: Table::Sessions,
@@ -493,6 +518,7 @@ impl Handler<Create> for SessionsActor {
                 table: Table::Sessions,
                 key: oldest.1.to_vec(),
             });
+            ops.push(self.eviction_audit(&oldest.1));
             evicted.push(oldest);
         }
         self.in_flight += 1;

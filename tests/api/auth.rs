@@ -380,6 +380,21 @@ async fn the_oldest_session_is_evicted_at_the_cap() {
     for login in &logins[1..] {
         assert_eq!(app.session_status(&login.cookie).await, 200);
     }
+    // The eviction is audited as a revocation by the daemon.
+    let audit = app
+        .bearer_get_json("/console/v1/audit?kind=session_revoked")
+        .await;
+    let events = audit["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{audit}");
+    assert_eq!(events[0]["actor"], "system");
+    assert_eq!(events[0]["subject"], "admin:local");
+    assert!(
+        events[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_live (3)"),
+        "{audit}"
+    );
     let app = app.restart().await;
     assert_eq!(app.session_status(&logins[0].cookie).await, 401);
     for login in &logins[1..] {
