@@ -41,9 +41,21 @@ where
             .unwrap_or_else(|e| panic!("cannot start the tokio runtime: {e}"))
     });
     system.block_on(async move {
+        // Poll the shutdown future once before start-up, so that its signal handlers
+        // are installed: a SIGTERM that arrives while the daemon starts then stops it
+        // gracefully instead of killing it with the default action.
+        let mut shutdown = Box::pin(shutdown);
+        let stop_at_once = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(shutdown.as_mut().poll(cx).is_ready())
+        })
+        .await;
         let app = Application::build(settings, secrets).await?;
         on_ready(&app);
-        app.run_until_stopped(shutdown).await
+        if stop_at_once {
+            app.run_until_stopped(std::future::ready(())).await
+        } else {
+            app.run_until_stopped(shutdown).await
+        }
     })
 }
 

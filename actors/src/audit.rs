@@ -279,16 +279,6 @@ impl AuditLog {
         }
     }
 
-    /// Stores `entry` and returns once it is durable.
-    pub async fn record(&self, entry: AuditEntry) -> Result<(), ActorError> {
-        let kind = entry.kind;
-        let result = self.inner.writer.write(vec![self.op(entry)]).await;
-        if let Err(e) = &result {
-            tracing::error!(error = %e, ?kind, "recording an audit event failed");
-        }
-        Ok(result?)
-    }
-
     /// Queues `entry` for the writer now and returns without waiting for the commit:
     /// the writer commits everything it has queued (at shutdown too), so only a crash
     /// in the next few milliseconds can lose it. Handlers use it after the change the

@@ -1161,12 +1161,12 @@ impl BrowserActor {
         } else {
             (AuditOutcome::Failure, "the browser exited or crashed")
         };
-        let audit = self.audit.clone();
-        let entry =
-            AuditEntry::system(AuditKind::BrowserSessionClosed, session_id, outcome, detail);
-        tokio::spawn(async move {
-            let _ = audit.record(entry).await;
-        });
+        self.audit.submit(AuditEntry::system(
+            AuditKind::BrowserSessionClosed,
+            session_id,
+            outcome,
+            detail,
+        ));
     }
 }
 

@@ -45,10 +45,7 @@ const REFRESH_OUTCOMES: [&str; 3] = ["success", "transient", "permanent"];
 
 impl ActorMetrics {
     fn run_series(&self, status: crate::objectives::RunStatus) -> Counter {
-        let status = serde_json::to_value(status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let status = crate::wire_name(status);
         self.runs.get_or_create(&vec![("status", status)]).clone()
     }
 

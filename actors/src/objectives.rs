@@ -1795,12 +1795,7 @@ impl Handler<Lifecycle> for ObjectivesActor {
                 id: msg.objective_id,
             });
         };
-        let state_name = |s: ObjectiveState| {
-            serde_json::to_value(s)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
-        };
+        let state_name = |s: ObjectiveState| crate::wire_name(s);
         if msg.action == LifecycleAction::Fire {
             if matches!(
                 objective.state,
@@ -1831,10 +1826,7 @@ impl Handler<Lifecycle> for ObjectivesActor {
         let Some(to) = transition(msg.action, objective.state) else {
             return fail(ActorError::Conflict(format!(
                 "cannot {} an objective that is {}",
-                serde_json::to_value(msg.action)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                crate::wire_name(msg.action),
                 state_name(objective.state)
             )));
         };

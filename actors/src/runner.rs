@@ -79,12 +79,7 @@ pub async fn execute(
                     .profiles
                     .iter()
                     .find(|p| p.profile_id == profile_id)
-                    .map(|p| {
-                        serde_json::to_value(p.state)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default()
-                    })
+                    .map(|p| crate::wire_name(p.state))
                     .unwrap_or_else(|| "missing".into());
                 RunOutcome {
                     output: Some(format!("alive; credential {profile_id}: {state}")),

@@ -176,10 +176,7 @@ pub async fn render(state: &AppState) -> Result<Response, ApiError> {
     let health = state.registry.health().await?;
     for health_state in HealthState::ALL {
         let count = health.counts.get(&health_state).copied().unwrap_or(0);
-        let name = serde_json::to_value(health_state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let name = palyra_actors::wire_name(health_state);
         m.profiles
             .get_or_create(&vec![("health", name)])
             .set(i64::try_from(count).unwrap_or(i64::MAX));

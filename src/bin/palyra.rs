@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use palyra::client::{ClientError, ControlPlaneClient, DEFAULT_URL};
-use palyra_actors::SecretString;
 use palyra_actors::registry::{AuthProfile, AuthProfileScope, HealthState, NewCredential};
+use palyra_actors::{SecretString, wire_name};
 use palyra_http::routes::profiles::{CreateProfileRequest, ListQuery, ResolveQuery};
 
 #[derive(Debug, Parser)]
@@ -513,8 +513,8 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
                     println!(
                         "{}  {:<22} {:<8} {:<24} {:<16} {}  {}",
                         e.at.format("%Y-%m-%dT%H:%M:%SZ"),
-                        snake(&e.kind),
-                        snake(&e.outcome),
+                        wire_name(e.kind),
+                        wire_name(e.outcome),
                         e.actor,
                         e.peer.as_deref().unwrap_or("-"),
                         e.subject,
@@ -542,14 +542,6 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
         }
     }
     Ok(())
-}
-
-/// A value's serde name (`login_failed`).
-fn snake<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 /// The audit query from the command line; values are checked by their types here so
@@ -803,10 +795,7 @@ async fn profiles(
                             h.profile_id.clone(),
                             h.provider.clone(),
                             scope_text(&h.scope),
-                            serde_json::to_value(h.state)
-                                .ok()
-                                .and_then(|v| v.as_str().map(str::to_owned))
-                                .unwrap_or_default(),
+                            wire_name(h.state),
                             h.until.map(|t| t.to_rfc3339()).unwrap_or_default(),
                         ]
                     })
@@ -835,10 +824,7 @@ async fn profiles(
             if cli.json {
                 print_json(&report);
             } else {
-                let outcome = serde_json::to_value(report.outcome)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
+                let outcome = wire_name(report.outcome);
                 match &report.reason {
                     Some(reason) => println!("{profile_id}: {outcome}: {reason}"),
                     None => println!("{profile_id}: {outcome}"),
@@ -1048,19 +1034,12 @@ async fn agents(
     Ok(())
 }
 
-fn enum_text<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 fn objective_row(o: &palyra_actors::objectives::ObjectiveRecord) -> Vec<String> {
     vec![
         o.objective_id.clone(),
         o.agent_id.clone(),
-        enum_text(&o.kind),
-        enum_text(&o.state),
+        wire_name(o.kind),
+        wire_name(o.state),
         o.automation
             .as_ref()
             .map(|a| a.schedule.clone())
@@ -1179,8 +1158,8 @@ async fn objectives(
                     .map(|r| {
                         vec![
                             r.run_id.clone(),
-                            enum_text(&r.trigger),
-                            enum_text(&r.status),
+                            wire_name(r.trigger),
+                            wire_name(r.status),
                             r.scheduled_for.map(|t| t.to_rfc3339()).unwrap_or_default(),
                             r.tokens.to_string(),
                             r.error.clone().unwrap_or_default(),

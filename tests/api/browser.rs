@@ -809,6 +809,6 @@ async fn a_restart_after_a_kill_ends_the_browsers_left_behind() {
 
     let daemon = crate::helpers::start_child(&data, &[]).await;
     assert_no_browser_left(&root).await;
-    let (status, _) = daemon.terminate().await;
-    assert!(status.success());
+    let (status, log) = daemon.terminate().await;
+    assert!(status.success(), "{status}: {log}");
 }

@@ -182,10 +182,17 @@ pub(crate) fn reap_leftovers(root: &Path) {
                 let Ok(pid) = i32::try_from(pid) else {
                     continue;
                 };
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                let pid = nix::unistd::Pid::from_raw(pid);
+                // Each browser leads its own process group: ending the group ends
+                // helpers it may still be starting, which a scan would miss.
+                match nix::unistd::getpgid(Some(pid)) {
+                    Ok(group) if group == pid => {
+                        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+                    }
+                    _ => {
+                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                    }
+                }
             }
         }
     }

@@ -14,6 +14,7 @@ use palyra_actors::objectives::{
     AgentPage, AgentPatch, AgentRecord, LifecycleAction, NewAgent, NewObjective, ObjectiveFilter,
     ObjectiveKind, ObjectivePage, ObjectivePatch, ObjectiveRecord, ObjectiveState, RunPage,
 };
+use palyra_actors::wire_name;
 
 #[derive(Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -208,7 +209,7 @@ pub async fn create_objective(
             format!(
                 "agent {}, state {}",
                 objective.agent_id,
-                snake(objective.state)
+                wire_name(objective.state)
             ),
         )
         .await;
@@ -265,7 +266,7 @@ pub async fn lifecycle(
     ApiPath(p): ApiPath<ObjectivePath>,
     ApiJson(req): ApiJson<LifecycleRequest>,
 ) -> Result<Json<ObjectiveRecord>, ApiError> {
-    let action = snake(req.action);
+    let action = wire_name(req.action);
     let objective = state
         .objectives
         .lifecycle(&p.objective_id, req.action, req.reason)
@@ -274,18 +275,10 @@ pub async fn lifecycle(
         .success(
             AuditKind::ObjectiveLifecycle,
             &objective.objective_id,
-            format!("{action}: now {}", snake(objective.state)),
+            format!("{action}: now {}", wire_name(objective.state)),
         )
         .await;
     Ok(Json(objective))
-}
-
-/// A unit enum's serde name (`pause`, `active`).
-fn snake(value: impl Serialize) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 /// An objective's runs, newest first.
