@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use palyra_storage::{Storage, StoredRecord, Table, WriteOp, Writer, decode_record, encode_record};
+use palyra_storage::{Storage, StoredRecord, Table, WriteOp, Writer, decode_record};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ActorError;
@@ -143,7 +143,7 @@ pub struct AuditEvent {
 }
 
 impl StoredRecord for AuditEvent {
-    const TABLE: &'static str = "audit";
+    const TABLE: Table = Table::Audit;
     const VERSION: u32 = 1;
 }
 
@@ -272,11 +272,7 @@ impl AuditLog {
             detail: bounded(entry.detail),
             request_id: entry.request_id,
         };
-        WriteOp::Put {
-            table: Table::Audit,
-            key: key.to_vec(),
-            value: encode_record(&event),
-        }
+        WriteOp::put(key.to_vec(), &event)
     }
 
     /// Queues `entry` for the writer now and returns without waiting for the commit:
@@ -395,10 +391,7 @@ impl AuditLog {
                 }
                 excess = excess.saturating_sub(1);
                 after = Some(key.clone());
-                ops.push(WriteOp::Delete {
-                    table: Table::Audit,
-                    key,
-                });
+                ops.push(WriteOp::delete(Table::Audit, key));
             }
             if !ops.is_empty() {
                 let removed = ops.len();

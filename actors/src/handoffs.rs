@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use palyra_storage::{StoredRecord, Table, WriteOp, Writer, decode_record, encode_record};
+use palyra_storage::{StoredRecord, Table, WriteOp, Writer, decode_record};
 use serde::{Deserialize, Serialize};
 
 use crate::secret::{SecretString, random_token, token_digest};
@@ -51,7 +51,7 @@ struct HandoffRecord {
 }
 
 impl StoredRecord for HandoffRecord {
-    const TABLE: &'static str = "handoffs";
+    const TABLE: Table = Table::Handoffs;
     const VERSION: u32 = 1;
 }
 
@@ -172,18 +172,12 @@ impl Actor for HandoffsActor {
             let mut ops: Vec<WriteOp> = act
                 .stale_at_start
                 .drain(..)
-                .map(|key| WriteOp::Delete {
-                    table: Table::Handoffs,
-                    key,
-                })
+                .map(|key| WriteOp::delete(Table::Handoffs, key))
                 .collect();
             act.pending.retain(|digest, record| {
                 let keep = record.expires_at_ms > now;
                 if !keep {
-                    ops.push(WriteOp::Delete {
-                        table: Table::Handoffs,
-                        key: digest.to_vec(),
-                    });
+                    ops.push(WriteOp::delete(Table::Handoffs, digest.to_vec()));
                 }
                 keep
             });
@@ -221,11 +215,7 @@ impl Handler<Mint> for HandoffsActor {
             redirect_path: msg.redirect_path,
             expires_at_ms: now_ms().saturating_add(ttl_ms),
         };
-        let ops = vec![WriteOp::Put {
-            table: Table::Handoffs,
-            key: digest.to_vec(),
-            value: encode_record(&record),
-        }];
+        let ops = vec![WriteOp::put(digest.to_vec(), &record)];
         let writer = self.writer.clone();
         Box::pin(async move { writer.write(ops).await }.into_actor(self).map(
             move |result, act, _ctx| {
@@ -254,10 +244,7 @@ impl Handler<Consume> for HandoffsActor {
         let claimed = match claimed {
             Some(record) if record.expires_at_ms <= now_ms() => {
                 // Expired: gone from memory now, and from disk soon.
-                let expired = self.writer.submit(vec![WriteOp::Delete {
-                    table: Table::Handoffs,
-                    key: digest.to_vec(),
-                }]);
+                let expired = self.writer.submit(vec![WriteOp::delete(Table::Handoffs, digest.to_vec())]);
                 actix::spawn(async move {
                     if let Err(e) = expired.await {
                         tracing::warn!(error = %e, "deleting an expired handoff failed");
@@ -273,10 +260,7 @@ impl Handler<Consume> for HandoffsActor {
                 let Some(record) = claimed else {
                     return (Err(ActorError::HandoffRejected), None);
                 };
-                let delete = vec![WriteOp::Delete {
-                    table: Table::Handoffs,
-                    key: digest.to_vec(),
-                }];
+                let delete = vec![WriteOp::delete(Table::Handoffs, digest.to_vec())];
                 let created = sessions
                     .create(
                         record.principal.clone(),

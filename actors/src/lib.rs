@@ -24,11 +24,14 @@
 
 pub mod audit;
 pub mod browser;
+mod due_heap;
 pub mod error;
 pub mod handoffs;
+pub mod ids;
 pub mod metrics;
 pub mod oauth;
 pub mod objectives;
+pub mod outbound;
 pub mod provider;
 pub mod refresher;
 pub mod registry;

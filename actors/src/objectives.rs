@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use palyra_storage::{Storage, StoredRecord, Table, WriteOp, Writer, decode_record, encode_record};
+use palyra_storage::{Storage, StoredRecord, Table, WriteOp, Writer, decode_record};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::ActorError;
-use crate::registry::{RegistryHandle, validate_agent_id};
+use crate::ids::{validate_agent_id, validate_profile_id};
+use crate::registry::RegistryHandle;
 use crate::schedule::Schedule;
 use crate::scheduler::{Fire, SchedulerHandle, Trigger};
 use crate::time::{now_ms, to_datetime};
@@ -38,7 +39,7 @@ pub struct AgentRecord {
 }
 
 impl StoredRecord for AgentRecord {
-    const TABLE: &'static str = "agents";
+    const TABLE: Table = Table::Agents;
     const VERSION: u32 = 1;
 }
 
@@ -181,7 +182,7 @@ pub struct ObjectiveRecord {
 }
 
 impl StoredRecord for ObjectiveRecord {
-    const TABLE: &'static str = "objectives";
+    const TABLE: Table = Table::Objectives;
     const VERSION: u32 = 1;
 }
 
@@ -235,7 +236,7 @@ pub struct RunRecord {
 }
 
 impl StoredRecord for RunRecord {
-    const TABLE: &'static str = "runs";
+    const TABLE: Table = Table::Runs;
     const VERSION: u32 = 1;
 }
 
@@ -587,7 +588,7 @@ impl ObjectivesHandle {
         validate_roots(&new.workspace_roots)?;
         validate_name("model", &new.model, 128)?;
         if let Some(profile) = &new.default_model_profile {
-            crate::registry::validate_profile_id(profile).map_err(|_| {
+            validate_profile_id(profile).map_err(|_| {
                 ActorError::invalid("default_model_profile", "use 1 to 128 of a-z 0-9 . _ -")
             })?;
         }
@@ -609,7 +610,7 @@ impl ObjectivesHandle {
             validate_name("model", model, 128)?;
         }
         if let Some(Some(profile)) = &patch.default_model_profile {
-            crate::registry::validate_profile_id(profile).map_err(|_| {
+            validate_profile_id(profile).map_err(|_| {
                 ActorError::invalid("default_model_profile", "use 1 to 128 of a-z 0-9 . _ -")
             })?;
         }
@@ -647,7 +648,7 @@ impl ObjectivesHandle {
 
     pub async fn create_objective(&self, new: NewObjective) -> Result<ObjectiveRecord, ActorError> {
         if let Some(id) = &new.objective_id {
-            crate::registry::validate_profile_id(id).map_err(|_| {
+            validate_profile_id(id).map_err(|_| {
                 ActorError::invalid("objective_id", "use 1 to 128 of a-z 0-9 . _ -")
             })?;
         }
@@ -877,11 +878,7 @@ fn recover(
             run.status = RunStatus::Interrupted;
             run.finished_at = Some(now);
             run.error = Some("the daemon stopped during the run".into());
-            ops.push(WriteOp::Put {
-                table: Table::Runs,
-                key,
-                value: encode_record(&run),
-            });
+            ops.push(WriteOp::put(key, &run));
         }
     }
     let mut catch_up = Vec::new();
@@ -972,11 +969,7 @@ impl ObjectivesActor {
 }
 
 fn objective_op(objective: &ObjectiveRecord) -> WriteOp {
-    WriteOp::Put {
-        table: Table::Objectives,
-        key: objective.objective_id.as_bytes().to_vec(),
-        value: encode_record(objective),
-    }
+    WriteOp::put(objective.objective_id.as_bytes().to_vec(), objective)
 }
 
 /// A new run of `objective` (its sequence number taken).
@@ -1008,16 +1001,9 @@ fn new_run(
 /// retained history.
 fn run_ops(objective: &ObjectiveRecord, run: &RunRecord, retention: u64) -> Vec<WriteOp> {
     let seq = objective.run_seq;
-    let mut ops = vec![WriteOp::Put {
-        table: Table::Runs,
-        key: run_key(&objective.objective_id, seq),
-        value: encode_record(run),
-    }];
+    let mut ops = vec![WriteOp::put(run_key(&objective.objective_id, seq), run)];
     if seq > retention {
-        ops.push(WriteOp::Delete {
-            table: Table::Runs,
-            key: run_key(&objective.objective_id, seq - retention),
-        });
+        ops.push(WriteOp::delete(Table::Runs, run_key(&objective.objective_id, seq - retention)));
     }
     ops
 }
@@ -1140,11 +1126,7 @@ impl ObjectivesActor {
                 ),
             };
             objective.updated_at = to_datetime(now_ms());
-            let ops = vec![WriteOp::Put {
-                table: Table::Runs,
-                key: run_key(objective_id, seq),
-                value: encode_record(&run),
-            }];
+            let ops = vec![WriteOp::put(run_key(objective_id, seq), &run)];
             ctx.spawn(self.commit(ops).map(|_, _, _| ()));
             return;
         }
@@ -1202,11 +1184,7 @@ impl ObjectivesActor {
         });
         objective.updated_at = now;
         let mut ops = match queued_seq {
-            Some(seq) => vec![WriteOp::Put {
-                table: Table::Runs,
-                key: run_key(objective_id, seq),
-                value: encode_record(&run),
-            }],
+            Some(seq) => vec![WriteOp::put(run_key(objective_id, seq), &run)],
             None => self.run_ops(&objective, &run),
         };
         ops.push(self.objective_op(&objective));
@@ -1311,11 +1289,7 @@ impl ObjectivesActor {
         // A run already pruned from the history (a long run among many skipped ones)
         // stays pruned.
         if seq + self.policy.run_retention > objective.run_seq {
-            ops.push(WriteOp::Put {
-                table: Table::Runs,
-                key: run_key(objective_id, seq),
-                value: encode_record(&run),
-            });
+            ops.push(WriteOp::put(run_key(objective_id, seq), &run));
         }
         self.metrics.count_run(run.status);
         tracing::info!(objective_id, run_id = %run.run_id, status = ?run.status, tokens = run.tokens, "run finished");
@@ -1470,11 +1444,7 @@ impl ObjectivesActor {
         &mut self,
         agent: AgentRecord,
     ) -> ResponseActFuture<Self, Result<AgentRecord, ActorError>> {
-        let ops = vec![WriteOp::Put {
-            table: Table::Agents,
-            key: agent.agent_id.as_bytes().to_vec(),
-            value: encode_record(&agent),
-        }];
+        let ops = vec![WriteOp::put(agent.agent_id.as_bytes().to_vec(), &agent)];
         self.agents.insert(agent.agent_id.clone(), agent.clone());
         Box::pin(
             self.commit(ops)
@@ -1557,10 +1527,7 @@ impl Handler<DeleteAgent> for ObjectivesActor {
             )))));
         }
         self.agents.remove(&id);
-        let ops = vec![WriteOp::Delete {
-            table: Table::Agents,
-            key: id.as_bytes().to_vec(),
-        }];
+        let ops = vec![WriteOp::delete(Table::Agents, id.as_bytes().to_vec())];
         Box::pin(self.commit(ops))
     }
 }

@@ -11,11 +11,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use palyra_storage::{Storage, StoredRecord, Table, WriteOp, Writer, decode_record, encode_record};
+use palyra_storage::{Storage, StoredRecord, Table, WriteOp, Writer, decode_record};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::ActorError;
+use crate::ids::valid_id;
+pub use crate::ids::{validate_agent_id, validate_profile_id};
 
 pub mod oauth_flow;
 use crate::provider::{KeyCheckError, ProviderDirectory, check_api_key};
@@ -112,7 +114,7 @@ pub struct AuthProfileRecord {
 }
 
 impl StoredRecord for AuthProfileRecord {
-    const TABLE: &'static str = "auth_profiles";
+    const TABLE: Table = Table::AuthProfiles;
     const VERSION: u32 = 1;
 }
 
@@ -481,36 +483,6 @@ impl RegistryHandle {
     }
 }
 
-fn valid_id(id: &str, max: usize) -> bool {
-    !id.is_empty()
-        && id.len() <= max
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-}
-
-pub fn validate_profile_id(id: &str) -> Result<(), ActorError> {
-    if valid_id(id, 128) {
-        Ok(())
-    } else {
-        Err(ActorError::invalid(
-            "profile_id",
-            "use 1 to 128 of a-z 0-9 . _ -",
-        ))
-    }
-}
-
-pub fn validate_agent_id(id: &str) -> Result<(), ActorError> {
-    if valid_id(id, 128) {
-        Ok(())
-    } else {
-        Err(ActorError::invalid(
-            "agent_id",
-            "use 1 to 128 of a-z 0-9 . _ -",
-        ))
-    }
-}
-
 pub fn validate_provider(provider: &str) -> Result<(), ActorError> {
     let ok = match provider {
         "openai" | "anthropic" => true,
@@ -688,10 +660,7 @@ impl RegistryActor {
     fn default_ops_removing(&self, record: &AuthProfileRecord) -> Option<(String, WriteOp)> {
         let key = default_key(&record.provider, &record.scope);
         (self.defaults.get(&key) == Some(&record.profile_id)).then(|| {
-            let op = WriteOp::Delete {
-                table: Table::AuthDefaults,
-                key: key.as_bytes().to_vec(),
-            };
+            let op = WriteOp::delete(Table::AuthDefaults, key.as_bytes().to_vec());
             (key, op)
         })
     }
@@ -768,11 +737,7 @@ impl RegistryActor {
             .into_iter()
             .map(str::to_owned)
             .collect();
-        let mut ops = vec![WriteOp::Put {
-            table: Table::AuthProfiles,
-            key: record.profile_id.as_bytes().to_vec(),
-            value: encode_record(&record),
-        }];
+        let mut ops = vec![WriteOp::put(record.profile_id.as_bytes().to_vec(), &record)];
         ops.extend(sealed);
         let mut default_changes = Vec::new();
         if let Some(old) = previous {
@@ -890,10 +855,7 @@ impl Handler<Delete> for RegistryActor {
                 id,
             })));
         };
-        let mut ops = vec![WriteOp::Delete {
-            table: Table::AuthProfiles,
-            key: id.as_bytes().to_vec(),
-        }];
+        let mut ops = vec![WriteOp::delete(Table::AuthProfiles, id.as_bytes().to_vec())];
         ops.extend(
             record
                 .credential
@@ -1291,11 +1253,7 @@ impl Handler<MarkRejected> for RegistryActor {
         }
         record.updated_at = now;
         let ops = vec![
-            WriteOp::Put {
-                table: Table::AuthProfiles,
-                key: record.profile_id.as_bytes().to_vec(),
-                value: encode_record(&record),
-            },
+            WriteOp::put(record.profile_id.as_bytes().to_vec(), &record),
             self.audit.op(crate::audit::AuditEntry::system(
                 crate::audit::AuditKind::ProfileNeedsReauth,
                 &record.profile_id,

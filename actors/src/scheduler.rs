@@ -7,13 +7,12 @@
 //! this kind of machine, tokio-cron-scheduler's 500 ms polling dropped firings at
 //! 2,000 jobs; this structure wakes only for the next due entry.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
+use crate::due_heap::DueHeap;
 use crate::time::now_ms;
 
 /// Why an objective is fired.
@@ -65,9 +64,7 @@ impl SchedulerHandle {
     pub fn start(target: Recipient<Fire>) -> Self {
         let actor = SchedulerActor {
             target,
-            heap: BinaryHeap::new(),
-            entries: HashMap::new(),
-            next_generation: 0,
+            due: DueHeap::default(),
             timer: None,
         };
         Self {
@@ -92,10 +89,9 @@ impl SchedulerHandle {
 
 struct SchedulerActor {
     target: Recipient<Fire>,
-    heap: BinaryHeap<Reverse<(i64, u64, String)>>,
-    /// Objective -> (generation, scheduled_for).
-    entries: HashMap<String, (u64, DateTime<Utc>)>,
-    next_generation: u64,
+    /// Each objective's one entry: its due time, with the schedule's instant.
+    due: DueHeap<String, DateTime<Utc>>,
+    /// The one timer, armed for the earliest due time.
     timer: Option<(i64, SpawnHandle)>,
 }
 
@@ -105,19 +101,12 @@ impl Actor for SchedulerActor {
 
 impl SchedulerActor {
     fn arm(&mut self, ctx: &mut Context<Self>) {
-        while let Some(Reverse((_, generation, id))) = self.heap.peek() {
-            if self.entries.get(id).is_some_and(|(g, _)| g == generation) {
-                break;
-            }
-            self.heap.pop();
-        }
-        let Some(Reverse((due, _, _))) = self.heap.peek() else {
+        let Some(due) = self.due.next_due() else {
             if let Some((_, handle)) = self.timer.take() {
                 ctx.cancel_future(handle);
             }
             return;
         };
-        let due = *due;
         if self.timer.as_ref().is_some_and(|(armed, _)| *armed == due) {
             return;
         }
@@ -134,20 +123,9 @@ impl SchedulerActor {
 
     fn fire(&mut self, ctx: &mut Context<Self>) {
         let now = now_ms();
-        while let Some(Reverse((due, generation, id))) = self.heap.peek().cloned() {
-            if due > now {
-                break;
-            }
-            self.heap.pop();
-            let Some((current, scheduled_for)) = self.entries.get(&id).copied() else {
-                continue;
-            };
-            if current != generation {
-                continue;
-            }
-            self.entries.remove(&id);
+        while let Some((objective_id, _, scheduled_for)) = self.due.pop_due(now) {
             self.target.do_send(Fire {
-                objective_id: id,
+                objective_id,
                 scheduled_for,
                 trigger: Trigger::Schedule,
             });
@@ -166,23 +144,11 @@ impl Handler<Change> for SchedulerActor {
                 due,
                 scheduled_for,
             } => {
-                self.next_generation += 1;
-                let generation = self.next_generation;
-                self.entries
-                    .insert(objective_id.clone(), (generation, scheduled_for));
-                self.heap
-                    .push(Reverse((due.timestamp_millis(), generation, objective_id)));
-                // Superseded entries stay in the heap until they surface; compact it
-                // when they outnumber the live ones, so edits cannot grow it forever.
-                if self.heap.len() > 2 * self.entries.len() + 1024 {
-                    let entries = &self.entries;
-                    self.heap.retain(|Reverse((_, g, id))| {
-                        entries.get(id).is_some_and(|(live, _)| live == g)
-                    });
-                }
+                self.due
+                    .schedule(objective_id, due.timestamp_millis(), scheduled_for);
             }
             Change::Remove(id) => {
-                self.entries.remove(&id);
+                self.due.remove(&id);
             }
         }
         self.arm(ctx);

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use palyra_storage::{StoredRecord, Table, WriteOp, Writer, decode_record, encode_record};
+use palyra_storage::{StoredRecord, Table, WriteOp, Writer, decode_record};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -104,7 +104,7 @@ struct SessionRecord {
 }
 
 impl StoredRecord for SessionRecord {
-    const TABLE: &'static str = "sessions";
+    const TABLE: Table = Table::Sessions;
     const VERSION: u32 = 1;
 }
 
@@ -414,10 +414,7 @@ impl SessionsActor {
             };
             ops.push(self.eviction_audit(&oldest.1));
             self.publish_remove(&oldest.1);
-            ops.push(WriteOp::Delete {
-                table: Table::Sessions,
-                key: oldest.1.to_vec(),
-            });
+            ops.push(WriteOp::delete(Table::Sessions, oldest.1.to_vec()));
         }
         if !ops.is_empty() {
             let durable = self.writer.submit(ops);
@@ -436,10 +433,7 @@ impl SessionsActor {
         let mut ops: Vec<WriteOp> = self
             .stale_at_start
             .drain(..)
-            .map(|key| WriteOp::Delete {
-                table: Table::Sessions,
-                key,
-            })
+            .map(|key| WriteOp::delete(Table::Sessions, key))
             .collect();
         let mut expired = Vec::new();
         {
@@ -458,11 +452,7 @@ impl SessionsActor {
                 if seen > live.persisted_ms.load(Ordering::Relaxed) {
                     let mut record = live.record.clone();
                     record.last_seen_ms = seen;
-                    ops.push(WriteOp::Put {
-                        table: Table::Sessions,
-                        key: digest.to_vec(),
-                        value: encode_record(&record),
-                    });
+                    ops.push(WriteOp::put(digest.to_vec(), &record));
                     live.persisted_ms.store(seen, Ordering::Relaxed);
                 }
                 true
@@ -470,10 +460,7 @@ impl SessionsActor {
         }
         for key in expired {
             self.by_issue.remove(&key);
-            ops.push(WriteOp::Delete {
-                table: Table::Sessions,
-                key: key.1.to_vec(),
-            });
+            ops.push(WriteOp::delete(Table::Sessions, key.1.to_vec()));
         }
         ops
     }
@@ -502,11 +489,7 @@ impl Handler<Create> for SessionsActor {
             expires_at_ms: now.saturating_add(duration_ms(self.policy.absolute_timeout)),
             last_seen_ms: now,
         };
-        let mut ops = vec![WriteOp::Put {
-            table: Table::Sessions,
-            key: digest.to_vec(),
-            value: encode_record(&record),
-        }];
+        let mut ops = vec![WriteOp::put(digest.to_vec(), &record)];
         ops.extend(msg.extra_ops);
         // Make room: the oldest sessions go in the same transaction as the new one.
         let mut evicted = Vec::new();
@@ -514,10 +497,7 @@ impl Handler<Create> for SessionsActor {
             let Some(oldest) = self.by_issue.pop_first() else {
                 break;
             };
-            ops.push(WriteOp::Delete {
-                table: Table::Sessions,
-                key: oldest.1.to_vec(),
-            });
+            ops.push(WriteOp::delete(Table::Sessions, oldest.1.to_vec()));
             ops.push(self.eviction_audit(&oldest.1));
             evicted.push(oldest);
         }
@@ -568,10 +548,7 @@ impl Handler<Revoke> for SessionsActor {
                 .remove(&(live.record.issued_at_ms, msg.digest));
         }
         let writer = self.writer.clone();
-        let ops = vec![WriteOp::Delete {
-            table: Table::Sessions,
-            key: msg.digest.to_vec(),
-        }];
+        let ops = vec![WriteOp::delete(Table::Sessions, msg.digest.to_vec())];
         Box::pin(async move { writer.write(ops).await }.into_actor(self).map(
             move |result, act, _ctx| match result {
                 Ok(()) if removed.is_some() => Ok(()),

@@ -106,7 +106,7 @@ struct Sealed {
 }
 
 impl StoredRecord for Sealed {
-    const TABLE: &'static str = "vault";
+    const TABLE: Table = Table::Vault;
     const VERSION: u32 = 1;
 }
 
@@ -253,10 +253,7 @@ impl Vault {
 
     /// The write that removes the secret at `vault_ref`.
     pub fn delete(vault_ref: &str) -> WriteOp {
-        WriteOp::Delete {
-            table: Table::Vault,
-            key: vault_ref.as_bytes().to_vec(),
-        }
+        WriteOp::delete(Table::Vault, vault_ref.as_bytes().to_vec())
     }
 
     /// Whether a secret is stored at `vault_ref`.
@@ -502,15 +499,11 @@ mod tests {
             .unwrap();
         // A row no key opens makes the rotation fail before anything changes.
         writer
-            .write(vec![WriteOp::Put {
-                table: Table::Vault,
-                key: b"vault://global/foreign".to_vec(),
-                value: encode_record(&Sealed {
+            .write(vec![WriteOp::put(b"vault://global/foreign".to_vec(), &Sealed {
                     key_id: "0000000000000000".into(),
                     nonce: vec![0; 24],
                     ciphertext: vec![1, 2, 3],
-                }),
-            }])
+                })])
             .await
             .unwrap();
         let key_file = std::fs::read_to_string(dir.path().join(VAULT_KEY_FILE)).unwrap();

@@ -182,10 +182,7 @@ mod tests {
             "group commit folded writes: {commits} commits"
         );
         writer
-            .write(vec![WriteOp::Delete {
-                table: Table::Sessions,
-                key: 7u32.to_be_bytes().to_vec(),
-            }])
+            .write(vec![WriteOp::delete(Table::Sessions, 7u32.to_be_bytes().to_vec())])
             .await
             .unwrap();
         writer.shutdown().await;
@@ -234,7 +231,7 @@ mod tests {
     }
 
     impl StoredRecord for Demo {
-        const TABLE: &'static str = "demo";
+        const TABLE: Table = Table::Sessions;
         const VERSION: u32 = 2;
     }
 

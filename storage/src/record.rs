@@ -5,12 +5,12 @@
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::StorageError;
+use crate::{StorageError, Table};
 
 /// A type stored in a table.
 pub trait StoredRecord: Serialize + DeserializeOwned {
-    /// Table name, for error messages.
-    const TABLE: &'static str;
+    /// The table records of this type live in.
+    const TABLE: Table;
     /// Version written by this build.
     const VERSION: u32;
 }
@@ -40,12 +40,12 @@ pub fn encode_record<T: StoredRecord>(record: &T) -> Vec<u8> {
 /// Decodes a value written by [`encode_record`].
 pub fn decode_record<T: StoredRecord>(bytes: &[u8]) -> Result<T, StorageError> {
     let env: Envelope<T> = serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt {
-        table: T::TABLE,
+        table: T::TABLE.name(),
         reason: e.to_string(),
     })?;
     if env.v > T::VERSION {
         return Err(StorageError::Corrupt {
-            table: T::TABLE,
+            table: T::TABLE.name(),
             reason: format!("record version {} is newer than {}", env.v, T::VERSION),
         });
     }

@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use redb::Database;
 use tokio::sync::oneshot;
 
-use crate::{StorageError, Table};
+use crate::{StorageError, StoredRecord, Table, encode_record};
 
 /// Most writes folded into one transaction; bounds the latency of the batch.
 const MAX_BATCH: usize = 4096;
@@ -31,6 +31,25 @@ pub enum WriteOp {
         table: Table,
         key: Vec<u8>,
     },
+}
+
+impl WriteOp {
+    /// Stores `record` under `key` in its type's table, inside its versioned envelope.
+    pub fn put<T: StoredRecord>(key: impl Into<Vec<u8>>, record: &T) -> Self {
+        WriteOp::Put {
+            table: T::TABLE,
+            key: key.into(),
+            value: encode_record(record),
+        }
+    }
+
+    /// Deletes the row under `key` of `table`.
+    pub fn delete(table: Table, key: impl Into<Vec<u8>>) -> Self {
+        WriteOp::Delete {
+            table,
+            key: key.into(),
+        }
+    }
 }
 
 struct Request {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use palyra_storage::{Storage, StoredRecord, Table, WriteOp, decode_record, encode_record};
+use palyra_storage::{Storage, StoredRecord, Table, WriteOp, decode_record};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -56,7 +56,7 @@ pub(crate) struct AttemptRecord {
 }
 
 impl StoredRecord for AttemptRecord {
-    const TABLE: &'static str = "oauth_attempts";
+    const TABLE: Table = Table::OAuthAttempts;
     const VERSION: u32 = 1;
 }
 
@@ -108,10 +108,7 @@ pub(crate) fn stale_attempt_ops(storage: &Storage) -> Result<Vec<WriteOp>, Actor
         if stale {
             let id = String::from_utf8_lossy(&key).into_owned();
             ops.push(Vault::delete(&verifier_ref(&id)));
-            ops.push(WriteOp::Delete {
-                table: Table::OAuthAttempts,
-                key,
-            });
+            ops.push(WriteOp::delete(Table::OAuthAttempts, key));
         }
     }
     Ok(ops)
@@ -466,11 +463,7 @@ impl RegistryActor {
         interrupted.status = AttemptStatus::Failed {
             reason: "the daemon stopped during the code exchange; start again".into(),
         };
-        let ops = vec![WriteOp::Put {
-            table: Table::OAuthAttempts,
-            key: attempt_id.as_bytes().to_vec(),
-            value: encode_record(&interrupted),
-        }];
+        let ops = vec![WriteOp::put(attempt_id.as_bytes().to_vec(), &interrupted)];
         self.attempts.insert(attempt_id, interrupted);
         Ok((record, verifier, ops))
     }
@@ -521,11 +514,7 @@ impl Handler<StartAttempt> for RegistryActor {
         let ops = vec![
             self.vault
                 .seal(&verifier_ref(&record.attempt_id), &msg.verifier),
-            WriteOp::Put {
-                table: Table::OAuthAttempts,
-                key: record.attempt_id.as_bytes().to_vec(),
-                value: encode_record(&record),
-            },
+            WriteOp::put(record.attempt_id.as_bytes().to_vec(), &record),
         ];
         drop(msg.verifier);
         // Finished or expired attempts are kept a day for `callback-state`, then
@@ -631,11 +620,7 @@ impl Handler<FinishAttempt> for RegistryActor {
                 AttemptStatus::Succeeded { profile_id: id }
             }
         };
-        extra.push(WriteOp::Put {
-            table: Table::OAuthAttempts,
-            key: attempt.attempt_id.as_bytes().to_vec(),
-            value: encode_record(&attempt),
-        });
+        extra.push(WriteOp::put(attempt.attempt_id.as_bytes().to_vec(), &attempt));
         let (ops, applied) = match profile {
             Some((record, sealed, set_default)) => {
                 let (record, ops, defaults) =
@@ -835,11 +820,7 @@ impl Handler<RecordRefresh> for RegistryActor {
             }
         }
         record.updated_at = now;
-        let mut ops = vec![WriteOp::Put {
-            table: Table::AuthProfiles,
-            key: record.profile_id.as_bytes().to_vec(),
-            value: encode_record(&record),
-        }];
+        let mut ops = vec![WriteOp::put(record.profile_id.as_bytes().to_vec(), &record)];
         ops.extend(sealed);
         ops.extend(audit);
         self.apply_profile(record.clone(), Vec::new());
