@@ -69,3 +69,9 @@ impl From<VaultError> for ActorError {
         }
     }
 }
+
+/// Maps a failed send to an actor (its mailbox is closed: the daemon is stopping) to
+/// [`ActorError::Stopped`] naming the actor; every handle uses it with `map_err`.
+pub(crate) fn stopped(actor: &'static str) -> impl Fn(actix::MailboxError) -> ActorError {
+    move |_| ActorError::Stopped(actor)
+}

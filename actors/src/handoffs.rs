@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use palyra_storage::{StoredRecord, Table, WriteOp, Writer, decode_record};
 use serde::{Deserialize, Serialize};
 
+use crate::error::stopped;
 use crate::secret::{SecretString, random_token, token_digest};
 use crate::sessions::{IssuedSession, SessionsHandle};
 use crate::time::{now_ms, to_datetime};
@@ -114,7 +115,7 @@ impl HandoffsHandle {
                 redirect_path,
             })
             .await
-            .map_err(|_| ActorError::Stopped("handoffs"))?
+            .map_err(stopped("handoffs"))?
     }
 
     /// Consumes a handoff token once, creating a console session.
@@ -124,7 +125,7 @@ impl HandoffsHandle {
                 digest: token_digest(token),
             })
             .await
-            .map_err(|_| ActorError::Stopped("handoffs"))?
+            .map_err(stopped("handoffs"))?
     }
 
     /// True while the actor runs.

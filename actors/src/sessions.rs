@@ -17,6 +17,7 @@ use palyra_storage::{StoredRecord, Table, WriteOp, Writer, decode_record};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use crate::error::stopped;
 use crate::secret::{SecretString, random_token, token_digest};
 use crate::time::{now_ms, to_datetime};
 use crate::{ActorError, Storage};
@@ -238,7 +239,7 @@ impl SessionsHandle {
                 extra_ops,
             })
             .await
-            .map_err(|_| ActorError::Stopped("sessions"))?
+            .map_err(stopped("sessions"))?
     }
 
     /// Validates a session cookie. Reads the published index: no actor hop, no disk
@@ -273,7 +274,7 @@ impl SessionsHandle {
         self.addr
             .send(Revoke { digest })
             .await
-            .map_err(|_| ActorError::Stopped("sessions"))?
+            .map_err(stopped("sessions"))?
     }
 
     /// Persists pending activity and purges expired sessions now (used at shutdown).
@@ -281,7 +282,7 @@ impl SessionsHandle {
         self.addr
             .send(Flush)
             .await
-            .map_err(|_| ActorError::Stopped("sessions"))?
+            .map_err(stopped("sessions"))?
     }
 
     /// Number of sessions in the published index.
