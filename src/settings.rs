@@ -335,9 +335,88 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSettings {
-    /// Where the database and the admin token file live.
+    /// Where the redb database, the admin token file and the vault key file live.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// `redb` (embedded, the default) or `postgres`.
+    pub backend: StorageBackend,
+    /// PostgreSQL: `postgres://user[:password]@host[:port]/database`; never logged.
+    #[serde(default)]
+    pub url: Option<SecretString>,
+    /// PostgreSQL: a file holding the password (wins over one in the URL).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL: connections kept for reads (the writer has its own).
+    pub pool_size: usize,
+    /// PostgreSQL: `disable`, `require` or `verify-full`; unset: `disable` when the
+    /// host is a loopback address, `verify-full` otherwise.
+    #[serde(default)]
+    pub sslmode: Option<String>,
+    /// PostgreSQL: CA certificates (PEM) that `verify-full` trusts.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PostgreSQL: further connection attempts at start before giving up.
+    pub connect_retries: u32,
+    /// PostgreSQL: bound on one connection attempt.
+    pub connect_timeout_s: u64,
+    /// PostgreSQL: bound on one statement.
+    pub statement_timeout_s: u64,
+}
+
+/// Which database holds the daemon's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    Redb,
+    Postgres,
+}
+
+impl StorageSettings {
+    fn validate(&self) -> Result<(), String> {
+        match self.backend {
+            StorageBackend::Redb => {
+                if self.url.is_some() || self.password_file.is_some() {
+                    return Err(
+                        "storage.url and storage.password_file need storage.backend = \"postgres\""
+                            .into(),
+                    );
+                }
+            }
+            StorageBackend::Postgres => {
+                let Some(url) = &self.url else {
+                    return Err(
+                        "storage.backend = \"postgres\" needs storage.url (or PALYRA_STORAGE__URL)"
+                            .into(),
+                    );
+                };
+                let url = url.expose();
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    // Never repeat the URL: it may hold the password.
+                    return Err("storage.url must start with postgres://".into());
+                }
+            }
+        }
+        if !(1..=256).contains(&self.pool_size) {
+            return Err("storage.pool_size must be between 1 and 256".into());
+        }
+        if let Some(mode) = &self.sslmode
+            && !matches!(mode.as_str(), "disable" | "require" | "verify-full")
+        {
+            return Err("storage.sslmode must be disable, require or verify-full".into());
+        }
+        if self.connect_retries > 1000 {
+            return Err("storage.connect_retries must be at most 1000".into());
+        }
+        for (name, value) in [
+            ("storage.connect_timeout_s", self.connect_timeout_s),
+            ("storage.statement_timeout_s", self.statement_timeout_s),
+        ] {
+            if !(1..=600).contains(&value) {
+                return Err(format!("{name} must be between 1 and 600"));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -534,6 +613,7 @@ impl Settings {
             );
         }
         self.browser.validate(MAX_S)?;
+        self.storage.validate()?;
         if self.server.shutdown_grace_s > 3600 {
             return Err("server.shutdown_grace_s must be at most 3600".into());
         }
