@@ -31,7 +31,7 @@ mod actor;
 mod agents;
 mod firing;
 mod handle;
-pub(crate) mod input;
+mod input;
 mod lifecycle;
 pub(crate) mod model;
 mod runner;

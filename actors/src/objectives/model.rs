@@ -323,3 +323,39 @@ pub(crate) fn run_ops(
     }
     ops
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_keys_order_by_sequence_within_one_objective() {
+        // Big-endian sequence numbers: byte order is numeric order, so history is one
+        // ordered range and `run_prefix` never matches another objective's runs.
+        assert!(run_key("o", 9) < run_key("o", 10));
+        assert!(run_key("o", 255) < run_key("o", 256));
+        assert!(run_key("o", 1).starts_with(&run_prefix("o")));
+        assert!(!run_key("o.b", 1).starts_with(&run_prefix("o")));
+    }
+
+    #[test]
+    fn archived_is_final_and_fire_is_no_transition() {
+        use LifecycleAction as A;
+        for action in [
+            A::Activate,
+            A::Pause,
+            A::Resume,
+            A::Cancel,
+            A::Archive,
+            A::Fire,
+        ] {
+            assert_eq!(transition(action, S::Archived), None);
+        }
+        for state in [S::Draft, S::Active, S::Paused, S::Cancelled] {
+            assert_eq!(transition(A::Fire, state), None);
+        }
+        assert_eq!(transition(A::Activate, S::Draft), Some(S::Active));
+        assert_eq!(transition(A::Resume, S::Paused), Some(S::Active));
+        assert_eq!(transition(A::Cancel, S::Cancelled), None);
+    }
+}
