@@ -13,6 +13,7 @@ use palyra_actors::audit::{AuditLog, AuditRetention};
 use palyra_actors::browser::BrowserHandle;
 use palyra_actors::metrics::ActorMetrics;
 use palyra_actors::objectives::{ObjectivesHandle, ObjectivesPolicy};
+use palyra_actors::outbound;
 use palyra_actors::refresher::{RefreshAdapters, RefresherHandle, RefresherPolicy};
 use palyra_actors::secret::random_token;
 use palyra_actors::vault::{Vault, VaultError};
@@ -60,6 +61,8 @@ pub enum StartError {
     RemoteBind(String),
     #[error("{0}")]
     Tls(String),
+    #[error("outbound HTTP client: {0}")]
+    HttpClient(reqwest::Error),
 }
 
 /// Secrets the daemon takes from its environment: `PALYRA_ADMIN_TOKEN` and
@@ -557,6 +560,8 @@ async fn start_actors(
         writer.write(vault_ops).await?;
     }
     tracing::info!(key_id = %vault.active_key_id(), source = ?vault.source(), "vault open");
+    // The one outbound HTTP client, shared by everything that calls a provider.
+    let http_client = outbound::client().map_err(StartError::HttpClient)?;
     let sessions = SessionsHandle::start(
         storage,
         writer.clone(),
@@ -598,6 +603,7 @@ async fn start_actors(
         writer.clone(),
         registry.clone(),
         refresher.clone(),
+        http_client,
         ObjectivesPolicy {
             run_retention: settings.objectives.run_retention,
             provider_timeout: Duration::from_secs(settings.objectives.provider_timeout_s),

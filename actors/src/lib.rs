@@ -8,9 +8,13 @@
 //! - [`handoffs`]: the handoffs actor owns single-use browser handoff tokens and asks
 //!   the sessions actor for a session when one is consumed.
 //! - [`registry`]: the registry actor owns auth profiles, defaults and the vault.
-//! - [`objectives`]: the objectives actor owns agents, objectives and runs.
+//! - [`objectives`]: the objectives actor owns agents, objectives and runs; a folder:
+//!   `model.rs` (the records, the lifecycle table), `input.rs` (requests and their
+//!   validation), `handle.rs` (`ObjectivesHandle`), `actor.rs` (state, recovery,
+//!   commit), `firing.rs` (the firing decision, starting and finishing runs),
+//!   `agents.rs` and `lifecycle.rs` (CRUD), `runner.rs` (one run: credential, chat
+//!   completion, tokens).
 //! - [`scheduler`]: the scheduler actor fires due objectives from one timer heap.
-//! - [`runner`]: one run: credential, chat completion, tokens.
 //! - [`schedule`]: cron patterns in IANA time zones.
 //! - [`refresher`]: the refresher actor keeps OAuth tokens fresh, one timer for all.
 //! - [`oauth`]: PKCE, code exchange, the refresh grant and its backoff.
@@ -35,7 +39,6 @@ pub mod outbound;
 pub mod provider;
 pub mod refresher;
 pub mod registry;
-pub mod runner;
 pub mod schedule;
 pub mod scheduler;
 pub mod secret;

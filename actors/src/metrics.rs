@@ -7,6 +7,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
+use crate::objectives::model::RunStatus;
+
 /// Labels of a metric family: name and value pairs.
 pub type Labels = Vec<(&'static str, String)>;
 
@@ -34,7 +36,7 @@ impl Default for ActorMetrics {
         for outcome in REFRESH_OUTCOMES {
             metrics.refresh_series(outcome);
         }
-        for status in crate::objectives::RunStatus::ALL {
+        for status in RunStatus::ALL {
             metrics.run_series(status);
         }
         metrics
@@ -44,7 +46,7 @@ impl Default for ActorMetrics {
 const REFRESH_OUTCOMES: [&str; 3] = ["success", "transient", "permanent"];
 
 impl ActorMetrics {
-    fn run_series(&self, status: crate::objectives::RunStatus) -> Counter {
+    fn run_series(&self, status: RunStatus) -> Counter {
         let status = crate::wire_name(status);
         self.runs.get_or_create(&vec![("status", status)]).clone()
     }
@@ -55,7 +57,7 @@ impl ActorMetrics {
             .clone()
     }
 
-    pub(crate) fn count_run(&self, status: crate::objectives::RunStatus) {
+    pub(crate) fn count_run(&self, status: RunStatus) {
         self.run_series(status).inc();
     }
 

@@ -61,7 +61,9 @@ impl std::fmt::Debug for SchedulerHandle {
 
 impl SchedulerHandle {
     /// Starts the scheduler inside the actix System; firings go to `target`.
-    pub fn start(target: Recipient<Fire>) -> Self {
+    /// Crate-private: a `Recipient` is an actix type, and actix types never leave this
+    /// crate; the objectives actor is the one caller.
+    pub(crate) fn start(target: Recipient<Fire>) -> Self {
         let actor = SchedulerActor {
             target,
             due: DueHeap::default(),

@@ -1,18 +1,20 @@
 //! One run of an objective: resolve the agent's credential, call the provider's
 //! OpenAI-compatible `POST {api_base_url}/v1/chat/completions`, count the tokens.
 //! Runs on a tokio worker; never inside an actor.
+//! Provider calls go through the daemon's one outbound client
+//! (`crate::outbound::client`), which the objectives actor was started with.
 
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::objectives::{AgentRecord, MAX_OUTPUT_BYTES, ObjectiveKind, ObjectiveRecord};
+use super::model::{AgentRecord, MAX_OUTPUT_BYTES, ObjectiveKind, ObjectiveRecord};
 use crate::refresher::RefresherHandle;
 use crate::registry::RegistryHandle;
 
 /// What a run came to.
 #[derive(Debug, Default)]
-pub struct RunOutcome {
+pub(super) struct RunOutcome {
     pub tokens: u64,
     pub output: Option<String>,
     /// Set when the run failed; a sentence, never a secret.
@@ -38,9 +40,10 @@ fn cap(mut text: String) -> String {
 }
 
 /// Runs `objective` for `agent`.
-pub async fn execute(
+pub(super) async fn execute(
     registry: &RegistryHandle,
     refresher: &RefresherHandle,
+    client: &reqwest::Client,
     agent: Option<AgentRecord>,
     objective: &ObjectiveRecord,
     timeout: Duration,
@@ -95,6 +98,7 @@ pub async fn execute(
         match call(
             registry,
             refresher,
+            client,
             &profile_id,
             &agent.model,
             &prompt,
@@ -122,6 +126,7 @@ pub async fn execute(
 async fn call(
     registry: &RegistryHandle,
     refresher: &RefresherHandle,
+    client: &reqwest::Client,
     profile_id: &str,
     model: &str,
     prompt: &str,
@@ -147,13 +152,6 @@ async fn call(
         .get(&credential.provider)
         .map(|p| p.api_base_url.clone())
         .ok_or_else(|| format!("provider {} is not configured", credential.provider))?;
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    let client = CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default()
-    });
     let response = client
         .post(format!("{base}/v1/chat/completions"))
         .timeout(timeout)

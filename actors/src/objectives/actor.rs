@@ -1,0 +1,260 @@
+//! The objectives actor's state: what it holds in memory, how it comes back after a
+//! restart (interrupted and missed runs, catch-up firings), and how its writes reach
+//! redb (queued in message order; a failed commit reloads memory from disk).
+//!
+//! Its messages live with the part they belong to: `agents.rs`, `lifecycle.rs`,
+//! `firing.rs`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use palyra_storage::{Storage, Table, WriteOp, Writer, decode_record};
+use rand::Rng;
+
+use super::model::{
+    AgentRecord, Misfire, ObjectiveRecord, ObjectiveState, RunRecord, RunStatus, RunTrigger,
+    new_run, objective_op, run_ops,
+};
+use crate::audit::AuditLog;
+use crate::error::ActorError;
+use crate::metrics::ActorMetrics;
+use crate::refresher::RefresherHandle;
+use crate::registry::RegistryHandle;
+use crate::schedule::Schedule;
+use crate::scheduler::{Fire, SchedulerHandle, Trigger};
+use crate::time::{now_ms, to_datetime};
+
+/// Settings of the objectives actor.
+#[derive(Debug, Clone)]
+pub struct ObjectivesPolicy {
+    /// Runs kept per objective; the oldest are pruned.
+    pub run_retention: u64,
+    /// Timeout of one provider call.
+    pub provider_timeout: Duration,
+}
+
+pub(super) struct ObjectivesActor {
+    pub(super) writer: Writer,
+    /// For reloading after a failed commit.
+    pub(super) storage: Storage,
+    /// Set at shutdown: no new run starts.
+    pub(super) draining: bool,
+    /// Runs resolve their credential through the registry.
+    pub(super) registry: RegistryHandle,
+    /// Runs refresh an expired OAuth token through the refresher.
+    pub(super) refresher: RefresherHandle,
+    /// The daemon's one outbound client (`crate::outbound::client`), for provider
+    /// calls, so connections to a provider are reused across runs.
+    pub(super) http_client: reqwest::Client,
+    pub(super) scheduler: SchedulerHandle,
+    pub(super) policy: ObjectivesPolicy,
+    pub(super) agents: Agents,
+    pub(super) objectives: Objectives,
+    /// Objective id -> the run going.
+    pub(super) running: HashMap<String, String>,
+    /// Objectives with one firing waiting (overlap `queue_one`): its instant and the
+    /// sequence number of its `queued` run record.
+    pub(super) queued: HashMap<String, (DateTime<Utc>, u64)>,
+    /// Catch-up firings found at start, fired once the actor runs.
+    pub(super) catch_up: CatchUps,
+    /// Budget exhaustion is audited in the same write as the pause.
+    pub(super) audit: AuditLog,
+    pub(super) metrics: ActorMetrics,
+}
+
+impl Actor for ObjectivesActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        for objective in self.objectives.values() {
+            self.sync_schedule(objective);
+        }
+        for (objective_id, scheduled_for) in std::mem::take(&mut self.catch_up) {
+            ctx.notify(Fire {
+                objective_id,
+                scheduled_for,
+                trigger: Trigger::CatchUp,
+            });
+        }
+    }
+}
+
+pub(super) type Agents = BTreeMap<String, AgentRecord>;
+pub(super) type Objectives = BTreeMap<String, ObjectiveRecord>;
+
+/// Catch-up firings: objective id and the missed instant.
+pub(super) type CatchUps = Vec<(String, DateTime<Utc>)>;
+
+pub(super) fn load_agents_and_objectives(
+    storage: &Storage,
+) -> Result<(Agents, Objectives), ActorError> {
+    let mut agents = BTreeMap::new();
+    for (_, value) in storage.load(Table::Agents)? {
+        let agent: AgentRecord = decode_record(&value)?;
+        agents.insert(agent.agent_id.clone(), agent);
+    }
+    let mut objectives = BTreeMap::new();
+    for (_, value) in storage.load(Table::Objectives)? {
+        let objective: ObjectiveRecord = decode_record(&value)?;
+        objectives.insert(objective.objective_id.clone(), objective);
+    }
+    Ok((agents, objectives))
+}
+
+/// After a restart: runs a crash left running become `interrupted`; firings missed
+/// while the daemon was down become `missed` runs; `next_run_at` moves past now.
+/// Returns the writes and the catch-up firings (misfire `run_once`).
+pub(super) fn recover(
+    storage: &Storage,
+    objectives: &mut Objectives,
+    retention: u64,
+) -> Result<(Vec<WriteOp>, CatchUps), ActorError> {
+    let now = to_datetime(now_ms());
+    let mut ops = Vec::new();
+    for (key, value) in storage.load(Table::Runs)? {
+        if let Ok(mut run) = decode_record::<RunRecord>(&value)
+            && matches!(run.status, RunStatus::Running | RunStatus::Queued)
+        {
+            run.status = RunStatus::Interrupted;
+            run.finished_at = Some(now);
+            run.error = Some("the daemon stopped during the run".into());
+            ops.push(WriteOp::put(key, &run));
+        }
+    }
+    let mut catch_up = Vec::new();
+    for objective in objectives.values_mut() {
+        let Some(automation) = objective.automation.clone().filter(|a| a.enabled) else {
+            continue;
+        };
+        if objective.state != ObjectiveState::Active {
+            continue;
+        }
+        let Ok(schedule) = Schedule::parse(&automation.schedule, &automation.timezone) else {
+            continue;
+        };
+        // The first 100 missed firings are recorded one by one; beyond that, the
+        // newest one stands for the rest (a per-second schedule down for a month
+        // must not take a million steps at start).
+        let mut missed = Vec::new();
+        let mut cursor = objective.next_run_at;
+        while let Some(t) = cursor.filter(|t| *t <= now && missed.len() < 100) {
+            missed.push(t);
+            cursor = schedule.next_after(t);
+        }
+        if cursor.is_some_and(|t| t <= now)
+            && let Some(latest) = schedule.latest_at_or_before(now)
+            && missed.last() != Some(&latest)
+        {
+            missed.push(latest);
+        }
+        let Some(newest) = missed.last().copied() else {
+            continue;
+        };
+        for t in &missed {
+            let run = new_run(
+                objective,
+                RunTrigger::Schedule,
+                RunStatus::Missed,
+                Some(*t),
+                Some("the daemon was not running".into()),
+            );
+            ops.extend(run_ops(objective, &run, retention));
+        }
+        if automation.misfire == Misfire::RunOnce
+            && schedule.next_after(newest).is_some_and(|end| now < end)
+        {
+            catch_up.push((objective.objective_id.clone(), newest));
+        }
+        objective.next_run_at = schedule.next_after(now);
+        objective.updated_at = now;
+        ops.push(objective_op(objective));
+    }
+    Ok((ops, catch_up))
+}
+
+/// The objective's next firing after `after`, if it is active with automation on.
+pub(super) fn next_run(objective: &ObjectiveRecord, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let automation = objective.automation.as_ref().filter(|a| a.enabled)?;
+    if objective.state != ObjectiveState::Active {
+        return None;
+    }
+    Schedule::parse(&automation.schedule, &automation.timezone)
+        .ok()?
+        .next_after(after)
+}
+
+impl ObjectivesActor {
+    /// The writes of a run (see `run_ops`), counted in the run metrics.
+    pub(super) fn run_ops(&self, objective: &ObjectiveRecord, run: &RunRecord) -> Vec<WriteOp> {
+        self.metrics.count_run(run.status);
+        run_ops(objective, run, self.policy.run_retention)
+    }
+
+    /// Keeps the scheduler's one entry per active, enabled objective in step.
+    pub(super) fn sync_schedule(&self, objective: &ObjectiveRecord) {
+        let enabled = objective.state == ObjectiveState::Active
+            && objective.automation.as_ref().is_some_and(|a| a.enabled);
+        match (enabled, objective.next_run_at) {
+            (true, Some(at)) => {
+                let jitter = objective.automation.as_ref().map_or(0, |a| a.jitter_s);
+                let delay = if jitter > 0 {
+                    rand::rng().random_range(0..=u64::from(jitter) * 1000)
+                } else {
+                    0
+                };
+                let due = at + chrono::Duration::milliseconds(i64::try_from(delay).unwrap_or(0));
+                self.scheduler
+                    .schedule(objective.objective_id.clone(), due, at);
+            }
+            _ => self.scheduler.remove(objective.objective_id.clone()),
+        }
+    }
+
+    /// Queues `ops` (memory already shows their effect) and returns their commit. A
+    /// failed commit makes the actor reload agents and objectives from redb, so
+    /// memory never stays ahead of the disk.
+    pub(super) fn commit(
+        &mut self,
+        ops: Vec<WriteOp>,
+    ) -> impl ActorFuture<Self, Output = Result<(), ActorError>> + use<> {
+        self.writer
+            .submit(ops)
+            .into_actor(self)
+            .map(|result, act: &mut Self, _| {
+                result.map_err(|e| {
+                    tracing::error!(error = %e, "objectives commit failed; reloading from storage");
+                    act.reload();
+                    ActorError::from(e)
+                })
+            })
+    }
+
+    fn reload(&mut self) {
+        match load_agents_and_objectives(&self.storage) {
+            Ok((agents, objectives)) => {
+                self.agents = agents;
+                self.objectives = objectives;
+                for objective in self.objectives.values() {
+                    self.sync_schedule(objective);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reloading objectives failed"),
+        }
+    }
+}
+
+/// Stop starting runs; answers how many are going.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(super) struct Drain;
+
+impl Handler<Drain> for ObjectivesActor {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: Drain, _ctx: &mut Self::Context) -> usize {
+        self.draining = true;
+        self.running.len()
+    }
+}

@@ -1,0 +1,606 @@
+//! Firings and runs: what a firing comes to (`decide_firing`, the one decision over
+//! state, budget, overlap and the run going), starting a run (its record durable
+//! before the provider call), and finishing it (usage, the budget's pause, the firing
+//! that waited).
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use palyra_storage::WriteOp;
+
+use super::actor::{ObjectivesActor, next_run};
+use super::model::{
+    ObjectiveRecord, ObjectiveState, Overlap, RunRecord, RunStatus, RunSummary, RunTrigger,
+    new_run, objective_op, run_key,
+};
+use super::runner::{self, RunOutcome};
+use crate::audit::{AuditEntry, AuditKind, AuditOutcome};
+use crate::error::ActorError;
+use crate::scheduler::{Fire, Trigger};
+use crate::time::{now_ms, to_datetime};
+
+/// What a firing comes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FiringDecision {
+    /// The objective is not active: nothing is recorded.
+    Inactive,
+    /// A scheduled entry the schedule has moved past (it changed meanwhile): nothing
+    /// is recorded.
+    Superseded,
+    /// The budget is used up: the firing is recorded as `skipped_budget` and the
+    /// objective pauses.
+    SkipBudget,
+    /// A run is going and overlap is `queue_one` with no firing waiting yet: the
+    /// firing waits as a durable `queued` run.
+    Queue,
+    /// A run is going and the firing may not wait: recorded as `skipped_overlap`.
+    SkipOverlap,
+    /// A run starts now.
+    Start,
+}
+
+/// Decides what `firing` of `objective` comes to, given whether a run of it is going
+/// and whether a firing already waits for that run. Pure, so every branch is tested
+/// on its own; the order of the checks is the order of precedence.
+pub(super) fn decide_firing(
+    objective: &ObjectiveRecord,
+    firing: &Fire,
+    run_going: bool,
+    firing_waiting: bool,
+) -> FiringDecision {
+    if objective.state != ObjectiveState::Active {
+        return FiringDecision::Inactive;
+    }
+    if firing.trigger == Trigger::Schedule && objective.next_run_at != Some(firing.scheduled_for) {
+        return FiringDecision::Superseded;
+    }
+    if objective.budget_exhausted() {
+        return FiringDecision::SkipBudget;
+    }
+    if !run_going {
+        return FiringDecision::Start;
+    }
+    let overlap = objective
+        .automation
+        .as_ref()
+        .map(|a| a.overlap)
+        .unwrap_or_default();
+    // A firing that already waited never waits again, and only one waits at a time.
+    if overlap == Overlap::QueueOne && firing.trigger != Trigger::Queued && !firing_waiting {
+        FiringDecision::Queue
+    } else {
+        FiringDecision::SkipOverlap
+    }
+}
+
+impl Handler<Fire> for ObjectivesActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Fire, ctx: &mut Self::Context) {
+        let Some(mut objective) = self.objectives.get(&msg.objective_id).cloned() else {
+            return;
+        };
+        let decision = decide_firing(
+            &objective,
+            &msg,
+            self.running.contains_key(&objective.objective_id),
+            self.queued.contains_key(&objective.objective_id),
+        );
+        if matches!(
+            decision,
+            FiringDecision::Inactive | FiringDecision::Superseded
+        ) {
+            return;
+        }
+        let now = to_datetime(now_ms());
+        let trigger = match msg.trigger {
+            Trigger::Schedule | Trigger::Queued => RunTrigger::Schedule,
+            Trigger::CatchUp => RunTrigger::CatchUp,
+        };
+        if msg.trigger == Trigger::Schedule {
+            let late = (now - msg.scheduled_for).num_microseconds().unwrap_or(0);
+            self.metrics
+                .scheduler_lateness_seconds
+                .observe(late.max(0) as f64 / 1e6);
+            objective.next_run_at = next_run(&objective, msg.scheduled_for.max(now));
+            objective.updated_at = now;
+            self.sync_schedule(&objective);
+            self.objectives
+                .insert(objective.objective_id.clone(), objective.clone());
+        }
+        let scheduled_for = Some(msg.scheduled_for);
+        match decision {
+            FiringDecision::Inactive | FiringDecision::Superseded => {}
+            FiringDecision::SkipBudget => {
+                let mut run = new_run(
+                    &mut objective,
+                    trigger,
+                    RunStatus::SkippedBudget,
+                    scheduled_for,
+                    Some("budget exhausted".into()),
+                );
+                run.error = Some("the budget is exhausted; the objective is paused".into());
+                objective.state = ObjectiveState::Paused;
+                objective.state_reason = Some("budget_exhausted".into());
+                objective.next_run_at = None;
+                objective.last_run = Some(RunSummary {
+                    run_id: run.run_id.clone(),
+                    status: run.status,
+                    at: now,
+                });
+                let mut ops = self.run_ops(&objective, &run);
+                ops.push(objective_op(&objective));
+                ops.push(self.budget_audit_op(&objective));
+                self.sync_schedule(&objective);
+                tracing::info!(objective_id = %objective.objective_id, "budget exhausted; objective paused");
+                self.objectives
+                    .insert(objective.objective_id.clone(), objective);
+                ctx.spawn(self.commit(ops).map(|_, _, _| ()));
+            }
+            FiringDecision::Queue => {
+                // The waiting firing is a durable `queued` run with its own instant.
+                let run = new_run(
+                    &mut objective,
+                    trigger,
+                    RunStatus::Queued,
+                    scheduled_for,
+                    None,
+                );
+                let seq = objective.run_seq;
+                let mut ops = self.run_ops(&objective, &run);
+                ops.push(objective_op(&objective));
+                self.queued
+                    .insert(objective.objective_id.clone(), (msg.scheduled_for, seq));
+                self.objectives
+                    .insert(objective.objective_id.clone(), objective);
+                ctx.spawn(self.commit(ops).map(|_, _, _| ()));
+            }
+            FiringDecision::SkipOverlap => {
+                let run = new_run(
+                    &mut objective,
+                    trigger,
+                    RunStatus::SkippedOverlap,
+                    scheduled_for,
+                    Some("the previous run was still going".into()),
+                );
+                objective.last_run = Some(RunSummary {
+                    run_id: run.run_id.clone(),
+                    status: run.status,
+                    at: now,
+                });
+                let mut ops = self.run_ops(&objective, &run);
+                ops.push(objective_op(&objective));
+                self.objectives
+                    .insert(objective.objective_id.clone(), objective);
+                ctx.spawn(self.commit(ops).map(|_, _, _| ()));
+            }
+            FiringDecision::Start => {
+                self.start_run(&msg.objective_id, trigger, scheduled_for, ctx, None);
+            }
+        }
+    }
+}
+
+/// Where a manual firing's answer goes: the objective once its run is durable.
+pub(super) type RunReply = tokio::sync::oneshot::Sender<Result<ObjectiveRecord, ActorError>>;
+
+impl ObjectivesActor {
+    /// The audit write of a budget running out (in the same write as the pause).
+    fn budget_audit_op(&self, objective: &ObjectiveRecord) -> WriteOp {
+        self.audit.op(AuditEntry::system(
+            AuditKind::BudgetExhausted,
+            &objective.objective_id,
+            AuditOutcome::Success,
+            format!(
+                "runs {} tokens {}; the objective is paused",
+                objective.usage.runs, objective.usage.tokens
+            ),
+        ))
+    }
+
+    /// Starts a run of the objective as it is in memory (the caller has already
+    /// moved `next_run_at`): the run record and the objective commit first; then the
+    /// provider call runs on a tokio worker. `reply` answers with the objective once
+    /// the run is durable.
+    pub(super) fn start_run(
+        &mut self,
+        objective_id: &str,
+        trigger: RunTrigger,
+        scheduled_for: Option<DateTime<Utc>>,
+        ctx: &mut Context<Self>,
+        reply: Option<RunReply>,
+    ) {
+        self.start_run_as(objective_id, trigger, scheduled_for, None, ctx, reply);
+    }
+
+    /// Starts the firing that waited (overlap `queue_one`) as its own `queued` run.
+    pub(super) fn start_queued(
+        &mut self,
+        objective_id: &str,
+        scheduled_for: DateTime<Utc>,
+        seq: u64,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(objective) = self.objectives.get(objective_id) else {
+            return;
+        };
+        if objective.state != ObjectiveState::Active || objective.budget_exhausted() {
+            let mut objective = objective.clone();
+            let run = RunRecord {
+                run_id: format!("{objective_id}-{seq}"),
+                objective_id: objective_id.to_owned(),
+                trigger: RunTrigger::Schedule,
+                status: RunStatus::SkippedBudget,
+                scheduled_for: Some(scheduled_for),
+                started_at: None,
+                finished_at: Some(to_datetime(now_ms())),
+                tokens: 0,
+                output: None,
+                error: Some(
+                    "the objective was paused or out of budget before the queued firing started"
+                        .into(),
+                ),
+            };
+            objective.updated_at = to_datetime(now_ms());
+            let ops = vec![WriteOp::put(run_key(objective_id, seq), &run)];
+            ctx.spawn(self.commit(ops).map(|_, _, _| ()));
+            return;
+        }
+        self.start_run_as(
+            objective_id,
+            RunTrigger::Schedule,
+            Some(scheduled_for),
+            Some(seq),
+            ctx,
+            None,
+        );
+    }
+
+    fn start_run_as(
+        &mut self,
+        objective_id: &str,
+        trigger: RunTrigger,
+        scheduled_for: Option<DateTime<Utc>>,
+        queued_seq: Option<u64>,
+        ctx: &mut Context<Self>,
+        reply: Option<RunReply>,
+    ) {
+        let Some(mut objective) = self.objectives.get(objective_id).cloned() else {
+            return;
+        };
+        let agent = self.agents.get(&objective.agent_id).cloned();
+        let now = to_datetime(now_ms());
+        let run = match queued_seq {
+            // The queued run record becomes the running one: one record per firing.
+            Some(seq) => RunRecord {
+                run_id: format!("{objective_id}-{seq}"),
+                objective_id: objective_id.to_owned(),
+                trigger,
+                status: RunStatus::Running,
+                scheduled_for,
+                started_at: Some(now),
+                finished_at: None,
+                tokens: 0,
+                output: None,
+                error: None,
+            },
+            None => new_run(
+                &mut objective,
+                trigger,
+                RunStatus::Running,
+                scheduled_for,
+                None,
+            ),
+        };
+        objective.usage.runs += 1;
+        objective.last_run = Some(RunSummary {
+            run_id: run.run_id.clone(),
+            status: RunStatus::Running,
+            at: now,
+        });
+        objective.updated_at = now;
+        let mut ops = match queued_seq {
+            Some(seq) => vec![WriteOp::put(run_key(objective_id, seq), &run)],
+            None => self.run_ops(&objective, &run),
+        };
+        ops.push(objective_op(&objective));
+        self.running
+            .insert(objective.objective_id.clone(), run.run_id.clone());
+        self.objectives
+            .insert(objective.objective_id.clone(), objective.clone());
+        let durable = self.writer.submit(ops);
+        let oid = objective_id.to_owned();
+        ctx.spawn(durable.into_actor(self).map(move |result, act, ctx| {
+            if let Err(e) = result {
+                tracing::error!(error = %e, objective_id = %oid, "recording a run failed");
+                act.running.remove(&oid);
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(e.into()));
+                }
+                return;
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(objective.clone()));
+            }
+            let registry = act.registry.clone();
+            let refresher = act.refresher.clone();
+            let client = act.http_client.clone();
+            let timeout = act.policy.provider_timeout;
+            let task = tokio::spawn(async move {
+                runner::execute(&registry, &refresher, &client, agent, &objective, timeout).await
+            });
+            ctx.spawn(
+                async move { task.await.map_err(|_| ActorError::Stopped("objectives")) }
+                    .into_actor(act)
+                    .map(move |outcome, act, ctx| act.finish_run(&oid, run, outcome, ctx)),
+            );
+        }));
+    }
+
+    fn finish_run(
+        &mut self,
+        objective_id: &str,
+        mut run: RunRecord,
+        outcome: Result<RunOutcome, ActorError>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.running.remove(objective_id);
+        let now = to_datetime(now_ms());
+        match outcome {
+            Ok(o) => {
+                run.status = if o.error.is_none() {
+                    RunStatus::Succeeded
+                } else {
+                    RunStatus::Failed
+                };
+                run.tokens = o.tokens;
+                run.output = o.output;
+                run.error = o.error;
+            }
+            Err(e) => {
+                run.status = RunStatus::Failed;
+                run.error = Some(e.to_string());
+            }
+        }
+        run.finished_at = Some(now);
+        let Some(objective) = self.objectives.get_mut(objective_id) else {
+            return;
+        };
+        objective.usage.tokens = objective.usage.tokens.saturating_add(run.tokens);
+        objective.last_run = Some(RunSummary {
+            run_id: run.run_id.clone(),
+            status: run.status,
+            at: now,
+        });
+        objective.updated_at = now;
+        let seq: u64 = run
+            .run_id
+            .rsplit('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut budget_run = None;
+        if objective.budget_exhausted() && objective.state == ObjectiveState::Active {
+            // The budget is used up now: pause at once rather than at the next firing,
+            // and record the firing that will not run as the budget's outcome.
+            let skipped_for = objective.next_run_at.take();
+            objective.state = ObjectiveState::Paused;
+            objective.state_reason = Some("budget_exhausted".into());
+            let skipped = new_run(
+                objective,
+                RunTrigger::Schedule,
+                RunStatus::SkippedBudget,
+                skipped_for,
+                Some("the budget is exhausted; the objective is paused".into()),
+            );
+            tracing::info!(objective_id, "budget exhausted; objective paused");
+            budget_run = Some(skipped);
+        }
+        let objective = objective.clone();
+        self.sync_schedule(&objective);
+        let mut ops = vec![objective_op(&objective)];
+        if let Some(skipped) = &budget_run {
+            ops.extend(self.run_ops(&objective, skipped));
+            ops.push(self.budget_audit_op(&objective));
+        }
+        // A run already pruned from the history (a long run among many skipped ones)
+        // stays pruned.
+        if seq + self.policy.run_retention > objective.run_seq {
+            ops.push(WriteOp::put(run_key(objective_id, seq), &run));
+        }
+        self.metrics.count_run(run.status);
+        tracing::info!(objective_id, run_id = %run.run_id, status = ?run.status, tokens = run.tokens, "run finished");
+        ctx.spawn(self.commit(ops).map(|_, _, _| ()));
+        if let Some((scheduled_for, seq)) = self.queued.remove(objective_id)
+            && !self.draining
+        {
+            self.start_queued(objective_id, scheduled_for, seq, ctx);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::objectives::model::{Automation, Budget, Misfire, ObjectiveKind, Usage};
+
+    fn at(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(s, 0).single().unwrap()
+    }
+
+    /// An active objective due at t=100 with `overlap` and a budget of 3 runs.
+    fn objective(overlap: Overlap) -> ObjectiveRecord {
+        ObjectiveRecord {
+            objective_id: "o".into(),
+            agent_id: "a".into(),
+            kind: ObjectiveKind::StandingOrder,
+            state: ObjectiveState::Active,
+            name: "o".into(),
+            prompt: "p".into(),
+            steps: Vec::new(),
+            priority: 0,
+            budget: Budget {
+                max_runs: Some(3),
+                max_tokens: Some(1000),
+            },
+            usage: Usage::default(),
+            automation: Some(Automation {
+                schedule: "* * * * *".into(),
+                timezone: "UTC".into(),
+                misfire: Misfire::Skip,
+                overlap,
+                jitter_s: 0,
+                enabled: true,
+            }),
+            state_reason: None,
+            last_run: None,
+            next_run_at: Some(at(100)),
+            run_seq: 0,
+            created_at: at(0),
+            updated_at: at(0),
+        }
+    }
+
+    fn fire(trigger: Trigger, scheduled_for: i64) -> Fire {
+        Fire {
+            objective_id: "o".into(),
+            scheduled_for: at(scheduled_for),
+            trigger,
+        }
+    }
+
+    use FiringDecision as D;
+
+    #[test]
+    fn an_objective_that_is_not_active_fires_nothing() {
+        for state in [
+            ObjectiveState::Draft,
+            ObjectiveState::Paused,
+            ObjectiveState::Cancelled,
+            ObjectiveState::Archived,
+        ] {
+            let mut o = objective(Overlap::QueueOne);
+            o.state = state;
+            // Not even a budget or an overlap is recorded.
+            o.usage.runs = 3;
+            for trigger in [Trigger::Schedule, Trigger::CatchUp, Trigger::Queued] {
+                assert_eq!(
+                    decide_firing(&o, &fire(trigger, 100), true, false),
+                    D::Inactive
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_scheduled_entry_the_schedule_moved_past_fires_nothing() {
+        let o = objective(Overlap::Forbid);
+        assert_eq!(
+            decide_firing(&o, &fire(Trigger::Schedule, 40), false, false),
+            D::Superseded
+        );
+        let mut unscheduled = objective(Overlap::Forbid);
+        unscheduled.next_run_at = None;
+        assert_eq!(
+            decide_firing(&unscheduled, &fire(Trigger::Schedule, 100), false, false),
+            D::Superseded
+        );
+    }
+
+    #[test]
+    fn catch_up_and_queued_firings_are_not_held_to_next_run_at() {
+        let o = objective(Overlap::Forbid);
+        assert_eq!(
+            decide_firing(&o, &fire(Trigger::CatchUp, 40), false, false),
+            D::Start
+        );
+        assert_eq!(
+            decide_firing(&o, &fire(Trigger::Queued, 40), false, false),
+            D::Start
+        );
+    }
+
+    #[test]
+    fn a_due_firing_within_budget_with_no_run_going_starts() {
+        let mut o = objective(Overlap::Forbid);
+        o.usage = Usage {
+            runs: 2,
+            tokens: 999,
+        };
+        assert_eq!(
+            decide_firing(&o, &fire(Trigger::Schedule, 100), false, false),
+            D::Start
+        );
+        let mut unlimited = objective(Overlap::Forbid);
+        unlimited.budget = Budget::default();
+        unlimited.usage.runs = u64::MAX;
+        assert_eq!(
+            decide_firing(&unlimited, &fire(Trigger::Schedule, 100), false, false),
+            D::Start
+        );
+    }
+
+    #[test]
+    fn a_used_up_budget_skips_before_any_overlap() {
+        let mut runs_used = objective(Overlap::QueueOne);
+        runs_used.usage.runs = 3;
+        let mut tokens_used = objective(Overlap::QueueOne);
+        tokens_used.usage.tokens = 1000;
+        for o in [runs_used, tokens_used] {
+            for run_going in [false, true] {
+                assert_eq!(
+                    decide_firing(&o, &fire(Trigger::Schedule, 100), run_going, false),
+                    D::SkipBudget
+                );
+            }
+            assert_eq!(
+                decide_firing(&o, &fire(Trigger::CatchUp, 7), true, true),
+                D::SkipBudget
+            );
+        }
+    }
+
+    #[test]
+    fn overlap_forbid_skips_a_firing_while_a_run_is_going() {
+        let o = objective(Overlap::Forbid);
+        assert_eq!(
+            decide_firing(&o, &fire(Trigger::Schedule, 100), true, false),
+            D::SkipOverlap
+        );
+        assert_eq!(
+            decide_firing(&o, &fire(Trigger::CatchUp, 100), true, false),
+            D::SkipOverlap
+        );
+        // No automation at all means the default policy, forbid.
+        let mut manual_only = objective(Overlap::QueueOne);
+        manual_only.automation = None;
+        assert_eq!(
+            decide_firing(&manual_only, &fire(Trigger::CatchUp, 100), true, false),
+            D::SkipOverlap
+        );
+    }
+
+    #[test]
+    fn overlap_queue_one_queues_one_firing_and_skips_the_rest() {
+        let o = objective(Overlap::QueueOne);
+        assert_eq!(
+            decide_firing(&o, &fire(Trigger::Schedule, 100), true, false),
+            D::Queue
+        );
+        assert_eq!(
+            decide_firing(&o, &fire(Trigger::CatchUp, 100), true, false),
+            D::Queue
+        );
+        // A second firing while one waits is skipped.
+        assert_eq!(
+            decide_firing(&o, &fire(Trigger::Schedule, 100), true, true),
+            D::SkipOverlap
+        );
+        // A firing that already waited does not wait again.
+        assert_eq!(
+            decide_firing(&o, &fire(Trigger::Queued, 100), true, false),
+            D::SkipOverlap
+        );
+    }
+}

@@ -1,0 +1,265 @@
+//! `ObjectivesHandle`, the one way into the objectives actor: it validates requests
+//! before they reach the actor, reads run history straight from redb, and starts the
+//! actor (after recovery) with its scheduler.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use palyra_storage::{Storage, Table, Writer, decode_record};
+
+use super::actor::{Drain, ObjectivesActor, ObjectivesPolicy, load_agents_and_objectives, recover};
+use super::agents::{CreateAgent, DeleteAgent, GetAgent, ListAgents, UpdateAgent};
+use super::input::{
+    AgentPatch, NewAgent, NewObjective, ObjectiveFilter, ObjectivePatch, validate_name,
+};
+use super::lifecycle::{CreateObjective, GetObjective, Lifecycle, ListObjectives, UpdateObjective};
+use super::model::{
+    AgentPage, AgentRecord, LifecycleAction, ObjectivePage, ObjectiveRecord, RunPage, RunRecord,
+    run_key, run_prefix,
+};
+use crate::audit::AuditLog;
+use crate::error::{ActorError, stopped};
+use crate::metrics::ActorMetrics;
+use crate::refresher::RefresherHandle;
+use crate::registry::RegistryHandle;
+use crate::scheduler::SchedulerHandle;
+
+/// Handle to the objectives actor. Cloning is shallow.
+#[derive(Clone)]
+pub struct ObjectivesHandle {
+    addr: Addr<ObjectivesActor>,
+    /// Run history is read here, without a hop through the actor.
+    storage: Storage,
+}
+
+impl std::fmt::Debug for ObjectivesHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectivesHandle").finish_non_exhaustive()
+    }
+}
+
+impl ObjectivesHandle {
+    /// Loads agents and objectives, marks runs left running as interrupted, records
+    /// firings missed while the daemon was down, and starts the actor and its
+    /// scheduler inside the actix System. Runs call providers with `http_client`, the
+    /// daemon's one outbound client (`crate::outbound::client`).
+    // Every dependency is named, as in every handle's start; a struct of them would
+    // only move the names.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        storage: &Storage,
+        writer: Writer,
+        registry: RegistryHandle,
+        refresher: RefresherHandle,
+        http_client: reqwest::Client,
+        policy: ObjectivesPolicy,
+        audit: AuditLog,
+        metrics: ActorMetrics,
+    ) -> Result<Self, ActorError> {
+        let (agents, mut objectives) = load_agents_and_objectives(storage)?;
+        let (ops, catch_up) = recover(storage, &mut objectives, policy.run_retention)?;
+        if !ops.is_empty() {
+            writer.write(ops).await?;
+        }
+        let actor_storage = storage.clone();
+        let addr = ObjectivesActor::create(move |ctx| {
+            let scheduler = SchedulerHandle::start(ctx.address().recipient());
+            ObjectivesActor {
+                writer,
+                storage: actor_storage,
+                draining: false,
+                registry,
+                refresher,
+                http_client,
+                scheduler,
+                policy,
+                agents,
+                objectives,
+                running: HashMap::new(),
+                queued: HashMap::new(),
+                catch_up,
+                audit,
+                metrics,
+            }
+        });
+        Ok(Self {
+            addr,
+            storage: storage.clone(),
+        })
+    }
+
+    pub async fn create_agent(&self, new: NewAgent) -> Result<AgentRecord, ActorError> {
+        new.validate()?;
+        self.addr
+            .send(CreateAgent(new))
+            .await
+            .map_err(stopped("objectives"))?
+    }
+
+    pub async fn update_agent(
+        &self,
+        agent_id: &str,
+        patch: AgentPatch,
+    ) -> Result<AgentRecord, ActorError> {
+        patch.validate()?;
+        self.addr
+            .send(UpdateAgent(agent_id.to_owned(), patch))
+            .await
+            .map_err(stopped("objectives"))?
+    }
+
+    pub async fn delete_agent(&self, agent_id: &str) -> Result<(), ActorError> {
+        self.addr
+            .send(DeleteAgent(agent_id.to_owned()))
+            .await
+            .map_err(stopped("objectives"))?
+    }
+
+    pub async fn get_agent(&self, agent_id: &str) -> Result<AgentRecord, ActorError> {
+        self.addr
+            .send(GetAgent(agent_id.to_owned()))
+            .await
+            .map_err(stopped("objectives"))?
+    }
+
+    pub async fn list_agents(
+        &self,
+        limit: usize,
+        after: Option<String>,
+    ) -> Result<AgentPage, ActorError> {
+        crate::check_page_limit(limit)?;
+        self.addr
+            .send(ListAgents { limit, after })
+            .await
+            .map_err(stopped("objectives"))
+    }
+
+    pub async fn create_objective(&self, new: NewObjective) -> Result<ObjectiveRecord, ActorError> {
+        new.validate()?;
+        self.addr
+            .send(CreateObjective(new))
+            .await
+            .map_err(stopped("objectives"))?
+    }
+
+    pub async fn update_objective(
+        &self,
+        objective_id: &str,
+        patch: ObjectivePatch,
+    ) -> Result<ObjectiveRecord, ActorError> {
+        patch.validate()?;
+        self.addr
+            .send(UpdateObjective(objective_id.to_owned(), patch))
+            .await
+            .map_err(stopped("objectives"))?
+    }
+
+    pub async fn get_objective(&self, objective_id: &str) -> Result<ObjectiveRecord, ActorError> {
+        self.addr
+            .send(GetObjective(objective_id.to_owned()))
+            .await
+            .map_err(stopped("objectives"))?
+    }
+
+    pub async fn list_objectives(
+        &self,
+        filter: ObjectiveFilter,
+        limit: usize,
+        after: Option<String>,
+    ) -> Result<ObjectivePage, ActorError> {
+        crate::check_page_limit(limit)?;
+        self.addr
+            .send(ListObjectives {
+                filter,
+                limit,
+                after,
+            })
+            .await
+            .map_err(stopped("objectives"))
+    }
+
+    /// Applies a lifecycle action; an illegal one is `Conflict` naming the state.
+    pub async fn lifecycle(
+        &self,
+        objective_id: &str,
+        action: LifecycleAction,
+        reason: Option<String>,
+    ) -> Result<ObjectiveRecord, ActorError> {
+        if let Some(reason) = &reason {
+            validate_name("reason", reason, 500)?;
+        }
+        self.addr
+            .send(Lifecycle {
+                objective_id: objective_id.to_owned(),
+                action,
+                reason,
+            })
+            .await
+            .map_err(stopped("objectives"))?
+    }
+
+    /// An objective's runs, newest first (a read of redb, no actor hop).
+    pub async fn runs(
+        &self,
+        objective_id: &str,
+        limit: usize,
+        before: Option<String>,
+    ) -> Result<RunPage, ActorError> {
+        crate::check_page_limit(limit)?;
+        self.get_objective(objective_id).await?;
+        let before_key = match &before {
+            Some(cursor) => {
+                let seq: u64 = cursor
+                    .rsplit('-')
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| ActorError::invalid("before", "not a run id"))?;
+                Some(run_key(objective_id, seq))
+            }
+            None => None,
+        };
+        let rows = self.storage.scan_prefix_rev(
+            Table::Runs,
+            &run_prefix(objective_id),
+            before_key.as_deref(),
+            limit + 1,
+        )?;
+        let mut items = Vec::with_capacity(rows.len());
+        for (_, value) in rows {
+            items.push(decode_record::<RunRecord>(&value)?);
+        }
+        let next_before = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|r| r.run_id.clone())
+        } else {
+            None
+        };
+        Ok(RunPage { items, next_before })
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.addr.connected()
+    }
+
+    /// At shutdown: starts no new run and waits (up to `limit`) for the runs going,
+    /// so their results are durable before the writer stops.
+    pub async fn drain(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let Ok(going) = self.addr.send(Drain).await else {
+                return;
+            };
+            if going == 0 || tokio::time::Instant::now() >= deadline {
+                if going > 0 {
+                    tracing::warn!(
+                        going,
+                        "stopping with runs going; they will show as interrupted"
+                    );
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! What clients send about agents and objectives (new ones, patches, list filters),
+//! and its validation: the handle checks a request before it reaches the actor, and
+//! the actor checks what depends on its state (an agent that exists, a patched
+//! objective as a whole).
+
+use serde::Deserialize;
+
+use super::model::{Automation, Budget, Misfire, ObjectiveKind, ObjectiveState, Overlap};
+use crate::error::ActorError;
+use crate::ids::{validate_agent_id, validate_profile_id};
+use crate::schedule::Schedule;
+
+/// Fields of a new objective (validated by the handle).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewObjective {
+    #[schema(pattern = r"^[a-z0-9._-]{1,128}$")]
+    pub objective_id: Option<String>,
+    #[schema(pattern = r"^[a-z0-9._-]{1,128}$")]
+    pub agent_id: String,
+    pub kind: Option<ObjectiveKind>,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub name: String,
+    #[serde(default)]
+    #[schema(max_length = 32768)]
+    pub prompt: String,
+    #[serde(default)]
+    #[schema(max_items = 32)]
+    pub steps: Vec<String>,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub budget: Budget,
+    pub automation: Option<AutomationInput>,
+    /// Start active instead of draft.
+    #[serde(default)]
+    pub activate: bool,
+}
+
+/// Automation as a client sends it: everything but the schedule has a default.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutomationInput {
+    /// Default for heartbeats: every 30 minutes.
+    pub schedule: Option<String>,
+    pub timezone: Option<String>,
+    pub misfire: Option<Misfire>,
+    pub overlap: Option<Overlap>,
+    pub jitter_s: Option<u32>,
+    pub enabled: Option<bool>,
+}
+
+/// A change of an objective (`PATCH`); absent fields stay.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectivePatch {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub name: Option<String>,
+    #[schema(max_length = 32768)]
+    pub prompt: Option<String>,
+    #[schema(max_items = 32)]
+    pub steps: Option<Vec<String>>,
+    pub priority: Option<i32>,
+    pub budget: Option<Budget>,
+    pub automation: Option<AutomationInput>,
+}
+
+/// Fields of a new agent.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAgent {
+    #[schema(pattern = r"^[a-z0-9._-]{1,128}$")]
+    pub agent_id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub display_name: Option<String>,
+    /// Absolute paths (no `.` or `..` components).
+    #[serde(default)]
+    #[schema(max_items = 64)]
+    pub workspace_roots: Vec<String>,
+    #[schema(pattern = r"^[a-z0-9._-]{1,128}$")]
+    pub default_model_profile: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub model: String,
+}
+
+/// A change of an agent (`PATCH`).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentPatch {
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub display_name: Option<String>,
+    #[schema(max_items = 64)]
+    pub workspace_roots: Option<Vec<String>>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub default_model_profile: Option<Option<String>>,
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub model: Option<String>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`: clear it) from an absent one (`None`:
+/// keep it).
+fn double_option<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// Filters of the objective list.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectiveFilter {
+    pub kind: Option<ObjectiveKind>,
+    pub state: Option<ObjectiveState>,
+    pub agent_id: Option<String>,
+}
+
+impl NewAgent {
+    /// Checks every field on its own.
+    pub(crate) fn validate(&self) -> Result<(), ActorError> {
+        validate_agent_id(&self.agent_id)?;
+        if let Some(name) = &self.display_name {
+            validate_name("display_name", name, 128)?;
+        }
+        validate_roots(&self.workspace_roots)?;
+        validate_name("model", &self.model, 128)?;
+        if let Some(profile) = &self.default_model_profile {
+            validate_model_profile(profile)?;
+        }
+        Ok(())
+    }
+}
+
+impl AgentPatch {
+    /// Checks every field present on its own.
+    pub(crate) fn validate(&self) -> Result<(), ActorError> {
+        if let Some(name) = &self.display_name {
+            validate_name("display_name", name, 128)?;
+        }
+        if let Some(roots) = &self.workspace_roots {
+            validate_roots(roots)?;
+        }
+        if let Some(model) = &self.model {
+            validate_name("model", model, 128)?;
+        }
+        if let Some(Some(profile)) = &self.default_model_profile {
+            validate_model_profile(profile)?;
+        }
+        Ok(())
+    }
+}
+
+impl NewObjective {
+    /// Checks every field, the texts against the kind, and the automation (its
+    /// schedule parses); whether the agent exists is the actor's to check.
+    pub(crate) fn validate(&self) -> Result<(), ActorError> {
+        if let Some(id) = &self.objective_id {
+            validate_profile_id(id).map_err(|_| {
+                ActorError::invalid("objective_id", "use 1 to 128 of a-z 0-9 . _ -")
+            })?;
+        }
+        validate_agent_id(&self.agent_id)?;
+        validate_name("name", &self.name, 200)?;
+        let kind = self.kind.unwrap_or(ObjectiveKind::Objective);
+        validate_objective_texts(kind, &self.prompt, &self.steps)?;
+        build_automation(kind, self.automation.clone(), None)?;
+        Ok(())
+    }
+}
+
+impl ObjectivePatch {
+    /// Checks what can be checked without the objective; the rest is checked on the
+    /// patched objective (`validate_objective_texts`, `build_automation`).
+    pub(crate) fn validate(&self) -> Result<(), ActorError> {
+        if let Some(name) = &self.name {
+            validate_name("name", name, 200)?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_model_profile(profile: &str) -> Result<(), ActorError> {
+    validate_profile_id(profile)
+        .map_err(|_| ActorError::invalid("default_model_profile", "use 1 to 128 of a-z 0-9 . _ -"))
+}
+
+/// A name or reason: 1 to `max` characters, not blank, no control characters.
+pub(crate) fn validate_name(
+    field: &'static str,
+    value: &str,
+    max: usize,
+) -> Result<(), ActorError> {
+    if value.trim().is_empty() || value.chars().count() > max || value.chars().any(char::is_control)
+    {
+        return Err(ActorError::invalid(
+            field,
+            format!("must be 1 to {max} characters without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_text(field: &'static str, value: &str) -> Result<(), ActorError> {
+    if value.len() > 32 * 1024 {
+        return Err(ActorError::invalid(field, "at most 32 KiB"));
+    }
+    Ok(())
+}
+
+fn validate_roots(roots: &[String]) -> Result<(), ActorError> {
+    if roots.len() > 64 {
+        return Err(ActorError::invalid("workspace_roots", "at most 64 paths"));
+    }
+    for root in roots {
+        let path = std::path::Path::new(root);
+        let ok = path.is_absolute()
+            && root.len() <= 4096
+            && !root.contains('\0')
+            && !path.components().any(|c| {
+                matches!(
+                    c,
+                    std::path::Component::ParentDir | std::path::Component::CurDir
+                )
+            });
+        if !ok {
+            return Err(ActorError::invalid(
+                "workspace_roots",
+                format!("{root:?} must be an absolute path without . or .. components"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The automation an objective of `kind` gets from `input` over `current`: absent
+/// fields keep their current value or take their default, and a heartbeat always has
+/// one (every 30 minutes unless told otherwise).
+pub(crate) fn build_automation(
+    kind: ObjectiveKind,
+    input: Option<AutomationInput>,
+    current: Option<&Automation>,
+) -> Result<Option<Automation>, ActorError> {
+    let input = match (input, kind) {
+        (Some(i), _) => i,
+        (None, ObjectiveKind::Heartbeat) if current.is_none() => AutomationInput::default(),
+        (None, _) => return Ok(current.cloned()),
+    };
+    let schedule = input
+        .schedule
+        .or_else(|| current.map(|c| c.schedule.clone()))
+        .or_else(|| (kind == ObjectiveKind::Heartbeat).then(|| "*/30 * * * *".to_owned()))
+        .ok_or_else(|| ActorError::invalid("automation.schedule", "is required"))?;
+    let timezone = input
+        .timezone
+        .or_else(|| current.map(|c| c.timezone.clone()))
+        .unwrap_or_else(|| "UTC".to_owned());
+    Schedule::parse(&schedule, &timezone)?;
+    let jitter_s = input.jitter_s.or(current.map(|c| c.jitter_s)).unwrap_or(0);
+    if jitter_s > 3600 {
+        return Err(ActorError::invalid("automation.jitter_s", "at most 3600"));
+    }
+    Ok(Some(Automation {
+        schedule,
+        timezone,
+        misfire: input
+            .misfire
+            .or(current.map(|c| c.misfire))
+            .unwrap_or_default(),
+        overlap: input
+            .overlap
+            .or(current.map(|c| c.overlap))
+            .unwrap_or_default(),
+        jitter_s,
+        enabled: input.enabled.or(current.map(|c| c.enabled)).unwrap_or(true),
+    }))
+}
+
+/// The prompt and steps fit their limits and the kind: a program needs a step, an
+/// objective or standing order a prompt.
+pub(crate) fn validate_objective_texts(
+    kind: ObjectiveKind,
+    prompt: &str,
+    steps: &[String],
+) -> Result<(), ActorError> {
+    validate_text("prompt", prompt)?;
+    if steps.len() > 32 {
+        return Err(ActorError::invalid("steps", "at most 32 steps"));
+    }
+    for step in steps {
+        validate_text("steps", step)?;
+    }
+    match kind {
+        ObjectiveKind::Program if steps.iter().all(|s| s.trim().is_empty()) => Err(
+            ActorError::invalid("steps", "a program needs at least one non-empty step"),
+        ),
+        ObjectiveKind::Objective | ObjectiveKind::StandingOrder if prompt.trim().is_empty() => {
+            Err(ActorError::invalid("prompt", "is required for this kind"))
+        }
+        _ => Ok(()),
+    }
+}

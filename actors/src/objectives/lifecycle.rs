@@ -1,0 +1,277 @@
+//! Objectives on the objectives actor: create, change, get, list, and the lifecycle
+//! actions of `TRANSITIONS` (and `fire`, a manual run within budget).
+
+use actix::prelude::*;
+
+use super::actor::{ObjectivesActor, next_run};
+use super::input::{
+    NewObjective, ObjectiveFilter, ObjectivePatch, build_automation, validate_objective_texts,
+};
+use super::model::{
+    LifecycleAction, ObjectiveKind, ObjectivePage, ObjectiveRecord, ObjectiveState, RunTrigger,
+    Usage, objective_op, transition,
+};
+use crate::error::ActorError;
+use crate::time::{now_ms, to_datetime};
+
+impl ObjectivesActor {
+    /// Writes `objective` as it is and keeps its scheduler entry in step.
+    fn put_objective(
+        &mut self,
+        objective: ObjectiveRecord,
+    ) -> ResponseActFuture<Self, Result<ObjectiveRecord, ActorError>> {
+        let ops = vec![objective_op(&objective)];
+        self.sync_schedule(&objective);
+        self.objectives
+            .insert(objective.objective_id.clone(), objective.clone());
+        Box::pin(
+            self.commit(ops)
+                .map(move |result, _, _| result.map(|()| objective)),
+        )
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<ObjectiveRecord, ActorError>")]
+pub(super) struct CreateObjective(pub(super) NewObjective);
+
+impl Handler<CreateObjective> for ObjectivesActor {
+    type Result = ResponseActFuture<Self, Result<ObjectiveRecord, ActorError>>;
+
+    fn handle(
+        &mut self,
+        CreateObjective(new): CreateObjective,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
+        let fail = |e| -> Self::Result { Box::pin(actix::fut::ready(Err(e))) };
+        if !self.agents.contains_key(&new.agent_id) {
+            return fail(ActorError::invalid(
+                "agent_id",
+                format!("no agent {}", new.agent_id),
+            ));
+        }
+        let objective_id = new.objective_id.clone().unwrap_or_else(|| {
+            loop {
+                let id = crate::registry::generated_profile_id("obj");
+                if !self.objectives.contains_key(&id) {
+                    break id;
+                }
+            }
+        });
+        if self.objectives.contains_key(&objective_id) {
+            return fail(ActorError::Conflict(format!(
+                "objective {objective_id} already exists; PATCH it to change it"
+            )));
+        }
+        let kind = new.kind.unwrap_or(ObjectiveKind::Objective);
+        let automation = match build_automation(kind, new.automation, None) {
+            Ok(a) => a,
+            Err(e) => return fail(e),
+        };
+        let now = to_datetime(now_ms());
+        let mut objective = ObjectiveRecord {
+            objective_id,
+            agent_id: new.agent_id,
+            kind,
+            state: if new.activate {
+                ObjectiveState::Active
+            } else {
+                ObjectiveState::Draft
+            },
+            name: new.name,
+            prompt: new.prompt,
+            steps: new.steps,
+            priority: new.priority,
+            budget: new.budget,
+            usage: Usage::default(),
+            automation,
+            state_reason: None,
+            last_run: None,
+            next_run_at: None,
+            run_seq: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        objective.next_run_at = next_run(&objective, now);
+        tracing::info!(objective_id = %objective.objective_id, kind = ?objective.kind, "objective created");
+        self.put_objective(objective)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<ObjectiveRecord, ActorError>")]
+pub(super) struct UpdateObjective(pub(super) String, pub(super) ObjectivePatch);
+
+impl Handler<UpdateObjective> for ObjectivesActor {
+    type Result = ResponseActFuture<Self, Result<ObjectiveRecord, ActorError>>;
+
+    fn handle(
+        &mut self,
+        UpdateObjective(id, patch): UpdateObjective,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
+        let fail = |e| -> Self::Result { Box::pin(actix::fut::ready(Err(e))) };
+        let Some(mut objective) = self.objectives.get(&id).cloned() else {
+            return fail(ActorError::NotFound {
+                what: "objective",
+                id,
+            });
+        };
+        if objective.state == ObjectiveState::Archived {
+            return fail(ActorError::Conflict(
+                "the objective is archived; archived is final".into(),
+            ));
+        }
+        if let Some(v) = patch.name {
+            objective.name = v;
+        }
+        if let Some(v) = patch.prompt {
+            objective.prompt = v;
+        }
+        if let Some(v) = patch.steps {
+            objective.steps = v;
+        }
+        if let Some(v) = patch.priority {
+            objective.priority = v;
+        }
+        if let Some(v) = patch.budget {
+            objective.budget = v;
+        }
+        if let Err(e) =
+            validate_objective_texts(objective.kind, &objective.prompt, &objective.steps)
+        {
+            return fail(e);
+        }
+        if patch.automation.is_some() {
+            match build_automation(
+                objective.kind,
+                patch.automation,
+                objective.automation.as_ref(),
+            ) {
+                Ok(a) => objective.automation = a,
+                Err(e) => return fail(e),
+            }
+        }
+        let now = to_datetime(now_ms());
+        objective.next_run_at = next_run(&objective, now);
+        objective.updated_at = now;
+        self.put_objective(objective)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<ObjectiveRecord, ActorError>")]
+pub(super) struct GetObjective(pub(super) String);
+
+impl Handler<GetObjective> for ObjectivesActor {
+    type Result = Result<ObjectiveRecord, ActorError>;
+
+    fn handle(&mut self, GetObjective(id): GetObjective, _ctx: &mut Self::Context) -> Self::Result {
+        self.objectives
+            .get(&id)
+            .cloned()
+            .ok_or(ActorError::NotFound {
+                what: "objective",
+                id,
+            })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "ObjectivePage")]
+pub(super) struct ListObjectives {
+    pub(super) filter: ObjectiveFilter,
+    pub(super) limit: usize,
+    pub(super) after: Option<String>,
+}
+
+impl Handler<ListObjectives> for ObjectivesActor {
+    type Result = MessageResult<ListObjectives>;
+
+    fn handle(&mut self, msg: ListObjectives, _ctx: &mut Self::Context) -> Self::Result {
+        use std::ops::Bound;
+        let f = &msg.filter;
+        let start = msg.after.map_or(Bound::Unbounded, Bound::Excluded);
+        let matching = self
+            .objectives
+            .range((start, Bound::Unbounded))
+            .map(|(_, o)| o)
+            .filter(|o| f.kind.is_none_or(|k| k == o.kind))
+            .filter(|o| f.state.is_none_or(|s| s == o.state))
+            .filter(|o| f.agent_id.as_ref().is_none_or(|a| *a == o.agent_id))
+            .cloned();
+        let (items, next_after) = crate::page_of(matching, msg.limit, |o| o.objective_id.clone());
+        MessageResult(ObjectivePage { items, next_after })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<ObjectiveRecord, ActorError>")]
+pub(super) struct Lifecycle {
+    pub(super) objective_id: String,
+    pub(super) action: LifecycleAction,
+    pub(super) reason: Option<String>,
+}
+
+impl Handler<Lifecycle> for ObjectivesActor {
+    type Result = ResponseActFuture<Self, Result<ObjectiveRecord, ActorError>>;
+
+    fn handle(&mut self, msg: Lifecycle, ctx: &mut Self::Context) -> Self::Result {
+        let fail = |e| -> Self::Result { Box::pin(actix::fut::ready(Err(e))) };
+        let Some(mut objective) = self.objectives.get(&msg.objective_id).cloned() else {
+            return fail(ActorError::NotFound {
+                what: "objective",
+                id: msg.objective_id,
+            });
+        };
+        let state_name = |s: ObjectiveState| crate::wire_name(s);
+        if msg.action == LifecycleAction::Fire {
+            if matches!(
+                objective.state,
+                ObjectiveState::Cancelled | ObjectiveState::Archived
+            ) {
+                return fail(ActorError::Conflict(format!(
+                    "cannot fire an objective that is {}",
+                    state_name(objective.state)
+                )));
+            }
+            if objective.budget_exhausted() {
+                return fail(ActorError::Conflict(
+                    "the objective's budget is exhausted".into(),
+                ));
+            }
+            if self.running.contains_key(&objective.objective_id) {
+                return fail(ActorError::Conflict(
+                    "a run of this objective is going".into(),
+                ));
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.start_run(&msg.objective_id, RunTrigger::Manual, None, ctx, Some(tx));
+            return Box::pin(
+                async move { rx.await.unwrap_or(Err(ActorError::Stopped("objectives"))) }
+                    .into_actor(self),
+            );
+        }
+        let Some(to) = transition(msg.action, objective.state) else {
+            return fail(ActorError::Conflict(format!(
+                "cannot {} an objective that is {}",
+                crate::wire_name(msg.action),
+                state_name(objective.state)
+            )));
+        };
+        let now = to_datetime(now_ms());
+        objective.state = to;
+        objective.state_reason = msg.reason;
+        objective.next_run_at = next_run(&objective, now);
+        objective.updated_at = now;
+        if to != ObjectiveState::Active
+            && let Some((scheduled_for, seq)) = self.queued.remove(&objective.objective_id)
+        {
+            let oid = objective.objective_id.clone();
+            self.objectives.insert(oid.clone(), objective.clone());
+            self.start_queued(&oid, scheduled_for, seq, ctx);
+        }
+        tracing::info!(objective_id = %objective.objective_id, state = %state_name(to), "objective lifecycle");
+        self.put_objective(objective)
+    }
+}

@@ -1,0 +1,48 @@
+//! The objectives actor: owns agents, objectives (standing orders, heartbeats,
+//! programs) and their runs; decides, at each firing, whether a run may start (state,
+//! budget, overlap), and records every firing as a durable run.
+//!
+//! The scheduler actor owns the timers and sends `Fire` when an objective is due; this
+//! actor answers by moving `next_run_at` forward and recording the run in one
+//! transaction before the run starts, so no firing runs twice across a restart. The
+//! provider call itself runs on a tokio worker and reports back to the actor.
+//!
+//! Layout:
+//! - `model.rs`: the records (agents, objectives, runs), `RunStatus`, `ObjectiveState`,
+//!   the lifecycle table `TRANSITIONS`, run keys and the rows records are written as.
+//!   It imports nothing of the actor or the runner, so the metrics and the runner
+//!   depend on it alone.
+//! - `input.rs`: what clients send (`New*`, `*Patch`, `ObjectiveFilter`) and its
+//!   validation.
+//! - `handle.rs`: `ObjectivesHandle` and its start (recovery, then the actor and its
+//!   scheduler).
+//! - `actor.rs`: the actor's state, recovery after a restart, commit and reload.
+//! - `firing.rs`: what a firing comes to (`decide_firing`), starting and finishing
+//!   runs.
+//! - `agents.rs`: agent CRUD on the actor.
+//! - `lifecycle.rs`: objective CRUD and lifecycle actions on the actor.
+//! - `runner.rs`: one run on a tokio worker: credential, chat completion, tokens.
+//!
+//! The rest of the workspace uses the re-exports below; inside the crate, import from
+//! the defining file (`crate::objectives::model::RunStatus`) so no file imports
+//! itself through this one.
+
+mod actor;
+mod agents;
+mod firing;
+mod handle;
+mod input;
+mod lifecycle;
+pub(crate) mod model;
+mod runner;
+
+pub use actor::ObjectivesPolicy;
+pub use handle::ObjectivesHandle;
+pub use input::{
+    AgentPatch, AutomationInput, NewAgent, NewObjective, ObjectiveFilter, ObjectivePatch,
+};
+pub use model::{
+    AgentPage, AgentRecord, Automation, Budget, LifecycleAction, MAX_OUTPUT_BYTES, Misfire,
+    ObjectiveKind, ObjectivePage, ObjectiveRecord, ObjectiveState, Overlap, RunPage, RunRecord,
+    RunStatus, RunSummary, RunTrigger, TRANSITIONS, Usage, transition,
+};

@@ -1,0 +1,361 @@
+//! The objectives' records as they are stored and answered: agents, objectives, runs,
+//! the lifecycle table (`TRANSITIONS`), and the rows a run and an objective are
+//! written as.
+//!
+//! Nothing here knows the actor or the runner, so anything (the metrics, the runner,
+//! a future storage backend) can depend on the records without a cycle.
+
+use chrono::{DateTime, Utc};
+use palyra_storage::{StoredRecord, Table, WriteOp};
+use serde::{Deserialize, Serialize};
+
+use crate::time::{now_ms, to_datetime};
+
+/// An agent: who runs objectives, with which model and credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AgentRecord {
+    pub agent_id: String,
+    pub display_name: String,
+    /// Absolute paths the agent may work in.
+    pub workspace_roots: Vec<String>,
+    /// The auth profile runs use; when absent, the agent's `openai` resolution.
+    pub default_model_profile: Option<String>,
+    /// For example `gpt-4o-mini`.
+    pub model: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl StoredRecord for AgentRecord {
+    const TABLE: Table = Table::Agents;
+    const VERSION: u32 = 1;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectiveKind {
+    /// A goal run on demand or on a schedule: one prompt per run.
+    Objective,
+    /// Liveness: records the agent's credential health, and runs the prompt if any.
+    Heartbeat,
+    /// A recurring instruction: one prompt per firing.
+    StandingOrder,
+    /// An ordered list of steps (prompts), all run per firing.
+    Program,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectiveState {
+    Draft,
+    Active,
+    Paused,
+    Cancelled,
+    Archived,
+}
+
+/// A lifecycle action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleAction {
+    Activate,
+    Pause,
+    Resume,
+    Cancel,
+    Archive,
+    /// Run now (within budget), whatever the schedule.
+    Fire,
+}
+
+use ObjectiveState as S;
+
+/// The allowed transitions, the one table: (action, from, to).
+pub const TRANSITIONS: &[(LifecycleAction, &[ObjectiveState], ObjectiveState)] = &[
+    (LifecycleAction::Activate, &[S::Draft], S::Active),
+    (LifecycleAction::Pause, &[S::Active], S::Paused),
+    (LifecycleAction::Resume, &[S::Paused], S::Active),
+    (
+        LifecycleAction::Cancel,
+        &[S::Draft, S::Active, S::Paused],
+        S::Cancelled,
+    ),
+    (
+        LifecycleAction::Archive,
+        &[S::Draft, S::Active, S::Paused, S::Cancelled],
+        S::Archived,
+    ),
+];
+
+/// The state `action` leads to from `from`, if allowed.
+pub fn transition(action: LifecycleAction, from: ObjectiveState) -> Option<ObjectiveState> {
+    TRANSITIONS
+        .iter()
+        .find(|(a, froms, _)| *a == action && froms.contains(&from))
+        .map(|(_, _, to)| *to)
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Budget {
+    pub max_runs: Option<u64>,
+    pub max_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Usage {
+    pub runs: u64,
+    pub tokens: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Misfire {
+    /// Record missed firings only.
+    #[default]
+    Skip,
+    /// Also run once if the newest missed firing is within one schedule interval.
+    RunOnce,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// A firing while a run is going is recorded as skipped_overlap.
+    #[default]
+    Forbid,
+    /// At most one firing waits for the run going.
+    QueueOne,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Automation {
+    /// Cron (5 fields, or 6 with seconds first) or a macro such as `@daily`.
+    pub schedule: String,
+    /// IANA time zone, default UTC.
+    pub timezone: String,
+    pub misfire: Misfire,
+    pub overlap: Overlap,
+    /// Random delay up to this many seconds added to each firing.
+    pub jitter_s: u32,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub status: RunStatus,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ObjectiveRecord {
+    pub objective_id: String,
+    pub agent_id: String,
+    pub kind: ObjectiveKind,
+    pub state: ObjectiveState,
+    pub name: String,
+    pub prompt: String,
+    /// Program steps, run in order per firing.
+    pub steps: Vec<String>,
+    pub priority: i32,
+    pub budget: Budget,
+    pub usage: Usage,
+    pub automation: Option<Automation>,
+    pub state_reason: Option<String>,
+    pub last_run: Option<RunSummary>,
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// Sequence number of the newest run.
+    pub run_seq: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl StoredRecord for ObjectiveRecord {
+    const TABLE: Table = Table::Objectives;
+    const VERSION: u32 = 1;
+}
+
+impl ObjectiveRecord {
+    /// Whether the usage has reached either limit of the budget.
+    pub(crate) fn budget_exhausted(&self) -> bool {
+        self.budget.max_runs.is_some_and(|m| self.usage.runs >= m)
+            || self
+                .budget
+                .max_tokens
+                .is_some_and(|m| self.usage.tokens >= m)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunTrigger {
+    Schedule,
+    Manual,
+    CatchUp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    SkippedBudget,
+    SkippedOverlap,
+    Missed,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 8] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::SkippedBudget,
+        RunStatus::SkippedOverlap,
+        RunStatus::Missed,
+        RunStatus::Interrupted,
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub objective_id: String,
+    pub trigger: RunTrigger,
+    pub status: RunStatus,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub tokens: u64,
+    /// The assistant's answer, capped.
+    pub output: Option<String>,
+    pub error: Option<String>,
+}
+
+impl StoredRecord for RunRecord {
+    const TABLE: Table = Table::Runs;
+    const VERSION: u32 = 1;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ObjectivePage {
+    pub items: Vec<ObjectiveRecord>,
+    pub next_after: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AgentPage {
+    pub items: Vec<AgentRecord>,
+    pub next_after: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunPage {
+    pub items: Vec<RunRecord>,
+    /// Pass as `before` for older runs.
+    pub next_before: Option<String>,
+}
+
+/// Largest stored run output.
+pub const MAX_OUTPUT_BYTES: usize = 16 * 1024;
+
+/// A run's key: the objective id, a zero byte and the big-endian sequence number, so
+/// an objective's history is one ordered range.
+pub(crate) fn run_key(objective_id: &str, seq: u64) -> Vec<u8> {
+    let mut key = run_prefix(objective_id);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The prefix every run key of the objective starts with.
+pub(crate) fn run_prefix(objective_id: &str) -> Vec<u8> {
+    let mut key = objective_id.as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+/// The write of an objective as it is.
+pub(crate) fn objective_op(objective: &ObjectiveRecord) -> WriteOp {
+    WriteOp::put(objective.objective_id.as_bytes().to_vec(), objective)
+}
+
+/// A new run of `objective` (its sequence number taken).
+pub(crate) fn new_run(
+    objective: &mut ObjectiveRecord,
+    trigger: RunTrigger,
+    status: RunStatus,
+    scheduled_for: Option<DateTime<Utc>>,
+    error: Option<String>,
+) -> RunRecord {
+    objective.run_seq += 1;
+    let now = to_datetime(now_ms());
+    let finished = !matches!(status, RunStatus::Running | RunStatus::Queued);
+    RunRecord {
+        run_id: format!("{}-{}", objective.objective_id, objective.run_seq),
+        objective_id: objective.objective_id.clone(),
+        trigger,
+        status,
+        scheduled_for,
+        started_at: (status == RunStatus::Running).then_some(now),
+        finished_at: finished.then_some(now),
+        tokens: 0,
+        output: None,
+        error,
+    }
+}
+
+/// The writes of a run: the run, and the pruning of the run that falls out of the
+/// retained history.
+pub(crate) fn run_ops(
+    objective: &ObjectiveRecord,
+    run: &RunRecord,
+    retention: u64,
+) -> Vec<WriteOp> {
+    let seq = objective.run_seq;
+    let mut ops = vec![WriteOp::put(run_key(&objective.objective_id, seq), run)];
+    if seq > retention {
+        ops.push(WriteOp::delete(
+            Table::Runs,
+            run_key(&objective.objective_id, seq - retention),
+        ));
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_keys_order_by_sequence_within_one_objective() {
+        // Big-endian sequence numbers: byte order is numeric order, so history is one
+        // ordered range and `run_prefix` never matches another objective's runs.
+        assert!(run_key("o", 9) < run_key("o", 10));
+        assert!(run_key("o", 255) < run_key("o", 256));
+        assert!(run_key("o", 1).starts_with(&run_prefix("o")));
+        assert!(!run_key("o.b", 1).starts_with(&run_prefix("o")));
+    }
+
+    #[test]
+    fn archived_is_final_and_fire_is_no_transition() {
+        use LifecycleAction as A;
+        for action in [
+            A::Activate,
+            A::Pause,
+            A::Resume,
+            A::Cancel,
+            A::Archive,
+            A::Fire,
+        ] {
+            assert_eq!(transition(action, S::Archived), None);
+        }
+        for state in [S::Draft, S::Active, S::Paused, S::Cancelled] {
+            assert_eq!(transition(A::Fire, state), None);
+        }
+        assert_eq!(transition(A::Activate, S::Draft), Some(S::Active));
+        assert_eq!(transition(A::Resume, S::Paused), Some(S::Active));
+        assert_eq!(transition(A::Cancel, S::Cancelled), None);
+    }
+}
