@@ -33,6 +33,7 @@ pub mod oauth;
 pub mod objectives;
 pub mod outbound;
 pub mod provider;
+pub mod refresh_schedule;
 pub mod refresher;
 pub mod registry;
 pub mod runner;
