@@ -2,20 +2,28 @@
 //!
 //! Layout:
 //! - [`browser`]: the browser actor owns headless Chromium sessions driven through
-//!   the DevTools protocol.
+//!   the DevTools protocol; one folder: `error.rs`, `model.rs`, `handle.rs`,
+//!   `actor.rs` (the table of live sessions), `session.rs`, `page.rs` (page
+//!   operations), `interceptor.rs` (the Fetch-domain request check), `cdp.rs`,
+//!   `policy.rs`, `process.rs`.
 //! - [`sessions`]: the sessions actor owns console sessions; it publishes a read-only
 //!   index so that validating a cookie costs no actor hop.
 //! - [`handoffs`]: the handoffs actor owns single-use browser handoff tokens and asks
 //!   the sessions actor for a session when one is consumed.
-//! - [`registry`]: the registry actor owns auth profiles, defaults and the vault.
+//! - [`registry`]: the registry actor owns auth profiles, defaults and the vault; one
+//!   folder: `model.rs`, `handle.rs`, `actor.rs`, `attempts.rs`, `oauth_flow.rs`.
 //! - [`objectives`]: the objectives actor owns agents, objectives and runs.
 //! - [`scheduler`]: the scheduler actor fires due objectives from one timer heap.
 //! - [`runner`]: one run: credential, chat completion, tokens.
 //! - [`schedule`]: cron patterns in IANA time zones.
 //! - [`refresher`]: the refresher actor keeps OAuth tokens fresh, one timer for all.
+//! - [`refresh_schedule`]: the schedule events the registry sends the refresher.
+//! - `due_heap`: the min-heap of due times the scheduler and the refresher share.
 //! - [`oauth`]: PKCE, code exchange, the refresh grant and its backoff.
+//! - [`outbound`]: the one outbound HTTP client and its timeouts.
 //! - [`vault`]: secrets sealed with XChaCha20-Poly1305 under a rotatable master key.
 //! - [`provider`]: provider settings and the API-key check.
+//! - [`ids`]: validation of profile and agent ids.
 //! - [`secret`]: the secret string type and token helpers.
 //! - [`error`]: the one error type this crate returns.
 //!
