@@ -32,6 +32,7 @@ pub struct RegistryHandle {
 }
 
 impl RegistryHandle {
+    /// The actor's address, for the OAuth half of the handle (`oauth_flow.rs`).
     pub(crate) fn addr(&self) -> &Addr<RegistryActor> {
         &self.addr
     }
@@ -55,7 +56,8 @@ impl std::fmt::Debug for RegistryHandle {
 
 impl RegistryHandle {
     /// Loads profiles and defaults and starts the actor inside the actix System. The
-    /// vault must be open (and its start-up writes committed).
+    /// vault must be open (and its start-up writes committed); `http` is the daemon's
+    /// one outbound client.
     pub fn start(
         storage: &Storage,
         writer: Writer,
