@@ -13,7 +13,6 @@ use palyra_actors::audit::{AuditLog, AuditRetention};
 use palyra_actors::browser::BrowserHandle;
 use palyra_actors::metrics::ActorMetrics;
 use palyra_actors::objectives::{ObjectivesHandle, ObjectivesPolicy};
-use palyra_actors::outbound;
 use palyra_actors::refresher::{RefreshAdapters, RefresherHandle, RefresherPolicy};
 use palyra_actors::secret::random_token;
 use palyra_actors::vault::{Vault, VaultError};
@@ -62,7 +61,7 @@ pub enum StartError {
     #[error("{0}")]
     Tls(String),
     #[error("outbound HTTP client: {0}")]
-    HttpClient(reqwest::Error),
+    HttpClient(String),
 }
 
 /// Secrets the daemon takes from its environment: `PALYRA_ADMIN_TOKEN` and
@@ -286,6 +285,10 @@ impl Application {
         // Every step that can fail for a reason outside the database runs before the
         // writer and the actors start, so a refused start leaves nothing running.
         let (vault, vault_ops) = Vault::open(&storage, &data_dir, env_vault_key)?;
+        // The one outbound HTTP client (API-key checks, OAuth, provider calls), shared
+        // by every actor that calls out.
+        let http_client =
+            palyra_actors::outbound::client().map_err(|e| StartError::HttpClient(e.to_string()))?;
         let vault_key_source = match vault.source() {
             palyra_actors::vault::VaultKeySource::Env => "env",
             palyra_actors::vault::VaultKeySource::File => "file",
@@ -331,6 +334,7 @@ impl Application {
             (vault, vault_ops),
             &audit,
             &actor_metrics,
+            &http_client,
         )
         .await;
         let (sessions, handoffs, registry, refresher, objectives) = match started {
@@ -527,7 +531,7 @@ impl Application {
         self.state.objectives.drain(self.grace).await;
         self.state
             .refresher
-            .drain(palyra_actors::oauth::REQUEST_TIMEOUT)
+            .drain(palyra_actors::outbound::OAUTH_TIMEOUT)
             .await;
         if let Err(e) = self.sessions.flush().await {
             tracing::warn!(error = %e, "persisting session activity at shutdown failed");
@@ -546,6 +550,7 @@ async fn start_actors(
     (vault, vault_ops): (Vault, Vec<palyra_storage::WriteOp>),
     audit: &AuditLog,
     metrics: &ActorMetrics,
+    http_client: &reqwest::Client,
 ) -> Result<
     (
         SessionsHandle,
@@ -560,8 +565,6 @@ async fn start_actors(
         writer.write(vault_ops).await?;
     }
     tracing::info!(key_id = %vault.active_key_id(), source = ?vault.source(), "vault open");
-    // The one outbound HTTP client, shared by everything that calls a provider.
-    let http_client = outbound::client().map_err(StartError::HttpClient)?;
     let sessions = SessionsHandle::start(
         storage,
         writer.clone(),
@@ -580,6 +583,7 @@ async fn start_actors(
         settings.providers.directory(),
         audit.clone(),
         metrics.clone(),
+        http_client.clone(),
     )?;
     let handoffs = HandoffsHandle::start(
         storage,
@@ -596,14 +600,14 @@ async fn start_actors(
             lead: Duration::from_secs(settings.oauth.refresh_lead_s),
             max_in_flight: settings.oauth.max_concurrent_refreshes,
         },
-        RefreshAdapters::standard(),
+        RefreshAdapters::standard(http_client.clone()),
     );
     let objectives = ObjectivesHandle::start(
         storage,
         writer.clone(),
         registry.clone(),
         refresher.clone(),
-        http_client,
+        http_client.clone(),
         ObjectivesPolicy {
             run_retention: settings.objectives.run_retention,
             provider_timeout: Duration::from_secs(settings.objectives.provider_timeout_s),

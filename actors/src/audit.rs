@@ -297,7 +297,7 @@ impl AuditLog {
 
     /// One page of events, newest first.
     pub fn query(&self, query: &AuditQuery) -> Result<AuditPage, ActorError> {
-        crate::check_page_limit(query.limit)?;
+        crate::paging::check_page_limit(query.limit)?;
         if let (Some(since), Some(until)) = (query.since, query.until)
             && since > until
         {

@@ -2,7 +2,7 @@
 
 use palyra_storage::StorageError;
 
-use crate::browser::BrowserError;
+use crate::browser::error::BrowserError;
 use crate::provider::KeyCheckError;
 use crate::vault::VaultError;
 
@@ -70,8 +70,9 @@ impl From<VaultError> for ActorError {
     }
 }
 
-/// Maps a failed send to an actor (its mailbox is closed: the daemon is stopping) to
-/// [`ActorError::Stopped`] naming the actor; every handle uses it with `map_err`.
-pub(crate) fn stopped(actor: &'static str) -> impl Fn(actix::MailboxError) -> ActorError {
+/// Maps a failed send to an actor (its mailbox is closed: the daemon is stopping), or
+/// a lost answer or task of one, to [`ActorError::Stopped`] naming the actor; every
+/// handle uses it with `map_err`.
+pub(crate) fn stopped<E>(actor: &'static str) -> impl Fn(E) -> ActorError {
     move |_| ActorError::Stopped(actor)
 }

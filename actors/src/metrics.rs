@@ -47,7 +47,7 @@ const REFRESH_OUTCOMES: [&str; 3] = ["success", "transient", "permanent"];
 
 impl ActorMetrics {
     fn run_series(&self, status: RunStatus) -> Counter {
-        let status = crate::wire_name(status);
+        let status = crate::wire::wire_name(status);
         self.runs.get_or_create(&vec![("status", status)]).clone()
     }
 

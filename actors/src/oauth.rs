@@ -4,18 +4,14 @@
 //! Nothing here keeps state; the registry actor owns sign-in attempts and tokens, the
 //! refresher actor decides when to refresh.
 
-use std::time::Duration;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::{Rng, RngCore};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::outbound::OAUTH_TIMEOUT;
 use crate::secret::SecretString;
-
-/// Every OAuth request gives up after this long.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// OAuth settings of one provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,21 +99,6 @@ pub enum OAuthError {
     Incomplete(&'static str),
 }
 
-/// One client for every OAuth request, so connections (and TLS sessions) to a
-/// provider are reused across refreshes. Redirects are never followed.
-fn http_client() -> Result<reqwest::Client, OAuthError> {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    if let Some(client) = CLIENT.get() {
-        return Ok(client.clone());
-    }
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .map_err(|e| OAuthError::Config(e.to_string()))?;
-    Ok(CLIENT.get_or_init(|| client).clone())
-}
-
 fn network_error(e: reqwest::Error) -> OAuthError {
     OAuthError::Network(if e.is_timeout() {
         "timed out".into()
@@ -142,9 +123,15 @@ async fn error_code(response: reqwest::Response) -> Option<String> {
     (!clean.is_empty()).then_some(clean)
 }
 
-async fn post_form(endpoint: &str, form: &[(&str, &str)]) -> Result<reqwest::Response, OAuthError> {
-    http_client()?
-        .post(endpoint)
+/// Every OAuth request goes through here: on the daemon's one outbound client (which
+/// follows no redirect), bounded by [`OAUTH_TIMEOUT`].
+async fn post_form(
+    http: &reqwest::Client,
+    endpoint: &str,
+    form: &[(&str, &str)],
+) -> Result<reqwest::Response, OAuthError> {
+    http.post(endpoint)
+        .timeout(OAUTH_TIMEOUT)
         .header(reqwest::header::ACCEPT, "application/json")
         .form(form)
         .send()
@@ -155,12 +142,14 @@ async fn post_form(endpoint: &str, form: &[(&str, &str)]) -> Result<reqwest::Res
 /// Exchanges an authorization code (form POST with the PKCE verifier). Requires both
 /// an access and a refresh token.
 pub async fn exchange_authorization_code(
+    http: &reqwest::Client,
     settings: &OAuthSettings,
     code: &str,
     redirect_uri: &str,
     verifier: &SecretString,
 ) -> Result<TokenSet, OAuthError> {
     let response = post_form(
+        http,
         &settings.token_endpoint,
         &[
             ("grant_type", "authorization_code"),
@@ -225,8 +214,17 @@ pub trait OAuthRefreshAdapter: Send + Sync {
 }
 
 /// RFC 6749 refresh: `grant_type=refresh_token`, `refresh_token`, `client_id`.
-#[derive(Debug, Default)]
-pub struct StandardRefreshAdapter;
+#[derive(Debug, Clone)]
+pub struct StandardRefreshAdapter {
+    /// The daemon's one outbound client, so refreshes reuse its connections.
+    http: reqwest::Client,
+}
+
+impl StandardRefreshAdapter {
+    pub fn new(http: reqwest::Client) -> Self {
+        Self { http }
+    }
+}
 
 impl OAuthRefreshAdapter for StandardRefreshAdapter {
     fn refresh<'a>(
@@ -236,6 +234,7 @@ impl OAuthRefreshAdapter for StandardRefreshAdapter {
     ) -> std::pin::Pin<Box<dyn Future<Output = OAuthRefreshOutcome> + Send + 'a>> {
         Box::pin(async move {
             let response = match post_form(
+                &self.http,
                 &settings.token_endpoint,
                 &[
                     ("grant_type", "refresh_token"),
@@ -289,11 +288,13 @@ impl OAuthRefreshAdapter for StandardRefreshAdapter {
 
 /// Revokes a token at the provider (RFC 7009); best effort.
 pub async fn revoke_token(
+    http: &reqwest::Client,
     endpoint: &str,
     client_id: &str,
     token: &SecretString,
 ) -> Result<(), OAuthError> {
     let response = post_form(
+        http,
         endpoint,
         &[
             ("token", token.expose()),

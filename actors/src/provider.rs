@@ -1,8 +1,8 @@
 //! Model providers: their settings and the API-key check against `GET /v1/models`.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
+use crate::outbound::KEY_CHECK_TIMEOUT;
 use crate::secret::SecretString;
 
 /// Settings of one provider.
@@ -48,33 +48,23 @@ pub enum KeyCheckError {
     NotConfigured(String),
 }
 
-/// Checks `api_key` by calling `GET {api_base_url}/v1/models` with it.
+/// Checks `api_key` by calling `GET {api_base_url}/v1/models` with it, on the
+/// daemon's one outbound client (so connections to a provider are reused), bounded by
+/// [`KEY_CHECK_TIMEOUT`].
 pub async fn check_api_key(
+    http: &reqwest::Client,
     provider: &str,
     settings: &ProviderSettings,
     api_key: &SecretString,
 ) -> Result<(), KeyCheckError> {
-    // One client for every check, so connections to a provider are reused.
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    let client = match CLIENT.get() {
-        Some(client) => client.clone(),
-        None => {
-            let client = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(Duration::from_secs(15))
-                .build()
-                .map_err(|e| KeyCheckError::Unavailable(e.to_string()))?;
-            CLIENT.get_or_init(|| client).clone()
-        }
-    };
     let url = format!("{}/v1/models", settings.api_base_url.trim_end_matches('/'));
+    let request = http.get(&url).timeout(KEY_CHECK_TIMEOUT);
     let request = if provider == "anthropic" {
-        client
-            .get(&url)
+        request
             .header("x-api-key", api_key.expose())
             .header("anthropic-version", "2023-06-01")
     } else {
-        client.get(&url).bearer_auth(api_key.expose())
+        request.bearer_auth(api_key.expose())
     };
     let response = request.send().await.map_err(|e| {
         // reqwest's messages name the URL, never the headers.

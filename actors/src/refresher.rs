@@ -1,48 +1,30 @@
 //! The refresher actor: keeps every OAuth profile's tokens fresh in the background.
 //!
-//! One timer structure for all profiles: a min-heap of due times with lazy deletion
-//! (each profile's entry carries a generation; a superseded entry is skipped when it
-//! surfaces) and one actix timer armed for the earliest. Nothing polls; with nothing
-//! due, the actor sleeps. Refreshes are single-flight per profile: a manual refresh
-//! joins the one in flight. Results become durable through the registry, which then
-//! tells this actor the profile's new schedule.
+//! One timer structure for all profiles: the shared [`DueHeap`] of due times and one
+//! actix timer armed for the earliest. Nothing polls; with nothing due, the actor
+//! sleeps. Refreshes are single-flight per profile: a manual refresh joins the one in
+//! flight. Results become durable through the registry, which then tells this actor
+//! the profile's new schedule.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::ActorError;
-use crate::oauth::{OAuthRefreshAdapter, OAuthRefreshOutcome, compute_backoff_ms};
+use crate::due_heap::DueHeap;
+use crate::error::{ActorError, stopped};
+use crate::oauth::{
+    OAuthRefreshAdapter, OAuthRefreshOutcome, StandardRefreshAdapter, compute_backoff_ms,
+};
+use crate::refresh_schedule::{ScheduleChange, ScheduleEntry};
+use crate::registry::handle::RegistryHandle;
+use crate::registry::model::AuthProfile;
 use crate::registry::oauth_flow::RefreshResult;
-use crate::registry::{AuthProfile, RegistryHandle};
 use crate::time::{now_ms, to_datetime};
-
-/// When an OAuth profile should next be refreshed, as the registry sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScheduleEntry {
-    pub profile_id: String,
-    pub provider: String,
-    pub expires_at: Option<DateTime<Utc>>,
-    /// Set after a transient failure: the backoff's next try.
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    pub needs_reauth: bool,
-    pub failure_count: u32,
-}
-
-/// A change the registry tells the refresher about.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub enum ScheduleChange {
-    Upsert(ScheduleEntry),
-    Remove(String),
-}
 
 /// How a refresh ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -81,10 +63,11 @@ impl std::fmt::Debug for RefreshAdapters {
 }
 
 impl RefreshAdapters {
-    /// The standard RFC 6749 adapter for every provider.
-    pub fn standard() -> Self {
+    /// The standard RFC 6749 adapter for every provider, on the daemon's outbound
+    /// client.
+    pub fn standard(http: reqwest::Client) -> Self {
         Self {
-            default: Arc::new(crate::oauth::StandardRefreshAdapter),
+            default: Arc::new(StandardRefreshAdapter::new(http)),
             per_provider: HashMap::new(),
         }
     }
@@ -140,9 +123,7 @@ impl RefresherHandle {
             policy,
             adapters,
             draining: false,
-            generation: HashMap::new(),
-            next_generation: 0,
-            heap: BinaryHeap::new(),
+            due: DueHeap::default(),
             timer: None,
             in_flight: HashMap::new(),
             waiting: VecDeque::new(),
@@ -160,8 +141,8 @@ impl RefresherHandle {
             .addr
             .send(RefreshNow(profile_id.to_owned()))
             .await
-            .map_err(|_| ActorError::Stopped("refresher"))?;
-        answer.await.map_err(|_| ActorError::Stopped("refresher"))?
+            .map_err(stopped("refresher"))?;
+        answer.await.map_err(stopped("refresher"))?
     }
 
     /// At shutdown: starts no new refresh and waits (up to `limit`) for the ones in
@@ -199,11 +180,8 @@ struct RefresherActor {
     adapters: RefreshAdapters,
     /// Set at shutdown: no new refresh starts.
     draining: bool,
-    /// Current generation per scheduled profile; heap entries of older ones are stale.
-    generation: HashMap<String, u64>,
-    next_generation: u64,
-    /// (due ms, generation, profile id), earliest first.
-    heap: BinaryHeap<Reverse<(i64, u64, String)>>,
+    /// The due time of every scheduled profile, by profile id.
+    due: DueHeap<String, ()>,
     /// The armed timer and the due time it is armed for.
     timer: Option<(i64, SpawnHandle)>,
     /// Profiles being refreshed, with whoever waits for the outcome.
@@ -241,14 +219,14 @@ impl Actor for RefresherActor {
 impl RefresherActor {
     /// Puts a profile on the heap at its due time (or takes it off).
     fn schedule(&mut self, entry: ScheduleEntry) {
-        let Some(due) = self.due_ms(&entry) else {
-            self.generation.remove(&entry.profile_id);
-            return;
-        };
-        self.next_generation += 1;
-        let generation = self.next_generation;
-        self.generation.insert(entry.profile_id.clone(), generation);
-        self.heap.push(Reverse((due, generation, entry.profile_id)));
+        match self.due_ms(&entry) {
+            Some(due) => {
+                self.due.schedule(entry.profile_id, due, ());
+            }
+            None => {
+                self.due.remove(&entry.profile_id);
+            }
+        }
     }
 
     /// When to refresh: the backoff's next try after a failure; otherwise `lead`
@@ -273,19 +251,12 @@ impl RefresherActor {
         if self.draining {
             return;
         }
-        while let Some(Reverse((_, generation, id))) = self.heap.peek() {
-            if self.generation.get(id) == Some(generation) {
-                break;
-            }
-            self.heap.pop();
-        }
-        let Some(Reverse((due, _, _))) = self.heap.peek() else {
+        let Some(due) = self.due.next_due() else {
             if let Some((_, handle)) = self.timer.take() {
                 ctx.cancel_future(handle);
             }
             return;
         };
-        let due = *due;
         if self.timer.as_ref().is_some_and(|(armed, _)| *armed == due) {
             return;
         }
@@ -303,15 +274,7 @@ impl RefresherActor {
     /// Starts every refresh that is due, then re-arms the timer.
     fn fire(&mut self, ctx: &mut Context<Self>) {
         let now = now_ms();
-        while let Some(Reverse((due, generation, id))) = self.heap.peek().cloned() {
-            if due > now {
-                break;
-            }
-            self.heap.pop();
-            if self.generation.get(&id) != Some(&generation) {
-                continue;
-            }
-            self.generation.remove(&id);
+        while let Some((id, _, ())) = self.due.pop_due(now) {
             if !self.in_flight.contains_key(&id) {
                 self.waiting.push_back(id);
             }
@@ -348,7 +311,8 @@ impl RefresherActor {
         ctx.spawn(
             async move {
                 task.await
-                    .unwrap_or(Err(ActorError::Stopped("refresher")))
+                    .map_err(stopped("refresher"))
+                    .and_then(std::convert::identity)
             }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
@@ -360,11 +324,8 @@ impl RefresherActor {
                             // The refresh could not even run (storage, vault): try again
                             // later rather than dropping the profile from the schedule.
                             tracing::warn!(profile_id = %id, error = %e, "refresh could not run; retrying in 30 s");
-                            if !act.generation.contains_key(&id) {
-                                act.next_generation += 1;
-                                let generation = act.next_generation;
-                                act.generation.insert(id.clone(), generation);
-                                act.heap.push(Reverse((now_ms() + 30_000, generation, id.clone())));
+                            if !act.due.contains(&id) {
+                                act.due.schedule(id.clone(), now_ms() + 30_000, ());
                                 act.arm(ctx);
                             }
                         }
@@ -486,7 +447,7 @@ impl Handler<ScheduleChange> for RefresherActor {
         match msg {
             ScheduleChange::Upsert(entry) => self.schedule(entry),
             ScheduleChange::Remove(id) => {
-                self.generation.remove(&id);
+                self.due.remove(&id);
             }
         }
         self.arm(ctx);

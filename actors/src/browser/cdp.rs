@@ -15,6 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+/// How long one DevTools command other than a navigation may take.
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// An event the browser sent: `session_id` names the attached target it is about
 /// (none for browser-level events).
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::process::Child;
 
-use super::BrowserError;
+use super::error::BrowserError;
 
 /// Flags that keep a headless browser from reaching Google's services on its own.
 pub const CHROMIUM_FLAGS: &[&str] = &[

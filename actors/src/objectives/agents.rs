@@ -149,7 +149,7 @@ impl Handler<ListAgents> for ObjectivesActor {
             .agents
             .range((start, Bound::Unbounded))
             .map(|(_, a)| a.clone());
-        let (items, next_after) = crate::page_of(agents, msg.limit, |a| a.agent_id.clone());
+        let (items, next_after) = crate::paging::page_of(agents, msg.limit, |a| a.agent_id.clone());
         MessageResult(AgentPage { items, next_after })
     }
 }

@@ -128,7 +128,7 @@ impl ObjectivesHandle {
         limit: usize,
         after: Option<String>,
     ) -> Result<AgentPage, ActorError> {
-        crate::check_page_limit(limit)?;
+        crate::paging::check_page_limit(limit)?;
         self.addr
             .send(ListAgents { limit, after })
             .await
@@ -168,7 +168,7 @@ impl ObjectivesHandle {
         limit: usize,
         after: Option<String>,
     ) -> Result<ObjectivePage, ActorError> {
-        crate::check_page_limit(limit)?;
+        crate::paging::check_page_limit(limit)?;
         self.addr
             .send(ListObjectives {
                 filter,
@@ -206,7 +206,7 @@ impl ObjectivesHandle {
         limit: usize,
         before: Option<String>,
     ) -> Result<RunPage, ActorError> {
-        crate::check_page_limit(limit)?;
+        crate::paging::check_page_limit(limit)?;
         self.get_objective(objective_id).await?;
         let before_key = match &before {
             Some(cursor) => {

@@ -200,7 +200,7 @@ impl Handler<ListObjectives> for ObjectivesActor {
             .filter(|o| f.state.is_none_or(|s| s == o.state))
             .filter(|o| f.agent_id.as_ref().is_none_or(|a| *a == o.agent_id))
             .cloned();
-        let (items, next_after) = crate::page_of(matching, msg.limit, |o| o.objective_id.clone());
+        let (items, next_after) = crate::paging::page_of(matching, msg.limit, |o| o.objective_id.clone());
         MessageResult(ObjectivePage { items, next_after })
     }
 }
@@ -224,7 +224,7 @@ impl Handler<Lifecycle> for ObjectivesActor {
                 id: msg.objective_id,
             });
         };
-        let state_name = |s: ObjectiveState| crate::wire_name(s);
+        let state_name = |s: ObjectiveState| crate::wire::wire_name(s);
         if msg.action == LifecycleAction::Fire {
             if matches!(
                 objective.state,
@@ -255,7 +255,7 @@ impl Handler<Lifecycle> for ObjectivesActor {
         let Some(to) = transition(msg.action, objective.state) else {
             return fail(ActorError::Conflict(format!(
                 "cannot {} an objective that is {}",
-                crate::wire_name(msg.action),
+                crate::wire::wire_name(msg.action),
                 state_name(objective.state)
             )));
         };

@@ -82,7 +82,7 @@ pub(super) async fn execute(
                     .profiles
                     .iter()
                     .find(|p| p.profile_id == profile_id)
-                    .map(|p| crate::wire_name(p.state))
+                    .map(|p| crate::wire::wire_name(p.state))
                     .unwrap_or_else(|| "missing".into());
                 RunOutcome {
                     output: Some(format!("alive; credential {profile_id}: {state}")),

@@ -5,114 +5,31 @@
 //! handle or the refresher, never inside the actor; the actor only claims attempts,
 //! seals tokens and commits.
 
-use std::collections::HashMap;
-
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use palyra_storage::{Storage, StoredRecord, Table, WriteOp, decode_record};
+use palyra_storage::WriteOp;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::{
-    ActorError, AuthCredential, AuthProfile, AuthProfileRecord, AuthProfileScope, RefreshState,
-    RegistryActor, RegistryHandle, generated_profile_id, stopped, validate_profile_id,
-    validate_profile_name, validate_provider, validate_scope, vault_ref,
+use super::actor::{RegistryActor, schedule_entry};
+pub use super::attempts::AttemptStatus;
+use super::attempts::{AttemptRecord, state_digest, verifier_ref};
+use super::handle::RegistryHandle;
+use super::model::{
+    AuthCredential, AuthProfile, AuthProfileRecord, AuthProfileScope, RefreshState,
+    generated_profile_id, validate_profile_name, validate_provider, validate_scope, vault_ref,
 };
 use crate::audit::{AuditEntry, AuditKind, AuditOutcome};
+use crate::error::{ActorError, stopped};
+use crate::ids::validate_profile_id;
 use crate::oauth::{
     OAuthSettings, TokenSet, build_authorization_url, exchange_authorization_code,
     generate_attempt_id, generate_pkce_verifier, generate_state, pkce_challenge, revoke_token,
 };
 use crate::provider::{ProviderSettings, check_api_key};
-use crate::refresher::{ScheduleChange, ScheduleEntry};
+use crate::refresh_schedule::{ScheduleChange, ScheduleEntry};
 use crate::secret::SecretString;
 use crate::time::{now_ms, to_datetime};
 use crate::vault::Vault;
-
-/// Where a sign-in attempt stands (`callback-state`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum AttemptStatus {
-    Pending,
-    Succeeded { profile_id: String },
-    Failed { reason: String },
-}
-
-/// A sign-in attempt as stored. The PKCE verifier is sealed in the vault; the state
-/// is kept only as its SHA-256.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct AttemptRecord {
-    attempt_id: String,
-    provider: String,
-    profile_id: String,
-    profile_name: String,
-    scope: AuthProfileScope,
-    scopes: Vec<String>,
-    set_default: bool,
-    state_digest: String,
-    redirect_uri: String,
-    expires_at_ms: i64,
-    status: AttemptStatus,
-}
-
-impl StoredRecord for AttemptRecord {
-    const TABLE: Table = Table::OAuthAttempts;
-    const VERSION: u32 = 1;
-}
-
-fn state_digest(state: &str) -> String {
-    Sha256::digest(state.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn verifier_ref(attempt_id: &str) -> String {
-    format!("vault://system/oauth.{attempt_id}.verifier")
-}
-
-/// Sign-in attempts by id.
-pub(crate) type Attempts = HashMap<String, AttemptRecord>;
-/// Attempt id by SHA-256 (hex) of its state.
-pub(crate) type AttemptsByState = HashMap<String, String>;
-
-/// Loads attempts; finished or expired ones are kept for `callback-state` until they
-/// are a day old.
-pub(crate) fn load_attempts(storage: &Storage) -> Result<(Attempts, AttemptsByState), ActorError> {
-    let mut attempts = HashMap::new();
-    let mut by_state = HashMap::new();
-    let horizon = now_ms() - 24 * 3600 * 1000;
-    for (_, value) in storage.load(Table::OAuthAttempts)? {
-        let Ok(record) = decode_record::<AttemptRecord>(&value) else {
-            continue;
-        };
-        if record.expires_at_ms < horizon {
-            // Purged by `stale_attempt_ops` at start.
-            continue;
-        }
-        if record.status == AttemptStatus::Pending {
-            by_state.insert(record.state_digest.clone(), record.attempt_id.clone());
-        }
-        attempts.insert(record.attempt_id.clone(), record);
-    }
-    Ok((attempts, by_state))
-}
-
-/// The writes that delete attempts older than a day and their sealed verifiers.
-pub(crate) fn stale_attempt_ops(storage: &Storage) -> Result<Vec<WriteOp>, ActorError> {
-    let horizon = now_ms() - 24 * 3600 * 1000;
-    let mut ops = Vec::new();
-    for (key, value) in storage.load(Table::OAuthAttempts)? {
-        let stale =
-            decode_record::<AttemptRecord>(&value).map_or(true, |r| r.expires_at_ms < horizon);
-        if stale {
-            let id = String::from_utf8_lossy(&key).into_owned();
-            ops.push(Vault::delete(&verifier_ref(&id)));
-            ops.push(WriteOp::delete(Table::OAuthAttempts, key));
-        }
-    }
-    Ok(ops)
-}
 
 /// A sign-in request (`bootstrap`).
 #[derive(Debug, Clone)]
@@ -270,7 +187,7 @@ impl RegistryHandle {
         self.addr()
             .send(StartAttempt { record, verifier })
             .await
-            .map_err(stopped)??;
+            .map_err(stopped("registry"))??;
         Ok(SignInStarted {
             attempt_id,
             authorization_url,
@@ -296,7 +213,7 @@ impl RegistryHandle {
                 state_digest: state_digest(state.expose()),
             })
             .await
-            .map_err(stopped)??;
+            .map_err(stopped("registry"))??;
         let attempt_id = record.attempt_id.clone();
         let result = match (params.error, params.code) {
             (Some(error), _) => {
@@ -318,7 +235,7 @@ impl RegistryHandle {
                 result,
             })
             .await
-            .map_err(stopped)??;
+            .map_err(stopped("registry"))??;
         Ok(SignInOutcome {
             attempt_id,
             provider: provider.to_owned(),
@@ -334,12 +251,17 @@ impl RegistryHandle {
     ) -> Result<TokenSet, String> {
         let (settings, oauth) =
             oauth_settings(self, &record.provider).map_err(|e| e.to_string())?;
-        let tokens =
-            exchange_authorization_code(oauth, code.expose(), &record.redirect_uri, verifier)
-                .await
-                .map_err(|e| format!("code exchange failed: {e}"))?;
+        let tokens = exchange_authorization_code(
+            self.http(),
+            oauth,
+            code.expose(),
+            &record.redirect_uri,
+            verifier,
+        )
+        .await
+        .map_err(|e| format!("code exchange failed: {e}"))?;
         if oauth.validate_with_models {
-            check_api_key("openai", settings, &tokens.access_token)
+            check_api_key(self.http(), "openai", settings, &tokens.access_token)
                 .await
                 .map_err(|e| format!("the new access token did not validate: {e}"))?;
         }
@@ -351,7 +273,7 @@ impl RegistryHandle {
         self.addr()
             .send(AttemptState(attempt_id.to_owned()))
             .await
-            .map_err(stopped)?
+            .map_err(stopped("registry"))?
     }
 
     /// The refresh token and state of an OAuth profile, for the refresher.
@@ -359,7 +281,7 @@ impl RegistryHandle {
         self.addr()
             .send(GetRefreshInput(profile_id.to_owned()))
             .await
-            .map_err(stopped)?
+            .map_err(stopped("registry"))?
     }
 
     /// Makes a refresh's result durable. A failure of an attempt that started before a
@@ -377,23 +299,27 @@ impl RegistryHandle {
                 result,
             })
             .await
-            .map_err(stopped)?
+            .map_err(stopped("registry"))?
     }
 
     /// Every OAuth profile's schedule, for the refresher at start.
     pub async fn oauth_schedule(&self) -> Result<Vec<ScheduleEntry>, ActorError> {
-        self.addr().send(OAuthSchedule).await.map_err(stopped)
+        self.addr()
+            .send(OAuthSchedule)
+            .await
+            .map_err(stopped("registry"))
     }
 
     /// Connects the refresher: the registry tells it about every schedule change.
-    pub async fn attach_refresher(
+    /// Crate-private: the recipient is an actix type.
+    pub(crate) async fn attach_refresher(
         &self,
         recipient: Recipient<ScheduleChange>,
     ) -> Result<(), ActorError> {
         self.addr()
             .send(AttachRefresher(recipient))
             .await
-            .map_err(stopped)
+            .map_err(stopped("registry"))
     }
 
     /// Revokes an OAuth profile's refresh token at the provider, if the provider has a
@@ -411,7 +337,12 @@ impl RegistryHandle {
         // Bounded (two tries of at most 5 s) so a slow provider cannot hold up the
         // delete past the client's timeout.
         for attempt in 1..=2u64 {
-            let call = revoke_token(endpoint, &oauth.client_id, &input.refresh_token);
+            let call = revoke_token(
+                self.http(),
+                endpoint,
+                &oauth.client_id,
+                &input.refresh_token,
+            );
             match tokio::time::timeout(std::time::Duration::from_secs(5), call).await {
                 Ok(Ok(())) => {
                     tracing::info!(%profile_id, "refresh token revoked at the provider");
@@ -466,36 +397,6 @@ impl RegistryActor {
         let ops = vec![WriteOp::put(attempt_id.as_bytes().to_vec(), &interrupted)];
         self.attempts.insert(attempt_id, interrupted);
         Ok((record, verifier, ops))
-    }
-
-    /// Tells the refresher how an OAuth profile is now scheduled (or that it is gone).
-    pub(crate) fn notify_refresher(&self, record: Option<&AuthProfileRecord>, profile_id: &str) {
-        let Some(refresher) = &self.refresher else {
-            return;
-        };
-        let change = match record.and_then(schedule_entry) {
-            Some(entry) => ScheduleChange::Upsert(entry),
-            None => ScheduleChange::Remove(profile_id.to_owned()),
-        };
-        refresher.do_send(change);
-    }
-}
-
-fn schedule_entry(record: &AuthProfileRecord) -> Option<ScheduleEntry> {
-    match &record.credential {
-        AuthCredential::Oauth {
-            expires_at,
-            refresh_state,
-            ..
-        } => Some(ScheduleEntry {
-            profile_id: record.profile_id.clone(),
-            provider: record.provider.clone(),
-            expires_at: *expires_at,
-            next_attempt_at: refresh_state.next_attempt_at,
-            needs_reauth: refresh_state.needs_reauth,
-            failure_count: refresh_state.failure_count,
-        }),
-        AuthCredential::ApiKey { .. } => None,
     }
 }
 
@@ -620,7 +521,10 @@ impl Handler<FinishAttempt> for RegistryActor {
                 AttemptStatus::Succeeded { profile_id: id }
             }
         };
-        extra.push(WriteOp::put(attempt.attempt_id.as_bytes().to_vec(), &attempt));
+        extra.push(WriteOp::put(
+            attempt.attempt_id.as_bytes().to_vec(),
+            &attempt,
+        ));
         let (ops, applied) = match profile {
             Some((record, sealed, set_default)) => {
                 let (record, ops, defaults) =

@@ -1,5 +1,6 @@
-//! The registry actor: owns auth profiles, the default profile per provider and scope,
-//! and the vault that holds their secrets.
+//! The registry actor: its state (profiles, defaults, sign-in attempts, the vault),
+//! loading it, committing and reloading after a failed commit, and the handlers of
+//! every message that is not part of OAuth (`oauth_flow.rs` has those).
 //!
 //! A message changes the actor's memory and queues its writes in the same step, so the
 //! next message always builds on the newest state and the writer (first in, first
@@ -11,288 +12,27 @@ use std::collections::{BTreeMap, HashMap};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use palyra_storage::{Storage, StoredRecord, Table, WriteOp, Writer, decode_record};
-use rand::RngCore;
-use serde::{Deserialize, Serialize};
+use palyra_storage::{Storage, Table, WriteOp, Writer, decode_record};
 
-use crate::ActorError;
-use crate::ids::valid_id;
-pub use crate::ids::{validate_agent_id, validate_profile_id};
-
-pub mod oauth_flow;
-use crate::provider::{KeyCheckError, ProviderDirectory, check_api_key};
+use super::attempts::{Attempts, AttemptsByState, load_attempts, stale_attempt_ops};
+use super::model::{
+    AuthCredential, AuthHealthReport, AuthProfile, AuthProfileRecord, AuthProfileScope,
+    BearerCredential, HealthState, NewCredential, NewProfile, ProfileFilter, ProfileHealth,
+    ProfilePage, ResolveAnswer, ResolveReason, RotationReport, VaultStatus, default_key,
+    generated_profile_id, hint_of, vault_ref,
+};
+use crate::audit::{AuditEntry, AuditKind, AuditLog, AuditOutcome};
+use crate::error::{ActorError, stopped};
+use crate::metrics::ActorMetrics;
+use crate::oauth::OAuthSettings;
+use crate::provider::ProviderDirectory;
+use crate::refresh_schedule::{ScheduleChange, ScheduleEntry};
 use crate::secret::SecretString;
-use crate::time::now_ms;
-use crate::vault::{Vault, VaultError, VaultKeySource};
+use crate::time::{now_ms, to_datetime};
+use crate::vault::{Vault, VaultError};
 
-/// Where a profile applies.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum AuthProfileScope {
-    /// Every agent.
-    Global,
-    /// One agent; overrides global profiles for it.
-    Agent {
-        #[schema(pattern = r"^[a-z0-9._-]{1,128}$")]
-        agent_id: String,
-    },
-}
-
-impl AuthProfileScope {
-    fn key(&self) -> String {
-        match self {
-            AuthProfileScope::Global => "global".to_owned(),
-            AuthProfileScope::Agent { agent_id } => format!("agent:{agent_id}"),
-        }
-    }
-}
-
-/// Progress of background refreshes of an OAuth credential.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct RefreshState {
-    pub failure_count: u32,
-    /// Sanitized: never holds a token.
-    pub last_error: Option<String>,
-    pub last_attempt_at: Option<DateTime<Utc>>,
-    pub last_success_at: Option<DateTime<Utc>>,
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    /// A permanent failure: the operator must sign in again.
-    pub needs_reauth: bool,
-    pub rate_limited_until: Option<DateTime<Utc>>,
-    pub cooling_down_until: Option<DateTime<Utc>>,
-}
-
-/// A credential as stored: vault refs and metadata, never the secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum AuthCredential {
-    ApiKey {
-        api_key_vault_ref: String,
-        /// The last 4 characters of a key of 16 or more; empty for shorter keys.
-        hint: String,
-        /// When the provider last answered 401 to this key: it needs replacing.
-        #[serde(default)]
-        rejected_at: Option<DateTime<Utc>>,
-    },
-    Oauth {
-        access_token_vault_ref: String,
-        refresh_token_vault_ref: String,
-        token_endpoint: String,
-        client_id: String,
-        scopes: Vec<String>,
-        expires_at: Option<DateTime<Utc>>,
-        refresh_state: RefreshState,
-    },
-}
-
-impl AuthCredential {
-    pub(crate) fn vault_refs(&self) -> Vec<&str> {
-        match self {
-            AuthCredential::ApiKey {
-                api_key_vault_ref, ..
-            } => vec![api_key_vault_ref],
-            AuthCredential::Oauth {
-                access_token_vault_ref,
-                refresh_token_vault_ref,
-                ..
-            } => vec![access_token_vault_ref, refresh_token_vault_ref],
-        }
-    }
-}
-
-/// An auth profile as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct AuthProfileRecord {
-    pub profile_id: String,
-    /// `openai`, `anthropic` or `custom:<name>`.
-    pub provider: String,
-    pub profile_name: String,
-    pub scope: AuthProfileScope,
-    pub credential: AuthCredential,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl StoredRecord for AuthProfileRecord {
-    const TABLE: Table = Table::AuthProfiles;
-    const VERSION: u32 = 1;
-}
-
-/// A profile as the API shows it: the record and whether it is its scope's default.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct AuthProfile {
-    #[serde(flatten)]
-    pub record: AuthProfileRecord,
-    /// The default for its provider and scope.
-    pub is_default: bool,
-}
-
-/// A new credential, as it arrives once. `Serialize` exists for the typed client that
-/// sends it; no response type contains it.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum NewCredential {
-    ApiKey {
-        /// The API key; stored only sealed in the vault and never returned.
-        #[schema(value_type = String, min_length = 1, max_length = 4096, pattern = r"^[\x21-\x7e]+$")]
-        #[serde(serialize_with = "crate::secret::serialize_exposed")]
-        api_key: SecretString,
-    },
-}
-
-/// A request to create or replace a profile.
-#[derive(Debug)]
-pub struct NewProfile {
-    pub profile_id: Option<String>,
-    pub provider: String,
-    pub profile_name: String,
-    pub scope: AuthProfileScope,
-    pub credential: NewCredential,
-    pub set_default: bool,
-    pub validate: bool,
-}
-
-/// Filters of the profile list.
-#[derive(Debug, Clone, Default)]
-pub struct ProfileFilter {
-    pub provider: Option<String>,
-    /// `global` or `agent`.
-    pub scope_kind: Option<String>,
-    pub agent_id: Option<String>,
-}
-
-/// One page of profiles.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ProfilePage {
-    pub items: Vec<AuthProfile>,
-    /// Pass as `after` for the next page; absent on the last page.
-    pub next_after: Option<String>,
-}
-
-/// Health of one credential.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum HealthState {
-    Static,
-    Ok,
-    Expiring,
-    Expired,
-    Missing,
-    NeedsReauth,
-    RateLimited,
-    CoolingDown,
-}
-
-impl HealthState {
-    pub const ALL: [HealthState; 8] = [
-        HealthState::Static,
-        HealthState::Ok,
-        HealthState::Expiring,
-        HealthState::Expired,
-        HealthState::Missing,
-        HealthState::NeedsReauth,
-        HealthState::RateLimited,
-        HealthState::CoolingDown,
-    ];
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ProfileHealth {
-    pub profile_id: String,
-    pub provider: String,
-    pub scope: AuthProfileScope,
-    pub state: HealthState,
-    /// End of a rate limit or cool-down.
-    pub until: Option<DateTime<Utc>>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub refresh_state: Option<RefreshState>,
-}
-
-/// `AuthHealthReport`: every profile's health and the count per state.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct AuthHealthReport {
-    pub profiles: Vec<ProfileHealth>,
-    pub counts: BTreeMap<HealthState, usize>,
-}
-
-/// Why a profile was (or was not) chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ResolveReason {
-    /// The agent has its own profile (its default, or its only one).
-    AgentOverride,
-    /// The provider's global default.
-    ExplicitDefault,
-    /// The provider's only global profile.
-    OnlyCandidate,
-    /// Nothing usable; `detail` says why.
-    None,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ResolveAnswer {
-    pub provider: String,
-    pub agent_id: Option<String>,
-    pub profile_id: Option<String>,
-    pub reason: ResolveReason,
-    pub detail: String,
-}
-
-/// Result of a key rotation.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct RotationReport {
-    pub key_id: String,
-    pub previous_key_id: String,
-    pub secrets_resealed: usize,
-}
-
-/// The vault's state for posture reports.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct VaultStatus {
-    pub key_id: String,
-    pub key_source: VaultKeySource,
-}
-
-pub const DEFAULT_PAGE: usize = 100;
-
-/// Handle to the registry actor. Cloning is shallow.
-#[derive(Clone)]
-pub struct RegistryHandle {
-    addr: Addr<RegistryActor>,
-    providers: ProviderDirectory,
-}
-
-impl RegistryHandle {
-    pub(crate) fn addr(&self) -> &Addr<RegistryActor> {
-        &self.addr
-    }
-
-    /// The provider settings the registry was started with.
-    pub fn providers(&self) -> &ProviderDirectory {
-        &self.providers
-    }
-}
-
-impl std::fmt::Debug for RegistryHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryHandle").finish_non_exhaustive()
-    }
-}
-
-type Profiles = BTreeMap<String, AuthProfileRecord>;
-type Defaults = HashMap<String, String>;
+pub(super) type Profiles = BTreeMap<String, AuthProfileRecord>;
+pub(super) type Defaults = HashMap<String, String>;
 
 fn load_state(storage: &Storage) -> Result<(Profiles, Defaults), ActorError> {
     let mut profiles = BTreeMap::new();
@@ -310,24 +50,59 @@ fn load_state(storage: &Storage) -> Result<(Profiles, Defaults), ActorError> {
     Ok((profiles, defaults))
 }
 
-pub(crate) fn stopped(_: MailboxError) -> ActorError {
-    ActorError::Stopped("registry")
+pub(crate) struct RegistryActor {
+    pub(super) writer: Writer,
+    /// Told about every change of an OAuth profile's schedule.
+    pub(super) refresher: Option<Recipient<ScheduleChange>>,
+    /// Sign-in attempts by id, and the attempt id by SHA-256 of its state.
+    pub(super) attempts: Attempts,
+    pub(super) attempts_by_state: AttemptsByState,
+    /// OAuth settings per provider id, for tokens the actor stores.
+    pub(super) providers_oauth: HashMap<String, OAuthSettings>,
+    pub(super) vault: Vault,
+    pub(super) profiles: Profiles,
+    /// `provider|scope` -> profile id.
+    pub(super) defaults: Defaults,
+    /// For reloading after a failed commit.
+    pub(super) storage: Storage,
+    /// Refresh outcomes and needs-reauth marks are audited in the same write.
+    pub(super) audit: AuditLog,
+    pub(super) metrics: ActorMetrics,
 }
 
-impl RegistryHandle {
-    /// Loads profiles and defaults and starts the actor inside the actix System. The
-    /// vault must be open (and its start-up writes committed).
-    pub fn start(
+impl Actor for RegistryActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Abandoned sign-ins older than a day, and their sealed verifiers, go.
+        match stale_attempt_ops(&self.storage) {
+            Ok(ops) if !ops.is_empty() => {
+                ctx.spawn(self.commit(ops).map(|result, _, _| {
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "purging old sign-in attempts failed");
+                    }
+                }));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reading old sign-in attempts failed"),
+        }
+    }
+}
+
+impl RegistryActor {
+    /// Loads profiles, defaults and sign-in attempts. The vault must be open (and its
+    /// start-up writes committed).
+    pub(super) fn load(
         storage: &Storage,
         writer: Writer,
         vault: Vault,
-        providers: ProviderDirectory,
-        audit: crate::audit::AuditLog,
-        metrics: crate::metrics::ActorMetrics,
+        providers: &ProviderDirectory,
+        audit: AuditLog,
+        metrics: ActorMetrics,
     ) -> Result<Self, ActorError> {
         let (profiles, defaults) = load_state(storage)?;
-        let (attempts, attempts_by_state) = oauth_flow::load_attempts(storage)?;
-        let actor = RegistryActor {
+        let (attempts, attempts_by_state) = load_attempts(storage)?;
+        Ok(Self {
             writer,
             refresher: None,
             attempts,
@@ -343,265 +118,10 @@ impl RegistryHandle {
             storage: storage.clone(),
             audit,
             metrics,
-        };
-        Ok(Self {
-            addr: actor.start(),
-            providers,
         })
     }
 
-    /// Creates or replaces a profile. Validates every field, then (unless
-    /// `validate` is false) the API key with its provider; stores nothing on failure.
-    pub async fn create(&self, req: NewProfile) -> Result<AuthProfile, ActorError> {
-        if let Some(id) = &req.profile_id {
-            validate_profile_id(id)?;
-        }
-        validate_provider(&req.provider)?;
-        validate_profile_name(&req.profile_name)?;
-        validate_scope(&req.scope)?;
-        let NewCredential::ApiKey { api_key } = &req.credential;
-        validate_api_key(api_key)?;
-        if req.validate {
-            let settings = self
-                .providers
-                .get(&req.provider)
-                .ok_or_else(|| KeyCheckError::NotConfigured(req.provider.clone()))?;
-            check_api_key(&req.provider, settings, api_key).await?;
-        }
-        self.addr.send(Upsert(req)).await.map_err(stopped)?
-    }
-
-    pub async fn get(&self, profile_id: &str) -> Result<AuthProfile, ActorError> {
-        self.addr
-            .send(Get(profile_id.to_owned()))
-            .await
-            .map_err(stopped)?
-    }
-
-    pub async fn list(
-        &self,
-        filter: ProfileFilter,
-        limit: Option<usize>,
-        after: Option<String>,
-    ) -> Result<ProfilePage, ActorError> {
-        if let Some(kind) = &filter.scope_kind
-            && kind != "global"
-            && kind != "agent"
-        {
-            return Err(ActorError::invalid("scope", "must be global or agent"));
-        }
-        let limit = limit.unwrap_or(DEFAULT_PAGE);
-        crate::check_page_limit(limit)?;
-        self.addr
-            .send(List {
-                filter,
-                limit,
-                after,
-            })
-            .await
-            .map_err(stopped)?
-    }
-
-    /// Deletes a profile, its vault secrets and any default pointing at it. An OAuth
-    /// profile's refresh token is first revoked at the provider when it has a
-    /// revocation endpoint (best effort).
-    pub async fn delete(&self, profile_id: &str) -> Result<(), ActorError> {
-        self.revoke_before_delete(profile_id).await;
-        self.addr
-            .send(Delete(profile_id.to_owned()))
-            .await
-            .map_err(stopped)?
-    }
-
-    /// Makes a profile the default of its provider and scope.
-    pub async fn set_default(&self, profile_id: &str) -> Result<AuthProfile, ActorError> {
-        self.addr
-            .send(SetDefault(profile_id.to_owned()))
-            .await
-            .map_err(stopped)?
-    }
-
-    /// Health of every credential; a pure read.
-    pub async fn health(&self) -> Result<AuthHealthReport, ActorError> {
-        self.addr.send(Health).await.map_err(stopped)?
-    }
-
-    /// Which profile an agent (or the global scope) would use for a provider, and why.
-    pub async fn resolve(
-        &self,
-        provider: String,
-        agent_id: Option<String>,
-    ) -> Result<ResolveAnswer, ActorError> {
-        validate_provider(&provider)?;
-        if let Some(agent) = &agent_id {
-            validate_agent_id(agent)?;
-        }
-        self.addr
-            .send(Resolve { provider, agent_id })
-            .await
-            .map_err(stopped)?
-    }
-
-    /// The plaintext API key of a profile, for a provider call. Never for responses.
-    pub async fn api_key(&self, profile_id: &str) -> Result<SecretString, ActorError> {
-        self.addr
-            .send(OpenApiKey(profile_id.to_owned()))
-            .await
-            .map_err(stopped)?
-    }
-
-    /// The bearer secret of a profile for a provider call: the API key, or the OAuth
-    /// access token (with whether it has expired). Never for responses.
-    pub async fn bearer(&self, profile_id: &str) -> Result<BearerCredential, ActorError> {
-        self.addr
-            .send(GetBearer(profile_id.to_owned()))
-            .await
-            .map_err(stopped)?
-    }
-
-    /// Records that the provider answered 401 to a profile's credential: its health
-    /// becomes `needs_reauth`.
-    pub async fn mark_rejected(&self, profile_id: &str) -> Result<(), ActorError> {
-        self.addr
-            .send(MarkRejected(profile_id.to_owned()))
-            .await
-            .map_err(stopped)?
-    }
-
-    /// Re-seals every secret under a new master key.
-    pub async fn rotate_key(&self) -> Result<RotationReport, ActorError> {
-        self.addr.send(RotateKey).await.map_err(stopped)?
-    }
-
-    pub async fn vault_status(&self) -> Result<VaultStatus, ActorError> {
-        self.addr.send(GetVaultStatus).await.map_err(stopped)
-    }
-
-    /// True while the actor runs.
-    pub fn is_running(&self) -> bool {
-        self.addr.connected()
-    }
-}
-
-pub fn validate_provider(provider: &str) -> Result<(), ActorError> {
-    let ok = match provider {
-        "openai" | "anthropic" => true,
-        other => other
-            .strip_prefix("custom:")
-            .is_some_and(|name| valid_id(name, 64)),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(ActorError::invalid(
-            "provider",
-            "must be openai, anthropic or custom:<name> (name: 1 to 64 of a-z 0-9 . _ -)",
-        ))
-    }
-}
-
-pub(crate) fn validate_profile_name(name: &str) -> Result<(), ActorError> {
-    if name.trim().is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
-        return Err(ActorError::invalid(
-            "profile_name",
-            "must be 1 to 128 characters without control characters",
-        ));
-    }
-    Ok(())
-}
-
-pub(crate) fn validate_scope(scope: &AuthProfileScope) -> Result<(), ActorError> {
-    match scope {
-        AuthProfileScope::Global => Ok(()),
-        AuthProfileScope::Agent { agent_id } => validate_agent_id(agent_id),
-    }
-}
-
-fn validate_api_key(key: &SecretString) -> Result<(), ActorError> {
-    let text = key.expose();
-    if text.is_empty() || text.len() > 4096 || !text.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ActorError::invalid(
-            "credential.api_key",
-            "must be 1 to 4096 printable ASCII characters without spaces",
-        ));
-    }
-    Ok(())
-}
-
-/// The last 4 characters of a key long enough that they reveal nothing useful.
-fn hint_of(key: &SecretString) -> String {
-    let text = key.expose();
-    if text.len() >= 16 {
-        format!("…{}", &text[text.len() - 4..])
-    } else {
-        String::new()
-    }
-}
-
-pub(crate) fn vault_ref(scope: &AuthProfileScope, profile_id: &str, field: &str) -> String {
-    match scope {
-        AuthProfileScope::Global => format!("vault://global/auth.{profile_id}.{field}"),
-        AuthProfileScope::Agent { agent_id } => {
-            format!("vault://agent:{agent_id}/auth.{profile_id}.{field}")
-        }
-    }
-}
-
-pub(crate) fn default_key(provider: &str, scope: &AuthProfileScope) -> String {
-    format!("{provider}|{}", scope.key())
-}
-
-/// A fresh id: the provider and 64 random bits. Callers inside the actor check that it
-/// is free, since a create with an existing id replaces that profile.
-pub(crate) fn generated_profile_id(provider: &str) -> String {
-    let mut bytes = [0u8; 8];
-    rand::rng().fill_bytes(&mut bytes);
-    let stem = provider.replace(':', "-");
-    format!("{stem}.{:016x}", u64::from_be_bytes(bytes))
-}
-
-pub(crate) struct RegistryActor {
-    writer: Writer,
-    /// Told about every change of an OAuth profile's schedule.
-    refresher: Option<Recipient<crate::refresher::ScheduleChange>>,
-    /// Sign-in attempts by id, and the attempt id by SHA-256 of its state.
-    attempts: HashMap<String, oauth_flow::AttemptRecord>,
-    attempts_by_state: HashMap<String, String>,
-    /// OAuth settings per provider id, for tokens the actor stores.
-    providers_oauth: HashMap<String, crate::oauth::OAuthSettings>,
-    vault: Vault,
-    profiles: BTreeMap<String, AuthProfileRecord>,
-    /// `provider|scope` -> profile id.
-    defaults: HashMap<String, String>,
-    /// Sequence number of the last write handled.
-    /// For reloading after a failed commit.
-    storage: Storage,
-    /// Refresh outcomes and needs-reauth marks are audited in the same write.
-    pub(crate) audit: crate::audit::AuditLog,
-    pub(crate) metrics: crate::metrics::ActorMetrics,
-}
-
-impl Actor for RegistryActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // Abandoned sign-ins older than a day, and their sealed verifiers, go.
-        match oauth_flow::stale_attempt_ops(&self.storage) {
-            Ok(ops) if !ops.is_empty() => {
-                ctx.spawn(self.commit(ops).map(|result, _, _| {
-                    if let Err(e) = result {
-                        tracing::warn!(error = %e, "purging old sign-in attempts failed");
-                    }
-                }));
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "reading old sign-in attempts failed"),
-        }
-    }
-}
-
-impl RegistryActor {
-    pub(crate) fn view(&self, record: &AuthProfileRecord) -> AuthProfile {
+    pub(super) fn view(&self, record: &AuthProfileRecord) -> AuthProfile {
         let is_default = self
             .defaults
             .get(&default_key(&record.provider, &record.scope))
@@ -621,7 +141,7 @@ impl RegistryActor {
 
     /// Queues `ops` (memory already shows their effect) and returns their commit. If
     /// the commit fails, memory is reloaded from redb before the error is answered.
-    pub(crate) fn commit(
+    pub(super) fn commit(
         &mut self,
         ops: Vec<WriteOp>,
     ) -> impl ActorFuture<Self, Output = Result<(), ActorError>> + use<> {
@@ -643,7 +163,7 @@ impl RegistryActor {
             Ok((profiles, defaults)) => {
                 self.profiles = profiles;
                 self.defaults = defaults;
-                if let Ok((attempts, by_state)) = oauth_flow::load_attempts(&self.storage) {
+                if let Ok((attempts, by_state)) = load_attempts(&self.storage) {
                     self.attempts = attempts;
                     self.attempts_by_state = by_state;
                 }
@@ -668,7 +188,7 @@ impl RegistryActor {
 
 #[derive(Message)]
 #[rtype(result = "Result<AuthProfile, ActorError>")]
-struct Upsert(NewProfile);
+pub(super) struct Upsert(pub(super) NewProfile);
 
 impl Handler<Upsert> for RegistryActor {
     type Result = ResponseActFuture<Self, Result<AuthProfile, ActorError>>;
@@ -682,7 +202,7 @@ impl Handler<Upsert> for RegistryActor {
                 }
             }
         });
-        let now = crate::time::to_datetime(now_ms());
+        let now = to_datetime(now_ms());
         let NewCredential::ApiKey { api_key } = req.credential;
         let secret_ref = vault_ref(&req.scope, &profile_id, "api_key");
         let record = AuthProfileRecord {
@@ -713,14 +233,14 @@ impl Handler<Upsert> for RegistryActor {
 }
 
 /// Changes of defaults a write makes: `provider|scope` -> new profile id or none.
-pub(crate) type DefaultChanges = Vec<(String, Option<String>)>;
+pub(super) type DefaultChanges = Vec<(String, Option<String>)>;
 
 impl RegistryActor {
     /// The writes that create or replace `record` (whose secrets are in `sealed`),
     /// with `extra` in the same transaction: the profile, its secrets, the removal of
     /// secrets the replaced credential held and the new one does not, and the defaults.
     /// Keeps the replaced profile's creation time.
-    pub(crate) fn profile_write(
+    pub(super) fn profile_write(
         &self,
         mut record: AuthProfileRecord,
         sealed: Vec<WriteOp>,
@@ -766,7 +286,7 @@ impl RegistryActor {
     }
 
     /// Applies a profile write to memory (as it is queued) and tells the refresher.
-    pub(crate) fn apply_profile(
+    pub(super) fn apply_profile(
         &mut self,
         record: AuthProfileRecord,
         default_changes: DefaultChanges,
@@ -778,11 +298,42 @@ impl RegistryActor {
             self.apply_default(key, value);
         }
     }
+
+    /// Tells the refresher how an OAuth profile is now scheduled (or that it is gone).
+    pub(super) fn notify_refresher(&self, record: Option<&AuthProfileRecord>, profile_id: &str) {
+        let Some(refresher) = &self.refresher else {
+            return;
+        };
+        let change = match record.and_then(schedule_entry) {
+            Some(entry) => ScheduleChange::Upsert(entry),
+            None => ScheduleChange::Remove(profile_id.to_owned()),
+        };
+        refresher.do_send(change);
+    }
+}
+
+/// When the refresher should look at a profile: OAuth profiles only.
+pub(super) fn schedule_entry(record: &AuthProfileRecord) -> Option<ScheduleEntry> {
+    match &record.credential {
+        AuthCredential::Oauth {
+            expires_at,
+            refresh_state,
+            ..
+        } => Some(ScheduleEntry {
+            profile_id: record.profile_id.clone(),
+            provider: record.provider.clone(),
+            expires_at: *expires_at,
+            next_attempt_at: refresh_state.next_attempt_at,
+            needs_reauth: refresh_state.needs_reauth,
+            failure_count: refresh_state.failure_count,
+        }),
+        AuthCredential::ApiKey { .. } => None,
+    }
 }
 
 #[derive(Message)]
 #[rtype(result = "Result<AuthProfile, ActorError>")]
-struct Get(String);
+pub(super) struct Get(pub(super) String);
 
 impl Handler<Get> for RegistryActor {
     type Result = Result<AuthProfile, ActorError>;
@@ -800,10 +351,10 @@ impl Handler<Get> for RegistryActor {
 
 #[derive(Message)]
 #[rtype(result = "Result<ProfilePage, ActorError>")]
-struct List {
-    filter: ProfileFilter,
-    limit: usize,
-    after: Option<String>,
+pub(super) struct List {
+    pub(super) filter: ProfileFilter,
+    pub(super) limit: usize,
+    pub(super) after: Option<String>,
 }
 
 impl Handler<List> for RegistryActor {
@@ -834,7 +385,7 @@ impl Handler<List> for RegistryActor {
                 (Some(a), AuthProfileScope::Agent { agent_id }) => a == agent_id,
                 (Some(_), AuthProfileScope::Global) => false,
             });
-        let (items, next_after) = crate::page_of(matching.map(|r| self.view(r)), msg.limit, |p| {
+        let (items, next_after) = crate::paging::page_of(matching.map(|r| self.view(r)), msg.limit, |p| {
             p.record.profile_id.clone()
         });
         Ok(ProfilePage { items, next_after })
@@ -843,7 +394,7 @@ impl Handler<List> for RegistryActor {
 
 #[derive(Message)]
 #[rtype(result = "Result<(), ActorError>")]
-struct Delete(String);
+pub(super) struct Delete(pub(super) String);
 
 impl Handler<Delete> for RegistryActor {
     type Result = ResponseActFuture<Self, Result<(), ActorError>>;
@@ -879,7 +430,7 @@ impl Handler<Delete> for RegistryActor {
 
 #[derive(Message)]
 #[rtype(result = "Result<AuthProfile, ActorError>")]
-struct SetDefault(String);
+pub(super) struct SetDefault(pub(super) String);
 
 impl Handler<SetDefault> for RegistryActor {
     type Result = ResponseActFuture<Self, Result<AuthProfile, ActorError>>;
@@ -908,13 +459,13 @@ impl Handler<SetDefault> for RegistryActor {
 
 #[derive(Message)]
 #[rtype(result = "Result<AuthHealthReport, ActorError>")]
-struct Health;
+pub(super) struct Health;
 
 impl Handler<Health> for RegistryActor {
     type Result = Result<AuthHealthReport, ActorError>;
 
     fn handle(&mut self, _msg: Health, _ctx: &mut Self::Context) -> Self::Result {
-        let now = crate::time::to_datetime(now_ms());
+        let now = to_datetime(now_ms());
         let mut counts: BTreeMap<HealthState, usize> =
             HealthState::ALL.iter().map(|s| (*s, 0)).collect();
         let mut profiles = Vec::with_capacity(self.profiles.len());
@@ -990,9 +541,9 @@ fn health_of(
 
 #[derive(Message)]
 #[rtype(result = "Result<ResolveAnswer, ActorError>")]
-struct Resolve {
-    provider: String,
-    agent_id: Option<String>,
+pub(super) struct Resolve {
+    pub(super) provider: String,
+    pub(super) agent_id: Option<String>,
 }
 
 impl Handler<Resolve> for RegistryActor {
@@ -1080,7 +631,7 @@ impl Handler<Resolve> for RegistryActor {
 
 #[derive(Message)]
 #[rtype(result = "Result<SecretString, ActorError>")]
-struct OpenApiKey(String);
+pub(super) struct OpenApiKey(pub(super) String);
 
 impl Handler<OpenApiKey> for RegistryActor {
     type Result = Result<SecretString, ActorError>;
@@ -1110,7 +661,7 @@ impl Handler<OpenApiKey> for RegistryActor {
 
 #[derive(Message)]
 #[rtype(result = "Result<RotationReport, ActorError>")]
-struct RotateKey;
+pub(super) struct RotateKey;
 
 impl Handler<RotateKey> for RegistryActor {
     type Result = ResponseFuture<Result<RotationReport, ActorError>>;
@@ -1160,13 +711,13 @@ impl Handler<RotateKey> for RegistryActor {
                     let _ = done.send(report);
                 }),
         );
-        Box::pin(async move { answer.await.unwrap_or(Err(ActorError::Stopped("registry"))) })
+        Box::pin(async move { answer.await.map_err(stopped("registry"))? })
     }
 }
 
 #[derive(Message)]
 #[rtype(result = "VaultStatus")]
-struct GetVaultStatus;
+pub(super) struct GetVaultStatus;
 
 impl Handler<GetVaultStatus> for RegistryActor {
     type Result = MessageResult<GetVaultStatus>;
@@ -1179,18 +730,9 @@ impl Handler<GetVaultStatus> for RegistryActor {
     }
 }
 
-/// A credential ready for a provider call.
-#[derive(Debug)]
-pub struct BearerCredential {
-    pub provider: String,
-    pub secret: SecretString,
-    /// An OAuth access token past its expiry.
-    pub expired: bool,
-}
-
 #[derive(Message)]
 #[rtype(result = "Result<BearerCredential, ActorError>")]
-struct GetBearer(String);
+pub(super) struct GetBearer(pub(super) String);
 
 impl Handler<GetBearer> for RegistryActor {
     type Result = Result<BearerCredential, ActorError>;
@@ -1210,7 +752,7 @@ impl Handler<GetBearer> for RegistryActor {
                 ..
             } => (
                 access_token_vault_ref,
-                expires_at.is_some_and(|t| t <= crate::time::to_datetime(now_ms())),
+                expires_at.is_some_and(|t| t <= to_datetime(now_ms())),
             ),
         };
         let secret = self
@@ -1230,7 +772,7 @@ impl Handler<GetBearer> for RegistryActor {
 
 #[derive(Message)]
 #[rtype(result = "Result<(), ActorError>")]
-struct MarkRejected(String);
+pub(super) struct MarkRejected(pub(super) String);
 
 impl Handler<MarkRejected> for RegistryActor {
     type Result = ResponseActFuture<Self, Result<(), ActorError>>;
@@ -1242,7 +784,7 @@ impl Handler<MarkRejected> for RegistryActor {
                 id,
             })));
         };
-        let now = crate::time::to_datetime(now_ms());
+        let now = to_datetime(now_ms());
         match &mut record.credential {
             AuthCredential::ApiKey { rejected_at, .. } => *rejected_at = Some(now),
             AuthCredential::Oauth { refresh_state, .. } => {
@@ -1254,10 +796,10 @@ impl Handler<MarkRejected> for RegistryActor {
         record.updated_at = now;
         let ops = vec![
             WriteOp::put(record.profile_id.as_bytes().to_vec(), &record),
-            self.audit.op(crate::audit::AuditEntry::system(
-                crate::audit::AuditKind::ProfileNeedsReauth,
+            self.audit.op(AuditEntry::system(
+                AuditKind::ProfileNeedsReauth,
                 &record.profile_id,
-                crate::audit::AuditOutcome::Failure,
+                AuditOutcome::Failure,
                 "the provider answered HTTP 401 to the credential",
             )),
         ];

@@ -1,0 +1,31 @@
+//! The registry: auth profiles, the default profile per provider and scope, and the
+//! vault that holds their secrets, owned by one actor behind [`RegistryHandle`].
+//!
+//! Layout:
+//! - `model.rs`: the records (profiles, scopes, credentials, defaults), the answers,
+//!   and the checks of every field a client sends.
+//! - `handle.rs`: [`RegistryHandle`] and its start.
+//! - `actor.rs`: the actor's state, loading, commit and reload, and the handlers that
+//!   are not OAuth.
+//! - `attempts.rs`: sign-in attempts as stored.
+//! - [`oauth_flow`]: OAuth sign-in and the durable side of refreshes.
+//!
+//! Inside the crate, import from the defining file (`registry::handle`,
+//! `registry::model`), not through the re-exports below, so no chain of imports
+//! leads back into this folder.
+
+mod actor;
+mod attempts;
+pub(crate) mod handle;
+pub(crate) mod model;
+pub mod oauth_flow;
+
+pub use crate::ids::{validate_agent_id, validate_profile_id};
+pub use handle::RegistryHandle;
+pub(crate) use model::generated_profile_id;
+pub use model::{
+    AuthCredential, AuthHealthReport, AuthProfile, AuthProfileRecord, AuthProfileScope,
+    BearerCredential, DEFAULT_PAGE, HealthState, NewCredential, NewProfile, ProfileFilter,
+    ProfileHealth, ProfilePage, RefreshState, ResolveAnswer, ResolveReason, RotationReport,
+    VaultStatus, validate_provider,
+};
