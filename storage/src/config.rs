@@ -241,7 +241,9 @@ fn percent_decode(s: &str) -> Result<String, StorageError> {
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| StorageError::Config("invalid PostgreSQL URL: bad %-escape".into()))?;
+                .ok_or_else(|| {
+                    StorageError::Config("invalid PostgreSQL URL: bad %-escape".into())
+                })?;
             out.push(hex);
             i += 3;
         } else {
@@ -264,7 +266,10 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!((c.host.as_str(), c.port, c.database.as_str()), ("db.example", 6543, "state"));
+        assert_eq!(
+            (c.host.as_str(), c.port, c.database.as_str()),
+            ("db.example", 6543, "state")
+        );
         assert_eq!(c.user, "palyra");
         assert_eq!(c.password.as_ref().unwrap().expose(), "s@cret");
         assert_eq!(c.ssl_mode, SslMode::VerifyFull);

@@ -18,7 +18,11 @@ pub struct CopyReport {
 /// the same on both sides afterwards. Refuses a target holding any row unless
 /// `overwrite`, which first empties the target's tables. Stop every other writer of
 /// both databases first: the copy reads `from` table by table.
-pub async fn copy(from: &Storage, to: &Storage, overwrite: bool) -> Result<CopyReport, StorageError> {
+pub async fn copy(
+    from: &Storage,
+    to: &Storage,
+    overwrite: bool,
+) -> Result<CopyReport, StorageError> {
     for table in Table::ALL {
         let rows = to.read_count(table).await?;
         if rows > 0 && !overwrite {

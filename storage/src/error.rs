@@ -76,7 +76,9 @@ pub enum StorageError {
     #[error("the target database is not empty: table {table} holds {rows} rows")]
     TargetNotEmpty { table: &'static str, rows: u64 },
     /// After a copy the row counts of a table differ.
-    #[error("copy of table {table} did not verify: {source_rows} rows in the source, {target_rows} in the target")]
+    #[error(
+        "copy of table {table} did not verify: {source_rows} rows in the source, {target_rows} in the target"
+    )]
     CopyMismatch {
         table: &'static str,
         source_rows: u64,

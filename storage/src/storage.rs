@@ -179,7 +179,11 @@ impl Storage {
     }
 
     /// One row of `table`.
-    pub async fn read_row(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    pub async fn read_row(
+        &self,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
         match &self.backend {
             Backend::Redb(db) => db.get(table, key),
             Backend::Postgres(pg) => pg.get(table, key).await,

@@ -64,8 +64,7 @@ impl Default for WriterStats {
 
 impl WriterStats {
     pub(crate) fn committed(&self, requests: usize, started: std::time::Instant) {
-        self.commit_seconds
-            .observe(started.elapsed().as_secs_f64());
+        self.commit_seconds.observe(started.elapsed().as_secs_f64());
         self.batch_size.observe(requests as f64);
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.writes.fetch_add(requests as u64, Ordering::Relaxed);

@@ -181,11 +181,12 @@ fn tls_config(config: &PostgresConfig) -> Result<rustls::ClientConfig, StorageEr
             for cert in CertificateDer::pem_file_iter(path)
                 .map_err(|e| StorageError::Config(format!("ca_file {}: {e}", path.display())))?
             {
-                let cert = cert
-                    .map_err(|e| StorageError::Config(format!("ca_file {}: {e}", path.display())))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| StorageError::Config(format!("ca_file {}: {e}", path.display())))?;
+                let cert = cert.map_err(|e| {
+                    StorageError::Config(format!("ca_file {}: {e}", path.display()))
+                })?;
+                roots.add(cert).map_err(|e| {
+                    StorageError::Config(format!("ca_file {}: {e}", path.display()))
+                })?;
             }
             if roots.is_empty() {
                 return Err(StorageError::Config(format!(

@@ -17,7 +17,10 @@ const MIGRATION_LOCK: i64 = 0x7061_6c79_7261;
 
 /// Brings the schema to [`POSTGRES_SCHEMA_VERSION`]; refuses a newer one. Returns the
 /// version found before migrating.
-pub(crate) async fn migrate(client: &mut Client, connector: &Connector) -> Result<u64, StorageError> {
+pub(crate) async fn migrate(
+    client: &mut Client,
+    connector: &Connector,
+) -> Result<u64, StorageError> {
     let setup = |e: tokio_postgres::Error| StorageError::Connect {
         target: connector.config.describe(),
         failure: classify_setup(&e),
@@ -50,9 +53,12 @@ pub(crate) async fn migrate(client: &mut Client, connector: &Connector) -> Resul
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let version = i as i64 + 1;
         txn.batch_execute(sql).await.map_err(setup)?;
-        txn.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&version])
-            .await
-            .map_err(setup)?;
+        txn.execute(
+            "INSERT INTO schema_version (version) VALUES ($1)",
+            &[&version],
+        )
+        .await
+        .map_err(setup)?;
         tracing::info!(version, "applied PostgreSQL migration");
     }
     txn.commit().await.map_err(setup)?;

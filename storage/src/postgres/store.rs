@@ -164,7 +164,9 @@ impl PgStore {
              AND substr(key, 1, $3) = $1 ORDER BY key DESC LIMIT $4",
             table.name()
         );
-        Ok(rows(self.query(&sql, &[&prefix, &upper, &len, &limit]).await?))
+        Ok(rows(
+            self.query(&sql, &[&prefix, &upper, &len, &limit]).await?,
+        ))
     }
 
     pub(crate) async fn scan_forward(
@@ -183,7 +185,10 @@ impl PgStore {
                 self.query(&sql, &[&after, &limit]).await?
             }
             None => {
-                let sql = format!("SELECT key, value FROM {} ORDER BY key LIMIT $1", table.name());
+                let sql = format!(
+                    "SELECT key, value FROM {} ORDER BY key LIMIT $1",
+                    table.name()
+                );
                 self.query(&sql, &[&limit]).await?
             }
         };

@@ -84,7 +84,11 @@ pub(crate) fn extract(table: Table, key: &[u8], value: &[u8]) -> Result<Vec<Para
                 .ok()
                 .filter(|s| !s.contains('\0'))
                 .map(str::to_owned);
-            vec![Box::new(default_key), Box::new(provider), Box::new(profile_id)]
+            vec![
+                Box::new(default_key),
+                Box::new(provider),
+                Box::new(profile_id),
+            ]
         }
         Table::OAuthAttempts => vec![
             id_key(table, key)?,
@@ -137,7 +141,10 @@ pub(crate) fn extract(table: Table, key: &[u8], value: &[u8]) -> Result<Vec<Para
 fn utf8_key(table: Table, key: &[u8]) -> Result<String, String> {
     match std::str::from_utf8(key) {
         Ok(s) if !s.contains('\0') => Ok(s.to_owned()),
-        _ => Err(format!("a key of table {} must be UTF-8 text without NUL", table.name())),
+        _ => Err(format!(
+            "a key of table {} must be UTF-8 text without NUL",
+            table.name()
+        )),
     }
 }
 
@@ -219,15 +226,21 @@ impl TableSql {
         let cols = columns(table);
         let names: String = cols.iter().map(|c| format!(", {c}")).collect();
         let placeholders: String = (0..cols.len()).map(|i| format!(", ${}", i + 3)).collect();
-        let insert = format!("INSERT INTO {name} (key, value{names}) VALUES ($1, $2{placeholders})");
-        let updates: String = cols.iter().map(|c| format!(", {c} = EXCLUDED.{c}")).collect();
+        let insert =
+            format!("INSERT INTO {name} (key, value{names}) VALUES ($1, $2{placeholders})");
+        let updates: String = cols
+            .iter()
+            .map(|c| format!(", {c} = EXCLUDED.{c}"))
+            .collect();
         let sets: String = cols
             .iter()
             .enumerate()
             .map(|(i, c)| format!(", {c} = ${}", i + 3))
             .collect();
         Self {
-            put: format!("{insert} ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value{updates}"),
+            put: format!(
+                "{insert} ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value{updates}"
+            ),
             insert_if_absent: format!("{insert} ON CONFLICT DO NOTHING"),
             compare_and_set: format!(
                 "UPDATE {name} SET value = $2{sets} WHERE key = $1 AND value = ${}",

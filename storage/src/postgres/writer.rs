@@ -173,7 +173,9 @@ impl Conn {
     async fn conditional(&self, ops: &[BoundOp]) -> Result<WriteOutcome, tokio_postgres::Error> {
         let savepoint = ops.len() > 1;
         if savepoint {
-            self.client.batch_execute("SAVEPOINT palyra_request").await?;
+            self.client
+                .batch_execute("SAVEPOINT palyra_request")
+                .await?;
         }
         let mut taken = Vec::new();
         for (i, op) in ops.iter().enumerate() {
@@ -237,7 +239,11 @@ impl Conn {
             while i < requests.len() {
                 let run = requests[i..]
                     .iter()
-                    .take_while(|&&r| !bound[r].iter().any(|op| op.kind != Kind::Put && op.kind != Kind::Delete))
+                    .take_while(|&&r| {
+                        !bound[r]
+                            .iter()
+                            .any(|op| op.kind != Kind::Put && op.kind != Kind::Delete)
+                    })
                     .count();
                 if run > 0 {
                     let ops: Vec<&BoundOp> = requests[i..i + run]
@@ -304,7 +310,14 @@ async fn run(
             last_error = "connection closed".into();
         }
         if !batch.is_empty() && conn.is_none() && Instant::now() >= next_attempt {
-            reconnect(connector, &mut conn, &mut backoff, &mut next_attempt, &mut last_error).await;
+            reconnect(
+                connector,
+                &mut conn,
+                &mut backoff,
+                &mut next_attempt,
+                &mut last_error,
+            )
+            .await;
         }
         if !batch.is_empty() {
             match conn.as_mut() {
@@ -368,7 +381,12 @@ async fn write_batch(
     let mut bound_ops: Vec<Vec<BoundOp>> = Vec::with_capacity(batch.len());
     let mut valid = Vec::with_capacity(batch.len());
     for (i, req) in batch.iter().enumerate() {
-        match req.ops.iter().map(BoundOp::new).collect::<Result<Vec<_>, _>>() {
+        match req
+            .ops
+            .iter()
+            .map(BoundOp::new)
+            .collect::<Result<Vec<_>, _>>()
+        {
             Ok(ops) => {
                 bound_ops.push(ops);
                 answers.push(None);
@@ -396,7 +414,8 @@ async fn write_batch(
                     break;
                 }
                 let started = Instant::now();
-                match tokio::time::timeout(bound, c.transaction(&bound_ops, &[i], connector)).await {
+                match tokio::time::timeout(bound, c.transaction(&bound_ops, &[i], connector)).await
+                {
                     Ok(Ok(mut outcome)) => {
                         stats.committed(1, started);
                         answers[i] = outcome.pop().map(Ok);
