@@ -161,9 +161,20 @@ fn browser_status(e: &BrowserError) -> (StatusCode, &'static str) {
 fn storage_status(e: &StorageError) -> (StatusCode, &'static str) {
     match e {
         StorageError::WriterStopped => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        StorageError::Unavailable { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+        }
         StorageError::Backend(_)
         | StorageError::SchemaTooNew { .. }
-        | StorageError::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage_failure"),
+        | StorageError::Corrupt { .. }
+        | StorageError::Connect { .. }
+        | StorageError::Config(_)
+        | StorageError::Refused { .. }
+        | StorageError::TargetNotEmpty { .. }
+        | StorageError::CopyMismatch { .. }
+        | StorageError::Unsupported { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "storage_failure")
+        }
     }
 }
 

@@ -1,156 +1,49 @@
-//! Durable state for palyrad: one redb file, its schema, and the single writer.
+//! Durable state for palyrad: redb or PostgreSQL behind one interface, the schema,
+//! and the single writer.
 //!
 //! Layout:
-//! - [`schema`]: every table the daemon keeps, the schema version and its migrations.
-//! - [`writer`]: the one thread that opens write transactions and group-commits them.
+//! - [`storage`]: [`Storage`], the open database of either backend, shared for reads
+//!   (synchronous reads for redb, `read_*` async reads for both), and its posture.
+//! - [`writer`]: [`Writer`], the handle to the one writer; requests are applied in
+//!   submission order and group-committed, and acknowledged once durable.
+//! - [`op`]: [`WriteOp`] (put, delete, insert-if-absent, compare-and-set, take) and
+//!   [`WriteOutcome`], what each request reports.
+//! - [`schema`]: every table the daemon keeps, the schema version and redb's migrations.
 //! - [`record`]: the versioned serde envelope every stored value is wrapped in.
-//!
-//! Reads are served from a shared [`Storage`] (redb allows readers beside the writer);
-//! writes go only through [`Writer`], which acknowledges a write after it is durable.
+//! - [`config`]: [`StorageConfig`] and [`PostgresConfig`] (the password redacted).
+//! - [`copy`](mod@copy): copying every table between two databases, verified.
+//! - `redb_store.rs`: the redb backend: the file, its reads, the writer thread.
+//! - `postgres/`: the PostgreSQL backend: connection and TLS, versioned SQL migrations,
+//!   the typed columns of each table, the read pool and the ordered writer.
+//! - [`error`](mod@error): [`StorageError`].
 
-mod error;
+pub mod config;
+pub mod copy;
+pub mod error;
+pub mod op;
+mod postgres;
 pub mod record;
+mod redb_store;
 pub mod schema;
+pub mod storage;
 pub mod writer;
 
-pub use error::StorageError;
+pub use config::{Password, PostgresConfig, SslMode, StorageConfig};
+pub use copy::{CopyReport, copy};
+pub use error::{ConnectFailure, StorageError};
+pub use op::{WriteOp, WriteOutcome};
+pub use postgres::migrate::POSTGRES_SCHEMA_VERSION;
 pub use record::{StoredRecord, decode_record, encode_record};
-pub use schema::{SCHEMA_VERSION, Table};
-pub use writer::{WriteOp, Writer, WriterStats};
-
-use std::path::Path;
-use std::sync::Arc;
-
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
-
-/// A stored row: key and value bytes.
-pub type Row = (Vec<u8>, Vec<u8>);
-
-/// File name of the database inside the data dir.
-pub const DB_FILE: &str = "palyra.redb";
-
-/// An open database. Cloning is shallow; the writer holds one clone.
-#[derive(Clone)]
-pub struct Storage {
-    db: Arc<Database>,
-}
-
-impl std::fmt::Debug for Storage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage").finish_non_exhaustive()
-    }
-}
-
-impl Storage {
-    /// Opens (or creates) the database in `data_dir`, creates missing tables and runs
-    /// migrations up to [`SCHEMA_VERSION`]. Refuses a database written by a newer daemon.
-    pub fn open(data_dir: &Path) -> Result<Self, StorageError> {
-        let db = Database::create(data_dir.join(DB_FILE)).map_err(StorageError::backend)?;
-        schema::prepare(&db)?;
-        Ok(Self { db: Arc::new(db) })
-    }
-
-    /// Every row of `table`, in key order. Used by actors to load their state at start.
-    pub fn load(&self, table: Table) -> Result<Vec<Row>, StorageError> {
-        let txn = self.db.begin_read().map_err(StorageError::backend)?;
-        let t = txn.open_table(table.def()).map_err(StorageError::backend)?;
-        let mut rows = Vec::new();
-        for entry in t.iter().map_err(StorageError::backend)? {
-            let (k, v) = entry.map_err(StorageError::backend)?;
-            rows.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        Ok(rows)
-    }
-
-    /// Up to `limit` rows of `table` whose keys start with `prefix`, newest (highest
-    /// key) first, starting below `before` when given.
-    pub fn scan_prefix_rev(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        before: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Row>, StorageError> {
-        let txn = self.db.begin_read().map_err(StorageError::backend)?;
-        let t = txn.open_table(table.def()).map_err(StorageError::backend)?;
-        let mut end = prefix.to_vec();
-        end.push(0xff);
-        let upper: &[u8] = before.unwrap_or(&end);
-        let mut rows = Vec::new();
-        for entry in t
-            .range::<&[u8]>(prefix..upper)
-            .map_err(StorageError::backend)?
-            .rev()
-        {
-            let (k, v) = entry.map_err(StorageError::backend)?;
-            if !k.value().starts_with(prefix) {
-                continue;
-            }
-            rows.push((k.value().to_vec(), v.value().to_vec()));
-            if rows.len() >= limit {
-                break;
-            }
-        }
-        Ok(rows)
-    }
-
-    /// Up to `limit` rows of `table` in key order (oldest first for time-ordered keys),
-    /// starting after `after` when given.
-    pub fn scan_forward(
-        &self,
-        table: Table,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Row>, StorageError> {
-        use std::ops::Bound;
-        let txn = self.db.begin_read().map_err(StorageError::backend)?;
-        let t = txn.open_table(table.def()).map_err(StorageError::backend)?;
-        let lower = match after {
-            Some(key) => Bound::Excluded(key),
-            None => Bound::Unbounded,
-        };
-        let mut rows = Vec::new();
-        for entry in t
-            .range::<&[u8]>((lower, Bound::Unbounded))
-            .map_err(StorageError::backend)?
-            .take(limit)
-        {
-            let (k, v) = entry.map_err(StorageError::backend)?;
-            rows.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        Ok(rows)
-    }
-
-    /// How many rows `table` holds.
-    pub fn count(&self, table: Table) -> Result<u64, StorageError> {
-        let txn = self.db.begin_read().map_err(StorageError::backend)?;
-        let t = txn.open_table(table.def()).map_err(StorageError::backend)?;
-        t.len().map_err(StorageError::backend)
-    }
-
-    /// One row of `table`.
-    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        let txn = self.db.begin_read().map_err(StorageError::backend)?;
-        let t = txn.open_table(table.def()).map_err(StorageError::backend)?;
-        Ok(t.get(key)
-            .map_err(StorageError::backend)?
-            .map(|v| v.value().to_vec()))
-    }
-
-    /// The stored schema version.
-    pub fn schema_version(&self) -> Result<u64, StorageError> {
-        schema::stored_version(&self.db)
-    }
-
-    /// Starts the single writer thread. Call once.
-    pub fn start_writer(&self) -> Result<Writer, StorageError> {
-        Writer::start(Arc::clone(&self.db))
-    }
-}
+pub use redb_store::DB_FILE;
+pub use schema::{Row, SCHEMA_VERSION, Table};
+pub use storage::{Storage, StoragePosture};
+pub use writer::{Writer, WriterStats};
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::record::{StoredRecord, decode_record, encode_record};
+    use crate::redb_store::DB_FILE;
+    use crate::{SCHEMA_VERSION, Storage, StorageError, Table, WriteOp};
 
     fn put(key: u32) -> WriteOp {
         WriteOp::Put {

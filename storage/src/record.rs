@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::{StorageError, Table};
+use crate::error::StorageError;
+use crate::schema::Table;
 
 /// A type stored in a table.
 pub trait StoredRecord: Serialize + DeserializeOwned {

@@ -1,8 +1,14 @@
-//! The on-disk schema at a glance: every table, the schema version and migrations.
+//! The schema at a glance: every table, the schema version and redb's migrations.
+//!
+//! PostgreSQL's typed tables for the same [`Table`]s are in `postgres/tables.rs` and
+//! its migrations in `postgres/migrations/`.
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::StorageError;
+use crate::error::StorageError;
+
+/// A stored row: key and value bytes.
+pub type Row = (Vec<u8>, Vec<u8>);
 
 /// Version of the layout below. Bump it and add a step to [`migrate`] when a table
 /// changes shape.
@@ -56,7 +62,7 @@ impl Table {
         Table::Audit,
     ];
 
-    /// The table's redb name.
+    /// The table's name, in redb and in PostgreSQL.
     pub fn name(self) -> &'static str {
         match self {
             Table::Sessions => "sessions",

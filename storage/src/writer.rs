@@ -1,68 +1,36 @@
-//! The single writer: one thread owns every redb write transaction.
+//! The single writer's handle: one queue, in submission order, to the backend's writer.
 //!
-//! Callers queue a list of [`WriteOp`]s and await the acknowledgement. The thread takes
-//! everything queued into one transaction (group commit), commits it with
-//! `Durability::Immediate`, and only then acknowledges each write. One fsync thus serves
-//! every write that arrived while the previous commit was in flight.
+//! Callers queue a list of [`WriteOp`]s and await the acknowledgement. The backend's
+//! writer (a thread for redb, `redb_store.rs`; a thread with one connection for
+//! PostgreSQL, `postgres/writer.rs`) takes everything queued into one transaction (group
+//! commit), commits it durably, and only then acknowledges each request. Requests are
+//! applied in the order they were queued, so an actor's writes land in the order it
+//! handled its messages.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
 
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use redb::Database;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::{StorageError, StoredRecord, Table, encode_record};
+use crate::error::StorageError;
+use crate::op::{WriteOp, WriteOutcome};
 
-/// Most writes folded into one transaction; bounds the latency of the batch.
-const MAX_BATCH: usize = 4096;
+/// Most requests folded into one transaction; bounds the latency of the batch.
+pub(crate) const MAX_BATCH: usize = 4096;
 
-/// One change to one row.
-#[derive(Debug, Clone)]
-pub enum WriteOp {
-    Put {
-        table: Table,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    Delete {
-        table: Table,
-        key: Vec<u8>,
-    },
+pub(crate) struct Request {
+    pub(crate) ops: Vec<WriteOp>,
+    pub(crate) ack: oneshot::Sender<Result<WriteOutcome, StorageError>>,
 }
 
-impl WriteOp {
-    /// Stores `record` under `key` in its type's table, inside its versioned envelope.
-    pub fn put<T: StoredRecord>(key: impl Into<Vec<u8>>, record: &T) -> Self {
-        WriteOp::Put {
-            table: T::TABLE,
-            key: key.into(),
-            value: encode_record(record),
-        }
-    }
-
-    /// Deletes the row under `key` of `table`.
-    pub fn delete(table: Table, key: impl Into<Vec<u8>>) -> Self {
-        WriteOp::Delete {
-            table,
-            key: key.into(),
-        }
-    }
-}
-
-struct Request {
-    ops: Vec<WriteOp>,
-    ack: oneshot::Sender<Result<(), StorageError>>,
-}
-
-enum Msg {
+pub(crate) enum Msg {
     Write(Request),
     Shutdown(oneshot::Sender<()>),
 }
 
-struct AliveGuard(Arc<AtomicBool>);
+/// Clears the writer's liveness flag however its thread ends, a panic included.
+pub(crate) struct AliveGuard(pub(crate) Arc<AtomicBool>);
 
 impl Drop for AliveGuard {
     fn drop(&mut self) {
@@ -94,12 +62,28 @@ impl Default for WriterStats {
     }
 }
 
-/// Handle to the writer thread. Cloning is shallow.
+impl WriterStats {
+    pub(crate) fn committed(&self, requests: usize, started: std::time::Instant) {
+        self.commit_seconds.observe(started.elapsed().as_secs_f64());
+        self.batch_size.observe(requests as f64);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.writes.fetch_add(requests as u64, Ordering::Relaxed);
+    }
+}
+
+/// What a backend's writer loop receives from [`Writer::channel`].
+pub(crate) struct WriterParts {
+    pub(crate) rx: mpsc::UnboundedReceiver<Msg>,
+    pub(crate) stats: Arc<WriterStats>,
+    pub(crate) alive: AliveGuard,
+}
+
+/// Handle to the writer. Cloning is shallow.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::UnboundedSender<Msg>,
     stats: Arc<WriterStats>,
-    // Cleared when the thread exits, so readiness reports a dead writer.
+    // Cleared when the writer's thread exits, so readiness reports a dead writer.
     alive: Arc<AtomicBool>,
 }
 
@@ -112,42 +96,49 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    pub(crate) fn start(db: Arc<Database>) -> Result<Self, StorageError> {
-        let (tx, rx) = mpsc::channel();
+    /// A handle and the parts its backend's loop runs on.
+    pub(crate) fn channel() -> (Self, WriterParts) {
+        let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WriterStats::default());
         let alive = Arc::new(AtomicBool::new(true));
-        let thread_stats = Arc::clone(&stats);
-        let thread_alive = Arc::clone(&alive);
-        std::thread::Builder::new()
-            .name("palyra-writer".into())
-            .spawn(move || {
-                // Cleared however the thread ends, a panic included, so readiness and
-                // callers see a dead writer.
-                let _alive = AliveGuard(thread_alive);
-                let stop = run(&db, &rx, &thread_stats);
-                drop(_alive);
-                // Answer the shutdown only after this thread's database handle is gone.
-                drop(db);
-                if let Some(done) = stop {
-                    let _ = done.send(());
-                }
-            })
-            .map_err(StorageError::backend)?;
-        Ok(Self { tx, stats, alive })
+        let parts = WriterParts {
+            rx,
+            stats: Arc::clone(&stats),
+            alive: AliveGuard(Arc::clone(&alive)),
+        };
+        (Self { tx, stats, alive }, parts)
     }
 
-    /// Applies `ops` atomically and returns once they are durable on disk.
+    /// Applies `ops` atomically and returns once they are durable.
     pub async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StorageError> {
         self.submit(ops).await
     }
 
     /// Queues `ops` now, in the caller's order, and returns a future that resolves once
     /// they are durable. Actors use it so that the order of their writes on disk is the
-    /// order in which they handled the messages.
+    /// order in which they handled the messages. A refused conditional op is the error
+    /// [`StorageError::Refused`]; use [`Self::submit_checked`] to get it as an outcome.
     pub fn submit(
         &self,
         ops: Vec<WriteOp>,
     ) -> impl Future<Output = Result<(), StorageError>> + Send + use<> {
+        let checked = self.submit_checked(ops);
+        async move {
+            match checked.await? {
+                WriteOutcome::Applied { .. } => Ok(()),
+                WriteOutcome::Refused { op } => Err(StorageError::Refused { op }),
+            }
+        }
+    }
+
+    /// Like [`Self::submit`] (queued now, applied in order), but reports what became of
+    /// the request: applied (with the values its takes removed) or refused at an op.
+    /// An error means nothing of it was applied, or, for
+    /// [`StorageError::Unavailable`], that its commit's outcome is unknown.
+    pub fn submit_checked(
+        &self,
+        ops: Vec<WriteOp>,
+    ) -> impl Future<Output = Result<WriteOutcome, StorageError>> + Send + use<> {
         let (ack, done) = oneshot::channel();
         let queued = self.tx.send(Msg::Write(Request { ops, ack })).is_ok();
         async move {
@@ -158,7 +149,8 @@ impl Writer {
         }
     }
 
-    /// Finishes every queued write, closes the transaction log and stops the thread.
+    /// Finishes every queued write, closes the backend's connection or transaction log
+    /// and stops the writer.
     pub async fn shutdown(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Msg::Shutdown(done)).is_ok() {
@@ -166,7 +158,7 @@ impl Writer {
         }
     }
 
-    /// True until the writer thread has stopped.
+    /// True until the writer has stopped.
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
     }
@@ -177,83 +169,25 @@ impl Writer {
     }
 }
 
-/// The writer loop; returns the pending shutdown acknowledgement, if any.
-fn run(
-    db: &Database,
-    rx: &mpsc::Receiver<Msg>,
-    stats: &WriterStats,
+/// Takes the next batch: waits for one message, then everything queued behind it.
+/// Returns the batch and, when a shutdown was among them, its acknowledgement; writes
+/// queued behind a shutdown still join the batch. `None` when every handle is gone.
+pub(crate) fn fill_batch(
+    first: Msg,
+    rx: &mut mpsc::UnboundedReceiver<Msg>,
+    batch: &mut Vec<Request>,
 ) -> Option<oneshot::Sender<()>> {
-    let mut batch: Vec<Request> = Vec::new();
-    let mut stop: Option<oneshot::Sender<()>> = None;
-    while stop.is_none() {
-        match rx.recv() {
+    let mut stop = None;
+    match first {
+        Msg::Write(req) => batch.push(req),
+        Msg::Shutdown(done) => stop = Some(done),
+    }
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
             Ok(Msg::Write(req)) => batch.push(req),
             Ok(Msg::Shutdown(done)) => stop = Some(done),
             Err(_) => break,
         }
-        // Everything that queued up meanwhile joins this transaction.
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Msg::Write(req)) => batch.push(req),
-                Ok(Msg::Shutdown(done)) => {
-                    stop = Some(done);
-                    // Writes queued behind a shutdown still get committed.
-                }
-                Err(_) => break,
-            }
-        }
-        if !batch.is_empty() {
-            let started = std::time::Instant::now();
-            let result = commit(db, &batch);
-            if result.is_ok() {
-                stats
-                    .commit_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                stats.batch_size.observe(batch.len() as f64);
-                stats.commits.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .writes
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            } else if let Err(e) = &result {
-                tracing::error!(error = %e, writes = batch.len(), "group commit failed");
-            }
-            for req in batch.drain(..) {
-                let _ = req.ack.send(result.clone());
-            }
-        }
     }
     stop
-}
-
-fn commit(db: &Database, batch: &[Request]) -> Result<(), StorageError> {
-    let mut txn = db.begin_write().map_err(StorageError::backend)?;
-    // The default, stated: a commit returns only once it is on disk.
-    txn.set_durability(redb::Durability::Immediate)
-        .map_err(StorageError::backend)?;
-    {
-        // Each table is opened once per transaction, not once per write.
-        let mut open: HashMap<Table, redb::Table<'_, &'static [u8], &'static [u8]>> =
-            HashMap::new();
-        for op in batch.iter().flat_map(|req| &req.ops) {
-            let table = match op {
-                WriteOp::Put { table, .. } | WriteOp::Delete { table, .. } => *table,
-            };
-            let t = match open.entry(table) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(txn.open_table(table.def()).map_err(StorageError::backend)?)
-                }
-            };
-            match op {
-                WriteOp::Put { key, value, .. } => {
-                    t.insert(key.as_slice(), value.as_slice())
-                        .map_err(StorageError::backend)?;
-                }
-                WriteOp::Delete { key, .. } => {
-                    t.remove(key.as_slice()).map_err(StorageError::backend)?;
-                }
-            }
-        }
-    }
-    txn.commit().map_err(StorageError::backend)
 }

@@ -1,0 +1,113 @@
+//! What a write request is made of ([`WriteOp`]) and what it reports ([`WriteOutcome`]).
+//!
+//! Both backends give the ops the same meaning: the ops of one request apply in order
+//! and all or nothing; a conditional op that does not hold refuses the whole request,
+//! which then writes nothing and leaves the other requests of its group commit alone.
+
+use crate::record::{StoredRecord, encode_record};
+use crate::schema::Table;
+
+/// One change to one row.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Stores `value` under `key`, replacing any value.
+    Put {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// Removes the row under `key`, if any.
+    Delete { table: Table, key: Vec<u8> },
+    /// Stores `value` only if no row has `key`; refused otherwise.
+    InsertIfAbsent {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// Stores `value` only if the row's current value is byte for byte `expected`
+    /// (`None`: there must be no row); refused otherwise. The value itself is the
+    /// version: both backends keep values byte-exact, so a value read earlier is the
+    /// token to pass here.
+    CompareAndSet {
+        table: Table,
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    },
+    /// Deletes the row and returns its value (consume once); refused if there is none.
+    /// Of concurrent takes of one row, exactly one is applied.
+    Take { table: Table, key: Vec<u8> },
+}
+
+impl WriteOp {
+    /// Stores `record` under `key` in its type's table, inside its versioned envelope.
+    pub fn put<T: StoredRecord>(key: impl Into<Vec<u8>>, record: &T) -> Self {
+        WriteOp::Put {
+            table: T::TABLE,
+            key: key.into(),
+            value: encode_record(record),
+        }
+    }
+
+    /// Deletes the row under `key` of `table`.
+    pub fn delete(table: Table, key: impl Into<Vec<u8>>) -> Self {
+        WriteOp::Delete {
+            table,
+            key: key.into(),
+        }
+    }
+
+    /// Inserts `record` under `key` unless a row is there.
+    pub fn insert_if_absent<T: StoredRecord>(key: impl Into<Vec<u8>>, record: &T) -> Self {
+        WriteOp::InsertIfAbsent {
+            table: T::TABLE,
+            key: key.into(),
+            value: encode_record(record),
+        }
+    }
+
+    /// Takes (deletes and returns) the row under `key` of `table`.
+    pub fn take(table: Table, key: impl Into<Vec<u8>>) -> Self {
+        WriteOp::Take {
+            table,
+            key: key.into(),
+        }
+    }
+
+    /// The table the op changes.
+    pub fn table(&self) -> Table {
+        match self {
+            WriteOp::Put { table, .. }
+            | WriteOp::Delete { table, .. }
+            | WriteOp::InsertIfAbsent { table, .. }
+            | WriteOp::CompareAndSet { table, .. }
+            | WriteOp::Take { table, .. } => *table,
+        }
+    }
+
+    /// The key of the row the op changes.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            WriteOp::Put { key, .. }
+            | WriteOp::Delete { key, .. }
+            | WriteOp::InsertIfAbsent { key, .. }
+            | WriteOp::CompareAndSet { key, .. }
+            | WriteOp::Take { key, .. } => key,
+        }
+    }
+
+    /// True for the ops that can refuse their request.
+    pub fn is_conditional(&self) -> bool {
+        !matches!(self, WriteOp::Put { .. } | WriteOp::Delete { .. })
+    }
+}
+
+/// What became of one write request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Every op applied and is durable; `taken` holds the values of its
+    /// [`WriteOp::Take`]s, in op order.
+    Applied { taken: Vec<Vec<u8>> },
+    /// The conditional op at index `op` did not hold; nothing of the request was written.
+    Refused { op: usize },
+}

@@ -1,0 +1,276 @@
+//! How a (table, key bytes, value bytes) row maps to a PostgreSQL table's columns.
+//!
+//! Every table keeps the exact `key` and `value` bytes; the typed columns beside them
+//! (see `migrations/0001_init.sql`) are filled here from the key and from the record in
+//! its `{"v":..,"r":..}` envelope. A record that does not parse leaves its value columns
+//! NULL (the row is still stored); a key that does not fit a table's key columns (a
+//! run key without its NUL and sequence number) refuses the op with an error, because
+//! those columns are the table's identity.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio_postgres::types::ToSql;
+
+use crate::schema::Table;
+
+/// One bound parameter.
+pub(crate) type Param = Box<dyn ToSql + Sync + Send>;
+
+/// The typed columns of `table`, in the order [`extract`] returns their values.
+pub(crate) fn columns(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::Sessions => &["principal", "issued_at_ms", "expires_at_ms", "last_seen_ms"],
+        Table::Handoffs => &["principal", "expires_at_ms"],
+        Table::Vault => &["vault_ref", "key_id"],
+        Table::VaultMeta => &["name", "key_id"],
+        Table::AuthProfiles => &["profile_id", "provider", "profile_name", "updated_at"],
+        Table::AuthDefaults => &["default_key", "provider", "profile_id"],
+        Table::OAuthAttempts => &[
+            "attempt_id",
+            "provider",
+            "profile_id",
+            "state_digest",
+            "status",
+            "expires_at_ms",
+        ],
+        Table::Agents => &["agent_id", "default_model_profile", "updated_at"],
+        Table::Objectives => &[
+            "objective_id",
+            "agent_id",
+            "kind",
+            "state",
+            "next_run_at",
+            "run_seq",
+        ],
+        Table::Runs => &[
+            "objective_id",
+            "seq",
+            "run_id",
+            "trigger",
+            "status",
+            "scheduled_for",
+            "started_at",
+            "finished_at",
+        ],
+        Table::Audit => &["at_ms", "seq", "kind", "actor", "outcome"],
+    }
+}
+
+/// The typed column values of one row.
+pub(crate) fn extract(table: Table, key: &[u8], value: &[u8]) -> Result<Vec<Param>, String> {
+    let record: Option<Value> = serde_json::from_slice::<Value>(value)
+        .ok()
+        .and_then(|mut v| v.get_mut("r").map(Value::take));
+    let r = record.as_ref();
+    let params: Vec<Param> = match table {
+        Table::Sessions => vec![
+            text(r, "principal"),
+            int(r, "issued_at_ms"),
+            int(r, "expires_at_ms"),
+            int(r, "last_seen_ms"),
+        ],
+        Table::Handoffs => vec![text(r, "principal"), int(r, "expires_at_ms")],
+        Table::Vault | Table::VaultMeta => vec![id_key(table, key)?, text(r, "key_id")],
+        Table::AuthProfiles => vec![
+            id_key(table, key)?,
+            text(r, "provider"),
+            text(r, "profile_name"),
+            time(r, "updated_at"),
+        ],
+        Table::AuthDefaults => {
+            let default_key = utf8_key(table, key)?;
+            let provider = default_key.split('|').next().map(str::to_owned);
+            let profile_id = std::str::from_utf8(value)
+                .ok()
+                .filter(|s| !s.contains('\0'))
+                .map(str::to_owned);
+            vec![
+                Box::new(default_key),
+                Box::new(provider),
+                Box::new(profile_id),
+            ]
+        }
+        Table::OAuthAttempts => vec![
+            id_key(table, key)?,
+            text(r, "provider"),
+            text(r, "profile_id"),
+            text(r, "state_digest"),
+            nested_text(r, "status", "state"),
+            int(r, "expires_at_ms"),
+        ],
+        Table::Agents => vec![
+            id_key(table, key)?,
+            text(r, "default_model_profile"),
+            time(r, "updated_at"),
+        ],
+        Table::Objectives => vec![
+            id_key(table, key)?,
+            text(r, "agent_id"),
+            text(r, "kind"),
+            text(r, "state"),
+            time(r, "next_run_at"),
+            int(r, "run_seq"),
+        ],
+        Table::Runs => {
+            let (objective_id, seq) = run_key(key)?;
+            vec![
+                Box::new(objective_id),
+                Box::new(seq),
+                text(r, "run_id"),
+                text(r, "trigger"),
+                text(r, "status"),
+                time(r, "scheduled_for"),
+                time(r, "started_at"),
+                time(r, "finished_at"),
+            ]
+        }
+        Table::Audit => {
+            let (at_ms, seq) = audit_key(key)?;
+            vec![
+                Box::new(at_ms),
+                Box::new(seq),
+                text(r, "kind"),
+                text(r, "actor"),
+                text(r, "outcome"),
+            ]
+        }
+    };
+    Ok(params)
+}
+
+fn utf8_key(table: Table, key: &[u8]) -> Result<String, String> {
+    match std::str::from_utf8(key) {
+        Ok(s) if !s.contains('\0') => Ok(s.to_owned()),
+        _ => Err(format!(
+            "a key of table {} must be UTF-8 text without NUL",
+            table.name()
+        )),
+    }
+}
+
+fn id_key(table: Table, key: &[u8]) -> Result<Param, String> {
+    Ok(Box::new(utf8_key(table, key)?))
+}
+
+/// `objective_id`, NUL, `seq` (u64 big-endian).
+fn run_key(key: &[u8]) -> Result<(String, i64), String> {
+    let bad = || "a runs key is an objective id, a NUL byte and an 8-byte sequence".to_owned();
+    if key.len() < 9 || key[key.len() - 9] != 0 {
+        return Err(bad());
+    }
+    let (id, rest) = key.split_at(key.len() - 9);
+    let seq = u64::from_be_bytes(rest[1..].try_into().map_err(|_| bad())?);
+    let id = utf8_key(Table::Runs, id)?;
+    Ok((id, i64::try_from(seq).map_err(|_| bad())?))
+}
+
+/// `at_ms` (i64 big-endian), `seq` (u64 big-endian).
+fn audit_key(key: &[u8]) -> Result<(i64, i64), String> {
+    let bad = || "an audit key is 8 bytes of milliseconds and 8 of sequence".to_owned();
+    if key.len() != 16 {
+        return Err(bad());
+    }
+    let at = i64::from_be_bytes(key[..8].try_into().map_err(|_| bad())?);
+    let seq = u64::from_be_bytes(key[8..].try_into().map_err(|_| bad())?);
+    Ok((at, i64::try_from(seq).map_err(|_| bad())?))
+}
+
+fn field<'a>(r: Option<&'a Value>, name: &str) -> Option<&'a Value> {
+    r.and_then(|r| r.get(name))
+}
+
+fn text(r: Option<&Value>, name: &str) -> Param {
+    Box::new(as_text(field(r, name)))
+}
+
+fn nested_text(r: Option<&Value>, name: &str, inner: &str) -> Param {
+    Box::new(as_text(field(r, name).and_then(|v| v.get(inner))))
+}
+
+fn as_text(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str)
+        .filter(|s| !s.contains('\0'))
+        .map(str::to_owned)
+}
+
+fn int(r: Option<&Value>, name: &str) -> Param {
+    let v = field(r, name).and_then(|v| {
+        v.as_i64()
+            .or_else(|| v.as_u64().and_then(|u| i64::try_from(u).ok()))
+    });
+    Box::new(v)
+}
+
+fn time(r: Option<&Value>, name: &str) -> Param {
+    let v = field(r, name)
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc));
+    Box::new(v)
+}
+
+/// The SQL of each op kind on one table. Parameters: `$1` key, `$2` value, then the
+/// typed columns, then (compare-and-set) the expected value.
+#[derive(Debug)]
+pub(crate) struct TableSql {
+    pub(crate) put: String,
+    pub(crate) insert_if_absent: String,
+    pub(crate) compare_and_set: String,
+    pub(crate) delete: String,
+    pub(crate) take: String,
+}
+
+impl TableSql {
+    pub(crate) fn new(table: Table) -> Self {
+        let name = table.name();
+        let cols = columns(table);
+        let names: String = cols.iter().map(|c| format!(", {c}")).collect();
+        let placeholders: String = (0..cols.len()).map(|i| format!(", ${}", i + 3)).collect();
+        let insert =
+            format!("INSERT INTO {name} (key, value{names}) VALUES ($1, $2{placeholders})");
+        let updates: String = cols
+            .iter()
+            .map(|c| format!(", {c} = EXCLUDED.{c}"))
+            .collect();
+        let sets: String = cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!(", {c} = ${}", i + 3))
+            .collect();
+        Self {
+            put: format!(
+                "{insert} ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value{updates}"
+            ),
+            insert_if_absent: format!("{insert} ON CONFLICT DO NOTHING"),
+            compare_and_set: format!(
+                "UPDATE {name} SET value = $2{sets} WHERE key = $1 AND value = ${}",
+                cols.len() + 3
+            ),
+            delete: format!("DELETE FROM {name} WHERE key = $1"),
+            take: format!("DELETE FROM {name} WHERE key = $1 RETURNING value"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_has_as_many_values_as_columns() {
+        let run_key = [b"obj".as_slice(), &[0], &7u64.to_be_bytes()].concat();
+        let audit_key = [5i64.to_be_bytes(), 1u64.to_be_bytes()].concat();
+        for table in Table::ALL {
+            let key = match table {
+                Table::Runs => run_key.clone(),
+                Table::Audit => audit_key.clone(),
+                _ => b"id".to_vec(),
+            };
+            let values = extract(table, &key, br#"{"v":1,"r":{}}"#).unwrap();
+            assert_eq!(values.len(), columns(table).len(), "{}", table.name());
+        }
+        assert_eq!(super::run_key(&run_key).unwrap(), ("obj".to_owned(), 7));
+        assert!(super::run_key(b"no-seq").is_err());
+        assert!(extract(Table::Agents, &[0xff], b"{}").is_err());
+    }
+}

@@ -1,0 +1,444 @@
+//! The PostgreSQL writer: one thread, one connection, requests in submission order.
+//!
+//! Everything queued is applied in one transaction (group commit), request after
+//! request, so a request sees every earlier one and requests from one [`Writer`] never
+//! commit out of order. Runs of unconditional requests are pipelined (sent without
+//! waiting for each answer); a request with a conditional op runs its statements one by
+//! one, under a savepoint when it has more than one op, so a refusal undoes only its own
+//! ops. A failed statement aborts the group, which is then replayed one transaction per
+//! request, in order, so only the request that failed reports the failure.
+//!
+//! A lost connection answers every request of the group `Unavailable` (a lost COMMIT is
+//! never reported as applied), and requests that arrive while it is being re-established
+//! are answered `Unavailable` at once; the writer reconnects with doubling waits.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures_util::future::try_join_all;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
+
+use crate::error::StorageError;
+use crate::op::{WriteOp, WriteOutcome};
+use crate::postgres::connect::{Connector, is_connection_error};
+use crate::postgres::tables::{Param, TableSql, extract};
+use crate::schema::Table;
+use crate::writer::{Msg, Request, Writer, WriterParts, WriterStats, fill_batch};
+
+/// Starts the writer thread; it connects on its own, so an unreachable server shows
+/// as `Unavailable` answers, not as a failure to start.
+pub(crate) fn start(connector: Connector) -> Result<Writer, StorageError> {
+    let (writer, parts) = Writer::channel();
+    std::thread::Builder::new()
+        .name("palyra-pg-writer".into())
+        .spawn(move || {
+            let WriterParts {
+                mut rx,
+                stats,
+                alive,
+            } = parts;
+            let stop = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(run(&connector, &mut rx, &stats)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the PostgreSQL writer's runtime");
+                    None
+                }
+            };
+            drop(alive);
+            if let Some(done) = stop {
+                let _ = done.send(());
+            }
+        })
+        .map_err(StorageError::backend)?;
+    Ok(writer)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Put,
+    InsertIfAbsent,
+    CompareAndSet,
+    Delete,
+    Take,
+}
+
+/// One op with its statement kind and bound parameters.
+struct BoundOp {
+    table: Table,
+    kind: Kind,
+    params: Vec<Param>,
+}
+
+impl BoundOp {
+    fn new(op: &WriteOp) -> Result<Self, String> {
+        let row = |table: Table, key: &[u8], value: &[u8]| -> Result<Vec<Param>, String> {
+            let mut params: Vec<Param> = vec![Box::new(key.to_vec()), Box::new(value.to_vec())];
+            params.extend(extract(table, key, value)?);
+            Ok(params)
+        };
+        let table = op.table();
+        let (kind, params) = match op {
+            WriteOp::Put { key, value, .. } => (Kind::Put, row(table, key, value)?),
+            WriteOp::InsertIfAbsent { key, value, .. }
+            | WriteOp::CompareAndSet {
+                key,
+                value,
+                expected: None,
+                ..
+            } => (Kind::InsertIfAbsent, row(table, key, value)?),
+            WriteOp::CompareAndSet {
+                key,
+                value,
+                expected: Some(expected),
+                ..
+            } => {
+                let mut params = row(table, key, value)?;
+                params.push(Box::new(expected.clone()));
+                (Kind::CompareAndSet, params)
+            }
+            WriteOp::Delete { key, .. } => (Kind::Delete, vec![Box::new(key.clone()) as Param]),
+            WriteOp::Take { key, .. } => (Kind::Take, vec![Box::new(key.clone()) as Param]),
+        };
+        Ok(Self {
+            table,
+            kind,
+            params,
+        })
+    }
+
+    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
+/// The writer's connection and its prepared statements.
+struct Conn {
+    client: Client,
+    statements: HashMap<(Table, Kind), Statement>,
+}
+
+enum Failure {
+    /// One statement failed on a healthy connection; the transaction was rolled back.
+    Statement(String),
+    /// The connection is gone (or its state unknown); the outcome of a COMMIT in
+    /// flight is unknown.
+    Connection(String),
+}
+
+impl Conn {
+    async fn prepare(&mut self, ops: &[BoundOp]) -> Result<(), tokio_postgres::Error> {
+        for op in ops {
+            if !self.statements.contains_key(&(op.table, op.kind)) {
+                let sql = TableSql::new(op.table);
+                let text = match op.kind {
+                    Kind::Put => sql.put,
+                    Kind::InsertIfAbsent => sql.insert_if_absent,
+                    Kind::CompareAndSet => sql.compare_and_set,
+                    Kind::Delete => sql.delete,
+                    Kind::Take => sql.take,
+                };
+                let statement = self.client.prepare(&text).await?;
+                self.statements.insert((op.table, op.kind), statement);
+            }
+        }
+        Ok(())
+    }
+
+    fn statement(&self, op: &BoundOp) -> &Statement {
+        // Every op is prepared before it runs.
+        &self.statements[&(op.table, op.kind)]
+    }
+
+    /// Sends the ops of unconditional requests without waiting for each answer; they
+    /// still execute in order, as the connection carries them.
+    async fn pipeline(&self, ops: &[&BoundOp]) -> Result<(), tokio_postgres::Error> {
+        let refs: Vec<Vec<&(dyn ToSql + Sync)>> = ops.iter().map(|op| op.refs()).collect();
+        let calls = ops
+            .iter()
+            .zip(&refs)
+            .map(|(op, params)| self.client.execute(self.statement(op), params));
+        try_join_all(calls).await.map(|_| ())
+    }
+
+    /// A request with a conditional op: statements one by one, a refusal undoing the
+    /// request's own earlier ops through its savepoint.
+    async fn conditional(&self, ops: &[BoundOp]) -> Result<WriteOutcome, tokio_postgres::Error> {
+        let savepoint = ops.len() > 1;
+        if savepoint {
+            self.client
+                .batch_execute("SAVEPOINT palyra_request")
+                .await?;
+        }
+        let mut taken = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            let statement = self.statement(op);
+            let held = match op.kind {
+                Kind::Put | Kind::Delete => {
+                    self.client.execute(statement, &op.refs()).await?;
+                    true
+                }
+                Kind::InsertIfAbsent | Kind::CompareAndSet => {
+                    self.client.execute(statement, &op.refs()).await? == 1
+                }
+                Kind::Take => match self.client.query_opt(statement, &op.refs()).await? {
+                    Some(row) => {
+                        taken.push(row.get::<_, Vec<u8>>(0));
+                        true
+                    }
+                    None => false,
+                },
+            };
+            if !held {
+                if savepoint {
+                    self.client
+                        .batch_execute(
+                            "ROLLBACK TO SAVEPOINT palyra_request; RELEASE SAVEPOINT palyra_request",
+                        )
+                        .await?;
+                }
+                return Ok(WriteOutcome::Refused { op: i });
+            }
+        }
+        if savepoint {
+            self.client
+                .batch_execute("RELEASE SAVEPOINT palyra_request")
+                .await?;
+        }
+        Ok(WriteOutcome::Applied { taken })
+    }
+
+    /// Applies `requests` (indexes into `bound`) in one transaction.
+    async fn transaction(
+        &mut self,
+        bound: &[Vec<BoundOp>],
+        requests: &[usize],
+        connector: &Connector,
+    ) -> Result<Vec<WriteOutcome>, Failure> {
+        let fail = |e: tokio_postgres::Error| {
+            if is_connection_error(&e) {
+                Failure::Connection(connector.detail(&e))
+            } else {
+                Failure::Statement(connector.detail(&e))
+            }
+        };
+        for &r in requests {
+            self.prepare(&bound[r]).await.map_err(fail)?;
+        }
+        self.client.batch_execute("BEGIN").await.map_err(fail)?;
+        let applied = async {
+            let mut outcomes = Vec::with_capacity(requests.len());
+            let mut i = 0;
+            while i < requests.len() {
+                let run = requests[i..]
+                    .iter()
+                    .take_while(|&&r| {
+                        !bound[r]
+                            .iter()
+                            .any(|op| op.kind != Kind::Put && op.kind != Kind::Delete)
+                    })
+                    .count();
+                if run > 0 {
+                    let ops: Vec<&BoundOp> = requests[i..i + run]
+                        .iter()
+                        .flat_map(|&r| bound[r].iter())
+                        .collect();
+                    self.pipeline(&ops).await?;
+                    outcomes.extend((0..run).map(|_| WriteOutcome::Applied { taken: Vec::new() }));
+                    i += run;
+                } else {
+                    outcomes.push(self.conditional(&bound[requests[i]]).await?);
+                    i += 1;
+                }
+            }
+            Ok::<_, tokio_postgres::Error>(outcomes)
+        }
+        .await;
+        match applied {
+            Ok(outcomes) => {
+                // The outcome is known only once COMMIT has answered.
+                self.client.batch_execute("COMMIT").await.map_err(fail)?;
+                Ok(outcomes)
+            }
+            Err(e) => {
+                let failure = fail(e);
+                if let Failure::Statement(_) = failure {
+                    self.client.batch_execute("ROLLBACK").await.map_err(fail)?;
+                }
+                Err(failure)
+            }
+        }
+    }
+}
+
+async fn run(
+    connector: &Connector,
+    rx: &mut mpsc::UnboundedReceiver<Msg>,
+    stats: &WriterStats,
+) -> Option<oneshot::Sender<()>> {
+    let config = &connector.config;
+    // A whole group is bounded, so a server that stops answering cannot hang callers.
+    let bound = config.connect_timeout + config.statement_timeout;
+    let mut conn: Option<Conn> = None;
+    let mut backoff = config.connect_backoff;
+    let mut next_attempt = Instant::now();
+    let mut last_error = String::from("not connected yet");
+    let mut batch: Vec<Request> = Vec::new();
+    loop {
+        let first = if conn.is_none() {
+            tokio::select! {
+                msg = rx.recv() => msg,
+                () = tokio::time::sleep_until(next_attempt.into()) => {
+                    reconnect(connector, &mut conn, &mut backoff, &mut next_attempt, &mut last_error).await;
+                    continue;
+                }
+            }
+        } else {
+            rx.recv().await
+        };
+        let first = first?;
+        let stop = fill_batch(first, rx, &mut batch);
+        if conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            conn = None;
+            last_error = "connection closed".into();
+        }
+        if !batch.is_empty() && conn.is_none() && Instant::now() >= next_attempt {
+            reconnect(
+                connector,
+                &mut conn,
+                &mut backoff,
+                &mut next_attempt,
+                &mut last_error,
+            )
+            .await;
+        }
+        if !batch.is_empty() {
+            match conn.as_mut() {
+                None => {
+                    let e = connector.unavailable(&last_error);
+                    for req in batch.drain(..) {
+                        let _ = req.ack.send(Err(e.clone()));
+                    }
+                }
+                Some(c) => {
+                    let lost = write_batch(c, &mut batch, connector, stats, bound).await;
+                    if let Some(reason) = lost {
+                        tracing::warn!(target_db = %config.describe(), reason = %reason, "lost the PostgreSQL connection; reconnecting");
+                        conn = None;
+                        last_error = reason;
+                        // Try again at once: a restarted server is usually back.
+                        next_attempt = Instant::now();
+                    }
+                }
+            }
+        }
+        if stop.is_some() {
+            return stop;
+        }
+    }
+}
+
+async fn reconnect(
+    connector: &Connector,
+    conn: &mut Option<Conn>,
+    backoff: &mut Duration,
+    next_attempt: &mut Instant,
+    last_error: &mut String,
+) {
+    let config = &connector.config;
+    match connector.connect().await {
+        Ok(client) => {
+            *conn = Some(Conn {
+                client,
+                statements: HashMap::new(),
+            });
+            *backoff = config.connect_backoff;
+        }
+        Err(e) => {
+            *last_error = e.to_string();
+            *next_attempt = Instant::now() + *backoff;
+            *backoff = (*backoff * 2).min(config.max_backoff);
+        }
+    }
+}
+
+/// Applies and answers one batch; returns why the connection was lost, if it was.
+async fn write_batch(
+    c: &mut Conn,
+    batch: &mut Vec<Request>,
+    connector: &Connector,
+    stats: &WriterStats,
+    bound: Duration,
+) -> Option<String> {
+    let mut answers: Vec<Option<Result<WriteOutcome, StorageError>>> = Vec::new();
+    let mut bound_ops: Vec<Vec<BoundOp>> = Vec::with_capacity(batch.len());
+    let mut valid = Vec::with_capacity(batch.len());
+    for (i, req) in batch.iter().enumerate() {
+        match req
+            .ops
+            .iter()
+            .map(BoundOp::new)
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(ops) => {
+                bound_ops.push(ops);
+                answers.push(None);
+                valid.push(i);
+            }
+            Err(reason) => {
+                bound_ops.push(Vec::new());
+                answers.push(Some(Err(StorageError::Backend(reason))));
+            }
+        }
+    }
+    let started = Instant::now();
+    let mut lost = None;
+    match tokio::time::timeout(bound, c.transaction(&bound_ops, &valid, connector)).await {
+        Ok(Ok(outcomes)) => {
+            stats.committed(valid.len(), started);
+            for (&i, outcome) in valid.iter().zip(outcomes) {
+                answers[i] = Some(Ok(outcome));
+            }
+        }
+        Ok(Err(Failure::Statement(reason))) => {
+            tracing::warn!(reason = %reason, writes = valid.len(), "a statement failed; replaying the group one request at a time");
+            for &i in &valid {
+                if lost.is_some() {
+                    break;
+                }
+                let started = Instant::now();
+                match tokio::time::timeout(bound, c.transaction(&bound_ops, &[i], connector)).await
+                {
+                    Ok(Ok(mut outcome)) => {
+                        stats.committed(1, started);
+                        answers[i] = outcome.pop().map(Ok);
+                    }
+                    Ok(Err(Failure::Statement(reason))) => {
+                        answers[i] = Some(Err(StorageError::Backend(reason)));
+                    }
+                    Ok(Err(Failure::Connection(reason))) => lost = Some(reason),
+                    Err(_) => lost = Some("write timed out".into()),
+                }
+            }
+        }
+        Ok(Err(Failure::Connection(reason))) => lost = Some(reason),
+        Err(_) => lost = Some("write timed out".into()),
+    }
+    let unavailable = lost.as_ref().map(|reason| connector.unavailable(reason));
+    for (req, answer) in batch.drain(..).zip(answers) {
+        let answer = answer.unwrap_or_else(|| {
+            Err(unavailable
+                .clone()
+                .unwrap_or_else(|| connector.unavailable("no outcome")))
+        });
+        let _ = req.ack.send(answer);
+    }
+    lost
+}

@@ -1,0 +1,260 @@
+//! [`Storage`]: the open database, whichever backend holds it, shared for reads.
+//!
+//! Two read APIs: the synchronous one (`load`, `get`, ...) that the actors use today,
+//! redb only, and the `read_*` async one both backends implement with the same
+//! semantics and the same byte order of keys. On PostgreSQL the synchronous methods
+//! answer [`StorageError::Unsupported`] rather than block a thread on the network.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{PostgresConfig, StorageConfig};
+use crate::error::StorageError;
+use crate::postgres::migrate::POSTGRES_SCHEMA_VERSION;
+use crate::postgres::store::PgStore;
+use crate::redb_store::RedbStore;
+use crate::schema::{Row, SCHEMA_VERSION, Table};
+use crate::writer::Writer;
+
+/// An open database. Cloning is shallow; the writer holds one clone.
+#[derive(Clone)]
+pub struct Storage {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Redb(RedbStore),
+    Postgres(Arc<PgStore>),
+}
+
+/// What the deployment posture shows about storage; never a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoragePosture {
+    /// `redb` or `postgres`.
+    pub backend: &'static str,
+    /// `host:port/database` for PostgreSQL; empty for redb (the data dir is shown
+    /// elsewhere).
+    pub target: String,
+    /// PostgreSQL's `synchronous_commit` was off at open: acknowledged writes could be
+    /// lost in a server crash. Always false for redb.
+    pub synchronous_commit_off: bool,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("backend", &self.backend_name())
+            .finish_non_exhaustive()
+    }
+}
+
+const SYNC_ON_POSTGRES: &str = "synchronous reads; use the read_* methods";
+
+impl Storage {
+    /// Opens (or creates) the redb database in `data_dir`, creates missing tables and
+    /// runs migrations up to [`SCHEMA_VERSION`]. Refuses a database written by a newer
+    /// daemon.
+    pub fn open_redb(data_dir: &Path) -> Result<Self, StorageError> {
+        Ok(Self {
+            backend: Backend::Redb(RedbStore::open(data_dir)?),
+        })
+    }
+
+    /// [`Self::open_redb`], the name the daemon used before PostgreSQL.
+    pub fn open(data_dir: &Path) -> Result<Self, StorageError> {
+        Self::open_redb(data_dir)
+    }
+
+    /// Connects to PostgreSQL (retrying an unreachable server `connect_retries` times),
+    /// applies the migrations under an advisory lock and opens the read pool. Errors
+    /// name host, port and database and a classified cause, never the password; a
+    /// failure leaves nothing open.
+    pub async fn open_postgres(config: &PostgresConfig) -> Result<Self, StorageError> {
+        Ok(Self {
+            backend: Backend::Postgres(Arc::new(PgStore::open(config).await?)),
+        })
+    }
+
+    /// Opens whichever backend `config` names.
+    pub async fn open_with(config: &StorageConfig) -> Result<Self, StorageError> {
+        match config {
+            StorageConfig::Redb { data_dir } => Self::open_redb(data_dir),
+            StorageConfig::Postgres(pg) => Self::open_postgres(pg).await,
+        }
+    }
+
+    /// `redb` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Redb(_) => "redb",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The newest schema version this build writes on this backend.
+    pub fn supported_schema_version(&self) -> u64 {
+        match &self.backend {
+            Backend::Redb(_) => SCHEMA_VERSION,
+            Backend::Postgres(_) => POSTGRES_SCHEMA_VERSION,
+        }
+    }
+
+    /// What the posture shows.
+    pub fn posture(&self) -> StoragePosture {
+        match &self.backend {
+            Backend::Redb(_) => StoragePosture {
+                backend: "redb",
+                target: String::new(),
+                synchronous_commit_off: false,
+            },
+            Backend::Postgres(pg) => StoragePosture {
+                backend: "postgres",
+                target: pg.describe(),
+                synchronous_commit_off: !pg.synchronous_commit(),
+            },
+        }
+    }
+
+    fn redb(&self) -> Result<&RedbStore, StorageError> {
+        match &self.backend {
+            Backend::Redb(db) => Ok(db),
+            Backend::Postgres(_) => Err(StorageError::Unsupported {
+                backend: "postgres",
+                what: SYNC_ON_POSTGRES,
+            }),
+        }
+    }
+
+    /// Every row of `table`, in key order. Used by actors to load their state at start.
+    /// redb only.
+    pub fn load(&self, table: Table) -> Result<Vec<Row>, StorageError> {
+        self.redb()?.load(table)
+    }
+
+    /// Up to `limit` rows of `table` whose keys start with `prefix`, newest (highest
+    /// key) first, starting below `before` when given. redb only.
+    pub fn scan_prefix_rev(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Row>, StorageError> {
+        self.redb()?.scan_prefix_rev(table, prefix, before, limit)
+    }
+
+    /// Up to `limit` rows of `table` in key order (oldest first for time-ordered keys),
+    /// starting after `after` when given. redb only.
+    pub fn scan_forward(
+        &self,
+        table: Table,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Row>, StorageError> {
+        self.redb()?.scan_forward(table, after, limit)
+    }
+
+    /// How many rows `table` holds. redb only.
+    pub fn count(&self, table: Table) -> Result<u64, StorageError> {
+        self.redb()?.count(table)
+    }
+
+    /// One row of `table`. redb only.
+    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.redb()?.get(table, key)
+    }
+
+    /// The stored schema version. redb only.
+    pub fn schema_version(&self) -> Result<u64, StorageError> {
+        self.redb()?.schema_version()
+    }
+
+    /// Every row of `table`, in key order.
+    pub async fn read_table(&self, table: Table) -> Result<Vec<Row>, StorageError> {
+        match &self.backend {
+            Backend::Redb(db) => db.load(table),
+            Backend::Postgres(pg) => pg.load(table).await,
+        }
+    }
+
+    /// One row of `table`.
+    pub async fn read_row(
+        &self,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        match &self.backend {
+            Backend::Redb(db) => db.get(table, key),
+            Backend::Postgres(pg) => pg.get(table, key).await,
+        }
+    }
+
+    /// Up to `limit` rows whose keys start with `prefix`, highest key first, below
+    /// `before` when given.
+    pub async fn read_prefix_rev(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Row>, StorageError> {
+        match &self.backend {
+            Backend::Redb(db) => db.scan_prefix_rev(table, prefix, before, limit),
+            Backend::Postgres(pg) => pg.scan_prefix_rev(table, prefix, before, limit).await,
+        }
+    }
+
+    /// Up to `limit` rows in key order, after `after` when given.
+    pub async fn read_forward(
+        &self,
+        table: Table,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Row>, StorageError> {
+        match &self.backend {
+            Backend::Redb(db) => db.scan_forward(table, after, limit),
+            Backend::Postgres(pg) => pg.scan_forward(table, after, limit).await,
+        }
+    }
+
+    /// How many rows `table` holds.
+    pub async fn read_count(&self, table: Table) -> Result<u64, StorageError> {
+        match &self.backend {
+            Backend::Redb(db) => db.count(table),
+            Backend::Postgres(pg) => pg.count(table).await,
+        }
+    }
+
+    /// The stored schema version.
+    pub async fn read_schema_version(&self) -> Result<u64, StorageError> {
+        match &self.backend {
+            Backend::Redb(db) => db.schema_version(),
+            Backend::Postgres(pg) => pg.schema_version().await,
+        }
+    }
+
+    /// Readiness: Ok when the database answers now (always, for redb); otherwise
+    /// [`StorageError::Unavailable`], within the connect and statement timeouts.
+    pub async fn check(&self) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Redb(_) => Ok(()),
+            Backend::Postgres(pg) => pg.check().await,
+        }
+    }
+
+    /// Starts the single writer. Call once.
+    pub fn start_writer(&self) -> Result<Writer, StorageError> {
+        match &self.backend {
+            Backend::Redb(db) => db.start_writer(),
+            Backend::Postgres(pg) => pg.start_writer(),
+        }
+    }
+
+    /// Closes the read pool (PostgreSQL); reads fail afterwards. Stop the writer first.
+    pub fn close(&self) {
+        if let Backend::Postgres(pg) = &self.backend {
+            pg.close();
+        }
+    }
+}
