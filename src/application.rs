@@ -15,6 +15,7 @@ use palyra_actors::metrics::ActorMetrics;
 use palyra_actors::objectives::{ObjectivesHandle, ObjectivesPolicy};
 use palyra_actors::refresher::{RefreshAdapters, RefresherHandle, RefresherPolicy};
 use palyra_actors::secret::random_token;
+use palyra_actors::snapshot::Snapshot;
 use palyra_actors::vault::{Vault, VaultError};
 use palyra_actors::{
     ActorError, HandoffPolicy, HandoffsHandle, RegistryHandle, SecretString, SessionPolicy,
@@ -24,7 +25,7 @@ use palyra_http::metrics::HttpMetrics;
 use palyra_http::routes::deployment::PostureConfig;
 use palyra_http::throttle::{Rate, RateLimits};
 use palyra_http::{AppState, AppStateInner, AuthThrottle, HttpConfig};
-use palyra_storage::{Storage, StorageError, Writer};
+use palyra_storage::{Storage, StorageConfig, StorageError, Writer};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
@@ -273,18 +274,20 @@ impl Application {
         let admin_token_digest: [u8; 32] = Sha256::digest(admin_token.expose().as_bytes()).into();
         drop(admin_token);
 
-        let storage = Storage::open(&data_dir)?;
-        // The database holds session records: owner-only, like the token file.
-        let db_path = data_dir.join(palyra_storage::DB_FILE);
-        fs::set_permissions(&db_path, fs::Permissions::from_mode(0o600)).map_err(|e| {
-            StartError::DataDir {
-                path: db_path.clone(),
-                message: format!("cannot restrict permissions: {e}"),
-            }
-        })?;
+        let storage_config = settings
+            .storage
+            .storage_config(&data_dir)
+            .map_err(|message| {
+                StartError::Config(ConfigError::Invalid {
+                    origin: "storage".into(),
+                    message,
+                })
+            })?;
+        let storage = open_storage(&storage_config).await?;
         // Every step that can fail for a reason outside the database runs before the
         // writer and the actors start, so a refused start leaves nothing running.
-        let (vault, vault_ops) = Vault::open(&storage, &data_dir, env_vault_key)?;
+        let snapshot = Snapshot::read(&storage, &Snapshot::STARTUP).await?;
+        let (vault, vault_ops) = Vault::open(&snapshot, &data_dir, env_vault_key)?;
         // The one outbound HTTP client (API-key checks, OAuth, provider calls), shared
         // by every actor that calls out.
         let http_client =
@@ -319,7 +322,9 @@ impl Application {
                     .then(|| Duration::from_secs(settings.audit.max_age_days * 24 * 3600)),
                 prune_interval: Duration::from_secs(settings.audit.prune_interval_s),
             },
-        ) {
+        )
+        .await
+        {
             Ok(audit) => audit,
             Err(e) => {
                 writer.shutdown().await;
@@ -330,6 +335,7 @@ impl Application {
         let started = start_actors(
             &settings,
             &storage,
+            &snapshot,
             &writer,
             (vault, vault_ops),
             &audit,
@@ -542,10 +548,33 @@ impl Application {
     }
 }
 
+/// Opens the configured database: the redb file (owner-only, like the token file:
+/// it holds session records) or PostgreSQL, with the bounded retries of its settings.
+async fn open_storage(config: &StorageConfig) -> Result<Storage, StartError> {
+    match config {
+        StorageConfig::Redb { data_dir } => {
+            let storage = Storage::open_redb(data_dir)?;
+            let db_path = data_dir.join(palyra_storage::DB_FILE);
+            fs::set_permissions(&db_path, fs::Permissions::from_mode(0o600)).map_err(|e| {
+                StartError::DataDir {
+                    path: db_path.clone(),
+                    message: format!("cannot restrict permissions: {e}"),
+                }
+            })?;
+            Ok(storage)
+        }
+        StorageConfig::Postgres(pg) => {
+            tracing::info!(database = %pg.describe(), "opening PostgreSQL");
+            Ok(Storage::open_postgres(pg).await?)
+        }
+    }
+}
+
 /// Commits the vault's start-up writes and starts every actor.
 async fn start_actors(
     settings: &Settings,
     storage: &Storage,
+    snapshot: &Snapshot,
     writer: &Writer,
     (vault, vault_ops): (Vault, Vec<palyra_storage::WriteOp>),
     audit: &AuditLog,
@@ -566,7 +595,7 @@ async fn start_actors(
     }
     tracing::info!(key_id = %vault.active_key_id(), source = ?vault.source(), "vault open");
     let sessions = SessionsHandle::start(
-        storage,
+        snapshot,
         writer.clone(),
         SessionPolicy {
             idle_timeout: settings.session_idle_timeout(),
@@ -578,6 +607,7 @@ async fn start_actors(
     )?;
     let registry = RegistryHandle::start(
         storage,
+        snapshot,
         writer.clone(),
         vault,
         settings.providers.directory(),
@@ -586,7 +616,7 @@ async fn start_actors(
         http_client.clone(),
     )?;
     let handoffs = HandoffsHandle::start(
-        storage,
+        snapshot,
         writer.clone(),
         sessions.clone(),
         HandoffPolicy {
@@ -604,6 +634,7 @@ async fn start_actors(
     );
     let objectives = ObjectivesHandle::start(
         storage,
+        snapshot,
         writer.clone(),
         registry.clone(),
         refresher.clone(),

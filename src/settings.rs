@@ -363,6 +363,15 @@ pub struct StorageSettings {
     pub statement_timeout_s: u64,
 }
 
+/// `localhost` or a loopback address.
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Which database holds the daemon's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -372,6 +381,47 @@ pub enum StorageBackend {
 }
 
 impl StorageSettings {
+    /// Where the daemon keeps its state: the redb file in `data_dir`, or the
+    /// PostgreSQL database of `url` (the password read from `password_file` here).
+    /// Errors never repeat the URL, which may hold the password.
+    pub fn storage_config(&self, data_dir: &Path) -> Result<palyra_storage::StorageConfig, String> {
+        use palyra_storage::{Password, PostgresConfig, SslMode, StorageConfig};
+        let url = match (self.backend, &self.url) {
+            (StorageBackend::Redb, _) => {
+                return Ok(StorageConfig::Redb {
+                    data_dir: data_dir.to_owned(),
+                });
+            }
+            (StorageBackend::Postgres, Some(url)) => url,
+            (StorageBackend::Postgres, None) => return Err("storage.url is not set".into()),
+        };
+        let password = match &self.password_file {
+            Some(path) => {
+                let contents = std::fs::read_to_string(path)
+                    .map_err(|e| format!("storage.password_file {}: {e}", path.display()))?;
+                Some(Password::from_file_contents(
+                    contents.lines().next().unwrap_or_default(),
+                ))
+            }
+            None => None,
+        };
+        let mut config =
+            PostgresConfig::from_url(url.expose(), password).map_err(|e| e.to_string())?;
+        config.pool_size = self.pool_size;
+        config.ssl_mode = match self.sslmode.as_deref() {
+            Some(mode) => SslMode::parse(mode).map_err(|e| e.to_string())?,
+            None if is_loopback_host(&config.host) => SslMode::Disable,
+            None => SslMode::VerifyFull,
+        };
+        if self.ca_file.is_some() {
+            config.ca_file = self.ca_file.clone();
+        }
+        config.connect_retries = self.connect_retries;
+        config.connect_timeout = Duration::from_secs(self.connect_timeout_s);
+        config.statement_timeout = Duration::from_secs(self.statement_timeout_s);
+        Ok(StorageConfig::Postgres(config))
+    }
+
     fn validate(&self) -> Result<(), String> {
         match self.backend {
             StorageBackend::Redb => {

@@ -214,7 +214,7 @@ impl std::fmt::Debug for AuditLog {
 
 impl AuditLog {
     /// Opens the log and starts its pruning task (on the current tokio runtime).
-    pub fn start(
+    pub async fn start(
         storage: &Storage,
         writer: Writer,
         retention: AuditRetention,
@@ -222,7 +222,8 @@ impl AuditLog {
         // Keys of this process sort after every key already stored: the time starts
         // at the newest one's and the sequence above its sequence.
         let newest = storage
-            .scan_prefix_rev(Table::Audit, &[], None, 1)?
+            .read_prefix_rev(Table::Audit, &[], None, 1)
+            .await?
             .first()
             .and_then(|(k, _)| decode_key(k));
         let log = Self {
@@ -296,7 +297,7 @@ impl AuditLog {
     }
 
     /// One page of events, newest first.
-    pub fn query(&self, query: &AuditQuery) -> Result<AuditPage, ActorError> {
+    pub async fn query(&self, query: &AuditQuery) -> Result<AuditPage, ActorError> {
         crate::paging::check_page_limit(query.limit)?;
         if let (Some(since), Some(until)) = (query.since, query.until)
             && since > until
@@ -319,10 +320,11 @@ impl AuditLog {
         let mut scanned = 0;
         const CHUNK: usize = 512;
         loop {
-            let rows =
-                self.inner
-                    .storage
-                    .scan_prefix_rev(Table::Audit, &[], before.as_deref(), CHUNK)?;
+            let rows = self
+                .inner
+                .storage
+                .read_prefix_rev(Table::Audit, &[], before.as_deref(), CHUNK)
+                .await?;
             let exhausted = rows.len() < CHUNK;
             for (key, value) in rows {
                 scanned += 1;
@@ -368,7 +370,7 @@ impl AuditLog {
 
     /// Removes the oldest events beyond the count limit and those past the age limit.
     async fn prune(&self, retention: AuditRetention) -> Result<(), ActorError> {
-        let count = self.inner.storage.count(Table::Audit)?;
+        let count = self.inner.storage.read_count(Table::Audit).await?;
         let mut excess = count.saturating_sub(retention.max_events);
         let cutoff_ms = retention
             .max_age
@@ -378,7 +380,8 @@ impl AuditLog {
             let rows = self
                 .inner
                 .storage
-                .scan_forward(Table::Audit, after.as_deref(), 1024)?;
+                .read_forward(Table::Audit, after.as_deref(), 1024)
+                .await?;
             let mut ops = Vec::new();
             let mut done = rows.len() < 1024;
             for (key, _) in rows {

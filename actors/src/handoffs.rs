@@ -13,11 +13,12 @@ use chrono::{DateTime, Utc};
 use palyra_storage::{StoredRecord, Table, WriteOp, Writer, decode_record};
 use serde::{Deserialize, Serialize};
 
+use crate::error::ActorError;
 use crate::error::stopped;
 use crate::secret::{SecretString, random_token, token_digest};
 use crate::sessions::{IssuedSession, SessionsHandle};
+use crate::snapshot::Snapshot;
 use crate::time::{now_ms, to_datetime};
-use crate::{ActorError, Storage};
 
 /// Device id of sessions created by a handoff.
 pub const HANDOFF_DEVICE_ID: &str = "browser-handoff";
@@ -71,7 +72,7 @@ impl std::fmt::Debug for HandoffsHandle {
 impl HandoffsHandle {
     /// Loads unexpired handoffs and starts the actor inside the actix System.
     pub fn start(
-        storage: &Storage,
+        snapshot: &Snapshot,
         writer: Writer,
         sessions: SessionsHandle,
         policy: HandoffPolicy,
@@ -79,7 +80,7 @@ impl HandoffsHandle {
         let now = now_ms();
         let mut pending = HashMap::new();
         let mut stale = Vec::new();
-        for (key, value) in storage.load(Table::Handoffs)? {
+        for (key, value) in snapshot.rows(Table::Handoffs).iter().cloned() {
             match (
                 <[u8; 32]>::try_from(key.as_slice()),
                 decode_record::<HandoffRecord>(&value),

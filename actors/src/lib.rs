@@ -29,6 +29,8 @@
 //! - [`provider`]: provider settings and the API-key check.
 //! - [`ids`]: validation of profile and agent ids.
 //! - [`secret`]: the secret string type and token helpers.
+//! - [`snapshot`]: the rows actors load their state from, read before they start.
+//! - `reload`: how the registry and the objectives actor reload after a failed commit.
 //! - [`error`]: the one error type this crate returns.
 //! - `paging`: page sizes and cursors shared by every list; `wire`: enum names as on the wire.
 //!
@@ -50,10 +52,12 @@ pub mod provider;
 pub mod refresh_schedule;
 pub mod refresher;
 pub mod registry;
+mod reload;
 pub mod schedule;
 pub mod scheduler;
 pub mod secret;
 pub mod sessions;
+pub mod snapshot;
 mod time;
 pub mod vault;
 mod wire;

@@ -17,10 +17,11 @@ use palyra_storage::{StoredRecord, Table, WriteOp, Writer, decode_record};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use crate::error::ActorError;
 use crate::error::stopped;
 use crate::secret::{SecretString, random_token, token_digest};
+use crate::snapshot::Snapshot;
 use crate::time::{now_ms, to_datetime};
-use crate::{ActorError, Storage};
 
 /// The session as the API shows it (`ConsoleSession` of the admin API). Its `Debug`
 /// output leaves out the CSRF token.
@@ -173,7 +174,7 @@ impl SessionsHandle {
     /// Loads persisted sessions (dropping expired ones) and starts the actor. Must be
     /// called inside the actix System.
     pub fn start(
-        storage: &Storage,
+        snapshot: &Snapshot,
         writer: Writer,
         policy: SessionPolicy,
         audit: crate::audit::AuditLog,
@@ -183,7 +184,7 @@ impl SessionsHandle {
         let mut map = HashMap::new();
         let mut by_issue = BTreeSet::new();
         let mut stale = Vec::new();
-        for (key, value) in storage.load(Table::Sessions)? {
+        for (key, value) in snapshot.rows(Table::Sessions).iter().cloned() {
             let Ok(digest) = <[u8; 32]>::try_from(key.as_slice()) else {
                 stale.push(key);
                 continue;

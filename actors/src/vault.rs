@@ -21,13 +21,16 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
-use palyra_storage::{Storage, StoredRecord, Table, WriteOp, decode_record, encode_record};
+use std::collections::BTreeMap;
+
+use palyra_storage::{StoredRecord, Table, WriteOp, decode_record, encode_record};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::secret::SecretString;
+use crate::snapshot::Snapshot;
 
 /// Name of the key file in the data dir.
 pub const VAULT_KEY_FILE: &str = "vault.key";
@@ -136,7 +139,10 @@ pub struct Vault {
     keys: Vec<MasterKey>,
     source: VaultKeySource,
     key_file: PathBuf,
-    storage: Storage,
+    /// Every sealed secret by vault ref, as the registry has queued it: the registry is
+    /// the vault table's only writer and tells the vault about each write
+    /// ([`Vault::note_writes`]), so opening a secret needs no storage read.
+    sealed: BTreeMap<String, Vec<u8>>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -153,13 +159,13 @@ impl Vault {
     /// the writes that must be committed before use (the check value of a new vault,
     /// or the pruning of a finished rotation).
     pub fn open(
-        storage: &Storage,
+        snapshot: &Snapshot,
         data_dir: &Path,
         env_key: Option<SecretString>,
     ) -> Result<(Self, Vec<WriteOp>), VaultError> {
         let key_file = data_dir.join(VAULT_KEY_FILE);
-        let check = match storage.get(Table::VaultMeta, CHECK_REF.as_bytes())? {
-            Some(bytes) => Some(decode_record::<Sealed>(&bytes)?),
+        let check = match snapshot.get(Table::VaultMeta, CHECK_REF.as_bytes()) {
+            Some(bytes) => Some(decode_record::<Sealed>(bytes)?),
             None => None,
         };
         let (keys, source) = match env_key {
@@ -180,8 +186,9 @@ impl Vault {
             keys,
             source,
             key_file,
-            storage: storage.clone(),
+            sealed: BTreeMap::new(),
         };
+        vault.replace_sealed(snapshot);
         let mut ops = Vec::new();
         match check {
             Some(sealed) => {
@@ -206,8 +213,8 @@ impl Vault {
                 vault.keys.insert(0, active);
                 if vault.keys.len() > 1 && vault.source == VaultKeySource::File {
                     let mut used = std::collections::HashSet::new();
-                    for (_, value) in storage.load(Table::Vault)? {
-                        if let Ok(sealed) = decode_record::<Sealed>(&value) {
+                    for value in vault.sealed.values() {
+                        if let Ok(sealed) = decode_record::<Sealed>(value) {
                             used.insert(sealed.key_id);
                         }
                     }
@@ -222,7 +229,7 @@ impl Vault {
                 }
             }
             None => {
-                if !storage.load(Table::Vault)?.is_empty() {
+                if !vault.sealed.is_empty() {
                     return Err(VaultError::Key(
                         "the vault holds secrets but no check value; refusing to guess the key"
                             .into(),
@@ -256,20 +263,52 @@ impl Vault {
         WriteOp::delete(Table::Vault, vault_ref.as_bytes().to_vec())
     }
 
+    /// Takes the writes the registry queues into account: a sealed secret put or
+    /// deleted in the vault table is put or deleted here too. Call it with every batch
+    /// of writes as it is queued, so memory shows them in message order.
+    pub fn note_writes(&mut self, ops: &[WriteOp]) {
+        for op in ops {
+            match op {
+                WriteOp::Put {
+                    table: Table::Vault,
+                    key,
+                    value,
+                } => {
+                    self.sealed
+                        .insert(String::from_utf8_lossy(key).into_owned(), value.clone());
+                }
+                WriteOp::Delete {
+                    table: Table::Vault,
+                    key,
+                } => {
+                    self.sealed.remove(String::from_utf8_lossy(key).as_ref());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Replaces the sealed secrets with those `snapshot` holds (at open, and when the
+    /// registry reloads after a failed commit).
+    pub fn replace_sealed(&mut self, snapshot: &Snapshot) {
+        self.sealed = snapshot
+            .rows(Table::Vault)
+            .iter()
+            .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.clone()))
+            .collect();
+    }
+
     /// Whether a secret is stored at `vault_ref`.
     pub fn contains(&self, vault_ref: &str) -> Result<bool, VaultError> {
-        Ok(self
-            .storage
-            .get(Table::Vault, vault_ref.as_bytes())?
-            .is_some())
+        Ok(self.sealed.contains_key(vault_ref))
     }
 
     /// Opens the secret at `vault_ref`; `None` when there is none.
     pub fn open_secret(&self, vault_ref: &str) -> Result<Option<SecretString>, VaultError> {
-        let Some(bytes) = self.storage.get(Table::Vault, vault_ref.as_bytes())? else {
+        let Some(bytes) = self.sealed.get(vault_ref) else {
             return Ok(None);
         };
-        let sealed: Sealed = decode_record(&bytes)?;
+        let sealed: Sealed = decode_record(bytes)?;
         let plaintext = self.open_sealed(vault_ref, &sealed)?;
         let text = String::from_utf8(plaintext.to_vec())
             .map_err(|_| VaultError::Unreadable(vault_ref.to_owned()))?;
@@ -312,14 +351,12 @@ impl Vault {
             return Err(VaultError::EnvKeyNotRotatable);
         }
         let new_key = MasterKey::generate();
-        let rows = self.storage.load(Table::Vault)?;
-        let count = rows.len();
+        let count = self.sealed.len();
         let mut ops = Vec::with_capacity(count + 1);
-        for (key, value) in rows {
-            let vault_ref = String::from_utf8_lossy(&key).into_owned();
-            let sealed: Sealed = decode_record(&value)?;
+        for (vault_ref, value) in &self.sealed {
+            let sealed: Sealed = decode_record(value)?;
             let plaintext = self.open_sealed(&vault_ref, &sealed)?;
-            ops.push(seal_with(&new_key, Table::Vault, &vault_ref, &plaintext));
+            ops.push(seal_with(&new_key, Table::Vault, vault_ref, &plaintext));
         }
         ops.push(seal_with(
             &new_key,
@@ -436,19 +473,23 @@ fn write_key_file(path: &Path, keys: &[MasterKey]) -> Result<(), VaultError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use palyra_storage::Storage;
+
+    async fn snapshot(storage: &Storage) -> Snapshot {
+        Snapshot::read(storage, &Snapshot::STARTUP).await.unwrap()
+    }
 
     #[tokio::test]
     async fn a_sealed_secret_opens_only_at_its_own_ref() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let writer = storage.start_writer().unwrap();
-        let (vault, ops) = Vault::open(&storage, dir.path(), None).unwrap();
+        let (mut vault, ops) = Vault::open(&snapshot(&storage).await, dir.path(), None).unwrap();
         writer.write(ops).await.unwrap();
         let secret = SecretString::new("moved-secret-value".into());
-        writer
-            .write(vec![vault.seal("vault://global/a", &secret)])
-            .await
-            .unwrap();
+        let sealed_a = vec![vault.seal("vault://global/a", &secret)];
+        vault.note_writes(&sealed_a);
+        writer.write(sealed_a).await.unwrap();
         assert_eq!(
             vault
                 .open_secret("vault://global/a")
@@ -462,14 +503,16 @@ mod tests {
             .get(Table::Vault, b"vault://global/a")
             .unwrap()
             .unwrap();
-        writer
-            .write(vec![WriteOp::Put {
-                table: Table::Vault,
-                key: b"vault://global/b".to_vec(),
-                value: sealed.clone(),
-            }])
-            .await
-            .unwrap();
+        let moved = vec![WriteOp::Put {
+            table: Table::Vault,
+            key: b"vault://global/b".to_vec(),
+            value: sealed.clone(),
+        }];
+        vault.note_writes(&moved);
+        writer.write(moved).await.unwrap();
+        // What storage holds after a reload opens the same way.
+        vault.replace_sealed(&snapshot(&storage).await);
+        assert!(vault.contains("vault://global/a").unwrap());
         assert!(matches!(
             vault.open_secret("vault://global/b"),
             Err(VaultError::Unreadable(_))
@@ -490,25 +533,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let writer = storage.start_writer().unwrap();
-        let (mut vault, ops) = Vault::open(&storage, dir.path(), None).unwrap();
+        let (mut vault, ops) = Vault::open(&snapshot(&storage).await, dir.path(), None).unwrap();
         writer.write(ops).await.unwrap();
         let secret = SecretString::new("kept-secret".into());
-        writer
-            .write(vec![vault.seal("vault://global/kept", &secret)])
-            .await
-            .unwrap();
+        let kept = vec![vault.seal("vault://global/kept", &secret)];
+        vault.note_writes(&kept);
+        writer.write(kept).await.unwrap();
         // A row no key opens makes the rotation fail before anything changes.
-        writer
-            .write(vec![WriteOp::put(
-                b"vault://global/foreign".to_vec(),
-                &Sealed {
-                    key_id: "0000000000000000".into(),
-                    nonce: vec![0; 24],
-                    ciphertext: vec![1, 2, 3],
-                },
-            )])
-            .await
-            .unwrap();
+        let foreign = vec![WriteOp::put(
+            b"vault://global/foreign".to_vec(),
+            &Sealed {
+                key_id: "0000000000000000".into(),
+                nonce: vec![0; 24],
+                ciphertext: vec![1, 2, 3],
+            },
+        )];
+        vault.note_writes(&foreign);
+        writer.write(foreign).await.unwrap();
         let key_file = std::fs::read_to_string(dir.path().join(VAULT_KEY_FILE)).unwrap();
         let active = vault.active_key_id().to_owned();
         assert!(vault.begin_rotation().is_err());
@@ -518,15 +559,14 @@ mod tests {
             key_file
         );
         // Secrets sealed afterwards still open after a restart.
-        writer
-            .write(vec![vault.seal("vault://global/later", &secret)])
-            .await
-            .unwrap();
+        let later = vec![vault.seal("vault://global/later", &secret)];
+        vault.note_writes(&later);
+        writer.write(later).await.unwrap();
         writer.shutdown().await;
         drop(vault);
         drop(storage);
         let storage = Storage::open(dir.path()).unwrap();
-        let (reopened, _) = Vault::open(&storage, dir.path(), None).unwrap();
+        let (reopened, _) = Vault::open(&snapshot(&storage).await, dir.path(), None).unwrap();
         assert_eq!(
             reopened
                 .open_secret("vault://global/later")

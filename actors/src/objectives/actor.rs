@@ -1,6 +1,7 @@
 //! The objectives actor's state: what it holds in memory, how it comes back after a
 //! restart (interrupted and missed runs, catch-up firings), and how its writes reach
-//! redb (queued in message order; a failed commit reloads memory from disk).
+//! storage (queued in message order; a failed commit makes the actor stale until it
+//! has reloaded memory from storage, see `crate::reload`).
 //!
 //! Its messages live with the part they belong to: `agents.rs`, `lifecycle.rs`,
 //! `firing.rs`.
@@ -22,8 +23,10 @@ use crate::error::ActorError;
 use crate::metrics::ActorMetrics;
 use crate::refresher::RefresherHandle;
 use crate::registry::RegistryHandle;
+use crate::reload::{ReloadState, Reloads, reload};
 use crate::schedule::Schedule;
 use crate::scheduler::{Fire, SchedulerHandle, Trigger};
+use crate::snapshot::Snapshot;
 use crate::time::{now_ms, to_datetime};
 
 /// Settings of the objectives actor.
@@ -39,6 +42,7 @@ pub(super) struct ObjectivesActor {
     pub(super) writer: Writer,
     /// For reloading after a failed commit.
     pub(super) storage: Storage,
+    pub(super) reload: ReloadState,
     /// Set at shutdown: no new run starts.
     pub(super) draining: bool,
     /// Runs resolve their credential through the registry.
@@ -88,16 +92,16 @@ pub(super) type Objectives = BTreeMap<String, ObjectiveRecord>;
 pub(super) type CatchUps = Vec<(String, DateTime<Utc>)>;
 
 pub(super) fn load_agents_and_objectives(
-    storage: &Storage,
+    snapshot: &Snapshot,
 ) -> Result<(Agents, Objectives), ActorError> {
     let mut agents = BTreeMap::new();
-    for (_, value) in storage.load(Table::Agents)? {
-        let agent: AgentRecord = decode_record(&value)?;
+    for (_, value) in snapshot.rows(Table::Agents) {
+        let agent: AgentRecord = decode_record(value)?;
         agents.insert(agent.agent_id.clone(), agent);
     }
     let mut objectives = BTreeMap::new();
-    for (_, value) in storage.load(Table::Objectives)? {
-        let objective: ObjectiveRecord = decode_record(&value)?;
+    for (_, value) in snapshot.rows(Table::Objectives) {
+        let objective: ObjectiveRecord = decode_record(value)?;
         objectives.insert(objective.objective_id.clone(), objective);
     }
     Ok((agents, objectives))
@@ -107,20 +111,20 @@ pub(super) fn load_agents_and_objectives(
 /// while the daemon was down become `missed` runs; `next_run_at` moves past now.
 /// Returns the writes and the catch-up firings (misfire `run_once`).
 pub(super) fn recover(
-    storage: &Storage,
+    snapshot: &Snapshot,
     objectives: &mut Objectives,
     retention: u64,
 ) -> Result<(Vec<WriteOp>, CatchUps), ActorError> {
     let now = to_datetime(now_ms());
     let mut ops = Vec::new();
-    for (key, value) in storage.load(Table::Runs)? {
-        if let Ok(mut run) = decode_record::<RunRecord>(&value)
+    for (key, value) in snapshot.rows(Table::Runs) {
+        if let Ok(mut run) = decode_record::<RunRecord>(value)
             && matches!(run.status, RunStatus::Running | RunStatus::Queued)
         {
             run.status = RunStatus::Interrupted;
             run.finished_at = Some(now);
             run.error = Some("the daemon stopped during the run".into());
-            ops.push(WriteOp::put(key, &run));
+            ops.push(WriteOp::put(key.clone(), &run));
         }
     }
     let mut catch_up = Vec::new();
@@ -213,35 +217,57 @@ impl ObjectivesActor {
     }
 
     /// Queues `ops` (memory already shows their effect) and returns their commit. A
-    /// failed commit makes the actor reload agents and objectives from redb, so
-    /// memory never stays ahead of the disk.
+    /// failed commit makes the actor stale: it refuses writes and reloads agents and
+    /// objectives from storage (`crate::reload`), so memory never stays ahead of it.
     pub(super) fn commit(
         &mut self,
         ops: Vec<WriteOp>,
     ) -> impl ActorFuture<Self, Output = Result<(), ActorError>> + use<> {
-        self.writer
-            .submit(ops)
-            .into_actor(self)
-            .map(|result, act: &mut Self, _| {
-                result.map_err(|e| {
-                    tracing::error!(error = %e, "objectives commit failed; reloading from storage");
-                    act.reload();
-                    ActorError::from(e)
-                })
-            })
+        let write = match self.reload.refusal("objectives") {
+            Some(refused) => Err(refused),
+            None => Ok(self.writer.submit(ops)),
+        };
+        async move {
+            match write {
+                Ok(write) => write.await.map_err(ActorError::from),
+                Err(refused) => Err(refused),
+            }
+        }
+        .into_actor(self)
+        .map(|result, act: &mut Self, ctx| {
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "objectives commit failed; reloading from storage");
+                reload(act, ctx);
+            }
+            result
+        })
+    }
+}
+
+impl Reloads for ObjectivesActor {
+    const NAME: &'static str = "objectives";
+    const TABLES: &'static [Table] = &[Table::Agents, Table::Objectives];
+
+    fn reload_state(&mut self) -> &mut ReloadState {
+        &mut self.reload
     }
 
-    fn reload(&mut self) {
-        match load_agents_and_objectives(&self.storage) {
-            Ok((agents, objectives)) => {
-                self.agents = agents;
-                self.objectives = objectives;
-                for objective in self.objectives.values() {
-                    self.sync_schedule(objective);
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "reloading objectives failed"),
+    fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    fn apply(&mut self, snapshot: Snapshot) -> Result<(), ActorError> {
+        let (agents, objectives) = load_agents_and_objectives(&snapshot)?;
+        self.agents = agents;
+        self.objectives = objectives;
+        for objective in self.objectives.values() {
+            self.sync_schedule(objective);
         }
+        Ok(())
     }
 }
 

@@ -307,14 +307,16 @@ impl ObjectivesActor {
             .insert(objective.objective_id.clone(), run.run_id.clone());
         self.objectives
             .insert(objective.objective_id.clone(), objective.clone());
-        let durable = self.writer.submit(ops);
+        // Through `commit`: a failed write makes the actor reload, so the objective's
+        // advanced schedule and usage never stay in memory without being durable.
+        let durable = self.commit(ops);
         let oid = objective_id.to_owned();
-        ctx.spawn(durable.into_actor(self).map(move |result, act, ctx| {
+        ctx.spawn(durable.map(move |result, act, ctx| {
             if let Err(e) = result {
                 tracing::error!(error = %e, objective_id = %oid, "recording a run failed");
                 act.running.remove(&oid);
                 if let Some(reply) = reply {
-                    let _ = reply.send(Err(e.into()));
+                    let _ = reply.send(Err(e));
                 }
                 return;
             }

@@ -23,7 +23,9 @@ use crate::error::{ActorError, stopped};
 use crate::metrics::ActorMetrics;
 use crate::refresher::RefresherHandle;
 use crate::registry::RegistryHandle;
+use crate::reload::ReloadState;
 use crate::scheduler::SchedulerHandle;
+use crate::snapshot::Snapshot;
 
 /// Handle to the objectives actor. Cloning is shallow.
 #[derive(Clone)]
@@ -49,6 +51,7 @@ impl ObjectivesHandle {
     #[allow(clippy::too_many_arguments)]
     pub async fn start(
         storage: &Storage,
+        snapshot: &Snapshot,
         writer: Writer,
         registry: RegistryHandle,
         refresher: RefresherHandle,
@@ -57,8 +60,8 @@ impl ObjectivesHandle {
         audit: AuditLog,
         metrics: ActorMetrics,
     ) -> Result<Self, ActorError> {
-        let (agents, mut objectives) = load_agents_and_objectives(storage)?;
-        let (ops, catch_up) = recover(storage, &mut objectives, policy.run_retention)?;
+        let (agents, mut objectives) = load_agents_and_objectives(snapshot)?;
+        let (ops, catch_up) = recover(snapshot, &mut objectives, policy.run_retention)?;
         if !ops.is_empty() {
             writer.write(ops).await?;
         }
@@ -68,6 +71,7 @@ impl ObjectivesHandle {
             ObjectivesActor {
                 writer,
                 storage: actor_storage,
+                reload: ReloadState::default(),
                 draining: false,
                 registry,
                 refresher,
@@ -219,12 +223,15 @@ impl ObjectivesHandle {
             }
             None => None,
         };
-        let rows = self.storage.scan_prefix_rev(
-            Table::Runs,
-            &run_prefix(objective_id),
-            before_key.as_deref(),
-            limit + 1,
-        )?;
+        let rows = self
+            .storage
+            .read_prefix_rev(
+                Table::Runs,
+                &run_prefix(objective_id),
+                before_key.as_deref(),
+                limit + 1,
+            )
+            .await?;
         let mut items = Vec::with_capacity(rows.len());
         for (_, value) in rows {
             items.push(decode_record::<RunRecord>(&value)?);

@@ -200,7 +200,8 @@ impl Handler<ListObjectives> for ObjectivesActor {
             .filter(|o| f.state.is_none_or(|s| s == o.state))
             .filter(|o| f.agent_id.as_ref().is_none_or(|a| *a == o.agent_id))
             .cloned();
-        let (items, next_after) = crate::paging::page_of(matching, msg.limit, |o| o.objective_id.clone());
+        let (items, next_after) =
+            crate::paging::page_of(matching, msg.limit, |o| o.objective_id.clone());
         MessageResult(ObjectivePage { items, next_after })
     }
 }

@@ -5,8 +5,10 @@
 //! A message changes the actor's memory and queues its writes in the same step, so the
 //! next message always builds on the newest state and the writer (first in, first
 //! out) commits in message order. The answer waits for the commit. A failed commit
-//! (the disk, not the client) makes the actor reload its state from redb, so memory
-//! never stays ahead of the disk.
+//! (the database, not the client) makes the actor stale: it refuses writes and
+//! reloads its state from storage (`crate::reload`), so memory never stays ahead of
+//! the database. The vault's sealed secrets are in memory too, told about every write
+//! as it is queued.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -27,21 +29,31 @@ use crate::metrics::ActorMetrics;
 use crate::oauth::OAuthSettings;
 use crate::provider::ProviderDirectory;
 use crate::refresh_schedule::{ScheduleChange, ScheduleEntry};
+use crate::reload::{ReloadState, Reloads, reload};
 use crate::secret::SecretString;
+use crate::snapshot::Snapshot;
 use crate::time::{now_ms, to_datetime};
 use crate::vault::{Vault, VaultError};
 
 pub(super) type Profiles = BTreeMap<String, AuthProfileRecord>;
 pub(super) type Defaults = HashMap<String, String>;
 
-fn load_state(storage: &Storage) -> Result<(Profiles, Defaults), ActorError> {
+/// The tables the registry's memory is built from.
+pub(super) const REGISTRY_TABLES: [Table; 4] = [
+    Table::AuthProfiles,
+    Table::AuthDefaults,
+    Table::OAuthAttempts,
+    Table::Vault,
+];
+
+fn load_state(snapshot: &Snapshot) -> Result<(Profiles, Defaults), ActorError> {
     let mut profiles = BTreeMap::new();
-    for (_, value) in storage.load(Table::AuthProfiles)? {
-        let record: AuthProfileRecord = decode_record(&value)?;
+    for (_, value) in snapshot.rows(Table::AuthProfiles) {
+        let record: AuthProfileRecord = decode_record(value)?;
         profiles.insert(record.profile_id.clone(), record);
     }
     let mut defaults = HashMap::new();
-    for (key, value) in storage.load(Table::AuthDefaults)? {
+    for (key, value) in snapshot.rows(Table::AuthDefaults) {
         defaults.insert(
             String::from_utf8_lossy(&key).into_owned(),
             String::from_utf8_lossy(&value).into_owned(),
@@ -65,6 +77,9 @@ pub(crate) struct RegistryActor {
     pub(super) defaults: Defaults,
     /// For reloading after a failed commit.
     pub(super) storage: Storage,
+    pub(super) reload: ReloadState,
+    /// Old sign-in attempts found at start, deleted once the actor runs.
+    pub(super) startup_purge: Vec<WriteOp>,
     /// Refresh outcomes and needs-reauth marks are audited in the same write.
     pub(super) audit: AuditLog,
     pub(super) metrics: ActorMetrics,
@@ -75,17 +90,49 @@ impl Actor for RegistryActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // Abandoned sign-ins older than a day, and their sealed verifiers, go.
-        match stale_attempt_ops(&self.storage) {
-            Ok(ops) if !ops.is_empty() => {
-                ctx.spawn(self.commit(ops).map(|result, _, _| {
-                    if let Err(e) = result {
-                        tracing::warn!(error = %e, "purging old sign-in attempts failed");
-                    }
-                }));
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "reading old sign-in attempts failed"),
+        let ops = std::mem::take(&mut self.startup_purge);
+        if !ops.is_empty() {
+            ctx.spawn(self.commit(ops).map(|result, _, _| {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "purging old sign-in attempts failed");
+                }
+            }));
         }
+    }
+}
+
+impl Reloads for RegistryActor {
+    const NAME: &'static str = "registry";
+    const TABLES: &'static [Table] = &REGISTRY_TABLES;
+
+    fn reload_state(&mut self) -> &mut ReloadState {
+        &mut self.reload
+    }
+
+    fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// Replaces profiles, defaults, attempts and sealed secrets with what storage
+    /// holds, and re-sends every OAuth profile's schedule to the refresher.
+    fn apply(&mut self, snapshot: Snapshot) -> Result<(), ActorError> {
+        let (profiles, defaults) = load_state(&snapshot)?;
+        let (attempts, by_state) = load_attempts(&snapshot)?;
+        self.profiles = profiles;
+        self.defaults = defaults;
+        self.attempts = attempts;
+        self.attempts_by_state = by_state;
+        self.vault.replace_sealed(&snapshot);
+        let ids: Vec<String> = self.profiles.keys().cloned().collect();
+        for id in ids {
+            let record = self.profiles.get(&id).cloned();
+            self.notify_refresher(record.as_ref(), &id);
+        }
+        Ok(())
     }
 }
 
@@ -94,14 +141,16 @@ impl RegistryActor {
     /// start-up writes committed).
     pub(super) fn load(
         storage: &Storage,
+        snapshot: &Snapshot,
         writer: Writer,
         vault: Vault,
         providers: &ProviderDirectory,
         audit: AuditLog,
         metrics: ActorMetrics,
     ) -> Result<Self, ActorError> {
-        let (profiles, defaults) = load_state(storage)?;
-        let (attempts, attempts_by_state) = load_attempts(storage)?;
+        let (profiles, defaults) = load_state(snapshot)?;
+        let (attempts, attempts_by_state) = load_attempts(snapshot)?;
+        let startup_purge = stale_attempt_ops(snapshot)?;
         Ok(Self {
             writer,
             refresher: None,
@@ -116,6 +165,8 @@ impl RegistryActor {
             profiles,
             defaults,
             storage: storage.clone(),
+            reload: ReloadState::default(),
+            startup_purge,
             audit,
             metrics,
         })
@@ -140,41 +191,31 @@ impl RegistryActor {
     }
 
     /// Queues `ops` (memory already shows their effect) and returns their commit. If
-    /// the commit fails, memory is reloaded from redb before the error is answered.
+    /// the commit fails, the actor turns stale and reloads (`crate::reload`); while it
+    /// is stale every write is refused before it reaches storage.
     pub(super) fn commit(
         &mut self,
         ops: Vec<WriteOp>,
     ) -> impl ActorFuture<Self, Output = Result<(), ActorError>> + use<> {
-        self.writer
-            .submit(ops)
-            .into_actor(self)
-            .map(|result, act: &mut Self, _| {
-                result.map_err(|e| {
-                    tracing::error!(error = %e, "registry commit failed; reloading state from storage");
-                    act.reload();
-                    ActorError::from(e)
-                })
-            })
-    }
-
-    /// Replaces memory with what redb holds (after a failed commit).
-    fn reload(&mut self) {
-        match load_state(&self.storage) {
-            Ok((profiles, defaults)) => {
-                self.profiles = profiles;
-                self.defaults = defaults;
-                if let Ok((attempts, by_state)) = load_attempts(&self.storage) {
-                    self.attempts = attempts;
-                    self.attempts_by_state = by_state;
-                }
-                let ids: Vec<String> = self.profiles.keys().cloned().collect();
-                for id in ids {
-                    let record = self.profiles.get(&id).cloned();
-                    self.notify_refresher(record.as_ref(), &id);
-                }
+        self.vault.note_writes(&ops);
+        let write = match self.reload.refusal("registry") {
+            Some(refused) => Err(refused),
+            None => Ok(self.writer.submit(ops)),
+        };
+        async move {
+            match write {
+                Ok(write) => write.await.map_err(ActorError::from),
+                Err(refused) => Err(refused),
             }
-            Err(e) => tracing::error!(error = %e, "reloading the registry failed"),
         }
+        .into_actor(self)
+        .map(|result, act: &mut Self, ctx| {
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "registry commit failed; reloading state from storage");
+                reload(act, ctx);
+            }
+            result
+        })
     }
 
     fn default_ops_removing(&self, record: &AuthProfileRecord) -> Option<(String, WriteOp)> {
@@ -385,9 +426,10 @@ impl Handler<List> for RegistryActor {
                 (Some(a), AuthProfileScope::Agent { agent_id }) => a == agent_id,
                 (Some(_), AuthProfileScope::Global) => false,
             });
-        let (items, next_after) = crate::paging::page_of(matching.map(|r| self.view(r)), msg.limit, |p| {
-            p.record.profile_id.clone()
-        });
+        let (items, next_after) =
+            crate::paging::page_of(matching.map(|r| self.view(r)), msg.limit, |p| {
+                p.record.profile_id.clone()
+            });
         Ok(ProfilePage { items, next_after })
     }
 }
@@ -681,18 +723,28 @@ impl Handler<RotateKey> for RegistryActor {
                     let started = barrier
                         .map_err(ActorError::from)
                         .and_then(|()| act.vault.begin_rotation().map_err(ActorError::from));
-                    let durable = started.map(|(ops, count)| (act.writer.submit(ops), count));
+                    let started = started.and_then(|begun| match act.reload.refusal("registry") {
+                        Some(refused) => {
+                            act.vault.abort_rotation();
+                            Err(refused)
+                        }
+                        None => Ok(begun),
+                    });
+                    // The vault learns of the re-sealed secrets only once they are durable:
+                    // until then the old key opens what memory holds.
+                    let durable = started.map(|(ops, count)| (act.writer.submit(ops.clone()), ops, count));
                     async move {
                         match durable {
-                            Ok((write, count)) => (write.await.map_err(ActorError::from).map(|()| count), previous_key_id, true),
+                            Ok((write, ops, count)) => (write.await.map_err(ActorError::from).map(|()| (ops, count)), previous_key_id, true),
                             Err(e) => (Err(e), previous_key_id, false),
                         }
                     }
                     .into_actor(act)
                 })
-                .map(move |(result, previous_key_id, began), act, _| {
+                .map(move |(result, previous_key_id, began), act, ctx| {
                     let report = match result {
-                        Ok(count) => act.vault.finish_rotation().map_err(ActorError::from).map(|()| {
+                        Ok((ops, count)) => act.vault.finish_rotation().map_err(ActorError::from).map(|()| {
+                            act.vault.note_writes(&ops);
                             let key_id = act.vault.active_key_id().to_owned();
                             tracing::info!(%key_id, %previous_key_id, secrets = count, "vault key rotated");
                             RotationReport {
@@ -704,6 +756,7 @@ impl Handler<RotateKey> for RegistryActor {
                         Err(e) => {
                             if began {
                                 act.vault.abort_rotation();
+                                reload(act, ctx);
                             }
                             Err(e)
                         }

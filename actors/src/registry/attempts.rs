@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 
-use palyra_storage::{Storage, StoredRecord, Table, WriteOp, decode_record};
+use palyra_storage::{StoredRecord, Table, WriteOp, decode_record};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::model::AuthProfileScope;
 use crate::error::ActorError;
+use crate::snapshot::Snapshot;
 use crate::time::now_ms;
 use crate::vault::Vault;
 
@@ -61,12 +62,14 @@ pub(super) type AttemptsByState = HashMap<String, String>;
 
 /// Loads attempts; finished or expired ones are kept for `callback-state` until they
 /// are a day old.
-pub(super) fn load_attempts(storage: &Storage) -> Result<(Attempts, AttemptsByState), ActorError> {
+pub(super) fn load_attempts(
+    snapshot: &Snapshot,
+) -> Result<(Attempts, AttemptsByState), ActorError> {
     let mut attempts = HashMap::new();
     let mut by_state = HashMap::new();
     let horizon = now_ms() - 24 * 3600 * 1000;
-    for (_, value) in storage.load(Table::OAuthAttempts)? {
-        let Ok(record) = decode_record::<AttemptRecord>(&value) else {
+    for (_, value) in snapshot.rows(Table::OAuthAttempts) {
+        let Ok(record) = decode_record::<AttemptRecord>(value) else {
             continue;
         };
         if record.expires_at_ms < horizon {
@@ -82,16 +85,16 @@ pub(super) fn load_attempts(storage: &Storage) -> Result<(Attempts, AttemptsBySt
 }
 
 /// The writes that delete attempts older than a day and their sealed verifiers.
-pub(super) fn stale_attempt_ops(storage: &Storage) -> Result<Vec<WriteOp>, ActorError> {
+pub(super) fn stale_attempt_ops(snapshot: &Snapshot) -> Result<Vec<WriteOp>, ActorError> {
     let horizon = now_ms() - 24 * 3600 * 1000;
     let mut ops = Vec::new();
-    for (key, value) in storage.load(Table::OAuthAttempts)? {
+    for (key, value) in snapshot.rows(Table::OAuthAttempts) {
         let stale =
-            decode_record::<AttemptRecord>(&value).map_or(true, |r| r.expires_at_ms < horizon);
+            decode_record::<AttemptRecord>(value).map_or(true, |r| r.expires_at_ms < horizon);
         if stale {
-            let id = String::from_utf8_lossy(&key).into_owned();
+            let id = String::from_utf8_lossy(key).into_owned();
             ops.push(Vault::delete(&verifier_ref(&id)));
-            ops.push(WriteOp::delete(Table::OAuthAttempts, key));
+            ops.push(WriteOp::delete(Table::OAuthAttempts, key.clone()));
         }
     }
     Ok(ops)

@@ -20,6 +20,7 @@ use crate::ids::{validate_agent_id, validate_profile_id};
 use crate::metrics::ActorMetrics;
 use crate::provider::{KeyCheckError, ProviderDirectory, check_api_key};
 use crate::secret::SecretString;
+use crate::snapshot::Snapshot;
 use crate::vault::Vault;
 
 /// Handle to the registry actor. Cloning is shallow.
@@ -60,6 +61,7 @@ impl RegistryHandle {
     /// one outbound client.
     pub fn start(
         storage: &Storage,
+        snapshot: &Snapshot,
         writer: Writer,
         vault: Vault,
         providers: ProviderDirectory,
@@ -67,7 +69,8 @@ impl RegistryHandle {
         metrics: ActorMetrics,
         http: reqwest::Client,
     ) -> Result<Self, ActorError> {
-        let actor = RegistryActor::load(storage, writer, vault, &providers, audit, metrics)?;
+        let actor =
+            RegistryActor::load(storage, snapshot, writer, vault, &providers, audit, metrics)?;
         Ok(Self {
             addr: actor.start(),
             providers,

@@ -198,10 +198,6 @@ pub async fn audit(
     };
     // Events of actions already answered may still sit in the writer's queue.
     state.audit.settle().await?;
-    // The scan reads redb directly; keep it off the async workers.
-    let log = state.audit.clone();
-    let page = tokio::task::spawn_blocking(move || log.query(&query))
-        .await
-        .map_err(|e| ApiError::Internal(format!("audit query: {e}")))??;
+    let page = state.audit.query(&query).await?;
     Ok(Json(page))
 }
