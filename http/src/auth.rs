@@ -6,74 +6,30 @@
 //! OPTIONS must carry `x-palyra-csrf-token` equal to the session's token. Because the
 //! check sits here and every protected route is layered with it, no route can forget it.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use palyra_actors::Authenticated;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::AppState;
+use crate::audit::Audit;
 use crate::error::ApiError;
+use crate::request::{Caller, peer_ip};
+use crate::state::AppState;
 
-/// Name of the session cookie over plain HTTP (loopback).
-pub const SESSION_COOKIE: &str = "palyra_console_session";
-/// Name of the session cookie under TLS: the `__Host-` prefix makes browsers accept it
-/// only with `Secure`, `Path=/` and no `Domain`.
-pub const SECURE_SESSION_COOKIE: &str = "__Host-palyra_console_session";
+// The cookie names belong to the request; they are also named here, next to the check
+// that reads them, where the CLI finds them.
+pub use crate::request::{SECURE_SESSION_COOKIE, SESSION_COOKIE};
+
 /// Header carrying the CSRF token.
 pub const CSRF_HEADER: &str = "x-palyra-csrf-token";
-
-/// Who is calling; inserted into request extensions by [`authenticate`].
-#[derive(Debug, Clone)]
-pub enum Caller {
-    /// The admin token itself, presented as a bearer token.
-    Bearer,
-    /// A console session cookie.
-    Session(Authenticated),
-}
-
-impl Caller {
-    /// The principal acting.
-    pub fn principal(&self) -> &str {
-        match self {
-            Caller::Bearer => "admin:bearer",
-            Caller::Session(a) => &a.session.principal,
-        }
-    }
-}
 
 /// Constant-time comparison of a presented admin token with the configured one.
 /// Both sides are hashed first, so neither the length nor the content leaks.
 pub fn admin_token_matches(state: &AppState, presented: &str) -> bool {
     let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
     digest.ct_eq(&state.admin_token_digest).into()
-}
-
-/// The peer's IP address (loopback when the server was not started with connect info,
-/// as in `oneshot` router tests). An IPv4-mapped IPv6 address (a dual-stack listener)
-/// is its IPv4 address, so `::ffff:127.0.0.1` is loopback.
-pub fn peer_ip(req_extensions: &axum::http::Extensions) -> IpAddr {
-    req_extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_canonical())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
-}
-
-/// The key a peer is counted under by the throttle and the rate limits: its IPv4
-/// address, or its IPv6 /64 (one host usually holds a whole /64, so counting single
-/// IPv6 addresses would let it rotate past any limit).
-pub fn peer_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) if !v6.is_loopback() => {
-            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
-        }
-        other => other,
-    }
 }
 
 /// Every value of the session cookie the request carries (another app on a different
@@ -117,7 +73,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
                     .extensions()
                     .get::<axum::extract::MatchedPath>()
                     .map_or("an unknown route", |m| m.as_str());
-                crate::audit::Audit::from_parts(req.extensions(), &state)
+                Audit::from_parts(req.extensions(), &state)
                     .failure(
                         palyra_actors::audit::AuditKind::LoginFailed,
                         "admin:bearer",
