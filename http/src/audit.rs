@@ -61,6 +61,17 @@ impl Audit {
         outcome: AuditOutcome,
         detail: impl Into<String>,
     ) {
+        self.submit(kind, subject, outcome, detail);
+    }
+
+    /// [`Audit::record`] for code that cannot await: a tower service's `call`.
+    pub fn submit(
+        &self,
+        kind: AuditKind,
+        subject: &str,
+        outcome: AuditOutcome,
+        detail: impl Into<String>,
+    ) {
         self.log.submit(AuditEntry {
             actor: self.actor.clone(),
             peer: self.peer.clone(),

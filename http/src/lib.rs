@@ -82,10 +82,7 @@ pub fn router(state: AppState) -> Router {
     state
         .metrics
         .know_routes(templates.into_iter().chain(console::ROUTES));
-    let protected = protected.route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        auth::authenticate,
-    ));
+    let protected = protected.route_layer(auth::AuthLayer::new(state.clone()));
     Router::new()
         .merge(public)
         .merge(protected)
