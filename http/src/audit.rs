@@ -8,8 +8,8 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use palyra_actors::audit::{AuditEntry, AuditKind, AuditLog, AuditOutcome};
 
-use crate::AppState;
-use crate::auth::Caller;
+use crate::request::Caller;
+use crate::state::AppState;
 
 /// The audit log with the request's actor and peer.
 #[derive(Debug, Clone)]
@@ -40,7 +40,7 @@ impl Audit {
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0.ip().to_canonical().to_string()),
             request_id: extensions
-                .get::<crate::middleware::RequestId>()
+                .get::<crate::request::RequestId>()
                 .map(|r| r.0.clone()),
         }
     }
@@ -55,6 +55,17 @@ impl Audit {
     /// change it reports is durable; a failure to store it is logged, not returned,
     /// because the change stands. `async` so call sites read as the step they are.
     pub async fn record(
+        &self,
+        kind: AuditKind,
+        subject: &str,
+        outcome: AuditOutcome,
+        detail: impl Into<String>,
+    ) {
+        self.submit(kind, subject, outcome, detail);
+    }
+
+    /// [`Audit::record`] for code that cannot await: a tower service's `call`.
+    pub fn submit(
         &self,
         kind: AuditKind,
         subject: &str,

@@ -6,74 +6,37 @@
 //! OPTIONS must carry `x-palyra-csrf-token` equal to the session's token. Because the
 //! check sits here and every protected route is layered with it, no route can forget it.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use palyra_actors::Authenticated;
+use palyra_actors::audit::{AuditKind, AuditOutcome};
+use pin_project_lite::pin_project;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tower::{Layer, Service};
 
-use crate::AppState;
+use crate::audit::Audit;
 use crate::error::ApiError;
+use crate::request::{Caller, peer_ip};
+use crate::state::AppState;
 
-/// Name of the session cookie over plain HTTP (loopback).
-pub const SESSION_COOKIE: &str = "palyra_console_session";
-/// Name of the session cookie under TLS: the `__Host-` prefix makes browsers accept it
-/// only with `Secure`, `Path=/` and no `Domain`.
-pub const SECURE_SESSION_COOKIE: &str = "__Host-palyra_console_session";
+// The cookie names belong to the request; they are also named here, next to the check
+// that reads them, where the CLI finds them.
+pub use crate::request::{SECURE_SESSION_COOKIE, SESSION_COOKIE};
+
 /// Header carrying the CSRF token.
 pub const CSRF_HEADER: &str = "x-palyra-csrf-token";
-
-/// Who is calling; inserted into request extensions by [`authenticate`].
-#[derive(Debug, Clone)]
-pub enum Caller {
-    /// The admin token itself, presented as a bearer token.
-    Bearer,
-    /// A console session cookie.
-    Session(Authenticated),
-}
-
-impl Caller {
-    /// The principal acting.
-    pub fn principal(&self) -> &str {
-        match self {
-            Caller::Bearer => "admin:bearer",
-            Caller::Session(a) => &a.session.principal,
-        }
-    }
-}
 
 /// Constant-time comparison of a presented admin token with the configured one.
 /// Both sides are hashed first, so neither the length nor the content leaks.
 pub fn admin_token_matches(state: &AppState, presented: &str) -> bool {
     let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
     digest.ct_eq(&state.admin_token_digest).into()
-}
-
-/// The peer's IP address (loopback when the server was not started with connect info,
-/// as in `oneshot` router tests). An IPv4-mapped IPv6 address (a dual-stack listener)
-/// is its IPv4 address, so `::ffff:127.0.0.1` is loopback.
-pub fn peer_ip(req_extensions: &axum::http::Extensions) -> IpAddr {
-    req_extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_canonical())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
-}
-
-/// The key a peer is counted under by the throttle and the rate limits: its IPv4
-/// address, or its IPv6 /64 (one host usually holds a whole /64, so counting single
-/// IPv6 addresses would let it rotate past any limit).
-pub fn peer_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) if !v6.is_loopback() => {
-            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
-        }
-        other => other,
-    }
 }
 
 /// Every value of the session cookie the request carries (another app on a different
@@ -99,33 +62,115 @@ fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// The middleware on every protected route.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    match authorize(&state, &req) {
-        Ok(caller) => {
-            req.extensions_mut().insert(caller);
-            next.run(req).await
+/// Puts [`Authenticate`], the middleware of every protected route, around a route.
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    state: AppState,
+}
+
+impl AuthLayer {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Authenticate<S>;
+
+    fn layer(&self, inner: S) -> Authenticate<S> {
+        Authenticate {
+            state: self.state.clone(),
+            inner,
         }
-        Err(e) => {
-            if matches!(e, ApiError::Unauthorized(_))
-                && req.headers().contains_key(header::AUTHORIZATION)
-            {
-                // A wrong admin token is a failed login, whichever way it came.
-                // The route template, not the path: a path can be long and is the
-                // client's to choose.
-                let route = req
-                    .extensions()
-                    .get::<axum::extract::MatchedPath>()
-                    .map_or("an unknown route", |m| m.as_str());
-                crate::audit::Audit::from_parts(req.extensions(), &state)
-                    .failure(
-                        palyra_actors::audit::AuditKind::LoginFailed,
-                        "admin:bearer",
-                        format!("wrong bearer token for {} {route}", req.method()),
-                    )
-                    .await;
+    }
+}
+
+/// The middleware on every protected route: the route runs with the [`Caller`] in
+/// its extensions, or the request is answered with the refusal. A hand-written service
+/// with a concrete future, as the request pipeline is, because it runs on nearly every
+/// request.
+#[derive(Debug, Clone)]
+pub struct Authenticate<S> {
+    state: AppState,
+    inner: S,
+}
+
+impl<S> Service<Request> for Authenticate<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = AuthFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        match authorize(&self.state, &req) {
+            Ok(caller) => {
+                req.extensions_mut().insert(caller);
+                AuthFuture::Allowed {
+                    future: self.inner.call(req),
+                }
             }
-            e.into_response()
+            Err(e) => {
+                if matches!(e, ApiError::Unauthorized(_))
+                    && req.headers().contains_key(header::AUTHORIZATION)
+                {
+                    // A wrong admin token is a failed login, whichever way it came.
+                    // The route template, not the path: a path can be long and is the
+                    // client's to choose.
+                    let route = req
+                        .extensions()
+                        .get::<axum::extract::MatchedPath>()
+                        .map_or("an unknown route", |m| m.as_str());
+                    Audit::from_parts(req.extensions(), &self.state).submit(
+                        AuditKind::LoginFailed,
+                        "admin:bearer",
+                        AuditOutcome::Failure,
+                        format!("wrong bearer token for {} {route}", req.method()),
+                    );
+                }
+                AuthFuture::Refused {
+                    response: Some(e.into_response()),
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The route's future, or the refusal.
+    #[project = AuthFutureProj]
+    pub enum AuthFuture<F> {
+        Allowed { #[pin] future: F },
+        Refused { response: Option<Response> },
+    }
+}
+
+impl<F> std::fmt::Debug for AuthFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AuthFuture::Allowed { .. } => "Allowed",
+            AuthFuture::Refused { .. } => "Refused",
+        })
+    }
+}
+
+impl<F> Future for AuthFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AuthFutureProj::Allowed { future } => future.poll(cx),
+            AuthFutureProj::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_else(|| panic!("the auth middleware polled after it refused")))),
         }
     }
 }

@@ -4,6 +4,11 @@
 //! Matching is exhaustive down to the storage errors, so a new variant anywhere below
 //! cannot slip through without a status. Internal causes are not put in the body: they
 //! ride in a response extension and the request-logging middleware logs them.
+//!
+//! [`SecuredRead`], [`SecuredWrite`] and [`SecuredJsonWrite`] document, once, the
+//! errors every authenticated operation can answer before its handler runs.
+
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -14,6 +19,8 @@ use palyra_actors::provider::KeyCheckError;
 use palyra_actors::vault::VaultError;
 use palyra_storage::StorageError;
 use serde::Serialize;
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::{IntoResponses, ToSchema};
 
 /// An error answered to an HTTP client.
 #[derive(Debug, thiserror::Error)]
@@ -48,17 +55,81 @@ pub enum ApiError {
 }
 
 /// The JSON error body, as documented in the OpenAPI document.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable snake_case code for programs.
     pub code: String,
     /// A sentence for people.
     pub message: String,
+}
+
+/// The answers of an authenticated read, for a handler's `responses(...)`: 401 and
+/// 429 (the rate limit, or the failed-bearer throttle).
+#[derive(Debug)]
+pub struct SecuredRead;
+
+/// The answers of an authenticated change without a body: those of [`SecuredRead`]
+/// and 403 (the CSRF check).
+#[derive(Debug)]
+pub struct SecuredWrite;
+
+/// The answers of an authenticated change with a JSON body: those of [`SecuredWrite`],
+/// 413 and 415.
+#[derive(Debug)]
+pub struct SecuredJsonWrite;
+
+/// The documented answers of an operation, by status.
+type Answers = BTreeMap<String, RefOr<utoipa::openapi::Response>>;
+
+// `(status, description)` of the answers the auth middleware, the rate limit and the
+// JSON extractor give before a handler runs.
+const UNAUTHORIZED: (&str, &str) = ("401", "Not authenticated");
+const TOO_MANY: (&str, &str) = (
+    "429",
+    "Too many requests, or too many failed bearer attempts",
+);
+const CSRF: (&str, &str) = ("403", "CSRF token missing or wrong");
+const TOO_LARGE: (&str, &str) = ("413", "Body too large");
+const NOT_JSON: (&str, &str) = ("415", "Not JSON");
+
+/// Each answer with an [`ErrorBody`], as `body = ErrorBody` documents it.
+fn error_answers(answers: &[(&str, &str)]) -> Answers {
+    answers
+        .iter()
+        .map(|(status, description)| {
+            let body = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(ErrorBody::name())))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(*description)
+                .content("application/json", body)
+                .build();
+            ((*status).to_owned(), response.into())
+        })
+        .collect()
+}
+
+impl IntoResponses for SecuredRead {
+    fn responses() -> Answers {
+        error_answers(&[UNAUTHORIZED, TOO_MANY])
+    }
+}
+
+impl IntoResponses for SecuredWrite {
+    fn responses() -> Answers {
+        error_answers(&[UNAUTHORIZED, CSRF, TOO_MANY])
+    }
+}
+
+impl IntoResponses for SecuredJsonWrite {
+    fn responses() -> Answers {
+        error_answers(&[UNAUTHORIZED, CSRF, TOO_LARGE, NOT_JSON, TOO_MANY])
+    }
 }
 
 /// The cause of a 5xx, attached to the response for the logging middleware.

@@ -1,13 +1,12 @@
-//! `GET /metrics` in the OpenMetrics text format (which Prometheus scrapes): requests
-//! by route and status with latency histograms, live sessions, profiles by health,
-//! refresh outcomes, runs by status, scheduler lateness, and the writer's batch sizes
-//! and commit latencies.
+//! The one metric registry, rendered by `GET /metrics` in the OpenMetrics text format
+//! (which Prometheus scrapes): requests by route and status with latency histograms,
+//! live sessions, profiles by health, refresh outcomes, runs by status, scheduler
+//! lateness, and the writer's batch sizes and commit latencies.
 
+use std::collections::HashSet;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
 use palyra_actors::metrics::{ActorMetrics, Labels};
 use palyra_actors::registry::HealthState;
 use palyra_storage::WriterStats;
@@ -18,9 +17,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::AppState;
-use crate::error::ApiError;
 
 /// Labels of a request: all `'static` or `Copy`, so counting one allocates nothing
 /// once its series exists.
@@ -48,8 +44,10 @@ fn latency_histogram() -> Histogram {
 #[derive(Debug)]
 pub struct HttpMetrics {
     registry: Registry,
-    /// Every route template, so a matched path becomes a `'static` label.
-    routes: std::collections::HashSet<&'static str>,
+    /// Every route template, so a matched path becomes a `'static` label; set once by
+    /// the router (see [`HttpMetrics::know_routes`]), because the route table is built
+    /// from the handlers, which hold this registry in their state.
+    routes: OnceLock<HashSet<&'static str>>,
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
     live_sessions: Gauge,
@@ -118,19 +116,21 @@ impl HttpMetrics {
             "Time from opening a write transaction to its durable commit",
             writer.commit_seconds.clone(),
         );
-        let routes = crate::route_table()
-            .into_iter()
-            .map(|r| r.path)
-            .chain(crate::console::ROUTES.iter().copied())
-            .collect();
         Self {
             registry,
-            routes,
+            routes: OnceLock::new(),
             requests,
             latency,
             live_sessions,
             profiles,
         }
+    }
+
+    /// Names the route templates requests can be counted under; a template not named
+    /// here counts as `unmatched`. The first call wins: every router of one daemon is
+    /// built from the same table.
+    pub fn know_routes(&self, routes: impl IntoIterator<Item = &'static str>) {
+        let _ = self.routes.set(routes.into_iter().collect());
     }
 
     /// Counts one answered request. `route` is the matched route template, if any.
@@ -142,7 +142,7 @@ impl HttpMetrics {
         elapsed: Duration,
     ) {
         let route = route
-            .and_then(|r| self.routes.get(r).copied())
+            .and_then(|r| self.routes.get()?.get(r).copied())
             .unwrap_or("unmatched");
         self.requests
             .get_or_create(&RequestLabels {
@@ -155,38 +155,27 @@ impl HttpMetrics {
             .get_or_create(&RouteLabels { route, method })
             .observe(elapsed.as_secs_f64());
     }
-}
 
-/// The metrics, rendered now.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses(
-        (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String),
-        (status = 401, description = "Not authenticated", body = crate::error::ErrorBody),
-        (status = 429, description = "Too many requests", body = crate::error::ErrorBody)),
-    security(("session_cookie" = []), ("admin_bearer" = [])))]
-pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    render(&state).await
-}
-
-/// Renders every metric, refreshing the gauges first.
-pub async fn render(state: &AppState) -> Result<Response, ApiError> {
-    let m = &state.metrics;
-    m.live_sessions
-        .set(i64::try_from(state.sessions.live_count()).unwrap_or(i64::MAX));
-    let health = state.registry.health().await?;
-    for health_state in HealthState::ALL {
-        let count = health.counts.get(&health_state).copied().unwrap_or(0);
-        let name = palyra_actors::wire_name(health_state);
-        m.profiles
-            .get_or_create(&vec![("health", name)])
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    /// Sets the live-sessions gauge, read at scrape time.
+    pub fn set_live_sessions(&self, live_sessions: usize) {
+        self.live_sessions
+            .set(i64::try_from(live_sessions).unwrap_or(i64::MAX));
     }
-    let mut body = String::new();
-    encode(&mut body, &m.registry).map_err(|e| ApiError::Internal(format!("metrics: {e}")))?;
-    let mut response = body.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    Ok(response)
+
+    /// The registry in the OpenMetrics text format, with the profile gauges (read at
+    /// scrape time) set first from the count of every health state.
+    pub fn encode(
+        &self,
+        profiles_by_health: impl Fn(HealthState) -> usize,
+    ) -> Result<String, std::fmt::Error> {
+        for health_state in HealthState::ALL {
+            let name = palyra_actors::wire_name(health_state);
+            self.profiles
+                .get_or_create(&vec![("health", name)])
+                .set(i64::try_from(profiles_by_health(health_state)).unwrap_or(i64::MAX));
+        }
+        let mut body = String::new();
+        encode(&mut body, &self.registry)?;
+        Ok(body)
+    }
 }

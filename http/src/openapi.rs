@@ -1,9 +1,11 @@
 //! The OpenAPI 3 document of the admin API, generated from the handlers' annotations.
 
+use axum::http::Method;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{browser, console_auth, deployment, oauth, objectives, ops, profiles};
+use crate::route::{Access, RouteSpec, route};
+use crate::routes::{browser, console_auth, deployment, metrics, oauth, objectives, ops, profiles};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -43,7 +45,7 @@ use crate::routes::{browser, console_auth, deployment, oauth, objectives, ops, p
         objectives::runs,
         deployment::posture,
         deployment::audit,
-        crate::metrics::metrics,
+        metrics::metrics,
         browser::create_session,
         browser::list_sessions,
         browser::get_session,
@@ -79,7 +81,7 @@ impl Modify for SecuritySchemes {
         components.add_security_scheme(
             "session_cookie",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
-                crate::auth::SESSION_COOKIE,
+                crate::request::SESSION_COOKIE,
             ))),
         );
     }
@@ -90,4 +92,15 @@ impl Modify for SecuritySchemes {
     responses((status = 200, description = "The OpenAPI 3 document", content_type = "application/json")))]
 pub async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(ApiDoc::openapi())
+}
+
+/// The routes of this resource, for the route table.
+pub(crate) fn routes() -> Vec<RouteSpec> {
+    use Access::Public;
+    vec![route(
+        Method::GET,
+        "/console/v1/openapi.json",
+        Public,
+        openapi_json,
+    )]
 }

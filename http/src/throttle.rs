@@ -28,7 +28,7 @@ impl AuthThrottle {
 
     /// `Err(retry_after_s)` when `peer` must wait before trying again.
     pub fn check(&self, peer: IpAddr) -> Result<(), u64> {
-        let peer = crate::auth::peer_key(peer);
+        let peer = crate::request::peer_key(peer);
         let now = Instant::now();
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let Some(times) = map.get_mut(&peer) else {
@@ -50,7 +50,7 @@ impl AuthThrottle {
 
     /// Records one failed attempt by `peer`.
     pub fn record_failure(&self, peer: IpAddr) {
-        let peer = crate::auth::peer_key(peer);
+        let peer = crate::request::peer_key(peer);
         let now = Instant::now();
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_TRACKED_PEERS && !map.contains_key(&peer) {
@@ -116,7 +116,7 @@ impl RateLimits {
             &self.remote
         };
         limiter
-            .check_key(&crate::auth::peer_key(peer))
+            .check_key(&crate::request::peer_key(peer))
             .map_err(|not_until| {
                 use governor::clock::Clock;
                 let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
@@ -150,7 +150,7 @@ mod tests {
         ext.insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(
             mapped, 4000,
         )));
-        let peer = crate::auth::peer_ip(&ext);
+        let peer = crate::request::peer_ip(&ext);
         assert!(peer.is_loopback(), "{peer}");
         assert_eq!(peer.to_string(), "127.0.0.1");
     }

@@ -6,7 +6,7 @@
 use axum::Extension;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use palyra_actors::browser::{
     BrowserError, BrowserSessionInfo, BrowserSessionList, NavigationResult, NewBrowserSession,
@@ -14,11 +14,12 @@ use palyra_actors::browser::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
 use crate::audit::Audit;
-use crate::auth::Caller;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, SecuredJsonWrite, SecuredRead, SecuredWrite};
 use crate::extract::{ApiJson, ApiPath, OptionalJson};
+use crate::request::Caller;
+use crate::route::{Access, RouteSpec, route};
+use crate::state::AppState;
 use palyra_actors::audit::AuditKind;
 
 #[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
@@ -76,12 +77,10 @@ fn check_url_length(field: &'static str, url: &str) -> Result<(), ApiError> {
 #[utoipa::path(post, path = "/console/v1/browser/sessions", tag = "browser",
     request_body(content = Option<CreateBrowserSessionRequest>, description = "Optional; an empty body starts on about:blank"),
     responses(
+        SecuredJsonWrite,
         (status = 201, description = "The session", body = BrowserSessionInfo),
         (status = 400, description = "Malformed request, invalid URL or viewport, or a refused scheme", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "CSRF token missing or wrong, or a refused destination", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "The start URL's host does not resolve", body = ErrorBody),
         (status = 429, description = "All allowed sessions are live, or too many failed bearer attempts", body = ErrorBody),
         (status = 502, description = "The start URL could not be loaded", body = ErrorBody),
@@ -130,9 +129,8 @@ pub async fn create_session(
 /// The live browser sessions.
 #[utoipa::path(get, path = "/console/v1/browser/sessions", tag = "browser",
     responses(
-        (status = 200, description = "The sessions", body = BrowserSessionList),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+        SecuredRead,
+        (status = 200, description = "The sessions", body = BrowserSessionList)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn list_sessions(
     State(state): State<AppState>,
@@ -144,11 +142,10 @@ pub async fn list_sessions(
 #[utoipa::path(get, path = "/console/v1/browser/sessions/{session_id}", tag = "browser",
     params(("session_id" = String, Path, description = "The session's id")),
     responses(
+        SecuredRead,
         (status = 200, description = "The session", body = BrowserSessionInfo),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
-        (status = 410, description = "The session's browser crashed; the session is closed", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+        (status = 410, description = "The session's browser crashed; the session is closed", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn get_session(
     State(state): State<AppState>,
@@ -161,11 +158,9 @@ pub async fn get_session(
 #[utoipa::path(delete, path = "/console/v1/browser/sessions/{session_id}", tag = "browser",
     params(("session_id" = String, Path, description = "The session's id")),
     responses(
+        SecuredWrite,
         (status = 204, description = "Closed"),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "CSRF token missing or wrong", body = ErrorBody),
-        (status = 404, description = "No such session", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+        (status = 404, description = "No such session", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn close_session(
     State(state): State<AppState>,
@@ -190,16 +185,13 @@ pub async fn close_session(
     params(("session_id" = String, Path, description = "The session's id")),
     request_body = NavigateRequest,
     responses(
+        SecuredJsonWrite,
         (status = 200, description = "Loaded: URL, title and HTTP status", body = NavigationResult),
         (status = 400, description = "Malformed request, invalid URL or a refused scheme", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "CSRF token missing or wrong, or a refused destination (also when a redirect leads there)", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
         (status = 410, description = "The session's browser crashed; the session is closed", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "The host does not resolve", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody),
         (status = 502, description = "The page could not be loaded", body = ErrorBody),
         (status = 504, description = "The page did not load in time", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
@@ -239,16 +231,13 @@ pub async fn navigate(
     params(("session_id" = String, Path, description = "The session's id")),
     request_body = ClickRequest,
     responses(
+        SecuredJsonWrite,
         (status = 200, description = "Clicked: the resulting URL and title", body = PageState),
         (status = 400, description = "Malformed request or an invalid selector", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "CSRF token missing or wrong, or the click led to a refused destination", body = ErrorBody),
         (status = 404, description = "No such session, or no element matches", body = ErrorBody),
         (status = 409, description = "The element cannot be clicked (hidden, disabled, covered)", body = ErrorBody),
         (status = 410, description = "The session's browser crashed; the session is closed", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody),
         (status = 504, description = "The navigation it started did not load in time", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn click(
@@ -264,16 +253,12 @@ pub async fn click(
     params(("session_id" = String, Path, description = "The session's id")),
     request_body = TypeRequest,
     responses(
+        SecuredJsonWrite,
         (status = 200, description = "Typed: the page's URL and title", body = PageState),
         (status = 400, description = "Malformed request, an invalid selector or too much text", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "CSRF token missing or wrong", body = ErrorBody),
         (status = 404, description = "No such session, or no element matches", body = ErrorBody),
         (status = 409, description = "The element is not a text field that takes input", body = ErrorBody),
         (status = 410, description = "The session's browser crashed; the session is closed", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody),
         (status = 504, description = "The browser did not answer in time", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn type_text(
@@ -300,11 +285,10 @@ pub async fn type_text(
 #[utoipa::path(get, path = "/console/v1/browser/sessions/{session_id}/screenshot", tag = "browser",
     params(("session_id" = String, Path, description = "The session's id")),
     responses(
+        SecuredRead,
         (status = 200, description = "The viewport as PNG", content_type = "image/png", body = Vec<u8>),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
         (status = 410, description = "The session's browser crashed; the session is closed", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody),
         (status = 504, description = "The browser did not answer in time", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn screenshot(
@@ -319,11 +303,10 @@ pub async fn screenshot(
 #[utoipa::path(get, path = "/console/v1/browser/sessions/{session_id}/content", tag = "browser",
     params(("session_id" = String, Path, description = "The session's id")),
     responses(
+        SecuredRead,
         (status = 200, description = "The page's text", body = PageContent),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
         (status = 410, description = "The session's browser crashed; the session is closed", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody),
         (status = 504, description = "The browser did not answer in time", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn content(
@@ -362,4 +345,65 @@ async fn audit_refusal(audit: &Audit, kind: AuditKind, subject: &str, e: &Browse
             )
             .await;
     }
+}
+
+/// The routes of this resource, for the route table.
+pub(crate) fn routes() -> Vec<RouteSpec> {
+    use Access::Authenticated;
+    vec![
+        route(
+            Method::GET,
+            "/console/v1/browser/sessions",
+            Authenticated,
+            list_sessions,
+        ),
+        route(
+            Method::POST,
+            "/console/v1/browser/sessions",
+            Authenticated,
+            create_session,
+        ),
+        route(
+            Method::GET,
+            "/console/v1/browser/sessions/{session_id}",
+            Authenticated,
+            get_session,
+        ),
+        route(
+            Method::DELETE,
+            "/console/v1/browser/sessions/{session_id}",
+            Authenticated,
+            close_session,
+        ),
+        route(
+            Method::POST,
+            "/console/v1/browser/sessions/{session_id}/navigate",
+            Authenticated,
+            navigate,
+        ),
+        route(
+            Method::POST,
+            "/console/v1/browser/sessions/{session_id}/click",
+            Authenticated,
+            click,
+        ),
+        route(
+            Method::POST,
+            "/console/v1/browser/sessions/{session_id}/type",
+            Authenticated,
+            type_text,
+        ),
+        route(
+            Method::GET,
+            "/console/v1/browser/sessions/{session_id}/screenshot",
+            Authenticated,
+            screenshot,
+        ),
+        route(
+            Method::GET,
+            "/console/v1/browser/sessions/{session_id}/content",
+            Authenticated,
+            content,
+        ),
+    ]
 }

@@ -3,17 +3,19 @@
 use axum::Extension;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use palyra_actors::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
 use crate::audit::Audit;
-use crate::auth::{Caller, admin_token_matches, peer_ip};
-use crate::error::{ApiError, ErrorBody};
+use crate::auth::admin_token_matches;
+use crate::error::{ApiError, ErrorBody, SecuredJsonWrite, SecuredRead, SecuredWrite};
 use crate::extract::{ApiJson, ApiQuery, OptionalJson};
+use crate::request::{Caller, peer_ip};
+use crate::route::{Access, RouteSpec, route};
+use crate::state::AppState;
 use palyra_actors::ConsoleSession;
 use palyra_actors::audit::AuditKind;
 
@@ -176,9 +178,9 @@ pub async fn login(
 /// The current console session, including its CSRF token.
 #[utoipa::path(get, path = "/console/v1/auth/session", tag = "auth",
     responses(
+        SecuredRead,
         (status = 200, description = "The session", body = ConsoleSession),
-        (status = 401, description = "No valid session (bearer requests have none)", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+        (status = 401, description = "No valid session (bearer requests have none)", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn session(
     Extension(caller): Extension<Caller>,
@@ -193,10 +195,8 @@ pub async fn session(
 /// Revokes the current session and clears the cookie.
 #[utoipa::path(post, path = "/console/v1/auth/logout", tag = "auth",
     responses(
-        (status = 204, description = "Logged out; the cookie is cleared"),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "CSRF token missing or wrong", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+        SecuredWrite,
+        (status = 204, description = "Logged out; the cookie is cleared")),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn logout(
     State(state): State<AppState>,
@@ -229,13 +229,9 @@ pub async fn logout(
 #[utoipa::path(post, path = "/console/v1/auth/browser-handoff", tag = "auth",
     request_body(content = Option<HandoffRequest>, description = "Optional; an empty body means redirect to /"),
     responses(
+        SecuredJsonWrite,
         (status = 200, description = "The handoff link", body = HandoffResponse),
-        (status = 400, description = "Invalid redirect path or malformed body", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "CSRF token missing or wrong", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+        (status = 400, description = "Invalid redirect path or malformed body", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn mint_handoff(
     State(state): State<AppState>,
@@ -365,4 +361,42 @@ async fn consume_audited(
         .success(AuditKind::HandoffConsumed, principal, format!("via {via}"))
         .await;
     Ok(consumed)
+}
+
+/// The routes of this resource, for the route table.
+pub(crate) fn routes() -> Vec<RouteSpec> {
+    use Access::{Authenticated, Public};
+    vec![
+        route(Method::POST, "/console/v1/auth/login", Public, login),
+        route(
+            Method::GET,
+            "/console/v1/auth/session",
+            Authenticated,
+            session,
+        ),
+        route(
+            Method::POST,
+            "/console/v1/auth/logout",
+            Authenticated,
+            logout,
+        ),
+        route(
+            Method::POST,
+            "/console/v1/auth/browser-handoff",
+            Authenticated,
+            mint_handoff,
+        ),
+        route(
+            Method::GET,
+            "/console/v1/auth/browser-handoff/consume",
+            Public,
+            consume_handoff,
+        ),
+        route(
+            Method::POST,
+            "/console/v1/auth/browser-handoff/session",
+            Public,
+            handoff_session,
+        ),
+    ]
 }

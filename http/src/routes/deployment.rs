@@ -2,45 +2,22 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::Method;
 use chrono::{DateTime, Utc};
 use palyra_actors::audit::{AuditKind, AuditPage, AuditQuery};
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, SecuredRead};
 use crate::extract::ApiQuery;
+use crate::route::{Access, RouteSpec, route};
+use crate::state::AppState;
+
+// The posture's inputs live with the state that holds them (the state must not import
+// this module); they are named here too, where the posture is reported.
+pub use crate::state::{PostureConfig, RemoteAccess};
 
 /// A certificate expiring sooner than this is a warning.
 const CERT_WARNING_DAYS: i64 = 14;
-
-/// What the daemon knows about its own exposure, fixed at start.
-#[derive(Debug, Clone)]
-pub struct PostureConfig {
-    pub bind_addresses: Vec<String>,
-    pub tls_enabled: bool,
-    pub cert_not_after: Option<DateTime<Utc>>,
-    /// `env`, `config` or `generated`.
-    pub admin_token_source: &'static str,
-    /// `env` or `file`.
-    pub vault_key_source: &'static str,
-    pub session_idle_timeout_s: u64,
-    pub session_absolute_timeout_s: u64,
-    pub rate_limits_enabled: bool,
-    /// The separate, unauthenticated metrics listener, if any.
-    pub metrics_bind: Option<String>,
-    /// The data dir is readable by group or others.
-    pub data_dir_open: bool,
-}
-
-/// The last admin request from a non-loopback peer.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct RemoteAccess {
-    pub at: DateTime<Utc>,
-    pub peer: String,
-    pub method: String,
-    pub path: String,
-    pub status: u16,
-}
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TlsPosture {
@@ -151,9 +128,8 @@ pub fn summary(state: &AppState, now: DateTime<Utc>) -> DeploymentPostureSummary
 /// The daemon's exposure: binds, TLS, token and key sources, warnings.
 #[utoipa::path(get, path = "/console/v1/deployment/posture", tag = "deployment",
     responses(
-        (status = 200, description = "The posture", body = DeploymentPostureSummary),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 429, description = "Too many requests", body = ErrorBody)),
+        SecuredRead,
+        (status = 200, description = "The posture", body = DeploymentPostureSummary)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn posture(State(state): State<AppState>) -> Json<DeploymentPostureSummary> {
     Json(summary(&state, Utc::now()))
@@ -180,10 +156,9 @@ pub struct AuditParams {
 #[utoipa::path(get, path = "/console/v1/audit", tag = "deployment",
     params(AuditParams),
     responses(
+        SecuredRead,
         (status = 200, description = "A page of events", body = AuditPage),
-        (status = 400, description = "Malformed query", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 429, description = "Too many requests", body = ErrorBody)),
+        (status = 400, description = "Malformed query", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn audit(
     State(state): State<AppState>,
@@ -200,4 +175,18 @@ pub async fn audit(
     state.audit.settle().await?;
     let page = state.audit.query(&query).await?;
     Ok(Json(page))
+}
+
+/// The routes of this resource, for the route table.
+pub(crate) fn routes() -> Vec<RouteSpec> {
+    use Access::Authenticated;
+    vec![
+        route(
+            Method::GET,
+            "/console/v1/deployment/posture",
+            Authenticated,
+            posture,
+        ),
+        route(Method::GET, "/console/v1/audit", Authenticated, audit),
+    ]
 }

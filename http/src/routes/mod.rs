@@ -1,8 +1,10 @@
-//! One module per resource.
+//! One module per resource; each lists its own routes (`routes()`), and the crate root
+//! concatenates them into the route table.
 
 pub mod browser;
 pub mod console_auth;
 pub mod deployment;
+pub mod metrics;
 pub mod oauth;
 pub mod objectives;
 pub mod ops;

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use palyra_actors::SecretString;
 use palyra_actors::refresher::RefreshReport;
@@ -13,10 +13,11 @@ use palyra_actors::registry::oauth_flow::{
 use palyra_actors::registry::{AuthProfileScope, validate_profile_id, validate_provider};
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
 use crate::audit::Audit;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, SecuredJsonWrite, SecuredRead, SecuredWrite};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::route::{Access, RouteSpec, route};
+use crate::state::AppState;
 use palyra_actors::audit::AuditKind;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -104,13 +105,9 @@ pub fn redirect_uri(state: &AppState, provider: &str) -> Result<String, ApiError
     params(ProviderPath),
     request_body = BootstrapRequest,
     responses(
+        SecuredJsonWrite,
         (status = 200, description = "Open the authorization URL", body = SignInStarted),
-        (status = 400, description = "Invalid field, or the provider is not configured for OAuth", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "CSRF token missing or wrong", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+        (status = 400, description = "Invalid field, or the provider is not configured for OAuth", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn bootstrap(
     State(state): State<AppState>,
@@ -202,13 +199,9 @@ pub async fn callback(
     params(ProviderPath),
     request_body = ManualCallbackRequest,
     responses(
+        SecuredJsonWrite,
         (status = 200, description = "The attempt's outcome", body = SignInOutcome),
-        (status = 400, description = "Not a callback URL, or unknown, expired or used state", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "CSRF token missing or wrong", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+        (status = 400, description = "Not a callback URL, or unknown, expired or used state", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn manual_callback(
     State(state): State<AppState>,
@@ -242,11 +235,10 @@ pub async fn manual_callback(
 #[utoipa::path(get, path = "/console/v1/auth/providers/{provider}/callback-state", tag = "oauth",
     params(ProviderPath, AttemptQuery),
     responses(
+        SecuredRead,
         (status = 200, description = "The attempt's state", body = SignInOutcome),
         (status = 400, description = "Invalid provider or query", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 404, description = "No such attempt", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+        (status = 404, description = "No such attempt", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn callback_state(
     State(state): State<AppState>,
@@ -269,13 +261,11 @@ pub async fn callback_state(
 #[utoipa::path(post, path = "/console/v1/auth/profiles/{profile_id}/refresh", tag = "oauth",
     params(RefreshPath),
     responses(
+        SecuredWrite,
         (status = 200, description = "The refresh's outcome (which may be a failure) and the profile", body = RefreshReport),
         (status = 400, description = "Invalid id, or not an OAuth profile", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "CSRF token missing or wrong", body = ErrorBody),
         (status = 404, description = "No such profile", body = ErrorBody),
-        (status = 409, description = "The profile needs a new sign-in", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+        (status = 409, description = "The profile needs a new sign-in", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn refresh(
     State(state): State<AppState>,
@@ -414,4 +404,41 @@ fn callback_page(outcome: &Result<SignInOutcome, (StatusCode, String)>) -> Respo
         HeaderValue::from_static("nosniff"),
     );
     response
+}
+
+/// The routes of this resource, for the route table.
+pub(crate) fn routes() -> Vec<RouteSpec> {
+    use Access::{Authenticated, Public};
+    vec![
+        route(
+            Method::POST,
+            "/console/v1/auth/providers/{provider}/bootstrap",
+            Authenticated,
+            bootstrap,
+        ),
+        route(
+            Method::GET,
+            "/console/v1/auth/providers/{provider}/callback",
+            Public,
+            callback,
+        ),
+        route(
+            Method::GET,
+            "/console/v1/auth/providers/{provider}/callback-state",
+            Authenticated,
+            callback_state,
+        ),
+        route(
+            Method::POST,
+            "/console/v1/auth/providers/{provider}/manual-callback",
+            Authenticated,
+            manual_callback,
+        ),
+        route(
+            Method::POST,
+            "/console/v1/auth/profiles/{profile_id}/refresh",
+            Authenticated,
+            refresh,
+        ),
+    ]
 }

@@ -2,13 +2,14 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
 use crate::audit::Audit;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, SecuredJsonWrite, SecuredRead, SecuredWrite};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::route::{Access, RouteSpec, route};
+use crate::state::AppState;
 use palyra_actors::audit::AuditKind;
 use palyra_actors::objectives::{
     AgentPage, AgentPatch, AgentRecord, LifecycleAction, NewAgent, NewObjective, ObjectiveFilter,
@@ -80,8 +81,10 @@ const DEFAULT_PAGE: usize = 100;
 
 /// Agents, paged by id.
 #[utoipa::path(get, path = "/console/v1/agents", tag = "objectives", params(PageQuery),
-    responses((status = 200, body = AgentPage), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
+    responses(
+        SecuredRead,
+        (status = 200, body = AgentPage),
+        (status = 400, body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn list_agents(
     State(state): State<AppState>,
@@ -97,10 +100,11 @@ pub async fn list_agents(
 
 /// Creates an agent.
 #[utoipa::path(post, path = "/console/v1/agents", tag = "objectives", request_body = NewAgent,
-    responses((status = 200, body = AgentRecord), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, description = "The agent exists", body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody)),
+    responses(
+        SecuredJsonWrite,
+        (status = 200, body = AgentRecord),
+        (status = 400, body = ErrorBody),
+        (status = 409, description = "The agent exists", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn create_agent(
     State(state): State<AppState>,
@@ -116,8 +120,11 @@ pub async fn create_agent(
 
 /// One agent.
 #[utoipa::path(get, path = "/console/v1/agents/{agent_id}", tag = "objectives", params(AgentPath),
-    responses((status = 200, body = AgentRecord), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+    responses(
+        SecuredRead,
+        (status = 200, body = AgentRecord),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn get_agent(
     State(state): State<AppState>,
@@ -130,9 +137,11 @@ pub async fn get_agent(
 /// Changes an agent.
 #[utoipa::path(patch, path = "/console/v1/agents/{agent_id}", tag = "objectives", params(AgentPath),
     request_body = AgentPatch,
-    responses((status = 200, body = AgentRecord), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody)),
+    responses(
+        SecuredJsonWrite,
+        (status = 200, body = AgentRecord),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn update_agent(
     State(state): State<AppState>,
@@ -150,9 +159,12 @@ pub async fn update_agent(
 
 /// Deletes an agent; refused while objectives reference it.
 #[utoipa::path(delete, path = "/console/v1/agents/{agent_id}", tag = "objectives", params(AgentPath),
-    responses((status = 204, description = "Deleted"), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "Objectives reference the agent", body = ErrorBody), (status = 429, body = ErrorBody)),
+    responses(
+        SecuredWrite,
+        (status = 204, description = "Deleted"),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Objectives reference the agent", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn delete_agent(
     State(state): State<AppState>,
@@ -169,8 +181,10 @@ pub async fn delete_agent(
 
 /// Objectives, filtered and paged by id.
 #[utoipa::path(get, path = "/console/v1/objectives", tag = "objectives", params(ObjectiveQuery),
-    responses((status = 200, body = ObjectivePage), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
+    responses(
+        SecuredRead,
+        (status = 200, body = ObjectivePage),
+        (status = 400, body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn list_objectives(
     State(state): State<AppState>,
@@ -191,10 +205,11 @@ pub async fn list_objectives(
 
 /// Creates an objective (draft, or active with `"activate": true`).
 #[utoipa::path(post, path = "/console/v1/objectives", tag = "objectives", request_body = NewObjective,
-    responses((status = 200, body = ObjectiveRecord), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, description = "The objective exists", body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody)),
+    responses(
+        SecuredJsonWrite,
+        (status = 200, body = ObjectiveRecord),
+        (status = 400, body = ErrorBody),
+        (status = 409, description = "The objective exists", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn create_objective(
     State(state): State<AppState>,
@@ -218,8 +233,11 @@ pub async fn create_objective(
 
 /// One objective.
 #[utoipa::path(get, path = "/console/v1/objectives/{objective_id}", tag = "objectives", params(ObjectivePath),
-    responses((status = 200, body = ObjectiveRecord), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+    responses(
+        SecuredRead,
+        (status = 200, body = ObjectiveRecord),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn get_objective(
     State(state): State<AppState>,
@@ -231,10 +249,12 @@ pub async fn get_objective(
 /// Changes an objective's fields (not its state: see lifecycle).
 #[utoipa::path(patch, path = "/console/v1/objectives/{objective_id}", tag = "objectives", params(ObjectivePath),
     request_body = ObjectivePatch,
-    responses((status = 200, body = ObjectiveRecord), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "Archived", body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody)),
+    responses(
+        SecuredJsonWrite,
+        (status = 200, body = ObjectiveRecord),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Archived", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn update_objective(
     State(state): State<AppState>,
@@ -255,10 +275,12 @@ pub async fn update_objective(
 /// Activate, pause, resume, cancel, archive, or fire (run now, within budget).
 #[utoipa::path(post, path = "/console/v1/objectives/{objective_id}/lifecycle", tag = "objectives",
     params(ObjectivePath), request_body = LifecycleRequest,
-    responses((status = 200, body = ObjectiveRecord), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "Not allowed from the current state (named in the message)", body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody)),
+    responses(
+        SecuredJsonWrite,
+        (status = 200, body = ObjectiveRecord),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Not allowed from the current state (named in the message)", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn lifecycle(
     State(state): State<AppState>,
@@ -284,8 +306,11 @@ pub async fn lifecycle(
 /// An objective's runs, newest first.
 #[utoipa::path(get, path = "/console/v1/objectives/{objective_id}/runs", tag = "objectives",
     params(ObjectivePath, RunQuery),
-    responses((status = 200, body = RunPage), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+    responses(
+        SecuredRead,
+        (status = 200, body = RunPage),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn runs(
     State(state): State<AppState>,
@@ -298,4 +323,77 @@ pub async fn runs(
             .runs(&p.objective_id, q.limit.unwrap_or(DEFAULT_PAGE), q.before)
             .await?,
     ))
+}
+
+/// The routes of this resource, for the route table.
+pub(crate) fn routes() -> Vec<RouteSpec> {
+    use Access::Authenticated;
+    vec![
+        route(
+            Method::GET,
+            "/console/v1/agents",
+            Authenticated,
+            list_agents,
+        ),
+        route(
+            Method::POST,
+            "/console/v1/agents",
+            Authenticated,
+            create_agent,
+        ),
+        route(
+            Method::GET,
+            "/console/v1/agents/{agent_id}",
+            Authenticated,
+            get_agent,
+        ),
+        route(
+            Method::PATCH,
+            "/console/v1/agents/{agent_id}",
+            Authenticated,
+            update_agent,
+        ),
+        route(
+            Method::DELETE,
+            "/console/v1/agents/{agent_id}",
+            Authenticated,
+            delete_agent,
+        ),
+        route(
+            Method::GET,
+            "/console/v1/objectives",
+            Authenticated,
+            list_objectives,
+        ),
+        route(
+            Method::POST,
+            "/console/v1/objectives",
+            Authenticated,
+            create_objective,
+        ),
+        route(
+            Method::GET,
+            "/console/v1/objectives/{objective_id}",
+            Authenticated,
+            get_objective,
+        ),
+        route(
+            Method::PATCH,
+            "/console/v1/objectives/{objective_id}",
+            Authenticated,
+            update_objective,
+        ),
+        route(
+            Method::POST,
+            "/console/v1/objectives/{objective_id}/lifecycle",
+            Authenticated,
+            lifecycle,
+        ),
+        route(
+            Method::GET,
+            "/console/v1/objectives/{objective_id}/runs",
+            Authenticated,
+            runs,
+        ),
+    ]
 }

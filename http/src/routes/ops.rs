@@ -2,10 +2,11 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use serde::Serialize;
 
-use crate::AppState;
+use crate::route::{Access, RouteSpec, route};
+use crate::state::AppState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProbeStatus {
@@ -42,4 +43,13 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<ProbeSta
             }),
         )
     }
+}
+
+/// The routes of this resource, for the route table.
+pub(crate) fn routes() -> Vec<RouteSpec> {
+    use Access::Public;
+    vec![
+        route(Method::GET, "/healthz", Public, healthz),
+        route(Method::GET, "/readyz", Public, readyz),
+    ]
 }

@@ -3,13 +3,14 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
 use crate::audit::Audit;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, SecuredJsonWrite, SecuredRead, SecuredWrite};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::route::{Access, RouteSpec, route};
+use crate::state::AppState;
 use palyra_actors::audit::AuditKind;
 use palyra_actors::registry::{
     AuthHealthReport, AuthProfile, AuthProfileScope, NewCredential, NewProfile, ProfileFilter,
@@ -81,10 +82,9 @@ pub struct ProfilePath {
 #[utoipa::path(get, path = "/console/v1/auth/profiles", tag = "auth-profiles",
     params(ListQuery),
     responses(
+        SecuredRead,
         (status = 200, description = "One page of profiles", body = ProfilePage),
-        (status = 400, description = "Invalid filter", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+        (status = 400, description = "Invalid filter", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn list_profiles(
     State(state): State<AppState>,
@@ -102,15 +102,11 @@ pub async fn list_profiles(
 #[utoipa::path(post, path = "/console/v1/auth/profiles", tag = "auth-profiles",
     request_body = CreateProfileRequest,
     responses(
+        SecuredJsonWrite,
         (status = 200, description = "Saved", body = AuthProfile),
         (status = 400, description = "Invalid field", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "CSRF token missing or wrong", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "The provider rejected the key", body = ErrorBody),
-        (status = 424, description = "The provider could not validate the key (unreachable, rate-limited, error)", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+        (status = 424, description = "The provider could not validate the key (unreachable, rate-limited, error)", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn create_profile(
     State(state): State<AppState>,
@@ -162,11 +158,10 @@ pub async fn create_profile(
 #[utoipa::path(get, path = "/console/v1/auth/profiles/{profile_id}", tag = "auth-profiles",
     params(ProfilePath),
     responses(
+        SecuredRead,
         (status = 200, description = "The profile", body = AuthProfile),
         (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 404, description = "No such profile", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+        (status = 404, description = "No such profile", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn get_profile(
     State(state): State<AppState>,
@@ -180,12 +175,10 @@ pub async fn get_profile(
 #[utoipa::path(delete, path = "/console/v1/auth/profiles/{profile_id}", tag = "auth-profiles",
     params(ProfilePath),
     responses(
+        SecuredWrite,
         (status = 204, description = "Deleted"),
         (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "CSRF token missing or wrong", body = ErrorBody),
-        (status = 404, description = "No such profile", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+        (status = 404, description = "No such profile", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn delete_profile(
     State(state): State<AppState>,
@@ -208,12 +201,10 @@ pub async fn delete_profile(
 #[utoipa::path(post, path = "/console/v1/auth/profiles/{profile_id}/default", tag = "auth-profiles",
     params(ProfilePath),
     responses(
+        SecuredWrite,
         (status = 200, description = "Now the default", body = AuthProfile),
         (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "CSRF token missing or wrong", body = ErrorBody),
-        (status = 404, description = "No such profile", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+        (status = 404, description = "No such profile", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn set_default(
     State(state): State<AppState>,
@@ -235,9 +226,8 @@ pub async fn set_default(
 /// Health of every credential (`AuthHealthReport`); never calls a provider.
 #[utoipa::path(get, path = "/console/v1/auth/health", tag = "auth-profiles",
     responses(
-        (status = 200, description = "Health per profile and counts per state", body = AuthHealthReport),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+        SecuredRead,
+        (status = 200, description = "Health per profile and counts per state", body = AuthHealthReport)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn health(State(state): State<AppState>) -> Result<Json<AuthHealthReport>, ApiError> {
     Ok(Json(state.registry.health().await?))
@@ -247,10 +237,9 @@ pub async fn health(State(state): State<AppState>) -> Result<Json<AuthHealthRepo
 #[utoipa::path(get, path = "/console/v1/auth/resolve", tag = "auth-profiles",
     params(ResolveQuery),
     responses(
+        SecuredRead,
         (status = 200, description = "The answer, possibly none with a reason", body = ResolveAnswer),
-        (status = 400, description = "Invalid provider or agent id", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+        (status = 400, description = "Invalid provider or agent id", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn resolve(
     State(state): State<AppState>,
@@ -262,11 +251,9 @@ pub async fn resolve(
 /// Re-seals every secret under a new master key (key file only).
 #[utoipa::path(post, path = "/console/v1/vault/rotate-key", tag = "auth-profiles",
     responses(
+        SecuredWrite,
         (status = 200, description = "Rotated", body = RotationReport),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "CSRF token missing or wrong", body = ErrorBody),
-        (status = 409, description = "The key comes from PALYRA_VAULT_KEY and cannot be rotated by the daemon", body = ErrorBody),
-        (status = 429, description = "Too many failed bearer attempts", body = ErrorBody)),
+        (status = 409, description = "The key comes from PALYRA_VAULT_KEY and cannot be rotated by the daemon", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn rotate_key(
     State(state): State<AppState>,
@@ -293,4 +280,59 @@ pub async fn rotate_key(
         }
     }
     Ok(Json(report?))
+}
+
+/// The routes of this resource, for the route table.
+pub(crate) fn routes() -> Vec<RouteSpec> {
+    use Access::Authenticated;
+    vec![
+        route(
+            Method::GET,
+            "/console/v1/auth/profiles",
+            Authenticated,
+            list_profiles,
+        ),
+        route(
+            Method::POST,
+            "/console/v1/auth/profiles",
+            Authenticated,
+            create_profile,
+        ),
+        route(
+            Method::GET,
+            "/console/v1/auth/profiles/{profile_id}",
+            Authenticated,
+            get_profile,
+        ),
+        route(
+            Method::DELETE,
+            "/console/v1/auth/profiles/{profile_id}",
+            Authenticated,
+            delete_profile,
+        ),
+        route(
+            Method::POST,
+            "/console/v1/auth/profiles/{profile_id}/default",
+            Authenticated,
+            set_default,
+        ),
+        route(
+            Method::GET,
+            "/console/v1/auth/health",
+            Authenticated,
+            health,
+        ),
+        route(
+            Method::GET,
+            "/console/v1/auth/resolve",
+            Authenticated,
+            resolve,
+        ),
+        route(
+            Method::POST,
+            "/console/v1/vault/rotate-key",
+            Authenticated,
+            rotate_key,
+        ),
+    ]
 }
