@@ -104,9 +104,7 @@ impl InProcessDaemon {
 }
 
 /// Joins the daemon's thread off the async workers.
-async fn join(
-    thread: std::thread::JoinHandle<Result<(), StartError>>,
-) -> Result<(), DaemonError> {
+async fn join(thread: std::thread::JoinHandle<Result<(), StartError>>) -> Result<(), DaemonError> {
     match tokio::task::spawn_blocking(move || thread.join()).await {
         Ok(Ok(result)) => result.map_err(DaemonError::Failed),
         Ok(Err(_)) | Err(_) => Err(DaemonError::Panicked),

@@ -87,21 +87,25 @@ impl FakeOAuth {
         let app = Router::new()
             .route(
                 "/token",
-                post(move |axum::Form(form): axum::Form<HashMap<String, String>>| {
-                    let state = Arc::clone(&token_state);
-                    async move { token(&state, form).await }
-                }),
+                post(
+                    move |axum::Form(form): axum::Form<HashMap<String, String>>| {
+                        let state = Arc::clone(&token_state);
+                        async move { token(&state, form).await }
+                    },
+                ),
             )
             .route(
                 "/revoke",
-                post(move |axum::Form(form): axum::Form<HashMap<String, String>>| {
-                    let state = Arc::clone(&revoke_state);
-                    async move {
-                        let token = form.get("token").cloned().unwrap_or_default();
-                        lock(&state).revoked.push(token);
-                        StatusCode::OK
-                    }
-                }),
+                post(
+                    move |axum::Form(form): axum::Form<HashMap<String, String>>| {
+                        let state = Arc::clone(&revoke_state);
+                        async move {
+                            let token = form.get("token").cloned().unwrap_or_default();
+                            lock(&state).revoked.push(token);
+                            StatusCode::OK
+                        }
+                    },
+                ),
             )
             .route(
                 "/v1/models",
@@ -191,8 +195,7 @@ pub fn consent(
         return Err("the state has fewer than 128 bits".into());
     }
     let redirect_uri = param("redirect_uri")?;
-    let mut redirect =
-        url::Url::parse(&redirect_uri).map_err(|e| format!("redirect_uri: {e}"))?;
+    let mut redirect = url::Url::parse(&redirect_uri).map_err(|e| format!("redirect_uri: {e}"))?;
     let mut state = lock(state);
     state.issued += 1;
     let code = format!("AUTH-CODE-{}", state.issued);
@@ -216,7 +219,10 @@ fn lock(state: &Mutex<OAuthState>) -> std::sync::MutexGuard<'_, OAuthState> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-async fn token(state: &Mutex<OAuthState>, form: HashMap<String, String>) -> axum::response::Response {
+async fn token(
+    state: &Mutex<OAuthState>,
+    form: HashMap<String, String>,
+) -> axum::response::Response {
     use base64::Engine;
     use sha2::Digest;
     let delay = lock(state).delay_ms;

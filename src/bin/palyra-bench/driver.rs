@@ -112,7 +112,10 @@ impl Client {
 
     /// Sends one request and reads the whole answer (so the connection can be reused).
     /// On any failure the connection is dropped; the next request opens a new one.
-    pub async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<Response<Bytes>, BoxError> {
+    pub async fn send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<Bytes>, BoxError> {
         let mut sender = match self.sender.take() {
             Some(sender) if !sender.is_closed() => sender,
             _ => open(self.addr).await?,

@@ -104,7 +104,6 @@ fn main() -> ExitCode {
     }
 }
 
-
 async fn run(args: Args) -> Result<(), BoxError> {
     args.check()?;
     let plans = args.plans();

@@ -109,7 +109,9 @@ pub async fn profile_create(bench: &Bench) -> Result<Row, BoxError> {
         requests_per_iteration: 1,
         writes_per_iteration: 1,
     };
-    bench.measure(Plan::ProfileCreate, target, load, notes).await
+    bench
+        .measure(Plan::ProfileCreate, target, load, notes)
+        .await
 }
 
 /// Fetches one page of profiles; returns its item count and size, and fails unless

@@ -259,7 +259,12 @@ pub struct Verdict {
 }
 
 /// The Markdown report: what ran where, the table, the targets.
-pub fn render_report(bench: &Bench, data_root: &Path, rows: &[Row], verdicts: &[Verdict]) -> String {
+pub fn render_report(
+    bench: &Bench,
+    data_root: &Path,
+    rows: &[Row],
+    verdicts: &[Verdict],
+) -> String {
     let mut out = String::new();
     let (cores, cpu, kernel) = machine();
     let target = match &bench.target {
@@ -275,8 +280,7 @@ pub fn render_report(bench: &Bench, data_root: &Path, rows: &[Row], verdicts: &[
     let _ = writeln!(
         out,
         "Machine: {cores} cores, {cpu}, kernel {}; load average before the run {}.",
-        kernel,
-        bench.load_before
+        kernel, bench.load_before
     );
     let _ = writeln!(
         out,

@@ -26,11 +26,15 @@ pub async fn rss(bench: &Bench) -> Result<Row, BoxError> {
     let mut child = ChildPalyrad::spawn(&bench.root).await?;
     let idle = vm_rss_mib(child.pid()?)?;
     let login = Arc::new(Login {
-        body: Bytes::from(
-            serde_json::json!({ "admin_token": child.token.expose() }).to_string(),
-        ),
+        body: Bytes::from(serde_json::json!({ "admin_token": child.token.expose() }).to_string()),
     });
-    let logins = drive(child.addr(), &login, bench.clients, Limit::Count(RSS_LOGINS)).await?;
+    let logins = drive(
+        child.addr(),
+        &login,
+        bench.clients,
+        Limit::Count(RSS_LOGINS),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let loaded = vm_rss_mib(child.pid()?)?;
     let stopped = child.stop().await;
@@ -88,8 +92,7 @@ pub async fn rss_profiles(bench: &Bench) -> Result<Row, BoxError> {
 
     let created = first.ok + rest.ok;
     let per_profile_kib = (loaded - idle) * 1024.0 / RSS_PROFILES as f64;
-    let marginal_kib =
-        (loaded - after_first) * 1024.0 / (RSS_PROFILES - RSS_PROFILES_FIRST) as f64;
+    let marginal_kib = (loaded - after_first) * 1024.0 / (RSS_PROFILES - RSS_PROFILES_FIRST) as f64;
     let secs = first.elapsed.as_secs_f64() + rest.elapsed.as_secs_f64();
     let mut notes = vec![format!(
         "release palyrad: idle {idle:.1} MiB, after {RSS_PROFILES_FIRST} profiles {after_first:.1} MiB, after {created} profiles {loaded:.1} MiB: {per_profile_kib:.2} KiB/profile over idle, {marginal_kib:.2} KiB/profile from {RSS_PROFILES_FIRST} to {RSS_PROFILES} ({:.0} creates/s, JSON info logging to a pipe)",

@@ -90,7 +90,9 @@ pub async fn objective_create(bench: &Bench) -> Result<Row, BoxError> {
         requests_per_iteration: 1,
         writes_per_iteration: 1,
     };
-    bench.measure(Plan::ObjectiveCreate, target, load, notes).await
+    bench
+        .measure(Plan::ObjectiveCreate, target, load, notes)
+        .await
 }
 
 /// Creates the API-key profile (`validate: false`) and the agent that bench

@@ -48,7 +48,11 @@ pub type PeerReady = oneshot::Receiver<Result<Duration, String>>;
 impl PeerScheduler {
     /// Starts the thread; the receiver answers with the time taken to add the jobs
     /// and start the scheduler, once it has started.
-    pub fn start(n: usize, schedule: String, log: Arc<CallLog>) -> Result<(Self, PeerReady), BoxError> {
+    pub fn start(
+        n: usize,
+        schedule: String,
+        log: Arc<CallLog>,
+    ) -> Result<(Self, PeerReady), BoxError> {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
