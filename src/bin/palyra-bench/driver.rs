@@ -129,7 +129,7 @@ impl Client {
     }
 }
 
-pub async fn open(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, BoxError> {
+async fn open(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, BoxError> {
     let stream = TcpStream::connect(addr).await?;
     // Requests are small and written at once; Nagle would only add delay.
     stream.set_nodelay(true)?;
