@@ -24,6 +24,7 @@ pub struct TestApp {
     /// No cookie store, no redirects: tests see exactly what the daemon sends.
     pub http: reqwest::Client,
 }
+
 /// A logged-in console session as a browser would hold it.
 #[derive(Debug, Clone)]
 pub struct Login {
