@@ -12,13 +12,15 @@
 //!   at the start, and for write scenarios again in probes between their slices, as
 //!   the disk's rate drifts with other load), and the daemon's group commit (writes
 //!   per commit) when the daemon is in-process;
-//! - for `rss` and `rss-profiles` it spawns the release `palyrad` binary and reads its
+//! - for `rss` and `rss-profiles` it spawns the release `palyrad` binary (the test
+//!   kit's child daemon, logging JSON to a pipe the bench drains) and reads its
 //!   resident memory;
-//! - for `refresh-10k` it starts a fake OAuth token endpoint on loopback (its own
-//!   runtime and thread, like the baseline), signs 10,000 profiles in through the real
-//!   sign-in flow and times the background refresher on them;
-//! - for `scheduler-10k` it starts a fake OpenAI-compatible model provider on loopback
-//!   (its own runtime and thread) that records when each call arrives, creates 10,000
+//! - for `refresh-10k` it starts the test kit's fake OAuth provider on loopback (its
+//!   own runtime and thread, like the baseline; it checks PKCE and rotation as a real
+//!   one would), signs 10,000 profiles in through the real sign-in flow (bootstrap,
+//!   consent at the fake, callback) and times the background refresher on them;
+//! - for `scheduler-10k` it starts the test kit's fake OpenAI-compatible model provider
+//!   on loopback (its own runtime and thread) that records when each call arrives, creates 10,000
 //!   active standing orders due on the same boundaries, and compares the daemon's
 //!   firings with tokio-cron-scheduler's on the same job set in the same run;
 //! - `objective-create` loads `POST /console/v1/objectives` like `profile-create`.
