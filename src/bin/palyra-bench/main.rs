@@ -19,10 +19,11 @@
 //!   own runtime and thread, like the baseline; it checks PKCE and rotation as a real
 //!   one would), signs 10,000 profiles in through the real sign-in flow (bootstrap,
 //!   consent at the fake, callback) and times the background refresher on them;
-//! - for `scheduler-10k` it starts the test kit's fake OpenAI-compatible model provider
-//!   on loopback (its own runtime and thread) that records when each call arrives, creates 10,000
-//!   active standing orders due on the same boundaries, and compares the daemon's
-//!   firings with tokio-cron-scheduler's on the same job set in the same run;
+//! - for `scheduler-10k` it starts the test kit's fake OpenAI-compatible model
+//!   provider on loopback (its own runtime and thread) that records when each call
+//!   arrives, creates 10,000 active standing orders due on the same boundaries, and
+//!   compares the daemon's firings with tokio-cron-scheduler's on the same job set in
+//!   the same run;
 //! - `objective-create` loads `POST /console/v1/objectives` like `profile-create`.
 //!
 //! It prints a Markdown table and a pass/miss assessment of the targets, and writes a
