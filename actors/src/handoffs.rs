@@ -245,9 +245,7 @@ impl Handler<Consume> for HandoffsActor {
         let claimed = match claimed {
             Some(record) if record.expires_at_ms <= now_ms() => {
                 // Expired: gone from memory now, and from disk soon.
-                let expired = self
-                    .writer
-                    .submit(vec![WriteOp::delete(Table::Handoffs, digest.to_vec())]);
+                let expired = self.writer.submit(vec![WriteOp::delete(Table::Handoffs, digest.to_vec())]);
                 actix::spawn(async move {
                     if let Err(e) = expired.await {
                         tracing::warn!(error = %e, "deleting an expired handoff failed");

@@ -1003,10 +1003,7 @@ fn run_ops(objective: &ObjectiveRecord, run: &RunRecord, retention: u64) -> Vec<
     let seq = objective.run_seq;
     let mut ops = vec![WriteOp::put(run_key(&objective.objective_id, seq), run)];
     if seq > retention {
-        ops.push(WriteOp::delete(
-            Table::Runs,
-            run_key(&objective.objective_id, seq - retention),
-        ));
+        ops.push(WriteOp::delete(Table::Runs, run_key(&objective.objective_id, seq - retention)));
     }
     ops
 }

@@ -279,7 +279,10 @@ impl SessionsHandle {
 
     /// Persists pending activity and purges expired sessions now (used at shutdown).
     pub async fn flush(&self) -> Result<(), ActorError> {
-        self.addr.send(Flush).await.map_err(stopped("sessions"))?
+        self.addr
+            .send(Flush)
+            .await
+            .map_err(stopped("sessions"))?
     }
 
     /// Number of sessions in the published index.

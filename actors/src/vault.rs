@@ -499,14 +499,11 @@ mod tests {
             .unwrap();
         // A row no key opens makes the rotation fail before anything changes.
         writer
-            .write(vec![WriteOp::put(
-                b"vault://global/foreign".to_vec(),
-                &Sealed {
+            .write(vec![WriteOp::put(b"vault://global/foreign".to_vec(), &Sealed {
                     key_id: "0000000000000000".into(),
                     nonce: vec![0; 24],
                     ciphertext: vec![1, 2, 3],
-                },
-            )])
+                })])
             .await
             .unwrap();
         let key_file = std::fs::read_to_string(dir.path().join(VAULT_KEY_FILE)).unwrap();

@@ -182,10 +182,7 @@ mod tests {
             "group commit folded writes: {commits} commits"
         );
         writer
-            .write(vec![WriteOp::delete(
-                Table::Sessions,
-                7u32.to_be_bytes().to_vec(),
-            )])
+            .write(vec![WriteOp::delete(Table::Sessions, 7u32.to_be_bytes().to_vec())])
             .await
             .unwrap();
         writer.shutdown().await;

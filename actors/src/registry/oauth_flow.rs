@@ -620,10 +620,7 @@ impl Handler<FinishAttempt> for RegistryActor {
                 AttemptStatus::Succeeded { profile_id: id }
             }
         };
-        extra.push(WriteOp::put(
-            attempt.attempt_id.as_bytes().to_vec(),
-            &attempt,
-        ));
+        extra.push(WriteOp::put(attempt.attempt_id.as_bytes().to_vec(), &attempt));
         let (ops, applied) = match profile {
             Some((record, sealed, set_default)) => {
                 let (record, ops, defaults) =
