@@ -7,13 +7,16 @@
 //! - `palyra-http` (http/): the admin API router.
 //! - this crate: [`settings`], [`telemetry`], [`application`] (wiring and shutdown),
 //!   [`client`] (the typed API client the CLI uses), and the binaries `palyrad`
-//!   (the daemon), `palyra` (the CLI).
+//!   (the daemon), `palyra` (the CLI); with the feature `testkit`, `testkit`: the
+//!   fakes and launchers that tests/api and palyra-bench share.
 
 pub mod application;
 pub mod client;
 pub mod serve;
 pub mod settings;
 pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod tls;
 
 pub use application::{Application, StartError};

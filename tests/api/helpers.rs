@@ -1,11 +1,12 @@
-//! Starts the real daemon on 127.0.0.1:0 with a temporary data dir, on its own thread
-//! under its own actix System, and gives tests a ready HTTP client.
+//! Starts the real daemon (the test kit's in-process or child daemon) on 127.0.0.1:0
+//! with a temporary data dir, and gives tests a ready HTTP client.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use palyra::settings::Settings;
+use palyra::testkit::child::ChildDaemon;
+use palyra::testkit::daemon::{DaemonError, InProcessDaemon};
 use reqwest::header::{COOKIE, HeaderMap, SET_COOKIE};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -14,14 +15,14 @@ use tempfile::TempDir;
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghijklmnop";
 
 pub struct TestApp {
+    /// First, so that it is dropped (stopped, its thread joined) before `dir`.
+    daemon: Option<InProcessDaemon>,
     pub addr: SocketAddr,
     pub base: String,
     pub dir: Arc<TempDir>,
     pub settings: Settings,
     /// No cookie store, no redirects: tests see exactly what the daemon sends.
     pub http: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<Result<(), palyra::StartError>>>,
 }
 
 /// A logged-in console session as a browser would hold it.
@@ -71,44 +72,23 @@ pub async fn start_with(
     settings: Settings,
     secrets: palyra::application::EnvSecrets,
 ) -> Result<TestApp, palyra::StartError> {
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let daemon_settings = settings.clone();
-    let thread = std::thread::spawn(move || {
-        palyra::run_daemon(
-            daemon_settings,
-            secrets,
-            move |app| {
-                let _ = ready_tx.send(app.local_addr());
-            },
-            async move {
-                let _ = stop_rx.await;
-            },
-        )
-    });
-    let addr = match ready_rx.await {
-        Ok(addr) => addr,
-        Err(_) => {
-            let result = tokio::task::spawn_blocking(move || thread.join())
-                .await
-                .expect("join");
-            return Err(result
-                .expect("daemon thread panicked")
-                .expect_err("daemon stopped before ready"));
-        }
+    let daemon = match InProcessDaemon::start(settings.clone(), secrets).await {
+        Ok(daemon) => daemon,
+        Err(DaemonError::Failed(e)) => return Err(e),
+        Err(e) => panic!("the daemon did not start: {e}"),
     };
+    let addr = daemon.addr();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
     Ok(TestApp {
+        daemon: Some(daemon),
         addr,
         base: format!("http://{addr}"),
         dir,
         settings,
         http,
-        stop: Some(stop_tx),
-        thread: Some(thread),
     })
 }
 
@@ -124,15 +104,8 @@ impl TestApp {
     }
 
     async fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            tokio::task::spawn_blocking(move || thread.join())
-                .await
-                .expect("join")
-                .expect("daemon thread panicked")
-                .expect("daemon exits cleanly");
+        if let Some(daemon) = self.daemon.take() {
+            daemon.stop().await.expect("daemon exits cleanly");
         }
     }
 
@@ -213,17 +186,6 @@ impl TestApp {
     }
 }
 
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// The session cookie's value from a response's Set-Cookie headers.
 pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
@@ -245,78 +207,13 @@ pub async fn error_code(response: reqwest::Response) -> String {
         .to_owned()
 }
 
-/// palyrad as a child process (for kills, signals and log inspection).
-pub struct ChildDaemon {
-    pub child: tokio::process::Child,
-    pub base: String,
-    /// Everything the daemon wrote to stderr so far.
-    pub log: Arc<std::sync::Mutex<String>>,
-}
-
-/// Starts the palyrad binary on `data_dir` with JSON logs, waits until it listens.
+/// Starts the palyrad binary on `data_dir` with the test admin token, JSON logs at
+/// info and `env` on top, and waits until it listens.
 pub async fn start_child(data_dir: &std::path::Path, env: &[(&str, &str)]) -> ChildDaemon {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_palyrad"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--bind", "127.0.0.1:0", "--log-format", "json"])
-        .env("PALYRA_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("palyrad starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let log = Arc::new(std::sync::Mutex::new(String::new()));
-    let addr = loop {
-        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("palyrad logs within 30 s")
-            .unwrap()
-            .expect("palyrad exited before listening");
-        log.lock().unwrap().push_str(&line);
-        log.lock().unwrap().push('\n');
-        let Ok(event) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
-        if event["fields"]["message"] == "palyrad listening" {
-            break event["fields"]["addr"].as_str().unwrap().to_owned();
-        }
-    };
-    // Keep draining the log so the daemon never blocks on a full pipe.
-    let sink = Arc::clone(&log);
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let mut log = sink.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
-    ChildDaemon {
-        child,
-        base: format!("http://{addr}"),
-        log,
-    }
-}
-
-impl ChildDaemon {
-    /// Sends SIGTERM and waits for the exit status.
-    pub async fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = tokio::time::timeout(std::time::Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("palyrad exits within 30 s of SIGTERM")
-            .unwrap();
-        // Let the drain task take the last lines.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let log = self.log.lock().unwrap().clone();
-        (exit, log)
-    }
+    let mut all = vec![("PALYRA_ADMIN_TOKEN", ADMIN_TOKEN), ("RUST_LOG", "info")];
+    all.extend_from_slice(env);
+    let palyrad = std::path::Path::new(env!("CARGO_BIN_EXE_palyrad"));
+    ChildDaemon::start(palyrad, data_dir, &all, false)
+        .await
+        .unwrap_or_else(|e| panic!("palyrad starts: {e}"))
 }

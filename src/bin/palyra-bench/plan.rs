@@ -1,0 +1,87 @@
+//! The scenarios a run measures (one report row each), and the sizes that name them
+//! and their targets.
+
+/// API-key profiles seeded before `profile-list`, and the page it loads.
+pub const LIST_PROFILES: usize = 1_000;
+pub const LIST_PAGE: usize = 100;
+/// Profiles created between the idle and the loaded reading of `rss-profiles`.
+pub const RSS_PROFILES: u64 = 10_000;
+/// OAuth profiles of `refresh-10k`.
+pub const REFRESH_PROFILES: usize = 10_000;
+/// The peer baseline of `scheduler-10k`, as named by the issue.
+pub const PEER_NAME: &str = "tokio-cron-scheduler 0.15.1";
+
+/// One row of the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    SessionCheck {
+        sessions: usize,
+    },
+    Login,
+    Handoff,
+    ProfileList,
+    ProfileCreate,
+    ObjectiveCreate,
+    Rss,
+    RssProfiles,
+    Refresh,
+    /// `scheduler-10k`: the daemon's scheduler (`peer: false`) or tokio-cron-scheduler
+    /// on the same job set (`peer: true`); one scenario gives both rows.
+    Scheduler {
+        objectives: usize,
+        every_s: u32,
+        peer: bool,
+    },
+}
+
+impl Plan {
+    pub fn name(self) -> String {
+        match self {
+            Plan::SessionCheck { sessions: 1 } => "session-check".into(),
+            Plan::SessionCheck { sessions } if sessions % 1000 == 0 => {
+                format!("session-check-{}k", sessions / 1000)
+            }
+            Plan::SessionCheck { sessions } => format!("session-check-{sessions}"),
+            Plan::Login => "login".into(),
+            Plan::Handoff => "handoff".into(),
+            Plan::ProfileList => "profile-list".into(),
+            Plan::ProfileCreate => "profile-create".into(),
+            Plan::ObjectiveCreate => "objective-create".into(),
+            Plan::Rss => "rss".into(),
+            Plan::RssProfiles => "rss-profiles".into(),
+            Plan::Refresh => "refresh-10k".into(),
+            Plan::Scheduler {
+                objectives,
+                every_s,
+                peer,
+            } => {
+                let mut name = if objectives % 1000 == 0 {
+                    format!("scheduler-{}k", objectives / 1000)
+                } else {
+                    format!("scheduler-{objectives}")
+                };
+                if every_s != 5 {
+                    name.push_str(&format!("-every-{every_s}s"));
+                }
+                if peer {
+                    name.push_str("-tokio-cron-scheduler");
+                }
+                name
+            }
+        }
+    }
+
+    /// Scenarios that configure or fill the daemon beyond what `--url` allows: they
+    /// create profiles (which would land among an operator's real ones) or need a
+    /// provider configured for the bench.
+    pub fn needs_in_process(self) -> bool {
+        matches!(
+            self,
+            Plan::ProfileList
+                | Plan::ProfileCreate
+                | Plan::ObjectiveCreate
+                | Plan::Refresh
+                | Plan::Scheduler { .. }
+        )
+    }
+}

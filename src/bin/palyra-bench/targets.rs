@@ -1,0 +1,133 @@
+//! The targets of the issues, met or missed, judged from the rows.
+
+use crate::plan::{LIST_PAGE, LIST_PROFILES, PEER_NAME, Plan, REFRESH_PROFILES, RSS_PROFILES};
+use crate::report::{Row, Verdict};
+
+pub fn assess(rows: &[Row]) -> Vec<Verdict> {
+    let mut verdicts = Vec::new();
+    let mut check = |target: String, measured: String, pass: bool| {
+        verdicts.push(Verdict {
+            target,
+            measured,
+            pass,
+        });
+    };
+    for row in rows {
+        let name = &row.scenario;
+        match row.plan {
+            Plan::SessionCheck { .. } => {
+                check(
+                    format!("{name}: rps >= 0.8x baseline"),
+                    format!("{:.2}x", row.ratio),
+                    row.ratio >= 0.8,
+                );
+                let base_p99 = row.baseline_p99_ms.unwrap_or(0.0);
+                check(
+                    format!("{name}: p99 <= 2x baseline p99"),
+                    format!("{:.2} ms vs 2 x {base_p99:.2} ms", row.p99_ms),
+                    row.rps > 0.0 && row.p99_ms <= 2.0 * base_p99,
+                );
+            }
+            Plan::Login => {
+                let vs_fsync = row.durable_vs_fsync.unwrap_or(0.0);
+                check(
+                    format!("{name} at {} clients: >= 5x serial fsync rate", row.clients),
+                    format!(
+                        "{vs_fsync:.2}x ({:.0}/s vs {:.0} fsync/s)",
+                        row.rps, row.fsync_per_s
+                    ),
+                    vs_fsync >= 5.0,
+                );
+                check(
+                    format!("{name}: rps >= 0.25x baseline"),
+                    format!("{:.2}x", row.ratio),
+                    row.ratio >= 0.25,
+                );
+            }
+            Plan::Handoff => check(
+                format!("{name} mint+consume: rps >= 0.5x baseline"),
+                format!("{:.2}x", row.ratio),
+                row.ratio >= 0.5,
+            ),
+            Plan::ProfileList => check(
+                format!(
+                    "{name} ({LIST_PROFILES} profiles, page of {LIST_PAGE}): rps >= 0.5x baseline"
+                ),
+                format!("{:.2}x", row.ratio),
+                row.ratio >= 0.5,
+            ),
+            // No target: reported only.
+            Plan::ProfileCreate | Plan::ObjectiveCreate => {}
+            Plan::Scheduler {
+                objectives,
+                every_s,
+                peer,
+            } => {
+                let who = if peer {
+                    format!("{PEER_NAME}, the peer")
+                } else {
+                    "palyrad".into()
+                };
+                let expected = row.expected.unwrap_or(0);
+                let missed = row.missed.unwrap_or(expected);
+                check(
+                    format!(
+                        "{name}: zero missed firings, {objectives} objectives every {every_s} s ({who})"
+                    ),
+                    format!("{missed} missed of {expected}"),
+                    expected > 0 && missed == 0,
+                );
+                check(
+                    format!("{name}: p99 lateness <= 50 ms ({who})"),
+                    format!(
+                        "p99 {:.1} ms, max {:.1} ms",
+                        row.lateness_p99_ms.unwrap_or(0.0),
+                        row.lateness_max_ms.unwrap_or(0.0)
+                    ),
+                    row.received.unwrap_or(0) > 0 && row.lateness_p99_ms.is_some_and(|p| p <= 50.0),
+                );
+            }
+            Plan::Rss => {
+                let idle = row.rss_idle_mib.unwrap_or(f64::INFINITY);
+                check(
+                    "idle RSS <= 16 MiB".into(),
+                    format!("{idle:.1} MiB"),
+                    idle <= 16.0,
+                );
+            }
+            Plan::RssProfiles => {
+                let per = row.rss_per_profile_kib.unwrap_or(f64::INFINITY);
+                check(
+                    format!("RSS <= 4 KiB per profile ({RSS_PROFILES} profiles)"),
+                    format!(
+                        "{per:.2} KiB ({:.1} MiB idle, {:.1} MiB loaded)",
+                        row.rss_idle_mib.unwrap_or(0.0),
+                        row.rss_loaded_mib.unwrap_or(0.0)
+                    ),
+                    per <= 4.0,
+                );
+            }
+            Plan::Refresh => {
+                let n = row.profiles.unwrap_or(0);
+                let wall = row.refresh_wall_s;
+                check(
+                    format!("{name}: all {REFRESH_PROFILES} refreshed in <= 2 s"),
+                    match wall {
+                        Some(w) => format!(
+                            "{w:.2} s for {} of {n} ({:.0}/s), {} not ok",
+                            row.refreshed.unwrap_or(0),
+                            row.refreshes_per_s.unwrap_or(0.0),
+                            row.errors
+                        ),
+                        None => format!("{} of {n} refreshed", row.refreshed.unwrap_or(0)),
+                    },
+                    n == REFRESH_PROFILES
+                        && row.errors == 0
+                        && row.refreshed == Some(n as u64)
+                        && wall.is_some_and(|w| w <= 2.0),
+                );
+            }
+        }
+    }
+    verdicts
+}

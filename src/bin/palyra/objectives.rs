@@ -1,0 +1,425 @@
+//! `palyra agents` and `palyra objectives`: agents, objectives, their lifecycle and
+//! runs (`/console/v1/agents`, `/console/v1/objectives`).
+
+use clap::{Args, Subcommand};
+use palyra::client::{ClientError, ControlPlaneClient};
+use palyra_actors::wire_name;
+
+use crate::output::{print_json, print_table};
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    List,
+    Show {
+        agent_id: String,
+    },
+    Create {
+        #[arg(long)]
+        agent_id: String,
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// An absolute path the agent works in (repeatable).
+        #[arg(long = "workspace-root")]
+        workspace_roots: Vec<String>,
+        /// The auth profile its runs use.
+        #[arg(long)]
+        profile: Option<String>,
+    },
+    Update {
+        agent_id: String,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long = "workspace-root")]
+        workspace_roots: Vec<String>,
+        #[arg(long, conflicts_with = "clear_profile")]
+        profile: Option<String>,
+        #[arg(long)]
+        clear_profile: bool,
+    },
+    Remove {
+        agent_id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ObjectiveFields {
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// A program step (repeatable, in order).
+    #[arg(long = "step")]
+    pub steps: Vec<String>,
+    /// Cron (5 fields, or 6 with seconds first) or @hourly, @daily, @weekly.
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// IANA time zone of the schedule (default UTC).
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// skip or run_once
+    #[arg(long)]
+    pub misfire: Option<String>,
+    /// forbid or queue_one
+    #[arg(long)]
+    pub overlap: Option<String>,
+    #[arg(long)]
+    pub jitter_s: Option<u32>,
+    #[arg(long)]
+    pub max_runs: Option<u64>,
+    #[arg(long)]
+    pub max_tokens: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ObjectivesCommand {
+    List {
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        agent_id: Option<String>,
+    },
+    Show {
+        objective_id: String,
+    },
+    Create {
+        #[arg(long)]
+        agent_id: String,
+        #[arg(long)]
+        objective_id: Option<String>,
+        /// objective, heartbeat, standing_order or program
+        #[arg(long, default_value = "objective")]
+        kind: String,
+        /// Start active instead of draft.
+        #[arg(long)]
+        activate: bool,
+        #[command(flatten)]
+        fields: ObjectiveFields,
+    },
+    Update {
+        objective_id: String,
+        #[command(flatten)]
+        fields: ObjectiveFields,
+    },
+    Activate(LifecycleArgs),
+    Pause(LifecycleArgs),
+    Resume(LifecycleArgs),
+    Cancel(LifecycleArgs),
+    Archive(LifecycleArgs),
+    /// Run now, within budget.
+    Fire(LifecycleArgs),
+    /// Run history, newest first.
+    Runs {
+        objective_id: String,
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LifecycleArgs {
+    pub objective_id: String,
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+pub fn agent_row(a: &palyra_actors::objectives::AgentRecord) -> Vec<String> {
+    vec![
+        a.agent_id.clone(),
+        a.display_name.clone(),
+        a.model.clone(),
+        a.default_model_profile.clone().unwrap_or_default(),
+        a.workspace_roots.join(","),
+    ]
+}
+
+pub const AGENT_HEADER: [&str; 5] = ["ID", "NAME", "MODEL", "PROFILE", "WORKSPACES"];
+
+pub async fn agents(
+    json: bool,
+    client: &ControlPlaneClient,
+    command: &AgentsCommand,
+) -> Result<(), ClientError> {
+    let agent = match command {
+        AgentsCommand::List => {
+            let page = client.list_agents(&Default::default()).await?;
+            if json {
+                print_json(&page);
+            } else {
+                print_table(
+                    &AGENT_HEADER,
+                    &page.items.iter().map(agent_row).collect::<Vec<_>>(),
+                );
+            }
+            return Ok(());
+        }
+        AgentsCommand::Remove { agent_id } => {
+            client.delete_agent(agent_id).await?;
+            if json {
+                print_json(&serde_json::json!({ "removed": agent_id }));
+            } else {
+                println!("removed agent {agent_id}");
+            }
+            return Ok(());
+        }
+        AgentsCommand::Show { agent_id } => client.get_agent(agent_id).await?,
+        AgentsCommand::Create {
+            agent_id,
+            model,
+            display_name,
+            workspace_roots,
+            profile,
+        } => {
+            client
+                .create_agent(serde_json::json!({
+                    "agent_id": agent_id, "model": model, "display_name": display_name,
+                    "workspace_roots": workspace_roots, "default_model_profile": profile,
+                }))
+                .await?
+        }
+        AgentsCommand::Update {
+            agent_id,
+            model,
+            display_name,
+            workspace_roots,
+            profile,
+            clear_profile,
+        } => {
+            let mut patch = serde_json::Map::new();
+            if let Some(v) = model {
+                patch.insert("model".into(), v.clone().into());
+            }
+            if let Some(v) = display_name {
+                patch.insert("display_name".into(), v.clone().into());
+            }
+            if !workspace_roots.is_empty() {
+                patch.insert("workspace_roots".into(), serde_json::json!(workspace_roots));
+            }
+            if let Some(v) = profile {
+                patch.insert("default_model_profile".into(), v.clone().into());
+            } else if *clear_profile {
+                patch.insert("default_model_profile".into(), serde_json::Value::Null);
+            }
+            client.update_agent(agent_id, patch.into()).await?
+        }
+    };
+    if json {
+        print_json(&agent);
+    } else {
+        print_table(&AGENT_HEADER, &[agent_row(&agent)]);
+    }
+    Ok(())
+}
+
+pub fn objective_row(o: &palyra_actors::objectives::ObjectiveRecord) -> Vec<String> {
+    vec![
+        o.objective_id.clone(),
+        o.agent_id.clone(),
+        wire_name(o.kind),
+        wire_name(o.state),
+        o.automation
+            .as_ref()
+            .map(|a| a.schedule.clone())
+            .unwrap_or_default(),
+        o.next_run_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        format!("{} runs, {} tokens", o.usage.runs, o.usage.tokens),
+    ]
+}
+
+pub const OBJECTIVE_HEADER: [&str; 7] = [
+    "ID", "AGENT", "KIND", "STATE", "SCHEDULE", "NEXT RUN", "USAGE",
+];
+
+pub fn objective_fields(fields: &ObjectiveFields) -> serde_json::Map<String, serde_json::Value> {
+    let mut body = serde_json::Map::new();
+    if let Some(v) = &fields.name {
+        body.insert("name".into(), v.clone().into());
+    }
+    if let Some(v) = &fields.prompt {
+        body.insert("prompt".into(), v.clone().into());
+    }
+    if !fields.steps.is_empty() {
+        body.insert("steps".into(), serde_json::json!(fields.steps));
+    }
+    if fields.max_runs.is_some() || fields.max_tokens.is_some() {
+        body.insert(
+            "budget".into(),
+            serde_json::json!({ "max_runs": fields.max_runs, "max_tokens": fields.max_tokens }),
+        );
+    }
+    let mut automation = serde_json::Map::new();
+    for (key, value) in [
+        ("schedule", fields.schedule.clone()),
+        ("timezone", fields.timezone.clone()),
+        ("misfire", fields.misfire.clone()),
+        ("overlap", fields.overlap.clone()),
+    ] {
+        if let Some(v) = value {
+            automation.insert(key.into(), v.into());
+        }
+    }
+    if let Some(j) = fields.jitter_s {
+        automation.insert("jitter_s".into(), j.into());
+    }
+    if !automation.is_empty() {
+        body.insert("automation".into(), automation.into());
+    }
+    body
+}
+
+pub async fn objectives(
+    json: bool,
+    client: &ControlPlaneClient,
+    command: &ObjectivesCommand,
+) -> Result<(), ClientError> {
+    use palyra_actors::objectives::LifecycleAction as A;
+    use palyra_http::routes::objectives::{LifecycleRequest, ObjectiveQuery, RunQuery};
+    let objective = match command {
+        ObjectivesCommand::List {
+            kind,
+            state,
+            agent_id,
+        } => {
+            fn parse<T: serde::de::DeserializeOwned>(
+                value: &Option<String>,
+                help: &str,
+            ) -> Result<Option<T>, ClientError> {
+                value
+                    .as_ref()
+                    .map(|v| serde_json::from_value(serde_json::Value::String(v.clone())))
+                    .transpose()
+                    .map_err(|_| ClientError::Protocol(help.to_owned()))
+            }
+            let query = ObjectiveQuery {
+                kind: parse(
+                    kind,
+                    "--kind: objective, heartbeat, standing_order or program",
+                )?,
+                state: parse(
+                    state,
+                    "--state: draft, active, paused, cancelled or archived",
+                )?,
+                agent_id: agent_id.clone(),
+                ..Default::default()
+            };
+            let page = client.list_objectives(&query).await?;
+            if json {
+                print_json(&page);
+            } else {
+                print_table(
+                    &OBJECTIVE_HEADER,
+                    &page.items.iter().map(objective_row).collect::<Vec<_>>(),
+                );
+            }
+            return Ok(());
+        }
+        ObjectivesCommand::Runs {
+            objective_id,
+            limit,
+        } => {
+            let page = client
+                .objective_runs(
+                    objective_id,
+                    &RunQuery {
+                        limit: *limit,
+                        before: None,
+                    },
+                )
+                .await?;
+            if json {
+                print_json(&page);
+            } else {
+                let rows: Vec<_> = page
+                    .items
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.run_id.clone(),
+                            wire_name(r.trigger),
+                            wire_name(r.status),
+                            r.scheduled_for.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                            r.tokens.to_string(),
+                            r.error.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &[
+                        "RUN",
+                        "TRIGGER",
+                        "STATUS",
+                        "SCHEDULED FOR",
+                        "TOKENS",
+                        "ERROR",
+                    ],
+                    &rows,
+                );
+            }
+            return Ok(());
+        }
+        ObjectivesCommand::Show { objective_id } => client.get_objective(objective_id).await?,
+        ObjectivesCommand::Create {
+            agent_id,
+            objective_id,
+            kind,
+            activate,
+            fields,
+        } => {
+            let mut body = objective_fields(fields);
+            body.insert("agent_id".into(), agent_id.clone().into());
+            body.insert("kind".into(), kind.clone().into());
+            body.insert("activate".into(), (*activate).into());
+            if let Some(id) = objective_id {
+                body.insert("objective_id".into(), id.clone().into());
+            }
+            if !body.contains_key("name") {
+                body.insert(
+                    "name".into(),
+                    objective_id.clone().unwrap_or_else(|| kind.clone()).into(),
+                );
+            }
+            client.create_objective(body.into()).await?
+        }
+        ObjectivesCommand::Update {
+            objective_id,
+            fields,
+        } => {
+            client
+                .update_objective(objective_id, objective_fields(fields).into())
+                .await?
+        }
+        ObjectivesCommand::Activate(a)
+        | ObjectivesCommand::Pause(a)
+        | ObjectivesCommand::Resume(a)
+        | ObjectivesCommand::Cancel(a)
+        | ObjectivesCommand::Archive(a)
+        | ObjectivesCommand::Fire(a) => {
+            let action = match command {
+                ObjectivesCommand::Activate(_) => A::Activate,
+                ObjectivesCommand::Pause(_) => A::Pause,
+                ObjectivesCommand::Resume(_) => A::Resume,
+                ObjectivesCommand::Cancel(_) => A::Cancel,
+                ObjectivesCommand::Archive(_) => A::Archive,
+                _ => A::Fire,
+            };
+            let request = LifecycleRequest {
+                action,
+                reason: a.reason.clone(),
+            };
+            client
+                .objective_lifecycle(&a.objective_id, &request)
+                .await?
+        }
+    };
+    if json {
+        print_json(&objective);
+    } else {
+        print_table(&OBJECTIVE_HEADER, &[objective_row(&objective)]);
+    }
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! The test kit: the fake services and the daemon launchers that the integration tests
+//! (tests/api) and palyra-bench share, compiled only with the feature `testkit`, so
+//! palyrad's release build does not carry them.
+//!
+//! - [`served`]: an axum router on a loopback port, on its own thread and runtime.
+//! - [`oauth`]: a fake OAuth 2.0 provider (token endpoint with a real PKCE check,
+//!   refresh-token rotation, revocation, token validation).
+//! - [`model`]: a fake OpenAI-compatible chat-completions provider.
+//! - [`provider`]: a fake provider's `GET /v1/models`, the API-key check.
+//! - [`daemon`]: palyrad in this process, on its own thread.
+//! - [`child`]: the palyrad binary as a child process.
+
+pub mod child;
+pub mod daemon;
+pub mod model;
+pub mod oauth;
+pub mod provider;
+pub mod served;

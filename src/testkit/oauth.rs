@@ -1,0 +1,332 @@
+//! A fake OAuth 2.0 provider on loopback. It checks what it receives as a real one
+//! would (the PKCE verifier against the challenge, the redirect URI and client id of
+//! the code, single use of codes, rotation of refresh tokens) and counts what it
+//! answered, so tests can assert on it and the bench can report it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+
+use crate::testkit::served::Served;
+
+/// What the fake OAuth server's token endpoint should answer next, before normal
+/// behaviour resumes.
+#[derive(Debug, Clone)]
+pub enum ForcedAnswer {
+    /// HTTP status with an OAuth error body.
+    Status(u16, &'static str),
+}
+
+/// Expiries that put every signed-in profile's refresh due time (expiry minus the
+/// lead) in the second that starts at `from_unix_ms`, or `lead_s` from now if that is
+/// later: the bench's way to make thousands of refreshes fall due at once.
+#[derive(Debug, Clone, Copy)]
+struct DueWindow {
+    from_unix_ms: i64,
+    lead_s: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct OAuthState {
+    /// code -> (challenge, redirect_uri, client_id, used)
+    codes: HashMap<String, (String, String, String, bool)>,
+    /// The one refresh token that is currently valid (rotation invalidates the old).
+    valid_refresh: HashSet<String>,
+    issued: usize,
+    pub code_redemptions: usize,
+    pub refresh_redemptions: usize,
+    /// Code exchanges answered with tokens.
+    pub code_grants: u64,
+    /// Refresh requests answered with tokens.
+    pub refresh_grants: u64,
+    /// Token requests answered with an error.
+    pub refused: u64,
+    pub pkce_failures: usize,
+    pub revoked: Vec<String>,
+    pub forced: VecDeque<ForcedAnswer>,
+    /// Seconds until issued access tokens expire (code grants: unless a due window is open).
+    pub expires_in: u64,
+    /// Delay of every token answer (to observe single flight).
+    pub delay_ms: u64,
+    due_window: Option<DueWindow>,
+    /// Earliest and latest due time handed out under the due window, in Unix ms.
+    pub due_range: Option<(i64, i64)>,
+    /// When the first and the latest refresh grant were answered.
+    pub first_refresh: Option<Instant>,
+    pub last_refresh: Option<Instant>,
+}
+
+/// A fake OAuth 2.0 provider: `/token` (authorization_code with a real PKCE check,
+/// refresh_token with rotation), `/revoke`, and `/v1/models` for token validation.
+/// `authorize` plays the browser's consent step.
+#[derive(Debug)]
+pub struct FakeOAuth {
+    pub addr: SocketAddr,
+    pub state: Arc<Mutex<OAuthState>>,
+    served: Served,
+}
+
+impl FakeOAuth {
+    pub async fn start(expires_in: u64) -> Self {
+        Self::try_start(expires_in).expect("the fake OAuth server starts")
+    }
+
+    pub fn try_start(expires_in: u64) -> std::io::Result<Self> {
+        let state = Arc::new(Mutex::new(OAuthState {
+            expires_in,
+            ..OAuthState::default()
+        }));
+        let token_state = Arc::clone(&state);
+        let revoke_state = Arc::clone(&state);
+        let app = Router::new()
+            .route(
+                "/token",
+                post(
+                    move |axum::Form(form): axum::Form<HashMap<String, String>>| {
+                        let state = Arc::clone(&token_state);
+                        async move { token(&state, form).await }
+                    },
+                ),
+            )
+            .route(
+                "/revoke",
+                post(
+                    move |axum::Form(form): axum::Form<HashMap<String, String>>| {
+                        let state = Arc::clone(&revoke_state);
+                        async move {
+                            let token = form.get("token").cloned().unwrap_or_default();
+                            lock(&state).revoked.push(token);
+                            StatusCode::OK
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/v1/models",
+                get(|headers: HeaderMap| async move {
+                    let ok = headers
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.starts_with("Bearer ACCESS-TOKEN-"));
+                    if ok {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::UNAUTHORIZED
+                    }
+                }),
+            );
+        let served = Served::start("fake-oauth", app)?;
+        Ok(Self {
+            addr: served.addr(),
+            state,
+            served,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        self.served.url()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.served.connections()
+    }
+
+    /// The user consents: checks the authorization URL and returns a code for it, and
+    /// the redirect the browser would follow.
+    pub fn authorize(&self, authorization_url: &str) -> (String, String) {
+        consent(&self.state, authorization_url).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn force(&self, answer: ForcedAnswer) {
+        lock(&self.state).forced.push_back(answer);
+    }
+
+    pub fn snapshot<T>(&self, f: impl FnOnce(&OAuthState) -> T) -> T {
+        f(&lock(&self.state))
+    }
+
+    /// From now on, code grants get expiries that make the profile's refresh fall due
+    /// in the second from `from_unix_ms` (at the earliest `lead_s` from the grant),
+    /// where `lead_s` is the daemon's `oauth.refresh_lead_s`.
+    pub fn open_due_window(&self, from_unix_ms: i64, lead_s: u64) {
+        lock(&self.state).due_window = Some(DueWindow {
+            from_unix_ms,
+            lead_s,
+        });
+    }
+
+    /// Graceful stop; an error if the server failed.
+    pub fn stop(self) -> Result<(), String> {
+        self.served.stop()
+    }
+}
+
+/// The consent step of [`FakeOAuth::authorize`] on the server's state, for callers that
+/// hold only the state (the bench, from many tasks) and want an error, not a panic.
+pub fn consent(
+    state: &Mutex<OAuthState>,
+    authorization_url: &str,
+) -> Result<(String, String), String> {
+    let url = url::Url::parse(authorization_url).map_err(|e| format!("authorization URL: {e}"))?;
+    let q: HashMap<String, String> = url.query_pairs().into_owned().collect();
+    let param = |name: &str| {
+        q.get(name)
+            .cloned()
+            .ok_or_else(|| format!("the authorization URL has no {name}"))
+    };
+    if url.path() != "/authorize" {
+        return Err(format!("authorization path {}", url.path()));
+    }
+    if param("response_type")? != "code" {
+        return Err("response_type is not code".into());
+    }
+    if param("code_challenge_method")? != "S256" {
+        return Err("code_challenge_method is not S256".into());
+    }
+    let oauth_state = param("state")?;
+    if oauth_state.len() < 22 {
+        return Err("the state has fewer than 128 bits".into());
+    }
+    let redirect_uri = param("redirect_uri")?;
+    let mut redirect = url::Url::parse(&redirect_uri).map_err(|e| format!("redirect_uri: {e}"))?;
+    let mut state = lock(state);
+    state.issued += 1;
+    let code = format!("AUTH-CODE-{}", state.issued);
+    state.codes.insert(
+        code.clone(),
+        (
+            param("code_challenge")?,
+            redirect_uri,
+            param("client_id")?,
+            false,
+        ),
+    );
+    redirect
+        .query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", &oauth_state);
+    Ok((code, redirect.into()))
+}
+
+fn lock(state: &Mutex<OAuthState>) -> std::sync::MutexGuard<'_, OAuthState> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+async fn token(
+    state: &Mutex<OAuthState>,
+    form: HashMap<String, String>,
+) -> axum::response::Response {
+    use base64::Engine;
+    use sha2::Digest;
+    let delay = lock(state).delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
+    let mut s = lock(state);
+    let error = |s: &mut OAuthState, status: u16, code: &str| {
+        s.refused += 1;
+        (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            axum::Json(serde_json::json!({ "error": code })),
+        )
+            .into_response()
+    };
+    let grant = form.get("grant_type").map(String::as_str);
+    if grant == Some("refresh_token") {
+        s.refresh_redemptions += 1;
+        if let Some(ForcedAnswer::Status(status, code)) = s.forced.pop_front() {
+            return error(&mut s, status, code);
+        }
+    }
+    match grant {
+        Some("authorization_code") => {
+            s.code_redemptions += 1;
+            let code = form.get("code").cloned().unwrap_or_default();
+            let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+            let Some((challenge, redirect_uri, client_id, used)) = s.codes.get_mut(&code) else {
+                return error(&mut s, 400, "invalid_grant");
+            };
+            if *used {
+                return error(&mut s, 400, "invalid_grant");
+            }
+            *used = true;
+            let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(sha2::Sha256::digest(verifier.as_bytes()));
+            let (challenge, redirect_uri, client_id) =
+                (challenge.clone(), redirect_uri.clone(), client_id.clone());
+            if computed != challenge || verifier.len() < 43 {
+                s.pkce_failures += 1;
+                return error(&mut s, 400, "invalid_grant");
+            }
+            if form.get("redirect_uri") != Some(&redirect_uri)
+                || form.get("client_id") != Some(&client_id)
+            {
+                return error(&mut s, 400, "invalid_request");
+            }
+            s.code_grants += 1;
+            let expires_in = code_expiry(&mut s);
+            issue(&mut s, expires_in)
+        }
+        Some("refresh_token") => {
+            let presented = form.get("refresh_token").cloned().unwrap_or_default();
+            if !s.valid_refresh.remove(&presented) {
+                return error(&mut s, 400, "invalid_grant");
+            }
+            s.refresh_grants += 1;
+            let now = Instant::now();
+            s.first_refresh.get_or_insert(now);
+            s.last_refresh = Some(now);
+            let expires_in = s.expires_in;
+            issue(&mut s, expires_in)
+        }
+        _ => error(&mut s, 400, "unsupported_grant_type"),
+    }
+}
+
+/// `expires_in` of a code grant: the fixed one, or under a due window whole seconds
+/// until the window opens (at least the lead, so that expiry minus the lead is also
+/// past halfway to expiry, which the refresher would otherwise pick) plus the lead,
+/// so the due time lands in [window, window + 1 s) whenever the window is far enough
+/// ahead.
+fn code_expiry(s: &mut OAuthState) -> u64 {
+    let Some(window) = s.due_window else {
+        return s.expires_in;
+    };
+    let now = unix_ms();
+    let ahead = window.from_unix_ms - now;
+    let wait_s = u64::try_from((ahead + 999).div_euclid(1000))
+        .unwrap_or(0)
+        .max(window.lead_s.max(1));
+    let due = now + i64::try_from(wait_s * 1000).unwrap_or(i64::MAX / 2);
+    let (min, max) = s.due_range.unwrap_or((due, due));
+    s.due_range = Some((min.min(due), max.max(due)));
+    wait_s + window.lead_s
+}
+
+fn issue(s: &mut OAuthState, expires_in: u64) -> axum::response::Response {
+    s.issued += 1;
+    let n = s.issued;
+    let refresh = format!("REFRESH-TOKEN-{n}");
+    s.valid_refresh.insert(refresh.clone());
+    axum::Json(serde_json::json!({
+        "access_token": format!("ACCESS-TOKEN-{n}"),
+        "refresh_token": refresh,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+    }))
+    .into_response()
+}
+
+/// Wall-clock time in Unix milliseconds, the clock the daemon stamps expiries with.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
