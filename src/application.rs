@@ -334,8 +334,7 @@ impl Application {
         let actor_metrics = ActorMetrics::default();
         let started = start_actors(
             &settings,
-            &storage,
-            &snapshot,
+            (&storage, &snapshot),
             &writer,
             (vault, vault_ops),
             &audit,
@@ -573,8 +572,7 @@ async fn open_storage(config: &StorageConfig) -> Result<Storage, StartError> {
 /// Commits the vault's start-up writes and starts every actor.
 async fn start_actors(
     settings: &Settings,
-    storage: &Storage,
-    snapshot: &Snapshot,
+    (storage, snapshot): (&Storage, &Snapshot),
     writer: &Writer,
     (vault, vault_ops): (Vault, Vec<palyra_storage::WriteOp>),
     audit: &AuditLog,

@@ -355,7 +355,7 @@ impl Vault {
         let mut ops = Vec::with_capacity(count + 1);
         for (vault_ref, value) in &self.sealed {
             let sealed: Sealed = decode_record(value)?;
-            let plaintext = self.open_sealed(&vault_ref, &sealed)?;
+            let plaintext = self.open_sealed(vault_ref, &sealed)?;
             ops.push(seal_with(&new_key, Table::Vault, vault_ref, &plaintext));
         }
         ops.push(seal_with(

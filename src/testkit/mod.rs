@@ -9,10 +9,12 @@
 //! - [`provider`]: a fake provider's `GET /v1/models`, the API-key check.
 //! - [`daemon`]: palyrad in this process, on its own thread.
 //! - [`child`]: the palyrad binary as a child process.
+//! - [`postgres`]: the backend switch of the tests and a fresh database per test.
 
 pub mod child;
 pub mod daemon;
 pub mod model;
 pub mod oauth;
+pub mod postgres;
 pub mod provider;
 pub mod served;

@@ -47,6 +47,14 @@ pub fn test_settings(dir: &TempDir) -> Settings {
     s.server.admin_token = Some(palyra_actors::SecretString::new(ADMIN_TOKEN.into()));
     s.server.shutdown_grace_s = 5;
     s.storage.data_dir = Some(dir.path().join("data"));
+    if palyra::testkit::postgres::enabled() {
+        // A fresh database for every test, found again when the test restarts the
+        // daemon on the same data dir.
+        s.storage.backend = palyra::settings::StorageBackend::Postgres;
+        s.storage.url = Some(palyra_actors::SecretString::new(
+            palyra::testkit::postgres::database_for(&dir.path().join("data")),
+        ));
+    }
     s.sessions.tick_interval_s = 1;
     s
 }
@@ -211,6 +219,12 @@ pub async fn error_code(response: reqwest::Response) -> String {
 /// info and `env` on top, and waits until it listens.
 pub async fn start_child(data_dir: &std::path::Path, env: &[(&str, &str)]) -> ChildDaemon {
     let mut all = vec![("PALYRA_ADMIN_TOKEN", ADMIN_TOKEN), ("RUST_LOG", "info")];
+    let database;
+    if palyra::testkit::postgres::enabled() {
+        database = palyra::testkit::postgres::database_for(data_dir);
+        all.push(("PALYRA_STORAGE__BACKEND", "postgres"));
+        all.push(("PALYRA_STORAGE__URL", &database));
+    }
     all.extend_from_slice(env);
     let palyrad = std::path::Path::new(env!("CARGO_BIN_EXE_palyrad"));
     ChildDaemon::start(palyrad, data_dir, &all, false)

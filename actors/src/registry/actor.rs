@@ -55,8 +55,8 @@ fn load_state(snapshot: &Snapshot) -> Result<(Profiles, Defaults), ActorError> {
     let mut defaults = HashMap::new();
     for (key, value) in snapshot.rows(Table::AuthDefaults) {
         defaults.insert(
-            String::from_utf8_lossy(&key).into_owned(),
-            String::from_utf8_lossy(&value).into_owned(),
+            String::from_utf8_lossy(key).into_owned(),
+            String::from_utf8_lossy(value).into_owned(),
         );
     }
     Ok((profiles, defaults))

@@ -59,6 +59,9 @@ impl RegistryHandle {
     /// Loads profiles and defaults and starts the actor inside the actix System. The
     /// vault must be open (and its start-up writes committed); `http` is the daemon's
     /// one outbound client.
+    // Each argument is a separate dependency the daemon wires in; a struct of them
+    // would only rename the list.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         storage: &Storage,
         snapshot: &Snapshot,
