@@ -313,6 +313,13 @@ impl Application {
         };
 
         let writer = storage.start_writer()?;
+        // An empty write is acknowledged once the writer can write: on PostgreSQL that
+        // is its connection holding the database's writer lock, so a second daemon on
+        // the same database is refused here, like a second one on the same redb file.
+        if let Err(e) = writer.write(Vec::new()).await {
+            writer.shutdown().await;
+            return Err(e.into());
+        }
         let audit = match AuditLog::start(
             &storage,
             writer.clone(),

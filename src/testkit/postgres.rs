@@ -72,3 +72,20 @@ fn create_database(server: &str, name: &str) {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Everything the database at `url` stores, as pg_dump writes it with bytea values in
+/// the escape format (printable bytes as themselves), so a test can search it for a
+/// secret in plaintext as it searches a redb file.
+pub fn dump(url: &str) -> Vec<u8> {
+    let out = Command::new("pg_dump")
+        .args(["--data-only", url])
+        .env("PGOPTIONS", "-c bytea_output=escape")
+        .output()
+        .expect("pg_dump runs");
+    assert!(
+        out.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

@@ -231,3 +231,13 @@ pub async fn start_child(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Ch
         .await
         .unwrap_or_else(|e| panic!("palyrad starts: {e}"))
 }
+
+/// Every byte the daemon on `data_dir` stored: the redb file, or a dump of its
+/// PostgreSQL database, to search for secrets in plaintext.
+pub fn stored_bytes(data_dir: &std::path::Path) -> Vec<u8> {
+    if palyra::testkit::postgres::enabled() {
+        palyra::testkit::postgres::dump(&palyra::testkit::postgres::database_for(data_dir))
+    } else {
+        std::fs::read(data_dir.join(palyra_storage::DB_FILE)).expect("the database file")
+    }
+}

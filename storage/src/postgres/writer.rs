@@ -353,7 +353,20 @@ async fn reconnect(
     last_error: &mut String,
 ) {
     let config = &connector.config;
-    match connector.connect().await {
+    let locked = match connector.connect().await {
+        Ok(client) => match client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
+            .await
+        {
+            Ok(row) if row.get::<_, bool>(0) => Ok(client),
+            Ok(_) => Err(
+                "another palyrad is writing to this database (it holds the writer lock)".to_owned(),
+            ),
+            Err(e) => Err(connector.detail(&e)),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    match locked {
         Ok(client) => {
             *conn = Some(Conn {
                 client,
@@ -361,13 +374,19 @@ async fn reconnect(
             });
             *backoff = config.connect_backoff;
         }
-        Err(e) => {
-            *last_error = e.to_string();
+        Err(why) => {
+            *last_error = why;
             *next_attempt = Instant::now() + *backoff;
             *backoff = (*backoff * 2).min(config.max_backoff);
         }
     }
 }
+
+/// The session advisory lock the writer's connection holds: one node writes to a
+/// database at a time (several nodes need the cluster's leases, not this lock). It
+/// goes with the connection, so a writer that reconnects takes it again, and a second
+/// daemon on the same database cannot write while the first one's connection lives.
+const WRITER_LOCK: i64 = 0x7061_6c79_7261;
 
 /// Applies and answers one batch; returns why the connection was lost, if it was.
 async fn write_batch(
