@@ -366,6 +366,7 @@ impl Application {
             objectives,
             browser,
             writer: writer.clone(),
+            storage: storage.clone(),
             admin_token_digest,
             auth_throttle: Arc::new(AuthThrottle::new(
                 settings.auth.max_failures,

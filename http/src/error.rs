@@ -17,7 +17,7 @@ use palyra_actors::ActorError;
 use palyra_actors::browser::BrowserError;
 use palyra_actors::provider::KeyCheckError;
 use palyra_actors::vault::VaultError;
-use palyra_storage::StorageError;
+use palyra_storage::{ConnectFailure, StorageError};
 use serde::Serialize;
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{IntoResponses, ToSchema};
@@ -229,12 +229,19 @@ fn browser_status(e: &BrowserError) -> (StatusCode, &'static str) {
     }
 }
 
+/// The code of every answer given while the database cannot be reached.
+const STORAGE_UNAVAILABLE: &str = "storage_unavailable";
+/// What such an answer's Retry-After says: the writer reconnects within about this.
+const STORAGE_RETRY_AFTER_S: u64 = 2;
+
 fn storage_status(e: &StorageError) -> (StatusCode, &'static str) {
     match e {
         StorageError::WriterStopped => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-        StorageError::Unavailable { .. } => {
-            (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
-        }
+        StorageError::Unavailable { .. }
+        | StorageError::Connect {
+            failure: ConnectFailure::Unreachable,
+            ..
+        } => (StatusCode::SERVICE_UNAVAILABLE, STORAGE_UNAVAILABLE),
         StorageError::Backend(_)
         | StorageError::SchemaTooNew { .. }
         | StorageError::Corrupt { .. }
@@ -252,7 +259,10 @@ fn storage_status(e: &StorageError) -> (StatusCode, &'static str) {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let message = if status.is_server_error() && !self.message_is_public() {
+        let message = if code == STORAGE_UNAVAILABLE {
+            // Which database, and why, go to the log; the client learns when to retry.
+            format!("the database is unavailable; retry in {STORAGE_RETRY_AFTER_S} s")
+        } else if status.is_server_error() && !self.message_is_public() {
             // The cause goes to the log, not to the client.
             "the daemon could not complete this request; see its log".to_owned()
         } else {
@@ -279,6 +289,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s.max(1)));
+        }
+        if code == STORAGE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(STORAGE_RETRY_AFTER_S),
+            );
         }
         if status.is_server_error() {
             response

@@ -82,6 +82,8 @@ pub struct AppStateInner {
     pub browser: palyra_actors::browser::BrowserHandle,
     /// For readiness.
     pub writer: Writer,
+    /// For readiness (does the database answer?) and the posture (which one).
+    pub storage: palyra_storage::Storage,
     /// SHA-256 of the admin token; the token itself is not kept here.
     pub admin_token_digest: [u8; 32],
     pub auth_throttle: Arc<AuthThrottle>,

@@ -89,3 +89,71 @@ pub fn dump(url: &str) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// A PostgreSQL server of a test's own (scripts/postgres in a temporary directory),
+/// for faults that must not touch the server other tests share: stopped on drop.
+#[derive(Debug)]
+pub struct OwnServer {
+    dir: tempfile::TempDir,
+    /// `postgres://palyra@127.0.0.1:PORT/postgres`.
+    pub url: String,
+}
+
+impl OwnServer {
+    /// initdb and start on a free loopback port (1 to 3 s).
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = script("start", dir.path());
+        let url = String::from_utf8_lossy(&out).trim().to_owned();
+        assert!(
+            url.starts_with("postgres://"),
+            "scripts/postgres start: {url}"
+        );
+        Self { dir, url }
+    }
+
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`) and starts it
+    /// again on the same port.
+    pub fn restart_immediate(&self) {
+        script("restart", self.dir.path());
+    }
+
+    /// Stops the server as a crash would, and leaves it stopped.
+    pub fn crash(&self) {
+        script("crash", self.dir.path());
+    }
+
+    /// Starts a crashed server again on the same port.
+    pub fn resume(&self) {
+        script("resume", self.dir.path());
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(scripts_postgres())
+            .args(["stop"])
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+fn scripts_postgres() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres")
+}
+
+fn script(command: &str, dir: &Path) -> Vec<u8> {
+    let out = Command::new("bash")
+        .arg(scripts_postgres())
+        .arg(command)
+        .arg(dir)
+        .output()
+        .expect("bash runs scripts/postgres");
+    assert!(
+        out.status.success(),
+        "scripts/postgres {command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

@@ -13,6 +13,7 @@ mod handoff;
 mod helpers;
 mod oauth;
 mod objectives;
+mod pg_faults;
 mod posture;
 mod process;
 mod profiles;

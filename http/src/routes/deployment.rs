@@ -26,6 +26,15 @@ pub struct TlsPosture {
     pub cert_not_after: Option<DateTime<Utc>>,
 }
 
+/// Where the daemon keeps its state.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StoragePostureSummary {
+    /// `redb` or `postgres`.
+    pub backend: String,
+    /// PostgreSQL: `host:port/database` (never the user or password).
+    pub target: Option<String>,
+}
+
 /// A snapshot of the daemon's security state.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeploymentPostureSummary {
@@ -40,6 +49,7 @@ pub struct DeploymentPostureSummary {
     pub vault_key_source: String,
     pub session_idle_timeout_s: u64,
     pub session_absolute_timeout_s: u64,
+    pub storage: StoragePostureSummary,
     pub last_remote_admin_access: Option<RemoteAccess>,
     /// Concrete risks, one sentence each.
     pub warnings: Vec<String>,
@@ -103,6 +113,13 @@ pub fn summary(state: &AppState, now: DateTime<Utc>) -> DeploymentPostureSummary
                 .into(),
         );
     }
+    let storage = state.storage.posture();
+    if storage.synchronous_commit_off {
+        warnings.push(
+            "the PostgreSQL server has synchronous_commit off: a commit the daemon acknowledged can be lost if the server crashes"
+                .into(),
+        );
+    }
     DeploymentPostureSummary {
         bind_addresses: p.bind_addresses.clone(),
         loopback_only,
@@ -116,6 +133,10 @@ pub fn summary(state: &AppState, now: DateTime<Utc>) -> DeploymentPostureSummary
         vault_key_source: p.vault_key_source.to_owned(),
         session_idle_timeout_s: p.session_idle_timeout_s,
         session_absolute_timeout_s: p.session_absolute_timeout_s,
+        storage: StoragePostureSummary {
+            backend: storage.backend.to_owned(),
+            target: (!storage.target.is_empty()).then_some(storage.target),
+        },
         last_remote_admin_access: state
             .last_remote_access
             .lock()

@@ -12,13 +12,23 @@ use crate::state::AppState;
 pub struct ProbeStatus {
     /// `alive`, `ready` or `not_ready`.
     pub status: &'static str,
+    /// What is not ready: `storage` (the database does not answer, or its writer
+    /// stopped) or the name of an actor that is not running.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failing: Vec<&'static str>,
 }
+
+/// How long readiness waits for the database to answer.
+const STORAGE_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The process is up and serving HTTP.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "Alive", body = ProbeStatus)))]
 pub async fn healthz() -> Json<ProbeStatus> {
-    Json(ProbeStatus { status: "alive" })
+    Json(ProbeStatus {
+        status: "alive",
+        failing: Vec::new(),
+    })
 }
 
 /// Storage is open and every actor is running.
@@ -27,19 +37,39 @@ pub async fn healthz() -> Json<ProbeStatus> {
         (status = 200, description = "Ready", body = ProbeStatus),
         (status = 503, description = "Not ready", body = ProbeStatus)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<ProbeStatus>) {
-    if state.writer.is_alive()
-        && state.sessions.is_running()
-        && state.handoffs.is_running()
-        && state.registry.is_running()
-        && state.refresher.is_running()
-        && state.objectives.is_running()
-    {
-        (StatusCode::OK, Json(ProbeStatus { status: "ready" }))
+    let mut failing = Vec::new();
+    let storage_answers = matches!(
+        tokio::time::timeout(STORAGE_PROBE_TIMEOUT, state.storage.check()).await,
+        Ok(Ok(()))
+    );
+    if !state.writer.is_alive() || !storage_answers {
+        failing.push("storage");
+    }
+    for (name, running) in [
+        ("sessions", state.sessions.is_running()),
+        ("handoffs", state.handoffs.is_running()),
+        ("registry", state.registry.is_running()),
+        ("refresher", state.refresher.is_running()),
+        ("objectives", state.objectives.is_running()),
+    ] {
+        if !running {
+            failing.push(name);
+        }
+    }
+    if failing.is_empty() {
+        (
+            StatusCode::OK,
+            Json(ProbeStatus {
+                status: "ready",
+                failing,
+            }),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(ProbeStatus {
                 status: "not_ready",
+                failing,
             }),
         )
     }
