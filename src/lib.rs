@@ -2,10 +2,12 @@
 //! agents, administered over an HTTP API.
 //!
 //! Layout (crates, layered storage <- actors <- http <- this crate):
-//! - `palyra-storage` (storage/): the redb file, its schema and the single writer.
+//! - `palyra-storage` (storage/): the storage interface and its two backends (redb,
+//!   PostgreSQL), their schemas and writers.
 //! - `palyra-actors` (actors/): the actors and their handles.
 //! - `palyra-http` (http/): the admin API router.
 //! - this crate: [`settings`], [`telemetry`], [`application`] (wiring and shutdown),
+//!   [`storage_admin`] (`palyrad storage copy`, the database check of `check-config`),
 //!   [`client`] (the typed API client the CLI uses), and the binaries `palyrad`
 //!   (the daemon), `palyra` (the CLI); with the feature `testkit`, `testkit`: the
 //!   fakes and launchers that tests/api and palyra-bench share.
@@ -14,6 +16,7 @@ pub mod application;
 pub mod client;
 pub mod serve;
 pub mod settings;
+pub mod storage_admin;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

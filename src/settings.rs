@@ -364,7 +364,7 @@ pub struct StorageSettings {
 }
 
 /// `localhost` or a loopback address.
-fn is_loopback_host(host: &str) -> bool {
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     host == "localhost"
         || host
             .trim_matches(['[', ']'])

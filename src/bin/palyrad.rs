@@ -33,9 +33,34 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Validate the configuration (file, environment, flags), the TLS files and the
-    /// remote-bind guard without starting; exit 0 when it can start, 2 with the reasons.
+    /// Validate the configuration (file, environment, flags), the TLS files, the
+    /// remote-bind guard and the PostgreSQL database (reached and checked, not changed)
+    /// without starting; exit 0 when it can start, 2 with the reasons.
     CheckConfig,
+    /// The daemon's storage.
+    #[command(subcommand)]
+    Storage(StorageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum StorageCommand {
+    /// Copy every table from one database to another and verify the row counts: a
+    /// redb data dir to PostgreSQL, or back. Stop palyrad first. The vault key file
+    /// stays in the data dir; the daemon on the target needs the same key.
+    Copy {
+        /// A redb data dir, or `postgres://user@host:port/database`.
+        #[arg(long)]
+        from: String,
+        /// A redb data dir (created if missing), or `postgres://user@host:port/database`.
+        #[arg(long)]
+        to: String,
+        /// A file holding the PostgreSQL password (so it is not on the command line).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Empty a target that already holds rows instead of refusing it.
+        #[arg(long)]
+        overwrite: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,8 +82,24 @@ fn main() -> ExitCode {
         }
     };
     let secrets = palyra::application::EnvSecrets::from_env();
+    if let Some(Command::Storage(StorageCommand::Copy {
+        from,
+        to,
+        password_file,
+        overwrite,
+    })) = &args.command
+    {
+        return storage_copy(from, to, password_file.as_deref(), *overwrite);
+    }
     if let Some(Command::CheckConfig) = args.command {
-        let problems = palyra::application::check_config(&settings, secrets.admin_token.as_ref());
+        let mut problems =
+            palyra::application::check_config(&settings, secrets.admin_token.as_ref());
+        match runtime() {
+            Ok(rt) => {
+                problems.extend(rt.block_on(palyra::storage_admin::check_database(&settings)))
+            }
+            Err(e) => problems.push(e),
+        }
         if problems.is_empty() {
             println!("palyrad: the configuration is valid");
             return ExitCode::SUCCESS;
@@ -74,6 +115,64 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "palyrad cannot run");
             eprintln!("palyrad: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))
+}
+
+/// `palyrad storage copy`: prints each table's row count, or why it did not copy.
+fn storage_copy(
+    from: &str,
+    to: &str,
+    password_file: Option<&std::path::Path>,
+    overwrite: bool,
+) -> ExitCode {
+    use palyra::storage_admin::{Endpoint, copy};
+    let password = match password_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(palyra_storage::Password::from_file_contents(
+                text.lines().next().unwrap_or_default(),
+            )),
+            Err(e) => {
+                eprintln!("palyrad: {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let endpoints = Endpoint::parse(from, password.clone())
+        .and_then(|from| Ok((from, Endpoint::parse(to, password)?)));
+    let (from, to) = match endpoints {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("palyrad: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime().and_then(|rt| rt.block_on(copy(&from, &to, overwrite)));
+    match result {
+        Ok(report) => {
+            for (table, rows) in &report.tables {
+                println!("{:<16} {rows}", table.name());
+            }
+            println!(
+                "copied {} rows from {} to {}, counts verified",
+                report.tables.iter().map(|(_, n)| n).sum::<u64>(),
+                from.describe(),
+                to.describe()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("palyrad: storage copy: {e}");
             ExitCode::FAILURE
         }
     }

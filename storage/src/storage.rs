@@ -76,6 +76,15 @@ impl Storage {
         })
     }
 
+    /// Checks a PostgreSQL database without changing it (for `palyrad check-config`):
+    /// reachable, the user accepted and allowed what the schema needs, and no schema
+    /// newer than this build. Returns the schema version found (0: none yet). One
+    /// connection attempt, no retries.
+    pub async fn probe_postgres(config: &PostgresConfig) -> Result<u64, StorageError> {
+        let connector = crate::postgres::connect::Connector::new(config)?;
+        crate::postgres::migrate::probe(&connector).await
+    }
+
     /// Opens whichever backend `config` names.
     pub async fn open_with(config: &StorageConfig) -> Result<Self, StorageError> {
         match config {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+use crate::backends::BackendArg;
 use crate::driver::BoxError;
 use crate::plan::Plan;
 
@@ -49,6 +50,12 @@ pub struct Args {
     /// [default: the system temp dir].
     #[arg(long)]
     pub data_root: Option<PathBuf>,
+    /// Where the in-process daemon keeps its state: `redb`, `postgres` (a fresh
+    /// database per scenario on one PostgreSQL server the bench starts on this machine)
+    /// or `both` (each scenario on redb, then on PostgreSQL; PostgreSQL rows are
+    /// suffixed `-pg`). `rss` and `rss-profiles` run on redb only.
+    #[arg(long, value_enum, default_value = "redb")]
+    pub backend: BackendArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -84,6 +91,19 @@ impl Args {
         }
         if self.objectives == 0 || self.objectives > 1_000_000 {
             return Err("--objectives must be between 1 and 1,000,000".into());
+        }
+        if self.url.is_some() && self.backend.uses_postgres() {
+            return Err("--backend postgres or both needs the in-process daemon, not --url".into());
+        }
+        if self.backend == BackendArg::Postgres
+            && self.scenario != ScenarioArg::All
+            && let Some(plan) = self.plans().iter().find(|p| !p.runs_on_postgres())
+        {
+            return Err(format!(
+                "{} measures the palyrad binary on redb only: use --backend redb",
+                plan.name()
+            )
+            .into());
         }
         Ok(())
     }

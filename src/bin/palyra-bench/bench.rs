@@ -6,11 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use palyra::settings::Settings;
 use palyra_actors::SecretString;
 use palyra_storage::Writer;
 
+use crate::backends::{Backend, PgServer};
 use crate::driver::{BoxError, GetOk, Limit, Tally, WARMUP, Work, drive};
 use crate::probes::{FSYNC_PROBE, FsyncProbe, fsync_probe, writer_counts};
+use crate::servers::BenchDaemon;
 
 /// Where the daemon under test runs.
 #[derive(Debug)]
@@ -39,6 +42,10 @@ pub struct Bench {
     /// /proc/loadavg (1, 5, 15 min) before the run: other work on the machine shifts
     /// every figure, and this shows whether there was any.
     pub load_before: String,
+    /// The backend of the scenario now running (set before each one).
+    pub backend: Backend,
+    /// The run's PostgreSQL server, when a scenario runs on PostgreSQL.
+    pub postgres: Option<PgServer>,
 }
 
 /// The socket address of a loopback `http://host:port` URL. The admin token travels in
@@ -59,6 +66,22 @@ pub fn loopback_addr(url: &str) -> Result<SocketAddr, BoxError> {
 }
 
 impl Bench {
+    /// A fresh in-process daemon on the backend of the scenario now running: redb in
+    /// its data dir, or a fresh database on the run's PostgreSQL server.
+    pub async fn start_daemon(
+        &self,
+        token: &SecretString,
+        max_live: usize,
+        configure: impl FnOnce(&mut Settings),
+    ) -> Result<BenchDaemon, BoxError> {
+        let database = match (self.backend, &self.postgres) {
+            (Backend::Redb, _) => None,
+            (Backend::Postgres, Some(server)) => Some(server.fresh_database()?),
+            (Backend::Postgres, None) => return Err("no PostgreSQL server for this run".into()),
+        };
+        BenchDaemon::start(&self.root, database, token, max_live, configure).await
+    }
+
     /// Baseline and scenario in alternating slices: drift (CPU frequency, page cache,
     /// the other side's leftovers) then weighs on both sides alike.
     /// With `probe_fsync`, an fsync probe runs after each pair of slices, so the write

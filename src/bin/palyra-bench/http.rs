@@ -60,14 +60,15 @@ impl Bench {
                 // Logins during a run stay far below this, so no login pays for an
                 // eviction and no seeded session is evicted.
                 .max(1_000_000);
-                let daemon = BenchDaemon::start(&self.root, &token, max_live, |s| {
-                    if plan == Plan::ObjectiveCreate {
-                        // No objective of this scenario fires; should one, its call
-                        // stays on loopback.
-                        s.providers.openai.api_base_url = "http://127.0.0.1:9".into();
-                    }
-                })
-                .await?;
+                let daemon = self
+                    .start_daemon(&token, max_live, |s| {
+                        if plan == Plan::ObjectiveCreate {
+                            // No objective of this scenario fires; should one, its call
+                            // stays on loopback.
+                            s.providers.openai.api_base_url = "http://127.0.0.1:9".into();
+                        }
+                    })
+                    .await?;
                 Ok(Target {
                     addr: daemon.addr(),
                     daemon: Some(daemon),

@@ -24,14 +24,18 @@
 //!   arrives, creates 10,000 active standing orders due on the same boundaries, and
 //!   compares the daemon's firings with tokio-cron-scheduler's on the same job set in
 //!   the same run;
-//! - `objective-create` loads `POST /console/v1/objectives` like `profile-create`.
+//! - `objective-create` loads `POST /console/v1/objectives` like `profile-create`;
+//! - with `--backend postgres` or `both`, it starts one throwaway PostgreSQL server on
+//!   this machine (the test kit's, fsync and synchronous_commit on) and gives each
+//!   in-process daemon a fresh database on it, beside or instead of redb.
 //!
 //! It prints a Markdown table and a pass/miss assessment of the targets, and writes a
 //! JSON array with `--json`. It is a benchmark, never a test: it exits 0 whatever the
 //! numbers, and non-zero only when it cannot measure (the daemon does not start, a
 //! login fails outright). It never prints the admin token, cookies or handoff links.
 //!
-//! Layout: [`args`] (the flags), [`plan`] (the rows a run makes), [`bench`] (what
+//! Layout: [`args`] (the flags), [`plan`] (the rows a run makes), [`backends`] (redb
+//! or the run's PostgreSQL server), [`bench`] (what
 //! every scenario shares, the alternating slices), [`driver`] (the HTTP/1.1 clients and
 //! their loop), [`servers`] (the in-process daemon, the baseline, the child palyrad),
 //! [`fakes`] (the test kit's fake providers as the bench uses them), [`probes`] (/proc,
@@ -41,6 +45,7 @@
 
 mod args;
 mod auth;
+mod backends;
 mod bench;
 mod driver;
 mod fakes;
@@ -63,11 +68,12 @@ use palyra::settings::{LogFormat, LogSettings};
 use palyra_actors::SecretString;
 
 use crate::args::{Args, ScenarioArg};
+use crate::backends::{Backend, PgServer};
 use crate::bench::{Bench, TargetMode, loopback_addr};
 use crate::driver::BoxError;
 use crate::plan::Plan;
 use crate::probes::{FSYNC_PROBE, fsync_probe, load_average};
-use crate::report::render_report;
+use crate::report::{pair_rows, render_report};
 use crate::servers::Baseline;
 use crate::targets::assess;
 
@@ -163,8 +169,20 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let probe_dir = root.path().to_owned();
     let fsync_per_s = fsync_probe(probe_dir, FSYNC_PROBE).await?.rate();
 
+    let backends = args.backend.backends();
+    let postgres = if backends.contains(&Backend::Postgres)
+        && plans.iter().any(|p| p.runs_on_postgres())
+    {
+        eprintln!("starting a PostgreSQL server for the run");
+        let server = PgServer::start().await?;
+        eprintln!("  PostgreSQL: {}", server.settings);
+        Some(server)
+    } else {
+        None
+    };
+
     let baseline = Baseline::start()?;
-    let bench = Bench {
+    let mut bench = Bench {
         clients: args.clients,
         duration: Duration::from_secs_f64(args.duration.unwrap_or(HTTP_DURATION_S)),
         scheduler_window: Duration::from_secs_f64(args.duration.unwrap_or(SCHEDULER_WINDOW_S)),
@@ -174,10 +192,20 @@ async fn run(args: Args) -> Result<(), BoxError> {
         root: root.path().to_owned(),
         fsync_per_s,
         load_before,
+        backend: Backend::Redb,
+        postgres,
     };
     let mut rows = Vec::new();
-    for plan in plans {
-        eprintln!("running {}", plan.name());
+    // Each scenario on every backend asked for, one right after the other, so the
+    // two rows of a pair see the same minutes of the machine.
+    let runs = plans.iter().flat_map(|plan| backends.iter().map(move |b| (*plan, *b)));
+    for (plan, backend) in runs {
+        if backend == Backend::Postgres && !plan.runs_on_postgres() {
+            eprintln!("skipping {} on PostgreSQL (redb only)", plan.name());
+            continue;
+        }
+        bench.backend = backend;
+        eprintln!("running {} on {}", plan.name(), backend.label());
         match plan {
             Plan::SessionCheck { sessions } => {
                 rows.push(auth::session_check(&bench, sessions).await?);
@@ -198,6 +226,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         }
     }
     baseline.stop();
+    pair_rows(&mut rows);
 
     let verdicts = assess(&rows);
     let report = render_report(&bench, &data_root, &rows, &verdicts);

@@ -84,4 +84,10 @@ impl Plan {
                 | Plan::Scheduler { .. }
         )
     }
+
+    /// Scenarios whose in-process daemon can run on PostgreSQL; `rss` and
+    /// `rss-profiles` measure the release binary as a child process, on redb.
+    pub fn runs_on_postgres(self) -> bool {
+        !matches!(self, Plan::Rss | Plan::RssProfiles)
+    }
 }

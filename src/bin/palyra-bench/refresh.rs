@@ -80,12 +80,13 @@ impl Bench {
         let fake = FakeOAuth::try_start(REFRESHED_EXPIRES_IN_S)?;
         let token = random_token();
         let base = fake.url();
-        let daemon = BenchDaemon::start(&self.root, &token, 1_000_000, move |s| {
-            let (name, provider) = oauth_provider(&base);
-            s.providers.custom.insert(name, provider);
-            s.oauth.refresh_lead_s = REFRESH_LEAD_S;
-        })
-        .await?;
+        let daemon = self
+            .start_daemon(&token, 1_000_000, move |s| {
+                let (name, provider) = oauth_provider(&base);
+                s.providers.custom.insert(name, provider);
+                s.oauth.refresh_lead_s = REFRESH_LEAD_S;
+            })
+            .await?;
         let cap = Settings::defaults().oauth.max_concurrent_refreshes;
         let bearer = bearer_header(&token)?;
         let addr = daemon.addr();

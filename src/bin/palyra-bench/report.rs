@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::backends::Backend;
 use crate::bench::{Bench, Comparison, TargetMode};
 use crate::driver::WARMUP;
 use crate::plan::{LIST_PROFILES, Plan};
@@ -16,6 +17,8 @@ use crate::probes::{filesystem_of, machine};
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub scenario: String,
+    /// `redb` or `postgres`: where the daemon kept its state.
+    pub backend: Backend,
     /// Ok iterations per second (for handoff one iteration is mint + consume).
     pub rps: f64,
     pub baseline_rps: f64,
@@ -148,6 +151,9 @@ pub struct Row {
     pub rss_before_mib: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_mib: Option<f64>,
+    /// PostgreSQL rows: rps / the rps of the same scenario on redb in the same run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_redb: Option<f64>,
     #[serde(skip)]
     pub plan: Plan,
     #[serde(skip)]
@@ -156,8 +162,14 @@ pub struct Row {
 
 impl Row {
     pub fn new(plan: Plan, bench: &Bench) -> Self {
+        // The peer of `scheduler-10k` keeps no state in the daemon's storage.
+        let backend = match plan {
+            Plan::Scheduler { peer: true, .. } => Backend::Redb,
+            _ => bench.backend,
+        };
         Self {
-            scenario: plan.name(),
+            scenario: format!("{}{}", plan.name(), backend.suffix()),
+            backend,
             rps: 0.0,
             baseline_rps: 0.0,
             ratio: 0.0,
@@ -217,6 +229,7 @@ impl Row {
             side_cpu_pct: None,
             rss_before_mib: None,
             rss_mib: None,
+            vs_redb: None,
             plan,
             notes: String::new(),
         }
@@ -241,6 +254,31 @@ impl Row {
             baseline_errors: Some(cmp.baseline.errors),
             measured_s: Some(round(cmp.scenario.elapsed.as_secs_f64(), 2)),
             ..Self::new(plan, bench)
+        }
+    }
+}
+
+/// Adds to each PostgreSQL row the ratio of its rps to the redb row of the same
+/// scenario in the same run (none for rows without rps, such as the scheduler's).
+pub fn pair_rows(rows: &mut [Row]) {
+    let redb: Vec<(Plan, f64)> = rows
+        .iter()
+        .filter(|r| r.backend == Backend::Redb)
+        .map(|r| (r.plan, r.rps))
+        .collect();
+    for row in rows.iter_mut().filter(|r| r.backend == Backend::Postgres) {
+        let Some((_, redb_rps)) = redb.iter().find(|(plan, _)| *plan == row.plan) else {
+            continue;
+        };
+        if *redb_rps > 0.0 && row.rps > 0.0 {
+            let ratio = row.rps / redb_rps;
+            row.vs_redb = Some(round(ratio, 3));
+            let note = format!("PostgreSQL/redb rps {ratio:.2} ({redb_rps:.0}/s on redb)");
+            row.notes = if row.notes.is_empty() {
+                note
+            } else {
+                format!("{note}; {}", row.notes)
+            };
         }
     }
 }
@@ -286,6 +324,13 @@ pub fn render_report(
         out,
         "Target: {target}; baseline: trivial axum `GET /` on its own runtime, same process."
     );
+    if let Some(pg) = &bench.postgres {
+        let _ = writeln!(
+            out,
+            "PostgreSQL (rows suffixed `-pg`): one throwaway server on this machine for the run (scripts/postgres: initdb, trust auth on 127.0.0.1), a fresh database per scenario, the daemon's default pool; {}.",
+            pg.settings
+        );
+    }
     if rows
         .iter()
         .any(|r| !matches!(r.plan, Plan::Scheduler { .. }))

@@ -6,31 +6,54 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use palyra::settings::Settings;
+use palyra::settings::{Settings, StorageSettings};
 use palyra::testkit::child::ChildDaemon;
 use palyra::testkit::daemon::InProcessDaemon;
 use palyra::testkit::served::Served;
 use palyra_actors::SecretString;
 use palyra_actors::refresher::RefresherHandle;
 use palyra_actors::secret::random_token;
-use palyra_storage::Writer;
+use palyra_storage::{Storage, Writer};
 use tempfile::TempDir;
 
+use crate::backends::PgDatabase;
 use crate::driver::BoxError;
 
 /// palyrad run in this process on its own thread (its own actix System and runtime),
-/// on a fresh temporary data dir under the run's root.
+/// on a fresh temporary data dir under the run's root, its state in redb there or in a
+/// fresh PostgreSQL database.
 #[derive(Debug)]
 pub struct BenchDaemon {
-    // Declared before `dir`: dropped (stopped and joined) before the dir is removed.
+    // Declared before `stored`: dropped (stopped and joined) before the dir and the
+    // database are removed.
     daemon: InProcessDaemon,
+    stored: StoredState,
+}
+
+/// Where a daemon's state stays once it is stopped: its data dir and, on PostgreSQL,
+/// its database; both are removed when this is dropped.
+#[derive(Debug)]
+pub struct StoredState {
+    storage: StorageSettings,
+    // Declared before `dir`: the database is dropped first.
+    database: Option<PgDatabase>,
     dir: TempDir,
 }
 
+impl StoredState {
+    /// Opens the stopped daemon's storage as the daemon did, to read its records.
+    pub async fn open(&self) -> Result<Storage, BoxError> {
+        let config = self.storage.storage_config(&self.dir.path().join("data"))?;
+        Ok(Storage::open_with(&config).await?)
+    }
+}
+
 impl BenchDaemon {
-    /// Starts palyrad on a fresh data dir; `configure` adjusts the settings first.
+    /// Starts palyrad on a fresh data dir, on `database` when given (else redb);
+    /// `configure` adjusts the settings first.
     pub async fn start(
         root: &Path,
+        database: Option<PgDatabase>,
         token: &SecretString,
         max_live: usize,
         configure: impl FnOnce(&mut Settings),
@@ -48,11 +71,22 @@ impl BenchDaemon {
         // no load generator here reaches: the bench measures the daemon, not the quota.
         settings.rate_limit.loopback_per_s = 100_000_000;
         settings.rate_limit.loopback_burst = 100_000_000;
+        if let Some(database) = &database {
+            database.configure(&mut settings);
+        }
         configure(&mut settings);
+        let storage = settings.storage.clone();
         let daemon = InProcessDaemon::start(settings, palyra::application::EnvSecrets::default())
             .await
             .map_err(|e| format!("palyrad did not start: {e}"))?;
-        Ok(Self { daemon, dir })
+        Ok(Self {
+            daemon,
+            stored: StoredState {
+                storage,
+                database,
+                dir,
+            },
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -69,18 +103,18 @@ impl BenchDaemon {
 
     /// Graceful stop; an error if the daemon failed or panicked.
     pub async fn stop(self) -> Result<(), BoxError> {
-        self.stop_keeping_dir().await.map(drop)
+        self.stop_keeping_state().await.map(drop)
     }
 
-    /// Graceful stop that hands over the temporary dir (the data dir is its `data`),
-    /// so the stored records can be read once the daemon has let go of them.
-    pub async fn stop_keeping_dir(self) -> Result<TempDir, BoxError> {
-        let Self { daemon, dir } = self;
+    /// Graceful stop that hands over the stored state, so the records can be read
+    /// once the daemon has let go of them.
+    pub async fn stop_keeping_state(self) -> Result<StoredState, BoxError> {
+        let Self { daemon, stored } = self;
         daemon
             .stop()
             .await
             .map_err(|e| format!("palyrad stopped with an error: {e}"))?;
-        Ok(dir)
+        Ok(stored)
     }
 }
 

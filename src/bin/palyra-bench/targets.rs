@@ -1,5 +1,6 @@
 //! The targets of the issues, met or missed, judged from the rows.
 
+use crate::backends::Backend;
 use crate::plan::{LIST_PAGE, LIST_PROFILES, PEER_NAME, Plan, REFRESH_PROFILES, RSS_PROFILES};
 use crate::report::{Row, Verdict};
 
@@ -14,6 +15,40 @@ pub fn assess(rows: &[Row]) -> Vec<Verdict> {
     };
     for row in rows {
         let name = &row.scenario;
+        if row.backend == Backend::Postgres {
+            // Issue 14: PostgreSQL beside redb in the same run.
+            let redb = rows
+                .iter()
+                .find(|r| r.backend == Backend::Redb && r.plan == row.plan);
+            let vs = row.vs_redb.unwrap_or(0.0);
+            let measured = |redb: &Row| {
+                format!(
+                    "{vs:.2}x ({:.0}/s vs {:.0}/s on redb)",
+                    row.rps, redb.rps
+                )
+            };
+            match (row.plan, redb) {
+                (
+                    Plan::Login | Plan::Handoff | Plan::ProfileCreate | Plan::ObjectiveCreate,
+                    Some(redb),
+                ) => check(
+                    format!("{name}: durable-write rps >= 0.5x redb's"),
+                    measured(redb),
+                    vs >= 0.5,
+                ),
+                (Plan::SessionCheck { .. }, Some(redb)) => check(
+                    format!("{name}: rps within 10% of redb's"),
+                    measured(redb),
+                    (vs - 1.0).abs() <= 0.1,
+                ),
+                _ => {}
+            }
+            // The other targets are redb's; the pipeline's and the scheduler's hold on
+            // either backend.
+            if !matches!(row.plan, Plan::SessionCheck { .. } | Plan::Scheduler { .. }) {
+                continue;
+            }
+        }
         match row.plan {
             Plan::SessionCheck { .. } => {
                 check(

@@ -73,3 +73,64 @@ pub(crate) async fn stored_version(client: &Client) -> Result<u64, tokio_postgre
         .get(0);
     Ok(u64::try_from(v).unwrap_or(0))
 }
+
+/// What `palyrad check-config` learns of a database without changing it: one connection
+/// attempt, the schema version it holds (refused when newer than this build), and
+/// whether the user may create the schema's tables when there are none yet, or read
+/// and write them when there are.
+pub(crate) async fn probe(connector: &Connector) -> Result<u64, StorageError> {
+    let client = connector.connect().await?;
+    let setup = |e: tokio_postgres::Error| StorageError::Connect {
+        target: connector.config.describe(),
+        failure: classify_setup(&e),
+        detail: connector.detail(&e),
+    };
+    let has_schema: bool = client
+        .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
+        .await
+        .map_err(setup)?
+        .get(0);
+    let privileges_missing = |what: &str| StorageError::Connect {
+        target: connector.config.describe(),
+        failure: crate::error::ConnectFailure::MissingPrivileges,
+        detail: format!("the user may not {what}"),
+    };
+    if !has_schema {
+        let may_create: bool = client
+            .query_one(
+                "SELECT has_schema_privilege(current_user, current_schema(), 'CREATE')",
+                &[],
+            )
+            .await
+            .map_err(setup)?
+            .get(0);
+        if !may_create {
+            return Err(privileges_missing("create the schema's tables"));
+        }
+        return Ok(0);
+    }
+    let found = stored_version(&client).await.map_err(setup)?;
+    if found > POSTGRES_SCHEMA_VERSION {
+        return Err(StorageError::SchemaTooNew {
+            found,
+            supported: POSTGRES_SCHEMA_VERSION,
+        });
+    }
+    let may_write: bool = client
+        .query_one(
+            "SELECT bool_and(has_table_privilege(current_user, c.oid, 'SELECT, INSERT, UPDATE, DELETE'))
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = current_schema() AND c.relkind = 'r'",
+            &[],
+        )
+        .await
+        .map_err(setup)?
+        .get::<_, Option<bool>>(0)
+        .unwrap_or(true);
+    if !may_write {
+        return Err(privileges_missing(
+            "read and write every table of the schema",
+        ));
+    }
+    Ok(found)
+}

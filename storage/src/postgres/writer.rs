@@ -386,7 +386,8 @@ async fn reconnect(
 /// database at a time (several nodes need the cluster's leases, not this lock). It
 /// goes with the connection, so a writer that reconnects takes it again, and a second
 /// daemon on the same database cannot write while the first one's connection lives.
-const WRITER_LOCK: i64 = 0x7061_6c79_7261;
+/// ("palyrw" in ASCII; the migrations take "palyra", which must not wait for it.)
+const WRITER_LOCK: i64 = 0x7061_6c79_7277;
 
 /// Applies and answers one batch; returns why the connection was lost, if it was.
 async fn write_batch(

@@ -1,7 +1,6 @@
 //! `scheduler-10k`: the daemon's scheduler, then tokio-cron-scheduler on the same job
 //! set, each measured over the same kind of window.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,13 +12,14 @@ use palyra_storage::{Table, decode_record};
 use super::firings::{FiringReport, Window, daemon_firings, peer_firings};
 use super::peer::{CallLog, PeerScheduler};
 use super::{CreateObjective, SCHEDULER_PREFIX, create_agent, objective_number};
+use crate::backends::Backend;
 use crate::bench::Bench;
 use crate::driver::{BoxError, Limit, bearer_header, drive, nearest_rank_ms};
 use crate::fakes::model_calls;
 use crate::plan::{PEER_NAME, Plan};
 use crate::probes::{CpuSnapshot, CpuUse, sleep_until_unix_ms, unix_ms, vm_rss_mib, writer_counts};
 use crate::report::{Row, round};
-use crate::servers::{BenchDaemon, report_stop};
+use crate::servers::{StoredState, report_stop};
 
 /// After the window of `scheduler-10k`, how long calls of firings in the window may
 /// still arrive at the fake provider before the daemon is stopped.
@@ -29,7 +29,8 @@ const SCHEDULER_DRAIN: Duration = Duration::from_secs(10);
 const PEER_DRAIN: Duration = Duration::from_secs(1);
 
 /// The daemon's threads in this process: `palyrad` (the actix System: the actors and
-/// their timers), `palyra-worker` (HTTP, provider calls), `palyra-writer` (redb).
+/// their timers), `palyra-worker` (HTTP, provider calls), `palyra-writer` (the writer).
+/// On PostgreSQL the server's own processes are not in this process, so not counted.
 fn is_daemon_thread(name: &str) -> bool {
     name.starts_with("palyra") && name != "palyra-bench"
 }
@@ -39,15 +40,16 @@ fn is_peer_thread(name: &str) -> bool {
     name.starts_with("tcs")
 }
 
-/// The bench objectives in the data dir of a stopped daemon (ids of the active ones,
-/// and how many are not active) and every run record.
-fn read_objectives_and_runs(
-    data_dir: &Path,
+/// The bench objectives of a stopped daemon (ids of the active ones, and how many are
+/// not active) and every run record, read from its storage (redb or PostgreSQL) through
+/// the same async read API.
+async fn read_objectives_and_runs(
+    stored: &StoredState,
 ) -> Result<(Vec<String>, u64, Vec<RunRecord>), BoxError> {
-    let storage = palyra_storage::Storage::open(data_dir)?;
+    let storage = stored.open().await?;
     let mut ids = Vec::new();
     let mut inactive = 0;
-    for (_, value) in storage.load(Table::Objectives)? {
+    for (_, value) in storage.read_table(Table::Objectives).await? {
         let objective: ObjectiveRecord = decode_record(&value)?;
         if objective_number(&objective.objective_id).is_none() {
             continue;
@@ -59,7 +61,7 @@ fn read_objectives_and_runs(
         }
     }
     let mut runs = Vec::new();
-    for (_, value) in storage.load(Table::Runs)? {
+    for (_, value) in storage.read_table(Table::Runs).await? {
         runs.push(decode_record::<RunRecord>(&value)?);
     }
     Ok((ids, inactive, runs))
@@ -78,9 +80,13 @@ struct SchedulerMeasure {
 
 impl Bench {
     /// `scheduler-10k`: the daemon's scheduler, then tokio-cron-scheduler on the same
-    /// job set (one after the other, so neither takes CPU from the other).
+    /// job set (one after the other, so neither takes CPU from the other). The peer
+    /// keeps nothing in storage, so it runs only beside the redb daemon.
     pub async fn scheduler(&self, objectives: usize, every_s: u32) -> Result<Vec<Row>, BoxError> {
         let ours = self.scheduler_daemon(objectives, every_s).await?;
+        if self.backend != Backend::Redb {
+            return Ok(vec![ours]);
+        }
         let peer = self.scheduler_peer(objectives, every_s).await?;
         Ok(vec![ours, peer])
     }
@@ -120,10 +126,11 @@ impl Bench {
         let fake = FakeModel::try_start(2)?;
         let token = random_token();
         let base = fake.url();
-        let daemon = BenchDaemon::start(&self.root, &token, 1_000_000, move |s| {
-            s.providers.openai.api_base_url = base;
-        })
-        .await?;
+        let daemon = self
+            .start_daemon(&token, 1_000_000, move |s| {
+                s.providers.openai.api_base_url = base;
+            })
+            .await?;
         let addr = daemon.addr();
         let bearer = bearer_header(&token)?;
         create_agent(addr, &bearer).await?;
@@ -156,14 +163,12 @@ impl Bench {
             SCHEDULER_DRAIN.as_secs()
         );
         tokio::time::sleep(SCHEDULER_DRAIN).await;
-        let dir = daemon.stop_keeping_dir().await?;
+        let stored = daemon.stop_keeping_state().await?;
         let connections = fake.connections();
         let (calls, unreadable) = model_calls(fake.take_answered());
         report_stop(fake.stop());
-        let data_dir = dir.path().join("data");
-        let (ids, inactive, runs) =
-            tokio::task::spawn_blocking(move || read_objectives_and_runs(&data_dir)).await??;
-        drop(dir);
+        let (ids, inactive, runs) = read_objectives_and_runs(&stored).await?;
+        drop(stored);
         let all_calls = calls.len();
         let report = daemon_firings(window, &ids, runs, calls);
 

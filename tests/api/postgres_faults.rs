@@ -204,7 +204,12 @@ async fn a_server_crash_restart_during_writes_answers_503_and_loses_nothing() {
         "answers other than 200 and 503: {:?}",
         &seen.wrong[..seen.wrong.len().min(5)]
     );
-    eprintln!("acked {} unavailable {} attempted {}", seen.acked.len(), seen.unavailable, seen.attempted.len());
+    eprintln!(
+        "acked {} unavailable {} attempted {}",
+        seen.acked.len(),
+        seen.unavailable,
+        seen.attempted.len()
+    );
     assert!(seen.unavailable > 0, "the restart was never seen as a 503");
     assert_present(&app, &seen.acked).await;
     // Nothing that no client sent, and every stored profile whole (its key sealed).
