@@ -335,3 +335,59 @@ async fn an_unreachable_database_at_start_fails_naming_host_port_and_cause() {
     assert!(!text.contains("hunter2"), "{text}");
     assert!(!format!("{err:?}").contains("hunter2"));
 }
+
+/// `palyrad check-config` with `PALYRA_STORAGE__*` pointing at `url`: exit code, stderr.
+fn check_config(url: &str) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_palyrad"))
+        .arg("check-config")
+        .env("PALYRA_STORAGE__BACKEND", "postgres")
+        .env("PALYRA_STORAGE__URL", url)
+        .env("PALYRA_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .expect("palyrad runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn check_config_reaches_the_database_and_names_what_is_wrong() {
+    let server = OwnServer::start();
+    let url = palyra::testkit::postgres::with_database(&server.url, "checked");
+    palyra::testkit::postgres::psql(&server.url, "CREATE DATABASE checked");
+    // Reachable, allowed, no schema yet: valid, and nothing was created.
+    assert_eq!(check_config(&url), (0, String::new()));
+    let tables = palyra::testkit::postgres::psql(
+        &url,
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+    );
+    assert_eq!(tables.trim(), "0");
+    // A schema newer than this binary.
+    palyra::testkit::postgres::psql(
+        &url,
+        "CREATE TABLE schema_version (version bigint PRIMARY KEY); INSERT INTO schema_version VALUES (99)",
+    );
+    let (code, stderr) = check_config(&url);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("newer"), "{stderr}");
+    // A user without privileges on an existing schema.
+    let limited = palyra::testkit::postgres::with_database(&server.url, "checked")
+        .replace("palyra@", "reader@");
+    palyra::testkit::postgres::psql(
+        &url,
+        "CREATE ROLE reader LOGIN; DELETE FROM schema_version; INSERT INTO schema_version VALUES (1)",
+    );
+    let (code, stderr) = check_config(&limited);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("missing privileges"), "{stderr}");
+    // Unreachable: host, port and the cause, never the password.
+    server.crash();
+    let with_password = url.replace("palyra@", "palyra:hunter2-secret@");
+    let (code, stderr) = check_config(&with_password);
+    assert_eq!(code, 2, "{stderr}");
+    let port = url.rsplit(':').next().unwrap().split('/').next().unwrap();
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(stderr.contains("unreachable"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}

@@ -170,16 +170,15 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let fsync_per_s = fsync_probe(probe_dir, FSYNC_PROBE).await?.rate();
 
     let backends = args.backend.backends();
-    let postgres = if backends.contains(&Backend::Postgres)
-        && plans.iter().any(|p| p.runs_on_postgres())
-    {
-        eprintln!("starting a PostgreSQL server for the run");
-        let server = PgServer::start().await?;
-        eprintln!("  PostgreSQL: {}", server.settings);
-        Some(server)
-    } else {
-        None
-    };
+    let postgres =
+        if backends.contains(&Backend::Postgres) && plans.iter().any(|p| p.runs_on_postgres()) {
+            eprintln!("starting a PostgreSQL server for the run");
+            let server = PgServer::start().await?;
+            eprintln!("  PostgreSQL: {}", server.settings);
+            Some(server)
+        } else {
+            None
+        };
 
     let baseline = Baseline::start()?;
     let mut bench = Bench {
@@ -198,7 +197,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let mut rows = Vec::new();
     // Each scenario on every backend asked for, one right after the other, so the
     // two rows of a pair see the same minutes of the machine.
-    let runs = plans.iter().flat_map(|plan| backends.iter().map(move |b| (*plan, *b)));
+    let runs = plans
+        .iter()
+        .flat_map(|plan| backends.iter().map(move |b| (*plan, *b)));
     for (plan, backend) in runs {
         if backend == Backend::Postgres && !plan.runs_on_postgres() {
             eprintln!("skipping {} on PostgreSQL (redb only)", plan.name());

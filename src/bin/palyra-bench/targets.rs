@@ -21,12 +21,8 @@ pub fn assess(rows: &[Row]) -> Vec<Verdict> {
                 .iter()
                 .find(|r| r.backend == Backend::Redb && r.plan == row.plan);
             let vs = row.vs_redb.unwrap_or(0.0);
-            let measured = |redb: &Row| {
-                format!(
-                    "{vs:.2}x ({:.0}/s vs {:.0}/s on redb)",
-                    row.rps, redb.rps
-                )
-            };
+            let measured =
+                |redb: &Row| format!("{vs:.2}x ({:.0}/s vs {:.0}/s on redb)", row.rps, redb.rps);
             match (row.plan, redb) {
                 (
                     Plan::Login | Plan::Handoff | Plan::ProfileCreate | Plan::ObjectiveCreate,
