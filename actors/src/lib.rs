@@ -22,7 +22,8 @@
 //! - [`schedule`]: cron patterns in IANA time zones.
 //! - [`refresher`]: the refresher actor keeps OAuth tokens fresh, one timer for all.
 //! - [`refresh_schedule`]: the schedule events the registry sends the refresher.
-//! - `due_heap`: the min-heap of due times the scheduler and the refresher share.
+//! - `due_heap`: the min-heap of due times the scheduler and the refresher share;
+//!   `due_timer`: the one timer each arms for its earliest entry.
 //! - [`oauth`]: PKCE, code exchange, the refresh grant and its backoff.
 //! - [`outbound`]: the one outbound HTTP client and its timeouts.
 //! - [`vault`]: secrets sealed with XChaCha20-Poly1305 under a rotatable master key.
@@ -40,6 +41,7 @@
 pub mod audit;
 pub mod browser;
 mod due_heap;
+mod due_timer;
 pub mod error;
 pub mod handoffs;
 pub mod ids;

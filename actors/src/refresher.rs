@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::due_heap::DueHeap;
+use crate::due_timer::{DueTimer, TimedActor, arm};
 use crate::error::{ActorError, stopped};
 use crate::oauth::{
     OAuthRefreshAdapter, OAuthRefreshOutcome, StandardRefreshAdapter, compute_backoff_ms,
@@ -124,7 +125,7 @@ impl RefresherHandle {
             adapters,
             draining: false,
             due: DueHeap::default(),
-            timer: None,
+            timer: DueTimer::default(),
             in_flight: HashMap::new(),
             waiting: VecDeque::new(),
             stats: Arc::clone(&stats),
@@ -182,13 +183,23 @@ struct RefresherActor {
     draining: bool,
     /// The due time of every scheduled profile, by profile id.
     due: DueHeap<String, ()>,
-    /// The armed timer and the due time it is armed for.
-    timer: Option<(i64, SpawnHandle)>,
+    /// The one timer, armed for the earliest due time.
+    timer: DueTimer,
     /// Profiles being refreshed, with whoever waits for the outcome.
     in_flight: HashMap<String, Vec<Waiter>>,
     /// Due profiles held back by the concurrency cap.
     waiting: VecDeque<String>,
     stats: Arc<RefresherStats>,
+}
+
+impl TimedActor for RefresherActor {
+    fn timer(&mut self) -> &mut DueTimer {
+        &mut self.timer
+    }
+
+    fn on_due(&mut self, ctx: &mut Context<Self>) {
+        self.fire(ctx);
+    }
 }
 
 impl Actor for RefresherActor {
@@ -251,24 +262,8 @@ impl RefresherActor {
         if self.draining {
             return;
         }
-        let Some(due) = self.due.next_due() else {
-            if let Some((_, handle)) = self.timer.take() {
-                ctx.cancel_future(handle);
-            }
-            return;
-        };
-        if self.timer.as_ref().is_some_and(|(armed, _)| *armed == due) {
-            return;
-        }
-        if let Some((_, handle)) = self.timer.take() {
-            ctx.cancel_future(handle);
-        }
-        let delay = Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0));
-        let handle = ctx.run_later(delay, |act, ctx| {
-            act.timer = None;
-            act.fire(ctx);
-        });
-        self.timer = Some((due, handle));
+        let due = self.due.next_due();
+        arm(self, due, ctx);
     }
 
     /// Starts every refresh that is due, then re-arms the timer.
@@ -464,9 +459,7 @@ impl Handler<Drain> for RefresherActor {
 
     fn handle(&mut self, _msg: Drain, ctx: &mut Self::Context) -> usize {
         self.draining = true;
-        if let Some((_, handle)) = self.timer.take() {
-            ctx.cancel_future(handle);
-        }
+        arm(self, None, ctx);
         self.in_flight.len()
     }
 }

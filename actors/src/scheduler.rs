@@ -7,12 +7,11 @@
 //! this kind of machine, tokio-cron-scheduler's 500 ms polling dropped firings at
 //! 2,000 jobs; this structure wakes only for the next due entry.
 
-use std::time::Duration;
-
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
 use crate::due_heap::DueHeap;
+use crate::due_timer::{DueTimer, TimedActor, arm};
 use crate::time::now_ms;
 
 /// Why an objective is fired.
@@ -67,7 +66,7 @@ impl SchedulerHandle {
         let actor = SchedulerActor {
             target,
             due: DueHeap::default(),
-            timer: None,
+            timer: DueTimer::default(),
         };
         Self {
             addr: actor.start(),
@@ -94,33 +93,27 @@ struct SchedulerActor {
     /// Each objective's one entry: its due time, with the schedule's instant.
     due: DueHeap<String, DateTime<Utc>>,
     /// The one timer, armed for the earliest due time.
-    timer: Option<(i64, SpawnHandle)>,
+    timer: DueTimer,
 }
 
 impl Actor for SchedulerActor {
     type Context = Context<Self>;
 }
 
+impl TimedActor for SchedulerActor {
+    fn timer(&mut self) -> &mut DueTimer {
+        &mut self.timer
+    }
+
+    fn on_due(&mut self, ctx: &mut Context<Self>) {
+        self.fire(ctx);
+    }
+}
+
 impl SchedulerActor {
     fn arm(&mut self, ctx: &mut Context<Self>) {
-        let Some(due) = self.due.next_due() else {
-            if let Some((_, handle)) = self.timer.take() {
-                ctx.cancel_future(handle);
-            }
-            return;
-        };
-        if self.timer.as_ref().is_some_and(|(armed, _)| *armed == due) {
-            return;
-        }
-        if let Some((_, handle)) = self.timer.take() {
-            ctx.cancel_future(handle);
-        }
-        let delay = Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0));
-        let handle = ctx.run_later(delay, |act, ctx| {
-            act.timer = None;
-            act.fire(ctx);
-        });
-        self.timer = Some((due, handle));
+        let due = self.due.next_due();
+        arm(self, due, ctx);
     }
 
     fn fire(&mut self, ctx: &mut Context<Self>) {

@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 mod storage;
 
-pub use storage::{StorageBackend, StorageSettings};
 pub(crate) use storage::is_loopback_host;
+pub use storage::{StorageBackend, StorageSettings};
 
 /// The compiled-in defaults.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");

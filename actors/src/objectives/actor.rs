@@ -23,7 +23,7 @@ use crate::error::ActorError;
 use crate::metrics::ActorMetrics;
 use crate::refresher::RefresherHandle;
 use crate::registry::RegistryHandle;
-use crate::reload::{ReloadState, Reloads, reload};
+use crate::reload::{ReloadState, Reloads, commit};
 use crate::schedule::Schedule;
 use crate::scheduler::{Fire, SchedulerHandle, Trigger};
 use crate::snapshot::Snapshot;
@@ -223,24 +223,7 @@ impl ObjectivesActor {
         &mut self,
         ops: Vec<WriteOp>,
     ) -> impl ActorFuture<Self, Output = Result<(), ActorError>> + use<> {
-        let write = match self.reload.refusal("objectives") {
-            Some(refused) => Err(refused),
-            None => Ok(self.writer.submit(ops)),
-        };
-        async move {
-            match write {
-                Ok(write) => write.await.map_err(ActorError::from),
-                Err(refused) => Err(refused),
-            }
-        }
-        .into_actor(self)
-        .map(|result, act: &mut Self, ctx| {
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "objectives commit failed; reloading from storage");
-                reload(act, ctx);
-            }
-            result
-        })
+        commit(self, ops)
     }
 }
 

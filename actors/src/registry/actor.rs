@@ -29,7 +29,7 @@ use crate::metrics::ActorMetrics;
 use crate::oauth::OAuthSettings;
 use crate::provider::ProviderDirectory;
 use crate::refresh_schedule::{ScheduleChange, ScheduleEntry};
-use crate::reload::{ReloadState, Reloads, reload};
+use crate::reload::{ReloadState, Reloads, commit, reload};
 use crate::secret::SecretString;
 use crate::snapshot::Snapshot;
 use crate::time::{now_ms, to_datetime};
@@ -198,24 +198,7 @@ impl RegistryActor {
         ops: Vec<WriteOp>,
     ) -> impl ActorFuture<Self, Output = Result<(), ActorError>> + use<> {
         self.vault.note_writes(&ops);
-        let write = match self.reload.refusal("registry") {
-            Some(refused) => Err(refused),
-            None => Ok(self.writer.submit(ops)),
-        };
-        async move {
-            match write {
-                Ok(write) => write.await.map_err(ActorError::from),
-                Err(refused) => Err(refused),
-            }
-        }
-        .into_actor(self)
-        .map(|result, act: &mut Self, ctx| {
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "registry commit failed; reloading state from storage");
-                reload(act, ctx);
-            }
-            result
-        })
+        commit(self, ops)
     }
 
     fn default_ops_removing(&self, record: &AuthProfileRecord) -> Option<(String, WriteOp)> {
