@@ -33,6 +33,9 @@
 //! - [`snapshot`]: the rows actors load their state from, read before they start.
 //! - `reload`: how the registry and the objectives actor reload after a failed commit.
 //! - [`error`]: the one error type this crate returns.
+//! - [`audit`]: the append-only audit log, its queries and its pruning.
+//! - [`metrics`]: the actors' counters and histograms, shared with `/metrics`.
+//! - `time`: Unix-millisecond clock helpers.
 //! - `paging`: page sizes and cursors shared by every list; `wire`: enum names as on the wire.
 //!
 //! actix types never leave this crate: every actor is reached through a cloneable

@@ -116,7 +116,7 @@ pub fn summary(state: &AppState, now: DateTime<Utc>) -> DeploymentPostureSummary
     let storage = state.storage.posture();
     if storage.synchronous_commit_off {
         warnings.push(
-            "the PostgreSQL server has synchronous_commit off: a commit the daemon acknowledged can be lost if the server crashes"
+            "the PostgreSQL server's default synchronous_commit is off: palyrad's writer turns it on for its own commits, but other clients of the server may lose commits in a crash"
                 .into(),
         );
     }

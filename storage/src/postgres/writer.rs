@@ -358,7 +358,15 @@ async fn reconnect(
             .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
             .await
         {
-            Ok(row) if row.get::<_, bool>(0) => Ok(client),
+            // Whatever the server's default, this connection's commits wait for the
+            // WAL flush: an acknowledged write is durable.
+            Ok(row) if row.get::<_, bool>(0) => match client
+                .batch_execute("SET synchronous_commit TO on")
+                .await
+            {
+                Ok(()) => Ok(client),
+                Err(e) => Err(connector.detail(&e)),
+            },
             Ok(_) => Err(
                 "another palyrad is writing to this database (it holds the writer lock)".to_owned(),
             ),
