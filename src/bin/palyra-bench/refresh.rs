@@ -22,7 +22,7 @@ use crate::probes::{
     clock_ticks_per_second, process_cpu_ticks, thread_cpu_ticks, unix_ms, unix_ms_at, writer_counts,
 };
 use crate::report::{Row, round};
-use crate::servers::{BenchDaemon, report_stop};
+use crate::servers::report_stop;
 
 const HEALTH_PATH: &str = "/console/v1/auth/health";
 /// `oauth.refresh_lead_s` of `refresh-10k`.

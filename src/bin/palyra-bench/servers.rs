@@ -35,8 +35,8 @@ pub struct BenchDaemon {
 #[derive(Debug)]
 pub struct StoredState {
     storage: StorageSettings,
-    // Declared before `dir`: the database is dropped first.
-    database: Option<PgDatabase>,
+    // Held for its drop (DROP DATABASE), declared before `dir`: the database goes first.
+    _database: Option<PgDatabase>,
     dir: TempDir,
 }
 
@@ -83,7 +83,7 @@ impl BenchDaemon {
             daemon,
             stored: StoredState {
                 storage,
-                database,
+                _database: database,
                 dir,
             },
         })
