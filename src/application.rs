@@ -284,42 +284,60 @@ impl Application {
                 })
             })?;
         let storage = open_storage(&storage_config).await?;
-        // Every step that can fail for a reason outside the database runs before the
-        // writer and the actors start, so a refused start leaves nothing running.
-        let snapshot = Snapshot::read(&storage, &Snapshot::STARTUP).await?;
-        let (vault, vault_ops) = Vault::open(&snapshot, &data_dir, env_vault_key)?;
-        // The one outbound HTTP client (API-key checks, OAuth, provider calls), shared
-        // by every actor that calls out.
-        let http_client =
-            palyra_actors::outbound::client().map_err(|e| StartError::HttpClient(e.to_string()))?;
+        // The writer first: an empty write is acknowledged once it can write, which on
+        // PostgreSQL means its connection holds the database's writer lock. So a second
+        // daemon on the same database is refused here (like a second one on the same
+        // redb file), and the state read next cannot be overtaken by another writer.
+        let writer = storage.start_writer()?;
+        let prepared = async {
+            writer.write(Vec::new()).await?;
+            let snapshot = Snapshot::read(&storage, &Snapshot::STARTUP).await?;
+            let (vault, vault_ops) = Vault::open(&snapshot, &data_dir, env_vault_key)?;
+            // The one outbound HTTP client (API-key checks, OAuth, provider calls),
+            // shared by every actor that calls out.
+            let http_client = palyra_actors::outbound::client()
+                .map_err(|e| StartError::HttpClient(e.to_string()))?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let metrics_listener = match metrics_addr {
+                Some(addr) => Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| StartError::Bind { addr, source })?,
+                ),
+                None => None,
+            };
+            Ok::<_, StartError>((
+                snapshot,
+                vault,
+                vault_ops,
+                http_client,
+                listener,
+                metrics_listener,
+            ))
+        }
+        .await;
+        // Every step that can fail for a reason outside the database ran before the
+        // actors start; a refused start stops the writer and leaves nothing running.
+        let (snapshot, vault, vault_ops, http_client, listener, metrics_listener) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                writer.shutdown().await;
+                return Err(e);
+            }
+        };
         let vault_key_source = match vault.source() {
             palyra_actors::vault::VaultKeySource::Env => "env",
             palyra_actors::vault::VaultKeySource::File => "file",
         };
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
-
-        let metrics_listener = match metrics_addr {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::Bind { addr, source })?,
-            ),
-            None => None,
+        let local_addr = match listener.local_addr() {
+            Ok(local) => local,
+            Err(source) => {
+                writer.shutdown().await;
+                return Err(StartError::Bind { addr, source });
+            }
         };
-
-        let writer = storage.start_writer()?;
-        // An empty write is acknowledged once the writer can write: on PostgreSQL that
-        // is its connection holding the database's writer lock, so a second daemon on
-        // the same database is refused here, like a second one on the same redb file.
-        if let Err(e) = writer.write(Vec::new()).await {
-            writer.shutdown().await;
-            return Err(e.into());
-        }
         let audit = match AuditLog::start(
             &storage,
             writer.clone(),

@@ -74,8 +74,10 @@ fn attempt<A: Reloads>(act: &mut A, ctx: &mut Context<A>) {
     let storage = act.storage().clone();
     ctx.spawn(
         async move {
-            // Writes queued before the failure resolve first, so the read sees them.
-            let _ = barrier.await;
+            // Writes queued before the failure resolve first, so the read sees them; a
+            // barrier that is not applied (the writer cannot write yet) proves nothing,
+            // so the attempt fails and is retried.
+            barrier.await?;
             Snapshot::read(&storage, A::TABLES).await
         }
         .into_actor(act)

@@ -132,15 +132,17 @@ impl PostgresConfig {
             .strip_prefix("postgres://")
             .or_else(|| url.strip_prefix("postgresql://"))
             .ok_or_else(|| invalid("it must start with postgres://"))?;
+        // The user info ends at the last '@', so a password with an unescaped '/', '?'
+        // or '@' is never mistaken for the host or the database (which logs show).
+        let (userinfo, rest) = match rest.rsplit_once('@') {
+            Some((u, r)) => (Some(u), r),
+            None => (None, rest),
+        };
         let (rest, query) = match rest.split_once('?') {
             Some((r, q)) => (r, Some(q)),
             None => (rest, None),
         };
-        let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
+        let (hostport, database) = rest.split_once('/').unwrap_or((rest, ""));
         let (user, url_password) = match userinfo {
             Some(u) => match u.split_once(':') {
                 Some((name, pw)) => (percent_decode(name)?, Some(percent_decode(pw)?)),
@@ -258,6 +260,23 @@ fn percent_decode(s: &str) -> Result<String, StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_with_reserved_characters_stays_in_the_password() {
+        for url in [
+            "postgres://u:12/Xy9@db/state",
+            "postgres://u:42?tail@db/state",
+            "postgres://u:a@b@db/state",
+        ] {
+            let c = PostgresConfig::from_url(url, None).unwrap();
+            assert_eq!(
+                (c.host.as_str(), c.database.as_str(), c.user.as_str()),
+                ("db", "state", "u"),
+                "{url}"
+            );
+            assert_eq!(c.describe(), "db:5432/state");
+        }
+    }
 
     #[test]
     fn urls_parse_and_never_show_the_password() {

@@ -49,6 +49,9 @@ pub struct WriterStats {
     pub batch_size: Histogram,
     /// Seconds from opening a transaction to its durable commit.
     pub commit_seconds: Histogram,
+    /// Set while the writer cannot write (PostgreSQL: no connection holding the
+    /// writer lock), so readiness reports it; redb's writer never sets it.
+    pub disconnected: AtomicBool,
 }
 
 impl Default for WriterStats {
@@ -58,6 +61,7 @@ impl Default for WriterStats {
             writes: AtomicU64::new(0),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            disconnected: AtomicBool::new(false),
         }
     }
 }
@@ -107,6 +111,11 @@ impl Writer {
             alive: AliveGuard(Arc::clone(&alive)),
         };
         (Self { tx, stats, alive }, parts)
+    }
+
+    /// True while the writer runs and can write now (readiness).
+    pub fn can_write(&self) -> bool {
+        self.is_alive() && !self.stats.disconnected.load(Ordering::Relaxed)
     }
 
     /// Applies `ops` atomically and returns once they are durable.

@@ -61,6 +61,10 @@ pub(crate) async fn launch(
             ))
         })?;
     let mut child = tokio::process::Command::new(chromium)
+        // Nothing of the daemon's environment (admin token, vault key, database URL)
+        // reaches the browser: a minimal one, built from nothing.
+        .env_clear()
+        .envs(browser_env(profile_dir))
         .args(CHROMIUM_FLAGS)
         .arg(format!("--user-data-dir={}", profile_dir.display()))
         // The page area is set by emulation; a small window made screenshots hang
@@ -201,4 +205,19 @@ pub(crate) fn reap_leftovers(root: &Path) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// Chromium's whole environment: a PATH, a HOME inside its profile, and the locale and
+/// time zone the daemon runs with (names only, never a secret).
+fn browser_env(profile_dir: &Path) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),
+        ("HOME".to_owned(), profile_dir.display().to_string()),
+    ];
+    for name in ["LANG", "LC_ALL", "TZ"] {
+        if let Ok(value) = std::env::var(name) {
+            env.push((name.to_owned(), value));
+        }
+    }
+    env
 }

@@ -738,7 +738,10 @@ impl Handler<RotateKey> for RegistryActor {
                         }),
                         Err(e) => {
                             if began {
-                                act.vault.abort_rotation();
+                                // The commit's outcome may be unknown (a connection lost
+                                // during COMMIT): keep both keys, in memory and in the key
+                                // file, so whichever ciphertexts are durable still open;
+                                // the next start drops the key no stored secret names.
                                 reload(act, ctx);
                             }
                             Err(e)

@@ -42,7 +42,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<ProbeSta
         tokio::time::timeout(STORAGE_PROBE_TIMEOUT, state.storage.check()).await,
         Ok(Ok(()))
     );
-    if !state.writer.is_alive() || !storage_answers {
+    if !state.writer.can_write() || !storage_answers {
         failing.push("storage");
     }
     for (name, running) in [

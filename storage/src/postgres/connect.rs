@@ -110,17 +110,26 @@ impl Connector {
     }
 }
 
-/// True when `e` means the connection can no longer be used (as opposed to one
-/// statement failing on a healthy connection).
+/// True when `e` means the database cannot serve us right now, as opposed to one
+/// statement failing on a healthy server: the connection is dropped (and made again),
+/// and callers get `Unavailable` (503), never a 500.
 pub(crate) fn is_connection_error(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() {
         return true;
     }
     match e.code() {
-        // Class 08 (connection exception), 57P01-57P03 (shutdown, crash, starting up).
+        // Class 08 (connection exception), 57P01-57P03 (shutdown, crash, starting up),
+        // 57014 (a statement timed out: the server stalls), 25006 (read-only: a replica
+        // after a failover), class 53 (out of resources), 40001/40P01 (serialization
+        // failure, deadlock: retry later).
         Some(code) => {
             let c = code.code();
-            c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03")
+            c.starts_with("08")
+                || c.starts_with("53")
+                || matches!(
+                    c,
+                    "57P01" | "57P02" | "57P03" | "57014" | "25006" | "40001" | "40P01"
+                )
         }
         // No server answer at all: an I/O error on the socket.
         None => true,

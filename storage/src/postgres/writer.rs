@@ -13,6 +13,7 @@
 //! are answered `Unavailable` at once; the writer reconnects with doubling waits.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
@@ -297,6 +298,7 @@ async fn run(
                 msg = rx.recv() => msg,
                 () = tokio::time::sleep_until(next_attempt.into()) => {
                     reconnect(connector, &mut conn, &mut backoff, &mut next_attempt, &mut last_error).await;
+                    stats.disconnected.store(conn.is_none(), Ordering::Relaxed);
                     continue;
                 }
             }
@@ -318,6 +320,7 @@ async fn run(
                 &mut last_error,
             )
             .await;
+            stats.disconnected.store(conn.is_none(), Ordering::Relaxed);
         }
         if !batch.is_empty() {
             match conn.as_mut() {
@@ -331,10 +334,27 @@ async fn run(
                     let lost = write_batch(c, &mut batch, connector, stats, bound).await;
                     if let Some(reason) = lost {
                         tracing::warn!(target_db = %config.describe(), reason = %reason, "lost the PostgreSQL connection; reconnecting");
+                        // What was queued behind the lost group may build on a change
+                        // that did not commit: it fails too, before a new connection
+                        // could commit it.
+                        let e = connector.unavailable(&reason);
+                        let mut queued_stop = None;
+                        while let Ok(msg) = rx.try_recv() {
+                            match msg {
+                                Msg::Write(req) => {
+                                    let _ = req.ack.send(Err(e.clone()));
+                                }
+                                Msg::Shutdown(done) => queued_stop = Some(done),
+                            }
+                        }
                         conn = None;
+                        stats.disconnected.store(true, Ordering::Relaxed);
                         last_error = reason;
                         // Try again at once: a restarted server is usually back.
                         next_attempt = Instant::now();
+                        if queued_stop.is_some() {
+                            return stop.or(queued_stop);
+                        }
                     }
                 }
             }
@@ -354,23 +374,16 @@ async fn reconnect(
 ) {
     let config = &connector.config;
     let locked = match connector.connect().await {
-        Ok(client) => match client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
+        // Bounded: a server that accepts and then goes silent must not stall the queue.
+        Ok(client) => match tokio::time::timeout(config.connect_timeout, take_writer_lock(&client))
             .await
         {
-            // Whatever the server's default, this connection's commits wait for the
-            // WAL flush: an acknowledged write is durable.
-            Ok(row) if row.get::<_, bool>(0) => match client
-                .batch_execute("SET synchronous_commit TO on")
-                .await
-            {
-                Ok(()) => Ok(client),
-                Err(e) => Err(connector.detail(&e)),
-            },
-            Ok(_) => Err(
+            Ok(Ok(true)) => Ok(client),
+            Ok(Ok(false)) => Err(
                 "another palyrad is writing to this database (it holds the writer lock)".to_owned(),
             ),
-            Err(e) => Err(connector.detail(&e)),
+            Ok(Err(e)) => Err(connector.detail(&e)),
+            Err(_) => Err("taking the writer lock timed out".to_owned()),
         },
         Err(e) => Err(e.to_string()),
     };
@@ -388,6 +401,20 @@ async fn reconnect(
             *backoff = (*backoff * 2).min(config.max_backoff);
         }
     }
+}
+
+/// Takes [`WRITER_LOCK`] on `client`'s session (false: another session holds it) and
+/// turns `synchronous_commit` on for it, whatever the server's default, so this
+/// connection's commits wait for the WAL flush.
+async fn take_writer_lock(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
+        .await?
+        .get(0);
+    if locked {
+        client.batch_execute("SET synchronous_commit TO on").await?;
+    }
+    Ok(locked)
 }
 
 /// The session advisory lock the writer's connection holds: one node writes to a
