@@ -290,7 +290,7 @@ impl Application {
         // redb file), and the state read next cannot be overtaken by another writer.
         let writer = storage.start_writer()?;
         let prepared = async {
-            writer.write(Vec::new()).await?;
+            writer_ready(&writer).await?;
             let snapshot = Snapshot::read(&storage, &Snapshot::STARTUP).await?;
             let (vault, vault_ops) = Vault::open(&snapshot, &data_dir, env_vault_key)?;
             // The one outbound HTTP client (API-key checks, OAuth, provider calls),
@@ -570,6 +570,24 @@ impl Application {
         self.writer.shutdown().await;
         tracing::info!("palyrad stopped");
         result.map_err(StartError::Serve)
+    }
+}
+
+/// Waits until the writer can write: at once on redb; on PostgreSQL until its
+/// connection holds the writer lock, which a daemon that just stopped (or was killed
+/// on this machine) frees within moments, retried for a few seconds before the start
+/// is refused naming the cause.
+async fn writer_ready(writer: &Writer) -> Result<(), StorageError> {
+    const TRIES: u32 = 20;
+    let mut tries = 0;
+    loop {
+        match writer.write(Vec::new()).await {
+            Err(e) if e.is_unavailable() && tries < TRIES => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            result => return result,
+        }
     }
 }
 

@@ -360,6 +360,14 @@ async fn run(
             }
         }
         if stop.is_some() {
+            // Release the writer lock before the stop is acknowledged, so a daemon
+            // started right after this one finds it free.
+            if let Some(c) = &conn {
+                let release = c
+                    .client
+                    .execute("SELECT pg_advisory_unlock($1)", &[&WRITER_LOCK]);
+                let _ = tokio::time::timeout(config.connect_timeout, release).await;
+            }
             return stop;
         }
     }
@@ -412,7 +420,14 @@ async fn take_writer_lock(client: &Client) -> Result<bool, tokio_postgres::Error
         .await?
         .get(0);
     if locked {
-        client.batch_execute("SET synchronous_commit TO on").await?;
+        // The server notices a dead writer (its host gone, no FIN) within about 25 s
+        // and frees the lock, instead of after the kernel's two-hour keepalive.
+        client
+            .batch_execute(
+                "SET synchronous_commit TO on; SET tcp_keepalives_idle TO 10; \
+                 SET tcp_keepalives_interval TO 5; SET tcp_keepalives_count TO 3",
+            )
+            .await?;
     }
     Ok(locked)
 }
