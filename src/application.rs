@@ -291,7 +291,7 @@ impl Application {
         let writer = storage.start_writer()?;
         let prepared = async {
             writer_ready(&writer).await?;
-            let snapshot = Snapshot::read(&storage, &Snapshot::STARTUP).await?;
+            let snapshot = Snapshot::read(&storage, &Snapshot::startup_tables()).await?;
             let (vault, vault_ops) = Vault::open(&snapshot, &data_dir, env_vault_key)?;
             // The one outbound HTTP client (API-key checks, OAuth, provider calls),
             // shared by every actor that calls out.

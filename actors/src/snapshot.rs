@@ -13,19 +13,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The tables every actor loads at start (not the audit log, which is read in pages).
-    pub const STARTUP: [Table; 10] = [
-        Table::Sessions,
-        Table::Handoffs,
-        Table::Vault,
-        Table::VaultMeta,
-        Table::AuthProfiles,
-        Table::AuthDefaults,
-        Table::OAuthAttempts,
-        Table::Agents,
-        Table::Objectives,
-        Table::Runs,
-    ];
+    /// The tables actors load at start: all but the audit log, which is read in pages.
+    pub fn startup_tables() -> Vec<Table> {
+        Table::ALL
+            .into_iter()
+            .filter(|t| *t != Table::Audit)
+            .collect()
+    }
 
     /// Reads every row of `tables`.
     pub async fn read(storage: &Storage, tables: &[Table]) -> Result<Self, StorageError> {

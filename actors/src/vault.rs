@@ -476,7 +476,9 @@ mod tests {
     use palyra_storage::Storage;
 
     async fn snapshot(storage: &Storage) -> Snapshot {
-        Snapshot::read(storage, &Snapshot::STARTUP).await.unwrap()
+        Snapshot::read(storage, &Snapshot::startup_tables())
+            .await
+            .unwrap()
     }
 
     #[tokio::test]

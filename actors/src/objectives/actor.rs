@@ -245,6 +245,11 @@ impl Reloads for ObjectivesActor {
 
     fn apply(&mut self, snapshot: Snapshot) -> Result<(), ActorError> {
         let (agents, objectives) = load_agents_and_objectives(&snapshot)?;
+        // A waiting firing whose queued run record never became durable (its sequence
+        // number is past the reloaded objective's last one) is gone with it: keeping it
+        // would hand the same number to two runs.
+        self.queued
+            .retain(|id, (_, seq)| objectives.get(id).is_some_and(|o| *seq <= o.run_seq));
         self.agents = agents;
         self.objectives = objectives;
         for objective in self.objectives.values() {
