@@ -502,7 +502,8 @@ mod tests {
         );
         // The same ciphertext moved to another ref does not open.
         let sealed = storage
-            .get(Table::Vault, b"vault://global/a")
+            .read_row(Table::Vault, b"vault://global/a")
+            .await
             .unwrap()
             .unwrap();
         let moved = vec![WriteOp::Put {

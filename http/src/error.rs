@@ -249,8 +249,7 @@ fn storage_status(e: &StorageError) -> (StatusCode, &'static str) {
         | StorageError::Config(_)
         | StorageError::Refused { .. }
         | StorageError::TargetNotEmpty { .. }
-        | StorageError::CopyMismatch { .. }
-        | StorageError::Unsupported { .. } => {
+        | StorageError::CopyMismatch { .. } => {
             (StatusCode::INTERNAL_SERVER_ERROR, "storage_failure")
         }
     }

@@ -84,12 +84,6 @@ pub enum StorageError {
         source_rows: u64,
         target_rows: u64,
     },
-    /// The call is not available on this backend (the synchronous reads on PostgreSQL).
-    #[error("not supported by the {backend} backend: {what}")]
-    Unsupported {
-        backend: &'static str,
-        what: &'static str,
-    },
 }
 
 impl StorageError {

@@ -90,17 +90,26 @@ mod tests {
         drop(storage);
 
         let reopened = Storage::open(dir.path()).unwrap();
-        let rows = reopened.load(Table::Sessions).unwrap();
+        let rows = reopened.read_table(Table::Sessions).await.unwrap();
         assert_eq!(rows.len(), 199);
         assert_eq!(
-            reopened.get(Table::Sessions, &3u32.to_be_bytes()).unwrap(),
+            reopened
+                .read_row(Table::Sessions, &3u32.to_be_bytes())
+                .await
+                .unwrap(),
             Some(b"value-3".to_vec())
         );
         assert_eq!(
-            reopened.get(Table::Sessions, &7u32.to_be_bytes()).unwrap(),
+            reopened
+                .read_row(Table::Sessions, &7u32.to_be_bytes())
+                .await
+                .unwrap(),
             None
         );
-        assert_eq!(reopened.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(
+            reopened.read_schema_version().await.unwrap(),
+            SCHEMA_VERSION
+        );
     }
 
     #[test]

@@ -1,9 +1,7 @@
 //! [`Storage`]: the open database, whichever backend holds it, shared for reads.
 //!
-//! Two read APIs: the synchronous one (`load`, `get`, ...) that the actors use today,
-//! redb only, and the `read_*` async one both backends implement with the same
-//! semantics and the same byte order of keys. On PostgreSQL the synchronous methods
-//! answer [`StorageError::Unsupported`] rather than block a thread on the network.
+//! One read API, `read_*`, async, that both backends implement with the same semantics
+//! and the same byte order of keys (redb answers at once; PostgreSQL over its pool).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -48,8 +46,6 @@ impl std::fmt::Debug for Storage {
             .finish_non_exhaustive()
     }
 }
-
-const SYNC_ON_POSTGRES: &str = "synchronous reads; use the read_* methods";
 
 impl Storage {
     /// Opens (or creates) the redb database in `data_dir`, creates missing tables and
@@ -123,60 +119,6 @@ impl Storage {
                 synchronous_commit_off: !pg.synchronous_commit(),
             },
         }
-    }
-
-    fn redb(&self) -> Result<&RedbStore, StorageError> {
-        match &self.backend {
-            Backend::Redb(db) => Ok(db),
-            Backend::Postgres(_) => Err(StorageError::Unsupported {
-                backend: "postgres",
-                what: SYNC_ON_POSTGRES,
-            }),
-        }
-    }
-
-    /// Every row of `table`, in key order. Used by actors to load their state at start.
-    /// redb only.
-    pub fn load(&self, table: Table) -> Result<Vec<Row>, StorageError> {
-        self.redb()?.load(table)
-    }
-
-    /// Up to `limit` rows of `table` whose keys start with `prefix`, newest (highest
-    /// key) first, starting below `before` when given. redb only.
-    pub fn scan_prefix_rev(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        before: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Row>, StorageError> {
-        self.redb()?.scan_prefix_rev(table, prefix, before, limit)
-    }
-
-    /// Up to `limit` rows of `table` in key order (oldest first for time-ordered keys),
-    /// starting after `after` when given. redb only.
-    pub fn scan_forward(
-        &self,
-        table: Table,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Row>, StorageError> {
-        self.redb()?.scan_forward(table, after, limit)
-    }
-
-    /// How many rows `table` holds. redb only.
-    pub fn count(&self, table: Table) -> Result<u64, StorageError> {
-        self.redb()?.count(table)
-    }
-
-    /// One row of `table`. redb only.
-    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        self.redb()?.get(table, key)
-    }
-
-    /// The stored schema version. redb only.
-    pub fn schema_version(&self) -> Result<u64, StorageError> {
-        self.redb()?.schema_version()
     }
 
     /// Every row of `table`, in key order.

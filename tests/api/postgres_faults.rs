@@ -241,6 +241,7 @@ async fn a_lost_database_is_503_naming_storage_until_it_returns() {
         .await
         .unwrap();
     assert_eq!(ready(&app).await.0, 200);
+    let login = app.login().await;
     server.crash();
     let (status, body) = ready(&app).await;
     assert_eq!(status, 503);
@@ -270,8 +271,7 @@ async fn a_lost_database_is_503_naming_storage_until_it_returns() {
     assert_eq!(body["error"]["code"], "storage_unavailable");
     assert!(!body.to_string().contains("127.0.0.1"), "{body}");
     // Session checks come from memory and still work.
-    let login = app.http.get(app.url("/healthz")).send().await.unwrap();
-    assert_eq!(login.status(), 200);
+    assert_eq!(app.session_status(&login.cookie).await, 200);
     server.resume();
     wait_ready(&app).await;
     // The daemon writes again by itself, and the refused write left nothing behind.
