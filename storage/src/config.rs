@@ -99,6 +99,9 @@ pub struct PostgresConfig {
     /// Bound on one statement, set as the session's `statement_timeout`; a write
     /// transaction as a whole is bounded by this plus `connect_timeout`.
     pub statement_timeout: Duration,
+    /// This node's id in the cluster (`[cluster] node_id`): its connections' tag, so
+    /// change notifications name the node that wrote, and `pg_stat_activity` shows it.
+    pub node_id: String,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -117,6 +120,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("max_backoff", &self.max_backoff)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("node_id", &self.node_id)
             .finish()
     }
 }
@@ -194,6 +198,7 @@ impl PostgresConfig {
             max_backoff: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(5),
+            node_id: String::new(),
         }
     }
 

@@ -17,6 +17,8 @@
 //!   the typed columns of each table, the read pool and the ordered writer.
 //! - [`error`](mod@error): [`StorageError`].
 
+pub mod changes;
+pub mod cluster;
 pub mod config;
 pub mod copy;
 pub mod error;
@@ -28,10 +30,12 @@ pub mod schema;
 pub mod storage;
 pub mod writer;
 
+pub use changes::{Change, ChangeFeed};
+pub use cluster::{ClusterView, LeaseRow, NodeRow};
 pub use config::{Password, PostgresConfig, SslMode, StorageConfig};
 pub use copy::{CopyReport, copy};
 pub use error::{ConnectFailure, StorageError};
-pub use op::{WriteOp, WriteOutcome};
+pub use op::{Fence, WriteOp, WriteOutcome};
 pub use postgres::migrate::POSTGRES_SCHEMA_VERSION;
 pub use record::{StoredRecord, decode_record, encode_record};
 pub use redb_store::DB_FILE;

@@ -37,6 +37,28 @@ pub enum WriteOp {
     /// Deletes the row and returns its value (consume once); refused if there is none.
     /// Of concurrent takes of one row, exactly one is applied.
     Take { table: Table, key: Vec<u8> },
+    /// Writes nothing; refused unless the row's current value is byte for byte
+    /// `value`. On PostgreSQL the row stays locked (`FOR SHARE`) until the request's
+    /// transaction commits, so no other node changes it in between.
+    Expect {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// Writes nothing; refused unless `fence.node_id` still holds the lease of
+    /// `fence.shard` at `fence.epoch`, unexpired by the database's clock. The lease
+    /// row stays locked until the request commits, so a takeover (which bumps the
+    /// epoch) waits for it and then sees everything it wrote. Only PostgreSQL keeps
+    /// leases; redb refuses every fence.
+    Fence(Fence),
+}
+
+/// A shard lease as its holder last proved it: the fencing token of a cluster write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub shard: u32,
+    pub node_id: String,
+    pub epoch: u64,
 }
 
 impl WriteOp {
@@ -74,25 +96,25 @@ impl WriteOp {
         }
     }
 
-    /// The table the op changes.
-    pub fn table(&self) -> Table {
-        match self {
-            WriteOp::Put { table, .. }
-            | WriteOp::Delete { table, .. }
-            | WriteOp::InsertIfAbsent { table, .. }
-            | WriteOp::CompareAndSet { table, .. }
-            | WriteOp::Take { table, .. } => *table,
+    /// Expects the row under `key` to hold `record` exactly as encoded.
+    pub fn expect<T: StoredRecord>(key: impl Into<Vec<u8>>, record: &T) -> Self {
+        WriteOp::Expect {
+            table: T::TABLE,
+            key: key.into(),
+            value: encode_record(record),
         }
     }
 
-    /// The key of the row the op changes.
-    pub fn key(&self) -> &[u8] {
+    /// The table and key of the row the op reads or changes; `None` for a fence.
+    pub fn row(&self) -> Option<(Table, &[u8])> {
         match self {
-            WriteOp::Put { key, .. }
-            | WriteOp::Delete { key, .. }
-            | WriteOp::InsertIfAbsent { key, .. }
-            | WriteOp::CompareAndSet { key, .. }
-            | WriteOp::Take { key, .. } => key,
+            WriteOp::Put { table, key, .. }
+            | WriteOp::Delete { table, key }
+            | WriteOp::InsertIfAbsent { table, key, .. }
+            | WriteOp::CompareAndSet { table, key, .. }
+            | WriteOp::Take { table, key }
+            | WriteOp::Expect { table, key, .. } => Some((*table, key)),
+            WriteOp::Fence(_) => None,
         }
     }
 

@@ -189,12 +189,13 @@ fn commit(db: &Database, batch: &[Request]) -> Result<Vec<WriteOutcome>, Storage
     {
         // Each table is opened once per transaction, not once per write.
         let mut open: OpenTables<'_> = HashMap::new();
-        for op in batch.iter().flat_map(|req| &req.ops) {
-            if let std::collections::hash_map::Entry::Vacant(e) = open.entry(op.table()) {
-                e.insert(
-                    txn.open_table(op.table().def())
-                        .map_err(StorageError::backend)?,
-                );
+        for (table, _) in batch
+            .iter()
+            .flat_map(|req| &req.ops)
+            .filter_map(WriteOp::row)
+        {
+            if let std::collections::hash_map::Entry::Vacant(e) = open.entry(table) {
+                e.insert(txn.open_table(table.def()).map_err(StorageError::backend)?);
             }
         }
         for req in batch {
@@ -214,11 +215,14 @@ fn apply(open: &mut OpenTables<'_>, ops: &[WriteOp]) -> Result<WriteOutcome, Sto
         let mut overlay: HashMap<(Table, &[u8]), Option<&[u8]>> = HashMap::new();
         let mut stored: HashMap<(Table, &[u8]), Option<Vec<u8>>> = HashMap::new();
         for (i, op) in ops.iter().enumerate() {
-            let slot = (op.table(), op.key());
+            // An embedded database has no cluster, so no lease to prove.
+            let Some(slot) = op.row() else {
+                return Ok(WriteOutcome::Refused { op: i });
+            };
             if !overlay.contains_key(&slot) && !stored.contains_key(&slot) {
-                let t = &open[&op.table()];
+                let t = &open[&slot.0];
                 let v = t
-                    .get(op.key())
+                    .get(slot.1)
                     .map_err(StorageError::backend)?
                     .map(|v| v.value().to_vec());
                 stored.insert(slot, v);
@@ -251,13 +255,23 @@ fn apply(open: &mut OpenTables<'_>, ops: &[WriteOp]) -> Result<WriteOutcome, Sto
                     }
                     None => return Ok(WriteOutcome::Refused { op: i }),
                 },
+                WriteOp::Expect { value, .. } => {
+                    if current != Some(value.as_slice()) {
+                        return Ok(WriteOutcome::Refused { op: i });
+                    }
+                    Some(value.as_slice())
+                }
+                WriteOp::Fence(_) => return Ok(WriteOutcome::Refused { op: i }),
             };
             overlay.insert(slot, next);
         }
     }
     for op in ops {
+        let Some((table, _)) = op.row() else {
+            continue;
+        };
         let t = open
-            .get_mut(&op.table())
+            .get_mut(&table)
             .ok_or_else(|| StorageError::Backend("table not open".into()))?;
         match op {
             WriteOp::Put { key, value, .. }
@@ -269,6 +283,7 @@ fn apply(open: &mut OpenTables<'_>, ops: &[WriteOp]) -> Result<WriteOutcome, Sto
             WriteOp::Delete { key, .. } | WriteOp::Take { key, .. } => {
                 t.remove(key.as_slice()).map_err(StorageError::backend)?;
             }
+            WriteOp::Expect { .. } | WriteOp::Fence(_) => {}
         }
     }
     Ok(WriteOutcome::Applied { taken })

@@ -62,6 +62,11 @@ impl Table {
         Table::Audit,
     ];
 
+    /// The table named `name` (as [`Self::name`] gives it).
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+
     /// The table's name, in redb and in PostgreSQL.
     pub fn name(self) -> &'static str {
         match self {

@@ -202,6 +202,28 @@ impl Storage {
         }
     }
 
+    /// What other nodes change in the rows nodes keep in memory. The first call starts
+    /// listening, so call it from the daemon's runtime. Silent on redb.
+    pub fn changes(&self) -> crate::changes::ChangeFeed {
+        match &self.backend {
+            Backend::Postgres(pg) => pg.changes(),
+            Backend::Redb(_) => {
+                static SILENT: std::sync::OnceLock<
+                    tokio::sync::broadcast::Sender<crate::changes::Change>,
+                > = std::sync::OnceLock::new();
+                let tx = SILENT.get_or_init(|| tokio::sync::broadcast::channel(1).0);
+                crate::changes::ChangeFeed::new(tx.subscribe())
+            }
+        }
+    }
+
+    pub(crate) fn postgres(&self) -> Option<&PgStore> {
+        match &self.backend {
+            Backend::Postgres(pg) => Some(pg),
+            Backend::Redb(_) => None,
+        }
+    }
+
     /// Closes the read pool (PostgreSQL); reads fail afterwards. Stop the writer first.
     pub fn close(&self) {
         if let Backend::Postgres(pg) = &self.backend {

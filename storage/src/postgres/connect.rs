@@ -23,6 +23,19 @@ pub(crate) struct Connector {
     pub(crate) tls: MakeRustlsConnect,
 }
 
+/// `palyrad/<node id>`, cut to PostgreSQL's 63 bytes.
+fn application_name(node_id: &str) -> String {
+    let mut name = if node_id.is_empty() {
+        "palyrad".to_owned()
+    } else {
+        format!("palyrad/{node_id}")
+    };
+    while name.len() > 63 {
+        name.pop();
+    }
+    name
+}
+
 impl Connector {
     pub(crate) fn new(config: &PostgresConfig) -> Result<Self, StorageError> {
         let mut pg = tokio_postgres::Config::new();
@@ -30,7 +43,7 @@ impl Connector {
             .port(config.port)
             .dbname(&config.database)
             .user(&config.user)
-            .application_name("palyrad")
+            .application_name(application_name(&config.node_id))
             .connect_timeout(config.connect_timeout)
             // A server that vanished without closing the socket is noticed.
             .keepalives_idle(std::time::Duration::from_secs(10))

@@ -7,7 +7,10 @@ use crate::error::StorageError;
 use crate::postgres::connect::{Connector, classify_setup};
 
 /// Every migration, in order; version `i + 1` is `MIGRATIONS[i]`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_cluster.sql"),
+];
 
 /// The newest PostgreSQL schema this build knows.
 pub const POSTGRES_SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;

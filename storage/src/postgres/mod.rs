@@ -3,6 +3,7 @@
 //! database and its reads (`store`), and the ordered group-commit writer (`writer`).
 
 pub(crate) mod connect;
+pub(crate) mod listen;
 pub(crate) mod migrate;
 pub(crate) mod store;
 pub(crate) mod tables;

@@ -21,6 +21,10 @@ pub(crate) struct PgStore {
     pool: Pool,
     // The server's `synchronous_commit` at open; the posture warns when it is off.
     synchronous_commit: bool,
+    // What other nodes changed (`postgres/listen.rs`), once listening has started.
+    feed: tokio::sync::broadcast::Sender<crate::changes::Change>,
+    listening: std::sync::OnceLock<()>,
+    closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -77,6 +81,9 @@ impl PgStore {
             connector,
             pool,
             synchronous_commit,
+            feed: tokio::sync::broadcast::channel(crate::changes::FEED_CAPACITY).0,
+            listening: std::sync::OnceLock::new(),
+            closed: std::sync::Arc::default(),
         })
     }
 
@@ -97,7 +104,7 @@ impl PgStore {
         self.connector.config.connect_timeout + self.connector.config.statement_timeout
     }
 
-    async fn query(
+    pub(crate) async fn query(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
@@ -223,9 +230,24 @@ impl PgStore {
         self.query("SELECT 1", &[]).await.map(|_| ())
     }
 
-    /// Stops handing out read connections.
+    /// Stops handing out read connections and stops listening.
     pub(crate) fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         self.pool.close();
+    }
+
+    /// A subscription to what other nodes change; the first one starts listening
+    /// (on the caller's runtime).
+    pub(crate) fn changes(&self) -> crate::changes::ChangeFeed {
+        let feed = crate::changes::ChangeFeed::new(self.feed.subscribe());
+        self.listening.get_or_init(|| {
+            tokio::spawn(crate::postgres::listen::listen(
+                self.connector.clone(),
+                self.feed.clone(),
+                std::sync::Arc::clone(&self.closed),
+            ));
+        });
+        feed
     }
 }
 

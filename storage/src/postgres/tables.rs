@@ -218,6 +218,7 @@ pub(crate) struct TableSql {
     pub(crate) compare_and_set: String,
     pub(crate) delete: String,
     pub(crate) take: String,
+    pub(crate) expect: String,
 }
 
 impl TableSql {
@@ -248,6 +249,7 @@ impl TableSql {
             ),
             delete: format!("DELETE FROM {name} WHERE key = $1"),
             take: format!("DELETE FROM {name} WHERE key = $1 RETURNING value"),
+            expect: format!("SELECT 1 FROM {name} WHERE key = $1 AND value = $2 FOR SHARE"),
         }
     }
 }

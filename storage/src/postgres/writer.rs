@@ -66,11 +66,19 @@ enum Kind {
     CompareAndSet,
     Delete,
     Take,
+    Expect,
+    Fence,
 }
+
+/// A fence: the lease row must still name this node at this epoch, unexpired by the
+/// server's clock; locked until commit so a takeover waits for this transaction.
+const FENCE_SQL: &str = "SELECT 1 FROM cluster_leases WHERE shard = $1 AND owner = $2 \
+     AND epoch = $3 AND expires_at > clock_timestamp() FOR SHARE";
 
 /// One op with its statement kind and bound parameters.
 struct BoundOp {
-    table: Table,
+    /// `None` for a fence, which reads the lease table.
+    table: Option<Table>,
     kind: Kind,
     params: Vec<Param>,
 }
@@ -82,7 +90,22 @@ impl BoundOp {
             params.extend(extract(table, key, value)?);
             Ok(params)
         };
-        let table = op.table();
+        let Some((table, _)) = op.row() else {
+            let WriteOp::Fence(fence) = op else {
+                return Err("an op without a row".into());
+            };
+            let epoch = i64::try_from(fence.epoch).map_err(|_| "epoch out of range")?;
+            let params: Vec<Param> = vec![
+                Box::new(i32::try_from(fence.shard).map_err(|_| "shard out of range")?),
+                Box::new(fence.node_id.clone()),
+                Box::new(epoch),
+            ];
+            return Ok(Self {
+                table: None,
+                kind: Kind::Fence,
+                params,
+            });
+        };
         let (kind, params) = match op {
             WriteOp::Put { key, value, .. } => (Kind::Put, row(table, key, value)?),
             WriteOp::InsertIfAbsent { key, value, .. }
@@ -104,9 +127,14 @@ impl BoundOp {
             }
             WriteOp::Delete { key, .. } => (Kind::Delete, vec![Box::new(key.clone()) as Param]),
             WriteOp::Take { key, .. } => (Kind::Take, vec![Box::new(key.clone()) as Param]),
+            WriteOp::Expect { key, value, .. } => (
+                Kind::Expect,
+                vec![Box::new(key.clone()) as Param, Box::new(value.clone())],
+            ),
+            WriteOp::Fence(_) => unreachable!("a fence has no row"),
         };
         Ok(Self {
-            table,
+            table: Some(table),
             kind,
             params,
         })
@@ -123,7 +151,7 @@ impl BoundOp {
 /// The writer's connection and its prepared statements.
 struct Conn {
     client: Client,
-    statements: HashMap<(Table, Kind), Statement>,
+    statements: HashMap<(Option<Table>, Kind), Statement>,
 }
 
 enum Failure {
@@ -138,13 +166,19 @@ impl Conn {
     async fn prepare(&mut self, ops: &[BoundOp]) -> Result<(), tokio_postgres::Error> {
         for op in ops {
             if !self.statements.contains_key(&(op.table, op.kind)) {
-                let sql = TableSql::new(op.table);
-                let text = match op.kind {
-                    Kind::Put => sql.put,
-                    Kind::InsertIfAbsent => sql.insert_if_absent,
-                    Kind::CompareAndSet => sql.compare_and_set,
-                    Kind::Delete => sql.delete,
-                    Kind::Take => sql.take,
+                let text = match op.table {
+                    None => FENCE_SQL.to_owned(),
+                    Some(table) => {
+                        let sql = TableSql::new(table);
+                        match op.kind {
+                            Kind::Put => sql.put,
+                            Kind::InsertIfAbsent => sql.insert_if_absent,
+                            Kind::CompareAndSet => sql.compare_and_set,
+                            Kind::Delete => sql.delete,
+                            Kind::Take => sql.take,
+                            Kind::Expect | Kind::Fence => sql.expect,
+                        }
+                    }
                 };
                 let statement = self.client.prepare(&text).await?;
                 self.statements.insert((op.table, op.kind), statement);
@@ -189,6 +223,11 @@ impl Conn {
                 Kind::InsertIfAbsent | Kind::CompareAndSet => {
                     self.client.execute(statement, &op.refs()).await? == 1
                 }
+                Kind::Expect | Kind::Fence => self
+                    .client
+                    .query_opt(statement, &op.refs())
+                    .await?
+                    .is_some(),
                 Kind::Take => match self.client.query_opt(statement, &op.refs()).await? {
                     Some(row) => {
                         taken.push(row.get::<_, Vec<u8>>(0));
@@ -360,14 +399,6 @@ async fn run(
             }
         }
         if stop.is_some() {
-            // Release the writer lock before the stop is acknowledged, so a daemon
-            // started right after this one finds it free.
-            if let Some(c) = &conn {
-                let release = c
-                    .client
-                    .execute("SELECT pg_advisory_unlock($1)", &[&WRITER_LOCK]);
-                let _ = tokio::time::timeout(config.connect_timeout, release).await;
-            }
             return stop;
         }
     }
@@ -381,21 +412,21 @@ async fn reconnect(
     last_error: &mut String,
 ) {
     let config = &connector.config;
-    let locked = match connector.connect().await {
+    let ready = match connector.connect().await {
         // Bounded: a server that accepts and then goes silent must not stall the queue.
-        Ok(client) => match tokio::time::timeout(config.connect_timeout, take_writer_lock(&client))
-            .await
+        Ok(client) => match tokio::time::timeout(
+            config.connect_timeout,
+            prepare_session(&client, &config.node_id),
+        )
+        .await
         {
-            Ok(Ok(true)) => Ok(client),
-            Ok(Ok(false)) => Err(
-                "another palyrad is writing to this database (it holds the writer lock)".to_owned(),
-            ),
+            Ok(Ok(())) => Ok(client),
             Ok(Err(e)) => Err(connector.detail(&e)),
-            Err(_) => Err("taking the writer lock timed out".to_owned()),
+            Err(_) => Err("preparing the writer's session timed out".to_owned()),
         },
         Err(e) => Err(e.to_string()),
     };
-    match locked {
+    match ready {
         Ok(client) => {
             *conn = Some(Conn {
                 client,
@@ -411,33 +442,26 @@ async fn reconnect(
     }
 }
 
-/// Takes [`WRITER_LOCK`] on `client`'s session (false: another session holds it) and
-/// turns `synchronous_commit` on for it, whatever the server's default, so this
-/// connection's commits wait for the WAL flush.
-async fn take_writer_lock(client: &Client) -> Result<bool, tokio_postgres::Error> {
-    let locked: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
-        .await?
-        .get(0);
-    if locked {
-        // The server notices a dead writer (its host gone, no FIN) within about 25 s
-        // and frees the lock, instead of after the kernel's two-hour keepalive.
-        client
-            .batch_execute(
-                "SET synchronous_commit TO on; SET tcp_keepalives_idle TO 10; \
-                 SET tcp_keepalives_interval TO 5; SET tcp_keepalives_count TO 3",
-            )
-            .await?;
-    }
-    Ok(locked)
+/// Turns `synchronous_commit` on for the writer's session, whatever the server's
+/// default, so its commits wait for the WAL flush; tags the session with the node's
+/// id, which the change triggers put in every notification (so a node can tell its
+/// own writes from another's); and has the server notice a dead writer (its host
+/// gone, no FIN) within about 25 s instead of the kernel's two hours, so its locks go.
+async fn prepare_session(client: &Client, node_id: &str) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(
+            "SET synchronous_commit TO on; SET tcp_keepalives_idle TO 10; \
+             SET tcp_keepalives_interval TO 5; SET tcp_keepalives_count TO 3",
+        )
+        .await?;
+    client
+        .execute(
+            "SELECT set_config('palyra.node_id', $1, false)",
+            &[&node_id],
+        )
+        .await?;
+    Ok(())
 }
-
-/// The session advisory lock the writer's connection holds: one node writes to a
-/// database at a time (several nodes need the cluster's leases, not this lock). It
-/// goes with the connection, so a writer that reconnects takes it again, and a second
-/// daemon on the same database cannot write while the first one's connection lives.
-/// ("palyrw" in ASCII; the migrations take "palyra", which must not wait for it.)
-const WRITER_LOCK: i64 = 0x7061_6c79_7277;
 
 /// Applies and answers one batch; returns why the connection was lost, if it was.
 async fn write_batch(

@@ -1,0 +1,219 @@
+//! The cluster's rows in PostgreSQL: node heartbeats and shard leases.
+//!
+//! Every statement here is one autocommit statement on the read pool, timed by the
+//! server's clock (`now()`), so nodes whose clocks disagree still agree on who holds a
+//! lease. A lease is taken only when it is free or expired, and every acquisition
+//! bumps its epoch: the fencing token ([`crate::Fence`]) a node's writes carry and the
+//! database checks. redb has no cluster: every call answers
+//! [`StorageError::Unsupported`](crate::StorageError).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::StorageError;
+use crate::storage::Storage;
+
+/// A node as its heartbeat row shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRow {
+    pub node_id: String,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    /// Set when the node stopped cleanly (it released its leases).
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// The admin API address the node listens on.
+    pub listen: Option<String>,
+    /// Heartbeat within the lease TTL and not stopped, by the server's clock.
+    pub alive: bool,
+}
+
+/// A shard's lease row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRow {
+    pub shard: u32,
+    pub owner: Option<String>,
+    pub epoch: u64,
+    pub expires_at: DateTime<Utc>,
+    /// Unexpired by the server's clock.
+    pub live: bool,
+}
+
+/// Nodes and leases read together, with the server's time.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    pub nodes: Vec<NodeRow>,
+    pub leases: Vec<LeaseRow>,
+    pub now: DateTime<Utc>,
+}
+
+fn ttl_param(ttl: Duration) -> f64 {
+    ttl.as_secs_f64()
+}
+
+fn unsupported() -> StorageError {
+    StorageError::Config("a cluster needs the PostgreSQL backend".into())
+}
+
+impl Storage {
+    /// True when several nodes may share this database (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.postgres().is_some()
+    }
+
+    /// Records that `node_id` is alive now (inserting its row at its first beat).
+    pub async fn cluster_heartbeat(
+        &self,
+        node_id: &str,
+        listen: &str,
+        first: bool,
+    ) -> Result<(), StorageError> {
+        let pg = self.postgres().ok_or_else(unsupported)?;
+        let sql = if first {
+            "INSERT INTO cluster_nodes (node_id, started_at, heartbeat_at, listen) \
+             VALUES ($1, now(), now(), $2) ON CONFLICT (node_id) DO UPDATE \
+             SET started_at = now(), heartbeat_at = now(), stopped_at = NULL, listen = $2"
+        } else {
+            "INSERT INTO cluster_nodes (node_id, started_at, heartbeat_at, listen) \
+             VALUES ($1, now(), now(), $2) ON CONFLICT (node_id) DO UPDATE \
+             SET heartbeat_at = now(), stopped_at = NULL, listen = $2"
+        };
+        pg.query(sql, &[&node_id, &listen]).await.map(|_| ())
+    }
+
+    /// Every node and lease, and the server's time; `ttl` decides who is alive.
+    pub async fn cluster_view(&self, ttl: Duration) -> Result<ClusterView, StorageError> {
+        let pg = self.postgres().ok_or_else(unsupported)?;
+        let ttl = ttl_param(ttl);
+        let nodes = pg
+            .query(
+                "SELECT node_id, started_at, heartbeat_at, stopped_at, listen, \
+                 stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => $1) \
+                 FROM cluster_nodes ORDER BY node_id",
+                &[&ttl],
+            )
+            .await?
+            .into_iter()
+            .map(|r| NodeRow {
+                node_id: r.get(0),
+                started_at: r.get(1),
+                heartbeat_at: r.get(2),
+                stopped_at: r.get(3),
+                listen: r.get(4),
+                alive: r.get(5),
+            })
+            .collect();
+        let leases = pg
+            .query(
+                "SELECT shard, owner, epoch, expires_at, expires_at > now() \
+                 FROM cluster_leases ORDER BY shard",
+                &[],
+            )
+            .await?
+            .into_iter()
+            .map(|r| LeaseRow {
+                shard: u32::try_from(r.get::<_, i32>(0)).unwrap_or(0),
+                owner: r.get(1),
+                epoch: u64::try_from(r.get::<_, i64>(2)).unwrap_or(0),
+                expires_at: r.get(3),
+                live: r.get(4),
+            })
+            .collect();
+        let now: DateTime<Utc> = pg.query("SELECT now()", &[]).await?[0].get(0);
+        Ok(ClusterView { nodes, leases, now })
+    }
+
+    /// Takes `shard`'s lease for `node_id` if it is free or expired: the new epoch,
+    /// or `None` when another node holds it.
+    pub async fn lease_acquire(
+        &self,
+        shard: u32,
+        node_id: &str,
+        ttl: Duration,
+    ) -> Result<Option<u64>, StorageError> {
+        let pg = self.postgres().ok_or_else(unsupported)?;
+        let shard = i32::try_from(shard).map_err(|_| unsupported())?;
+        let found = pg
+            .query(
+                "INSERT INTO cluster_leases AS l (shard, owner, epoch, expires_at, acquired_at) \
+                 VALUES ($1, $2, 1, now() + make_interval(secs => $3), now()) \
+                 ON CONFLICT (shard) DO UPDATE SET owner = EXCLUDED.owner, \
+                 epoch = l.epoch + 1, expires_at = EXCLUDED.expires_at, acquired_at = now() \
+                 WHERE l.expires_at <= now() RETURNING epoch",
+                &[&shard, &node_id, &ttl_param(ttl)],
+            )
+            .await?;
+        Ok(found
+            .first()
+            .map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)))
+    }
+
+    /// Extends the unexpired leases `node_id` holds at the given epochs by `ttl`;
+    /// answers the shards renewed (a lease missing from the answer is lost).
+    pub async fn lease_renew(
+        &self,
+        node_id: &str,
+        held: &[(u32, u64)],
+        ttl: Duration,
+    ) -> Result<Vec<u32>, StorageError> {
+        let pg = self.postgres().ok_or_else(unsupported)?;
+        let shards: Vec<i32> = held
+            .iter()
+            .filter_map(|(s, _)| i32::try_from(*s).ok())
+            .collect();
+        let epochs: Vec<i64> = held
+            .iter()
+            .filter_map(|(_, e)| i64::try_from(*e).ok())
+            .collect();
+        let found = pg
+            .query(
+                "UPDATE cluster_leases l SET expires_at = now() + make_interval(secs => $4) \
+                 FROM unnest($2::int[], $3::bigint[]) AS h(shard, epoch) \
+                 WHERE l.shard = h.shard AND l.epoch = h.epoch AND l.owner = $1 \
+                 AND l.expires_at > now() RETURNING l.shard",
+                &[&node_id, &shards, &epochs, &ttl_param(ttl)],
+            )
+            .await?;
+        Ok(found
+            .iter()
+            .map(|r| u32::try_from(r.get::<_, i32>(0)).unwrap_or(0))
+            .collect())
+    }
+
+    /// Gives up leases at once (expired now), so another node may take them; only
+    /// those `node_id` still holds at the given epochs.
+    pub async fn lease_release(
+        &self,
+        node_id: &str,
+        held: &[(u32, u64)],
+    ) -> Result<(), StorageError> {
+        let pg = self.postgres().ok_or_else(unsupported)?;
+        let shards: Vec<i32> = held
+            .iter()
+            .filter_map(|(s, _)| i32::try_from(*s).ok())
+            .collect();
+        let epochs: Vec<i64> = held
+            .iter()
+            .filter_map(|(_, e)| i64::try_from(*e).ok())
+            .collect();
+        pg.query(
+            "UPDATE cluster_leases l SET expires_at = now() \
+             FROM unnest($2::int[], $3::bigint[]) AS h(shard, epoch) \
+             WHERE l.shard = h.shard AND l.epoch = h.epoch AND l.owner = $1",
+            &[&node_id, &shards, &epochs],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Marks `node_id` stopped (after it released its leases).
+    pub async fn cluster_leave(&self, node_id: &str) -> Result<(), StorageError> {
+        let pg = self.postgres().ok_or_else(unsupported)?;
+        pg.query(
+            "UPDATE cluster_nodes SET stopped_at = now() WHERE node_id = $1",
+            &[&node_id],
+        )
+        .await
+        .map(|_| ())
+    }
+}
