@@ -43,6 +43,7 @@
 
 pub mod audit;
 pub mod browser;
+pub mod cluster;
 mod due_heap;
 mod due_timer;
 pub mod error;
