@@ -243,7 +243,9 @@ async fn tick(
         let taken: std::collections::BTreeSet<u32> = view
             .leases
             .iter()
-            .filter(|l| l.live)
+            // A live lease in this node's name that it does not hold is its previous
+            // life's (restarted on its data dir): taken back at once, with a new epoch.
+            .filter(|l| l.live && l.owner.as_deref() != Some(node.as_str()))
             .map(|l| l.shard)
             .collect();
         let mut count = mine.len();
