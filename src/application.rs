@@ -658,6 +658,7 @@ async fn start_actors(
     }
     tracing::info!(key_id = %vault.active_key_id(), source = ?vault.source(), "vault open");
     let sessions = SessionsHandle::start(
+        storage,
         snapshot,
         writer.clone(),
         SessionPolicy {
@@ -665,6 +666,7 @@ async fn start_actors(
             absolute_timeout: Duration::from_secs(settings.sessions.absolute_timeout_s),
             max_live: settings.sessions.max_live,
             tick_interval: Duration::from_secs(settings.sessions.tick_interval_s),
+            cache_ttl: Duration::from_millis(settings.cluster.session_cache_ms),
         },
         audit.clone(),
     )?;
@@ -679,6 +681,7 @@ async fn start_actors(
         http_client.clone(),
     )?;
     let handoffs = HandoffsHandle::start(
+        storage,
         snapshot,
         writer.clone(),
         sessions.clone(),
