@@ -36,8 +36,12 @@ async fn two_nodes() -> Option<(TestApp, TestApp)> {
     let mut b = test_settings(&dir_b);
     b.cluster.node_id = "node-b".into();
     b.storage.url = a.storage.url.clone();
-    let a = start_with(dir_a, a, secrets()).await.expect("node A starts");
-    let b = start_with(dir_b, b, secrets()).await.expect("node B starts");
+    let a = start_with(dir_a, a, secrets())
+        .await
+        .expect("node A starts");
+    let b = start_with(dir_b, b, secrets())
+        .await
+        .expect("node B starts");
     Some((a, b))
 }
 
@@ -184,7 +188,10 @@ async fn a_revocation_reaches_a_node_whose_change_feed_was_cut() {
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
          WHERE application_name = 'palyrad/node-b'",
     );
-    assert!(killed.trim().parse::<u32>().unwrap() >= 2, "B's connections: {killed}");
+    assert!(
+        killed.trim().parse::<u32>().unwrap() >= 2,
+        "B's connections: {killed}"
+    );
     logout(&a, &login).await;
     let answered = Instant::now();
     let took = loop {
@@ -193,7 +200,10 @@ async fn a_revocation_reaches_a_node_whose_change_feed_was_cut() {
         if status != 200 {
             break elapsed;
         }
-        assert!(elapsed < REVOCATION_BOUND, "still accepted after {elapsed:?}");
+        assert!(
+            elapsed < REVOCATION_BOUND,
+            "still accepted after {elapsed:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     eprintln!("node B (cut off) refused the logged-out session after {took:?}");
@@ -204,7 +214,10 @@ async fn a_revocation_reaches_a_node_whose_change_feed_was_cut() {
             503 => {}
             other => panic!("B answered {other} for a revoked session"),
         }
-        assert!(answered.elapsed() < Duration::from_secs(20), "B did not recover");
+        assert!(
+            answered.elapsed() < Duration::from_secs(20),
+            "B did not recover"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Sessions still work on B while and after its feed comes back.
@@ -272,14 +285,21 @@ async fn both_nodes_audit_events_are_all_kept() {
         }
         let page = a.bearer_get_json(&path).await;
         for event in page["events"].as_array().unwrap() {
-            assert!(ids.insert(event["id"].as_str().unwrap().to_owned()), "{event}");
+            assert!(
+                ids.insert(event["id"].as_str().unwrap().to_owned()),
+                "{event}"
+            );
         }
         match page["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
             None => break,
         }
     }
-    assert_eq!(ids.len(), 2 * EACH, "every login of both nodes is audited once");
+    assert_eq!(
+        ids.len(),
+        2 * EACH,
+        "every login of both nodes is audited once"
+    );
     assert_eq!(
         b.bearer_get_json("/console/v1/audit?kind=login&limit=100")
             .await["events"]

@@ -6,9 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
-use palyra_storage::{
-    Storage, Table, WriteOp, WriteOutcome, Writer, decode_record, encode_record,
-};
+use palyra_storage::{Storage, Table, WriteOp, WriteOutcome, Writer, decode_record, encode_record};
 
 use crate::error::ActorError;
 use crate::secret::{random_token, token_digest};
@@ -394,20 +392,22 @@ impl Handler<Revoke> for SessionsActor {
         };
         let shared = self.shared;
         let written = self.writer.submit_checked(vec![op]);
-        Box::pin(async move { written.await }.into_actor(self).map(
-            move |result, act, _ctx| match result {
-                Ok(WriteOutcome::Applied { .. }) if shared || removed.is_some() => Ok(()),
-                Ok(_) => Err(ActorError::NoSession),
-                Err(e) => {
-                    // Not durable: the session still exists, so keep serving it.
-                    if let Some(live) = removed {
-                        act.by_issue.insert((live.record.issued_at_ms, msg.digest));
-                        act.publish_insert(msg.digest, live);
+        Box::pin(
+            written
+                .into_actor(self)
+                .map(move |result, act, _ctx| match result {
+                    Ok(WriteOutcome::Applied { .. }) if shared || removed.is_some() => Ok(()),
+                    Ok(_) => Err(ActorError::NoSession),
+                    Err(e) => {
+                        // Not durable: the session still exists, so keep serving it.
+                        if let Some(live) = removed {
+                            act.by_issue.insert((live.record.issued_at_ms, msg.digest));
+                            act.publish_insert(msg.digest, live);
+                        }
+                        Err(ActorError::from(e))
                     }
-                    Err(ActorError::from(e))
-                }
-            },
-        ))
+                }),
+        )
     }
 }
 

@@ -170,7 +170,10 @@ impl LiveSession {
     }
 
     pub(crate) fn stored(&self) -> Vec<u8> {
-        self.stored.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.stored
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn view(&self, idle_ms: i64) -> ConsoleSession {

@@ -106,8 +106,7 @@ impl SessionsActor {
     /// Removes a session from the index and the eviction order.
     fn forget(&mut self, digest: &[u8; 32]) {
         if let Some(live) = self.publish_remove(digest) {
-            self.by_issue
-                .remove(&(live.record.issued_at_ms, *digest));
+            self.by_issue.remove(&(live.record.issued_at_ms, *digest));
         }
     }
 
@@ -161,8 +160,10 @@ impl SessionsActor {
         let live = LiveSession::new(record, bytes.clone(), trusted_until);
         if let Some(prior) = &prior {
             // Activity this node saw and has not flushed yet still counts.
-            live.last_seen_ms
-                .fetch_max(prior.last_seen_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+            live.last_seen_ms.fetch_max(
+                prior.last_seen_ms.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
         }
         if !live.is_valid(now_ms(), self.idle_ms) {
             self.forget(&digest);
