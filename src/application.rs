@@ -289,10 +289,10 @@ impl Application {
             pg.node_id = node_id.clone();
         }
         let storage = open_storage(&storage_config).await?;
-        // The writer first: an empty write is acknowledged once it can write, which on
-        // PostgreSQL means its connection holds the database's writer lock. So a second
-        // daemon on the same database is refused here (like a second one on the same
-        // redb file), and the state read next cannot be overtaken by another writer.
+        // The writer first: an empty write is acknowledged once it can write (on
+        // PostgreSQL: once its connection is up), so a start against a database that
+        // cannot take writes is refused here, before any state is read. Other nodes
+        // may write to the same PostgreSQL database; see ARCHITECTURE.md.
         let writer = storage.start_writer()?;
         let prepared = async {
             writer_ready(&writer).await?;
@@ -595,9 +595,8 @@ impl Application {
 }
 
 /// Waits until the writer can write: at once on redb; on PostgreSQL until its
-/// connection holds the writer lock, which a daemon that just stopped (or was killed
-/// on this machine) frees within moments, retried for a few seconds before the start
-/// is refused naming the cause.
+/// connection is up, retried for a few seconds before the start is refused naming
+/// the cause.
 async fn writer_ready(writer: &Writer) -> Result<(), StorageError> {
     const TRIES: u32 = 20;
     let mut tries = 0;
