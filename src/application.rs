@@ -663,6 +663,7 @@ async fn start_actors(
     }
     tracing::info!(key_id = %vault.active_key_id(), source = ?vault.source(), "vault open");
     let sessions = SessionsHandle::start(
+        storage,
         snapshot,
         writer.clone(),
         SessionPolicy {
@@ -670,6 +671,7 @@ async fn start_actors(
             absolute_timeout: Duration::from_secs(settings.sessions.absolute_timeout_s),
             max_live: settings.sessions.max_live,
             tick_interval: Duration::from_secs(settings.sessions.tick_interval_s),
+            cache_ttl: Duration::from_millis(settings.cluster.session_cache_ms),
         },
         audit.clone(),
     )?;
@@ -684,6 +686,7 @@ async fn start_actors(
         http_client.clone(),
     )?;
     let handoffs = HandoffsHandle::start(
+        storage,
         snapshot,
         writer.clone(),
         sessions.clone(),
