@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod browser;
 mod cli;
+mod cluster_refresh;
 mod console;
 mod crash;
 mod fakes;
