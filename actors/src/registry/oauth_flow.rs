@@ -294,7 +294,11 @@ impl RegistryHandle {
             .await?;
         let Some(bytes) = row else { return answer };
         self.addr()
-            .send(ObservedAttempt(attempt_id.as_bytes().to_vec(), bytes))
+            .send(ObservedAttempt(vec![(
+                Table::OAuthAttempts,
+                attempt_id.as_bytes().to_vec(),
+                bytes,
+            )]))
             .await
             .map_err(stopped("registry"))?;
         self.addr().send(ask()).await.map_err(stopped("registry"))?
@@ -314,7 +318,24 @@ impl RegistryHandle {
             let matches = decode_record::<AttemptRecord>(&bytes)
                 .is_ok_and(|r| r.state_digest == digest && r.status == AttemptStatus::Pending);
             if matches {
-                return self.addr().send(ObservedAttempt(key, bytes)).await.is_ok();
+                // Its sealed verifier too, written in the same transaction.
+                let id = String::from_utf8_lossy(&key).into_owned();
+                let verifier = verifier_ref(&id);
+                let Ok(Some(sealed)) = self
+                    .storage()
+                    .read_row(Table::Vault, verifier.as_bytes())
+                    .await
+                else {
+                    return false;
+                };
+                let observed = self
+                    .addr()
+                    .send(ObservedAttempt(vec![
+                        (Table::Vault, verifier.into_bytes(), sealed),
+                        (Table::OAuthAttempts, key, bytes),
+                    ]))
+                    .await;
+                return observed.is_ok();
             }
         }
         false
@@ -618,13 +639,15 @@ impl Handler<FinishAttempt> for RegistryActor {
 /// An attempt row read from storage by the handle (read-through): memory takes it.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct ObservedAttempt(Vec<u8>, Vec<u8>);
+struct ObservedAttempt(Vec<(Table, Vec<u8>, Vec<u8>)>);
 
 impl Handler<ObservedAttempt> for RegistryActor {
     type Result = ();
 
-    fn handle(&mut self, msg: ObservedAttempt, _ctx: &mut Self::Context) {
-        self.observe_row(Table::OAuthAttempts, &msg.0, msg.1);
+    fn handle(&mut self, ObservedAttempt(rows): ObservedAttempt, _ctx: &mut Self::Context) {
+        for (table, key, bytes) in rows {
+            self.observe_row(table, &key, bytes);
+        }
     }
 }
 

@@ -47,11 +47,16 @@ struct Busy {
     /// Changed (by another node, or by a write of ours during a reread) since memory
     /// was last known to match: reread when nothing else is going on.
     dirty: bool,
+    /// A write of ours began during the reread under way: what it returns may be
+    /// older than memory, so it is not applied.
+    raced: bool,
 }
 
 /// What to do with a reread that came back.
 pub(super) enum ReadDone {
     Apply,
+    /// Apply, then read again: another change was heard during the read.
+    ApplyAndAgain,
     Again,
     Skip,
 }
@@ -138,7 +143,7 @@ impl RowSync {
             let busy = self.busy.entry(row.clone()).or_default();
             busy.writes += 1;
             if busy.reading {
-                busy.dirty = true;
+                busy.raced = true;
             }
             if let Some(touched) = &mut self.resync_touched {
                 touched.insert(row.clone());
@@ -182,18 +187,45 @@ impl RowSync {
             return ReadDone::Apply;
         };
         busy.reading = false;
+        let raced = std::mem::take(&mut busy.raced);
         let done = if busy.writes > 0 {
             busy.dirty = true;
             ReadDone::Skip
-        } else if busy.dirty {
+        } else if raced {
             busy.dirty = false;
             busy.reading = true;
             ReadDone::Again
+        } else if busy.dirty {
+            busy.dirty = false;
+            busy.reading = true;
+            ReadDone::ApplyAndAgain
         } else {
             ReadDone::Apply
         };
         self.tidy(row);
         done
+    }
+
+    /// A read of `row` starts now (whatever else is going on).
+    pub(super) fn start_read(&mut self, row: &RowId) {
+        self.busy.entry(row.clone()).or_default().reading = true;
+    }
+
+    /// A whole-table read starts now: rows with a write of ours in flight may commit
+    /// before it reads them, so they count as touched like those written during it.
+    pub(super) fn start_resync(&mut self) {
+        let in_flight = self
+            .busy
+            .iter()
+            .filter(|(_, b)| b.writes > 0)
+            .map(|(row, _)| row.clone())
+            .collect();
+        self.resync_touched = Some(in_flight);
+    }
+
+    /// True while a write of ours to `row` is in flight.
+    pub(super) fn writing(&self, row: &RowId) -> bool {
+        self.busy.get(row).is_some_and(|b| b.writes > 0)
     }
 
     pub(super) fn idle(&self, row: &RowId) -> bool {
@@ -206,7 +238,7 @@ impl RowSync {
         if self
             .busy
             .get(row)
-            .is_some_and(|b| b.writes == 0 && !b.reading && !b.dirty)
+            .is_some_and(|b| b.writes == 0 && !b.reading && !b.dirty && !b.raced)
         {
             self.busy.remove(row);
         }

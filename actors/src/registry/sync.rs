@@ -2,7 +2,7 @@
 //! and the commit of every registry write, which rereads the rows of a write another
 //! node's write got in the way of (the bookkeeping is `rows.rs`).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use actix::fut::LocalBoxActorFuture;
 use actix::prelude::*;
@@ -107,6 +107,9 @@ impl RegistryActor {
         &mut self,
         rows: Vec<RowId>,
     ) -> LocalBoxActorFuture<Self, Result<(), ActorError>> {
+        for row in &rows {
+            self.sync.start_read(row);
+        }
         let storage = self.storage.clone();
         async move {
             let mut read = Vec::with_capacity(rows.len());
@@ -118,22 +121,28 @@ impl RegistryActor {
         }
         .into_actor(self)
         .map(|read, act, ctx| {
+            let mut failed = None;
             for (row, value) in read {
-                match value {
-                    Ok(value) if act.sync.idle(&row) => act.apply_row(row.0, &row.1, value),
-                    Ok(_) => {
-                        if act.sync.changed(&row) {
-                            act.reread(row, ctx);
-                        }
+                let done = act.sync.read_done(&row);
+                match (value, done) {
+                    (Ok(value), ReadDone::Apply) => act.apply_row(row.0, &row.1, value),
+                    (Ok(value), ReadDone::ApplyAndAgain) => {
+                        act.apply_row(row.0, &row.1, value);
+                        act.reread(row, ctx);
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "rereading a row failed; reloading");
-                        reload(act, ctx);
-                        return Err(e.into());
-                    }
+                    (Ok(_), ReadDone::Again) => act.reread(row, ctx),
+                    (Ok(_), ReadDone::Skip) => {}
+                    (Err(e), _) => failed = Some(e),
                 }
             }
-            Err(changed_elsewhere())
+            match failed {
+                Some(e) => {
+                    tracing::warn!(error = %e, "rereading a row failed; reloading");
+                    reload(act, ctx);
+                    Err(e.into())
+                }
+                None => Err(changed_elsewhere()),
+            }
         })
         .boxed_local()
     }
@@ -149,6 +158,10 @@ impl RegistryActor {
                 .map(move |read, act, ctx| match read {
                     Ok(value) => match act.sync.read_done(&row) {
                         ReadDone::Apply => act.apply_row(row.0, &row.1, value),
+                        ReadDone::ApplyAndAgain => {
+                            act.apply_row(row.0, &row.1, value);
+                            act.reread(row, ctx);
+                        }
                         ReadDone::Again => act.reread(row, ctx),
                         ReadDone::Skip => {}
                     },
@@ -172,7 +185,7 @@ impl RegistryActor {
             self.sync.resync_again = true;
             return;
         }
-        self.sync.resync_touched = Some(HashSet::new());
+        self.sync.start_resync();
         let storage = self.storage.clone();
         ctx.spawn(
             async move { Snapshot::read(&storage, &FOLLOWED).await }
@@ -291,10 +304,10 @@ impl RegistryActor {
 
 impl RegistryActor {
     /// A row just read from the database by a handle: memory takes it unless a write
-    /// of ours to it is in flight or a reread is under way.
+    /// of ours to it is in flight (a reread under way brings the same or newer).
     pub(super) fn observe_row(&mut self, table: Table, key: &[u8], bytes: Vec<u8>) {
         let row = (table, key.to_vec());
-        if self.sync.idle(&row) {
+        if !self.sync.writing(&row) {
             self.apply_row(table, key, Some(bytes));
         }
     }
