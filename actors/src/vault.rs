@@ -407,8 +407,10 @@ impl Vault {
 
     /// Makes a write that seals a secret conditional on the check value this node
     /// knows, so it is refused if another node rotated the key meanwhile; refuses it
-    /// outright while the active key is one this node does not hold.
-    pub fn guard(&mut self, ops: &mut Vec<WriteOp>) -> Result<(), VaultError> {
+    /// outright while the active key is one this node does not hold. `Ok(false)`: the
+    /// key another node rotated to was found just now, so `ops` were sealed under the
+    /// old one; seal them again.
+    pub fn guard(&mut self, ops: &mut Vec<WriteOp>) -> Result<bool, VaultError> {
         let seals = ops.iter().any(|op| {
             matches!(
                 op,
@@ -425,7 +427,7 @@ impl Vault {
             .iter()
             .any(|op| matches!(op.row(), Some((Table::VaultMeta, _))));
         if !seals || touches_check {
-            return Ok(());
+            return Ok(true);
         }
         if let Some((key_id, bytes)) = self.foreign.clone() {
             self.note_meta(CHECK_REF, Some(bytes));
@@ -434,6 +436,7 @@ impl Vault {
                     "another node rotated the vault key to key id {key_id}, which this node does not have: copy that node's vault.key into this node's data dir"
                 )));
             }
+            return Ok(false);
         }
         if let Some(value) = &self.check {
             ops.push(WriteOp::Expect {
@@ -442,7 +445,7 @@ impl Vault {
                 value: value.clone(),
             });
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The refs of every sealed secret memory holds.
@@ -743,6 +746,78 @@ mod tests {
                 .expose(),
             "kept-secret"
         );
+    }
+
+    #[tokio::test]
+    async fn a_rotation_on_another_node_is_followed_or_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let writer = storage.start_writer().unwrap();
+        let (mut a, ops) = Vault::open(&snapshot(&storage).await, dir.path(), None).unwrap();
+        writer.write(ops).await.unwrap();
+        let secret = SecretString::new("shared-secret".into());
+        let sealed = vec![a.seal("vault://global/s", &secret)];
+        a.note_writes(&sealed);
+        writer.write(sealed).await.unwrap();
+        // Node B shares A's key file; node C has a copy of the old one only.
+        let (mut b, _) = Vault::open(&snapshot(&storage).await, dir.path(), None).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            dir.path().join(VAULT_KEY_FILE),
+            other.path().join(VAULT_KEY_FILE),
+        )
+        .unwrap();
+        let (mut c, _) = Vault::open(&snapshot(&storage).await, other.path(), None).unwrap();
+        let old_check = b.check.clone();
+        // A rotates; the check value changes under B and C.
+        let (ops, _) = a.begin_rotation().unwrap();
+        writer.write(ops.clone()).await.unwrap();
+        a.finish_rotation().unwrap();
+        a.note_writes(&ops);
+        let after = snapshot(&storage).await;
+        let check = after
+            .get(Table::VaultMeta, CHECK_REF.as_bytes())
+            .map(<[u8]>::to_vec);
+        let row = after
+            .get(Table::Vault, b"vault://global/s")
+            .map(<[u8]>::to_vec);
+        for node in [&mut b, &mut c] {
+            node.note_meta(CHECK_REF, check.clone());
+            node.note_row("vault://global/s", row.clone());
+        }
+        // B read the new key from the key file: it opens and seals under it, and its
+        // writes expect the new check value.
+        assert_eq!(b.active_key_id(), a.active_key_id());
+        assert_eq!(
+            b.open_secret("vault://global/s").unwrap().unwrap().expose(),
+            "shared-secret"
+        );
+        let mut ops = vec![b.seal("vault://global/t", &secret)];
+        assert!(b.guard(&mut ops).unwrap());
+        assert!(ops.iter().any(
+            |op| matches!(op, WriteOp::Expect { value, .. } if Some(value) == check.as_ref())
+        ));
+        // C does not have it: it refuses to seal, with what to do.
+        let mut ops = vec![c.seal("vault://global/t", &secret)];
+        let refused = c.guard(&mut ops).unwrap_err().to_string();
+        assert!(refused.contains("copy that node's vault.key"), "{refused}");
+        assert_ne!(c.check, check);
+        assert_eq!(c.check, old_check);
+        // Once the key file is copied over, C follows too.
+        std::fs::copy(
+            dir.path().join(VAULT_KEY_FILE),
+            other.path().join(VAULT_KEY_FILE),
+        )
+        .unwrap();
+        let mut ops = vec![c.seal("vault://global/t", &secret)];
+        assert!(
+            !c.guard(&mut ops).unwrap(),
+            "sealed under the old key: seal again"
+        );
+        assert_eq!(c.active_key_id(), a.active_key_id());
+        let mut ops = vec![c.seal("vault://global/t", &secret)];
+        assert!(c.guard(&mut ops).unwrap());
+        writer.shutdown().await;
     }
 
     #[test]

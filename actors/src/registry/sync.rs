@@ -72,13 +72,17 @@ impl RegistryActor {
         if let Some(refused) = self.reload.refusal("registry") {
             return actix::fut::ready(Err(refused)).boxed_local();
         }
-        if let Err(e) = self.vault.guard(&mut ops) {
-            return actix::fut::ready(Err(e.into())).boxed_local();
+        match self.vault.guard(&mut ops) {
+            Ok(true) => {}
+            // Sealed under a key another node just rotated away from: the handle's
+            // retry seals again under the new one.
+            Ok(false) => return actix::fut::ready(Err(changed_elsewhere())).boxed_local(),
+            Err(e) => return actix::fut::ready(Err(e.into())).boxed_local(),
         }
         self.vault.note_writes(&ops);
         let rows = self.sync.begin(&ops);
         let write = self.writer.submit_checked(ops);
-        async move { write.await }
+        write
             .into_actor(self)
             .then(move |outcome, act, ctx| {
                 let again = act.sync.end(&rows);
