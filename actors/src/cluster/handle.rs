@@ -41,7 +41,7 @@ pub(super) struct Held {
 }
 
 /// A node as `GET /cluster` shows it.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct NodeStatus {
     pub node_id: String,
     pub started_at: chrono::DateTime<chrono::Utc>,
@@ -54,7 +54,7 @@ pub struct NodeStatus {
 }
 
 /// A shard's lease as `GET /cluster` shows it.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ShardStatus {
     pub shard: u32,
     pub owner: Option<String>,
@@ -64,10 +64,10 @@ pub struct ShardStatus {
 }
 
 /// `GET /cluster`: this node, every node and every lease.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ClusterStatus {
     /// `single` (redb: one node) or `cluster` (PostgreSQL).
-    pub mode: &'static str,
+    pub mode: String,
     pub node_id: String,
     pub shards_total: u32,
     /// Shards this node holds by its own (local) reckoning.
@@ -88,6 +88,8 @@ pub(super) struct Inner {
     /// Set by the lease actor once it runs; `status` and `leave` ask it.
     pub(super) status: RwLock<Option<actix::Recipient<Status>>>,
     pub(super) leave: RwLock<Option<actix::Recipient<Leave>>>,
+    /// Nodes whose heartbeat was live at the last beat (this one included).
+    pub(super) live: RwLock<std::collections::BTreeSet<String>>,
     /// Set at shutdown: no lease is taken or counted any more.
     pub(super) leaving: std::sync::atomic::AtomicBool,
 }
@@ -135,6 +137,7 @@ impl ClusterHandle {
                 status: RwLock::new(None),
                 leave: RwLock::new(None),
                 leaving: std::sync::atomic::AtomicBool::new(false),
+                live: RwLock::new(std::collections::BTreeSet::new()),
             }),
         }
     }
@@ -192,6 +195,23 @@ impl ClusterHandle {
         })
     }
 
+    /// True if `node_id` is this node or beat within the TTL at the last look; on one
+    /// node, only this node is alive.
+    pub fn is_alive(&self, node_id: &str) -> bool {
+        node_id == self.inner.node_id
+            || self
+                .inner
+                .live
+                .read()
+                .is_ok_and(|live| live.contains(node_id))
+    }
+
+    /// True once the lease actor has seen the cluster at least once (who is alive is
+    /// known), always on one node.
+    pub fn has_view(&self) -> bool {
+        !self.inner.clustered || self.inner.live.read().is_ok_and(|live| !live.is_empty())
+    }
+
     /// True when this node may act on `key`'s shard now.
     pub fn owns(&self, key: &[u8]) -> bool {
         self.claim(key).is_some()
@@ -217,9 +237,9 @@ impl ClusterHandle {
                 .map_err(|_| crate::error::ActorError::Stopped("cluster"))?,
             _ => Ok(ClusterStatus {
                 mode: if self.inner.clustered {
-                    "cluster"
+                    "cluster".into()
                 } else {
-                    "single"
+                    "single".into()
                 },
                 node_id: self.inner.node_id.clone(),
                 shards_total: SHARDS,
