@@ -448,6 +448,17 @@ impl Vault {
         Ok(true)
     }
 
+    /// Refuses a write unless the secret at `vault_ref` is still stored as memory
+    /// holds it (none if memory holds none): so what was opened from memory is what
+    /// the database holds when the write commits.
+    pub fn expect_sealed(&self, vault_ref: &str) -> Option<WriteOp> {
+        self.sealed.get(vault_ref).map(|value| WriteOp::Expect {
+            table: Table::Vault,
+            key: vault_ref.as_bytes().to_vec(),
+            value: value.clone(),
+        })
+    }
+
     /// The refs of every sealed secret memory holds.
     pub fn refs(&self) -> Vec<Vec<u8>> {
         self.sealed.keys().map(|k| k.as_bytes().to_vec()).collect()

@@ -128,7 +128,18 @@ impl Handler<ClaimRefresh> for RegistryActor {
             Ok(Err(in_flight)) => return Box::pin(actix::fut::ready(Ok(in_flight))),
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
+        // The refresh token opened from memory must be the stored one: a node whose
+        // copy lags (the feed brought the profile but not yet its secret) would
+        // present a token already rotated away, which the provider takes as reuse.
+        let token_ref = match &record.credential {
+            AuthCredential::Oauth {
+                refresh_token_vault_ref,
+                ..
+            } => self.vault.expect_sealed(refresh_token_vault_ref),
+            AuthCredential::ApiKey { .. } => None,
+        };
         let mut ops = vec![self.sync.put_profile(&record)];
+        ops.extend(token_ref);
         ops.extend(msg.fence);
         self.apply_profile(record, Vec::new());
         Box::pin(self.commit(ops).map(move |result, _act, _| {

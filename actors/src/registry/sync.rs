@@ -48,6 +48,10 @@ impl RegistryActor {
             return;
         }
         let mut feed = self.storage.changes();
+        // What changed between the start-up snapshot and this subscription was heard
+        // by nobody here (another actor may have started the listener, and its first
+        // resync, before): read it all once now that changes are followed.
+        self.resync(ctx);
         // A weak address: the feed outlives no actor.
         let me = ctx.address().downgrade();
         tokio::spawn(async move {
@@ -127,16 +131,21 @@ impl RegistryActor {
         .map(|read, act, ctx| {
             let mut failed = None;
             for (row, value) in read {
+                // This read began after the refused write resolved, so it is at
+                // least as new as memory unless a write of ours is in flight now; the
+                // verdict of other reads sharing the row's flags only adds a reread.
                 let done = act.sync.read_done(&row);
-                match (value, done) {
-                    (Ok(value), ReadDone::Apply) => act.apply_row(row.0, &row.1, value),
-                    (Ok(value), ReadDone::ApplyAndAgain) => {
-                        act.apply_row(row.0, &row.1, value);
-                        act.reread(row, ctx);
+                let writing = act.sync.writing(&row);
+                match value {
+                    Ok(value) => {
+                        if !writing {
+                            act.apply_row(row.0, &row.1, value);
+                        }
+                        if matches!(done, ReadDone::Again | ReadDone::ApplyAndAgain) {
+                            act.reread(row, ctx);
+                        }
                     }
-                    (Ok(_), ReadDone::Again) => act.reread(row, ctx),
-                    (Ok(_), ReadDone::Skip) => {}
-                    (Err(e), _) => failed = Some(e),
+                    Err(e) => failed = Some(e),
                 }
             }
             match failed {
