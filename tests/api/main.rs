@@ -7,6 +7,7 @@ mod auth;
 mod browser;
 mod cli;
 mod cluster_objectives;
+mod cluster_refresh;
 mod cluster_sessions;
 mod console;
 mod crash;

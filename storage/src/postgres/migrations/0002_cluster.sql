@@ -67,6 +67,9 @@ CREATE TRIGGER vault_meta_changes AFTER INSERT OR UPDATE OR DELETE ON vault_meta
     FOR EACH ROW EXECUTE FUNCTION palyra_notify_change();
 CREATE TRIGGER auth_profiles_changes AFTER INSERT OR UPDATE OR DELETE ON auth_profiles
     FOR EACH ROW EXECUTE FUNCTION palyra_notify_change();
+-- Sign-in attempts: a callback may reach another node than the one the sign-in began on.
+CREATE TRIGGER oauth_attempts_changes AFTER INSERT OR UPDATE OR DELETE ON oauth_attempts
+    FOR EACH ROW EXECUTE FUNCTION palyra_notify_change();
 CREATE TRIGGER auth_defaults_changes AFTER INSERT OR UPDATE OR DELETE ON auth_defaults
     FOR EACH ROW EXECUTE FUNCTION palyra_notify_change();
 CREATE TRIGGER agents_changes AFTER INSERT OR UPDATE OR DELETE ON agents
