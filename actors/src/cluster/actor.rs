@@ -145,7 +145,7 @@ impl Handler<Tick> for ClusterActor {
         // Leases past their local deadline stop counting now, even if the database is
         // away and this tick cannot finish.
         self.handle.publish();
-        if self.busy {
+        if self.busy || self.handle.inner.leaving.load(Ordering::SeqCst) {
             return;
         }
         self.busy = true;
@@ -157,7 +157,8 @@ impl Handler<Tick> for ClusterActor {
             async move { tick(&handle, &storage, &listen, first).await }
                 .into_actor(self)
                 .map(|result, act, _| {
-                    act.busy = false;
+                    // After a leave no beat may run again (it would clear stopped_at).
+                    act.busy = act.handle.inner.leaving.load(Ordering::SeqCst);
                     match result {
                         Ok(view) => {
                             act.beats += 1;
@@ -250,7 +251,10 @@ async fn tick(
             .collect();
         let mut count = mine.len();
         let mut acquired = Vec::new();
-        for shard in (0..SHARDS).filter(|s| !taken.contains(s)) {
+        let held: std::collections::BTreeSet<u32> = mine.iter().map(|(s, _)| *s).collect();
+        // Shards this node holds are renewed above, never taken again: a new epoch
+        // would fence out its own writes in flight and count twice towards its share.
+        for shard in (0..SHARDS).filter(|s| !taken.contains(s) && !held.contains(s)) {
             if count >= share {
                 break;
             }

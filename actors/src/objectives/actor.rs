@@ -218,9 +218,15 @@ pub(super) fn recover_objective(
         );
         runs.extend(run_ops(objective, &run, retention));
     }
+    if let Some(last) = missed.last() {
+        objective.last_scheduled_for = Some(*last);
+    }
+    // A firing sent now (late or caught up) claims its instant itself, in the write
+    // that records its run: until then the instant stays due, so a node that dies in
+    // between leaves it to the next owner rather than losing it.
     objective.next_run_at = match &fire {
-        Some(f) if f.trigger == Trigger::Late => Some(newest),
-        _ => schedule.next_after(now),
+        Some(_) => Some(newest),
+        None => next_run(objective, now),
     };
     objective.updated_at = now;
     Some(Recovered { runs, fire })
@@ -232,6 +238,8 @@ pub(super) fn next_run(objective: &ObjectiveRecord, after: DateTime<Utc>) -> Opt
     if objective.state != ObjectiveState::Active {
         return None;
     }
+    // Never an instant already claimed, even by a node whose clock is behind.
+    let after = objective.last_scheduled_for.map_or(after, |t| t.max(after));
     Schedule::parse(&automation.schedule, &automation.timezone)
         .ok()?
         .next_after(after)
@@ -370,6 +378,18 @@ impl Reloads for ObjectivesActor {
         self.agents = agents;
         self.objectives = objectives;
         self.remember_stored(&snapshot);
+        // A run recorded as going that no task of this node runs (its start's commit
+        // outcome was unknown, say) is watched like another node's: interrupted once
+        // its node is gone, or at once when it is this one.
+        for (id, objective) in &self.objectives {
+            if self.cluster.is_clustered()
+                && let Some(last) = &objective.last_run
+                && last.status == RunStatus::Running
+                && !self.running.contains_key(id)
+            {
+                self.elsewhere.insert(id.clone(), last.run_id.clone());
+            }
+        }
         for objective in self.objectives.values() {
             self.sync_schedule(objective);
         }

@@ -14,6 +14,7 @@ use super::model::{
 };
 use super::runner::{self, RunOutcome};
 use crate::audit::{AuditEntry, AuditKind, AuditOutcome};
+use crate::cluster::Claim;
 use crate::error::ActorError;
 use crate::scheduler::{Fire, Trigger};
 use crate::time::{now_ms, to_datetime};
@@ -23,8 +24,9 @@ use crate::time::{now_ms, to_datetime};
 pub(super) enum FiringDecision {
     /// The objective is not active: nothing is recorded.
     Inactive,
-    /// A scheduled entry the schedule has moved past (it changed meanwhile): nothing
-    /// is recorded.
+    /// A scheduled, late or catch-up firing whose instant the objective has moved
+    /// past (it changed meanwhile, or another firing claimed the instant): nothing is
+    /// recorded.
     Superseded,
     /// The budget is used up: the firing is recorded as `skipped_budget` and the
     /// objective pauses.
@@ -50,8 +52,10 @@ pub(super) fn decide_firing(
     if objective.state != ObjectiveState::Active {
         return FiringDecision::Inactive;
     }
-    if matches!(firing.trigger, Trigger::Schedule | Trigger::Late)
-        && objective.next_run_at != Some(firing.scheduled_for)
+    if matches!(
+        firing.trigger,
+        Trigger::Schedule | Trigger::Late | Trigger::CatchUp
+    ) && objective.next_run_at != Some(firing.scheduled_for)
     {
         return FiringDecision::Superseded;
     }
@@ -78,6 +82,11 @@ impl Handler<Fire> for ObjectivesActor {
     type Result = ();
 
     fn handle(&mut self, msg: Fire, ctx: &mut Self::Context) {
+        // At shutdown nothing new starts; the instant stays due for the next owner (or
+        // this node's restart), which recovers it.
+        if self.draining {
+            return;
+        }
         let Some(mut objective) = self.objectives.get(&msg.objective_id).cloned() else {
             return;
         };
@@ -108,7 +117,11 @@ impl Handler<Fire> for ObjectivesActor {
             Trigger::Schedule | Trigger::Queued | Trigger::Late => RunTrigger::Schedule,
             Trigger::CatchUp => RunTrigger::CatchUp,
         };
-        if matches!(msg.trigger, Trigger::Schedule | Trigger::Late) {
+        if matches!(
+            msg.trigger,
+            Trigger::Schedule | Trigger::Late | Trigger::CatchUp
+        ) {
+            objective.last_scheduled_for = Some(msg.scheduled_for);
             let late = (now - msg.scheduled_for).num_microseconds().unwrap_or(0);
             self.metrics
                 .scheduler_lateness_seconds
@@ -125,6 +138,7 @@ impl Handler<Fire> for ObjectivesActor {
                     Some(t),
                     Some("an earlier firing of the objective came too late for it".into()),
                 );
+                objective.last_scheduled_for = Some(t);
                 missed.extend(self.run_ops(&objective, &run));
             }
             self.sync_schedule(&objective);
@@ -164,13 +178,14 @@ impl Handler<Fire> for ObjectivesActor {
             }
             FiringDecision::Queue => {
                 // The waiting firing is a durable `queued` run with its own instant.
-                let run = new_run(
+                let mut run = new_run(
                     &mut objective,
                     trigger,
                     RunStatus::Queued,
                     scheduled_for,
                     None,
                 );
+                run.node_id = Some(self.cluster.node_id().to_owned());
                 let seq = objective.run_seq;
                 let mut ops = std::mem::take(&mut missed);
                 ops.extend(self.run_ops(&objective, &run));
@@ -339,10 +354,31 @@ impl ObjectivesActor {
         let fence = match self.cluster.claim(objective_id.as_bytes()) {
             Some(claim) => claim.fence_op(),
             None => {
+                // Its own row: recorded as missed, so it does not wait forever.
                 tracing::info!(
                     objective_id,
                     "a queued firing is not started: the shard moved"
                 );
+                let run = RunRecord {
+                    run_id: format!("{objective_id}-{seq}"),
+                    objective_id: objective_id.to_owned(),
+                    trigger: RunTrigger::Schedule,
+                    status: RunStatus::Missed,
+                    scheduled_for: Some(scheduled_for),
+                    started_at: None,
+                    finished_at: Some(to_datetime(now_ms())),
+                    tokens: 0,
+                    output: None,
+                    error: Some(
+                        "the objective moved to another node before the queued firing started"
+                            .into(),
+                    ),
+                    node_id: Some(self.cluster.node_id().to_owned()),
+                    late_by_ms: None,
+                };
+                self.metrics.count_run(RunStatus::Missed);
+                let ops = vec![WriteOp::put(run_key(objective_id, seq), &run)];
+                ctx.spawn(self.commit(ops).map(|_, _, _| ()));
                 return;
             }
         };
@@ -417,6 +453,10 @@ impl ObjectivesActor {
             None => ops.extend(self.run_ops(&objective, &run)),
         }
         ops.push(self.objective_write(&objective));
+        let fenced_epoch = match &fence {
+            Some(WriteOp::Fence(f)) => Some(f.epoch),
+            _ => None,
+        };
         ops.extend(fence);
         self.running
             .insert(objective.objective_id.clone(), run.run_id.clone());
@@ -437,6 +477,25 @@ impl ObjectivesActor {
             }
             if let Some(reply) = reply {
                 let _ = reply.send(Ok(objective.clone()));
+            }
+            // The run is claimed; the provider is called only if this node still
+            // holds the lease it claimed under (it may have been paused since).
+            if let Some(epoch) = fenced_epoch {
+                let held = matches!(
+                    act.cluster.claim(oid.as_bytes()),
+                    Some(Claim::Leased(f)) if f.epoch == epoch
+                );
+                if !held {
+                    tracing::warn!(objective_id = %oid, "the lease moved before the provider was called; the run is interrupted");
+                    act.running.remove(&oid);
+                    let mut run = run;
+                    run.status = RunStatus::Interrupted;
+                    run.finished_at = Some(to_datetime(now_ms()));
+                    run.error = Some("the node lost the objective's lease before the provider was called".into());
+                    act.metrics.count_run(run.status);
+                    act.record_finish(&oid, run, 0, ctx);
+                    return;
+                }
             }
             let registry = act.registry.clone();
             let refresher = act.refresher.clone();
@@ -504,7 +563,7 @@ impl ObjectivesActor {
         attempt: u32,
         ctx: &mut Context<Self>,
     ) {
-        const ATTEMPTS: u32 = 5;
+        const ATTEMPTS: u32 = 7;
         let now = to_datetime(now_ms());
         let Some(objective) = self.objectives.get_mut(objective_id) else {
             return;
@@ -554,11 +613,19 @@ impl ObjectivesActor {
         }
         let oid = objective_id.to_owned();
         ctx.spawn(self.commit(ops).map(move |result, act, ctx| {
-            if let Err(ActorError::Storage(palyra_storage::StorageError::Refused { .. })) = result
-                && attempt + 1 < ATTEMPTS
-            {
-                // Charged again once the objective was reread (`sync.rs`).
-                ctx.run_later(std::time::Duration::from_millis(300), move |act, ctx| {
+            let retry = matches!(
+                &result,
+                Err(ActorError::Storage(
+                    palyra_storage::StorageError::Refused { .. }
+                        | palyra_storage::StorageError::Unavailable { .. }
+                ))
+            );
+            if retry && attempt + 1 < ATTEMPTS {
+                // Charged again once the objective was reread (`sync.rs`), or once the
+                // database is back and the actor has reloaded: a doubling wait, about
+                // 20 s in all, so a database restart does not lose the run's outcome.
+                let wait = std::time::Duration::from_millis(300 << attempt);
+                ctx.run_later(wait, move |act, ctx| {
                     act.record_finish(&oid, run, attempt + 1, ctx);
                 });
             } else if let Err(e) = result {
@@ -608,6 +675,7 @@ mod tests {
             last_run: None,
             next_run_at: Some(at(100)),
             run_seq: 0,
+            last_scheduled_for: None,
             created_at: at(0),
             updated_at: at(0),
         }
@@ -660,16 +728,24 @@ mod tests {
     }
 
     #[test]
-    fn catch_up_and_queued_firings_are_not_held_to_next_run_at() {
+    fn queued_firings_are_not_held_to_next_run_at_but_recovered_ones_are() {
         let o = objective(Overlap::Forbid);
-        assert_eq!(
-            decide_firing(&o, &fire(Trigger::CatchUp, 40), false, false),
-            D::Start
-        );
         assert_eq!(
             decide_firing(&o, &fire(Trigger::Queued, 40), false, false),
             D::Start
         );
+        // A late or caught-up firing claims the instant recovery left due; once it is
+        // claimed (next_run_at moved on), a second one is nothing.
+        for trigger in [Trigger::CatchUp, Trigger::Late] {
+            assert_eq!(
+                decide_firing(&o, &fire(trigger, 100), false, false),
+                D::Start
+            );
+            assert_eq!(
+                decide_firing(&o, &fire(trigger, 40), false, false),
+                D::Superseded
+            );
+        }
     }
 
     #[test]
@@ -706,7 +782,7 @@ mod tests {
                 );
             }
             assert_eq!(
-                decide_firing(&o, &fire(Trigger::CatchUp, 7), true, true),
+                decide_firing(&o, &fire(Trigger::CatchUp, 100), true, true),
                 D::SkipBudget
             );
         }

@@ -96,6 +96,7 @@ impl Handler<CreateObjective> for ObjectivesActor {
             last_run: None,
             next_run_at: None,
             run_seq: 0,
+            last_scheduled_for: None,
             created_at: now,
             updated_at: now,
         };
@@ -149,7 +150,8 @@ impl Handler<UpdateObjective> for ObjectivesActor {
         {
             return fail(e);
         }
-        if patch.automation.is_some() {
+        let reschedule = patch.automation.is_some();
+        if reschedule {
             match build_automation(
                 objective.kind,
                 patch.automation,
@@ -160,7 +162,11 @@ impl Handler<UpdateObjective> for ObjectivesActor {
             }
         }
         let now = to_datetime(now_ms());
-        objective.next_run_at = next_run(&objective, now);
+        // Only a new schedule moves the next firing: an edit of anything else keeps
+        // it, so an instant still owed (its node died just before it) is not lost.
+        if reschedule {
+            objective.next_run_at = next_run(&objective, now);
+        }
         objective.updated_at = now;
         self.put_objective(objective)
     }

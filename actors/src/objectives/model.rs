@@ -165,6 +165,10 @@ pub struct ObjectiveRecord {
     pub next_run_at: Option<DateTime<Utc>>,
     /// Sequence number of the newest run.
     pub run_seq: u64,
+    /// The latest scheduled instant claimed (run or recorded): the schedule never
+    /// hands it out again, whichever node (and clock) computes the next firing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled_for: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -33,8 +33,14 @@ impl Actor for ObjectivesActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // An objective with a catch-up on its way is scheduled by that firing, not
+        // before it (its instant is due, and the timer would fire it as scheduled).
+        let catching_up: std::collections::HashSet<&String> =
+            self.catch_up.iter().map(|(id, _)| id).collect();
         for objective in self.objectives.values() {
-            self.sync_schedule(objective);
+            if !catching_up.contains(&objective.objective_id) {
+                self.sync_schedule(objective);
+            }
         }
         for (objective_id, scheduled_for) in std::mem::take(&mut self.catch_up) {
             ctx.notify(Fire {
@@ -402,7 +408,11 @@ impl ObjectivesActor {
             ops.push(self.objective_write(&objective));
             ops.extend(claim.fence_op());
             self.objectives.insert(id.clone(), objective.clone());
-            self.sync_schedule(&objective);
+            // A late or caught-up firing schedules the objective once it has claimed
+            // its instant; scheduling it now would fire that instant as on time.
+            if found.fire.is_none() {
+                self.sync_schedule(&objective);
+            }
             let fire = found.fire;
             ctx.spawn(self.commit(ops).map(move |result, _act, ctx| {
                 if let (Ok(()), Some(fire)) = (result, fire) {
@@ -411,7 +421,101 @@ impl ObjectivesActor {
             }));
         }
         tracing::info!(shards = ?gained, recovered, "took over shards");
-        self.sweep_elsewhere(ctx);
+        self.find_orphans(gained, ctx);
+    }
+
+    /// Runs a previous owner of the gained shards left `running` or `queued` (they
+    /// are among each objective's newest records): running ones are watched until
+    /// their node is gone, then interrupted; a queued one whose node is gone (or that
+    /// this node no longer has waiting) is recorded as missed.
+    fn find_orphans(&mut self, gained: &BTreeSet<u32>, ctx: &mut Context<Self>) {
+        let ids: Vec<String> = self
+            .objectives
+            .keys()
+            .filter(|id| gained.contains(&shard_of(id.as_bytes())))
+            .cloned()
+            .collect();
+        let storage = self.storage.clone();
+        ctx.spawn(
+            async move {
+                let mut found = Vec::new();
+                for id in ids {
+                    let prefix = super::model::run_prefix(&id);
+                    for (key, bytes) in storage
+                        .read_prefix_rev(Table::Runs, &prefix, None, 3)
+                        .await?
+                    {
+                        if let Ok(run) = decode_record::<RunRecord>(&bytes)
+                            && matches!(run.status, RunStatus::Running | RunStatus::Queued)
+                        {
+                            found.push((id.clone(), key, bytes, run));
+                        }
+                    }
+                }
+                Ok::<_, palyra_storage::StorageError>(found)
+            }
+            .into_actor(self)
+            .map(|read, act, ctx| {
+                let found = match read {
+                    Ok(found) => found,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "looking for runs a previous owner left failed");
+                        return;
+                    }
+                };
+                for (objective_id, key, bytes, run) in found {
+                    let mine_going = act.running.get(&objective_id) == Some(&run.run_id)
+                        || act
+                            .queued
+                            .get(&objective_id)
+                            .is_some_and(|(at, _)| Some(*at) == run.scheduled_for);
+                    if mine_going {
+                        continue;
+                    }
+                    match run.status {
+                        RunStatus::Running => {
+                            act.elsewhere.insert(objective_id, run.run_id);
+                        }
+                        _ => {
+                            let alive = run.node_id.as_deref().is_some_and(|n| {
+                                n != act.cluster.node_id() && act.cluster.is_alive(n)
+                            });
+                            if !alive {
+                                act.drop_orphan_queued(&objective_id, key, bytes, run, ctx);
+                            }
+                        }
+                    }
+                }
+                act.sweep_elsewhere(ctx);
+            }),
+        );
+    }
+
+    /// Records a queued firing nobody will start as missed, fenced by this node's
+    /// lease, only if its row is still what was read.
+    fn drop_orphan_queued(
+        &mut self,
+        objective_id: &str,
+        key: Vec<u8>,
+        read: Vec<u8>,
+        mut run: RunRecord,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(claim) = self.cluster.claim(objective_id.as_bytes()) else {
+            return;
+        };
+        run.status = RunStatus::Missed;
+        run.finished_at = Some(to_datetime(now_ms()));
+        run.error = Some("the node that queued this firing stopped before starting it".into());
+        let mut ops = vec![WriteOp::CompareAndSet {
+            table: Table::Runs,
+            key,
+            expected: Some(read),
+            value: palyra_storage::encode_record(&run),
+        }];
+        ops.extend(claim.fence_op());
+        self.metrics.count_run(RunStatus::Missed);
+        ctx.spawn(self.commit(ops).map(|_, _, _| ()));
     }
 
     /// Runs recorded as going on another node: once that node is gone (no heartbeat
