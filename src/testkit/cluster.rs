@@ -177,6 +177,38 @@ impl Cluster {
         }
     }
 
+    /// An admin API request to node `i` with the bearer `PALYRA_ADMIN_TOKEN` of the
+    /// nodes' env, `body` as JSON when given: the status and the JSON answer (Null
+    /// when it is not JSON).
+    pub async fn admin(
+        &self,
+        i: usize,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value), String> {
+        let token = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "PALYRA_ADMIN_TOKEN")
+            .map(|(_, v)| v.as_str())
+            .ok_or("the nodes' env has no PALYRA_ADMIN_TOKEN")?;
+        let base = self
+            .try_url(i)
+            .ok_or_else(|| format!("{} is down", self.nodes[i].id))?;
+        let mut request = self
+            .http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| format!("{path}: {e}"))?;
+        let status = response.status().as_u16();
+        let value = response.json().await.unwrap_or(serde_json::Value::Null);
+        Ok((status, value))
+    }
+
     /// kill -9 node `i` (a paused node too) and reaps it.
     pub async fn kill9(&mut self, i: usize) -> Result<(), String> {
         let mut child = self.nodes[i]

@@ -121,11 +121,19 @@ impl FiringReport {
         let mut out = Vec::new();
         let few = |v: &[String]| v.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
         if !self.missing.is_empty() {
-            let v: Vec<String> = self.missing.iter().map(|(o, t)| format!("{o}@{t}")).collect();
+            let v: Vec<String> = self
+                .missing
+                .iter()
+                .map(|(o, t)| format!("{o}@{t}"))
+                .collect();
             out.push(format!("{} firings missing: {}", v.len(), few(&v)));
         }
         if !self.doubled.is_empty() {
-            let v: Vec<String> = self.doubled.iter().map(|(o, t)| format!("{o}@{t}")).collect();
+            let v: Vec<String> = self
+                .doubled
+                .iter()
+                .map(|(o, t)| format!("{o}@{t}"))
+                .collect();
             out.push(format!("{} firings doubled: {}", v.len(), few(&v)));
         }
         if !self.unsettled.is_empty() {
@@ -183,7 +191,9 @@ pub fn check(rows: &[RunRow], calls: &[ModelCall], expected: &Expected) -> Firin
     let mut at: BTreeMap<(&str, i64), Vec<&RunRow>> = BTreeMap::new();
     for row in rows {
         if let Some(t) = row.scheduled_ms {
-            at.entry((row.objective_id.as_str(), t)).or_default().push(row);
+            at.entry((row.objective_id.as_str(), t))
+                .or_default()
+                .push(row);
         }
     }
     for objective in &expected.objectives {
@@ -260,14 +270,22 @@ mod tests {
             from_ms: 1000,
             to_ms: 8000,
         };
-        assert_eq!(expected.instants().collect::<Vec<_>>(), [2000, 4000, 6000, 8000]);
+        assert_eq!(
+            expected.instants().collect::<Vec<_>>(),
+            [2000, 4000, 6000, 8000]
+        );
         let rows = vec![
             row("o", 1, 2000, "succeeded"),
             row("o", 2, 4000, "running"),
             row("o", 3, 8000, "missed"),
             row("o", 4, 8000, "succeeded"),
         ];
-        let calls = vec![call(Some("o-1")), call(Some("o-1")), call(Some("o-9")), call(None)];
+        let calls = vec![
+            call(Some("o-1")),
+            call(Some("o-1")),
+            call(Some("o-9")),
+            call(None),
+        ];
         let report = check(&rows, &calls, &expected);
         assert_eq!(report.missing, [("o".to_owned(), 6000)]);
         assert_eq!(report.doubled, [("o".to_owned(), 8000)]);
@@ -276,7 +294,14 @@ mod tests {
         assert_eq!(report.orphan_calls, ["o-9"]);
         assert_eq!(report.unattributed_calls, 1);
         assert_eq!(report.violations().len(), 6);
-        let good = check(&rows[..1], &calls[..1], &Expected { to_ms: 2000, ..expected });
+        let good = check(
+            &rows[..1],
+            &calls[..1],
+            &Expected {
+                to_ms: 2000,
+                ..expected
+            },
+        );
         assert!(good.violations().is_empty(), "{good:?}");
     }
 }

@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod browser;
 mod cli;
+mod cluster_faults;
 mod console;
 mod crash;
 mod fakes;
