@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use palyra_actors::audit::{AuditLog, AuditRetention};
 use palyra_actors::browser::BrowserHandle;
+use palyra_actors::cluster::{ClusterHandle, ClusterPolicy};
 use palyra_actors::metrics::ActorMetrics;
 use palyra_actors::objectives::{ObjectivesHandle, ObjectivesPolicy};
 use palyra_actors::refresher::{RefreshAdapters, RefresherHandle, RefresherPolicy};
@@ -274,7 +275,7 @@ impl Application {
         let admin_token_digest: [u8; 32] = Sha256::digest(admin_token.expose().as_bytes()).into();
         drop(admin_token);
 
-        let storage_config = settings
+        let mut storage_config = settings
             .storage
             .storage_config(&data_dir)
             .map_err(|message| {
@@ -283,6 +284,10 @@ impl Application {
                     message,
                 })
             })?;
+        let node_id = settings.cluster.resolve_node_id();
+        if let StorageConfig::Postgres(pg) = &mut storage_config {
+            pg.node_id = node_id.clone();
+        }
         let storage = open_storage(&storage_config).await?;
         // The writer first: an empty write is acknowledged once it can write, which on
         // PostgreSQL means its connection holds the database's writer lock. So a second
@@ -357,9 +362,21 @@ impl Application {
             }
         };
         let actor_metrics = ActorMetrics::default();
+        // On PostgreSQL this node joins the cluster: its lease actor takes its share
+        // of the shards; on redb it is the only node and owns everything.
+        let cluster = ClusterHandle::start(
+            storage.clone(),
+            ClusterPolicy {
+                node_id: node_id.clone(),
+                lease_ttl: Duration::from_secs(settings.cluster.lease_ttl_s),
+                late_fire_threshold: Duration::from_secs(settings.cluster.late_fire_threshold_s),
+                listen: local_addr.to_string(),
+            },
+        );
+        tracing::info!(node_id = %node_id, clustered = cluster.is_clustered(), "node identity");
         let started = start_actors(
             &settings,
-            (&storage, &snapshot),
+            (&storage, &snapshot, &cluster),
             &writer,
             (vault, vault_ops),
             &audit,
@@ -383,6 +400,7 @@ impl Application {
             refresher,
             objectives,
             browser,
+            cluster: cluster.clone(),
             writer: writer.clone(),
             storage: storage.clone(),
             admin_token_digest,
@@ -567,6 +585,9 @@ impl Application {
         if let Err(e) = self.sessions.flush().await {
             tracing::warn!(error = %e, "persisting session activity at shutdown failed");
         }
+        // The leases go last, once nothing of this node acts on its shards any more,
+        // so the other nodes take over at their next beat rather than after a TTL.
+        self.state.cluster.leave().await;
         self.writer.shutdown().await;
         tracing::info!("palyrad stopped");
         result.map_err(StartError::Serve)
@@ -616,7 +637,7 @@ async fn open_storage(config: &StorageConfig) -> Result<Storage, StartError> {
 /// Commits the vault's start-up writes and starts every actor.
 async fn start_actors(
     settings: &Settings,
-    (storage, snapshot): (&Storage, &Snapshot),
+    (storage, snapshot, cluster): (&Storage, &Snapshot, &ClusterHandle),
     writer: &Writer,
     (vault, vault_ops): (Vault, Vec<palyra_storage::WriteOp>),
     audit: &AuditLog,
@@ -677,6 +698,7 @@ async fn start_actors(
     let objectives = ObjectivesHandle::start(
         storage,
         snapshot,
+        cluster.clone(),
         writer.clone(),
         registry.clone(),
         refresher.clone(),

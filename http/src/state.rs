@@ -80,6 +80,8 @@ pub struct AppStateInner {
     pub refresher: RefresherHandle,
     pub objectives: palyra_actors::objectives::ObjectivesHandle,
     pub browser: palyra_actors::browser::BrowserHandle,
+    /// This node's leases; `GET /cluster`.
+    pub cluster: palyra_actors::cluster::ClusterHandle,
     /// For readiness.
     pub writer: Writer,
     /// For readiness (does the database answer?) and the posture (which one).

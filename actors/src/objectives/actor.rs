@@ -19,6 +19,7 @@ use super::model::{
     new_run, objective_op, run_ops,
 };
 use crate::audit::AuditLog;
+use crate::cluster::ClusterHandle;
 use crate::error::ActorError;
 use crate::metrics::ActorMetrics;
 use crate::refresher::RefresherHandle;
@@ -39,6 +40,8 @@ pub struct ObjectivesPolicy {
 }
 
 pub(super) struct ObjectivesActor {
+    /// Which objectives this node fires: those of the shards it leases.
+    pub(super) cluster: ClusterHandle,
     pub(super) writer: Writer,
     /// For reloading after a failed commit.
     pub(super) storage: Storage,

@@ -19,6 +19,7 @@ use super::model::{
     run_key, run_prefix,
 };
 use crate::audit::AuditLog;
+use crate::cluster::ClusterHandle;
 use crate::error::{ActorError, stopped};
 use crate::metrics::ActorMetrics;
 use crate::refresher::RefresherHandle;
@@ -52,6 +53,7 @@ impl ObjectivesHandle {
     pub async fn start(
         storage: &Storage,
         snapshot: &Snapshot,
+        cluster: ClusterHandle,
         writer: Writer,
         registry: RegistryHandle,
         refresher: RefresherHandle,
@@ -69,6 +71,7 @@ impl ObjectivesHandle {
         let addr = ObjectivesActor::create(move |ctx| {
             let scheduler = SchedulerHandle::start(ctx.address().recipient());
             ObjectivesActor {
+                cluster,
                 writer,
                 storage: actor_storage,
                 reload: ReloadState::default(),
