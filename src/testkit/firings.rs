@@ -105,6 +105,9 @@ pub struct FiringReport {
     pub unsettled: Vec<(String, i64, String)>,
     /// Rows per status, for instants in the window.
     pub statuses: BTreeMap<String, usize>,
+    /// Rows that started a run (any instant, manual and catch-up runs too): with
+    /// unattributed calls, more calls than this means some run called twice.
+    pub started_rows: usize,
     /// Provider calls in all.
     pub calls: usize,
     /// Run ids that got more than one provider call.
@@ -170,12 +173,13 @@ impl FiringReport {
     /// One line for a log or a report.
     pub fn summary(&self) -> String {
         format!(
-            "{} firings expected, {} missing, {} doubled, {} unsettled, {} provider calls \
-             ({} doubled, {} orphan, {} without run id), statuses {:?}",
+            "{} firings expected, {} missing, {} doubled, {} unsettled, {} rows started a run, \
+             {} provider calls ({} doubled, {} orphan, {} without run id), statuses {:?}",
             self.expected,
             self.missing.len(),
             self.doubled.len(),
             self.unsettled.len(),
+            self.started_rows,
             self.calls,
             self.doubled_calls.len(),
             self.orphan_calls.len(),
@@ -219,6 +223,7 @@ pub fn check(rows: &[RunRow], calls: &[ModelCall], expected: &Expected) -> Firin
             report.doubled.push(((*objective).to_owned(), *t));
         }
     }
+    report.started_rows = rows.iter().filter(|r| r.started_ms.is_some()).count();
     let run_ids: BTreeSet<&str> = rows.iter().map(|r| r.run_id.as_str()).collect();
     let mut per_run: BTreeMap<&str, usize> = BTreeMap::new();
     for call in calls {
