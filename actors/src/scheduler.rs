@@ -23,6 +23,9 @@ pub enum Trigger {
     CatchUp,
     /// A firing that waited for the previous run (overlap `queue_one`).
     Queued,
+    /// A firing found late after a takeover (its node died or lost its lease), within
+    /// `cluster.late_fire_threshold_s`: it runs now and is recorded as late.
+    Late,
 }
 
 /// An objective is due.

@@ -207,6 +207,14 @@ async fn tick(
         handle.publish();
     }
     let view = storage.cluster_view(ttl).await?;
+    if let Ok(mut live) = handle.inner.live.write() {
+        *live = view
+            .nodes
+            .iter()
+            .filter(|n| n.alive)
+            .map(|n| n.node_id.clone())
+            .collect();
+    }
     let live = view.nodes.iter().filter(|n| n.alive).count().max(1) as u32;
     let share = SHARDS.div_ceil(live) as usize;
     let mine: Vec<(u32, u64)> = handle

@@ -88,6 +88,8 @@ pub(super) struct Inner {
     /// Set by the lease actor once it runs; `status` and `leave` ask it.
     pub(super) status: RwLock<Option<actix::Recipient<Status>>>,
     pub(super) leave: RwLock<Option<actix::Recipient<Leave>>>,
+    /// Nodes whose heartbeat was live at the last beat (this one included).
+    pub(super) live: RwLock<std::collections::BTreeSet<String>>,
     /// Set at shutdown: no lease is taken or counted any more.
     pub(super) leaving: std::sync::atomic::AtomicBool,
 }
@@ -135,6 +137,7 @@ impl ClusterHandle {
                 status: RwLock::new(None),
                 leave: RwLock::new(None),
                 leaving: std::sync::atomic::AtomicBool::new(false),
+                live: RwLock::new(std::collections::BTreeSet::new()),
             }),
         }
     }
@@ -190,6 +193,23 @@ impl ClusterHandle {
                 epoch: lease.epoch,
             })
         })
+    }
+
+    /// True if `node_id` is this node or beat within the TTL at the last look; on one
+    /// node, only this node is alive.
+    pub fn is_alive(&self, node_id: &str) -> bool {
+        node_id == self.inner.node_id
+            || self
+                .inner
+                .live
+                .read()
+                .is_ok_and(|live| live.contains(node_id))
+    }
+
+    /// True once the lease actor has seen the cluster at least once (who is alive is
+    /// known), always on one node.
+    pub fn has_view(&self) -> bool {
+        !self.inner.clustered || self.inner.live.read().is_ok_and(|live| !live.is_empty())
     }
 
     /// True when this node may act on `key`'s shard now.

@@ -6,12 +6,12 @@
 //! Its messages live with the part they belong to: `agents.rs`, `lifecycle.rs`,
 //! `firing.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use palyra_storage::{Storage, Table, WriteOp, Writer, decode_record};
+use palyra_storage::{Storage, StorageError, Table, WriteOp, Writer, decode_record, encode_record};
 use rand::Rng;
 
 use super::model::{
@@ -24,7 +24,7 @@ use crate::error::ActorError;
 use crate::metrics::ActorMetrics;
 use crate::refresher::RefresherHandle;
 use crate::registry::RegistryHandle;
-use crate::reload::{ReloadState, Reloads, commit};
+use crate::reload::{ReloadState, Reloads};
 use crate::schedule::Schedule;
 use crate::scheduler::{Fire, SchedulerHandle, Trigger};
 use crate::snapshot::Snapshot;
@@ -69,23 +69,22 @@ pub(super) struct ObjectivesActor {
     /// Budget exhaustion is audited in the same write as the pause.
     pub(super) audit: AuditLog,
     pub(super) metrics: ActorMetrics,
-}
-
-impl Actor for ObjectivesActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        for objective in self.objectives.values() {
-            self.sync_schedule(objective);
-        }
-        for (objective_id, scheduled_for) in std::mem::take(&mut self.catch_up) {
-            ctx.notify(Fire {
-                objective_id,
-                scheduled_for,
-                trigger: Trigger::CatchUp,
-            });
-        }
-    }
+    /// Objective id -> the bytes its row holds once every write queued so far has
+    /// committed: the `expected` of the next compare-and-set, so a write built on a
+    /// row another node has changed since is refused by the database.
+    pub(super) stored: HashMap<String, Vec<u8>>,
+    /// (table, id) of an agent or objective -> writes queued for it so far; a row
+    /// reread from storage is applied only if no write was queued meanwhile
+    /// (`sync.rs`).
+    pub(super) generation: HashMap<(Table, String), u64>,
+    /// Objectives and agents to reread (another node changed them, or a write of
+    /// ours was refused), and whether a reread is under way.
+    pub(super) dirty: HashSet<(Table, String)>,
+    pub(super) rereading: bool,
+    /// Shards this node held at the last ownership change (shard -> epoch).
+    pub(super) owned: BTreeMap<u32, u64>,
+    /// Objective id -> the run going on another live node (overlap counts it).
+    pub(super) elsewhere: HashMap<String, String>,
 }
 
 pub(super) type Agents = BTreeMap<String, AgentRecord>;
@@ -132,53 +131,99 @@ pub(super) fn recover(
     }
     let mut catch_up = Vec::new();
     for objective in objectives.values_mut() {
-        let Some(automation) = objective.automation.clone().filter(|a| a.enabled) else {
+        let Some(found) = recover_objective(objective, now, chrono::Duration::zero(), retention)
+        else {
             continue;
         };
-        if objective.state != ObjectiveState::Active {
-            continue;
+        ops.extend(found.runs);
+        if let Some(fire) = found.fire {
+            catch_up.push((fire.objective_id, fire.scheduled_for));
         }
-        let Ok(schedule) = Schedule::parse(&automation.schedule, &automation.timezone) else {
-            continue;
-        };
-        // The first 100 missed firings are recorded one by one; beyond that, the
-        // newest one stands for the rest (a per-second schedule down for a month
-        // must not take a million steps at start).
-        let mut missed = Vec::new();
-        let mut cursor = objective.next_run_at;
-        while let Some(t) = cursor.filter(|t| *t <= now && missed.len() < 100) {
-            missed.push(t);
-            cursor = schedule.next_after(t);
-        }
-        if cursor.is_some_and(|t| t <= now)
-            && let Some(latest) = schedule.latest_at_or_before(now)
-            && missed.last() != Some(&latest)
-        {
-            missed.push(latest);
-        }
-        let Some(newest) = missed.last().copied() else {
-            continue;
-        };
-        for t in &missed {
-            let run = new_run(
-                objective,
-                RunTrigger::Schedule,
-                RunStatus::Missed,
-                Some(*t),
-                Some("the daemon was not running".into()),
-            );
-            ops.extend(run_ops(objective, &run, retention));
-        }
-        if automation.misfire == Misfire::RunOnce
-            && schedule.next_after(newest).is_some_and(|end| now < end)
-        {
-            catch_up.push((objective.objective_id.clone(), newest));
-        }
-        objective.next_run_at = schedule.next_after(now);
-        objective.updated_at = now;
         ops.push(objective_op(objective));
     }
     Ok((ops, catch_up))
+}
+
+/// What recovery found for one objective: the writes of its missed firings (the
+/// objective's own write is the caller's) and the firing to send now, if any.
+#[derive(Debug)]
+pub(super) struct Recovered {
+    pub(super) runs: Vec<WriteOp>,
+    pub(super) fire: Option<Fire>,
+}
+
+/// Firings of an active objective that fell due while no node fired it (the daemon
+/// was down, or the node that held its shard died): the newest one runs now if it is
+/// at most `late_threshold` late (recorded as late; only after a takeover, zero
+/// otherwise), or is caught up (misfire `run_once`) while its slot lasts; every other
+/// one is recorded once as `missed`. `next_run_at` moves past now, or stays on the
+/// late instant until its firing moves it. `None` when nothing fell due.
+pub(super) fn recover_objective(
+    objective: &mut ObjectiveRecord,
+    now: DateTime<Utc>,
+    late_threshold: chrono::Duration,
+    retention: u64,
+) -> Option<Recovered> {
+    let automation = objective.automation.clone().filter(|a| a.enabled)?;
+    if objective.state != ObjectiveState::Active {
+        return None;
+    }
+    let schedule = Schedule::parse(&automation.schedule, &automation.timezone).ok()?;
+    // The first 100 missed firings are recorded one by one; beyond that, the newest
+    // one stands for the rest (a per-second schedule down for a month must not take
+    // a million steps at start).
+    let mut missed = Vec::new();
+    let mut cursor = objective.next_run_at;
+    while let Some(t) = cursor.filter(|t| *t <= now && missed.len() < 100) {
+        missed.push(t);
+        cursor = schedule.next_after(t);
+    }
+    if cursor.is_some_and(|t| t <= now)
+        && let Some(latest) = schedule.latest_at_or_before(now)
+        && missed.last() != Some(&latest)
+    {
+        missed.push(latest);
+    }
+    let newest = missed.last().copied()?;
+    let objective_id = objective.objective_id.clone();
+    let fire = if late_threshold > chrono::Duration::zero() && now - newest <= late_threshold {
+        Some(Fire {
+            objective_id,
+            scheduled_for: newest,
+            trigger: Trigger::Late,
+        })
+    } else if automation.misfire == Misfire::RunOnce
+        && schedule.next_after(newest).is_some_and(|end| now < end)
+    {
+        Some(Fire {
+            objective_id,
+            scheduled_for: newest,
+            trigger: Trigger::CatchUp,
+        })
+    } else {
+        None
+    };
+    // The firing sent now is the newest instant's one record.
+    if fire.is_some() {
+        missed.pop();
+    }
+    let mut runs = Vec::new();
+    for t in &missed {
+        let run = new_run(
+            objective,
+            RunTrigger::Schedule,
+            RunStatus::Missed,
+            Some(*t),
+            Some("the daemon was not running".into()),
+        );
+        runs.extend(run_ops(objective, &run, retention));
+    }
+    objective.next_run_at = match &fire {
+        Some(f) if f.trigger == Trigger::Late => Some(newest),
+        _ => schedule.next_after(now),
+    };
+    objective.updated_at = now;
+    Some(Recovered { runs, fire })
 }
 
 /// The objective's next firing after `after`, if it is active with automation on.
@@ -193,16 +238,49 @@ pub(super) fn next_run(objective: &ObjectiveRecord, after: DateTime<Utc>) -> Opt
 }
 
 impl ObjectivesActor {
+    /// The write of `objective` as it is in memory: a compare-and-set against the
+    /// bytes its row holds after the writes queued before (none: the row must not
+    /// exist), so two nodes cannot both build on one version of it.
+    pub(super) fn objective_write(&mut self, objective: &ObjectiveRecord) -> WriteOp {
+        let value = encode_record(objective);
+        let id = objective.objective_id.clone();
+        let expected = self.stored.insert(id.clone(), value.clone());
+        self.touch(Table::Objectives, &id);
+        WriteOp::CompareAndSet {
+            table: Table::Objectives,
+            key: objective.objective_id.as_bytes().to_vec(),
+            expected,
+            value,
+        }
+    }
+
+    /// Counts a write queued for the agent or objective `id`.
+    pub(super) fn touch(&mut self, table: Table, id: &str) {
+        *self.generation.entry((table, id.to_owned())).or_default() += 1;
+    }
+
+    /// Remembers the stored bytes of every objective in `snapshot`.
+    pub(super) fn remember_stored(&mut self, snapshot: &Snapshot) {
+        self.stored.clear();
+        for (key, value) in snapshot.rows(Table::Objectives) {
+            if let Ok(id) = String::from_utf8(key.clone()) {
+                self.stored.insert(id, value.clone());
+            }
+        }
+    }
+
     /// The writes of a run (see `run_ops`), counted in the run metrics.
     pub(super) fn run_ops(&self, objective: &ObjectiveRecord, run: &RunRecord) -> Vec<WriteOp> {
         self.metrics.count_run(run.status);
         run_ops(objective, run, self.policy.run_retention)
     }
 
-    /// Keeps the scheduler's one entry per active, enabled objective in step.
+    /// Keeps the scheduler's one entry per active, enabled objective of a shard this
+    /// node holds in step.
     pub(super) fn sync_schedule(&self, objective: &ObjectiveRecord) {
         let enabled = objective.state == ObjectiveState::Active
-            && objective.automation.as_ref().is_some_and(|a| a.enabled);
+            && objective.automation.as_ref().is_some_and(|a| a.enabled)
+            && self.cluster.owns(objective.objective_id.as_bytes());
         match (enabled, objective.next_run_at) {
             (true, Some(at)) => {
                 let jitter = objective.automation.as_ref().map_or(0, |a| a.jitter_s);
@@ -220,13 +298,49 @@ impl ObjectivesActor {
     }
 
     /// Queues `ops` (memory already shows their effect) and returns their commit. A
-    /// failed commit makes the actor stale: it refuses writes and reloads agents and
-    /// objectives from storage (`crate::reload`), so memory never stays ahead of it.
+    /// refused write (another node changed a row first, or this node's lease is gone)
+    /// rereads the objectives it touched (`sync.rs`); any other failed commit makes
+    /// the actor stale: it refuses writes and reloads agents and objectives from
+    /// storage (`crate::reload`), so memory never stays ahead of it.
     pub(super) fn commit(
         &mut self,
         ops: Vec<WriteOp>,
     ) -> impl ActorFuture<Self, Output = Result<(), ActorError>> + use<> {
-        commit(self, ops)
+        let touched: Vec<String> = ops
+            .iter()
+            .filter_map(|op| match op.row() {
+                Some((Table::Objectives, key)) => String::from_utf8(key.to_vec()).ok(),
+                _ => None,
+            })
+            .collect();
+        let refused = match self.reload.refusal(<Self as Reloads>::NAME) {
+            Some(refused) => Err(refused),
+            None => Ok(self.writer.submit(ops)),
+        };
+        async move {
+            match refused {
+                Ok(write) => write.await.map_err(ActorError::from),
+                Err(refused) => Err(refused),
+            }
+        }
+        .into_actor(self)
+        .map(move |result, act: &mut Self, ctx| {
+            match &result {
+                Err(ActorError::Storage(StorageError::Refused { .. })) => {
+                    tracing::info!(objectives = ?touched, "a write was refused (changed on another node, or the lease moved); rereading");
+                    for id in touched {
+                        act.dirty.insert((Table::Objectives, id));
+                    }
+                    act.reread(ctx);
+                }
+                Err(e) => {
+                    tracing::error!(actor = "objectives", error = %e, "commit failed; reloading state from storage");
+                    crate::reload::reload(act, ctx);
+                }
+                Ok(()) => {}
+            }
+            result
+        })
     }
 }
 
@@ -255,6 +369,7 @@ impl Reloads for ObjectivesActor {
             .retain(|id, (_, seq)| objectives.get(id).is_some_and(|o| *seq <= o.run_seq));
         self.agents = agents;
         self.objectives = objectives;
+        self.remember_stored(&snapshot);
         for objective in self.objectives.values() {
             self.sync_schedule(objective);
         }

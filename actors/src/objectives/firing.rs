@@ -10,7 +10,7 @@ use palyra_storage::WriteOp;
 use super::actor::{ObjectivesActor, next_run};
 use super::model::{
     ObjectiveRecord, ObjectiveState, Overlap, RunRecord, RunStatus, RunSummary, RunTrigger,
-    new_run, objective_op, run_key,
+    new_run, run_key,
 };
 use super::runner::{self, RunOutcome};
 use crate::audit::{AuditEntry, AuditKind, AuditOutcome};
@@ -50,7 +50,9 @@ pub(super) fn decide_firing(
     if objective.state != ObjectiveState::Active {
         return FiringDecision::Inactive;
     }
-    if firing.trigger == Trigger::Schedule && objective.next_run_at != Some(firing.scheduled_for) {
+    if matches!(firing.trigger, Trigger::Schedule | Trigger::Late)
+        && objective.next_run_at != Some(firing.scheduled_for)
+    {
         return FiringDecision::Superseded;
     }
     if objective.budget_exhausted() {
@@ -79,10 +81,19 @@ impl Handler<Fire> for ObjectivesActor {
         let Some(mut objective) = self.objectives.get(&msg.objective_id).cloned() else {
             return;
         };
+        // Only the node leasing the objective's shard fires it, and its write carries
+        // the lease's fence: a node whose lease lapsed (paused, cut off) does nothing,
+        // and one that has not noticed yet is refused by the database.
+        let Some(claim) = self.cluster.claim(msg.objective_id.as_bytes()) else {
+            tracing::debug!(objective_id = %msg.objective_id, "not fired: its shard is not this node's now");
+            return;
+        };
+        let fence = claim.fence_op();
         let decision = decide_firing(
             &objective,
             &msg,
-            self.running.contains_key(&objective.objective_id),
+            self.running.contains_key(&objective.objective_id)
+                || self.elsewhere.contains_key(&objective.objective_id),
             self.queued.contains_key(&objective.objective_id),
         );
         if matches!(
@@ -93,10 +104,10 @@ impl Handler<Fire> for ObjectivesActor {
         }
         let now = to_datetime(now_ms());
         let trigger = match msg.trigger {
-            Trigger::Schedule | Trigger::Queued => RunTrigger::Schedule,
+            Trigger::Schedule | Trigger::Queued | Trigger::Late => RunTrigger::Schedule,
             Trigger::CatchUp => RunTrigger::CatchUp,
         };
-        if msg.trigger == Trigger::Schedule {
+        if matches!(msg.trigger, Trigger::Schedule | Trigger::Late) {
             let late = (now - msg.scheduled_for).num_microseconds().unwrap_or(0);
             self.metrics
                 .scheduler_lateness_seconds
@@ -128,8 +139,9 @@ impl Handler<Fire> for ObjectivesActor {
                     at: now,
                 });
                 let mut ops = self.run_ops(&objective, &run);
-                ops.push(objective_op(&objective));
+                ops.push(self.objective_write(&objective));
                 ops.push(self.budget_audit_op(&objective));
+                ops.extend(fence);
                 self.sync_schedule(&objective);
                 tracing::info!(objective_id = %objective.objective_id, "budget exhausted; objective paused");
                 self.objectives
@@ -147,7 +159,8 @@ impl Handler<Fire> for ObjectivesActor {
                 );
                 let seq = objective.run_seq;
                 let mut ops = self.run_ops(&objective, &run);
-                ops.push(objective_op(&objective));
+                ops.push(self.objective_write(&objective));
+                ops.extend(fence);
                 self.queued
                     .insert(objective.objective_id.clone(), (msg.scheduled_for, seq));
                 self.objectives
@@ -168,16 +181,40 @@ impl Handler<Fire> for ObjectivesActor {
                     at: now,
                 });
                 let mut ops = self.run_ops(&objective, &run);
-                ops.push(objective_op(&objective));
+                ops.push(self.objective_write(&objective));
+                ops.extend(fence);
                 self.objectives
                     .insert(objective.objective_id.clone(), objective);
                 ctx.spawn(self.commit(ops).map(|_, _, _| ()));
             }
             FiringDecision::Start => {
-                self.start_run(&msg.objective_id, trigger, scheduled_for, ctx, None);
+                let late_by_ms = (msg.trigger == Trigger::Late)
+                    .then(|| (now - msg.scheduled_for).num_milliseconds().max(0));
+                self.start_run_as(
+                    &msg.objective_id,
+                    RunStart {
+                        trigger,
+                        scheduled_for,
+                        queued_seq: None,
+                        fence,
+                        late_by_ms,
+                    },
+                    ctx,
+                    None,
+                );
             }
         }
     }
+}
+
+/// How a run starts: what fired it, for which instant, the queued record it takes
+/// over (if it waited), the lease fence its write carries, and how late it is.
+pub(super) struct RunStart {
+    pub(super) trigger: RunTrigger,
+    pub(super) scheduled_for: Option<DateTime<Utc>>,
+    pub(super) queued_seq: Option<u64>,
+    pub(super) fence: Option<WriteOp>,
+    pub(super) late_by_ms: Option<i64>,
 }
 
 /// Where a manual firing's answer goes: the objective once its run is durable.
@@ -209,7 +246,14 @@ impl ObjectivesActor {
         ctx: &mut Context<Self>,
         reply: Option<RunReply>,
     ) {
-        self.start_run_as(objective_id, trigger, scheduled_for, None, ctx, reply);
+        let start = RunStart {
+            trigger,
+            scheduled_for,
+            queued_seq: None,
+            fence: None,
+            late_by_ms: None,
+        };
+        self.start_run_as(objective_id, start, ctx, reply);
     }
 
     /// Starts the firing that waited (overlap `queue_one`) as its own `queued` run.
@@ -239,31 +283,50 @@ impl ObjectivesActor {
                     "the objective was paused or out of budget before the queued firing started"
                         .into(),
                 ),
+                node_id: None,
+                late_by_ms: None,
             };
             objective.updated_at = to_datetime(now_ms());
             let ops = vec![WriteOp::put(run_key(objective_id, seq), &run)];
             ctx.spawn(self.commit(ops).map(|_, _, _| ()));
             return;
         }
-        self.start_run_as(
-            objective_id,
-            RunTrigger::Schedule,
-            Some(scheduled_for),
-            Some(seq),
-            ctx,
-            None,
-        );
+        // The waiting firing was claimed when it was queued; its start is fenced by
+        // the lease held now (none: the shard moved, and the run is not started here).
+        let fence = match self.cluster.claim(objective_id.as_bytes()) {
+            Some(claim) => claim.fence_op(),
+            None => {
+                tracing::info!(
+                    objective_id,
+                    "a queued firing is not started: the shard moved"
+                );
+                return;
+            }
+        };
+        let start = RunStart {
+            trigger: RunTrigger::Schedule,
+            scheduled_for: Some(scheduled_for),
+            queued_seq: Some(seq),
+            fence,
+            late_by_ms: None,
+        };
+        self.start_run_as(objective_id, start, ctx, None);
     }
 
     fn start_run_as(
         &mut self,
         objective_id: &str,
-        trigger: RunTrigger,
-        scheduled_for: Option<DateTime<Utc>>,
-        queued_seq: Option<u64>,
+        start: RunStart,
         ctx: &mut Context<Self>,
         reply: Option<RunReply>,
     ) {
+        let RunStart {
+            trigger,
+            scheduled_for,
+            queued_seq,
+            fence,
+            late_by_ms,
+        } = start;
         let Some(mut objective) = self.objectives.get(objective_id).cloned() else {
             return;
         };
@@ -282,6 +345,8 @@ impl ObjectivesActor {
                 tokens: 0,
                 output: None,
                 error: None,
+                node_id: None,
+                late_by_ms: None,
             },
             None => new_run(
                 &mut objective,
@@ -291,6 +356,9 @@ impl ObjectivesActor {
                 None,
             ),
         };
+        let mut run = run;
+        run.node_id = Some(self.cluster.node_id().to_owned());
+        run.late_by_ms = late_by_ms;
         objective.usage.runs += 1;
         objective.last_run = Some(RunSummary {
             run_id: run.run_id.clone(),
@@ -302,7 +370,8 @@ impl ObjectivesActor {
             Some(seq) => vec![WriteOp::put(run_key(objective_id, seq), &run)],
             None => self.run_ops(&objective, &run),
         };
-        ops.push(objective_op(&objective));
+        ops.push(self.objective_write(&objective));
+        ops.extend(fence);
         self.running
             .insert(objective.objective_id.clone(), run.run_id.clone());
         self.objectives
@@ -327,8 +396,12 @@ impl ObjectivesActor {
             let refresher = act.refresher.clone();
             let client = act.http_client.clone();
             let timeout = act.policy.provider_timeout;
+            let run_id = run.run_id.clone();
             let task = tokio::spawn(async move {
-                runner::execute(&registry, &refresher, &client, agent, &objective, timeout).await
+                runner::execute(
+                    &registry, &refresher, &client, agent, &objective, &run_id, timeout,
+                )
+                .await
             });
             ctx.spawn(
                 async move { task.await.map_err(|_| ActorError::Stopped("objectives")) }
@@ -364,6 +437,29 @@ impl ObjectivesActor {
             }
         }
         run.finished_at = Some(now);
+        self.metrics.count_run(run.status);
+        tracing::info!(objective_id, run_id = %run.run_id, status = ?run.status, tokens = run.tokens, "run finished");
+        self.record_finish(objective_id, run, 0, ctx);
+        if let Some((scheduled_for, seq)) = self.queued.remove(objective_id)
+            && !self.draining
+        {
+            self.start_queued(objective_id, scheduled_for, seq, ctx);
+        }
+    }
+
+    /// Writes a finished run and charges it to the objective as memory holds it now.
+    /// When another node changed the objective meanwhile, the write is refused and
+    /// the objective reread; the run's outcome is then charged again to what was
+    /// reread, a few times, so its usage is never lost to an edit made elsewhere.
+    fn record_finish(
+        &mut self,
+        objective_id: &str,
+        run: RunRecord,
+        attempt: u32,
+        ctx: &mut Context<Self>,
+    ) {
+        const ATTEMPTS: u32 = 5;
+        let now = to_datetime(now_ms());
         let Some(objective) = self.objectives.get_mut(objective_id) else {
             return;
         };
@@ -383,15 +479,16 @@ impl ObjectivesActor {
         let mut budget_run = None;
         if objective.budget_exhausted() && objective.state == ObjectiveState::Active {
             // The budget is used up now: pause at once rather than at the next firing,
-            // and record the firing that will not run as the budget's outcome.
-            let skipped_for = objective.next_run_at.take();
+            // and record the firing that will not run as the budget's outcome (without
+            // an instant: that instant is not fired, so it is no firing's record).
+            objective.next_run_at = None;
             objective.state = ObjectiveState::Paused;
             objective.state_reason = Some("budget_exhausted".into());
             let skipped = new_run(
                 objective,
                 RunTrigger::Schedule,
                 RunStatus::SkippedBudget,
-                skipped_for,
+                None,
                 Some("the budget is exhausted; the objective is paused".into()),
             );
             tracing::info!(objective_id, "budget exhausted; objective paused");
@@ -399,7 +496,7 @@ impl ObjectivesActor {
         }
         let objective = objective.clone();
         self.sync_schedule(&objective);
-        let mut ops = vec![objective_op(&objective)];
+        let mut ops = vec![self.objective_write(&objective)];
         if let Some(skipped) = &budget_run {
             ops.extend(self.run_ops(&objective, skipped));
             ops.push(self.budget_audit_op(&objective));
@@ -409,14 +506,20 @@ impl ObjectivesActor {
         if seq + self.policy.run_retention > objective.run_seq {
             ops.push(WriteOp::put(run_key(objective_id, seq), &run));
         }
-        self.metrics.count_run(run.status);
-        tracing::info!(objective_id, run_id = %run.run_id, status = ?run.status, tokens = run.tokens, "run finished");
-        ctx.spawn(self.commit(ops).map(|_, _, _| ()));
-        if let Some((scheduled_for, seq)) = self.queued.remove(objective_id)
-            && !self.draining
-        {
-            self.start_queued(objective_id, scheduled_for, seq, ctx);
-        }
+        let oid = objective_id.to_owned();
+        ctx.spawn(self.commit(ops).map(move |result, act, ctx| {
+            if let Err(ActorError::Storage(palyra_storage::StorageError::Refused { .. })) = result
+                && attempt + 1 < ATTEMPTS
+            {
+                // Charged again once the objective was reread (`sync.rs`).
+                ctx.run_later(std::time::Duration::from_millis(300), move |act, ctx| {
+                    act.record_finish(&oid, run, attempt + 1, ctx);
+                });
+            } else if let Err(e) = result {
+                tracing::error!(objective_id = %oid, error = %e, "recording a finished run failed");
+                let _ = act;
+            }
+        }));
     }
 }
 

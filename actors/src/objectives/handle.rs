@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::prelude::*;
-use palyra_storage::{Storage, Table, Writer, decode_record};
+use palyra_storage::{Storage, Table, WriteOp, Writer, decode_record};
 
 use super::actor::{Drain, ObjectivesActor, ObjectivesPolicy, load_agents_and_objectives, recover};
 use super::agents::{CreateAgent, DeleteAgent, GetAgent, ListAgents, UpdateAgent};
@@ -63,7 +63,30 @@ impl ObjectivesHandle {
         metrics: ActorMetrics,
     ) -> Result<Self, ActorError> {
         let (agents, mut objectives) = load_agents_and_objectives(snapshot)?;
-        let (ops, catch_up) = recover(snapshot, &mut objectives, policy.run_retention)?;
+        let mut stored: HashMap<String, Vec<u8>> = snapshot
+            .rows(Table::Objectives)
+            .iter()
+            .filter_map(|(k, v)| Some((String::from_utf8(k.clone()).ok()?, v.clone())))
+            .collect();
+        // One node recovers everything at start; in a cluster each node recovers the
+        // shards it takes, when it takes them (`sync.rs`), since the others' runs and
+        // firings are not this node's to judge.
+        let (ops, catch_up) = if cluster.is_clustered() {
+            (Vec::new(), Vec::new())
+        } else {
+            recover(snapshot, &mut objectives, policy.run_retention)?
+        };
+        for op in &ops {
+            if let WriteOp::Put {
+                table: Table::Objectives,
+                key,
+                value,
+            } = op
+                && let Ok(id) = String::from_utf8(key.clone())
+            {
+                stored.insert(id, value.clone());
+            }
+        }
         if !ops.is_empty() {
             writer.write(ops).await?;
         }
@@ -88,6 +111,12 @@ impl ObjectivesHandle {
                 catch_up,
                 audit,
                 metrics,
+                stored,
+                generation: HashMap::new(),
+                dirty: Default::default(),
+                rereading: false,
+                owned: Default::default(),
+                elsewhere: HashMap::new(),
             }
         });
         Ok(Self {

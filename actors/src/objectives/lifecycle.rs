@@ -9,7 +9,7 @@ use super::input::{
 };
 use super::model::{
     LifecycleAction, ObjectiveKind, ObjectivePage, ObjectiveRecord, ObjectiveState, RunTrigger,
-    Usage, objective_op, transition,
+    Usage, transition,
 };
 use crate::error::ActorError;
 use crate::time::{now_ms, to_datetime};
@@ -20,14 +20,21 @@ impl ObjectivesActor {
         &mut self,
         objective: ObjectiveRecord,
     ) -> ResponseActFuture<Self, Result<ObjectiveRecord, ActorError>> {
-        let ops = vec![objective_op(&objective)];
+        let ops = vec![self.objective_write(&objective)];
         self.sync_schedule(&objective);
         self.objectives
             .insert(objective.objective_id.clone(), objective.clone());
-        Box::pin(
-            self.commit(ops)
-                .map(move |result, _, _| result.map(|()| objective)),
-        )
+        Box::pin(self.commit(ops).map(move |result, _, _| match result {
+            Ok(()) => Ok(objective),
+            // Another node changed (or created) it first; its version is being reread.
+            Err(ActorError::Storage(palyra_storage::StorageError::Refused { .. })) => {
+                Err(ActorError::Conflict(format!(
+                    "objective {} was changed on another node meanwhile; read it again and retry",
+                    objective.objective_id
+                )))
+            }
+            Err(e) => Err(e),
+        }))
     }
 }
 

@@ -22,6 +22,8 @@
 //! - `agents.rs`: agent CRUD on the actor.
 //! - `lifecycle.rs`: objective CRUD and lifecycle actions on the actor.
 //! - `runner.rs`: one run on a tokio worker: credential, chat completion, tokens.
+//! - `sync.rs`: the actor's start, and keeping in step with other nodes: rows they
+//!   changed, writes of ours they made the database refuse, shards gained and lost.
 //!
 //! The rest of the workspace uses the re-exports below; inside the crate, import from
 //! the defining file (`crate::objectives::model::RunStatus`) so no file imports
@@ -35,6 +37,7 @@ mod input;
 mod lifecycle;
 pub(crate) mod model;
 mod runner;
+mod sync;
 
 pub use actor::ObjectivesPolicy;
 pub use handle::ObjectivesHandle;

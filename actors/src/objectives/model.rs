@@ -232,6 +232,13 @@ pub struct RunRecord {
     /// The assistant's answer, capped.
     pub output: Option<String>,
     pub error: Option<String>,
+    /// The node that ran it (several nodes on one database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// How late it started after its scheduled instant, when it was found late after a
+    /// takeover (`cluster.late_fire_threshold_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_by_ms: Option<i64>,
 }
 
 impl StoredRecord for RunRecord {
@@ -303,6 +310,8 @@ pub(crate) fn new_run(
         tokens: 0,
         output: None,
         error,
+        node_id: None,
+        late_by_ms: None,
     }
 }
 
@@ -314,7 +323,13 @@ pub(crate) fn run_ops(
     retention: u64,
 ) -> Vec<WriteOp> {
     let seq = objective.run_seq;
-    let mut ops = vec![WriteOp::put(run_key(&objective.objective_id, seq), run)];
+    // A new run's row must not exist: with the objective's compare-and-set in the same
+    // write, and PostgreSQL's unique (objective_id, scheduled_for), two nodes cannot
+    // both record one firing.
+    let mut ops = vec![WriteOp::insert_if_absent(
+        run_key(&objective.objective_id, seq),
+        run,
+    )];
     if seq > retention {
         ops.push(WriteOp::delete(
             Table::Runs,

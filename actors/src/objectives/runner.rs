@@ -46,6 +46,7 @@ pub(super) async fn execute(
     client: &reqwest::Client,
     agent: Option<AgentRecord>,
     objective: &ObjectiveRecord,
+    run_id: &str,
     timeout: Duration,
 ) -> RunOutcome {
     let Some(agent) = agent else {
@@ -95,17 +96,12 @@ pub(super) async fn execute(
     let mut outcome = RunOutcome::default();
     let mut outputs = Vec::new();
     for prompt in prompts {
-        match call(
-            registry,
-            refresher,
-            client,
-            &profile_id,
-            &agent.model,
-            &prompt,
-            timeout,
-        )
-        .await
-        {
+        let target = Target {
+            profile_id: &profile_id,
+            model: &agent.model,
+            run_id,
+        };
+        match call(registry, refresher, client, &target, &prompt, timeout).await {
             Ok((tokens, text)) => {
                 outcome.tokens = outcome.tokens.saturating_add(tokens);
                 outputs.push(text);
@@ -123,15 +119,26 @@ pub(super) async fn execute(
 }
 
 /// One chat completion; answers (total tokens, assistant message).
+/// Whose credential, which model, for which run.
+struct Target<'a> {
+    profile_id: &'a str,
+    model: &'a str,
+    run_id: &'a str,
+}
+
 async fn call(
     registry: &RegistryHandle,
     refresher: &RefresherHandle,
     client: &reqwest::Client,
-    profile_id: &str,
-    model: &str,
+    target: &Target<'_>,
     prompt: &str,
     timeout: Duration,
 ) -> Result<(u64, String), String> {
+    let Target {
+        profile_id,
+        model,
+        run_id,
+    } = *target;
     let mut credential = registry
         .bearer(profile_id)
         .await
@@ -156,6 +163,9 @@ async fn call(
         .post(format!("{base}/v1/chat/completions"))
         .timeout(timeout)
         .bearer_auth(credential.secret.expose())
+        // Names the run, so a provider's logs (and the tests' fake) tie each call to
+        // the one durable run record it belongs to.
+        .header("x-palyra-run-id", run_id)
         .json(&json!({ "model": model, "messages": [{ "role": "user", "content": prompt }] }))
         .send()
         .await
