@@ -85,6 +85,33 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Adds a node (the next id) and starts it; returns its index.
+    pub async fn grow(&mut self) -> Result<usize, String> {
+        let i = self.nodes.len();
+        self.nodes.push(Node {
+            id: node_id(i),
+            data_dir: self._root.path().join(node_id(i)),
+            child: None,
+        });
+        self.start_node(i).await?;
+        Ok(i)
+    }
+
+    /// SIGTERM node `i` and waits up to `limit` for it to exit (it gives its leases up
+    /// on the way out).
+    pub async fn stop(&mut self, i: usize, limit: Duration) -> Result<(), String> {
+        let mut child = self.nodes[i]
+            .child
+            .take()
+            .ok_or_else(|| format!("{} is not running", self.nodes[i].id))?;
+        let status = child.terminate_within(limit).await?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("{} exited with {status}", self.nodes[i].id))
+        }
+    }
+
     /// How many nodes the cluster has, up or down.
     pub fn len(&self) -> usize {
         self.nodes.len()

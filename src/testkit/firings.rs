@@ -31,6 +31,12 @@ pub struct RunRow {
     pub scheduled_ms: Option<i64>,
     /// When the run started, in Unix milliseconds (None for a record that never ran).
     pub started_ms: Option<i64>,
+    /// The node that ran it, as its record names it (empty when it names none).
+    pub node_id: String,
+    /// How late it started, when it was found late after a takeover.
+    pub late_by_ms: Option<i64>,
+    /// Why it failed, if it did (empty otherwise).
+    pub error: String,
 }
 
 /// Every row of `runs` in the database at `db_url`.
@@ -40,8 +46,11 @@ pub fn read_runs(db_url: &str) -> Result<Vec<RunRow>, String> {
         "SELECT objective_id, coalesce(run_id, ''), coalesce(trigger, ''), \
                 coalesce(status, ''), \
                 coalesce((extract(epoch FROM scheduled_for) * 1000)::bigint::text, ''), \
-                coalesce((extract(epoch FROM started_at) * 1000)::bigint::text, '') \
-           FROM runs ORDER BY objective_id, seq",
+                coalesce((extract(epoch FROM started_at) * 1000)::bigint::text, ''), \
+                coalesce(r->>'node_id', ''), coalesce(r->>'late_by_ms', ''), \
+                replace(replace(coalesce(r->>'error', ''), '|', '/'), E'\\n', ' ') \
+           FROM (SELECT *, convert_from(value, 'UTF8')::jsonb->'r' AS r FROM runs) t \
+          ORDER BY objective_id, seq",
     )?;
     let ms = |field: &str| -> Result<Option<i64>, String> {
         if field.is_empty() {
@@ -56,7 +65,18 @@ pub fn read_runs(db_url: &str) -> Result<Vec<RunRow>, String> {
         .filter(|l| !l.is_empty())
         .map(|line| {
             let f: Vec<&str> = line.split('|').collect();
-            let [objective_id, run_id, trigger, status, scheduled, started] = f[..] else {
+            let [
+                objective_id,
+                run_id,
+                trigger,
+                status,
+                scheduled,
+                started,
+                node_id,
+                late_by,
+                error,
+            ] = f[..]
+            else {
                 return Err(format!("a run row {line:?}"));
             };
             Ok(RunRow {
@@ -66,6 +86,9 @@ pub fn read_runs(db_url: &str) -> Result<Vec<RunRow>, String> {
                 status: status.to_owned(),
                 scheduled_ms: ms(scheduled)?,
                 started_ms: ms(started)?,
+                node_id: node_id.to_owned(),
+                late_by_ms: ms(late_by)?,
+                error: error.to_owned(),
             })
         })
         .collect()
@@ -105,6 +128,12 @@ pub struct FiringReport {
     pub unsettled: Vec<(String, i64, String)>,
     /// Rows per status, for instants in the window.
     pub statuses: BTreeMap<String, usize>,
+    /// Rows per node that ran them, for instants in the window.
+    pub nodes: BTreeMap<String, usize>,
+    /// Rows of the window found late after a takeover.
+    pub late: usize,
+    /// Failed rows of the window per error (the first 80 characters).
+    pub errors: BTreeMap<String, usize>,
     /// Rows that started a run (any instant, manual and catch-up runs too): with
     /// unattributed calls, more calls than this means some run called twice.
     pub started_rows: usize,
@@ -174,7 +203,8 @@ impl FiringReport {
     pub fn summary(&self) -> String {
         format!(
             "{} firings expected, {} missing, {} doubled, {} unsettled, {} rows started a run, \
-             {} provider calls ({} doubled, {} orphan, {} without run id), statuses {:?}",
+             {} provider calls ({} doubled, {} orphan, {} without run id), statuses {:?}, \
+             {} late, per node {:?}, errors {:?}",
             self.expected,
             self.missing.len(),
             self.doubled.len(),
@@ -184,7 +214,10 @@ impl FiringReport {
             self.doubled_calls.len(),
             self.orphan_calls.len(),
             self.unattributed_calls,
-            self.statuses
+            self.statuses,
+            self.late,
+            self.nodes,
+            self.errors
         )
     }
 }
@@ -207,6 +240,12 @@ pub fn check(rows: &[RunRow], calls: &[ModelCall], expected: &Expected) -> Firin
                 None | Some([]) => report.missing.push((objective.clone(), t)),
                 Some([row]) => {
                     *report.statuses.entry(row.status.clone()).or_default() += 1;
+                    *report.nodes.entry(row.node_id.clone()).or_default() += 1;
+                    report.late += usize::from(row.late_by_ms.is_some());
+                    if !row.error.is_empty() {
+                        let reason: String = row.error.chars().take(80).collect();
+                        *report.errors.entry(reason).or_default() += 1;
+                    }
                     if !SETTLED.contains(&row.status.as_str()) {
                         report
                             .unsettled
@@ -256,6 +295,9 @@ mod tests {
             status: status.into(),
             scheduled_ms: Some(t),
             started_ms: Some(t),
+            node_id: String::new(),
+            late_by_ms: None,
+            error: String::new(),
         }
     }
 

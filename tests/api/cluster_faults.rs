@@ -70,6 +70,8 @@ fn objective_ids() -> Vec<String> {
 }
 
 /// A server of its own, the fake provider, and three nodes with their shards spread.
+/// The profile and the agent the objectives run as are created through the first node
+/// before the others start: the objectives are what this suite checks.
 async fn nodes(extra_env: &[(&str, &str)]) -> (OwnServer, FakeModel, Cluster) {
     let server = OwnServer::start();
     psql(&server.url, "CREATE DATABASE cluster");
@@ -91,9 +93,13 @@ async fn nodes(extra_env: &[(&str, &str)]) -> (OwnServer, FakeModel, Cluster) {
     ];
     env.extend_from_slice(extra_env);
     let palyrad = std::path::Path::new(env!("CARGO_BIN_EXE_palyrad"));
-    let cluster = Cluster::start(palyrad, 3, &db, &env)
+    let mut cluster = Cluster::start(palyrad, 1, &db, &env)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    seed_agent(&cluster).await;
+    for _ in 1..3 {
+        cluster.grow().await.unwrap_or_else(|e| panic!("{e}"));
+    }
     cluster
         .wait_spread_over(&[0, 1, 2], LIMIT)
         .await
@@ -103,8 +109,19 @@ async fn nodes(extra_env: &[(&str, &str)]) -> (OwnServer, FakeModel, Cluster) {
 
 async fn rig(extra_env: &[(&str, &str)]) -> Rig {
     let (server, model, cluster) = nodes(extra_env).await;
+    // Created through node A while every node runs: the others learn of them from the
+    // database.
     let objectives = objective_ids();
-    seed(&cluster, &objectives).await;
+    for id in &objectives {
+        post(
+            &cluster,
+            "/console/v1/objectives",
+            json!({ "objective_id": id, "agent_id": "a1", "kind": "standing_order",
+                    "name": id, "prompt": format!("go {id}"),
+                    "automation": { "schedule": SCHEDULE }, "activate": true }),
+        )
+        .await;
+    }
     let from_ms = now_ms();
     let rig = Rig {
         server,
@@ -124,17 +141,19 @@ async fn rig(extra_env: &[(&str, &str)]) -> Rig {
     rig
 }
 
-/// A profile, an agent and the objectives, all through node A: the others learn of
-/// them from the database.
-async fn seed(cluster: &Cluster, objectives: &[String]) {
-    let post = async |path: &str, body: Value| {
-        let (status, answer) = cluster
-            .admin(0, Method::POST, path, Some(&body))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(status, 200, "{path}: {answer}");
-    };
+/// A POST through node A, answered 200.
+async fn post(cluster: &Cluster, path: &str, body: Value) {
+    let (status, answer) = cluster
+        .admin(0, Method::POST, path, Some(&body))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200, "{path}: {answer}");
+}
+
+/// The model profile and the agent the objectives run as.
+async fn seed_agent(cluster: &Cluster) {
     post(
+        cluster,
         "/console/v1/auth/profiles",
         json!({ "profile_id": "p1", "provider": "openai", "profile_name": "P",
                 "credential": { "type": "api_key", "api_key": "good-model-key-1234" },
@@ -142,20 +161,12 @@ async fn seed(cluster: &Cluster, objectives: &[String]) {
     )
     .await;
     post(
+        cluster,
         "/console/v1/agents",
         json!({ "agent_id": "a1", "display_name": "Agent", "workspace_roots": ["/srv/a1"],
                 "default_model_profile": "p1", "model": "gpt-test" }),
     )
     .await;
-    for id in objectives {
-        post(
-            "/console/v1/objectives",
-            json!({ "objective_id": id, "agent_id": "a1", "kind": "standing_order",
-                    "name": id, "prompt": format!("go {id}"),
-                    "automation": { "schedule": SCHEDULE }, "activate": true }),
-        )
-        .await;
-    }
 }
 
 async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
