@@ -217,7 +217,11 @@ async fn run(args: Args) -> Result<(), BoxError> {
             continue;
         }
         bench.backend = backend;
-        eprintln!("running {} on {}", plan.name(), backend.label());
+        let on = match plan {
+            Plan::Cluster { .. } => "three nodes on PostgreSQL",
+            _ => backend.label(),
+        };
+        eprintln!("running {} on {on}", plan.name());
         match plan {
             Plan::SessionCheck { sessions } => {
                 rows.push(auth::session_check(&bench, sessions).await?);

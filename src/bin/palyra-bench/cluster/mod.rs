@@ -206,7 +206,10 @@ impl Rig {
         );
         row.notes = "node-a of three on PostgreSQL (the other two idle but beating), release palyrad, one cookie".into();
         redb.measured = format!("{:.0} rps, p99 {:.2} ms", redb.rps, redb.p99_ms);
-        redb.notes = format!("the same release palyrad alone on redb, a child process; {stopped}");
+        redb.notes = "the same release palyrad alone on redb, a child process".into();
+        if !stopped.is_empty() {
+            redb.notes.push_str(&format!("; {stopped}"));
+        }
         Ok(vec![row, redb])
     }
 }
