@@ -219,6 +219,10 @@ pub struct Application {
     sessions: SessionsHandle,
     data_dir: PathBuf,
     grace: Duration,
+    /// Held (an exclusive lock on `<data-dir>/palyrad.lock`) while the daemon runs:
+    /// one daemon per data dir, whatever the backend, since the data dir holds the
+    /// vault key, the token file and the browser profiles.
+    _data_dir_lock: fs::File,
 }
 
 impl std::fmt::Debug for Application {
@@ -259,6 +263,7 @@ impl Application {
             None => None,
         };
         let data_dir_open = prepare_data_dir(&data_dir)?;
+        let data_dir_lock = lock_data_dir(&data_dir)?;
         let (admin_token, source) = resolve_admin_token(
             env_admin_token,
             settings.server.admin_token.clone(),
@@ -284,15 +289,15 @@ impl Application {
                     message,
                 })
             })?;
-        let node_id = settings.cluster.resolve_node_id();
+        let node_id = resolve_node_id(&settings, &data_dir)?;
         if let StorageConfig::Postgres(pg) = &mut storage_config {
             pg.node_id = node_id.clone();
         }
         let storage = open_storage(&storage_config).await?;
-        // The writer first: an empty write is acknowledged once it can write, which on
-        // PostgreSQL means its connection holds the database's writer lock. So a second
-        // daemon on the same database is refused here (like a second one on the same
-        // redb file), and the state read next cannot be overtaken by another writer.
+        // The writer first: an empty write is acknowledged once it can write (on
+        // PostgreSQL: once its connection is up), so a start against a database that
+        // cannot take writes is refused here, before any state is read. Other nodes
+        // may write to the same PostgreSQL database; see ARCHITECTURE.md.
         let writer = storage.start_writer()?;
         let prepared = async {
             writer_ready(&writer).await?;
@@ -497,6 +502,7 @@ impl Application {
             sessions,
             data_dir,
             grace: Duration::from_secs(settings.server.shutdown_grace_s),
+            _data_dir_lock: data_dir_lock,
         })
     }
 
@@ -595,9 +601,8 @@ impl Application {
 }
 
 /// Waits until the writer can write: at once on redb; on PostgreSQL until its
-/// connection holds the writer lock, which a daemon that just stopped (or was killed
-/// on this machine) frees within moments, retried for a few seconds before the start
-/// is refused naming the cause.
+/// connection is up, retried for a few seconds before the start is refused naming
+/// the cause.
 async fn writer_ready(writer: &Writer) -> Result<(), StorageError> {
     const TRIES: u32 = 20;
     let mut tries = 0;
@@ -658,6 +663,7 @@ async fn start_actors(
     }
     tracing::info!(key_id = %vault.active_key_id(), source = ?vault.source(), "vault open");
     let sessions = SessionsHandle::start(
+        storage,
         snapshot,
         writer.clone(),
         SessionPolicy {
@@ -665,6 +671,7 @@ async fn start_actors(
             absolute_timeout: Duration::from_secs(settings.sessions.absolute_timeout_s),
             max_live: settings.sessions.max_live,
             tick_interval: Duration::from_secs(settings.sessions.tick_interval_s),
+            cache_ttl: Duration::from_millis(settings.cluster.session_cache_ms),
         },
         audit.clone(),
     )?;
@@ -679,6 +686,7 @@ async fn start_actors(
         http_client.clone(),
     )?;
     let handoffs = HandoffsHandle::start(
+        storage,
         snapshot,
         writer.clone(),
         sessions.clone(),
@@ -736,6 +744,66 @@ pub fn default_data_dir() -> Result<PathBuf, StartError> {
             path: PathBuf::from("?"),
             message: "no platform state dir; pass --data-dir".into(),
         })
+}
+
+/// File in the data dir a running daemon holds locked.
+pub const DATA_DIR_LOCK_FILE: &str = "palyrad.lock";
+/// File in the data dir that keeps a generated node id across restarts.
+pub const NODE_ID_FILE: &str = "node.id";
+
+/// Takes the data dir's lock; refuses the start when another daemon holds it.
+fn lock_data_dir(dir: &Path) -> Result<fs::File, StartError> {
+    let path = dir.join(DATA_DIR_LOCK_FILE);
+    let fail = |message: String| StartError::DataDir {
+        path: path.clone(),
+        message,
+    };
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| fail(format!("cannot open: {e}")))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(fail(
+            "another palyrad is running on this data dir (its storage, vault key and browser profiles are that daemon's)".into(),
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(fail(format!("cannot lock: {e}"))),
+    }
+}
+
+/// `cluster.node_id`, else the id this data dir was given at its first start, else a
+/// new one, kept in `<data-dir>/node.id`: a node restarted on its data dir is the same
+/// node, so it takes its shards back at once and knows its own runs of before.
+fn resolve_node_id(settings: &Settings, dir: &Path) -> Result<String, StartError> {
+    if !settings.cluster.node_id.is_empty() {
+        return Ok(settings.cluster.node_id.clone());
+    }
+    let path = dir.join(NODE_ID_FILE);
+    let fail = |message: String| StartError::DataDir {
+        path: path.clone(),
+        message,
+    };
+    match fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(format!("cannot read: {e}"))),
+    }
+    let id = settings.cluster.resolve_node_id();
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| fail(format!("cannot create: {e}")))?;
+    writeln!(file, "{id}")
+        .and_then(|()| file.sync_all())
+        .map_err(|e| fail(format!("cannot write: {e}")))?;
+    Ok(id)
 }
 
 /// Creates the data dir (0700) if needed; true when it is open to group or others.

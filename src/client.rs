@@ -527,6 +527,11 @@ impl ControlPlaneClient {
             .await
     }
 
+    /// `GET /console/v1/cluster`.
+    pub async fn cluster(&self) -> Result<palyra_actors::cluster::ClusterStatus, ClientError> {
+        self.call(Method::GET, "/console/v1/cluster", None).await
+    }
+
     /// `GET /console/v1/deployment/posture`.
     pub async fn posture(&self) -> Result<DeploymentPostureSummary, ClientError> {
         self.call(Method::GET, "/console/v1/deployment/posture", None)

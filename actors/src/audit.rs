@@ -1,7 +1,10 @@
 //! The audit log: an append-only, persisted record of security-relevant events.
 //!
-//! Events are keyed by their Unix milliseconds and a process-wide sequence number, so
-//! the log is one ordered range in the `audit` table and a page is one range scan.
+//! Events are keyed by their Unix milliseconds and a sequence number, so the log is one
+//! ordered range in the `audit` table and a page is one range scan. Several nodes
+//! append to one log on a shared database: each process counts its sequence from a
+//! random start, so two nodes' events of the same millisecond do not share a key (and
+//! so never overwrite each other) while each node's keys still grow with time.
 //! Actors put their events into the same write as the change they record (one
 //! transaction: both or neither); HTTP handlers record theirs once the change is
 //! durable. A background task prunes the log by count and by age.
@@ -189,6 +192,8 @@ pub struct AuditLog {
 struct Inner {
     storage: Storage,
     writer: Writer,
+    /// This process's next sequence number, counted from a random start (see
+    /// [`first_seq`]).
     seq: AtomicU64,
     /// The newest event time handed out: event times never go backwards, even when
     /// the wall clock does, so a newer event never sorts (or is pruned) as older.
@@ -219,8 +224,8 @@ impl AuditLog {
         writer: Writer,
         retention: AuditRetention,
     ) -> Result<Self, ActorError> {
-        // Keys of this process sort after every key already stored: the time starts
-        // at the newest one's and the sequence above its sequence.
+        // Keys of this process sort after every key already stored: its times start
+        // a millisecond after the newest one's, whatever the sequence numbers.
         let newest = storage
             .read_prefix_rev(Table::Audit, &[], None, 1)
             .await?
@@ -230,8 +235,10 @@ impl AuditLog {
             inner: Arc::new(Inner {
                 storage: storage.clone(),
                 writer,
-                seq: AtomicU64::new(newest.map_or(0, |(_, seq)| seq + 1)),
-                last_ms: std::sync::atomic::AtomicI64::new(newest.map_or(0, |(at, _)| at)),
+                seq: AtomicU64::new(first_seq(rand::random())),
+                last_ms: std::sync::atomic::AtomicI64::new(
+                    newest.map_or(0, |(at, _)| at.saturating_add(1)),
+                ),
             }),
         };
         let pruner = log.clone();
@@ -408,6 +415,14 @@ impl AuditLog {
     }
 }
 
+/// The first sequence number of a process, from a random `draw`: below 2^62, so the
+/// count has 2^62 steps of room before it would pass PostgreSQL's signed 63 bits (the
+/// `seq` column) or wrap. Two processes share a key only if they stamp the same
+/// millisecond and their counts meet, about one chance in 2^62 per event.
+fn first_seq(draw: u64) -> u64 {
+    draw >> 2
+}
+
 fn encode_key(at_ms: i64, seq: u64) -> [u8; 16] {
     let mut key = [0u8; 16];
     // Times before 1970 do not occur; clamping keeps the order of the rest.
@@ -455,5 +470,13 @@ mod tests {
         assert_eq!(unhex(&hex(&c)).as_deref(), Some(&c[..]));
         assert_eq!(unhex("zz"), None);
         assert_eq!(unhex("abc"), None);
+    }
+
+    #[test]
+    fn sequences_start_at_random_and_fit_a_signed_column() {
+        assert_eq!(first_seq(0), 0);
+        assert!(first_seq(u64::MAX) < 1 << 62);
+        assert!(i64::try_from(first_seq(u64::MAX) + (1 << 61)).is_ok());
+        assert_ne!(first_seq(rand::random()), first_seq(rand::random()));
     }
 }

@@ -2,15 +2,19 @@
 //!
 //! The CLI mints a handoff for a principal; a browser consumes it once within its
 //! lifetime and receives a full console session. Tokens are stored only as digests.
-//! Consuming removes the handoff from memory at once (a second consume loses the race)
-//! and deletes it durably in the same transaction that creates the session.
+//! Consuming takes the handoff's row (delete-returning) in the same transaction that
+//! creates the session, so of concurrent consumes, on this node or any other, exactly
+//! one creates a session: the database decides, not memory. Memory holds the handoffs
+//! this node knows (minted here, or found at start) so a consume usually starts without
+//! a read; on a database several nodes share, a handoff it does not know is read from
+//! storage, since another node may have minted it.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use palyra_storage::{StoredRecord, Table, WriteOp, Writer, decode_record};
+use palyra_storage::{Storage, StorageError, StoredRecord, Table, WriteOp, Writer, decode_record};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ActorError;
@@ -72,6 +76,7 @@ impl std::fmt::Debug for HandoffsHandle {
 impl HandoffsHandle {
     /// Loads unexpired handoffs and starts the actor inside the actix System.
     pub fn start(
+        storage: &Storage,
         snapshot: &Snapshot,
         writer: Writer,
         sessions: SessionsHandle,
@@ -93,6 +98,8 @@ impl HandoffsHandle {
         }
         let actor = HandoffsActor {
             writer,
+            storage: storage.clone(),
+            shared: storage.is_shared(),
             sessions,
             pending,
             policy,
@@ -159,7 +166,12 @@ pub fn validate_redirect_path(path: &str) -> Result<(), ActorError> {
 
 struct HandoffsActor {
     writer: Writer,
+    // Reads of handoffs other nodes minted (shared database).
+    storage: Storage,
+    // Several nodes share the database: `pending` is not all there is.
+    shared: bool,
     sessions: SessionsHandle,
+    // The handoffs this node knows, a cache: the row is the authority.
     pending: HashMap<[u8; 32], HandoffRecord>,
     policy: HandoffPolicy,
     stale_at_start: Vec<Vec<u8>>,
@@ -240,37 +252,34 @@ impl Handler<Consume> for HandoffsActor {
     type Result = ResponseActFuture<Self, Result<ConsumedHandoff, ActorError>>;
 
     fn handle(&mut self, msg: Consume, _ctx: &mut Self::Context) -> Self::Result {
-        // Claimed here, before any await: a concurrent second consume finds nothing.
+        // Claimed here, before any await, so a concurrent consume on this node usually
+        // finds nothing; the take below is what decides.
         let claimed = self.pending.remove(&msg.digest);
         let digest = msg.digest;
         let claimed = match claimed {
             Some(record) if record.expires_at_ms <= now_ms() => {
-                // Expired: gone from memory now, and from disk soon.
-                let expired = self
-                    .writer
-                    .submit(vec![WriteOp::delete(Table::Handoffs, digest.to_vec())]);
-                actix::spawn(async move {
-                    if let Err(e) = expired.await {
-                        tracing::warn!(error = %e, "deleting an expired handoff failed");
-                    }
-                });
+                self.delete_expired(digest);
                 None
             }
             other => other,
         };
+        // Not known here: on a shared database another node may have minted it.
+        let read_through = (claimed.is_none() && self.shared).then(|| self.storage.clone());
         let sessions = self.sessions.clone();
         Box::pin(
             async move {
-                let Some(record) = claimed else {
-                    return (Err(ActorError::HandoffRejected), None);
+                let (record, known) = match (claimed, read_through) {
+                    (Some(record), _) => (record, true),
+                    (None, Some(storage)) => match read_handoff(&storage, digest).await {
+                        Ok(Some(record)) => (record, false),
+                        Ok(None) => return (Err(ActorError::HandoffRejected), None),
+                        Err(e) => return (Err(e), None),
+                    },
+                    (None, None) => return (Err(ActorError::HandoffRejected), None),
                 };
-                let delete = vec![WriteOp::delete(Table::Handoffs, digest.to_vec())];
+                let take = vec![WriteOp::take(Table::Handoffs, digest.to_vec())];
                 let created = sessions
-                    .create(
-                        record.principal.clone(),
-                        HANDOFF_DEVICE_ID.to_owned(),
-                        delete,
-                    )
+                    .create(record.principal.clone(), HANDOFF_DEVICE_ID.to_owned(), take)
                     .await;
                 match created {
                     Ok(issued) => (
@@ -280,9 +289,13 @@ impl Handler<Consume> for HandoffsActor {
                         }),
                         None,
                     ),
+                    // The row was gone: consumed by another request, here or elsewhere.
+                    Err(ActorError::Storage(StorageError::Refused { .. })) => {
+                        (Err(ActorError::HandoffRejected), None)
+                    }
                     // Nothing was committed: the handoff is still valid on disk, so it
                     // stays valid in memory too.
-                    Err(e) => (Err(e), Some(record)),
+                    Err(e) => (Err(e), known.then_some(record)),
                 }
             }
             .into_actor(self)
@@ -294,4 +307,33 @@ impl Handler<Consume> for HandoffsActor {
             }),
         )
     }
+}
+
+impl HandoffsActor {
+    /// An expired handoff is gone from memory now, and from disk soon.
+    fn delete_expired(&self, digest: [u8; 32]) {
+        let expired = self
+            .writer
+            .submit(vec![WriteOp::delete(Table::Handoffs, digest.to_vec())]);
+        actix::spawn(async move {
+            if let Err(e) = expired.await {
+                tracing::warn!(error = %e, "deleting an expired handoff failed");
+            }
+        });
+    }
+}
+
+/// The stored handoff under `digest`, if it is there and unexpired.
+async fn read_handoff(
+    storage: &Storage,
+    digest: [u8; 32],
+) -> Result<Option<HandoffRecord>, ActorError> {
+    let Some(bytes) = storage.read_row(Table::Handoffs, &digest).await? else {
+        return Ok(None);
+    };
+    // An unreadable or expired row is refused; the tick of a node that knows it, or
+    // the next start, deletes it.
+    Ok(decode_record::<HandoffRecord>(&bytes)
+        .ok()
+        .filter(|record| record.expires_at_ms > now_ms()))
 }

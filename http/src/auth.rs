@@ -5,6 +5,9 @@
 //! session cookie. A cookie-authenticated request with any method but GET, HEAD or
 //! OPTIONS must carry `x-palyra-csrf-token` equal to the session's token. Because the
 //! check sits here and every protected route is layered with it, no route can forget it.
+//! A cookie is checked against the sessions index without waiting; only when the index
+//! cannot vouch for it alone (a database other nodes share: a session it has not seen,
+//! or one it may no longer believe) does the request wait for a read of its row.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,7 +17,9 @@ use std::task::{Context, Poll};
 use axum::extract::Request;
 use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
+use palyra_actors::Authenticated;
 use palyra_actors::audit::{AuditKind, AuditOutcome};
+use palyra_actors::sessions::SessionCheck;
 use pin_project_lite::pin_project;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -97,7 +102,8 @@ pub struct Authenticate<S> {
 
 impl<S> Service<Request> for Authenticate<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible>,
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
@@ -109,10 +115,30 @@ where
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         match authorize(&self.state, &req) {
-            Ok(caller) => {
+            Ok(Verdict::Caller(caller)) => {
                 req.extensions_mut().insert(caller);
                 AuthFuture::Allowed {
                     future: self.inner.call(req),
+                }
+            }
+            Ok(Verdict::Reread(digests)) => {
+                // The service that was polled ready goes with the request; a clone
+                // takes its place for the next one.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let state = self.state.clone();
+                AuthFuture::Rereading {
+                    future: Box::pin(async move {
+                        let authorized =
+                            reread(&state, &digests, req.method(), req.headers()).await;
+                        match authorized {
+                            Ok(caller) => {
+                                req.extensions_mut().insert(caller);
+                                inner.call(req).await
+                            }
+                            Err(e) => Ok(e.into_response()),
+                        }
+                    }),
                 }
             }
             Err(e) => {
@@ -141,12 +167,17 @@ where
     }
 }
 
+/// The future of a request that waits for a read of its session's row.
+type Rereading = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
 pin_project! {
-    /// The route's future, or the refusal.
+    /// The route's future, the refusal, or (rarely: see the module doc) the read of a
+    /// session's row and then the route.
     #[project = AuthFutureProj]
     pub enum AuthFuture<F> {
         Allowed { #[pin] future: F },
         Refused { response: Option<Response> },
+        Rereading { future: Rereading },
     }
 }
 
@@ -155,6 +186,7 @@ impl<F> std::fmt::Debug for AuthFuture<F> {
         f.write_str(match self {
             AuthFuture::Allowed { .. } => "Allowed",
             AuthFuture::Refused { .. } => "Refused",
+            AuthFuture::Rereading { .. } => "Rereading",
         })
     }
 }
@@ -171,11 +203,18 @@ where
             AuthFutureProj::Refused { response } => Poll::Ready(Ok(response
                 .take()
                 .unwrap_or_else(|| panic!("the auth middleware polled after it refused")))),
+            AuthFutureProj::Rereading { future } => future.as_mut().poll(cx),
         }
     }
 }
 
-fn authorize(state: &AppState, req: &Request) -> Result<Caller, ApiError> {
+/// What the middleware can tell at once: the caller, or the sessions whose rows decide.
+enum Verdict {
+    Caller(Caller),
+    Reread(Vec<[u8; 32]>),
+}
+
+fn authorize(state: &AppState, req: &Request) -> Result<Verdict, ApiError> {
     let headers = req.headers();
     if headers.contains_key(header::AUTHORIZATION) {
         let peer = peer_ip(req.extensions());
@@ -184,7 +223,7 @@ fn authorize(state: &AppState, req: &Request) -> Result<Caller, ApiError> {
             .check(peer)
             .map_err(|retry_after_s| ApiError::TooManyRequests { retry_after_s })?;
         return match bearer_token(headers) {
-            Some(token) if admin_token_matches(state, token) => Ok(Caller::Bearer),
+            Some(token) if admin_token_matches(state, token) => Ok(Verdict::Caller(Caller::Bearer)),
             _ => {
                 state.auth_throttle.record_failure(peer);
                 Err(ApiError::Unauthorized("invalid bearer token"))
@@ -197,12 +236,57 @@ fn authorize(state: &AppState, req: &Request) -> Result<Caller, ApiError> {
             "log in first: send the session cookie or an admin bearer token",
         ));
     }
-    let Some(auth) = cookies.find_map(|cookie| state.sessions.validate(cookie)) else {
-        return Err(ApiError::Unauthorized(
-            "the session is unknown or has expired",
-        ));
-    };
-    if !is_safe(req.method()) {
+    let mut reread = Vec::new();
+    for cookie in cookies {
+        match state.sessions.check(cookie) {
+            SessionCheck::Valid(auth) => {
+                return admit(state, req.method(), headers, auth).map(Verdict::Caller);
+            }
+            SessionCheck::Refused => {}
+            SessionCheck::Reread(digest) => reread.push(digest),
+        }
+    }
+    if reread.is_empty() {
+        return Err(unknown_session());
+    }
+    Ok(Verdict::Reread(reread))
+}
+
+/// Reads the rows of the sessions the index could not vouch for, in cookie order. A
+/// read that fails is `storage_unavailable`, not 401: the session may well be valid,
+/// and a client told 401 would throw its login away.
+async fn reread(
+    state: &AppState,
+    digests: &[[u8; 32]],
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    let mut failed = None;
+    for digest in digests {
+        match state.sessions.reread(*digest).await {
+            Ok(Some(auth)) => return admit(state, method, headers, auth),
+            Ok(None) => {}
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    Err(failed.map_or_else(unknown_session, ApiError::from))
+}
+
+fn unknown_session() -> ApiError {
+    ApiError::Unauthorized("the session is unknown or has expired")
+}
+
+/// A valid session's request: CSRF-checked unless it is safe, then the idle timeout
+/// slides.
+fn admit(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    auth: Authenticated,
+) -> Result<Caller, ApiError> {
+    if !is_safe(method) {
         let presented = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
         if !presented.is_some_and(|p| auth.csrf_matches(p)) {
             return Err(ApiError::CsrfRejected);

@@ -40,7 +40,7 @@ pub use state::{AppState, AppStateInner, HttpConfig};
 pub use throttle::AuthThrottle;
 
 use crate::route::RouteSpec;
-use crate::routes::{browser, console_auth, deployment, metrics as metrics_route, oauth};
+use crate::routes::{browser, cluster, console_auth, deployment, metrics as metrics_route, oauth};
 use crate::routes::{objectives, ops, profiles};
 
 /// The routes, resource by resource: the router is built from this list and tests
@@ -54,6 +54,7 @@ fn routes() -> Vec<RouteSpec> {
         oauth::routes(),
         objectives::routes(),
         deployment::routes(),
+        cluster::routes(),
         metrics_route::routes(),
         browser::routes(),
     ]

@@ -52,6 +52,8 @@ pub struct HttpMetrics {
     latency: HistogramFamily,
     live_sessions: Gauge,
     profiles: Family<Labels, Gauge>,
+    cluster_node: Family<Vec<(String, String)>, Gauge>,
+    cluster_shards: Gauge,
 }
 
 impl HttpMetrics {
@@ -71,6 +73,18 @@ impl HttpMetrics {
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let live_sessions = Gauge::default();
         let profiles = Family::<Labels, Gauge>::default();
+        let cluster_node = Family::<Vec<(String, String)>, Gauge>::default();
+        let cluster_shards = Gauge::default();
+        registry.register(
+            "cluster_node",
+            "1, labelled with this node's id and mode (single: redb; cluster: PostgreSQL shared by nodes)",
+            cluster_node.clone(),
+        );
+        registry.register(
+            "cluster_shards_held",
+            "Shards whose lease this node holds now (of 64; all of them on one node)",
+            cluster_shards.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by route template, method and status",
@@ -123,6 +137,8 @@ impl HttpMetrics {
             latency,
             live_sessions,
             profiles,
+            cluster_node,
+            cluster_shards,
         }
     }
 
@@ -154,6 +170,18 @@ impl HttpMetrics {
         self.latency
             .get_or_create(&RouteLabels { route, method })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets the cluster gauges, read at scrape time.
+    pub fn set_cluster(&self, mode: &str, node_id: &str, shards_held: usize) {
+        self.cluster_node
+            .get_or_create(&vec![
+                ("mode".to_owned(), mode.to_owned()),
+                ("node_id".to_owned(), node_id.to_owned()),
+            ])
+            .set(1);
+        self.cluster_shards
+            .set(i64::try_from(shards_held).unwrap_or(i64::MAX));
     }
 
     /// Sets the live-sessions gauge, read at scrape time.

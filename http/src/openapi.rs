@@ -5,7 +5,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, Secur
 use utoipa::{Modify, OpenApi};
 
 use crate::route::{Access, RouteSpec, route};
-use crate::routes::{browser, console_auth, deployment, metrics, oauth, objectives, ops, profiles};
+use crate::routes::{
+    browser, cluster, console_auth, deployment, metrics, oauth, objectives, ops, profiles,
+};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -45,6 +47,7 @@ use crate::routes::{browser, console_auth, deployment, metrics, oauth, objective
         objectives::runs,
         deployment::posture,
         deployment::audit,
+        cluster::cluster,
         metrics::metrics,
         browser::create_session,
         browser::list_sessions,

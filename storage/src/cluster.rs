@@ -123,8 +123,10 @@ impl Storage {
         Ok(ClusterView { nodes, leases, now })
     }
 
-    /// Takes `shard`'s lease for `node_id` if it is free or expired: the new epoch,
-    /// or `None` when another node holds it.
+    /// Takes `shard`'s lease for `node_id` if it is free, expired or already this
+    /// node's (a node restarted on its data dir, whose previous life is dead): the new
+    /// epoch, which fences out anything written under the old one, or `None` when
+    /// another node holds it.
     pub async fn lease_acquire(
         &self,
         shard: u32,
@@ -139,7 +141,7 @@ impl Storage {
                  VALUES ($1, $2, 1, now() + make_interval(secs => $3), now()) \
                  ON CONFLICT (shard) DO UPDATE SET owner = EXCLUDED.owner, \
                  epoch = l.epoch + 1, expires_at = EXCLUDED.expires_at, acquired_at = now() \
-                 WHERE l.expires_at <= now() RETURNING epoch",
+                 WHERE l.expires_at <= now() OR l.owner = $2 RETURNING epoch",
                 &[&shard, &node_id, &ttl_param(ttl)],
             )
             .await?;

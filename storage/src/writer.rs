@@ -49,8 +49,8 @@ pub struct WriterStats {
     pub batch_size: Histogram,
     /// Seconds from opening a transaction to its durable commit.
     pub commit_seconds: Histogram,
-    /// Set while the writer cannot write (PostgreSQL: no connection holding the
-    /// writer lock), so readiness reports it; redb's writer never sets it.
+    /// Set while the writer cannot write (PostgreSQL: no connection), so readiness
+    /// reports it; redb's writer never sets it.
     pub disconnected: AtomicBool,
 }
 

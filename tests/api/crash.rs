@@ -282,18 +282,32 @@ async fn acknowledged_writes_survive_sigkill() {
         assert_eq!(response.status(), 200, "an acknowledged objective was lost");
     }
     for objective_id in &acked.fired {
-        let runs: Value = http
-            .get(format!(
-                "{}/console/v1/objectives/{objective_id}/runs",
-                daemon.base
-            ))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        // On PostgreSQL the restarted node recovers an objective when it takes the
+        // objective's shard back, moments after the start; on redb before it answers.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let runs = loop {
+            let runs: Value = http
+                .get(format!(
+                    "{}/console/v1/objectives/{objective_id}/runs",
+                    daemon.base
+                ))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let settled = runs["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["status"] != "running");
+            if settled || std::time::Instant::now() > deadline {
+                break runs;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         let items = runs["items"].as_array().unwrap();
         assert!(
             items.iter().any(|r| r["trigger"] == "manual"),

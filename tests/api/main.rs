@@ -7,6 +7,8 @@ mod auth;
 mod browser;
 mod cli;
 mod cluster_faults;
+mod cluster_objectives;
+mod cluster_sessions;
 mod console;
 mod crash;
 mod fakes;

@@ -243,10 +243,13 @@ async fn tick(
         let taken: std::collections::BTreeSet<u32> = view
             .leases
             .iter()
-            .filter(|l| l.live)
+            // A live lease in this node's name that it does not hold is its previous
+            // life's (restarted on its data dir): taken back at once, with a new epoch.
+            .filter(|l| l.live && l.owner.as_deref() != Some(node.as_str()))
             .map(|l| l.shard)
             .collect();
         let mut count = mine.len();
+        let mut acquired = Vec::new();
         for shard in (0..SHARDS).filter(|s| !taken.contains(s)) {
             if count >= share {
                 break;
@@ -270,8 +273,18 @@ async fn tick(
                     );
                 }
                 count += 1;
-                tracing::info!(shard, epoch, "lease acquired");
+                acquired.push((shard, epoch));
+                tracing::debug!(shard, epoch, "lease acquired");
             }
+        }
+        if !acquired.is_empty() {
+            tracing::info!(
+                taken = acquired.len(),
+                held = count,
+                share,
+                live,
+                "leases acquired"
+            );
         }
         handle.publish();
     }
@@ -318,7 +331,7 @@ impl Handler<Status> for ClusterActor {
                     })
                     .collect();
                 Ok(ClusterStatus {
-                    mode: "cluster",
+                    mode: "cluster".into(),
                     node_id: handle.inner.node_id.clone(),
                     shards_total: SHARDS,
                     shards_held: held,

@@ -41,7 +41,7 @@ pub(super) struct Held {
 }
 
 /// A node as `GET /cluster` shows it.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct NodeStatus {
     pub node_id: String,
     pub started_at: chrono::DateTime<chrono::Utc>,
@@ -54,7 +54,7 @@ pub struct NodeStatus {
 }
 
 /// A shard's lease as `GET /cluster` shows it.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ShardStatus {
     pub shard: u32,
     pub owner: Option<String>,
@@ -64,10 +64,10 @@ pub struct ShardStatus {
 }
 
 /// `GET /cluster`: this node, every node and every lease.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ClusterStatus {
     /// `single` (redb: one node) or `cluster` (PostgreSQL).
-    pub mode: &'static str,
+    pub mode: String,
     pub node_id: String,
     pub shards_total: u32,
     /// Shards this node holds by its own (local) reckoning.
@@ -237,9 +237,9 @@ impl ClusterHandle {
                 .map_err(|_| crate::error::ActorError::Stopped("cluster"))?,
             _ => Ok(ClusterStatus {
                 mode: if self.inner.clustered {
-                    "cluster"
+                    "cluster".into()
                 } else {
-                    "single"
+                    "single".into()
                 },
                 node_id: self.inner.node_id.clone(),
                 shards_total: SHARDS,

@@ -103,6 +103,7 @@ impl Handler<Fire> for ObjectivesActor {
             return;
         }
         let now = to_datetime(now_ms());
+        let mut missed = Vec::new();
         let trigger = match msg.trigger {
             Trigger::Schedule | Trigger::Queued | Trigger::Late => RunTrigger::Schedule,
             Trigger::CatchUp => RunTrigger::CatchUp,
@@ -114,6 +115,18 @@ impl Handler<Fire> for ObjectivesActor {
                 .observe(late.max(0) as f64 / 1e6);
             objective.next_run_at = next_run(&objective, msg.scheduled_for.max(now));
             objective.updated_at = now;
+            // Instants this firing steps over (it came late: the database was away,
+            // the node was slow) are each recorded once as missed, in the same write.
+            for t in skipped_instants(&objective, msg.scheduled_for, now) {
+                let run = new_run(
+                    &mut objective,
+                    RunTrigger::Schedule,
+                    RunStatus::Missed,
+                    Some(t),
+                    Some("an earlier firing of the objective came too late for it".into()),
+                );
+                missed.extend(self.run_ops(&objective, &run));
+            }
             self.sync_schedule(&objective);
             self.objectives
                 .insert(objective.objective_id.clone(), objective.clone());
@@ -138,7 +151,8 @@ impl Handler<Fire> for ObjectivesActor {
                     status: run.status,
                     at: now,
                 });
-                let mut ops = self.run_ops(&objective, &run);
+                let mut ops = std::mem::take(&mut missed);
+                ops.extend(self.run_ops(&objective, &run));
                 ops.push(self.objective_write(&objective));
                 ops.push(self.budget_audit_op(&objective));
                 ops.extend(fence);
@@ -158,7 +172,8 @@ impl Handler<Fire> for ObjectivesActor {
                     None,
                 );
                 let seq = objective.run_seq;
-                let mut ops = self.run_ops(&objective, &run);
+                let mut ops = std::mem::take(&mut missed);
+                ops.extend(self.run_ops(&objective, &run));
                 ops.push(self.objective_write(&objective));
                 ops.extend(fence);
                 self.queued
@@ -180,7 +195,8 @@ impl Handler<Fire> for ObjectivesActor {
                     status: run.status,
                     at: now,
                 });
-                let mut ops = self.run_ops(&objective, &run);
+                let mut ops = std::mem::take(&mut missed);
+                ops.extend(self.run_ops(&objective, &run));
                 ops.push(self.objective_write(&objective));
                 ops.extend(fence);
                 self.objectives
@@ -198,6 +214,7 @@ impl Handler<Fire> for ObjectivesActor {
                         queued_seq: None,
                         fence,
                         late_by_ms,
+                        missed: std::mem::take(&mut missed),
                     },
                     ctx,
                     None,
@@ -215,6 +232,31 @@ pub(super) struct RunStart {
     pub(super) queued_seq: Option<u64>,
     pub(super) fence: Option<WriteOp>,
     pub(super) late_by_ms: Option<i64>,
+    /// Records of instants the firing stepped over, written with it.
+    pub(super) missed: Vec<WriteOp>,
+}
+
+/// Scheduled instants after `fired` and at or before `now` (at most 100): what a late
+/// firing steps over when it moves `next_run_at` past now.
+fn skipped_instants(
+    objective: &ObjectiveRecord,
+    fired: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<DateTime<Utc>> {
+    let Some(schedule) = objective
+        .automation
+        .as_ref()
+        .and_then(|a| crate::schedule::Schedule::parse(&a.schedule, &a.timezone).ok())
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut cursor = schedule.next_after(fired);
+    while let Some(t) = cursor.filter(|t| *t <= now && out.len() < 100) {
+        out.push(t);
+        cursor = schedule.next_after(t);
+    }
+    out
 }
 
 /// Where a manual firing's answer goes: the objective once its run is durable.
@@ -252,6 +294,7 @@ impl ObjectivesActor {
             queued_seq: None,
             fence: None,
             late_by_ms: None,
+            missed: Vec::new(),
         };
         self.start_run_as(objective_id, start, ctx, reply);
     }
@@ -309,6 +352,7 @@ impl ObjectivesActor {
             queued_seq: Some(seq),
             fence,
             late_by_ms: None,
+            missed: Vec::new(),
         };
         self.start_run_as(objective_id, start, ctx, None);
     }
@@ -326,6 +370,7 @@ impl ObjectivesActor {
             queued_seq,
             fence,
             late_by_ms,
+            missed,
         } = start;
         let Some(mut objective) = self.objectives.get(objective_id).cloned() else {
             return;
@@ -366,10 +411,11 @@ impl ObjectivesActor {
             at: now,
         });
         objective.updated_at = now;
-        let mut ops = match queued_seq {
-            Some(seq) => vec![WriteOp::put(run_key(objective_id, seq), &run)],
-            None => self.run_ops(&objective, &run),
-        };
+        let mut ops = missed;
+        match queued_seq {
+            Some(seq) => ops.push(WriteOp::put(run_key(objective_id, seq), &run)),
+            None => ops.extend(self.run_ops(&objective, &run)),
+        }
         ops.push(self.objective_write(&objective));
         ops.extend(fence);
         self.running

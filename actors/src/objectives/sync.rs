@@ -23,6 +23,9 @@ use crate::cluster::shard_of;
 use crate::scheduler::Fire;
 use crate::time::{now_ms, to_datetime};
 
+/// How often every agent and objective is reread in a cluster, whatever the feed said.
+const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Rereads are gathered for this long, so a burst of changes costs one round.
 const REREAD_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -75,6 +78,9 @@ impl Actor for ObjectivesActor {
         ctx.run_interval(self.cluster.lease_ttl() / 3, |act, ctx| {
             act.sweep_elsewhere(ctx)
         });
+        // A notification can be lost without the connection dropping (a node that
+        // was paused past the feed's buffer, say); a periodic full read catches it.
+        ctx.run_interval(RECONCILE_INTERVAL, |act, ctx| act.reread_all(ctx));
     }
 }
 

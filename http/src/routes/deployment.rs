@@ -33,6 +33,11 @@ pub struct StoragePostureSummary {
     pub backend: String,
     /// PostgreSQL: `host:port/database` (never the user or password).
     pub target: Option<String>,
+    /// `single` (redb: this node alone) or `cluster` (PostgreSQL: one of the nodes
+    /// sharing the database; see `GET /console/v1/cluster`).
+    pub cluster_mode: String,
+    /// This node's id.
+    pub node_id: String,
 }
 
 /// A snapshot of the daemon's security state.
@@ -136,6 +141,12 @@ pub fn summary(state: &AppState, now: DateTime<Utc>) -> DeploymentPostureSummary
         storage: StoragePostureSummary {
             backend: storage.backend.to_owned(),
             target: (!storage.target.is_empty()).then_some(storage.target),
+            cluster_mode: if state.cluster.is_clustered() {
+                "cluster".into()
+            } else {
+                "single".into()
+            },
+            node_id: state.cluster.node_id().to_owned(),
         },
         last_remote_admin_access: state
             .last_remote_access

@@ -23,6 +23,15 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
 pub async fn render(state: &AppState) -> Result<Response, ApiError> {
     let m = &state.metrics;
     m.set_live_sessions(state.sessions.live_count());
+    m.set_cluster(
+        if state.cluster.is_clustered() {
+            "cluster"
+        } else {
+            "single"
+        },
+        state.cluster.node_id(),
+        state.cluster.watch_owned().borrow().len(),
+    );
     let health = state.registry.health().await?;
     let body = m
         .encode(|health_state| health.counts.get(&health_state).copied().unwrap_or(0))

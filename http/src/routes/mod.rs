@@ -2,6 +2,7 @@
 //! concatenates them into the route table.
 
 pub mod browser;
+pub mod cluster;
 pub mod console_auth;
 pub mod deployment;
 pub mod metrics;

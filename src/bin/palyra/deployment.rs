@@ -60,6 +60,17 @@ fn print_posture(p: &palyra_http::routes::deployment::DeploymentPostureSummary) 
     println!("admin token source:  {}", p.admin_token_source);
     println!("vault key source:    {}", p.vault_key_source);
     println!(
+        "storage:             {}{} ({} node {})",
+        p.storage.backend,
+        p.storage
+            .target
+            .as_deref()
+            .map(|t| format!(" {t}"))
+            .unwrap_or_default(),
+        p.storage.cluster_mode,
+        p.storage.node_id
+    );
+    println!(
         "session timeouts:    idle {} s, absolute {} s",
         p.session_idle_timeout_s, p.session_absolute_timeout_s
     );
@@ -82,6 +93,55 @@ fn print_posture(p: &palyra_http::routes::deployment::DeploymentPostureSummary) 
             println!("  - {w}");
         }
     }
+}
+
+/// `palyra cluster status`: nodes, heartbeats, shards and lease epochs.
+pub async fn cluster_status(json: bool, client: &ControlPlaneClient) -> Result<(), ClientError> {
+    let status = client.cluster().await?;
+    if json {
+        print_json(&status);
+        return Ok(());
+    }
+    println!("mode:        {}", status.mode);
+    println!("this node:   {}", status.node_id);
+    println!(
+        "shards held: {} of {}",
+        status.shards_held.len(),
+        status.shards_total
+    );
+    println!("lease ttl:   {} s", status.lease_ttl_s);
+    if status.nodes.is_empty() {
+        return Ok(());
+    }
+    println!(
+        "{:<28} {:<6} {:<26} {:>6}  listen",
+        "node", "alive", "last heartbeat", "shards"
+    );
+    for n in &status.nodes {
+        println!(
+            "{:<28} {:<6} {:<26} {:>6}  {}",
+            n.node_id,
+            if n.alive { "yes" } else { "no" },
+            n.last_heartbeat_at.to_rfc3339(),
+            n.shards.len(),
+            n.listen.as_deref().unwrap_or("-")
+        );
+    }
+    let epochs: Vec<String> = status
+        .leases
+        .iter()
+        .filter(|l| l.live)
+        .map(|l| {
+            format!(
+                "{}:{}@{}",
+                l.shard,
+                l.owner.as_deref().unwrap_or("-"),
+                l.epoch
+            )
+        })
+        .collect();
+    println!("live leases (shard:owner@epoch): {}", epochs.join(" "));
+    Ok(())
 }
 
 /// `palyra posture`.

@@ -86,6 +86,11 @@ enum Command {
     },
     /// The deployment's security posture: binds, TLS, token and key sources, warnings.
     Posture,
+    /// The cluster of nodes sharing this daemon's PostgreSQL database.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// The audit log, newest first.
     Audit {
         /// Only events of this kind (login, login_failed, profile_created, ...).
@@ -108,6 +113,12 @@ enum Command {
         #[command(subcommand)]
         command: BrowserCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Nodes, their last heartbeat, the shards each holds and the lease epochs.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,6 +196,9 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
             objectives::objectives(json, &client(cli)?, command).await
         }
         Command::Posture => deployment::posture(json, &client(cli)?).await,
+        Command::Cluster {
+            command: ClusterCommand::Status,
+        } => deployment::cluster_status(json, &client(cli)?).await,
         Command::Audit {
             kind,
             since,

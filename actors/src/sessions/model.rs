@@ -1,0 +1,235 @@
+//! What a session is: the API's view, the stored record, the published index's entries,
+//! the policy and the checks of what clients send.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use palyra_storage::{StoredRecord, Table};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::error::ActorError;
+use crate::secret::SecretString;
+use crate::time::to_datetime;
+
+/// The session as the API shows it (`ConsoleSession` of the admin API). Its `Debug`
+/// output leaves out the CSRF token.
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ConsoleSession {
+    /// Who logged in, for example `admin:local`.
+    pub principal: String,
+    /// The device the operator named at login.
+    pub device_id: String,
+    /// Send this in `x-palyra-csrf-token` on every state-changing request.
+    pub csrf_token: String,
+    pub issued_at: DateTime<Utc>,
+    /// Absolute end of the session.
+    pub expires_at: DateTime<Utc>,
+    /// End of the session unless it is used before then (sliding).
+    pub idle_expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for ConsoleSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleSession")
+            .field("principal", &self.principal)
+            .field("device_id", &self.device_id)
+            .field("csrf_token", &"[redacted]")
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .field("idle_expires_at", &self.idle_expires_at)
+            .finish()
+    }
+}
+
+/// A session just created: the cookie value (returned once, stored only as a digest)
+/// and its view.
+#[derive(Debug)]
+pub struct IssuedSession {
+    pub token: SecretString,
+    pub session: ConsoleSession,
+}
+
+/// A request authenticated by a session cookie.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// Digest of the cookie, the session's key.
+    pub digest: [u8; 32],
+    pub session: ConsoleSession,
+}
+
+impl Authenticated {
+    /// Constant-time check of a presented CSRF token.
+    pub fn csrf_matches(&self, presented: &str) -> bool {
+        self.session
+            .csrf_token
+            .as_bytes()
+            .ct_eq(presented.as_bytes())
+            .into()
+    }
+}
+
+/// What the published index can tell about a cookie without reading storage.
+#[derive(Debug)]
+pub enum SessionCheck {
+    /// A live session the index may vouch for now.
+    Valid(Authenticated),
+    /// No such live session.
+    Refused,
+    /// Shared database only: the index does not know the session, or may no longer
+    /// vouch for it (another node may have changed its row); ask
+    /// `SessionsHandle::reread` with this digest.
+    Reread([u8; 32]),
+}
+
+/// Timeouts and limits for sessions.
+#[derive(Debug, Clone)]
+pub struct SessionPolicy {
+    /// A session unused this long expires (sliding).
+    pub idle_timeout: Duration,
+    /// A session expires this long after login whatever its use.
+    pub absolute_timeout: Duration,
+    /// Most live sessions; the oldest is evicted to make room.
+    pub max_live: usize,
+    /// How often expired sessions are purged and activity is persisted.
+    pub tick_interval: Duration,
+    /// Shared database only: the longest a session read from storage is trusted before
+    /// its row is read again (`[cluster] session_cache_ms`), so a revocation on any node
+    /// is honoured here within it even if its notification never arrives.
+    pub cache_ttl: Duration,
+}
+
+/// What is stored per session, keyed by the token digest. No `Debug`: it holds the
+/// CSRF token.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct SessionRecord {
+    pub(crate) principal: String,
+    pub(crate) device_id: String,
+    pub(crate) csrf_token: String,
+    pub(crate) issued_at_ms: i64,
+    pub(crate) expires_at_ms: i64,
+    pub(crate) last_seen_ms: i64,
+}
+
+impl StoredRecord for SessionRecord {
+    const TABLE: Table = Table::Sessions;
+    const VERSION: u32 = 1;
+}
+
+/// Trust without end: on redb the index is the authority (one node writes).
+pub(crate) const ALWAYS: i64 = i64::MAX;
+/// Trust that has ended: the row must be read again before the entry is believed.
+pub(crate) const NEVER: i64 = i64::MIN;
+
+/// One entry of the published index.
+pub(crate) struct LiveSession {
+    pub(crate) record: SessionRecord,
+    // Advanced by readers on every authenticated request.
+    pub(crate) last_seen_ms: AtomicI64,
+    // The `last_seen_ms` that is durable; the tick persists anything newer.
+    pub(crate) persisted_ms: AtomicI64,
+    // Until when the entry is believed without reading its row: `ALWAYS` on redb; on a
+    // shared database `cache_ttl` after the read (or this node's write) that confirmed
+    // it, and `NEVER` once the change feed says the row changed or may have.
+    pub(crate) trusted_until_ms: AtomicI64,
+    // Shared database only: the row's bytes as this node last read or wrote them, the
+    // expected value of the next activity flush (a compare-and-set), so a flush never
+    // re-creates a revoked row nor overwrites another node's change.
+    pub(crate) stored: Mutex<Vec<u8>>,
+}
+
+impl LiveSession {
+    pub(crate) fn new(record: SessionRecord, stored: Vec<u8>, trusted_until_ms: i64) -> Self {
+        Self {
+            last_seen_ms: AtomicI64::new(record.last_seen_ms),
+            persisted_ms: AtomicI64::new(record.last_seen_ms),
+            trusted_until_ms: AtomicI64::new(trusted_until_ms),
+            stored: Mutex::new(stored),
+            record,
+        }
+    }
+
+    pub(crate) fn is_valid(&self, now: i64, idle_ms: i64) -> bool {
+        now < self.record.expires_at_ms
+            && now
+                < self
+                    .last_seen_ms
+                    .load(Ordering::Relaxed)
+                    .saturating_add(idle_ms)
+    }
+
+    pub(crate) fn is_trusted(&self, now: i64) -> bool {
+        now < self.trusted_until_ms.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn distrust(&self) {
+        self.trusted_until_ms.store(NEVER, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stored(&self) -> Vec<u8> {
+        self.stored
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn view(&self, idle_ms: i64) -> ConsoleSession {
+        let last_seen = self.last_seen_ms.load(Ordering::Relaxed);
+        ConsoleSession {
+            principal: self.record.principal.clone(),
+            device_id: self.record.device_id.clone(),
+            csrf_token: self.record.csrf_token.clone(),
+            issued_at: to_datetime(self.record.issued_at_ms),
+            expires_at: to_datetime(self.record.expires_at_ms),
+            idle_expires_at: to_datetime((last_seen + idle_ms).min(self.record.expires_at_ms)),
+        }
+    }
+}
+
+/// The published index: live sessions by token digest.
+pub(crate) type Index = Arc<RwLock<HashMap<[u8; 32], Arc<LiveSession>>>>;
+
+/// Principals are `admin:` followed by 1 to 64 of `[A-Za-z0-9._@-]`.
+pub fn validate_principal(principal: &str) -> Result<(), ActorError> {
+    let Some(name) = principal.strip_prefix("admin:") else {
+        return Err(ActorError::invalid(
+            "principal",
+            "must start with \"admin:\"",
+        ));
+    };
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+    {
+        return Err(ActorError::invalid(
+            "principal",
+            "after \"admin:\" use 1 to 64 of A-Z a-z 0-9 . _ @ -",
+        ));
+    }
+    Ok(())
+}
+
+/// Device ids are 1 to 128 of `[A-Za-z0-9._:-]`.
+pub fn validate_device_id(device_id: &str) -> Result<(), ActorError> {
+    if device_id.is_empty()
+        || device_id.len() > 128
+        || !device_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+    {
+        return Err(ActorError::invalid(
+            "device_id",
+            "use 1 to 128 of A-Z a-z 0-9 . _ : -",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
