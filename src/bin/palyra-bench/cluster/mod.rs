@@ -5,13 +5,15 @@
 //!   whichever node leases their shard; the test kit's checker reads the `runs` table
 //!   and the fake provider's calls: a level holds with no firing missing, doubled,
 //!   skipped or failed, and no run calling the provider twice or without a row. The
-//!   target level first (2,000 every 5 s), then twice and four times as many while
-//!   the previous level held;
+//!   target level first (2,000 every 5 s), then 2,000 more at a time (up to 8,000)
+//!   while the previous level held;
 //! - takeover: kill -9 of the node that owns the most objectives, in a firing window,
 //!   until every one of its objectives started a firing again on the others;
 //! - revocation: a session logged in through one node and logged out through another,
 //!   until all three nodes refuse it;
 //! - session checks on node A against the same binary alone on redb, in the same run.
+//!
+//! The session rows come first, on the idle cluster; the firing levels then load it.
 //!
 //! The refresh throughput across nodes is not measured here yet (see BENCHMARKS.md).
 
@@ -41,8 +43,10 @@ const LEASE_TTL_S: u64 = 15;
 const SPREAD_LIMIT: Duration = Duration::from_secs(90);
 /// Boundaries measured per firing level, after one of warm-up.
 const WINDOW_BOUNDARIES: i64 = 4;
-/// Firing levels after the target one, each twice the previous.
-const EXTRA_LEVELS: u32 = 2;
+/// Firing levels after the target one, each this many objectives more, while the
+/// previous one held.
+const LEVEL_STEP: usize = 2_000;
+const EXTRA_LEVELS: u32 = 3;
 
 /// The model profile and agent every objective runs as (the key is the bearer the
 /// fake provider accepts).
@@ -115,7 +119,9 @@ impl Bench {
             every_s,
             _database: database,
         };
-        let mut rows = Vec::new();
+        // Sessions first, on the idle cluster; then the firings, which load it.
+        let mut rows = rig.session_check(self).await?;
+        rows.push(rig.revocation(self).await?);
         let target = CLUSTER_OBJECTIVES;
         let first = rig.firing_level(self, target).await?;
         let mut held = first.held;
@@ -126,13 +132,11 @@ impl Bench {
             if !held {
                 break;
             }
-            level *= 2;
+            level += LEVEL_STEP;
             let next = rig.firing_level(self, level).await?;
             held = next.held;
             rows.push(next.row);
         }
-        rows.push(rig.revocation(self).await?);
-        rows.extend(rig.session_check(self).await?);
         rig.cluster.kill_all().await?;
         if let Err(e) = rig.model.stop() {
             eprintln!("  the fake model provider: {e}");
