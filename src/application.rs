@@ -684,6 +684,7 @@ async fn start_actors(
         audit.clone(),
         metrics.clone(),
         http_client.clone(),
+        cluster,
     )?;
     let handoffs = HandoffsHandle::start(
         storage,
@@ -702,6 +703,7 @@ async fn start_actors(
             max_in_flight: settings.oauth.max_concurrent_refreshes,
         },
         RefreshAdapters::standard(http_client.clone()),
+        cluster.clone(),
     );
     let objectives = ObjectivesHandle::start(
         storage,

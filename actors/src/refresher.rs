@@ -5,6 +5,12 @@
 //! sleeps. Refreshes are single-flight per profile: a manual refresh joins the one in
 //! flight. Results become durable through the registry, which then tells this actor
 //! the profile's new schedule.
+//!
+//! On several nodes, background refreshes run only on the node that holds the
+//! profile's shard (the schedule follows `ClusterHandle::watch_owned`), and every
+//! refresh, background or manual, first claims the profile in the database
+//! (`registry/refresh_claim.rs`): one that another node claimed is joined, not redeemed
+//! again.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -15,6 +21,7 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use crate::cluster::ClusterHandle;
 use crate::due_heap::DueHeap;
 use crate::due_timer::{DueTimer, TimedActor, arm};
 use crate::error::{ActorError, stopped};
@@ -24,7 +31,8 @@ use crate::oauth::{
 use crate::refresh_schedule::{ScheduleChange, ScheduleEntry};
 use crate::registry::handle::RegistryHandle;
 use crate::registry::model::AuthProfile;
-use crate::registry::oauth_flow::RefreshResult;
+use crate::registry::oauth_flow::{RefreshInput, RefreshResult};
+use crate::registry::refresh_claim::{ClaimAnswer, Joined};
 use crate::time::{now_ms, to_datetime};
 
 /// How a refresh ended.
@@ -117,10 +125,13 @@ impl RefresherHandle {
         registry: RegistryHandle,
         policy: RefresherPolicy,
         adapters: RefreshAdapters,
+        cluster: ClusterHandle,
     ) -> Self {
         let stats = Arc::new(RefresherStats::default());
         let actor = RefresherActor {
             registry,
+            cluster,
+            entries: HashMap::new(),
             policy,
             adapters,
             draining: false,
@@ -177,6 +188,11 @@ type Waiter = oneshot::Sender<Result<RefreshReport, ActorError>>;
 
 struct RefresherActor {
     registry: RegistryHandle,
+    /// Which profiles' background refreshes are this node's (their shard's lease).
+    cluster: ClusterHandle,
+    /// Every OAuth profile's schedule as the registry sent it, owned here or not, so
+    /// a shard gained is scheduled at once.
+    entries: HashMap<String, ScheduleEntry>,
     policy: RefresherPolicy,
     adapters: RefreshAdapters,
     /// Set at shutdown: no new refresh starts.
@@ -206,6 +222,18 @@ impl Actor for RefresherActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // Shards gained or lost: schedule what is now ours, drop what is not. On one
+        // node every shard is owned from the start and the watch never changes.
+        let mut owned = self.cluster.watch_owned();
+        let me = ctx.address().downgrade();
+        tokio::spawn(async move {
+            while owned.changed().await.is_ok() {
+                let Some(addr) = me.upgrade() else { break };
+                if addr.send(OwnedChanged).await.is_err() {
+                    break;
+                }
+            }
+        });
         let registry = self.registry.clone();
         let me = ctx.address().recipient();
         ctx.spawn(
@@ -228,16 +256,19 @@ impl Actor for RefresherActor {
 }
 
 impl RefresherActor {
-    /// Puts a profile on the heap at its due time (or takes it off).
+    /// Puts a profile on the heap at its due time (or takes it off): only if this node
+    /// holds its shard.
     fn schedule(&mut self, entry: ScheduleEntry) {
-        match self.due_ms(&entry) {
+        let owned = self.cluster.owns(entry.profile_id.as_bytes());
+        match self.due_ms(&entry).filter(|_| owned) {
             Some(due) => {
-                self.due.schedule(entry.profile_id, due, ());
+                self.due.schedule(entry.profile_id.clone(), due, ());
             }
             None => {
                 self.due.remove(&entry.profile_id);
             }
         }
+        self.entries.insert(entry.profile_id.clone(), entry);
     }
 
     /// When to refresh: the backoff's next try after a failure; otherwise `lead`
@@ -270,7 +301,8 @@ impl RefresherActor {
     fn fire(&mut self, ctx: &mut Context<Self>) {
         let now = now_ms();
         while let Some((id, _, ())) = self.due.pop_due(now) {
-            if !self.in_flight.contains_key(&id) {
+            // A lease lost since it was scheduled: the new owner refreshes it.
+            if !self.in_flight.contains_key(&id) && self.cluster.owns(id.as_bytes()) {
                 self.waiting.push_back(id);
             }
         }
@@ -287,22 +319,25 @@ impl RefresherActor {
                 break;
             };
             if !self.in_flight.contains_key(&id) {
-                self.start_refresh(id, ctx);
+                self.start_refresh(id, true, ctx);
             }
         }
     }
 
-    fn start_refresh(&mut self, id: String, ctx: &mut Context<Self>) {
+    /// `background`: started by the schedule, so fenced by the shard's lease.
+    fn start_refresh(&mut self, id: String, background: bool, ctx: &mut Context<Self>) {
         self.in_flight.insert(id.clone(), Vec::new());
         let peak = self.in_flight.len() as u64;
         self.stats.peak_in_flight.fetch_max(peak, Ordering::Relaxed);
         let registry = self.registry.clone();
         let adapters = self.adapters.clone();
+        let cluster = background.then(|| self.cluster.clone());
         let profile_id = id.clone();
         // The refresh (an HTTP call and a registry round trip) runs on the tokio
         // workers, not on the actors' thread; the actor only awaits its outcome.
-        let task =
-            tokio::spawn(async move { refresh_once(&registry, &adapters, &profile_id).await });
+        let task = tokio::spawn(async move {
+            refresh_once(&registry, &adapters, cluster.as_ref(), &profile_id).await
+        });
         ctx.spawn(
             async move {
                 task.await
@@ -313,13 +348,15 @@ impl RefresherActor {
                 .map(move |result, act, ctx| {
                     act.stats.completed.fetch_add(1, Ordering::Relaxed);
                     match &result {
-                        // Gone, or waiting for a new sign-in: nothing to retry.
-                        Err(ActorError::NotFound { .. } | ActorError::RefreshRefused(_)) | Ok(_) => {}
+                        // Gone, or waiting for a new sign-in: nothing to retry. A conflict
+                        // (another node's claim, a lease lost): the registry re-sends the
+                        // schedule when that node's outcome arrives.
+                        Err(ActorError::NotFound { .. } | ActorError::RefreshRefused(_) | ActorError::Conflict(_)) | Ok(_) => {}
                         Err(e) => {
                             // The refresh could not even run (storage, vault): try again
                             // later rather than dropping the profile from the schedule.
                             tracing::warn!(profile_id = %id, error = %e, "refresh could not run; retrying in 30 s");
-                            if !act.due.contains(&id) {
+                            if !act.due.contains(&id) && act.cluster.owns(id.as_bytes()) {
                                 act.due.schedule(id.clone(), now_ms() + 30_000, ());
                                 act.arm(ctx);
                             }
@@ -334,18 +371,74 @@ impl RefresherActor {
     }
 }
 
-/// One refresh: read the refresh token, redeem it, make the result durable.
+/// One refresh: claim it (or join the one another node claimed), redeem the refresh
+/// token, make the result durable. `cluster` (a background refresh) fences the claim
+/// with the shard's lease.
 async fn refresh_once(
     registry: &RegistryHandle,
     adapters: &RefreshAdapters,
+    cluster: Option<&ClusterHandle>,
     profile_id: &str,
 ) -> Result<RefreshReport, ActorError> {
-    let input = registry.refresh_input(profile_id).await?;
-    if input.refresh_state.needs_reauth {
-        return Err(ActorError::RefreshRefused(
-            "the profile needs a new sign-in; refresh stopped after a permanent failure".into(),
-        ));
+    // A claim that expires unfinished is taken over; twice more at most.
+    for _ in 0..3 {
+        let fence = match cluster {
+            Some(cluster) => match cluster.claim(profile_id.as_bytes()) {
+                Some(claim) => claim.fence_op(),
+                None => {
+                    return Err(ActorError::Conflict(
+                        "another node holds this profile's shard now".into(),
+                    ));
+                }
+            },
+            None => None,
+        };
+        match registry.claim_refresh(profile_id, fence).await? {
+            ClaimAnswer::Claimed { input, generation } => {
+                return redeem(registry, adapters, profile_id, input, generation).await;
+            }
+            ClaimAnswer::InFlight { generation } => {
+                if let Some(joined) = registry.await_refresh(profile_id, generation).await? {
+                    return Ok(joined_report(joined));
+                }
+                tracing::warn!(%profile_id, "a refresh claim expired unfinished (its node died or hung); taking it over");
+            }
+        }
     }
+    Err(ActorError::Conflict(
+        "the refresh kept being claimed by other nodes; retry".into(),
+    ))
+}
+
+/// The outcome of a refresh another node (or an earlier claim of this one) made.
+fn joined_report(joined: Joined) -> RefreshReport {
+    let state = match &joined.profile.record.credential {
+        crate::registry::model::AuthCredential::Oauth { refresh_state, .. } => Some(refresh_state),
+        crate::registry::model::AuthCredential::ApiKey { .. } => None,
+    };
+    let (outcome, reason) = match state {
+        _ if joined.succeeded => (RefreshOutcomeKind::Succeeded, None),
+        Some(s) if s.needs_reauth => (RefreshOutcomeKind::PermanentFailure, s.last_error.clone()),
+        s => (
+            RefreshOutcomeKind::TransientFailure,
+            s.and_then(|s| s.last_error.clone()),
+        ),
+    };
+    RefreshReport {
+        outcome,
+        reason,
+        profile: joined.profile,
+    }
+}
+
+/// Redeems the refresh token this node claimed at `generation` and stores the outcome.
+async fn redeem(
+    registry: &RegistryHandle,
+    adapters: &RefreshAdapters,
+    profile_id: &str,
+    input: RefreshInput,
+    generation: u64,
+) -> Result<RefreshReport, ActorError> {
     let settings = registry
         .providers()
         .get(&input.provider)
@@ -408,13 +501,25 @@ async fn refresh_once(
                 Some(reason),
             )
         }
-        OAuthRefreshOutcome::PermanentFailure { reason } => (
-            RefreshResult::Permanent {
-                reason: reason.clone(),
-            },
-            RefreshOutcomeKind::PermanentFailure,
-            Some(reason),
-        ),
+        OAuthRefreshOutcome::PermanentFailure { reason } => {
+            // The claim taken over had expired unfinished: its node may have redeemed
+            // the token and died before storing the new one, and a rotating provider
+            // refuses the old token now. Say so rather than a bare invalid_grant.
+            let reason = if input.refresh_state.claim.is_some() {
+                format!(
+                    "{reason} (after taking over a refresh a node left unfinished: it may have redeemed the token before it stopped; sign in again)"
+                )
+            } else {
+                reason
+            };
+            (
+                RefreshResult::Permanent {
+                    reason: reason.clone(),
+                },
+                RefreshOutcomeKind::PermanentFailure,
+                Some(reason),
+            )
+        }
     };
     match kind {
         RefreshOutcomeKind::Succeeded => tracing::info!(%profile_id, "OAuth token refreshed"),
@@ -426,7 +531,7 @@ async fn refresh_once(
         }
     }
     let profile = registry
-        .record_refresh(profile_id, started_at, result)
+        .record_refresh(profile_id, started_at, generation, result)
         .await?;
     Ok(RefreshReport {
         outcome: kind,
@@ -443,6 +548,7 @@ impl Handler<ScheduleChange> for RefresherActor {
             ScheduleChange::Upsert(entry) => self.schedule(entry),
             ScheduleChange::Remove(id) => {
                 self.due.remove(&id);
+                self.entries.remove(&id);
             }
         }
         self.arm(ctx);
@@ -478,11 +584,28 @@ impl Handler<RefreshNow> for RefresherActor {
             return MessageResult(rx);
         }
         if !self.in_flight.contains_key(&id) {
-            self.start_refresh(id.clone(), ctx);
+            self.start_refresh(id.clone(), false, ctx);
         }
         if let Some(waiters) = self.in_flight.get_mut(&id) {
             waiters.push(tx);
         }
         MessageResult(rx)
+    }
+}
+
+/// The shards this node holds changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct OwnedChanged;
+
+impl Handler<OwnedChanged> for RefresherActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: OwnedChanged, ctx: &mut Self::Context) {
+        let entries: Vec<ScheduleEntry> = self.entries.values().cloned().collect();
+        for entry in entries {
+            self.schedule(entry);
+        }
+        self.arm(ctx);
     }
 }

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use palyra_storage::{Storage, StorageError, Table, WriteOp, Writer};
+use palyra_storage::{Storage, StorageError, Table, Writer};
 
 use crate::error::ActorError;
 use crate::snapshot::Snapshot;
@@ -101,31 +101,4 @@ fn attempt<A: Reloads>(act: &mut A, ctx: &mut Context<A>) {
             }
         }),
     );
-}
-
-/// Queues `ops` (memory already shows their effect) and returns their commit. While
-/// `act` is stale the write is refused before it reaches storage; a failed commit
-/// makes it stale and starts a reload.
-pub(crate) fn commit<A: Reloads>(
-    act: &mut A,
-    ops: Vec<WriteOp>,
-) -> impl ActorFuture<A, Output = Result<(), ActorError>> + use<A> {
-    let write = match act.reload_state().refusal(A::NAME) {
-        Some(refused) => Err(refused),
-        None => Ok(act.writer().submit(ops)),
-    };
-    async move {
-        match write {
-            Ok(write) => write.await.map_err(ActorError::from),
-            Err(refused) => Err(refused),
-        }
-    }
-    .into_actor(act)
-    .map(|result, act: &mut A, ctx| {
-        if let Err(e) = &result {
-            tracing::error!(actor = A::NAME, error = %e, "commit failed; reloading state from storage");
-            reload(act, ctx);
-        }
-        result
-    })
 }

@@ -139,10 +139,17 @@ pub struct Vault {
     keys: Vec<MasterKey>,
     source: VaultKeySource,
     key_file: PathBuf,
-    /// Every sealed secret by vault ref, as the registry has queued it: the registry is
-    /// the vault table's only writer and tells the vault about each write
-    /// ([`Vault::note_writes`]), so opening a secret needs no storage read.
+    /// Every sealed secret by vault ref, as the registry has queued it or (on several
+    /// nodes) read after another node changed it ([`Vault::note_writes`],
+    /// [`Vault::note_row`]), so opening a secret needs no storage read.
     sealed: BTreeMap<String, Vec<u8>>,
+    /// The stored check value as this node last saw it under a key it holds. Every
+    /// write that seals a secret expects it unchanged ([`Vault::guard`]), so no node
+    /// seals under a key that another node's rotation has replaced.
+    check: Option<Vec<u8>>,
+    /// Set when another node rotated to a key this node does not hold: its id and
+    /// the check value sealed under it, applied once the key file has the key.
+    foreign: Option<(String, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -164,7 +171,10 @@ impl Vault {
         env_key: Option<SecretString>,
     ) -> Result<(Self, Vec<WriteOp>), VaultError> {
         let key_file = data_dir.join(VAULT_KEY_FILE);
-        let check = match snapshot.get(Table::VaultMeta, CHECK_REF.as_bytes()) {
+        let check_bytes = snapshot
+            .get(Table::VaultMeta, CHECK_REF.as_bytes())
+            .map(<[u8]>::to_vec);
+        let check = match &check_bytes {
             Some(bytes) => Some(decode_record::<Sealed>(bytes)?),
             None => None,
         };
@@ -187,6 +197,8 @@ impl Vault {
             source,
             key_file,
             sealed: BTreeMap::new(),
+            check: check_bytes,
+            foreign: None,
         };
         vault.replace_sealed(snapshot);
         let mut ops = Vec::new();
@@ -235,7 +247,9 @@ impl Vault {
                             .into(),
                     ));
                 }
-                ops.push(vault.seal_op_with(0, Table::VaultMeta, CHECK_REF, CHECK_PLAINTEXT));
+                let op = vault.seal_op_with(0, Table::VaultMeta, CHECK_REF, CHECK_PLAINTEXT);
+                vault.note_writes(std::slice::from_ref(&op));
+                ops.push(op);
             }
         }
         Ok((vault, ops))
@@ -273,9 +287,28 @@ impl Vault {
                     table: Table::Vault,
                     key,
                     value,
+                }
+                | WriteOp::CompareAndSet {
+                    table: Table::Vault,
+                    key,
+                    value,
+                    ..
                 } => {
                     self.sealed
                         .insert(String::from_utf8_lossy(key).into_owned(), value.clone());
+                }
+                WriteOp::Put {
+                    table: Table::VaultMeta,
+                    key,
+                    value,
+                }
+                | WriteOp::CompareAndSet {
+                    table: Table::VaultMeta,
+                    key,
+                    value,
+                    ..
+                } if key == CHECK_REF.as_bytes() => {
+                    self.check = Some(value.clone());
                 }
                 WriteOp::Delete {
                     table: Table::Vault,
@@ -296,6 +329,139 @@ impl Vault {
             .iter()
             .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.clone()))
             .collect();
+    }
+
+    /// The check value as `snapshot` holds it (when the registry reloads).
+    pub fn replace_meta(&mut self, snapshot: &Snapshot) {
+        if snapshot.rows(Table::VaultMeta).is_empty() {
+            return;
+        }
+        let value = snapshot
+            .get(Table::VaultMeta, CHECK_REF.as_bytes())
+            .map(<[u8]>::to_vec);
+        self.note_meta(CHECK_REF, value);
+    }
+
+    /// Another node changed the sealed secret at `vault_ref` (`None`: deleted it).
+    pub fn note_row(&mut self, vault_ref: &str, value: Option<Vec<u8>>) {
+        match value {
+            Some(v) => self.sealed.insert(vault_ref.to_owned(), v),
+            None => self.sealed.remove(vault_ref),
+        };
+    }
+
+    /// Another node changed a vault_meta row: the check value changes only when a node
+    /// rotates the key. The new key becomes active here too if this node holds it (its
+    /// key file is read again for it, which a shared or copied key file makes so);
+    /// otherwise this node seals nothing until it does ([`Vault::guard`]), and secrets
+    /// sealed under the new key do not open on it.
+    pub fn note_meta(&mut self, key: &str, value: Option<Vec<u8>>) {
+        if key != CHECK_REF {
+            return;
+        }
+        let Some(bytes) = value else {
+            return;
+        };
+        let Ok(sealed) = decode_record::<Sealed>(&bytes) else {
+            tracing::error!("the vault's check value does not decode");
+            return;
+        };
+        if !self.keys.iter().any(|k| k.id == sealed.key_id) {
+            self.reread_key_file();
+        }
+        let Some(position) = self.keys.iter().position(|k| k.id == sealed.key_id) else {
+            tracing::error!(key_id = %sealed.key_id, "another node rotated the vault key to one this node does not have; copy its vault.key here (this node seals nothing until then)");
+            self.foreign = Some((sealed.key_id, bytes));
+            return;
+        };
+        if self.open_sealed(CHECK_REF, &sealed).is_err() {
+            tracing::error!(key_id = %sealed.key_id, "the vault's new check value does not open");
+            self.foreign = Some((sealed.key_id, bytes));
+            return;
+        }
+        let active = self.keys.remove(position);
+        if active.id != self.keys.first().map_or("", |k| k.id.as_str()) {
+            tracing::info!(key_id = %active.id, "the vault key was rotated on another node; now active here");
+        }
+        self.keys.insert(0, active);
+        self.check = Some(bytes);
+        self.foreign = None;
+    }
+
+    /// Adds the keys of the key file this node does not hold yet (key file only).
+    fn reread_key_file(&mut self) {
+        if self.source != VaultKeySource::File || !self.key_file.exists() {
+            return;
+        }
+        match load_or_create_key_file(&self.key_file) {
+            Ok(keys) => {
+                for key in keys {
+                    if !self.keys.iter().any(|k| k.id == key.id) {
+                        self.keys.push(key);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "rereading the vault key file failed"),
+        }
+    }
+
+    /// Makes a write that seals a secret conditional on the check value this node
+    /// knows, so it is refused if another node rotated the key meanwhile; refuses it
+    /// outright while the active key is one this node does not hold. `Ok(false)`: the
+    /// key another node rotated to was found just now, so `ops` were sealed under the
+    /// old one; seal them again.
+    pub fn guard(&mut self, ops: &mut Vec<WriteOp>) -> Result<bool, VaultError> {
+        let seals = ops.iter().any(|op| {
+            matches!(
+                op,
+                WriteOp::Put {
+                    table: Table::Vault,
+                    ..
+                } | WriteOp::CompareAndSet {
+                    table: Table::Vault,
+                    ..
+                }
+            )
+        });
+        let touches_check = ops
+            .iter()
+            .any(|op| matches!(op.row(), Some((Table::VaultMeta, _))));
+        if !seals || touches_check {
+            return Ok(true);
+        }
+        if let Some((key_id, bytes)) = self.foreign.clone() {
+            self.note_meta(CHECK_REF, Some(bytes));
+            if self.foreign.is_some() {
+                return Err(VaultError::Key(format!(
+                    "another node rotated the vault key to key id {key_id}, which this node does not have: copy that node's vault.key into this node's data dir"
+                )));
+            }
+            return Ok(false);
+        }
+        if let Some(value) = &self.check {
+            ops.push(WriteOp::Expect {
+                table: Table::VaultMeta,
+                key: CHECK_REF.as_bytes().to_vec(),
+                value: value.clone(),
+            });
+        }
+        Ok(true)
+    }
+
+    /// Refuses a write unless the secret at `vault_ref` is still stored as memory
+    /// holds it (none if memory holds none): so what was opened from memory is what
+    /// the database holds when the write commits.
+    pub fn expect_sealed(&self, vault_ref: &str) -> Option<WriteOp> {
+        self.sealed.get(vault_ref).map(|value| WriteOp::Expect {
+            table: Table::Vault,
+            key: vault_ref.as_bytes().to_vec(),
+            value: value.clone(),
+        })
+    }
+
+    /// The refs of every sealed secret memory holds.
+    pub fn refs(&self) -> Vec<Vec<u8>> {
+        self.sealed.keys().map(|k| k.as_bytes().to_vec()).collect()
     }
 
     /// Whether a secret is stored at `vault_ref`.
@@ -353,17 +519,17 @@ impl Vault {
         let new_key = MasterKey::generate();
         let count = self.sealed.len();
         let mut ops = Vec::with_capacity(count + 1);
+        // Every re-sealed row and the check value expect what this node holds: if
+        // another node changed a secret (or rotated) meanwhile, the whole rotation is
+        // refused rather than overwriting the newer secret with an older one.
         for (vault_ref, value) in &self.sealed {
             let sealed: Sealed = decode_record(value)?;
             let plaintext = self.open_sealed(vault_ref, &sealed)?;
-            ops.push(seal_with(&new_key, Table::Vault, vault_ref, &plaintext));
+            let op = seal_with(&new_key, Table::Vault, vault_ref, &plaintext);
+            ops.push(conditional(op, Some(value.clone())));
         }
-        ops.push(seal_with(
-            &new_key,
-            Table::VaultMeta,
-            CHECK_REF,
-            CHECK_PLAINTEXT,
-        ));
+        let check = seal_with(&new_key, Table::VaultMeta, CHECK_REF, CHECK_PLAINTEXT);
+        ops.push(conditional(check, self.check.clone()));
         self.keys.insert(0, new_key);
         if let Err(e) = write_key_file(&self.key_file, &self.keys) {
             self.keys.remove(0);
@@ -384,6 +550,19 @@ impl Vault {
             self.keys.remove(0);
             let _ = write_key_file(&self.key_file, &self.keys);
         }
+    }
+}
+
+/// `op` (a put) made conditional on the row still holding `expected`.
+fn conditional(op: WriteOp, expected: Option<Vec<u8>>) -> WriteOp {
+    match op {
+        WriteOp::Put { table, key, value } => WriteOp::CompareAndSet {
+            table,
+            key,
+            expected,
+            value,
+        },
+        other => other,
     }
 }
 
@@ -578,6 +757,78 @@ mod tests {
                 .expose(),
             "kept-secret"
         );
+    }
+
+    #[tokio::test]
+    async fn a_rotation_on_another_node_is_followed_or_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let writer = storage.start_writer().unwrap();
+        let (mut a, ops) = Vault::open(&snapshot(&storage).await, dir.path(), None).unwrap();
+        writer.write(ops).await.unwrap();
+        let secret = SecretString::new("shared-secret".into());
+        let sealed = vec![a.seal("vault://global/s", &secret)];
+        a.note_writes(&sealed);
+        writer.write(sealed).await.unwrap();
+        // Node B shares A's key file; node C has a copy of the old one only.
+        let (mut b, _) = Vault::open(&snapshot(&storage).await, dir.path(), None).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            dir.path().join(VAULT_KEY_FILE),
+            other.path().join(VAULT_KEY_FILE),
+        )
+        .unwrap();
+        let (mut c, _) = Vault::open(&snapshot(&storage).await, other.path(), None).unwrap();
+        let old_check = b.check.clone();
+        // A rotates; the check value changes under B and C.
+        let (ops, _) = a.begin_rotation().unwrap();
+        writer.write(ops.clone()).await.unwrap();
+        a.finish_rotation().unwrap();
+        a.note_writes(&ops);
+        let after = snapshot(&storage).await;
+        let check = after
+            .get(Table::VaultMeta, CHECK_REF.as_bytes())
+            .map(<[u8]>::to_vec);
+        let row = after
+            .get(Table::Vault, b"vault://global/s")
+            .map(<[u8]>::to_vec);
+        for node in [&mut b, &mut c] {
+            node.note_meta(CHECK_REF, check.clone());
+            node.note_row("vault://global/s", row.clone());
+        }
+        // B read the new key from the key file: it opens and seals under it, and its
+        // writes expect the new check value.
+        assert_eq!(b.active_key_id(), a.active_key_id());
+        assert_eq!(
+            b.open_secret("vault://global/s").unwrap().unwrap().expose(),
+            "shared-secret"
+        );
+        let mut ops = vec![b.seal("vault://global/t", &secret)];
+        assert!(b.guard(&mut ops).unwrap());
+        assert!(ops.iter().any(
+            |op| matches!(op, WriteOp::Expect { value, .. } if Some(value) == check.as_ref())
+        ));
+        // C does not have it: it refuses to seal, with what to do.
+        let mut ops = vec![c.seal("vault://global/t", &secret)];
+        let refused = c.guard(&mut ops).unwrap_err().to_string();
+        assert!(refused.contains("copy that node's vault.key"), "{refused}");
+        assert_ne!(c.check, check);
+        assert_eq!(c.check, old_check);
+        // Once the key file is copied over, C follows too.
+        std::fs::copy(
+            dir.path().join(VAULT_KEY_FILE),
+            other.path().join(VAULT_KEY_FILE),
+        )
+        .unwrap();
+        let mut ops = vec![c.seal("vault://global/t", &secret)];
+        assert!(
+            !c.guard(&mut ops).unwrap(),
+            "sealed under the old key: seal again"
+        );
+        assert_eq!(c.active_key_id(), a.active_key_id());
+        let mut ops = vec![c.seal("vault://global/t", &secret)];
+        assert!(c.guard(&mut ops).unwrap());
+        writer.shutdown().await;
     }
 
     #[test]

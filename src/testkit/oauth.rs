@@ -2,6 +2,11 @@
 //! would (the PKCE verifier against the challenge, the redirect URI and client id of
 //! the code, single use of codes, rotation of refresh tokens) and counts what it
 //! answered, so tests can assert on it and the bench can report it.
+//!
+//! Like RFC 9700 (section 4.14.2) asks of a provider that rotates refresh tokens, a
+//! refresh token presented a second time is refused (`invalid_grant`) and its whole
+//! family (every token descended from the same sign-in) is revoked; every refresh
+//! token presented is logged, so a test can ask whether any was presented twice.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -38,6 +43,14 @@ pub struct OAuthState {
     codes: HashMap<String, (String, String, String, bool)>,
     /// The one refresh token that is currently valid (rotation invalidates the old).
     valid_refresh: HashSet<String>,
+    /// Family (the code grant that began it) of every refresh token issued.
+    family_of: HashMap<String, usize>,
+    /// Families revoked after a reuse: none of their tokens is accepted again.
+    revoked_families: HashSet<usize>,
+    /// Every refresh token presented, in order.
+    pub presented: Vec<String>,
+    /// How many times each refresh token was presented.
+    presented_count: HashMap<String, u32>,
     issued: usize,
     pub code_redemptions: usize,
     pub refresh_redemptions: usize,
@@ -152,6 +165,16 @@ impl FakeOAuth {
         f(&lock(&self.state))
     }
 
+    /// The refresh tokens presented more than once (each once), in no order.
+    pub fn reused_refresh_tokens(&self) -> Vec<String> {
+        lock(&self.state).reused()
+    }
+
+    /// Whether any refresh token was presented twice.
+    pub fn any_refresh_token_reused(&self) -> bool {
+        !self.reused_refresh_tokens().is_empty()
+    }
+
     /// From now on, code grants get expiries that make the profile's refresh fall due
     /// in the second from `from_unix_ms` (at the earliest `lead_s` from the grant),
     /// where `lead_s` is the daemon's `oauth.refresh_lead_s`.
@@ -215,6 +238,17 @@ pub fn consent(
     Ok((code, redirect.into()))
 }
 
+impl OAuthState {
+    /// The refresh tokens presented more than once.
+    pub fn reused(&self) -> Vec<String> {
+        self.presented_count
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+}
+
 fn lock(state: &Mutex<OAuthState>) -> std::sync::MutexGuard<'_, OAuthState> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -272,11 +306,32 @@ async fn token(
             }
             s.code_grants += 1;
             let expires_in = code_expiry(&mut s);
-            issue(&mut s, expires_in)
+            let family = s.issued + 1;
+            issue(&mut s, expires_in, family)
         }
         Some("refresh_token") => {
             let presented = form.get("refresh_token").cloned().unwrap_or_default();
+            s.presented.push(presented.clone());
+            *s.presented_count.entry(presented.clone()).or_default() += 1;
+            let family = s.family_of.get(&presented).copied();
+            if family.is_some_and(|f| s.revoked_families.contains(&f)) {
+                return error(&mut s, 400, "invalid_grant");
+            }
             if !s.valid_refresh.remove(&presented) {
+                // A token of a known family presented again: reuse, so the whole family
+                // goes (the thief and the victim both sign in again).
+                if let Some(family) = family {
+                    s.revoked_families.insert(family);
+                    let family_tokens: Vec<String> = s
+                        .family_of
+                        .iter()
+                        .filter(|(_, f)| **f == family)
+                        .map(|(t, _)| t.clone())
+                        .collect();
+                    for token in family_tokens {
+                        s.valid_refresh.remove(&token);
+                    }
+                }
                 return error(&mut s, 400, "invalid_grant");
             }
             s.refresh_grants += 1;
@@ -284,7 +339,8 @@ async fn token(
             s.first_refresh.get_or_insert(now);
             s.last_refresh = Some(now);
             let expires_in = s.expires_in;
-            issue(&mut s, expires_in)
+            let family = family.unwrap_or(0);
+            issue(&mut s, expires_in, family)
         }
         _ => error(&mut s, 400, "unsupported_grant_type"),
     }
@@ -310,11 +366,12 @@ fn code_expiry(s: &mut OAuthState) -> u64 {
     wait_s + window.lead_s
 }
 
-fn issue(s: &mut OAuthState, expires_in: u64) -> axum::response::Response {
+fn issue(s: &mut OAuthState, expires_in: u64, family: usize) -> axum::response::Response {
     s.issued += 1;
     let n = s.issued;
     let refresh = format!("REFRESH-TOKEN-{n}");
     s.valid_refresh.insert(refresh.clone());
+    s.family_of.insert(refresh.clone(), family);
     axum::Json(serde_json::json!({
         "access_token": format!("ACCESS-TOKEN-{n}"),
         "refresh_token": refresh,

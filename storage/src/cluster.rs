@@ -96,9 +96,9 @@ impl Storage {
             .into_iter()
             .map(|r| NodeRow {
                 node_id: r.get(0),
-                started_at: r.get(1),
-                heartbeat_at: r.get(2),
-                stopped_at: r.get(3),
+                started_at: r.try_get(1).unwrap_or(DateTime::UNIX_EPOCH),
+                heartbeat_at: r.try_get(2).unwrap_or(DateTime::UNIX_EPOCH),
+                stopped_at: r.try_get(3).ok().flatten(),
                 listen: r.get(4),
                 alive: r.get(5),
             })
@@ -115,7 +115,8 @@ impl Storage {
                 shard: u32::try_from(r.get::<_, i32>(0)).unwrap_or(0),
                 owner: r.get(1),
                 epoch: u64::try_from(r.get::<_, i64>(2)).unwrap_or(0),
-                expires_at: r.get(3),
+                // Never a panic on a value chrono cannot hold (an infinite timestamp).
+                expires_at: r.try_get(3).unwrap_or(DateTime::UNIX_EPOCH),
                 live: r.get(4),
             })
             .collect();
@@ -135,13 +136,17 @@ impl Storage {
     ) -> Result<Option<u64>, StorageError> {
         let pg = self.postgres().ok_or_else(unsupported)?;
         let shard = i32::try_from(shard).map_err(|_| unsupported())?;
+        // SKIP LOCKED: a lease row a writer of the previous owner still holds locked
+        // (its fence, in a transaction not yet committed) is not taken until that
+        // transaction ends, and waiting for it must not stall this node's beat.
         let found = pg
             .query(
-                "INSERT INTO cluster_leases AS l (shard, owner, epoch, expires_at, acquired_at) \
-                 VALUES ($1, $2, 1, now() + make_interval(secs => $3), now()) \
-                 ON CONFLICT (shard) DO UPDATE SET owner = EXCLUDED.owner, \
-                 epoch = l.epoch + 1, expires_at = EXCLUDED.expires_at, acquired_at = now() \
-                 WHERE l.expires_at <= now() OR l.owner = $2 RETURNING epoch",
+                "WITH free AS (SELECT shard FROM cluster_leases \
+                 WHERE shard = $1 AND (expires_at <= now() OR owner = $2) \
+                 FOR UPDATE SKIP LOCKED) \
+                 UPDATE cluster_leases l SET owner = $2, epoch = l.epoch + 1, \
+                 expires_at = now() + make_interval(secs => $3), acquired_at = now() \
+                 FROM free WHERE l.shard = free.shard RETURNING l.epoch",
                 &[&shard, &node_id, &ttl_param(ttl)],
             )
             .await?;

@@ -141,6 +141,19 @@ impl Storage {
         }
     }
 
+    /// The rows of `table` under `keys` (one round trip on PostgreSQL), each key with
+    /// its value or `None`, in the order asked.
+    pub async fn read_rows(
+        &self,
+        table: Table,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        match &self.backend {
+            Backend::Redb(db) => keys.iter().map(|k| db.get(table, k)).collect(),
+            Backend::Postgres(pg) => pg.get_many(table, keys).await,
+        }
+    }
+
     /// Up to `limit` rows whose keys start with `prefix`, highest key first, below
     /// `before` when given.
     pub async fn read_prefix_rev(

@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod cluster_faults;
 mod cluster_objectives;
+mod cluster_refresh;
 mod cluster_sessions;
 mod console;
 mod crash;

@@ -140,9 +140,20 @@ impl ObjectivesActor {
             ctx.spawn(
                 async move {
                     barrier.await?;
-                    let mut rows = Vec::with_capacity(wanted.len());
-                    for (table, id) in &wanted {
-                        rows.push(storage.read_row(*table, id.as_bytes()).await?);
+                    // One read per table, whatever the number of rows.
+                    let mut rows = vec![None; wanted.len()];
+                    for table in [Table::Agents, Table::Objectives] {
+                        let at: Vec<usize> = (0..wanted.len())
+                            .filter(|&i| wanted[i].0 == table)
+                            .collect();
+                        if at.is_empty() {
+                            continue;
+                        }
+                        let keys: Vec<Vec<u8>> =
+                            at.iter().map(|&i| wanted[i].1.as_bytes().to_vec()).collect();
+                        for (i, row) in at.into_iter().zip(storage.read_rows(table, &keys).await?) {
+                            rows[i] = row;
+                        }
                     }
                     Ok::<_, palyra_storage::StorageError>(rows)
                 }

@@ -23,13 +23,14 @@ use super::model::{
     ProfilePage, ResolveAnswer, ResolveReason, RotationReport, VaultStatus, default_key,
     generated_profile_id, hint_of, vault_ref,
 };
+use super::rows::RowSync;
 use crate::audit::{AuditEntry, AuditKind, AuditLog, AuditOutcome};
 use crate::error::{ActorError, stopped};
 use crate::metrics::ActorMetrics;
 use crate::oauth::OAuthSettings;
 use crate::provider::ProviderDirectory;
 use crate::refresh_schedule::{ScheduleChange, ScheduleEntry};
-use crate::reload::{ReloadState, Reloads, commit, reload};
+use crate::reload::{ReloadState, Reloads, reload};
 use crate::secret::SecretString;
 use crate::snapshot::Snapshot;
 use crate::time::{now_ms, to_datetime};
@@ -39,11 +40,12 @@ pub(super) type Profiles = BTreeMap<String, AuthProfileRecord>;
 pub(super) type Defaults = HashMap<String, String>;
 
 /// The tables the registry's memory is built from.
-pub(super) const REGISTRY_TABLES: [Table; 4] = [
+pub(super) const REGISTRY_TABLES: [Table; 5] = [
     Table::AuthProfiles,
     Table::AuthDefaults,
     Table::OAuthAttempts,
     Table::Vault,
+    Table::VaultMeta,
 ];
 
 fn load_state(snapshot: &Snapshot) -> Result<(Profiles, Defaults), ActorError> {
@@ -83,12 +85,17 @@ pub(crate) struct RegistryActor {
     /// Refresh outcomes and needs-reauth marks are audited in the same write.
     pub(super) audit: AuditLog,
     pub(super) metrics: ActorMetrics,
+    /// What this node last saw of each profile row and its writes in flight per row.
+    pub(super) sync: RowSync,
+    /// This node's id, for refresh claims.
+    pub(super) node_id: String,
 }
 
 impl Actor for RegistryActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.follow_changes(ctx);
         // Abandoned sign-ins older than a day, and their sealed verifiers, go.
         let ops = std::mem::take(&mut self.startup_purge);
         if !ops.is_empty() {
@@ -127,6 +134,8 @@ impl Reloads for RegistryActor {
         self.attempts = attempts;
         self.attempts_by_state = by_state;
         self.vault.replace_sealed(&snapshot);
+        self.vault.replace_meta(&snapshot);
+        self.sync.reset(&snapshot);
         let ids: Vec<String> = self.profiles.keys().cloned().collect();
         for id in ids {
             let record = self.profiles.get(&id).cloned();
@@ -139,6 +148,8 @@ impl Reloads for RegistryActor {
 impl RegistryActor {
     /// Loads profiles, defaults and sign-in attempts. The vault must be open (and its
     /// start-up writes committed).
+    // Each argument is a separate dependency the handle passes on.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn load(
         storage: &Storage,
         snapshot: &Snapshot,
@@ -147,6 +158,7 @@ impl RegistryActor {
         providers: &ProviderDirectory,
         audit: AuditLog,
         metrics: ActorMetrics,
+        node_id: String,
     ) -> Result<Self, ActorError> {
         let (profiles, defaults) = load_state(snapshot)?;
         let (attempts, attempts_by_state) = load_attempts(snapshot)?;
@@ -169,6 +181,8 @@ impl RegistryActor {
             startup_purge,
             audit,
             metrics,
+            sync: RowSync::load(snapshot),
+            node_id,
         })
     }
 
@@ -190,22 +204,20 @@ impl RegistryActor {
         };
     }
 
-    /// Queues `ops` (memory already shows their effect) and returns their commit. If
-    /// the commit fails, the actor turns stale and reloads (`crate::reload`); while it
-    /// is stale every write is refused before it reaches storage.
-    pub(super) fn commit(
-        &mut self,
-        ops: Vec<WriteOp>,
-    ) -> impl ActorFuture<Self, Output = Result<(), ActorError>> + use<> {
-        self.vault.note_writes(&ops);
-        commit(self, ops)
-    }
-
-    fn default_ops_removing(&self, record: &AuthProfileRecord) -> Option<(String, WriteOp)> {
+    /// The writes that remove the default pointing at `record`, if memory shows one;
+    /// refused if another node pointed it elsewhere meanwhile.
+    fn default_ops_removing(&self, record: &AuthProfileRecord) -> Option<(String, Vec<WriteOp>)> {
         let key = default_key(&record.provider, &record.scope);
         (self.defaults.get(&key) == Some(&record.profile_id)).then(|| {
-            let op = WriteOp::delete(Table::AuthDefaults, key.as_bytes().to_vec());
-            (key, op)
+            let ops = vec![
+                WriteOp::Expect {
+                    table: Table::AuthDefaults,
+                    key: key.as_bytes().to_vec(),
+                    value: record.profile_id.as_bytes().to_vec(),
+                },
+                WriteOp::delete(Table::AuthDefaults, key.as_bytes().to_vec()),
+            ];
+            (key, ops)
         })
     }
 }
@@ -265,14 +277,14 @@ impl RegistryActor {
     /// secrets the replaced credential held and the new one does not, and the defaults.
     /// Keeps the replaced profile's creation time.
     pub(super) fn profile_write(
-        &self,
+        &mut self,
         mut record: AuthProfileRecord,
         sealed: Vec<WriteOp>,
         set_default: bool,
         extra: Vec<WriteOp>,
     ) -> (AuthProfileRecord, Vec<WriteOp>, DefaultChanges) {
-        let previous = self.profiles.get(&record.profile_id);
-        if let Some(old) = previous {
+        let previous = self.profiles.get(&record.profile_id).cloned();
+        if let Some(old) = &previous {
             record.created_at = old.created_at;
         }
         let new_refs: Vec<String> = record
@@ -281,18 +293,18 @@ impl RegistryActor {
             .into_iter()
             .map(str::to_owned)
             .collect();
-        let mut ops = vec![WriteOp::put(record.profile_id.as_bytes().to_vec(), &record)];
+        let mut ops = vec![self.sync.put_profile(&record)];
         ops.extend(sealed);
         let mut default_changes = Vec::new();
-        if let Some(old) = previous {
+        if let Some(old) = &previous {
             for old_ref in old.credential.vault_refs() {
                 if !new_refs.iter().any(|r| r == old_ref) {
                     ops.push(Vault::delete(old_ref));
                 }
             }
             let moved = old.provider != record.provider || old.scope != record.scope;
-            if moved && let Some((key, op)) = self.default_ops_removing(old) {
-                ops.push(op);
+            if moved && let Some((key, removing)) = self.default_ops_removing(old) {
+                ops.extend(removing);
                 default_changes.push((key, None));
             }
         }
@@ -431,7 +443,7 @@ impl Handler<Delete> for RegistryActor {
                 id,
             })));
         };
-        let mut ops = vec![WriteOp::delete(Table::AuthProfiles, id.as_bytes().to_vec())];
+        let mut ops = self.sync.delete_profile(&id);
         ops.extend(
             record
                 .credential
@@ -439,8 +451,8 @@ impl Handler<Delete> for RegistryActor {
                 .into_iter()
                 .map(Vault::delete),
         );
-        if let Some((key, op)) = self.default_ops_removing(&record) {
-            ops.push(op);
+        if let Some((key, removing)) = self.default_ops_removing(&record) {
+            ops.extend(removing);
             self.apply_default(key, None);
         }
         self.profiles.remove(&id);
@@ -468,11 +480,13 @@ impl Handler<SetDefault> for RegistryActor {
             })));
         };
         let key = default_key(&record.provider, &record.scope);
-        let ops = vec![WriteOp::Put {
+        // Refused if another node changed or deleted the profile meanwhile.
+        let mut ops: Vec<WriteOp> = self.sync.expect_profile(&id).into_iter().collect();
+        ops.push(WriteOp::Put {
             table: Table::AuthDefaults,
             key: key.as_bytes().to_vec(),
             value: id.as_bytes().to_vec(),
-        }];
+        });
         self.apply_default(key, Some(id.clone()));
         Box::pin(self.commit(ops).map(move |result, act, _| {
             result?;
@@ -834,7 +848,7 @@ impl Handler<MarkRejected> for RegistryActor {
         }
         record.updated_at = now;
         let ops = vec![
-            WriteOp::put(record.profile_id.as_bytes().to_vec(), &record),
+            self.sync.put_profile(&record),
             self.audit.op(AuditEntry::system(
                 AuditKind::ProfileNeedsReauth,
                 &record.profile_id,

@@ -14,7 +14,9 @@ use super::model::{
     ProfileFilter, ProfilePage, ResolveAnswer, RotationReport, VaultStatus, validate_api_key,
     validate_profile_name, validate_provider, validate_scope,
 };
+use super::rows::is_changed_elsewhere;
 use crate::audit::AuditLog;
+use crate::cluster::ClusterHandle;
 use crate::error::{ActorError, stopped};
 use crate::ids::{validate_agent_id, validate_profile_id};
 use crate::metrics::ActorMetrics;
@@ -27,6 +29,8 @@ use crate::vault::Vault;
 #[derive(Clone)]
 pub struct RegistryHandle {
     addr: Addr<RegistryActor>,
+    /// For following a refresh another node redeems (`refresh_claim.rs`).
+    storage: Storage,
     providers: ProviderDirectory,
     /// The daemon's one outbound client, for API-key checks and OAuth requests.
     http: reqwest::Client,
@@ -46,6 +50,32 @@ impl RegistryHandle {
     /// The outbound HTTP client the registry was started with.
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Sends what `message` builds; once more if another node's write got in the way
+    /// (the actor has reread the row by then, so the second try builds on it).
+    pub(crate) async fn retrying<M, T>(&self, message: impl Fn() -> M) -> Result<T, ActorError>
+    where
+        M: Message<Result = Result<T, ActorError>> + Send + 'static,
+        T: Send + 'static,
+        RegistryActor: Handler<M>,
+    {
+        let first = self
+            .addr
+            .send(message())
+            .await
+            .map_err(stopped("registry"))?;
+        if !is_changed_elsewhere(&first) {
+            return first;
+        }
+        self.addr
+            .send(message())
+            .await
+            .map_err(stopped("registry"))?
     }
 }
 
@@ -71,11 +101,21 @@ impl RegistryHandle {
         audit: AuditLog,
         metrics: ActorMetrics,
         http: reqwest::Client,
+        cluster: &ClusterHandle,
     ) -> Result<Self, ActorError> {
-        let actor =
-            RegistryActor::load(storage, snapshot, writer, vault, &providers, audit, metrics)?;
+        let actor = RegistryActor::load(
+            storage,
+            snapshot,
+            writer,
+            vault,
+            &providers,
+            audit,
+            metrics,
+            cluster.node_id().to_owned(),
+        )?;
         Ok(Self {
             addr: actor.start(),
+            storage: storage.clone(),
             providers,
             http,
         })
@@ -99,10 +139,7 @@ impl RegistryHandle {
                 .ok_or_else(|| KeyCheckError::NotConfigured(req.provider.clone()))?;
             check_api_key(&self.http, &req.provider, settings, api_key).await?;
         }
-        self.addr
-            .send(Upsert(req))
-            .await
-            .map_err(stopped("registry"))?
+        self.retrying(|| Upsert(req.clone())).await
     }
 
     pub async fn get(&self, profile_id: &str) -> Result<AuthProfile, ActorError> {
@@ -141,18 +178,12 @@ impl RegistryHandle {
     /// revocation endpoint (best effort).
     pub async fn delete(&self, profile_id: &str) -> Result<(), ActorError> {
         self.revoke_before_delete(profile_id).await;
-        self.addr
-            .send(Delete(profile_id.to_owned()))
-            .await
-            .map_err(stopped("registry"))?
+        self.retrying(|| Delete(profile_id.to_owned())).await
     }
 
     /// Makes a profile the default of its provider and scope.
     pub async fn set_default(&self, profile_id: &str) -> Result<AuthProfile, ActorError> {
-        self.addr
-            .send(SetDefault(profile_id.to_owned()))
-            .await
-            .map_err(stopped("registry"))?
+        self.retrying(|| SetDefault(profile_id.to_owned())).await
     }
 
     /// Health of every credential; a pure read.
@@ -196,10 +227,7 @@ impl RegistryHandle {
     /// Records that the provider answered 401 to a profile's credential: its health
     /// becomes `needs_reauth`.
     pub async fn mark_rejected(&self, profile_id: &str) -> Result<(), ActorError> {
-        self.addr
-            .send(MarkRejected(profile_id.to_owned()))
-            .await
-            .map_err(stopped("registry"))?
+        self.retrying(|| MarkRejected(profile_id.to_owned())).await
     }
 
     /// Re-seals every secret under a new master key.

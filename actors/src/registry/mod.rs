@@ -8,6 +8,11 @@
 //! - `actor.rs`: the actor's state, loading, commit and reload, and the handlers that
 //!   are not OAuth.
 //! - `attempts.rs`: sign-in attempts as stored.
+//! - `rows.rs`: what the registry knows of each shared row (the bytes last seen of
+//!   each profile, its writes in flight); `sync.rs`: following other nodes (the
+//!   change feed, rereads, resyncs) and the commit of every write.
+//! - `refresh_claim.rs`: a refresh token redeemed by one node at a time, claimed and
+//!   committed against the profile's token generation.
 //! - [`oauth_flow`]: OAuth sign-in and the durable side of refreshes.
 //!
 //! Inside the crate, import from the defining file (`registry::handle`,
@@ -19,6 +24,9 @@ mod attempts;
 pub(crate) mod handle;
 pub(crate) mod model;
 pub mod oauth_flow;
+pub(crate) mod refresh_claim;
+mod rows;
+mod sync;
 
 pub use crate::ids::{validate_agent_id, validate_profile_id};
 pub use handle::RegistryHandle;
@@ -26,6 +34,6 @@ pub(crate) use model::generated_profile_id;
 pub use model::{
     AuthCredential, AuthHealthReport, AuthProfile, AuthProfileRecord, AuthProfileScope,
     BearerCredential, DEFAULT_PAGE, HealthState, NewCredential, NewProfile, ProfileFilter,
-    ProfileHealth, ProfilePage, RefreshState, ResolveAnswer, ResolveReason, RotationReport,
-    VaultStatus, validate_provider,
+    ProfileHealth, ProfilePage, RefreshClaim, RefreshState, ResolveAnswer, ResolveReason,
+    RotationReport, VaultStatus, validate_provider,
 };

@@ -49,9 +49,29 @@ pub struct RefreshState {
     pub needs_reauth: bool,
     pub rate_limited_until: Option<DateTime<Utc>>,
     pub cooling_down_until: Option<DateTime<Utc>>,
+    /// Grows by one with every stored token set (a refresh, a new sign-in): the
+    /// version a refresh claims and commits against, on whichever node.
+    #[serde(default)]
+    pub generation: u64,
+    /// The node redeeming the refresh token now. Written (conditionally) before the
+    /// token endpoint is called and cleared when the outcome is stored, so nodes take
+    /// turns; a claim past its `until_ms` may be taken over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<RefreshClaim>,
+}
+
+/// Who redeems a profile's refresh token now, and until when the claim holds: longer
+/// than the refresh's own deadline, so a live claimer never loses it mid-call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RefreshClaim {
+    pub node_id: String,
+    pub until_ms: i64,
 }
 
 /// A credential as stored: vault refs and metadata, never the secret.
+// The OAuth variant carries the refresh state (claim included); records are few and
+// live in one map, so boxing it would buy nothing but indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AuthCredential {
@@ -118,7 +138,7 @@ pub struct AuthProfile {
 
 /// A new credential, as it arrives once. `Serialize` exists for the typed client that
 /// sends it; no response type contains it.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum NewCredential {
     ApiKey {
@@ -130,7 +150,7 @@ pub enum NewCredential {
 }
 
 /// A request to create or replace a profile.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NewProfile {
     pub profile_id: Option<String>,
     pub provider: String,

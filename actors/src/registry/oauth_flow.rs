@@ -7,7 +7,7 @@
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use palyra_storage::WriteOp;
+use palyra_storage::{Table, WriteOp, decode_record, encode_record};
 use serde::{Deserialize, Serialize};
 
 use super::actor::{RegistryActor, schedule_entry};
@@ -18,6 +18,7 @@ use super::model::{
     AuthCredential, AuthProfile, AuthProfileRecord, AuthProfileScope, RefreshState,
     generated_profile_id, validate_profile_name, validate_provider, validate_scope, vault_ref,
 };
+use super::rows::is_changed_elsewhere;
 use crate::audit::{AuditEntry, AuditKind, AuditOutcome};
 use crate::error::{ActorError, stopped};
 use crate::ids::validate_profile_id;
@@ -88,7 +89,7 @@ pub struct RefreshInput {
 }
 
 /// The result of one refresh attempt, to be made durable.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum RefreshResult {
     Success {
         access_token: SecretString,
@@ -206,14 +207,25 @@ impl RegistryHandle {
         let Some(state) = params.state.filter(|s| !s.is_empty()) else {
             return Err(ActorError::SignIn("the callback carries no state".into()));
         };
-        let (record, verifier) = self
+        let digest = state_digest(state.expose());
+        let claim = || ClaimAttempt {
+            provider: provider.to_owned(),
+            state_digest: digest.clone(),
+        };
+        let mut claimed = self
             .addr()
-            .send(ClaimAttempt {
-                provider: provider.to_owned(),
-                state_digest: state_digest(state.expose()),
-            })
+            .send(claim())
             .await
-            .map_err(stopped("registry"))??;
+            .map_err(stopped("registry"))?;
+        if matches!(claimed, Err(ActorError::SignIn(_))) && self.read_through_state(&digest).await {
+            // Started on another node a moment ago: its row is in memory now.
+            claimed = self
+                .addr()
+                .send(claim())
+                .await
+                .map_err(stopped("registry"))?;
+        }
+        let (record, verifier) = claimed?;
         let attempt_id = record.attempt_id.clone();
         let result = match (params.error, params.code) {
             (Some(error), _) => {
@@ -270,10 +282,63 @@ impl RegistryHandle {
 
     /// Where a sign-in attempt stands.
     pub async fn sign_in_state(&self, attempt_id: &str) -> Result<SignInOutcome, ActorError> {
+        let ask = || AttemptState(attempt_id.to_owned());
+        let answer = self.addr().send(ask()).await.map_err(stopped("registry"))?;
+        if !matches!(answer, Err(ActorError::NotFound { .. })) || !self.storage().is_shared() {
+            return answer;
+        }
+        // Started on another node a moment ago, before its change reached this one.
+        let row = self
+            .storage()
+            .read_row(Table::OAuthAttempts, attempt_id.as_bytes())
+            .await?;
+        let Some(bytes) = row else { return answer };
         self.addr()
-            .send(AttemptState(attempt_id.to_owned()))
+            .send(ObservedAttempt(vec![(
+                Table::OAuthAttempts,
+                attempt_id.as_bytes().to_vec(),
+                bytes,
+            )]))
             .await
-            .map_err(stopped("registry"))?
+            .map_err(stopped("registry"))?;
+        self.addr().send(ask()).await.map_err(stopped("registry"))?
+    }
+
+    /// On several nodes, a state this node does not know may belong to an attempt
+    /// another node started a moment ago: finds it in storage and hands it to memory.
+    /// True if found.
+    async fn read_through_state(&self, digest: &str) -> bool {
+        if !self.storage().is_shared() {
+            return false;
+        }
+        let Ok(rows) = self.storage().read_table(Table::OAuthAttempts).await else {
+            return false;
+        };
+        for (key, bytes) in rows {
+            let matches = decode_record::<AttemptRecord>(&bytes)
+                .is_ok_and(|r| r.state_digest == digest && r.status == AttemptStatus::Pending);
+            if matches {
+                // Its sealed verifier too, written in the same transaction.
+                let id = String::from_utf8_lossy(&key).into_owned();
+                let verifier = verifier_ref(&id);
+                let Ok(Some(sealed)) = self
+                    .storage()
+                    .read_row(Table::Vault, verifier.as_bytes())
+                    .await
+                else {
+                    return false;
+                };
+                let observed = self
+                    .addr()
+                    .send(ObservedAttempt(vec![
+                        (Table::Vault, verifier.into_bytes(), sealed),
+                        (Table::OAuthAttempts, key, bytes),
+                    ]))
+                    .await;
+                return observed.is_ok();
+            }
+        }
+        false
     }
 
     /// The refresh token and state of an OAuth profile, for the refresher.
@@ -284,22 +349,23 @@ impl RegistryHandle {
             .map_err(stopped("registry"))?
     }
 
-    /// Makes a refresh's result durable. A failure of an attempt that started before a
-    /// newer success is ignored.
-    pub async fn record_refresh(
+    /// Makes a refresh's result durable, if this node still holds the claim at
+    /// `generation` (`refresh_claim.rs`). A failure of an attempt that started before
+    /// a newer success is ignored.
+    pub(crate) async fn record_refresh(
         &self,
         profile_id: &str,
         started_at: DateTime<Utc>,
+        generation: u64,
         result: RefreshResult,
     ) -> Result<AuthProfile, ActorError> {
-        self.addr()
-            .send(RecordRefresh {
-                profile_id: profile_id.to_owned(),
-                started_at,
-                result,
-            })
-            .await
-            .map_err(stopped("registry"))?
+        self.retrying(|| RecordRefresh {
+            profile_id: profile_id.to_owned(),
+            started_at,
+            generation,
+            result: result.clone(),
+        })
+        .await
     }
 
     /// Every OAuth profile's schedule, for the refresher at start.
@@ -394,7 +460,14 @@ impl RegistryActor {
         interrupted.status = AttemptStatus::Failed {
             reason: "the daemon stopped during the code exchange; start again".into(),
         };
-        let ops = vec![WriteOp::put(attempt_id.as_bytes().to_vec(), &interrupted)];
+        // Conditional on the attempt still pending as stored: of two nodes that get the
+        // same callback, one claims it.
+        let ops = vec![WriteOp::CompareAndSet {
+            table: Table::OAuthAttempts,
+            key: attempt_id.as_bytes().to_vec(),
+            expected: Some(encode_record(&record)),
+            value: encode_record(&interrupted),
+        }];
         self.attempts.insert(attempt_id, interrupted);
         Ok((record, verifier, ops))
     }
@@ -449,6 +522,11 @@ impl Handler<ClaimAttempt> for RegistryActor {
         // The claim is durable before the code is redeemed: after a crash during the
         // exchange, the same callback cannot be accepted a second time.
         Box::pin(self.commit(ops).map(move |result, _act, _| {
+            if is_changed_elsewhere(&result) {
+                return Err(ActorError::SignIn(
+                    "the sign-in attempt was already completed on another node".into(),
+                ));
+            }
             result?;
             Ok((record, verifier))
         }))
@@ -487,6 +565,14 @@ impl Handler<FinishAttempt> for RegistryActor {
                 let access_ref = vault_ref(&attempt.scope, &id, "access_token");
                 let refresh_ref = vault_ref(&attempt.scope, &id, "refresh_token");
                 let now = to_datetime(now_ms());
+                // The generation goes on from the profile this sign-in replaces, so a
+                // refresh claimed on the old tokens cannot commit over the new ones.
+                let generation = match self.profiles.get(&id).map(|p| &p.credential) {
+                    Some(AuthCredential::Oauth { refresh_state, .. }) => {
+                        refresh_state.generation + 1
+                    }
+                    _ => 0,
+                };
                 let mut sealed = vec![self.vault.seal(&access_ref, &tokens.access_token)];
                 if let Some(refresh) = &tokens.refresh_token {
                     sealed.push(self.vault.seal(&refresh_ref, refresh));
@@ -511,6 +597,7 @@ impl Handler<FinishAttempt> for RegistryActor {
                         }),
                         refresh_state: RefreshState {
                             last_success_at: Some(now),
+                            generation,
                             ..RefreshState::default()
                         },
                     },
@@ -546,6 +633,21 @@ impl Handler<FinishAttempt> for RegistryActor {
             result?;
             Ok(status)
         }))
+    }
+}
+
+/// An attempt row read from storage by the handle (read-through): memory takes it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ObservedAttempt(Vec<(Table, Vec<u8>, Vec<u8>)>);
+
+impl Handler<ObservedAttempt> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, ObservedAttempt(rows): ObservedAttempt, _ctx: &mut Self::Context) {
+        for (table, key, bytes) in rows {
+            self.observe_row(table, &key, bytes);
+        }
     }
 }
 
@@ -621,6 +723,8 @@ impl Handler<GetRefreshInput> for RegistryActor {
 struct RecordRefresh {
     profile_id: String,
     started_at: DateTime<Utc>,
+    /// The generation this node claimed the refresh at.
+    generation: u64,
     result: RefreshResult,
 }
 
@@ -660,6 +764,22 @@ impl Handler<RecordRefresh> for RegistryActor {
                 let view = self.view(&record);
                 return Box::pin(actix::fut::ready(Ok(view)));
             }
+            let ours = refresh_state.generation == msg.generation
+                && refresh_state
+                    .claim
+                    .as_ref()
+                    .is_some_and(|c| c.node_id == self.node_id);
+            if !ours {
+                // The claim expired and another node took the refresh over (or a new
+                // sign-in replaced the tokens): what this attempt got is not stored.
+                tracing::error!(profile_id = %msg.profile_id, "the refresh claim was lost before its result was stored; the tokens it got are dropped");
+                return Box::pin(actix::fut::ready(Err(ActorError::Conflict(
+                    "the refresh claim was taken over by another node before its result was stored"
+                        .into(),
+                ))));
+            }
+            refresh_state.claim = None;
+            let next_generation = refresh_state.generation + 1;
             refresh_state.last_attempt_at = Some(msg.started_at);
             let (kind, outcome, detail, counted) = match &msg.result {
                 RefreshResult::Success { .. } => (
@@ -700,6 +820,7 @@ impl Handler<RecordRefresh> for RegistryActor {
                     *refresh_state = RefreshState {
                         last_attempt_at: Some(msg.started_at),
                         last_success_at: Some(now),
+                        generation: next_generation,
                         ..RefreshState::default()
                     };
                 }
@@ -724,7 +845,7 @@ impl Handler<RecordRefresh> for RegistryActor {
             }
         }
         record.updated_at = now;
-        let mut ops = vec![WriteOp::put(record.profile_id.as_bytes().to_vec(), &record)];
+        let mut ops = vec![self.sync.put_profile(&record)];
         ops.extend(sealed);
         ops.extend(audit);
         self.apply_profile(record.clone(), Vec::new());

@@ -153,6 +153,22 @@ impl PgStore {
         Ok(found.first().map(|r| r.get::<_, Vec<u8>>(0)))
     }
 
+    pub(crate) async fn get_many(
+        &self,
+        table: Table,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        let sql = format!(
+            "SELECT key, value FROM {} WHERE key = ANY($1)",
+            table.name()
+        );
+        let found: std::collections::HashMap<Vec<u8>, Vec<u8>> =
+            rows(self.query(&sql, &[&keys]).await?)
+                .into_iter()
+                .collect();
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
     pub(crate) async fn scan_prefix_rev(
         &self,
         table: Table,

@@ -416,7 +416,7 @@ async fn reconnect(
         // Bounded: a server that accepts and then goes silent must not stall the queue.
         Ok(client) => match tokio::time::timeout(
             config.connect_timeout,
-            prepare_session(&client, &config.node_id),
+            prepare_session(&client, &config.node_id, config.statement_timeout),
         )
         .await
         {
@@ -447,12 +447,22 @@ async fn reconnect(
 /// id, which the change triggers put in every notification (so a node can tell its
 /// own writes from another's); and has the server notice a dead writer (its host
 /// gone, no FIN) within about 25 s instead of the kernel's two hours, so its locks go.
-async fn prepare_session(client: &Client, node_id: &str) -> Result<(), tokio_postgres::Error> {
+///
+/// A transaction left open by a writer that stopped mid-way (its process paused) is
+/// ended by the server after `idle`, so the locks it holds (a lease row's fence) do not
+/// keep another node from taking over.
+async fn prepare_session(
+    client: &Client,
+    node_id: &str,
+    idle: Duration,
+) -> Result<(), tokio_postgres::Error> {
     client
-        .batch_execute(
+        .batch_execute(&format!(
             "SET synchronous_commit TO on; SET tcp_keepalives_idle TO 10; \
-             SET tcp_keepalives_interval TO 5; SET tcp_keepalives_count TO 3",
-        )
+             SET tcp_keepalives_interval TO 5; SET tcp_keepalives_count TO 3; \
+             SET idle_in_transaction_session_timeout TO {}",
+            idle.as_millis().max(1000)
+        ))
         .await?;
     client
         .execute(

@@ -18,9 +18,12 @@ CREATE TABLE cluster_leases (
     shard integer PRIMARY KEY,
     owner text,
     epoch bigint NOT NULL DEFAULT 0,
-    expires_at timestamptz NOT NULL DEFAULT '-infinity',
+    expires_at timestamptz NOT NULL DEFAULT '1970-01-01 00:00:00+00',
     acquired_at timestamptz
 );
+-- Every shard's row exists from the start, so taking a lease is one conditional UPDATE
+-- (palyra-actors' cluster::SHARDS is 64).
+INSERT INTO cluster_leases (shard) SELECT generate_series(0, 63);
 
 -- A scheduled instant of an objective has at most one run row, whichever node claims
 -- it: a second claim's insert is refused (the writer's insert-if-absent is ON CONFLICT
@@ -63,6 +66,9 @@ CREATE TRIGGER vault_changes AFTER INSERT OR UPDATE OR DELETE ON vault
 CREATE TRIGGER vault_meta_changes AFTER INSERT OR UPDATE OR DELETE ON vault_meta
     FOR EACH ROW EXECUTE FUNCTION palyra_notify_change();
 CREATE TRIGGER auth_profiles_changes AFTER INSERT OR UPDATE OR DELETE ON auth_profiles
+    FOR EACH ROW EXECUTE FUNCTION palyra_notify_change();
+-- Sign-in attempts: a callback may reach another node than the one the sign-in began on.
+CREATE TRIGGER oauth_attempts_changes AFTER INSERT OR UPDATE OR DELETE ON oauth_attempts
     FOR EACH ROW EXECUTE FUNCTION palyra_notify_change();
 CREATE TRIGGER auth_defaults_changes AFTER INSERT OR UPDATE OR DELETE ON auth_defaults
     FOR EACH ROW EXECUTE FUNCTION palyra_notify_change();
