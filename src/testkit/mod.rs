@@ -10,9 +10,14 @@
 //! - [`daemon`]: palyrad in this process, on its own thread.
 //! - [`child`]: the palyrad binary as a child process.
 //! - [`postgres`]: the backend switch of the tests and a fresh database per test.
+//! - [`cluster`]: several palyrad processes on one PostgreSQL database, and the faults
+//!   a test inflicts on them.
+//! - [`firings`]: the checker of the cluster's run rows and provider calls.
 
 pub mod child;
+pub mod cluster;
 pub mod daemon;
+pub mod firings;
 pub mod model;
 pub mod oauth;
 pub mod postgres;

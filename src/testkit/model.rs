@@ -1,5 +1,6 @@
 //! A fake OpenAI-compatible model provider on loopback: `POST /v1/chat/completions`.
-//! It checks the bearer, and records what each call asked for and when it arrived.
+//! It checks the bearer, and records what each call asked for, when it arrived and for
+//! which run (the header [`RUN_ID_HEADER`] the objectives runner sends).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,12 +12,18 @@ use axum::response::IntoResponse;
 
 use crate::testkit::served::Served;
 
-/// One call that was answered: its prompt (the first message's content) and when it
-/// arrived, in Unix nanoseconds (taken before any lock).
+/// The header that names the run a provider call belongs to: the cluster checker
+/// matches calls to run rows with it (at most one call per run, none without a row).
+pub const RUN_ID_HEADER: &str = "x-palyra-run-id";
+
+/// One call that was answered: its prompt (the first message's content), when it
+/// arrived, in Unix nanoseconds (taken before any lock), and its run id header.
 #[derive(Debug, Clone)]
 pub struct ModelCall {
     pub prompt: String,
     pub at_unix_ns: i64,
+    /// None when the caller sent no [`RUN_ID_HEADER`].
+    pub run_id: Option<String>,
 }
 
 /// Answers keys starting with `good-` with a message and `usage.total_tokens`,
@@ -89,11 +96,16 @@ impl FakeModel {
                             .as_str()
                             .unwrap_or("")
                             .to_owned();
+                        let run_id = headers
+                            .get(RUN_ID_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
                         a.lock()
                             .unwrap_or_else(PoisonError::into_inner)
                             .push(ModelCall {
                                 prompt: prompt.clone(),
                                 at_unix_ns,
+                                run_id,
                             });
                         let delay = d.load(Ordering::SeqCst) as u64;
                         if delay > 0 {
@@ -138,6 +150,14 @@ impl FakeModel {
     /// Takes the calls answered so far out of the record.
     pub fn take_answered(&self) -> Vec<ModelCall> {
         std::mem::take(&mut *self.answered.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// A copy of the calls answered so far, left in the record.
+    pub fn answered(&self) -> Vec<ModelCall> {
+        self.answered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Graceful stop; an error if the server failed.

@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod browser;
 mod cli;
+mod cluster_faults;
 mod cluster_objectives;
 mod cluster_refresh;
 mod cluster_sessions;

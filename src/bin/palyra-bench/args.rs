@@ -6,7 +6,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::backends::BackendArg;
 use crate::driver::BoxError;
-use crate::plan::Plan;
+use crate::plan::{CLUSTER_OBJECTIVES, ClusterMeasure, Plan};
 
 /// Sessions of the second session-check row of `--scenario all`.
 const MANY_SESSIONS: usize = 10_000;
@@ -72,6 +72,8 @@ pub enum ScenarioArg {
     Refresh10k,
     #[value(name = "scheduler-10k")]
     Scheduler10k,
+    /// Three release palyrad nodes on PostgreSQL (not part of `all`: a few minutes).
+    Cluster,
     All,
 }
 
@@ -94,6 +96,9 @@ impl Args {
         }
         if self.url.is_some() && self.backend.uses_postgres() {
             return Err("--backend postgres or both needs the in-process daemon, not --url".into());
+        }
+        if self.scenario == ScenarioArg::Cluster && self.url.is_some() {
+            return Err("cluster starts its own nodes: --url does not apply".into());
         }
         if self.backend == BackendArg::Postgres
             && self.scenario != ScenarioArg::All
@@ -128,6 +133,12 @@ impl Args {
             ScenarioArg::RssProfiles => vec![Plan::RssProfiles],
             ScenarioArg::Refresh10k => vec![Plan::Refresh],
             ScenarioArg::Scheduler10k => vec![scheduler],
+            ScenarioArg::Cluster => vec![Plan::Cluster {
+                measure: ClusterMeasure::Firings {
+                    objectives: CLUSTER_OBJECTIVES,
+                    every_s: self.every,
+                },
+            }],
             ScenarioArg::All => vec![
                 Plan::SessionCheck { sessions: 1 },
                 Plan::SessionCheck {

@@ -21,8 +21,8 @@ const SESSION_COOKIE: &str = "palyra_console_session";
 
 /// `GET /console/v1/auth/session` with the session cookie; 200 expected.
 #[derive(Debug)]
-struct SessionCheck {
-    cookie: HeaderValue,
+pub struct SessionCheck {
+    pub cookie: HeaderValue,
 }
 
 impl Work for SessionCheck {
@@ -124,6 +124,15 @@ pub async fn handoff(bench: &Bench) -> Result<Row, BoxError> {
         writes_per_iteration: 2,
     };
     bench.measure(Plan::Handoff, target, load, notes).await
+}
+
+/// Logs in once with `admin_token` and returns the `Cookie` header value.
+pub async fn login_cookie_for(
+    addr: SocketAddr,
+    admin_token: &str,
+) -> Result<HeaderValue, BoxError> {
+    let body = Bytes::from(serde_json::json!({ "admin_token": admin_token }).to_string());
+    login_cookie(addr, &body).await
 }
 
 /// Logs in once and returns the `Cookie` header value for the new session.

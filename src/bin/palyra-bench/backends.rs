@@ -132,6 +132,12 @@ pub struct PgDatabase {
 }
 
 impl PgDatabase {
+    /// The database's URL (a trusted loopback user, no password): what `cluster`'s
+    /// child nodes get in their environment.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Points the daemon's storage at this database.
     pub fn configure(&self, settings: &mut Settings) {
         settings.storage.backend = StorageBackend::Postgres;

@@ -24,6 +24,9 @@
 //!   arrives, creates 10,000 active standing orders due on the same boundaries, and
 //!   compares the daemon's firings with tokio-cron-scheduler's on the same job set in
 //!   the same run;
+//! - `cluster` starts three release palyrad nodes on one fresh database of the run's
+//!   PostgreSQL server (the test kit's cluster) and measures firings across them, the
+//!   takeover after kill -9, revocation propagation and session checks on one node;
 //! - `objective-create` loads `POST /console/v1/objectives` like `profile-create`;
 //! - with `--backend postgres` or `both`, it starts one throwaway PostgreSQL server on
 //!   this machine (the test kit's, fsync and synchronous_commit on) and gives each
@@ -41,12 +44,13 @@
 //! [`fakes`] (the test kit's fake providers as the bench uses them), [`probes`] (/proc,
 //! the fsync ceiling, CPU per thread), [`http`] (the HTTP scenarios' common part), one
 //! module per scenario family ([`auth`], [`profiles`], [`objectives`], [`refresh`],
-//! [`rss`]), and [`report`] and [`targets`] for the output.
+//! [`rss`], [`cluster`]), and [`report`] and [`targets`] for the output.
 
 mod args;
 mod auth;
 mod backends;
 mod bench;
+mod cluster;
 mod driver;
 mod fakes;
 mod http;
@@ -170,15 +174,18 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let fsync_per_s = fsync_probe(probe_dir, FSYNC_PROBE).await?.rate();
 
     let backends = args.backend.backends();
-    let postgres =
-        if backends.contains(&Backend::Postgres) && plans.iter().any(|p| p.runs_on_postgres()) {
-            eprintln!("starting a PostgreSQL server for the run");
-            let server = PgServer::start().await?;
-            eprintln!("  PostgreSQL: {}", server.settings);
-            Some(server)
-        } else {
-            None
-        };
+    // `cluster` runs on PostgreSQL whatever --backend says.
+    let cluster = plans.iter().any(|p| matches!(p, Plan::Cluster { .. }));
+    let postgres = if cluster
+        || backends.contains(&Backend::Postgres) && plans.iter().any(|p| p.runs_on_postgres())
+    {
+        eprintln!("starting a PostgreSQL server for the run");
+        let server = PgServer::start().await?;
+        eprintln!("  PostgreSQL: {}", server.settings);
+        Some(server)
+    } else {
+        None
+    };
 
     let baseline = Baseline::start()?;
     let mut bench = Bench {
@@ -201,12 +208,20 @@ async fn run(args: Args) -> Result<(), BoxError> {
         .iter()
         .flat_map(|plan| backends.iter().map(move |b| (*plan, *b)));
     for (plan, backend) in runs {
+        if matches!(plan, Plan::Cluster { .. }) && backend != backends[0] {
+            // Once per run: it is always on PostgreSQL.
+            continue;
+        }
         if backend == Backend::Postgres && !plan.runs_on_postgres() {
             eprintln!("skipping {} on PostgreSQL (redb only)", plan.name());
             continue;
         }
         bench.backend = backend;
-        eprintln!("running {} on {}", plan.name(), backend.label());
+        let on = match plan {
+            Plan::Cluster { .. } => "three nodes on PostgreSQL",
+            _ => backend.label(),
+        };
+        eprintln!("running {} on {on}", plan.name());
         match plan {
             Plan::SessionCheck { sessions } => {
                 rows.push(auth::session_check(&bench, sessions).await?);
@@ -224,6 +239,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
                 every_s,
                 ..
             } => rows.extend(bench.scheduler(objectives, every_s).await?),
+            Plan::Cluster { .. } => rows.extend(bench.cluster(args.every).await?),
         }
     }
     baseline.stop();

@@ -10,6 +10,24 @@ pub const RSS_PROFILES: u64 = 10_000;
 pub const REFRESH_PROFILES: usize = 10_000;
 /// The peer baseline of `scheduler-10k`, as named by the issue.
 pub const PEER_NAME: &str = "tokio-cron-scheduler 0.15.1";
+/// The target firing level of `cluster` (issue 15): this many objectives every 5 s
+/// across three nodes.
+pub const CLUSTER_OBJECTIVES: usize = 2_000;
+
+/// One row of `cluster`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterMeasure {
+    /// A firing level: `objectives` every `every_s` s over three nodes.
+    Firings { objectives: usize, every_s: u32 },
+    /// kill -9 of a node until its objectives fire again on the others.
+    Takeover,
+    /// A logout through one node until every node refuses the session.
+    Revocation,
+    /// Session checks on one node of the cluster.
+    SessionCheck,
+    /// The same on the same binary alone on redb, in the same run.
+    SessionCheckRedb,
+}
 
 /// One row of the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +49,10 @@ pub enum Plan {
         objectives: usize,
         every_s: u32,
         peer: bool,
+    },
+    /// `cluster`: three nodes on PostgreSQL; one scenario gives every row.
+    Cluster {
+        measure: ClusterMeasure,
     },
 }
 
@@ -68,6 +90,22 @@ impl Plan {
                 }
                 name
             }
+            Plan::Cluster { measure } => match measure {
+                ClusterMeasure::Firings {
+                    objectives,
+                    every_s,
+                } if objectives % 1000 == 0 => {
+                    format!("cluster-firings-{}k-every-{every_s}s", objectives / 1000)
+                }
+                ClusterMeasure::Firings {
+                    objectives,
+                    every_s,
+                } => format!("cluster-firings-{objectives}-every-{every_s}s"),
+                ClusterMeasure::Takeover => "cluster-takeover".into(),
+                ClusterMeasure::Revocation => "cluster-revocation".into(),
+                ClusterMeasure::SessionCheck => "cluster-session-check".into(),
+                ClusterMeasure::SessionCheckRedb => "cluster-session-check-redb".into(),
+            },
         }
     }
 
@@ -82,6 +120,7 @@ impl Plan {
                 | Plan::ObjectiveCreate
                 | Plan::Refresh
                 | Plan::Scheduler { .. }
+                | Plan::Cluster { .. }
         )
     }
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::backends::Backend;
 use crate::bench::{Bench, Comparison, TargetMode};
 use crate::driver::WARMUP;
-use crate::plan::{LIST_PROFILES, Plan};
+use crate::plan::{ClusterMeasure, LIST_PROFILES, Plan};
 use crate::probes::{filesystem_of, machine};
 
 /// One row of the report and of the JSON array. The first nine keys are the contract;
@@ -154,6 +154,23 @@ pub struct Row {
     /// PostgreSQL rows: rps / the rps of the same scenario on redb in the same run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vs_redb: Option<f64>,
+    /// cluster firings: instants with two rows, runs that called the provider twice,
+    /// and calls for runs with no row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub doubled: Option<u64>,
+    /// cluster-takeover: seconds from the kill until the last of the dead node's
+    /// objectives started a firing again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub takeover_s: Option<f64>,
+    /// cluster-takeover: seconds from the kill until the others held every lease.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_moved_s: Option<f64>,
+    /// cluster-revocation: revocations measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocations: Option<u64>,
+    /// cluster rows: the measurement in words, for the report's cluster table.
+    #[serde(skip)]
+    pub measured: String,
     #[serde(skip)]
     pub plan: Plan,
     #[serde(skip)]
@@ -162,13 +179,22 @@ pub struct Row {
 
 impl Row {
     pub fn new(plan: Plan, bench: &Bench) -> Self {
-        // The peer of `scheduler-10k` keeps no state in the daemon's storage.
+        // The peer of `scheduler-10k` keeps no state in the daemon's storage; `cluster`
+        // runs on PostgreSQL (but for its single-node redb row) and names no suffix.
         let backend = match plan {
             Plan::Scheduler { peer: true, .. } => Backend::Redb,
+            Plan::Cluster {
+                measure: ClusterMeasure::SessionCheckRedb,
+            } => Backend::Redb,
+            Plan::Cluster { .. } => Backend::Postgres,
             _ => bench.backend,
         };
+        let suffix = match plan {
+            Plan::Cluster { .. } => "",
+            _ => backend.suffix(),
+        };
         Self {
-            scenario: format!("{}{}", plan.name(), backend.suffix()),
+            scenario: format!("{}{suffix}", plan.name()),
             backend,
             rps: 0.0,
             baseline_rps: 0.0,
@@ -230,6 +256,11 @@ impl Row {
             rss_before_mib: None,
             rss_mib: None,
             vs_redb: None,
+            doubled: None,
+            takeover_s: None,
+            lease_moved_s: None,
+            revocations: None,
+            measured: String::new(),
             plan,
             notes: String::new(),
         }
@@ -357,7 +388,7 @@ pub fn render_report(
     );
     let table_rows: Vec<&Row> = rows
         .iter()
-        .filter(|r| !matches!(r.plan, Plan::Scheduler { .. }))
+        .filter(|r| !matches!(r.plan, Plan::Scheduler { .. } | Plan::Cluster { .. }))
         .collect();
     if !table_rows.is_empty() {
         let _ = writeln!(
@@ -429,6 +460,25 @@ pub fn render_report(
                 row.rss_before_mib.unwrap_or(0.0),
                 row.rss_mib.unwrap_or(0.0),
                 row.notes
+            );
+        }
+    }
+    let cluster_rows: Vec<&Row> = rows
+        .iter()
+        .filter(|r| matches!(r.plan, Plan::Cluster { .. }))
+        .collect();
+    if !cluster_rows.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n### Cluster\n\nThree release palyrad nodes and the run's PostgreSQL server on this machine, one fresh database; the firing checker reads the `runs` table and the fake provider's calls (each names its run).\n"
+        );
+        let _ = writeln!(out, "| scenario | measured | notes |");
+        let _ = writeln!(out, "|---|---|---|");
+        for row in cluster_rows {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                row.scenario, row.measured, row.notes
             );
         }
     }

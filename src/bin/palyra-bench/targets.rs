@@ -1,7 +1,10 @@
 //! The targets of the issues, met or missed, judged from the rows.
 
 use crate::backends::Backend;
-use crate::plan::{LIST_PAGE, LIST_PROFILES, PEER_NAME, Plan, REFRESH_PROFILES, RSS_PROFILES};
+use crate::plan::{
+    CLUSTER_OBJECTIVES, ClusterMeasure, LIST_PAGE, LIST_PROFILES, PEER_NAME, Plan,
+    REFRESH_PROFILES, RSS_PROFILES,
+};
 use crate::report::{Row, Verdict};
 
 pub fn assess(rows: &[Row]) -> Vec<Verdict> {
@@ -15,6 +18,10 @@ pub fn assess(rows: &[Row]) -> Vec<Verdict> {
     };
     for row in rows {
         let name = &row.scenario;
+        if let Plan::Cluster { measure } = row.plan {
+            cluster(rows, row, measure, &mut check);
+            continue;
+        }
         if row.backend == Backend::Postgres {
             // Issue 14: PostgreSQL beside redb in the same run.
             let redb = rows
@@ -138,6 +145,8 @@ pub fn assess(rows: &[Row]) -> Vec<Verdict> {
                     per <= 4.0,
                 );
             }
+            // Judged above.
+            Plan::Cluster { .. } => {}
             Plan::Refresh => {
                 let n = row.profiles.unwrap_or(0);
                 let wall = row.refresh_wall_s;
@@ -161,4 +170,81 @@ pub fn assess(rows: &[Row]) -> Vec<Verdict> {
         }
     }
     verdicts
+}
+
+/// Issue 15's targets for the rows of `cluster`.
+fn cluster(
+    rows: &[Row],
+    row: &Row,
+    measure: ClusterMeasure,
+    check: &mut impl FnMut(String, String, bool),
+) {
+    let name = &row.scenario;
+    match measure {
+        ClusterMeasure::Firings {
+            objectives,
+            every_s,
+        } => {
+            let (missed, doubled) = (
+                row.missed.unwrap_or(u64::MAX),
+                row.doubled.unwrap_or(u64::MAX),
+            );
+            let holds = row.expected.unwrap_or(0) > 0 && missed == 0 && doubled == 0;
+            let measured = format!(
+                "{:.0} firings/s: {missed} missed, {doubled} doubled of {}",
+                row.rps,
+                row.expected.unwrap_or(0)
+            );
+            if objectives == CLUSTER_OBJECTIVES && every_s == 5 {
+                check(
+                    format!(
+                        "{name}: {objectives} objectives every 5 s across 3 nodes, 0 missed, 0 doubled"
+                    ),
+                    measured,
+                    holds,
+                );
+            } else {
+                // The higher levels are reported: the highest that holds is the figure.
+                check(
+                    format!("{name}: (reported) 0 missed, 0 doubled"),
+                    measured,
+                    holds,
+                );
+            }
+        }
+        ClusterMeasure::Takeover => {
+            let s = row.takeover_s.unwrap_or(f64::INFINITY);
+            check(
+                format!(
+                    "{name}: the dead node's objectives fire again <= 20 s after kill -9 (TTL 15 s)"
+                ),
+                format!("{s:.1} s"),
+                s <= 20.0,
+            );
+        }
+        ClusterMeasure::Revocation => check(
+            format!("{name}: p99 revocation propagation to every node <= 1 s"),
+            format!("p99 {:.1} ms, {} errors", row.p99_ms, row.errors),
+            row.revocations.unwrap_or(0) > 0 && row.errors == 0 && row.p99_ms <= 1000.0,
+        ),
+        ClusterMeasure::SessionCheck => {
+            let redb = rows.iter().find(|r| {
+                r.plan
+                    == Plan::Cluster {
+                        measure: ClusterMeasure::SessionCheckRedb,
+                    }
+            });
+            let vs = row.vs_redb.unwrap_or(0.0);
+            check(
+                format!("{name}: session-check rps on one node >= 0.5x single-node redb"),
+                format!(
+                    "{vs:.2}x ({:.0}/s vs {:.0}/s)",
+                    row.rps,
+                    redb.map_or(0.0, |r| r.rps)
+                ),
+                vs >= 0.5,
+            );
+        }
+        ClusterMeasure::SessionCheckRedb => {}
+    }
 }

@@ -1,0 +1,442 @@
+//! Three palyrad processes on one PostgreSQL database under real faults: a node
+//! killed with SIGKILL in a firing window, a node paused past its lease TTL and
+//! resumed, a node's database connections cut, the server restarted as a crash would,
+//! and every node down for two schedule intervals.
+//!
+//! After each fault the checker (the test kit's `firings`) reads the `runs` table
+//! itself: every scheduled instant of every objective has exactly one run row, settled,
+//! and the fake model provider saw at most one call per run and none for a run without
+//! a row.
+//! Each scenario has a server of its own (one of them restarts it), so scripts/test runs
+//! them after the PostgreSQL pass, one at a time; they need only the PostgreSQL
+//! binaries scripts/postgres uses.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use palyra::testkit::cluster::Cluster;
+use palyra::testkit::firings::{Expected, FiringReport, RunRow, check, read_runs};
+use palyra::testkit::model::FakeModel;
+use palyra::testkit::postgres::{OwnServer, psql, with_database};
+use palyra_actors::cluster::shard_of;
+use reqwest::Method;
+use reqwest::header::COOKIE;
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_TOKEN, session_cookie};
+
+/// Base64 of 32 bytes, the same on every node.
+const VAULT_KEY: &str = "Y2x1c3Rlci1mYXVsdHMtdmF1bHQta2V5LTMyYnl0ZXM=";
+/// The shortest lease TTL the config accepts: takeovers within seconds.
+const TTL: Duration = Duration::from_secs(3);
+/// A renewal interval: a third of the TTL.
+const RENEWAL: Duration = Duration::from_secs(1);
+const SCHEDULE: &str = "*/2 * * * * *";
+const EVERY_MS: i64 = 2000;
+/// Objectives spread over every fourth shard, so each node owns several.
+const OBJECTIVES: u32 = 16;
+/// How long the fake provider takes to answer: runs are in flight at a fault.
+const MODEL_DELAY_MS: usize = 300;
+/// Bounds every wait for the cluster to settle.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// The scenarios share the machine's two cores: one runs at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A cluster on a server of its own, its fake provider and its objectives.
+struct Rig {
+    server: OwnServer,
+    model: FakeModel,
+    cluster: Cluster,
+    objectives: Vec<String>,
+    /// Every objective was active by then (Unix ms): the checked window starts here.
+    from_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    palyra_actors::now_ms()
+}
+
+/// One objective id per fourth shard: each node owns some whatever the lease spread.
+fn objective_ids() -> Vec<String> {
+    (0..OBJECTIVES)
+        .map(|n| {
+            (0u32..)
+                .map(|k| format!("cf-{n}-{k}"))
+                .find(|id| shard_of(id.as_bytes()) == n * 4)
+                .expect("an id in every shard")
+        })
+        .collect()
+}
+
+/// A server of its own, the fake provider, and three nodes with their shards spread.
+/// The profile and the agent the objectives run as are created through the first node
+/// before the others start: the objectives are what this suite checks.
+async fn nodes(extra_env: &[(&str, &str)]) -> (OwnServer, FakeModel, Cluster) {
+    let server = OwnServer::start();
+    psql(&server.url, "CREATE DATABASE cluster");
+    let db = with_database(&server.url, "cluster");
+    let model = FakeModel::start(1).await;
+    model
+        .delay_ms
+        .store(MODEL_DELAY_MS, std::sync::atomic::Ordering::SeqCst);
+    let model_url = model.url();
+    let ttl = TTL.as_secs().to_string();
+    let mut env = vec![
+        ("PALYRA_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("PALYRA_VAULT_KEY", VAULT_KEY),
+        ("PALYRA_CLUSTER__LEASE_TTL_S", ttl.as_str()),
+        ("PALYRA_PROVIDERS__OPENAI__API_BASE_URL", model_url.as_str()),
+        ("PALYRA_SESSIONS__MAX_LIVE", "100000"),
+        ("PALYRA_STORAGE__CONNECT_TIMEOUT_S", "2"),
+        ("PALYRA_STORAGE__STATEMENT_TIMEOUT_S", "3"),
+    ];
+    env.extend_from_slice(extra_env);
+    let palyrad = std::path::Path::new(env!("CARGO_BIN_EXE_palyrad"));
+    let mut cluster = Cluster::start(palyrad, 1, &db, &env)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    seed_agent(&cluster).await;
+    for _ in 1..3 {
+        cluster.grow().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    cluster
+        .wait_spread_over(&[0, 1, 2], LIMIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    (server, model, cluster)
+}
+
+async fn rig(extra_env: &[(&str, &str)]) -> Rig {
+    let (server, model, cluster) = nodes(extra_env).await;
+    // Created through node A while every node runs: the others learn of them from the
+    // database.
+    let objectives = objective_ids();
+    for id in &objectives {
+        post(
+            &cluster,
+            "/console/v1/objectives",
+            json!({ "objective_id": id, "agent_id": "a1", "kind": "standing_order",
+                    "name": id, "prompt": format!("go {id}"),
+                    "automation": { "schedule": SCHEDULE }, "activate": true }),
+        )
+        .await;
+    }
+    let from_ms = now_ms();
+    let rig = Rig {
+        server,
+        model,
+        cluster,
+        objectives,
+        from_ms,
+    };
+    // Every objective fired at least once, on whichever node owns it.
+    wait_until("every objective fires", LIMIT, || {
+        let rows = read_runs(rig.cluster.db_url()).unwrap_or_default();
+        rig.objectives
+            .iter()
+            .all(|o| rows.iter().any(|r| &r.objective_id == o))
+    })
+    .await;
+    rig
+}
+
+/// A POST through node A, answered 200.
+async fn post(cluster: &Cluster, path: &str, body: Value) {
+    let (status, answer) = cluster
+        .admin(0, Method::POST, path, Some(&body))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200, "{path}: {answer}");
+}
+
+/// The model profile and the agent the objectives run as.
+async fn seed_agent(cluster: &Cluster) {
+    post(
+        cluster,
+        "/console/v1/auth/profiles",
+        json!({ "profile_id": "p1", "provider": "openai", "profile_name": "P",
+                "credential": { "type": "api_key", "api_key": "good-model-key-1234" },
+                "validate": false, "set_default": true }),
+    )
+    .await;
+    post(
+        cluster,
+        "/console/v1/agents",
+        json!({ "agent_id": "a1", "display_name": "Agent", "workspace_roots": ["/srv/a1"],
+                "default_model_profile": "p1", "model": "gpt-test" }),
+    )
+    .await;
+}
+
+async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sleeps until `offset_ms` after the next scheduled instant: in a firing window.
+async fn into_firing_window(offset_ms: i64) {
+    let now = now_ms();
+    let next = (now / EVERY_MS + 1) * EVERY_MS + offset_ms;
+    tokio::time::sleep(Duration::from_millis(
+        u64::try_from(next - now).unwrap_or(0),
+    ))
+    .await;
+}
+
+/// Sleeps until `ms` (Unix milliseconds).
+async fn until(ms: i64) {
+    let wait = u64::try_from(ms - now_ms()).unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
+
+impl Rig {
+    /// The node that owns the most objectives, and those objectives.
+    fn busiest(&self) -> (usize, Vec<String>) {
+        let owners = self
+            .cluster
+            .shard_owners()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut by_node: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for id in &self.objectives {
+            let owner = owners.get(&shard_of(id.as_bytes())).cloned();
+            if let Some(i) =
+                (0..self.cluster.len()).find(|&i| owner.as_deref() == Some(self.cluster.id(i)))
+            {
+                by_node.entry(i).or_default().push(id.clone());
+            }
+        }
+        by_node
+            .into_iter()
+            .max_by_key(|(_, ids)| ids.len())
+            .expect("some node owns objectives")
+    }
+
+    /// Lets three more intervals fire on the settled cluster, waits for the last one
+    /// to finish, and checks every instant from the start up to there.
+    async fn check_after_settling(&self) -> (FiringReport, Vec<RunRow>) {
+        self.cluster
+            .wait_spread_over(&[0, 1, 2], LIMIT)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let to_ms = (now_ms() / EVERY_MS + 3) * EVERY_MS;
+        // The last firing's provider call and its record take well under 3 s.
+        until(to_ms + 3000).await;
+        let rows = read_runs(self.cluster.db_url()).unwrap_or_else(|e| panic!("{e}"));
+        let expected = Expected {
+            objectives: self.objectives.clone(),
+            every_ms: EVERY_MS,
+            from_ms: self.from_ms,
+            to_ms,
+        };
+        let report = check(&rows, &self.model.answered(), &expected);
+        eprintln!("{}", report.summary());
+        let violations = report.violations();
+        assert!(
+            violations.is_empty(),
+            "{}\n{}\nleases {:?}",
+            violations.join("\n"),
+            report.summary(),
+            self.cluster.leases()
+        );
+        (report, rows)
+    }
+}
+
+/// How long after `after_ms` each of `objectives` started a firing again: the longest.
+fn fired_again_after(rows: &[RunRow], objectives: &[String], after_ms: i64) -> Duration {
+    let worst = objectives
+        .iter()
+        .map(|o| {
+            rows.iter()
+                .filter(|r| &r.objective_id == o && r.scheduled_ms.is_some_and(|t| t > after_ms))
+                .filter_map(|r| r.started_ms)
+                .min()
+                .unwrap_or_else(|| panic!("{o} never started again after the fault"))
+        })
+        .max()
+        .unwrap_or(after_ms);
+    Duration::from_millis(u64::try_from(worst - after_ms).unwrap_or(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_in_a_firing_window_is_taken_over_within_ttl_and_a_renewal() {
+    let _serial = SERIAL.lock().await;
+    let mut rig = rig(&[]).await;
+    let (victim, owned) = rig.busiest();
+    into_firing_window(100).await;
+    let killed_ms = now_ms();
+    rig.cluster.kill9(victim).await.unwrap();
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    let spread = rig
+        .cluster
+        .wait_spread_over(&survivors, LIMIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "{} killed; its shards were leased again in {spread:?}",
+        rig.cluster.id(victim)
+    );
+    // Its objectives fire on the others, late, then on schedule; then it rejoins.
+    until((now_ms() / EVERY_MS + 2) * EVERY_MS + 500).await;
+    rig.cluster.start_node(victim).await.unwrap();
+    let (_, rows) = rig.check_after_settling().await;
+    let takeover = fired_again_after(&rows, &owned, killed_ms);
+    eprintln!(
+        "{} objectives of the dead node fired again {takeover:?} after the kill",
+        owned.len()
+    );
+    // Scheduling and the late firing's start take a moment past the lease's change.
+    assert!(
+        takeover <= TTL + RENEWAL + Duration::from_millis(1500),
+        "the dead node's objectives fired again only {takeover:?} after the kill"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_paused_past_its_ttl_does_not_fire_on_its_stale_lease() {
+    let _serial = SERIAL.lock().await;
+    let rig = rig(&[]).await;
+    let (victim, owned) = rig.busiest();
+    into_firing_window(100).await;
+    let paused_ms = now_ms();
+    rig.cluster.sigstop(victim).unwrap();
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    let spread = rig.cluster.wait_spread_over(&survivors, LIMIT).await;
+    // Past its TTL and then some: its leases are the others' now, with new epochs.
+    until(paused_ms + i64::try_from((TTL * 2).as_millis()).unwrap()).await;
+    rig.cluster.sigcont(victim).unwrap();
+    let spread = spread.unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "{} paused; its shards were leased again in {spread:?}",
+        rig.cluster.id(victim)
+    );
+    // The checker finds any firing or provider call it made on the stale lease: a
+    // second row for an instant, a call for a run no row has, two calls for one run.
+    let (_, rows) = rig.check_after_settling().await;
+    let takeover = fired_again_after(&rows, &owned, paused_ms);
+    eprintln!("the paused node's objectives fired again {takeover:?} after the pause");
+    assert!(
+        takeover <= TTL + RENEWAL + Duration::from_millis(1500),
+        "{takeover:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_database_connections_are_cut_keeps_every_firing_once() {
+    let _serial = SERIAL.lock().await;
+    let rig = rig(&[]).await;
+    let (victim, _) = rig.busiest();
+    let mut cut = 0;
+    for _ in 0..3 {
+        into_firing_window(100).await;
+        cut += rig.cluster.terminate_connections(victim).unwrap();
+    }
+    assert!(
+        cut > 0,
+        "no connection of {} was found",
+        rig.cluster.id(victim)
+    );
+    eprintln!("{cut} connections of {} terminated", rig.cluster.id(victim));
+    rig.check_after_settling().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restarted_as_by_a_crash_keeps_every_firing_once() {
+    let _serial = SERIAL.lock().await;
+    let rig = rig(&[]).await;
+    into_firing_window(100).await;
+    rig.server.restart_immediate();
+    eprintln!("PostgreSQL restarted (immediate)");
+    rig.check_after_settling().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_down_for_two_intervals_records_each_missed_firing_once() {
+    let _serial = SERIAL.lock().await;
+    let mut rig = rig(&[]).await;
+    into_firing_window(100).await;
+    let down_ms = now_ms();
+    rig.cluster.kill_all().await.unwrap();
+    until(down_ms + 2 * EVERY_MS + 400).await;
+    let up_ms = now_ms();
+    rig.cluster.start_all().await.unwrap();
+    let (report, rows) = rig.check_after_settling().await;
+    // The instants while every node was down: each has its one row (missed, or run
+    // late), which the checker verified; and a catch-up runs at most once each.
+    let down: Vec<i64> = ((down_ms / EVERY_MS + 1) * EVERY_MS..=up_ms)
+        .step_by(usize::try_from(EVERY_MS).unwrap())
+        .collect();
+    assert!(down.len() >= 2, "{down:?}");
+    for o in &rig.objectives {
+        let catch_ups = rows
+            .iter()
+            .filter(|r| &r.objective_id == o && r.trigger == "catch_up")
+            .count();
+        assert!(catch_ups <= 1, "{o} caught up {catch_ups} times");
+    }
+    eprintln!("down {down:?}: {}", report.summary());
+}
+
+/// GET /console/v1/auth/session on `base` with `cookie`: the status (0 unreachable).
+async fn session_status(http: &reqwest::Client, base: &str, cookie: &str) -> u16 {
+    http.get(format!("{base}/console/v1/auth/session"))
+        .header(COOKIE, format!("palyra_console_session={cookie}"))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_revoked_through_one_node_is_refused_by_every_node_within_a_second() {
+    let _serial = SERIAL.lock().await;
+    let (_server, _model, cluster) = nodes(&[]).await;
+    let http = reqwest::Client::new();
+    let urls: Vec<String> = (0..3).map(|i| cluster.url(i)).collect();
+    let mut worst = Duration::ZERO;
+    for round in 0..5 {
+        let login = http
+            .post(format!("{}/console/v1/auth/login", urls[round % 3]))
+            .json(&json!({ "admin_token": ADMIN_TOKEN }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), 200);
+        let cookie = session_cookie(login.headers()).unwrap();
+        let csrf = login.json::<Value>().await.unwrap()["csrf_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // Valid on every node, at once.
+        for url in &urls {
+            assert_eq!(session_status(&http, url, &cookie).await, 200, "{url}");
+        }
+        let logout = http
+            .post(format!("{}/console/v1/auth/logout", urls[(round + 1) % 3]))
+            .header(COOKIE, format!("palyra_console_session={cookie}"))
+            .header("x-palyra-csrf-token", &csrf)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(logout.status(), 204);
+        let answered = Instant::now();
+        for url in &urls {
+            loop {
+                if session_status(&http, url, &cookie).await == 401 {
+                    break;
+                }
+                assert!(
+                    answered.elapsed() <= Duration::from_secs(1),
+                    "{url} still accepts a session revoked {:?} ago",
+                    answered.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        worst = worst.max(answered.elapsed());
+    }
+    eprintln!("revocations reached every node within {worst:?}");
+}
