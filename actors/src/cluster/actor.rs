@@ -213,7 +213,7 @@ async fn tick(
             .nodes
             .iter()
             .filter(|n| n.alive)
-            .map(|n| n.node_id.clone())
+            .map(|n| (n.node_id.clone(), n.started_at))
             .collect();
     }
     let live = view.nodes.iter().filter(|n| n.alive).count().max(1) as u32;

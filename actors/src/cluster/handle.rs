@@ -88,8 +88,9 @@ pub(super) struct Inner {
     /// Set by the lease actor once it runs; `status` and `leave` ask it.
     pub(super) status: RwLock<Option<actix::Recipient<Status>>>,
     pub(super) leave: RwLock<Option<actix::Recipient<Leave>>>,
-    /// Nodes whose heartbeat was live at the last beat (this one included).
-    pub(super) live: RwLock<std::collections::BTreeSet<String>>,
+    /// Nodes whose heartbeat was live at the last beat (this one included), with
+    /// when each started (its current life).
+    pub(super) live: RwLock<BTreeMap<String, chrono::DateTime<chrono::Utc>>>,
     /// Set at shutdown: no lease is taken or counted any more.
     pub(super) leaving: std::sync::atomic::AtomicBool,
 }
@@ -137,7 +138,7 @@ impl ClusterHandle {
                 status: RwLock::new(None),
                 leave: RwLock::new(None),
                 leaving: std::sync::atomic::AtomicBool::new(false),
-                live: RwLock::new(std::collections::BTreeSet::new()),
+                live: RwLock::new(BTreeMap::new()),
             }),
         }
     }
@@ -203,7 +204,13 @@ impl ClusterHandle {
                 .inner
                 .live
                 .read()
-                .is_ok_and(|live| live.contains(node_id))
+                .is_ok_and(|live| live.contains_key(node_id))
+    }
+
+    /// When a live node started its current life (a node restarted on its data dir
+    /// keeps its id; what it did before that instant is dead). `None`: not alive.
+    pub fn started_at(&self, node_id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.inner.live.read().ok()?.get(node_id).copied()
     }
 
     /// True once the lease actor has seen the cluster at least once (who is alive is

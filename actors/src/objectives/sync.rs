@@ -477,10 +477,7 @@ impl ObjectivesActor {
                             act.elsewhere.insert(objective_id, run.run_id);
                         }
                         _ => {
-                            let alive = run.node_id.as_deref().is_some_and(|n| {
-                                n != act.cluster.node_id() && act.cluster.is_alive(n)
-                            });
-                            if !alive {
+                            if act.run_is_dead(&run, run.scheduled_for) {
                                 act.drop_orphan_queued(&objective_id, key, bytes, run, ctx);
                             }
                         }
@@ -489,6 +486,27 @@ impl ObjectivesActor {
                 act.sweep_elsewhere(ctx);
             }),
         );
+    }
+
+    /// True when the node a run or queued firing belongs to can no longer finish it:
+    /// gone (no heartbeat within the TTL), restarted since `since` (a node keeps its
+    /// id across restarts, not its runs), or this node without it going.
+    fn run_is_dead(&self, run: &RunRecord, since: Option<DateTime<Utc>>) -> bool {
+        let objective_id = run.objective_id.as_str();
+        match run.node_id.as_deref() {
+            Some(node) if node == self.cluster.node_id() => {
+                self.running.get(objective_id) != Some(&run.run_id)
+                    && self
+                        .queued
+                        .get(objective_id)
+                        .is_none_or(|(at, _)| Some(*at) != run.scheduled_for)
+            }
+            Some(node) => match self.cluster.started_at(node) {
+                None => true,
+                Some(life) => since.is_none_or(|at| at < life),
+            },
+            None => true,
+        }
     }
 
     /// Records a queued firing nobody will start as missed, fenced by this node's
@@ -531,12 +549,11 @@ impl ObjectivesActor {
             .map(|(o, r)| (o.clone(), r.clone()))
             .collect();
         for (objective_id, run_id) in candidates {
-            let still_running = self.objectives.get(&objective_id).is_some_and(|o| {
-                o.last_run
-                    .as_ref()
-                    .is_some_and(|l| l.run_id == run_id && l.status == RunStatus::Running)
-            });
-            if !still_running || self.cluster.claim(objective_id.as_bytes()).is_none() {
+            // The run row decides (read below), not `last_run`, which later firings
+            // (skipped for overlap, missed) move on.
+            if !self.objectives.contains_key(&objective_id)
+                || self.cluster.claim(objective_id.as_bytes()).is_none()
+            {
                 self.elsewhere.remove(&objective_id);
                 continue;
             }
@@ -560,16 +577,11 @@ impl ObjectivesActor {
                         let Ok(run) = decode_record::<RunRecord>(&bytes) else {
                             return;
                         };
-                        // This node's own id on a run it does not have going: a run of
-                        // its previous life (a node restarted with a fixed id).
-                        let gone = match &run.node_id {
-                            Some(node) if node == act.cluster.node_id() => {
-                                !act.running.contains_key(&objective_id)
-                            }
-                            Some(node) => !act.cluster.is_alive(node),
-                            None => true,
-                        };
-                        if run.status == RunStatus::Running && gone {
+                        if run.status != RunStatus::Running {
+                            act.elsewhere.remove(&objective_id);
+                            return;
+                        }
+                        if act.run_is_dead(&run, run.started_at) {
                             act.interrupt_elsewhere(&objective_id, run, bytes, ctx);
                         }
                     }),
@@ -605,11 +617,18 @@ impl ObjectivesActor {
             "node {} stopped during the run",
             run.node_id.as_deref().unwrap_or("?")
         ));
-        objective.last_run = Some(RunSummary {
-            run_id: run.run_id.clone(),
-            status: RunStatus::Interrupted,
-            at: now,
-        });
+        // Later firings (skipped, missed) may have moved `last_run` on already.
+        if objective
+            .last_run
+            .as_ref()
+            .is_some_and(|l| l.run_id == run.run_id)
+        {
+            objective.last_run = Some(RunSummary {
+                run_id: run.run_id.clone(),
+                status: RunStatus::Interrupted,
+                at: now,
+            });
+        }
         objective.updated_at = now;
         let key = run_key(objective_id, seq);
         let mut ops = vec![WriteOp::CompareAndSet {
