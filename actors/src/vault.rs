@@ -128,6 +128,11 @@ pub enum VaultError {
         "the vault key comes from PALYRA_VAULT_KEY; rotate it by changing the variable, not through the daemon"
     )]
     EnvKeyNotRotatable,
+    /// Another node rotated the vault key to one this node's key file lacks.
+    #[error(
+        "another node rotated the vault key to key id {key_id}, which this node does not have: copy that node's vault.key into this node's data dir"
+    )]
+    KeyNotHere { key_id: String },
     #[error(transparent)]
     Storage(#[from] palyra_storage::StorageError),
 }
@@ -432,9 +437,7 @@ impl Vault {
         if let Some((key_id, bytes)) = self.foreign.clone() {
             self.note_meta(CHECK_REF, Some(bytes));
             if self.foreign.is_some() {
-                return Err(VaultError::Key(format!(
-                    "another node rotated the vault key to key id {key_id}, which this node does not have: copy that node's vault.key into this node's data dir"
-                )));
+                return Err(VaultError::KeyNotHere { key_id });
             }
             return Ok(false);
         }

@@ -179,6 +179,11 @@ impl ApiError {
                 },
                 ActorError::Vault(v) => match v {
                     VaultError::EnvKeyNotRotatable => (StatusCode::CONFLICT, "vault_key_from_env"),
+                    // The operator's step (copy the key file) is missing on this node:
+                    // it cannot seal until then, and says so.
+                    VaultError::KeyNotHere { .. } => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "vault_key_not_here")
+                    }
                     VaultError::Storage(s) => storage_status(s),
                     VaultError::Key(_)
                     | VaultError::WrongKey { .. }
@@ -197,6 +202,8 @@ impl ApiError {
     fn message_is_public(&self) -> bool {
         match self {
             ApiError::Actor(ActorError::Browser(b)) => !matches!(b, BrowserError::Protocol(_)),
+            // A key id and what to do; never key material.
+            ApiError::Actor(ActorError::Vault(VaultError::KeyNotHere { .. })) => true,
             _ => false,
         }
     }

@@ -10,6 +10,7 @@ mod cluster_faults;
 mod cluster_objectives;
 mod cluster_refresh;
 mod cluster_sessions;
+mod cluster_vault;
 mod console;
 mod crash;
 mod fakes;

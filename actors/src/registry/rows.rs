@@ -132,13 +132,19 @@ impl RowSync {
         };
     }
 
-    pub(super) fn begin(&mut self, ops: &[WriteOp]) -> Vec<RowId> {
+    /// The followed rows `ops` touch, each once.
+    pub(super) fn rows_of(&self, ops: &[WriteOp]) -> Vec<RowId> {
         let mut rows: Vec<RowId> = Vec::new();
         for (table, key) in ops.iter().filter_map(|op| op.row()) {
             if FOLLOWED.contains(&table) && !rows.iter().any(|(t, k)| *t == table && k == key) {
                 rows.push((table, key.to_vec()));
             }
         }
+        rows
+    }
+
+    pub(super) fn begin(&mut self, ops: &[WriteOp]) -> Vec<RowId> {
+        let rows = self.rows_of(ops);
         for row in &rows {
             let busy = self.busy.entry(row.clone()).or_default();
             busy.writes += 1;

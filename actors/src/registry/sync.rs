@@ -80,7 +80,12 @@ impl RegistryActor {
             Ok(true) => {}
             // Sealed under a key another node just rotated away from: the handle's
             // retry seals again under the new one.
-            Ok(false) => return actix::fut::ready(Err(changed_elsewhere())).boxed_local(),
+            // Memory already shows the write (a new profile, its secret): reread its
+            // rows first, so the retry builds on what is stored, not on that.
+            Ok(false) => {
+                let rows = self.sync.rows_of(&ops);
+                return self.reread_now(rows);
+            }
             Err(e) => return actix::fut::ready(Err(e.into())).boxed_local(),
         }
         self.vault.note_writes(&ops);
