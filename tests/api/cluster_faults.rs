@@ -7,6 +7,12 @@
 //! itself: every scheduled instant of every objective has exactly one run row, settled,
 //! and the fake model provider saw at most one call per run and none for a run without
 //! a row.
+//!
+//! The refresh scenarios sign 18 OAuth profiles in to a fake provider whose tokens are
+//! always due, pause, kill and cut nodes, and ask the fake: no refresh token presented
+//! twice, every profile refreshing again after the faults, none needing a sign-in; and
+//! a node killed after the provider rotated a token it never stored leaves exactly that
+//! profile needing a sign-in, with the documented reason, and nothing looping.
 //! Each scenario has a server of its own (one of them restarts it), so scripts/test runs
 //! them after the PostgreSQL pass, one at a time; they need only the PostgreSQL
 //! binaries scripts/postgres uses.
@@ -486,12 +492,18 @@ async fn refresh_rig() -> RefreshRig {
     let base = oauth.url();
     let (authorize, token) = (format!("{base}/authorize"), format!("{base}/token"));
     let env = [
-        ("PALYRA_PROVIDERS__CUSTOM__ACME__API_BASE_URL", base.as_str()),
+        (
+            "PALYRA_PROVIDERS__CUSTOM__ACME__API_BASE_URL",
+            base.as_str(),
+        ),
         (
             "PALYRA_PROVIDERS__CUSTOM__ACME__AUTHORIZATION_ENDPOINT",
             authorize.as_str(),
         ),
-        ("PALYRA_PROVIDERS__CUSTOM__ACME__TOKEN_ENDPOINT", token.as_str()),
+        (
+            "PALYRA_PROVIDERS__CUSTOM__ACME__TOKEN_ENDPOINT",
+            token.as_str(),
+        ),
         ("PALYRA_PROVIDERS__CUSTOM__ACME__CLIENT_ID", "palyra-test"),
         ("PALYRA_PROVIDERS__CUSTOM__ACME__VALIDATION", "none"),
         ("PALYRA_PROVIDERS__CUSTOM__ACME__BACKOFF_BASE_MS", "200"),
@@ -691,11 +703,11 @@ async fn refreshes_survive_a_pause_a_quiet_kill_and_cut_connections_with_no_toke
     let mut rig = refresh_rig().await;
     let refreshes = |rig: &RefreshRig| rig.oauth.snapshot(|s| s.refresh_grants);
 
-    // (a) Paused past its TTL: the others take its shards; a refresh it had claimed
-    // finishes when it resumes (its claim outlives the pause), and it stores nothing
-    // on shards it lost.
+    // (a) Paused past its TTL while it holds a refresh claim: the others take its
+    // shards and wait for the claim, which outlives the pause; the refresh finishes
+    // when the node resumes.
     let paused = rig.busiest();
-    rig.cluster.sigstop(paused).unwrap();
+    rig.stop_when(paused, |claims, _| !claims.is_empty()).await;
     tokio::time::sleep(TTL * 2).await;
     rig.cluster.sigcont(paused).unwrap();
     let resumed = now_ms();
@@ -746,7 +758,11 @@ async fn refreshes_survive_a_pause_a_quiet_kill_and_cut_connections_with_no_toke
         cut += rig.cluster.terminate_connections(cut_node).unwrap();
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
-    assert!(cut > 0, "no connection of {} found", rig.cluster.id(cut_node));
+    assert!(
+        cut > 0,
+        "no connection of {} found",
+        rig.cluster.id(cut_node)
+    );
     let last_fault = now_ms();
 
     // Every profile refreshes again after the last fault, within a bound, and nothing
@@ -776,8 +792,13 @@ async fn a_node_killed_with_a_redeemed_refresh_unstored_leaves_that_profile_need
         .insert(family, 2000);
     let started = Instant::now();
     let victim = loop {
-        assert!(started.elapsed() < LIMIT, "{target} was never caught in flight");
-        let in_flight = rig.oauth.snapshot(|s| s.in_flight_families.contains(&family));
+        assert!(
+            started.elapsed() < LIMIT,
+            "{target} was never caught in flight"
+        );
+        let in_flight = rig
+            .oauth
+            .snapshot(|s| s.in_flight_families.contains(&family));
         let claimer = in_flight
             .then(|| rig.stored().into_iter().find(|p| p.id == target))
             .flatten()
@@ -789,7 +810,9 @@ async fn a_node_killed_with_a_redeemed_refresh_unstored_leaves_that_profile_need
             rig.cluster.sigstop(i).unwrap();
             tokio::time::sleep(Duration::from_millis(200)).await;
             let claims = rig.claimed_by(i);
-            let still = rig.oauth.snapshot(|s| s.in_flight_families.contains(&family));
+            let still = rig
+                .oauth
+                .snapshot(|s| s.in_flight_families.contains(&family));
             if claims == [target.clone()] && still {
                 break i;
             }
