@@ -187,6 +187,13 @@ impl Rig {
                 format!("; errors {:?}", report.errors)
             }
         );
+        if doubled > 0 {
+            // Which promise broke, with examples: the three kinds have different causes.
+            let violations = report.violations();
+            row.notes
+                .push_str(&format!("; doubled: {}", violations.join("; ")));
+            eprintln!("    {}", violations.join("\n    "));
+        }
         eprintln!("    {}", row.measured);
         Ok(Level { row, held })
     }
