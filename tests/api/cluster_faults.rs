@@ -232,6 +232,8 @@ impl Rig {
         let to_ms = (now_ms() / EVERY_MS + 3) * EVERY_MS;
         // The last firing's provider call and its record take well under 3 s.
         until(to_ms + 3000).await;
+        // The calls first: each has its row by then (see `check`).
+        let calls = self.model.answered();
         let rows = read_runs(self.cluster.db_url()).unwrap_or_else(|e| panic!("{e}"));
         let expected = Expected {
             objectives: self.objectives.clone(),
@@ -239,7 +241,7 @@ impl Rig {
             from_ms: self.from_ms,
             to_ms,
         };
-        let report = check(&rows, &self.model.answered(), &expected);
+        let report = check(&rows, &calls, &expected);
         eprintln!("{}", report.summary());
         let violations = report.violations();
         assert!(
