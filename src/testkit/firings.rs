@@ -223,6 +223,9 @@ impl FiringReport {
 }
 
 /// Checks `rows` and the provider's `calls` against `expected`.
+/// Take `calls` before reading `rows`: a run calls the provider only after its row
+/// committed, so each call taken first has its row in the later read, while a call
+/// that lands after the read names a row the read missed (an orphan that is not one).
 pub fn check(rows: &[RunRow], calls: &[ModelCall], expected: &Expected) -> FiringReport {
     let mut report = FiringReport::default();
     let mut at: BTreeMap<(&str, i64), Vec<&RunRow>> = BTreeMap::new();

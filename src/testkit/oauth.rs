@@ -7,6 +7,11 @@
 //! refresh token presented a second time is refused (`invalid_grant`) and its whole
 //! family (every token descended from the same sign-in) is revoked; every refresh
 //! token presented is logged, so a test can ask whether any was presented twice.
+//!
+//! The fault tests also see every token request while it is in flight (received and
+//! not yet answered, or dropped because its client went away), and can hold an answer
+//! back after the request was processed: a refresh token is then already rotated when
+//! the client that asked for it dies, as with a real provider.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -73,6 +78,55 @@ pub struct OAuthState {
     /// When the first and the latest refresh grant were answered.
     pub first_refresh: Option<Instant>,
     pub last_refresh: Option<Instant>,
+    /// Delay of every token answer after the request was processed (a refresh token
+    /// is rotated before it), so a client that dies meanwhile loses the new tokens.
+    pub answer_delay_ms: u64,
+    /// A longer answer delay for the refreshes of some families (by family id).
+    pub slow_families: HashMap<usize, u64>,
+    /// Token requests received and not yet answered (or dropped with their client).
+    pub in_flight: usize,
+    /// The families of the refresh requests in flight, one entry per request.
+    pub in_flight_families: Vec<usize>,
+    /// The family of the latest code grant: which family a sign-in just began.
+    pub last_code_family: Option<usize>,
+    /// Every refresh request, in the order received.
+    pub refresh_log: Vec<PresentedRefresh>,
+}
+
+/// One refresh request as the fake saw it.
+#[derive(Debug, Clone)]
+pub struct PresentedRefresh {
+    /// The family of the token presented (None: a token the fake never issued).
+    pub family: Option<usize>,
+    /// When it was received, in Unix ms.
+    pub at_unix_ms: i64,
+    /// Answered with new tokens (false: refused).
+    pub granted: bool,
+}
+
+/// Counts a token request in flight until it is answered or dropped.
+struct InFlight<'a> {
+    state: &'a Mutex<OAuthState>,
+    family: Option<usize>,
+}
+
+impl InFlight<'_> {
+    fn family(&mut self, family: usize) {
+        self.family = Some(family);
+        lock(self.state).in_flight_families.push(family);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut s = lock(self.state);
+        s.in_flight = s.in_flight.saturating_sub(1);
+        if let Some(family) = self.family
+            && let Some(i) = s.in_flight_families.iter().position(|f| *f == family)
+        {
+            s.in_flight_families.swap_remove(i);
+        }
+    }
 }
 
 /// A fake OAuth 2.0 provider: `/token` (authorization_code with a real PKCE check,
@@ -175,6 +229,11 @@ impl FakeOAuth {
         !self.reused_refresh_tokens().is_empty()
     }
 
+    /// Token requests received and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        lock(&self.state).in_flight
+    }
+
     /// From now on, code grants get expiries that make the profile's refresh fall due
     /// in the second from `from_unix_ms` (at the earliest `lead_s` from the grant),
     /// where `lead_s` is the daemon's `oauth.refresh_lead_s`.
@@ -247,6 +306,11 @@ impl OAuthState {
             .map(|(t, _)| t.clone())
             .collect()
     }
+
+    /// The family of a refresh token the fake issued.
+    pub fn family_of(&self, token: &str) -> Option<usize> {
+        self.family_of.get(token).copied()
+    }
 }
 
 fn lock(state: &Mutex<OAuthState>) -> std::sync::MutexGuard<'_, OAuthState> {
@@ -257,12 +321,50 @@ async fn token(
     state: &Mutex<OAuthState>,
     form: HashMap<String, String>,
 ) -> axum::response::Response {
-    use base64::Engine;
-    use sha2::Digest;
-    let delay = lock(state).delay_ms;
+    // Counted in flight from here until the answer leaves or the client goes away
+    // (hyper drops this future when the connection closes).
+    let mut in_flight = InFlight {
+        state,
+        family: None,
+    };
+    let delay = {
+        let mut s = lock(state);
+        s.in_flight += 1;
+        s.delay_ms
+    };
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
+    let (response, family) = answer(state, &form);
+    let mut answer_delay = lock(state).answer_delay_ms;
+    if let Some(family) = family {
+        in_flight.family(family);
+        answer_delay += lock(state).slow_families.get(&family).copied().unwrap_or(0);
+    }
+    if answer_delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(answer_delay)).await;
+    }
+    drop(in_flight);
+    response
+}
+
+/// Processes one token request at once (codes redeemed, refresh tokens rotated) and
+/// returns the answer and, for a refresh, the family of the token presented.
+fn answer(
+    state: &Mutex<OAuthState>,
+    form: &HashMap<String, String>,
+) -> (axum::response::Response, Option<usize>) {
+    let family = form
+        .get("refresh_token")
+        .filter(|_| form.get("grant_type").map(String::as_str) == Some("refresh_token"))
+        .and_then(|t| lock(state).family_of(t));
+    let response = process(state, form);
+    (response, family)
+}
+
+fn process(state: &Mutex<OAuthState>, form: &HashMap<String, String>) -> axum::response::Response {
+    use base64::Engine;
+    use sha2::Digest;
     let mut s = lock(state);
     let error = |s: &mut OAuthState, status: u16, code: &str| {
         s.refused += 1;
@@ -307,6 +409,7 @@ async fn token(
             s.code_grants += 1;
             let expires_in = code_expiry(&mut s);
             let family = s.issued + 1;
+            s.last_code_family = Some(family);
             issue(&mut s, expires_in, family)
         }
         Some("refresh_token") => {
@@ -314,6 +417,11 @@ async fn token(
             s.presented.push(presented.clone());
             *s.presented_count.entry(presented.clone()).or_default() += 1;
             let family = s.family_of.get(&presented).copied();
+            s.refresh_log.push(PresentedRefresh {
+                family,
+                at_unix_ms: unix_ms(),
+                granted: false,
+            });
             if family.is_some_and(|f| s.revoked_families.contains(&f)) {
                 return error(&mut s, 400, "invalid_grant");
             }
@@ -335,6 +443,9 @@ async fn token(
                 return error(&mut s, 400, "invalid_grant");
             }
             s.refresh_grants += 1;
+            if let Some(entry) = s.refresh_log.last_mut() {
+                entry.granted = true;
+            }
             let now = Instant::now();
             s.first_refresh.get_or_insert(now);
             s.last_refresh = Some(now);

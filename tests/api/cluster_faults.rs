@@ -7,6 +7,12 @@
 //! itself: every scheduled instant of every objective has exactly one run row, settled,
 //! and the fake model provider saw at most one call per run and none for a run without
 //! a row.
+//!
+//! The refresh scenarios sign 18 OAuth profiles in to a fake provider whose tokens are
+//! always due, pause, kill and cut nodes, and ask the fake: no refresh token presented
+//! twice, every profile refreshing again after the faults, none needing a sign-in; and
+//! a node killed after the provider rotated a token it never stored leaves exactly that
+//! profile needing a sign-in, with the documented reason, and nothing looping.
 //! Each scenario has a server of its own (one of them restarts it), so scripts/test runs
 //! them after the PostgreSQL pass, one at a time; they need only the PostgreSQL
 //! binaries scripts/postgres uses.
@@ -17,6 +23,7 @@ use std::time::{Duration, Instant};
 use palyra::testkit::cluster::Cluster;
 use palyra::testkit::firings::{Expected, FiringReport, RunRow, check, read_runs};
 use palyra::testkit::model::FakeModel;
+use palyra::testkit::oauth::FakeOAuth;
 use palyra::testkit::postgres::{OwnServer, psql, with_database};
 use palyra_actors::cluster::shard_of;
 use reqwest::Method;
@@ -225,6 +232,8 @@ impl Rig {
         let to_ms = (now_ms() / EVERY_MS + 3) * EVERY_MS;
         // The last firing's provider call and its record take well under 3 s.
         until(to_ms + 3000).await;
+        // The calls first: each has its row by then (see `check`).
+        let calls = self.model.answered();
         let rows = read_runs(self.cluster.db_url()).unwrap_or_else(|e| panic!("{e}"));
         let expected = Expected {
             objectives: self.objectives.clone(),
@@ -232,7 +241,7 @@ impl Rig {
             from_ms: self.from_ms,
             to_ms,
         };
-        let report = check(&rows, &self.model.answered(), &expected);
+        let report = check(&rows, &calls, &expected);
         eprintln!("{}", report.summary());
         let violations = report.violations();
         assert!(
@@ -439,4 +448,464 @@ async fn a_session_revoked_through_one_node_is_refused_by_every_node_within_a_se
         worst = worst.max(answered.elapsed());
     }
     eprintln!("revocations reached every node within {worst:?}");
+}
+
+/// Access tokens the fake issues live this long and are refreshed `REFRESH_LEAD_S`
+/// before expiry: every profile refreshes about every 3 s, on whichever node holds
+/// its shard.
+const TOKEN_LIFE_S: u64 = 6;
+const REFRESH_LEAD_S: &str = "3";
+/// OAuth profiles signed in, spread over every third shard.
+const PROFILES: u32 = 18;
+/// Every token answer is held this long after the request was processed: requests are
+/// in flight at the fake long enough to be seen.
+const ANSWER_DELAY_MS: u64 = 100;
+/// What the refresher says of a refresh it took over from a node that left it
+/// unfinished and the provider then refused (ARCHITECTURE.md, "Several nodes").
+const TAKEN_OVER: &str = "after taking over a refresh a node left unfinished: it may have redeemed the token before it stopped; sign in again";
+
+/// Three nodes signed in to a fake OAuth provider whose tokens are always due.
+struct RefreshRig {
+    _server: OwnServer,
+    _model: FakeModel,
+    cluster: Cluster,
+    oauth: FakeOAuth,
+    /// Every profile and the family its sign-in began at the fake.
+    profiles: Vec<(String, usize)>,
+}
+
+/// One profile id per third shard: each node owns some whatever the lease spread.
+fn oauth_profile_ids() -> Vec<String> {
+    (0..PROFILES)
+        .map(|n| {
+            (0u32..)
+                .map(|k| format!("acme.r{n}-{k}"))
+                .find(|id| shard_of(id.as_bytes()) == n * 3)
+                .expect("an id in every shard")
+        })
+        .collect()
+}
+
+/// A server of its own, three nodes knowing the fake as `custom:acme`, and every
+/// profile signed in through the nodes in turn; returns once each has refreshed.
+async fn refresh_rig() -> RefreshRig {
+    let oauth = FakeOAuth::start(TOKEN_LIFE_S).await;
+    oauth.state.lock().unwrap().answer_delay_ms = ANSWER_DELAY_MS;
+    let base = oauth.url();
+    let (authorize, token) = (format!("{base}/authorize"), format!("{base}/token"));
+    let env = [
+        (
+            "PALYRA_PROVIDERS__CUSTOM__ACME__API_BASE_URL",
+            base.as_str(),
+        ),
+        (
+            "PALYRA_PROVIDERS__CUSTOM__ACME__AUTHORIZATION_ENDPOINT",
+            authorize.as_str(),
+        ),
+        (
+            "PALYRA_PROVIDERS__CUSTOM__ACME__TOKEN_ENDPOINT",
+            token.as_str(),
+        ),
+        ("PALYRA_PROVIDERS__CUSTOM__ACME__CLIENT_ID", "palyra-test"),
+        ("PALYRA_PROVIDERS__CUSTOM__ACME__VALIDATION", "none"),
+        ("PALYRA_PROVIDERS__CUSTOM__ACME__BACKOFF_BASE_MS", "200"),
+        ("PALYRA_PROVIDERS__CUSTOM__ACME__BACKOFF_CAP_MS", "1000"),
+        ("PALYRA_OAUTH__REFRESH_LEAD_S", REFRESH_LEAD_S),
+    ];
+    let (server, model, cluster) = nodes(&env).await;
+    let http = reqwest::Client::new();
+    let mut profiles = Vec::new();
+    for (n, id) in oauth_profile_ids().into_iter().enumerate() {
+        let (status, started) = cluster
+            .admin(
+                n % 3,
+                Method::POST,
+                "/console/v1/auth/providers/custom:acme/bootstrap",
+                Some(&json!({ "profile_name": id, "profile_id": id })),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status, 200, "bootstrap of {id}: {started}");
+        let (_, redirect) = oauth.authorize(started["authorization_url"].as_str().unwrap());
+        let page = http.get(&redirect).send().await.unwrap();
+        assert_eq!(page.status(), 200, "sign-in of {id}");
+        let family = oauth
+            .snapshot(|s| s.last_code_family)
+            .expect("a code grant");
+        profiles.push((id, family));
+    }
+    let rig = RefreshRig {
+        _server: server,
+        _model: model,
+        cluster,
+        oauth,
+        profiles,
+    };
+    let signed_in = now_ms();
+    rig.wait_all_refreshed_after("every profile refreshes", signed_in, LIMIT)
+        .await;
+    rig
+}
+
+/// A profile row as stored: what the checker asks of it.
+#[derive(Debug)]
+struct StoredProfile {
+    id: String,
+    needs_reauth: bool,
+    /// The node whose refresh claim the row holds, if any.
+    claimed_by: Option<String>,
+    last_error: String,
+}
+
+impl RefreshRig {
+    /// Every OAuth profile's row, read from the database.
+    fn stored(&self) -> Vec<StoredProfile> {
+        let out = palyra::testkit::cluster::try_psql(
+            self.cluster.db_url(),
+            "SELECT profile_id, s->>'needs_reauth', coalesce(s#>>'{claim,node_id}', ''), \
+             coalesce(s->>'last_error', '') FROM (SELECT profile_id, \
+             convert_from(value, 'UTF8')::jsonb #> '{r,credential,refresh_state}' AS s \
+             FROM auth_profiles WHERE profile_id LIKE 'acme.%') t",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        out.lines()
+            .filter(|l| !l.is_empty())
+            .map(|line| {
+                let fields: Vec<&str> = line.splitn(4, '|').collect();
+                assert_eq!(fields.len(), 4, "a profile row {line:?}");
+                StoredProfile {
+                    id: fields[0].to_owned(),
+                    needs_reauth: fields[1] == "true",
+                    claimed_by: Some(fields[2].to_owned()).filter(|n| !n.is_empty()),
+                    last_error: fields[3].to_owned(),
+                }
+            })
+            .collect()
+    }
+
+    /// The profiles whose stored refresh claim names node `i`.
+    fn claimed_by(&self, i: usize) -> Vec<String> {
+        let node = self.cluster.id(i);
+        self.stored()
+            .into_iter()
+            .filter(|p| p.claimed_by.as_deref() == Some(node))
+            .map(|p| p.id)
+            .collect()
+    }
+
+    /// The families without a refresh granted after `after_ms`, among `families`.
+    fn not_refreshed_after(&self, families: &[usize], after_ms: i64) -> Vec<usize> {
+        self.oauth.snapshot(|s| {
+            families
+                .iter()
+                .copied()
+                .filter(|f| {
+                    !s.refresh_log
+                        .iter()
+                        .any(|r| r.granted && r.family == Some(*f) && r.at_unix_ms > after_ms)
+                })
+                .collect()
+        })
+    }
+
+    fn families(&self) -> Vec<usize> {
+        self.profiles.iter().map(|(_, f)| *f).collect()
+    }
+
+    async fn wait_all_refreshed_after(&self, what: &str, after_ms: i64, limit: Duration) {
+        let families = self.families();
+        let started = Instant::now();
+        loop {
+            let missing = self.not_refreshed_after(&families, after_ms);
+            if missing.is_empty() {
+                return;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{what}: families {missing:?} not refreshed within {limit:?}; stored {:#?}",
+                self.stored()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The node whose shards hold the most profiles.
+    fn busiest(&self) -> usize {
+        let owners = self
+            .cluster
+            .shard_owners()
+            .unwrap_or_else(|e| panic!("{e}"));
+        (0..self.cluster.len())
+            .filter(|&i| self.cluster.is_up(i))
+            .max_by_key(|&i| {
+                self.profiles
+                    .iter()
+                    .filter(|(id, _)| {
+                        owners.get(&shard_of(id.as_bytes())).map(String::as_str)
+                            == Some(self.cluster.id(i))
+                    })
+                    .count()
+            })
+            .expect("a node is up")
+    }
+
+    /// SIGSTOPs node `i` at a moment `quiet` accepts: the profiles its stored claims
+    /// name (a stopped node writes nothing more, and 200 ms let a write it had sent
+    /// land) and the fake's state. Returns with the node stopped; a node stopped this
+    /// briefly keeps its leases.
+    async fn stop_when(
+        &self,
+        i: usize,
+        quiet: impl Fn(&[String], &palyra::testkit::oauth::OAuthState) -> bool,
+    ) {
+        for _ in 0..60 {
+            self.cluster.sigstop(i).unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let claims = self.claimed_by(i);
+            for _ in 0..20 {
+                if self.oauth.snapshot(|s| quiet(&claims, s)) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            self.cluster.sigcont(i).unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        panic!("{} never reached the moment wanted", self.cluster.id(i));
+    }
+
+    /// No refresh token was presented twice, no refresh was refused, no profile needs a
+    /// new sign-in.
+    fn assert_no_loss(&self) {
+        let reused = self.oauth.reused_refresh_tokens();
+        assert!(
+            reused.is_empty(),
+            "refresh tokens presented twice: {reused:?}"
+        );
+        let refused = self.oauth.snapshot(|s| {
+            s.refresh_log
+                .iter()
+                .filter(|r| !r.granted)
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+        assert!(refused.is_empty(), "refused refreshes: {refused:?}");
+        let reauth: Vec<StoredProfile> = self
+            .stored()
+            .into_iter()
+            .filter(|p| p.needs_reauth)
+            .collect();
+        assert!(reauth.is_empty(), "profiles needing a sign-in: {reauth:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_survive_a_pause_a_quiet_kill_and_cut_connections_with_no_token_reused() {
+    let _serial = SERIAL.lock().await;
+    let mut rig = refresh_rig().await;
+    let refreshes = |rig: &RefreshRig| rig.oauth.snapshot(|s| s.refresh_grants);
+
+    // (a) Paused past its TTL while it holds a refresh claim: the others take its
+    // shards and wait for the claim, which outlives the pause; the refresh finishes
+    // when the node resumes.
+    let paused = rig.busiest();
+    rig.stop_when(paused, |claims, _| !claims.is_empty()).await;
+    tokio::time::sleep(TTL * 2).await;
+    rig.cluster.sigcont(paused).unwrap();
+    let resumed = now_ms();
+    rig.wait_all_refreshed_after("after the pause", resumed, LIMIT)
+        .await;
+    rig.assert_no_loss();
+    eprintln!(
+        "{} paused {:?}; {} refreshes so far",
+        rig.cluster.id(paused),
+        TTL * 2,
+        refreshes(&rig)
+    );
+
+    // (b) kill -9 when it has no refresh claimed and the fake no token request in
+    // flight: frozen for a moment first, so that moment is a fact, not a race.
+    rig.cluster
+        .wait_spread_over(&[0, 1, 2], LIMIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let killed = rig.busiest();
+    rig.stop_when(killed, |claims, s| claims.is_empty() && s.in_flight == 0)
+        .await;
+    rig.cluster.kill9(killed).await.unwrap();
+    let killed_ms = now_ms();
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != killed).collect();
+    rig.cluster
+        .wait_spread_over(&survivors, LIMIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    rig.wait_all_refreshed_after("after the quiet kill", killed_ms, LIMIT)
+        .await;
+    rig.assert_no_loss();
+    rig.cluster.start_node(killed).await.unwrap();
+    rig.cluster
+        .wait_spread_over(&[0, 1, 2], LIMIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "{} killed with nothing in flight and restarted; {} refreshes so far",
+        rig.cluster.id(killed),
+        refreshes(&rig)
+    );
+
+    // (c) Every database connection of one node cut, three times.
+    let cut_node = rig.busiest();
+    let mut cut = 0;
+    for _ in 0..3 {
+        cut += rig.cluster.terminate_connections(cut_node).unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert!(
+        cut > 0,
+        "no connection of {} found",
+        rig.cluster.id(cut_node)
+    );
+    let last_fault = now_ms();
+
+    // Every profile refreshes again after the last fault, within a bound, and nothing
+    // was lost on the way.
+    rig.wait_all_refreshed_after("after the last fault", last_fault, LIMIT)
+        .await;
+    rig.assert_no_loss();
+    eprintln!(
+        "{cut} connections of {} cut; {} refreshes in all, none presented twice",
+        rig.cluster.id(cut_node),
+        refreshes(&rig)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_with_a_redeemed_refresh_unstored_leaves_that_profile_needing_a_sign_in() {
+    let _serial = SERIAL.lock().await;
+    let mut rig = refresh_rig().await;
+    // One profile's answers take 2 s, after the fake rotated its token: its node is
+    // killed inside that window.
+    let (target, family) = rig.profiles[0].clone();
+    rig.oauth
+        .state
+        .lock()
+        .unwrap()
+        .slow_families
+        .insert(family, 2000);
+    let started = Instant::now();
+    let victim = loop {
+        assert!(
+            started.elapsed() < LIMIT,
+            "{target} was never caught in flight"
+        );
+        let in_flight = rig
+            .oauth
+            .snapshot(|s| s.in_flight_families.contains(&family));
+        let claimer = in_flight
+            .then(|| rig.stored().into_iter().find(|p| p.id == target))
+            .flatten()
+            .and_then(|p| p.claimed_by);
+        if let Some(node) = claimer {
+            let i = (0..3).find(|&i| rig.cluster.id(i) == node).unwrap();
+            // Frozen, its claims are what it has in flight: only this one may be, and
+            // the fake must still hold the answer.
+            rig.cluster.sigstop(i).unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let claims = rig.claimed_by(i);
+            let still = rig
+                .oauth
+                .snapshot(|s| s.in_flight_families.contains(&family));
+            if claims == [target.clone()] && still {
+                break i;
+            }
+            rig.cluster.sigcont(i).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    rig.cluster.kill9(victim).await.unwrap();
+    let killed_ms = now_ms();
+    let requests_of = |rig: &RefreshRig, after_ms: i64| {
+        rig.oauth.snapshot(|s| {
+            s.refresh_log
+                .iter()
+                .filter(|r| r.family == Some(family) && r.at_unix_ms > after_ms)
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    };
+    eprintln!(
+        "{} killed while its refresh of {target} was in flight",
+        rig.cluster.id(victim)
+    );
+
+    // The claim lasts the OAuth timeout plus 10 s (30 s); then a survivor takes it
+    // over, presents the token the dead node redeemed, is refused, and says why.
+    let bound = Duration::from_secs(45);
+    let reauth = loop {
+        let stored = rig.stored().into_iter().find(|p| p.id == target).unwrap();
+        if stored.needs_reauth {
+            break stored;
+        }
+        assert!(
+            Duration::from_millis(u64::try_from(now_ms() - killed_ms).unwrap()) < bound,
+            "{target} not marked needs_reauth within {bound:?}: {stored:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let marked_ms = now_ms();
+    assert!(
+        reauth.last_error.contains(TAKEN_OVER),
+        "the documented reason: {reauth:?}"
+    );
+    // Not a loop: no token request for it once it needs a sign-in.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after_kill = requests_of(&rig, killed_ms);
+    assert_eq!(
+        after_kill.len(),
+        1,
+        "{target}: one takeover request after the kill, refused: {after_kill:?}"
+    );
+    assert!(!after_kill[0].granted, "{after_kill:?}");
+    // At most one token presented twice, and it is the target's.
+    let reused = rig.oauth.reused_refresh_tokens();
+    assert!(reused.len() <= 1, "tokens presented twice: {reused:?}");
+    for token in &reused {
+        assert_eq!(
+            rig.oauth.snapshot(|s| s.family_of(token)),
+            Some(family),
+            "{token} reused"
+        );
+    }
+    // Every other profile kept refreshing, with nothing refused.
+    let others: Vec<usize> = rig.profiles[1..].iter().map(|(_, f)| *f).collect();
+    let started = Instant::now();
+    loop {
+        let missing = rig.not_refreshed_after(&others, marked_ms);
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "families {missing:?} did not refresh after {target} was marked"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused_others = rig.oauth.snapshot(|s| {
+        s.refresh_log
+            .iter()
+            .filter(|r| !r.granted && r.family != Some(family))
+            .cloned()
+            .collect::<Vec<_>>()
+    });
+    assert!(refused_others.is_empty(), "{refused_others:?}");
+    let reauth_others: Vec<StoredProfile> = rig
+        .stored()
+        .into_iter()
+        .filter(|p| p.needs_reauth && p.id != target)
+        .collect();
+    assert!(reauth_others.is_empty(), "{reauth_others:#?}");
+    eprintln!(
+        "{target} needs a sign-in {:.1} s after the kill; the others refreshed on",
+        (marked_ms - killed_ms) as f64 / 1000.0
+    );
 }

@@ -13,6 +13,8 @@ pub const PEER_NAME: &str = "tokio-cron-scheduler 0.15.1";
 /// The target firing level of `cluster` (issue 15): this many objectives every 5 s
 /// across three nodes.
 pub const CLUSTER_OBJECTIVES: usize = 2_000;
+/// OAuth profiles of `cluster`'s refresh row, all due at once across three nodes.
+pub const CLUSTER_REFRESH_PROFILES: usize = 1_000;
 
 /// One row of `cluster`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +25,8 @@ pub enum ClusterMeasure {
     Takeover,
     /// A logout through one node until every node refuses the session.
     Revocation,
+    /// `profiles` OAuth profiles due at once, refreshed across three nodes.
+    Refresh { profiles: usize },
     /// Session checks on one node of the cluster.
     SessionCheck,
     /// The same on the same binary alone on redb, in the same run.
@@ -103,6 +107,10 @@ impl Plan {
                 } => format!("cluster-firings-{objectives}-every-{every_s}s"),
                 ClusterMeasure::Takeover => "cluster-takeover".into(),
                 ClusterMeasure::Revocation => "cluster-revocation".into(),
+                ClusterMeasure::Refresh { profiles } if profiles % 1000 == 0 => {
+                    format!("cluster-refresh-{}k", profiles / 1000)
+                }
+                ClusterMeasure::Refresh { profiles } => format!("cluster-refresh-{profiles}"),
                 ClusterMeasure::SessionCheck => "cluster-session-check".into(),
                 ClusterMeasure::SessionCheckRedb => "cluster-session-check-redb".into(),
             },

@@ -165,6 +165,9 @@ pub struct Row {
     /// cluster-takeover: seconds from the kill until the others held every lease.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_moved_s: Option<f64>,
+    /// cluster-refresh: refresh tokens the fake saw presented more than once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused_refresh_tokens: Option<u64>,
     /// cluster-revocation: revocations measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revocations: Option<u64>,
@@ -260,6 +263,7 @@ impl Row {
             takeover_s: None,
             lease_moved_s: None,
             revocations: None,
+            reused_refresh_tokens: None,
             measured: String::new(),
             plan,
             notes: String::new(),

@@ -222,6 +222,21 @@ fn cluster(
                 s <= 20.0,
             );
         }
+        ClusterMeasure::Refresh { profiles } => {
+            let reused = row.reused_refresh_tokens.unwrap_or(u64::MAX);
+            let refreshed = row.refreshed.unwrap_or(0);
+            check(
+                format!(
+                    "{name}: {profiles} profiles due at once across 3 nodes, each refreshed, 0 refresh tokens presented twice (throughput reported)"
+                ),
+                format!(
+                    "{:.0} refreshes/s, {refreshed} refreshed, {reused} presented twice, {} errors",
+                    row.refreshes_per_s.unwrap_or(0.0),
+                    row.errors
+                ),
+                reused == 0 && row.errors == 0 && refreshed == profiles as u64,
+            );
+        }
         ClusterMeasure::Revocation => check(
             format!("{name}: p99 revocation propagation to every node <= 1 s"),
             format!("p99 {:.1} ms, {} errors", row.p99_ms, row.errors),

@@ -11,13 +11,16 @@
 //!   until every one of its objectives started a firing again on the others;
 //! - revocation: a session logged in through one node and logged out through another,
 //!   until all three nodes refuse it;
-//! - session checks on node A against the same binary alone on redb, in the same run.
+//! - session checks on node A against the same binary alone on redb, in the same run;
+//! - refresh: 1,000 OAuth profiles due at once at the test kit's fake OAuth provider,
+//!   refreshed by the nodes holding their shards, until all are durable, with the
+//!   refresh tokens presented twice (none may be).
 //!
-//! The session rows come first, on the idle cluster; the firing levels then load it.
-//!
-//! The refresh throughput across nodes is not measured here yet (see BENCHMARKS.md).
+//! The session and refresh rows come first, on the idle cluster; the firing levels
+//! then load it.
 
 mod firings;
+mod refresh;
 mod revocation;
 
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use std::time::Duration;
 use base64::Engine;
 use palyra::testkit::cluster::Cluster;
 use palyra::testkit::model::FakeModel;
+use palyra::testkit::oauth::FakeOAuth;
 use palyra_actors::secret::random_token;
 use reqwest::Method;
 
@@ -58,6 +62,8 @@ const AGENT: &str = "bench-agent";
 struct Rig {
     cluster: Cluster,
     model: FakeModel,
+    /// The OAuth provider `custom:bench` of every node, for the refresh row.
+    oauth: FakeOAuth,
     token: String,
     /// Objectives created so far, all on the same schedule.
     objectives: Vec<String>,
@@ -89,6 +95,14 @@ impl Bench {
             base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
         let model_url = model.url();
         let ttl = LEASE_TTL_S.to_string();
+        // Refreshed tokens live an hour: each profile refreshes once in the scenario.
+        let oauth = FakeOAuth::try_start(3_600)?;
+        let oauth_url = oauth.url();
+        let (authorize, token_url) = (
+            format!("{oauth_url}/authorize"),
+            format!("{oauth_url}/token"),
+        );
+        let lead = refresh::REFRESH_LEAD_S.to_string();
         let env = [
             ("PALYRA_ADMIN_TOKEN", token.as_str()),
             ("PALYRA_VAULT_KEY", vault_key.as_str()),
@@ -97,6 +111,21 @@ impl Bench {
             ("PALYRA_SESSIONS__MAX_LIVE", "1000000"),
             ("PALYRA_RATE_LIMIT__LOOPBACK_PER_S", "100000000"),
             ("PALYRA_RATE_LIMIT__LOOPBACK_BURST", "100000000"),
+            (
+                "PALYRA_PROVIDERS__CUSTOM__BENCH__API_BASE_URL",
+                oauth_url.as_str(),
+            ),
+            (
+                "PALYRA_PROVIDERS__CUSTOM__BENCH__AUTHORIZATION_ENDPOINT",
+                authorize.as_str(),
+            ),
+            (
+                "PALYRA_PROVIDERS__CUSTOM__BENCH__TOKEN_ENDPOINT",
+                token_url.as_str(),
+            ),
+            ("PALYRA_PROVIDERS__CUSTOM__BENCH__CLIENT_ID", "palyra-bench"),
+            ("PALYRA_PROVIDERS__CUSTOM__BENCH__VALIDATION", "none"),
+            ("PALYRA_OAUTH__REFRESH_LEAD_S", lead.as_str()),
             // Warnings only, and the line that gives the address away.
             ("RUST_LOG", "warn,palyra::application=info"),
         ];
@@ -114,6 +143,7 @@ impl Bench {
         let mut rig = Rig {
             cluster,
             model,
+            oauth,
             token,
             objectives: Vec::new(),
             every_s,
@@ -122,6 +152,7 @@ impl Bench {
         // Sessions first, on the idle cluster; then the firings, which load it.
         let mut rows = rig.session_check(self).await?;
         rows.push(rig.revocation(self).await?);
+        rows.push(rig.refresh(self).await?);
         let target = CLUSTER_OBJECTIVES;
         let first = rig.firing_level(self, target).await?;
         let mut held = first.held;
@@ -140,6 +171,9 @@ impl Bench {
         rig.cluster.kill_all().await?;
         if let Err(e) = rig.model.stop() {
             eprintln!("  the fake model provider: {e}");
+        }
+        if let Err(e) = rig.oauth.stop() {
+            eprintln!("  the fake OAuth provider: {e}");
         }
         Ok(rows)
     }
