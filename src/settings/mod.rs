@@ -8,8 +8,13 @@ use std::time::Duration;
 use palyra_actors::SecretString;
 use serde::Deserialize;
 
+mod cluster;
+mod providers;
 mod storage;
 
+pub use cluster::ClusterSettings;
+use providers::check_oauth_endpoint;
+pub use providers::{OAuthGlobalSettings, ProviderConfig, ProvidersSettings, Validation};
 pub(crate) use storage::is_loopback_host;
 pub use storage::{StorageBackend, StorageSettings};
 
@@ -194,187 +199,6 @@ pub struct ObjectivesSettings {
     pub run_retention: u64,
     /// Timeout of one provider call of a run.
     pub provider_timeout_s: u64,
-}
-
-/// Several nodes on one PostgreSQL database.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterSettings {
-    /// Empty: generated at start.
-    pub node_id: String,
-    pub lease_ttl_s: u64,
-    pub late_fire_threshold_s: u64,
-    pub session_cache_ms: u64,
-}
-
-impl ClusterSettings {
-    /// The configured id, or a new one: the host name and six random hex digits.
-    pub fn resolve_node_id(&self) -> String {
-        if !self.node_id.is_empty() {
-            return self.node_id.clone();
-        }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let host: String = host
-            .trim()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-            .take(48)
-            .collect();
-        let suffix: u32 = rand::random::<u32>() & 0x00ff_ffff;
-        if host.is_empty() {
-            format!("node-{suffix:06x}")
-        } else {
-            format!("{host}-{suffix:06x}")
-        }
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        let id_ok = self.node_id.len() <= 64
-            && self
-                .node_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if !id_ok {
-            return Err("cluster.node_id must be 1-64 of [A-Za-z0-9._-] (or empty)".into());
-        }
-        if !(3..=600).contains(&self.lease_ttl_s) {
-            return Err("cluster.lease_ttl_s must be 3 to 600".into());
-        }
-        if self.session_cache_ms > 1000 {
-            return Err(
-                "cluster.session_cache_ms must be at most 1000 (revocation within 1 s)".into(),
-            );
-        }
-        Ok(())
-    }
-}
-
-/// Model providers; `custom` holds `[providers.custom.<name>]` tables.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProvidersSettings {
-    pub openai: ProviderConfig,
-    pub anthropic: ProviderConfig,
-    #[serde(default)]
-    pub custom: std::collections::BTreeMap<String, ProviderConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderConfig {
-    /// Base of the provider's HTTP API; API keys are checked at `{api_base_url}/v1/models`.
-    pub api_base_url: String,
-    /// OAuth: where the operator's browser signs in.
-    #[serde(default)]
-    pub authorization_endpoint: Option<String>,
-    /// OAuth: where codes and refresh tokens are redeemed.
-    #[serde(default)]
-    pub token_endpoint: Option<String>,
-    /// OAuth: RFC 7009 revocation, called when a profile is deleted.
-    #[serde(default)]
-    pub revocation_endpoint: Option<String>,
-    /// OAuth client id; OAuth sign-in is off for the provider until it is set.
-    #[serde(default)]
-    pub client_id: Option<String>,
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// `models` checks a new access token with GET {api_base_url}/v1/models; `none` does not.
-    #[serde(default = "default_validation")]
-    pub validation: Validation,
-    /// Backoff of transient refresh failures: first delay and cap.
-    #[serde(default = "default_backoff_base_ms")]
-    pub backoff_base_ms: u64,
-    #[serde(default = "default_backoff_cap_ms")]
-    pub backoff_cap_ms: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Validation {
-    Models,
-    None,
-}
-
-fn default_validation() -> Validation {
-    Validation::Models
-}
-
-fn default_backoff_base_ms() -> u64 {
-    15_000
-}
-
-fn default_backoff_cap_ms() -> u64 {
-    300_000
-}
-
-/// OAuth settings that apply to every provider.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OAuthGlobalSettings {
-    /// Refresh OAuth tokens this long before they expire.
-    pub refresh_lead_s: u64,
-    /// A sign-in attempt must complete within this long.
-    pub attempt_ttl_s: u64,
-    /// An https base URL the provider redirects to instead of the loopback callback.
-    #[serde(default)]
-    pub public_base_url: Option<String>,
-    /// Most refreshes in flight at once.
-    pub max_concurrent_refreshes: usize,
-}
-
-impl ProviderConfig {
-    fn oauth(&self) -> Option<palyra_actors::oauth::OAuthSettings> {
-        Some(palyra_actors::oauth::OAuthSettings {
-            authorization_endpoint: self.authorization_endpoint.clone()?,
-            token_endpoint: self.token_endpoint.clone()?,
-            revocation_endpoint: self.revocation_endpoint.clone(),
-            client_id: self.client_id.clone().filter(|c| !c.is_empty())?,
-            scopes: self.scopes.clone(),
-            validate_with_models: self.validation == Validation::Models,
-            backoff_base_ms: self.backoff_base_ms,
-            backoff_cap_ms: self.backoff_cap_ms,
-        })
-    }
-}
-
-/// OAuth endpoints must be https, or http on a loopback address.
-fn check_oauth_endpoint(name: &str, value: &str) -> Result<(), String> {
-    let url = url::Url::parse(value).map_err(|e| format!("{name}: {e}"))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!(
-            "{name} must not carry credentials (user:password@); they would show in errors"
-        ));
-    }
-    let loopback = match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    };
-    match url.scheme() {
-        "https" if url.host().is_some() => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => Err(format!(
-            "{name} must be an https URL (http only on a loopback address)"
-        )),
-    }
-}
-
-impl ProvidersSettings {
-    /// The providers as the registry sees them, keyed by provider id.
-    pub fn directory(&self) -> palyra_actors::provider::ProviderDirectory {
-        let mut providers = std::collections::BTreeMap::new();
-        let entry = |c: &ProviderConfig| palyra_actors::provider::ProviderSettings {
-            api_base_url: c.api_base_url.trim_end_matches('/').to_owned(),
-            oauth: c.oauth(),
-        };
-        providers.insert("openai".to_owned(), entry(&self.openai));
-        providers.insert("anthropic".to_owned(), entry(&self.anthropic));
-        for (name, config) in &self.custom {
-            providers.insert(format!("custom:{name}"), entry(config));
-        }
-        palyra_actors::provider::ProviderDirectory { providers }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

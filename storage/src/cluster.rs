@@ -51,6 +51,14 @@ fn ttl_param(ttl: Duration) -> f64 {
     ttl.as_secs_f64()
 }
 
+/// (shard, epoch) pairs as the two arrays the statements unnest, kept in step (a pair
+/// that does not fit the columns is left out whole).
+fn held_params(held: &[(u32, u64)]) -> (Vec<i32>, Vec<i64>) {
+    held.iter()
+        .filter_map(|(s, e)| Some((i32::try_from(*s).ok()?, i64::try_from(*e).ok()?)))
+        .unzip()
+}
+
 fn unsupported() -> StorageError {
     StorageError::Config("a cluster needs the PostgreSQL backend".into())
 }
@@ -164,14 +172,7 @@ impl Storage {
         ttl: Duration,
     ) -> Result<Vec<u32>, StorageError> {
         let pg = self.postgres().ok_or_else(unsupported)?;
-        let shards: Vec<i32> = held
-            .iter()
-            .filter_map(|(s, _)| i32::try_from(*s).ok())
-            .collect();
-        let epochs: Vec<i64> = held
-            .iter()
-            .filter_map(|(_, e)| i64::try_from(*e).ok())
-            .collect();
+        let (shards, epochs) = held_params(held);
         let found = pg
             .query(
                 "UPDATE cluster_leases l SET expires_at = now() + make_interval(secs => $4) \
@@ -195,14 +196,7 @@ impl Storage {
         held: &[(u32, u64)],
     ) -> Result<(), StorageError> {
         let pg = self.postgres().ok_or_else(unsupported)?;
-        let shards: Vec<i32> = held
-            .iter()
-            .filter_map(|(s, _)| i32::try_from(*s).ok())
-            .collect();
-        let epochs: Vec<i64> = held
-            .iter()
-            .filter_map(|(_, e)| i64::try_from(*e).ok())
-            .collect();
+        let (shards, epochs) = held_params(held);
         pg.query(
             "UPDATE cluster_leases l SET expires_at = now() \
              FROM unnest($2::int[], $3::bigint[]) AS h(shard, epoch) \
