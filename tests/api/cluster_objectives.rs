@@ -162,3 +162,91 @@ async fn two_nodes_fire_every_instant_once_and_a_leaving_node_hands_over() {
         "one provider call per run that started"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn edits_through_either_node_apply_while_the_objective_runs() {
+    if !palyra::testkit::postgres::enabled() {
+        return;
+    }
+    let fake = FakeModel::start(3).await;
+    let key = tempfile::tempdir().unwrap();
+    let url = palyra::testkit::postgres::database_for(key.path());
+    let a = node(&url, &fake, "node-a").await;
+    let b = node(&url, &fake, "node-b").await;
+    let created = a
+        .bearer_post(
+            "/console/v1/auth/profiles",
+            json!({ "profile_id": "p1", "provider": "openai", "profile_name": "P",
+                    "credential": { "type": "api_key", "api_key": "good-model-key-1234" },
+                    "validate": false, "set_default": true }),
+        )
+        .await;
+    assert_eq!(created.status(), 200);
+    let agent = a
+        .bearer_post(
+            "/console/v1/agents",
+            json!({ "agent_id": "a1", "default_model_profile": "p1", "model": "gpt-test" }),
+        )
+        .await;
+    assert_eq!(agent.status(), 200);
+    let objective = a
+        .bearer_post(
+            "/console/v1/objectives",
+            json!({ "objective_id": "o1", "agent_id": "a1", "name": "n0", "prompt": "go",
+                    "automation": { "schedule": "* * * * * *" }, "activate": true }),
+        )
+        .await;
+    assert_eq!(objective.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Each edit lands on the node that did not make the previous one, before that
+    // node has heard of it; meanwhile the objective fires every second on its
+    // shard's owner, whose runs' records change the row too. Every edit applies.
+    for i in 1..=20 {
+        let (via, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let name = format!("n{i}");
+        let patched = via
+            .http
+            .patch(via.url("/console/v1/objectives/o1"))
+            .bearer_auth(crate::helpers::ADMIN_TOKEN)
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            patched.status(),
+            200,
+            "edit {i}: {}",
+            patched.text().await.unwrap()
+        );
+        assert_eq!(
+            patched.json::<serde_json::Value>().await.unwrap()["name"],
+            name
+        );
+        // A lifecycle action through the other node at once applies too.
+        let action = if i % 2 == 1 { "pause" } else { "resume" };
+        let acted = other
+            .bearer_post(
+                "/console/v1/objectives/o1/lifecycle",
+                json!({ "action": action }),
+            )
+            .await;
+        let status = acted.status();
+        let body = acted.text().await.unwrap();
+        assert_eq!(status, 200, "{action} {i}: {body}");
+        assert!(!body.contains("meanwhile"), "{action} {i}: {body}");
+    }
+    // Both nodes end on the last edit.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    for app in [&a, &b] {
+        loop {
+            let o = app.bearer_get_json("/console/v1/objectives/o1").await;
+            if o["name"] == "n20" {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{o}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}

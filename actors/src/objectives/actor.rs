@@ -83,6 +83,9 @@ pub(super) struct ObjectivesActor {
     pub(super) rereading: bool,
     /// Shards this node held at the last ownership change (shard -> epoch).
     pub(super) owned: BTreeMap<u32, u64>,
+    /// Runs of this node whose finish is being recorded (a refused or failed write of
+    /// it is retried): finished here, never left going.
+    pub(super) finishing: HashSet<String>,
     /// Objective id -> the run going on another live node (overlap counts it).
     pub(super) elsewhere: HashMap<String, String>,
 }

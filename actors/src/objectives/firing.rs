@@ -566,6 +566,7 @@ impl ObjectivesActor {
         const ATTEMPTS: u32 = 7;
         let now = to_datetime(now_ms());
         let Some(objective) = self.objectives.get_mut(objective_id) else {
+            self.finishing.remove(&run.run_id);
             return;
         };
         objective.usage.tokens = objective.usage.tokens.saturating_add(run.tokens);
@@ -612,6 +613,7 @@ impl ObjectivesActor {
             ops.push(WriteOp::put(run_key(objective_id, seq), &run));
         }
         let oid = objective_id.to_owned();
+        self.finishing.insert(run.run_id.clone());
         ctx.spawn(self.commit(ops).map(move |result, act, ctx| {
             let retry = matches!(
                 &result,
@@ -628,9 +630,11 @@ impl ObjectivesActor {
                 ctx.run_later(wait, move |act, ctx| {
                     act.record_finish(&oid, run, attempt + 1, ctx);
                 });
-            } else if let Err(e) = result {
-                tracing::error!(objective_id = %oid, error = %e, "recording a finished run failed");
-                let _ = act;
+            } else {
+                act.finishing.remove(&run.run_id);
+                if let Err(e) = result {
+                    tracing::error!(objective_id = %oid, error = %e, "recording a finished run failed");
+                }
             }
         }));
     }

@@ -18,6 +18,7 @@ use super::model::{
     AgentPage, AgentRecord, LifecycleAction, ObjectivePage, ObjectiveRecord, RunPage, RunRecord,
     run_key, run_prefix,
 };
+use super::sync::RereadObjective;
 use crate::audit::AuditLog;
 use crate::cluster::ClusterHandle;
 use crate::error::{ActorError, stopped};
@@ -116,6 +117,7 @@ impl ObjectivesHandle {
                 dirty: Default::default(),
                 rereading: false,
                 owned: Default::default(),
+                finishing: Default::default(),
                 elsewhere: HashMap::new(),
             }
         });
@@ -185,13 +187,19 @@ impl ObjectivesHandle {
         patch: ObjectivePatch,
     ) -> Result<ObjectiveRecord, ActorError> {
         patch.validate()?;
+        self.reread(objective_id).await?;
         self.addr
-            .send(UpdateObjective(objective_id.to_owned(), patch))
+            .send(UpdateObjective {
+                objective_id: objective_id.to_owned(),
+                patch,
+                attempt: 0,
+            })
             .await
             .map_err(stopped("objectives"))?
     }
 
     pub async fn get_objective(&self, objective_id: &str) -> Result<ObjectiveRecord, ActorError> {
+        self.reread(objective_id).await?;
         self.addr
             .send(GetObjective(objective_id.to_owned()))
             .await
@@ -215,6 +223,15 @@ impl ObjectivesHandle {
             .map_err(stopped("objectives"))
     }
 
+    /// In a cluster, rereads the objective so an edit or a read here sees what another
+    /// node acknowledged (lists are kept in step by the change feed, within moments).
+    async fn reread(&self, objective_id: &str) -> Result<(), ActorError> {
+        self.addr
+            .send(RereadObjective(objective_id.to_owned()))
+            .await
+            .map_err(stopped("objectives"))
+    }
+
     /// Applies a lifecycle action; an illegal one is `Conflict` naming the state.
     pub async fn lifecycle(
         &self,
@@ -225,11 +242,13 @@ impl ObjectivesHandle {
         if let Some(reason) = &reason {
             validate_name("reason", reason, 500)?;
         }
+        self.reread(objective_id).await?;
         self.addr
             .send(Lifecycle {
                 objective_id: objective_id.to_owned(),
                 action,
                 reason,
+                attempt: 0,
             })
             .await
             .map_err(stopped("objectives"))?

@@ -14,8 +14,14 @@ use super::model::{
 use crate::error::ActorError;
 use crate::time::{now_ms, to_datetime};
 
+/// How often an edit refused by the database (a row changed meanwhile: a run of it
+/// finished, another node edited it) is applied again to the objective reread.
+const EDIT_ATTEMPTS: u8 = 3;
+
 impl ObjectivesActor {
-    /// Writes `objective` as it is and keeps its scheduler entry in step.
+    /// Writes `objective` as it is and keeps its scheduler entry in step. A refusal
+    /// answers `Refused` as it is: the edit's handler applies the edit again to the
+    /// objective reread (`edit_again`).
     fn put_objective(
         &mut self,
         objective: ObjectiveRecord,
@@ -24,17 +30,53 @@ impl ObjectivesActor {
         self.sync_schedule(&objective);
         self.objectives
             .insert(objective.objective_id.clone(), objective.clone());
-        Box::pin(self.commit(ops).map(move |result, _, _| match result {
-            Ok(()) => Ok(objective),
-            // Another node changed (or created) it first; its version is being reread.
-            Err(ActorError::Storage(palyra_storage::StorageError::Refused { .. })) => {
-                Err(ActorError::Conflict(format!(
-                    "objective {} was changed on another node meanwhile; read it again and retry",
-                    objective.objective_id
-                )))
-            }
-            Err(e) => Err(e),
-        }))
+        Box::pin(
+            self.commit(ops)
+                .map(move |result, _, _| result.map(|()| objective)),
+        )
+    }
+
+    /// An edit's write, and on a refusal the same edit (`again`, its attempt counted)
+    /// applied to the objective as the database holds it after this node's queued
+    /// writes; after the last attempt a refusal is a `Conflict`.
+    fn edit_objective<M>(
+        &mut self,
+        objective: ObjectiveRecord,
+        attempt: u8,
+        again: M,
+    ) -> ResponseActFuture<Self, Result<ObjectiveRecord, ActorError>>
+    where
+        M: Message<Result = Result<ObjectiveRecord, ActorError>> + Send + 'static,
+        Self: Handler<M>,
+    {
+        let id = objective.objective_id.clone();
+        Box::pin(
+            self.put_objective(objective)
+                .then(move |result, act, ctx| -> ResponseActFuture<Self, _> {
+                    match result {
+                        Err(ActorError::Storage(palyra_storage::StorageError::Refused {
+                            ..
+                        })) if attempt + 1 < EDIT_ATTEMPTS => {
+                            tracing::info!(objective_id = %id, attempt, "an edit was refused (the objective changed meanwhile); applying it again");
+                            let addr = ctx.address();
+                            Box::pin(act.reread_objective(id).then(move |(), act, _| {
+                                async move {
+                                    addr.send(again)
+                                        .await
+                                        .unwrap_or(Err(ActorError::Stopped("objectives")))
+                                }
+                                .into_actor(act)
+                            }))
+                        }
+                        Err(ActorError::Storage(palyra_storage::StorageError::Refused {
+                            ..
+                        })) => Box::pin(actix::fut::ready(Err(ActorError::Conflict(format!(
+                            "objective {id} kept changing meanwhile (on another node, or by its own runs); read it again and retry"
+                        ))))),
+                        other => Box::pin(actix::fut::ready(other)),
+                    }
+                }),
+        )
     }
 }
 
@@ -102,23 +144,43 @@ impl Handler<CreateObjective> for ObjectivesActor {
         };
         objective.next_run_at = next_run(&objective, now);
         tracing::info!(objective_id = %objective.objective_id, kind = ?objective.kind, "objective created");
-        self.put_objective(objective)
+        let id = objective.objective_id.clone();
+        Box::pin(
+            self.put_objective(objective)
+                .map(move |result, _, _| match result {
+                    // Another node created it first; its version is being reread.
+                    Err(ActorError::Storage(palyra_storage::StorageError::Refused { .. })) => Err(
+                        ActorError::Conflict(format!("objective {id} already exists")),
+                    ),
+                    other => other,
+                }),
+        )
     }
 }
 
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<ObjectiveRecord, ActorError>")]
-pub(super) struct UpdateObjective(pub(super) String, pub(super) ObjectivePatch);
+pub(super) struct UpdateObjective {
+    pub(super) objective_id: String,
+    pub(super) patch: ObjectivePatch,
+    /// Earlier attempts of this edit the database refused (`edit_objective`).
+    pub(super) attempt: u8,
+}
 
 impl Handler<UpdateObjective> for ObjectivesActor {
     type Result = ResponseActFuture<Self, Result<ObjectiveRecord, ActorError>>;
 
-    fn handle(
-        &mut self,
-        UpdateObjective(id, patch): UpdateObjective,
-        _ctx: &mut Self::Context,
-    ) -> Self::Result {
+    fn handle(&mut self, msg: UpdateObjective, _ctx: &mut Self::Context) -> Self::Result {
         let fail = |e| -> Self::Result { Box::pin(actix::fut::ready(Err(e))) };
+        let again = UpdateObjective {
+            attempt: msg.attempt + 1,
+            ..msg.clone()
+        };
+        let UpdateObjective {
+            objective_id: id,
+            patch,
+            attempt,
+        } = msg;
         let Some(mut objective) = self.objectives.get(&id).cloned() else {
             return fail(ActorError::NotFound {
                 what: "objective",
@@ -168,7 +230,7 @@ impl Handler<UpdateObjective> for ObjectivesActor {
             objective.next_run_at = next_run(&objective, now);
         }
         objective.updated_at = now;
-        self.put_objective(objective)
+        self.edit_objective(objective, attempt, again)
     }
 }
 
@@ -219,12 +281,14 @@ impl Handler<ListObjectives> for ObjectivesActor {
     }
 }
 
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<ObjectiveRecord, ActorError>")]
 pub(super) struct Lifecycle {
     pub(super) objective_id: String,
     pub(super) action: LifecycleAction,
     pub(super) reason: Option<String>,
+    /// Earlier attempts of this action the database refused (`edit_objective`).
+    pub(super) attempt: u8,
 }
 
 impl Handler<Lifecycle> for ObjectivesActor {
@@ -275,7 +339,7 @@ impl Handler<Lifecycle> for ObjectivesActor {
         };
         let now = to_datetime(now_ms());
         objective.state = to;
-        objective.state_reason = msg.reason;
+        objective.state_reason = msg.reason.clone();
         objective.next_run_at = next_run(&objective, now);
         objective.updated_at = now;
         if to != ObjectiveState::Active
@@ -286,6 +350,11 @@ impl Handler<Lifecycle> for ObjectivesActor {
             self.start_queued(&oid, scheduled_for, seq, ctx);
         }
         tracing::info!(objective_id = %objective.objective_id, state = %state_name(to), "objective lifecycle");
-        self.put_objective(objective)
+        let attempt = msg.attempt;
+        let again = Lifecycle {
+            attempt: attempt + 1,
+            ..msg
+        };
+        self.edit_objective(objective, attempt, again)
     }
 }

@@ -90,6 +90,27 @@ impl Actor for ObjectivesActor {
     }
 }
 
+/// Rereads an objective before an edit or a read of it in a cluster, so what another
+/// node acknowledged is seen here (nothing on one node: memory is the database).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct RereadObjective(pub(super) String);
+
+impl Handler<RereadObjective> for ObjectivesActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(
+        &mut self,
+        RereadObjective(id): RereadObjective,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
+        if !self.cluster.is_clustered() {
+            return Box::pin(actix::fut::ready(()));
+        }
+        Box::pin(self.reread_objective(id))
+    }
+}
+
 /// A change another node made.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -183,6 +204,33 @@ impl ObjectivesActor {
                 }),
             );
         });
+    }
+
+    /// Rereads one objective after this node's queued writes and applies it (unless a
+    /// write to it was queued meanwhile: then that write decides, as in `reread`).
+    pub(super) fn reread_objective(
+        &mut self,
+        id: String,
+    ) -> impl ActorFuture<Self, Output = ()> + use<> {
+        let generation = self
+            .generation
+            .get(&(Table::Objectives, id.clone()))
+            .copied()
+            .unwrap_or(0);
+        let barrier = self.writer.submit(Vec::new());
+        let storage = self.storage.clone();
+        let key = id.as_bytes().to_vec();
+        async move {
+            barrier.await?;
+            storage.read_row(Table::Objectives, &key).await
+        }
+        .into_actor(self)
+        .map(move |read, act, _| match read {
+            Ok(row) => act.apply_row(Table::Objectives, id, generation, row),
+            Err(e) => {
+                tracing::warn!(objective_id = %id, error = %e, "rereading an objective failed")
+            }
+        })
     }
 
     /// Reads every agent and objective (rows another node created while this one was
@@ -435,9 +483,13 @@ impl ObjectivesActor {
             .filter(|id| gained.contains(&shard_of(id.as_bytes())))
             .cloned()
             .collect();
+        // After this node's queued writes: a run of its own that just finished is read
+        // finished, not as left going.
+        let barrier = self.writer.submit(Vec::new());
         let storage = self.storage.clone();
         ctx.spawn(
             async move {
+                barrier.await?;
                 let mut found = Vec::new();
                 for id in ids {
                     let prefix = super::model::run_prefix(&id);
@@ -495,7 +547,8 @@ impl ObjectivesActor {
         let objective_id = run.objective_id.as_str();
         match run.node_id.as_deref() {
             Some(node) if node == self.cluster.node_id() => {
-                self.running.get(objective_id) != Some(&run.run_id)
+                !self.finishing.contains(&run.run_id)
+                    && self.running.get(objective_id) != Some(&run.run_id)
                     && self
                         .queued
                         .get(objective_id)
@@ -566,25 +619,29 @@ impl ObjectivesActor {
                 continue;
             };
             let key = run_key(&objective_id, seq);
+            let barrier = self.writer.submit(Vec::new());
             let storage = self.storage.clone();
             ctx.spawn(
-                async move { storage.read_row(Table::Runs, &key).await }
-                    .into_actor(self)
-                    .map(move |read, act, ctx| {
-                        let Ok(Some(bytes)) = read else {
-                            return;
-                        };
-                        let Ok(run) = decode_record::<RunRecord>(&bytes) else {
-                            return;
-                        };
-                        if run.status != RunStatus::Running {
-                            act.elsewhere.remove(&objective_id);
-                            return;
-                        }
-                        if act.run_is_dead(&run, run.started_at) {
-                            act.interrupt_elsewhere(&objective_id, run, bytes, ctx);
-                        }
-                    }),
+                async move {
+                    barrier.await?;
+                    storage.read_row(Table::Runs, &key).await
+                }
+                .into_actor(self)
+                .map(move |read, act, ctx| {
+                    let Ok(Some(bytes)) = read else {
+                        return;
+                    };
+                    let Ok(run) = decode_record::<RunRecord>(&bytes) else {
+                        return;
+                    };
+                    if run.status != RunStatus::Running {
+                        act.elsewhere.remove(&objective_id);
+                        return;
+                    }
+                    if act.run_is_dead(&run, run.started_at) {
+                        act.interrupt_elsewhere(&objective_id, run, bytes, ctx);
+                    }
+                }),
             );
         }
     }
