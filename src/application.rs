@@ -621,8 +621,11 @@ async fn writer_ready(writer: &Writer) -> Result<(), StorageError> {
 /// it holds session records) or PostgreSQL, with the bounded retries of its settings.
 async fn open_storage(config: &StorageConfig) -> Result<Storage, StartError> {
     match config {
-        StorageConfig::Redb { data_dir } => {
-            let storage = Storage::open_redb(data_dir)?;
+        StorageConfig::Redb {
+            data_dir,
+            cache_bytes,
+        } => {
+            let storage = Storage::open_redb_with_cache(data_dir, *cache_bytes)?;
             let db_path = data_dir.join(palyra_storage::DB_FILE);
             fs::set_permissions(&db_path, fs::Permissions::from_mode(0o600)).map_err(|e| {
                 StartError::DataDir {

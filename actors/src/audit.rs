@@ -198,6 +198,12 @@ struct Inner {
     /// The newest event time handed out: event times never go backwards, even when
     /// the wall clock does, so a newer event never sorts (or is pruned) as older.
     last_ms: std::sync::atomic::AtomicI64,
+    /// Events added since the last pruning; at `prune_every` the pruner runs at once,
+    /// so a flood (logins, evictions) is cut back to `max_events` as it comes, not
+    /// once per `prune_interval`.
+    added: AtomicU64,
+    prune_every: u64,
+    prune_now: tokio::sync::Notify,
 }
 
 /// Longest `subject` and `detail`, in characters; longer ones are cut.
@@ -239,6 +245,11 @@ impl AuditLog {
                 last_ms: std::sync::atomic::AtomicI64::new(
                     newest.map_or(0, |(at, _)| at.saturating_add(1)),
                 ),
+                added: AtomicU64::new(0),
+                // A hundredth of the limit (at least 100): the log holds at most 1%
+                // more than `max_events` between two prunings.
+                prune_every: (retention.max_events / 100).max(100),
+                prune_now: tokio::sync::Notify::new(),
             }),
         };
         let pruner = log.clone();
@@ -246,10 +257,14 @@ impl AuditLog {
             let mut tick = tokio::time::interval(retention.prune_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = pruner.inner.prune_now.notified() => {}
+                }
                 if !pruner.inner.writer.is_alive() {
                     break;
                 }
+                pruner.inner.added.store(0, Ordering::Relaxed);
                 if let Err(e) = pruner.prune(retention).await {
                     tracing::warn!(error = %e, "pruning the audit log failed");
                 }
@@ -268,6 +283,9 @@ impl AuditLog {
             .fetch_max(now, Ordering::Relaxed)
             .max(now);
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+        if self.inner.added.fetch_add(1, Ordering::Relaxed) + 1 == self.inner.prune_every {
+            self.inner.prune_now.notify_one();
+        }
         let key = encode_key(at_ms, seq);
         let event = AuditEvent {
             id: hex(&key),

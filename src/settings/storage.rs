@@ -35,6 +35,8 @@ pub struct StorageSettings {
     pub connect_timeout_s: u64,
     /// PostgreSQL: bound on one statement.
     pub statement_timeout_s: u64,
+    /// redb: the page cache (reads and the write buffer together), in MiB.
+    pub cache_mib: usize,
 }
 
 /// `localhost` or a loopback address.
@@ -64,6 +66,7 @@ impl StorageSettings {
             (StorageBackend::Redb, _) => {
                 return Ok(StorageConfig::Redb {
                     data_dir: data_dir.to_owned(),
+                    cache_bytes: self.cache_mib.saturating_mul(1024 * 1024),
                 });
             }
             (StorageBackend::Postgres, Some(url)) => url,
@@ -128,6 +131,9 @@ impl StorageSettings {
         {
             return Err("storage.sslmode must be disable, require or verify-full".into());
         }
+        if !(4..=65536).contains(&self.cache_mib) {
+            return Err("storage.cache_mib must be between 4 and 65536".into());
+        }
         if self.connect_retries > 1000 {
             return Err("storage.connect_retries must be at most 1000".into());
         }
@@ -140,5 +146,25 @@ impl StorageSettings {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::settings::Settings;
+
+    #[test]
+    fn the_redb_cache_is_bounded_by_cache_mib() {
+        let mut settings = Settings::defaults();
+        let dir = std::path::Path::new("/var/lib/palyra");
+        match settings.storage.storage_config(dir) {
+            Ok(palyra_storage::StorageConfig::Redb { cache_bytes, .. }) => {
+                assert_eq!(cache_bytes, 32 * 1024 * 1024);
+            }
+            other => panic!("{other:?}"),
+        }
+        settings.storage.cache_mib = 2;
+        let refused = settings.storage.validate().unwrap_err();
+        assert!(refused.contains("storage.cache_mib"), "{refused}");
     }
 }

@@ -13,8 +13,12 @@ use crate::error::StorageError;
 /// Which backend holds the daemon's state.
 #[derive(Debug, Clone)]
 pub enum StorageConfig {
-    /// One redb file in the data dir (the default).
-    Redb { data_dir: PathBuf },
+    /// One redb file in the data dir (the default), with redb's page cache bounded
+    /// to `cache_bytes` (read cache and write buffer together).
+    Redb {
+        data_dir: PathBuf,
+        cache_bytes: usize,
+    },
     /// A PostgreSQL database.
     Postgres(PostgresConfig),
 }

@@ -16,6 +16,10 @@ use crate::writer::{Request, Writer, WriterParts, fill_batch};
 /// File name of the database inside the data dir.
 pub const DB_FILE: &str = "palyra.redb";
 
+/// redb's page cache when nothing else is configured (`storage.cache_mib`): redb's own
+/// default is 1 GiB, which a daemon whose state lives in its actors never needs.
+pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// An open redb database. Cloning is shallow; the writer thread holds one clone.
 #[derive(Clone)]
 pub(crate) struct RedbStore {
@@ -25,8 +29,11 @@ pub(crate) struct RedbStore {
 impl RedbStore {
     /// Opens (or creates) the database in `data_dir`, creates missing tables and runs
     /// migrations up to [`schema::SCHEMA_VERSION`]; refuses a newer database.
-    pub(crate) fn open(data_dir: &Path) -> Result<Self, StorageError> {
-        let db = Database::create(data_dir.join(DB_FILE)).map_err(StorageError::backend)?;
+    pub(crate) fn open(data_dir: &Path, cache_bytes: usize) -> Result<Self, StorageError> {
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(data_dir.join(DB_FILE))
+            .map_err(StorageError::backend)?;
         schema::prepare(&db)?;
         Ok(Self { db: Arc::new(db) })
     }

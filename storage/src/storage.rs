@@ -52,8 +52,13 @@ impl Storage {
     /// runs migrations up to [`SCHEMA_VERSION`]. Refuses a database written by a newer
     /// daemon.
     pub fn open_redb(data_dir: &Path) -> Result<Self, StorageError> {
+        Self::open_redb_with_cache(data_dir, crate::redb_store::DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Self::open_redb`] with redb's page cache bounded to `cache_bytes`.
+    pub fn open_redb_with_cache(data_dir: &Path, cache_bytes: usize) -> Result<Self, StorageError> {
         Ok(Self {
-            backend: Backend::Redb(RedbStore::open(data_dir)?),
+            backend: Backend::Redb(RedbStore::open(data_dir, cache_bytes)?),
         })
     }
 
@@ -84,7 +89,10 @@ impl Storage {
     /// Opens whichever backend `config` names.
     pub async fn open_with(config: &StorageConfig) -> Result<Self, StorageError> {
         match config {
-            StorageConfig::Redb { data_dir } => Self::open_redb(data_dir),
+            StorageConfig::Redb {
+                data_dir,
+                cache_bytes,
+            } => Self::open_redb_with_cache(data_dir, *cache_bytes),
             StorageConfig::Postgres(pg) => Self::open_postgres(pg).await,
         }
     }

@@ -462,6 +462,36 @@ async fn the_audit_log_is_pruned_to_its_retention() {
     }
 }
 
+#[tokio::test]
+async fn a_flood_of_events_is_pruned_as_it_comes_not_once_per_interval() {
+    // An interval that never comes during the test: only the count triggers pruning,
+    // once every max(max_events / 100, 100) events added.
+    let app = spawn_app_with(|s| {
+        s.audit.max_events = 5;
+        s.audit.prune_interval_s = 3600;
+    })
+    .await;
+    for _ in 0..250 {
+        let r = app.mint_handoff(json!({})).await;
+        assert_eq!(r.status(), 200);
+    }
+    // Pruned once 100 and again once 200 events were added (later under load: the
+    // count read by the pruning decides), so far fewer than the 250 written remain.
+    wait_until(async || {
+        audit_page(&app, "limit=500").await["events"]
+            .as_array()
+            .unwrap()
+            .len()
+            <= 150
+    })
+    .await;
+    let kept = audit_page(&app, "limit=500").await["events"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(kept >= 5, "only the excess is pruned: {kept} kept");
+}
+
 /// The console's kind filter offers every kind the daemon records.
 #[test]
 fn the_console_offers_every_audit_kind() {

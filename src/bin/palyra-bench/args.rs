@@ -74,6 +74,9 @@ pub enum ScenarioArg {
     Scheduler10k,
     /// Three release palyrad nodes on PostgreSQL (not part of `all`: a few minutes).
     Cluster,
+    /// The release palyrad under mixed load for `--duration` seconds [default: 600],
+    /// RSS sampled every minute (not part of `all`).
+    Soak,
     All,
 }
 
@@ -132,6 +135,9 @@ impl Args {
             ScenarioArg::Rss => vec![Plan::Rss],
             ScenarioArg::RssProfiles => vec![Plan::RssProfiles],
             ScenarioArg::Refresh10k => vec![Plan::Refresh],
+            ScenarioArg::Soak => vec![Plan::Soak {
+                duration_s: self.duration.map_or(600, |d| d.ceil() as u64),
+            }],
             ScenarioArg::Scheduler10k => vec![scheduler],
             ScenarioArg::Cluster => vec![Plan::Cluster {
                 measure: ClusterMeasure::Firings {

@@ -62,6 +62,7 @@ mod refresh;
 mod report;
 mod rss;
 mod servers;
+mod soak;
 mod targets;
 
 use std::process::ExitCode;
@@ -234,6 +235,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
             Plan::Rss => rows.push(rss::rss(&bench).await?),
             Plan::RssProfiles => rows.push(rss::rss_profiles(&bench).await?),
             Plan::Refresh => rows.push(bench.refresh().await?),
+            Plan::Soak { duration_s } => {
+                rows.push(soak::soak(&bench, std::time::Duration::from_secs(duration_s)).await?)
+            }
             Plan::Scheduler {
                 objectives,
                 every_s,

@@ -47,6 +47,10 @@ pub enum Plan {
     Rss,
     RssProfiles,
     Refresh,
+    /// `soak`: the release binary under mixed load for `duration_s`.
+    Soak {
+        duration_s: u64,
+    },
     /// `scheduler-10k`: the daemon's scheduler (`peer: false`) or tokio-cron-scheduler
     /// on the same job set (`peer: true`); one scenario gives both rows.
     Scheduler {
@@ -76,6 +80,10 @@ impl Plan {
             Plan::Rss => "rss".into(),
             Plan::RssProfiles => "rss-profiles".into(),
             Plan::Refresh => "refresh-10k".into(),
+            Plan::Soak { duration_s } if duration_s % 60 == 0 => {
+                format!("soak-{}min", duration_s / 60)
+            }
+            Plan::Soak { duration_s } => format!("soak-{duration_s}s"),
             Plan::Scheduler {
                 objectives,
                 every_s,
@@ -127,6 +135,7 @@ impl Plan {
                 | Plan::ProfileCreate
                 | Plan::ObjectiveCreate
                 | Plan::Refresh
+                | Plan::Soak { .. }
                 | Plan::Scheduler { .. }
                 | Plan::Cluster { .. }
         )
@@ -135,6 +144,6 @@ impl Plan {
     /// Scenarios whose in-process daemon can run on PostgreSQL; `rss` and
     /// `rss-profiles` measure the release binary as a child process, on redb.
     pub fn runs_on_postgres(self) -> bool {
-        !matches!(self, Plan::Rss | Plan::RssProfiles)
+        !matches!(self, Plan::Rss | Plan::RssProfiles | Plan::Soak { .. })
     }
 }

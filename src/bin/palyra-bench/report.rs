@@ -53,6 +53,9 @@ pub struct Row {
     pub rss_idle_mib: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_loaded_mib: Option<f64>,
+    /// `soak`: RSS growth over the second half of the run, in percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_growth_pct: Option<f64>,
     /// Profiles seeded or created by the scenario.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profiles: Option<usize>,
@@ -222,6 +225,7 @@ impl Row {
             commits_per_s: None,
             rss_idle_mib: None,
             rss_loaded_mib: None,
+            rss_growth_pct: None,
             profiles: match plan {
                 Plan::ProfileList => Some(LIST_PROFILES),
                 _ => None,
@@ -404,7 +408,10 @@ pub fn render_report(
         let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     }
     for row in table_rows {
-        if matches!(row.plan, Plan::Rss | Plan::RssProfiles | Plan::Refresh) {
+        if matches!(
+            row.plan,
+            Plan::Rss | Plan::RssProfiles | Plan::Refresh | Plan::Soak { .. }
+        ) {
             let _ = writeln!(
                 out,
                 "| {} | - | - | - | - | - | - | - | {} | {} |",

@@ -163,6 +163,11 @@ pub struct ChildPalyrad {
 
 impl ChildPalyrad {
     pub async fn spawn(root: &Path) -> Result<Self, BoxError> {
+        Self::spawn_with(root, &[]).await
+    }
+
+    /// [`Self::spawn`] with further environment variables (settings of the scenario).
+    pub async fn spawn_with(root: &Path, extra: &[(&str, &str)]) -> Result<Self, BoxError> {
         let exe = std::env::current_exe()?;
         let palyrad = exe.with_file_name("palyrad");
         if !palyrad.is_file() {
@@ -175,12 +180,13 @@ impl ChildPalyrad {
         let dir = tempfile::Builder::new().prefix("rss-").tempdir_in(root)?;
         let token = random_token();
         // A clean environment: no PALYRA_* of the caller changes the daemon measured.
-        let env = [
+        let mut env = vec![
             ("PALYRA_ADMIN_TOKEN", token.expose()),
             // As in-process: the limiter runs, with a quota the load never reaches.
             ("PALYRA_RATE_LIMIT__LOOPBACK_PER_S", "100000000"),
             ("PALYRA_RATE_LIMIT__LOOPBACK_BURST", "100000000"),
         ];
+        env.extend_from_slice(extra);
         let child = ChildDaemon::start(&palyrad, &dir.path().join("data"), &env, true).await?;
         // Let start-up allocations settle before the idle reading.
         tokio::time::sleep(Duration::from_secs(1)).await;

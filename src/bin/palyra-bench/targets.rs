@@ -145,6 +145,19 @@ pub fn assess(rows: &[Row]) -> Vec<Verdict> {
                     per <= 4.0,
                 );
             }
+            Plan::Soak { .. } => {
+                let growth = row.rss_growth_pct.unwrap_or(f64::INFINITY);
+                let missed = row.missed.unwrap_or(u64::MAX);
+                check(
+                    format!("{name}: RSS growth over the second half <= 5%, no error, 0 missed"),
+                    format!(
+                        "{growth:+.1}% ({:.1} MiB at the end), {} errors, {missed} missed",
+                        row.rss_loaded_mib.unwrap_or(0.0),
+                        row.errors
+                    ),
+                    growth <= 5.0 && row.errors == 0 && missed == 0,
+                );
+            }
             // Judged above.
             Plan::Cluster { .. } => {}
             Plan::Refresh => {
