@@ -75,7 +75,7 @@ pub enum ScenarioArg {
     /// Three release palyrad nodes on PostgreSQL (not part of `all`: a few minutes).
     Cluster,
     /// The release palyrad under mixed load for `--duration` seconds [default: 600],
-    /// RSS sampled every minute (not part of `all`).
+    /// RSS sampled every minute (not part of `all`); PALYRA_STORAGE__CACHE_MIB, when set, is passed to it.
     Soak,
     All,
 }

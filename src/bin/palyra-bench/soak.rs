@@ -129,11 +129,14 @@ async fn missed_runs(client: &mut Client, bearer: &HeaderValue) -> Result<u64, B
 pub async fn soak(bench: &Bench, duration: Duration) -> Result<Row, BoxError> {
     let fake = FakeModel::try_start(2)?;
     let base = fake.url();
+    // The one setting of the caller passed through, to compare redb cache sizes.
+    let cache_mib = std::env::var("PALYRA_STORAGE__CACHE_MIB").unwrap_or_else(|_| "32".into());
     let mut child = ChildPalyrad::spawn_with(
         &bench.root,
         &[
             ("PALYRA_PROVIDERS__OPENAI__API_BASE_URL", base.as_str()),
             ("PALYRA_OBJECTIVES__RUN_RETENTION", SOAK_RUN_RETENTION),
+            ("PALYRA_STORAGE__CACHE_MIB", cache_mib.as_str()),
         ],
     )
     .await?;
@@ -193,7 +196,7 @@ pub async fn soak(bench: &Bench, duration: Duration) -> Result<Row, BoxError> {
         .map(|(t, mib)| format!("{t:.0}s {mib:.1}"))
         .collect();
     let mut notes = vec![format!(
-        "release palyrad, {SOAK_OBJECTIVES} objectives on `{SOAK_SCHEDULE}` (run retention {SOAK_RUN_RETENTION}) and {SOAK_CLIENTS} clients of login+logout / profile page / profile create+delete for {:.0} s: {} provider calls, {} mixed iterations ({} not ok), {missed} runs recorded missed; RSS MiB {}; second half {mid:.1} -> {end:.1} MiB ({growth_pct:+.1}%)",
+        "release palyrad (redb cache {cache_mib} MiB), {SOAK_OBJECTIVES} objectives on `{SOAK_SCHEDULE}` (run retention {SOAK_RUN_RETENTION}) and {SOAK_CLIENTS} clients of login+logout / profile page / profile create+delete for {:.0} s: {} provider calls, {} mixed iterations ({} not ok), {missed} runs recorded missed; RSS MiB {}; second half {mid:.1} -> {end:.1} MiB ({growth_pct:+.1}%)",
         duration.as_secs_f64(),
         calls,
         tally.ok,
