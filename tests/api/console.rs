@@ -377,6 +377,7 @@ async fn console_app(provider: &FakeProvider, model: &FakeModel, oauth: &FakeOAu
             "acme".into(),
             ProviderConfig {
                 api_base_url: oauth_url.clone(),
+                api_style: None,
                 authorization_endpoint: Some(format!("{oauth_url}/authorize")),
                 token_endpoint: Some(format!("{oauth_url}/token")),
                 revocation_endpoint: Some(format!("{oauth_url}/revoke")),

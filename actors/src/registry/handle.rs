@@ -7,13 +7,15 @@ use palyra_storage::{Storage, Writer};
 
 use super::actor::{
     Delete, Get, GetBearer, GetVaultStatus, Health, List, MarkRejected, OpenApiKey, RegistryActor,
-    Resolve, RotateKey, SetDefault, Upsert,
+    RotateKey, SetDefault, Upsert,
 };
+use super::cooldown::{CallNote, CheckUsable, NoteCall};
 use super::model::{
-    AuthHealthReport, AuthProfile, BearerCredential, DEFAULT_PAGE, NewCredential, NewProfile,
-    ProfileFilter, ProfilePage, ResolveAnswer, RotationReport, VaultStatus, validate_api_key,
-    validate_profile_name, validate_provider, validate_scope,
+    AuthHealthReport, AuthProfile, BearerCredential, Cooldown, DEFAULT_PAGE, NewCredential,
+    NewProfile, ProfileFilter, ProfilePage, ResolveAnswer, ResolveSkip, RotationReport,
+    VaultStatus, validate_api_key, validate_profile_name, validate_provider, validate_scope,
 };
+use super::resolve::Resolve;
 use super::rows::is_changed_elsewhere;
 use crate::audit::AuditLog;
 use crate::cluster::ClusterHandle;
@@ -228,6 +230,29 @@ impl RegistryHandle {
     /// becomes `needs_reauth`.
     pub async fn mark_rejected(&self, profile_id: &str) -> Result<(), ActorError> {
         self.retrying(|| MarkRejected(profile_id.to_owned())).await
+    }
+
+    /// Whether each profile can be used now: `None`, or why it is passed over.
+    pub async fn check_usable(
+        &self,
+        profile_ids: Vec<String>,
+    ) -> Result<Vec<Option<ResolveSkip>>, ActorError> {
+        self.addr
+            .send(CheckUsable(profile_ids))
+            .await
+            .map_err(stopped("registry"))
+    }
+
+    /// Records what a run's call to a profile came to: a success clears its cooldown
+    /// (no write when there is none), a failure sets or extends it durably. Answers
+    /// the cooldown now in force.
+    pub async fn note_call(
+        &self,
+        profile_id: &str,
+        note: CallNote,
+    ) -> Result<Option<Cooldown>, ActorError> {
+        self.retrying(|| NoteCall(profile_id.to_owned(), note.clone()))
+            .await
     }
 
     /// Re-seals every secret under a new master key.

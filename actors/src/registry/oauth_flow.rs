@@ -603,6 +603,8 @@ impl Handler<FinishAttempt> for RegistryActor {
                     },
                     created_at: now,
                     updated_at: now,
+                    // A new sign-in starts without the old credential's cooldown.
+                    cooldown: None,
                 };
                 profile = Some((record, sealed, attempt.set_default));
                 AttemptStatus::Succeeded { profile_id: id }
