@@ -23,4 +23,5 @@ mod postgres_faults;
 mod posture;
 mod process;
 mod profiles;
+mod providers_failover;
 mod startup;
