@@ -24,4 +24,5 @@ mod posture;
 mod process;
 mod profiles;
 mod providers_failover;
+mod providers_resolve;
 mod startup;

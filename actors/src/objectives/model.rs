@@ -48,7 +48,7 @@ pub struct ModelCandidate {
 impl AgentRecord {
     /// The candidates in order: `model_profiles`, or the one-element case (a `None`
     /// profile: the agent's `openai` resolution).
-    pub(crate) fn candidates(&self) -> Vec<(Option<String>, String)> {
+    pub fn candidates(&self) -> Vec<(Option<String>, String)> {
         if self.model_profiles.is_empty() {
             vec![(self.default_model_profile.clone(), self.model.clone())]
         } else {
@@ -429,6 +429,35 @@ mod tests {
         assert!(run_key("o", 255) < run_key("o", 256));
         assert!(run_key("o", 1).starts_with(&run_prefix("o")));
         assert!(!run_key("o.b", 1).starts_with(&run_prefix("o")));
+    }
+
+    #[test]
+    fn rows_written_before_candidates_and_attempts_still_read() {
+        let agent: AgentRecord = serde_json::from_value(serde_json::json!({
+            "agent_id": "a1", "display_name": "A", "workspace_roots": [],
+            "default_model_profile": "p1", "model": "m",
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap();
+        assert_eq!(
+            agent.candidates(),
+            [(Some("p1".to_owned()), "m".to_owned())]
+        );
+        let run: RunRecord = serde_json::from_value(serde_json::json!({
+            "run_id": "o-1", "objective_id": "o", "trigger": "manual", "status": "succeeded",
+            "scheduled_for": null, "started_at": null, "finished_at": null, "tokens": 9,
+            "output": null, "error": null
+        }))
+        .unwrap();
+        assert_eq!(
+            (
+                run.tokens,
+                run.prompt_tokens,
+                run.completion_tokens,
+                run.attempts.len()
+            ),
+            (9, 0, 0, 0)
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::model::{
     NewProfile, ProfileFilter, ProfilePage, ResolveAnswer, ResolveSkip, RotationReport,
     VaultStatus, validate_api_key, validate_profile_name, validate_provider, validate_scope,
 };
-use super::resolve::Resolve;
+use super::resolve::{Resolve, ResolveCandidates};
 use super::rows::is_changed_elsewhere;
 use crate::audit::AuditLog;
 use crate::cluster::ClusterHandle;
@@ -207,6 +207,23 @@ impl RegistryHandle {
             .send(Resolve { provider, agent_id })
             .await
             .map_err(stopped("registry"))?
+    }
+
+    /// Which of an agent's candidates (profile id, model; in order) a run would try
+    /// first now, and why each one before it is passed over.
+    pub async fn resolve_candidates(
+        &self,
+        agent_id: String,
+        candidates: Vec<(String, String)>,
+    ) -> Result<ResolveAnswer, ActorError> {
+        validate_agent_id(&agent_id)?;
+        self.addr
+            .send(ResolveCandidates {
+                agent_id,
+                candidates,
+            })
+            .await
+            .map_err(stopped("registry"))
     }
 
     /// The plaintext API key of a profile, for a provider call. Never for responses.

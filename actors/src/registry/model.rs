@@ -282,6 +282,8 @@ pub enum ResolveReason {
     /// The scope's default was skipped (`skipped` says why); the next usable
     /// profile of that scope, in id order.
     Fallback,
+    /// The agent's first usable candidate (`model_profiles`).
+    Candidate,
     /// Nothing usable; `detail` says why.
     None,
 }
@@ -291,6 +293,9 @@ pub struct ResolveAnswer {
     pub provider: String,
     pub agent_id: Option<String>,
     pub profile_id: Option<String>,
+    /// The chosen candidate's model (resolution of an agent's candidates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     pub reason: ResolveReason,
     pub detail: String,
     /// Profiles passed over on the way, in order, each with why.

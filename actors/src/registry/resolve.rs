@@ -176,8 +176,72 @@ impl Handler<Resolve> for RegistryActor {
             provider: msg.provider,
             agent_id: msg.agent_id,
             profile_id,
+            model: None,
             reason,
             detail,
+            skipped,
+        })
+    }
+}
+
+/// An agent's candidates (`model_profiles`) in order: the first usable one.
+#[derive(Message)]
+#[rtype(result = "ResolveAnswer")]
+pub(super) struct ResolveCandidates {
+    pub(super) agent_id: String,
+    /// (profile id, model), in order.
+    pub(super) candidates: Vec<(String, String)>,
+}
+
+impl Handler<ResolveCandidates> for RegistryActor {
+    type Result = MessageResult<ResolveCandidates>;
+
+    fn handle(&mut self, msg: ResolveCandidates, _ctx: &mut Self::Context) -> Self::Result {
+        let now = to_datetime(now_ms());
+        let mut skipped = Vec::new();
+        let count = msg.candidates.len();
+        let provider_of = |id: &str| self.profiles.get(id).map(|r| r.provider.clone());
+        for (n, (id, model)) in msg.candidates.iter().enumerate() {
+            let skip = match self.profiles.get(id) {
+                Some(record) => skip_of(record, &self.vault, now),
+                None => Some(ResolveSkip {
+                    profile_id: id.clone(),
+                    reason: super::model::SkipReason::Missing,
+                    until: None,
+                    detail: "no such auth profile".into(),
+                }),
+            };
+            match skip {
+                Some(s) => skipped.push(s),
+                None => {
+                    return MessageResult(ResolveAnswer {
+                        provider: provider_of(id).unwrap_or_default(),
+                        agent_id: Some(msg.agent_id),
+                        profile_id: Some(id.clone()),
+                        model: Some(model.clone()),
+                        reason: ResolveReason::Candidate,
+                        detail: format!("the agent's candidate {} of {count}", n + 1),
+                        skipped,
+                    });
+                }
+            }
+        }
+        let provider = msg
+            .candidates
+            .iter()
+            .find_map(|(id, _)| provider_of(id))
+            .unwrap_or_default();
+        MessageResult(ResolveAnswer {
+            provider,
+            agent_id: Some(msg.agent_id),
+            profile_id: None,
+            model: None,
+            reason: ResolveReason::None,
+            detail: if count == 0 {
+                "the agent has no candidate".into()
+            } else {
+                format!("every one of the agent's {count} candidates was skipped (see skipped)")
+            },
             skipped,
         })
     }
