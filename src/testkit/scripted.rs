@@ -4,6 +4,8 @@
 //! `anthropic-version: 2023-06-01` or without a positive `max_tokens`, as the real one
 //! does). Each key answers its script in order, the last answer repeating; a key with
 //! no script is refused with 401. Every call is recorded with what it carried.
+//! `GET /v1/models` (the key check) answers from the same script: an `Ok` is the
+//! model list, a status is that status.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -52,6 +54,8 @@ pub enum Answer {
 pub enum Api {
     OpenAi,
     Anthropic,
+    /// `GET /v1/models` with a bearer token.
+    Models,
 }
 
 /// One call received.
@@ -111,9 +115,16 @@ impl ScriptedModel {
                 }
             }
         };
+        let models = handler(Api::Models);
         let app = Router::new()
             .route("/v1/chat/completions", post(handler(Api::OpenAi)))
-            .route("/v1/messages", post(handler(Api::Anthropic)));
+            .route("/v1/messages", post(handler(Api::Anthropic)))
+            .route(
+                "/v1/models",
+                axum::routing::get(move |headers: HeaderMap| {
+                    models(headers, axum::Json(Value::Null))
+                }),
+            );
         let served = Served::start("fake-scripted-model", app).expect("the scripted fake starts");
         Self {
             addr: served.addr(),
@@ -170,7 +181,7 @@ async fn answer(api: Api, state: &Mutex<State>, headers: &HeaderMap, body: &Valu
             .map(str::to_owned)
     };
     let key = match api {
-        Api::OpenAi => text(header::AUTHORIZATION.as_str())
+        Api::OpenAi | Api::Models => text(header::AUTHORIZATION.as_str())
             .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned)),
         Api::Anthropic => text("x-api-key"),
     };
@@ -194,7 +205,7 @@ async fn answer(api: Api, state: &Mutex<State>, headers: &HeaderMap, body: &Valu
         Api::Anthropic if !body["max_tokens"].as_u64().is_some_and(|n| n > 0) => {
             Some((400, "invalid_request_error"))
         }
-        Api::OpenAi if key.is_none() => Some((401, "invalid_api_key")),
+        Api::OpenAi | Api::Models if key.is_none() => Some((401, "invalid_api_key")),
         _ => None,
     };
     let next = {
@@ -228,6 +239,7 @@ async fn answer(api: Api, state: &Mutex<State>, headers: &HeaderMap, body: &Valu
     }
     let ok = |input: u64, output: u64| {
         match api {
+        Api::Models => axum::Json(json!({ "object": "list", "data": [] })).into_response(),
         Api::OpenAi => axum::Json(json!({
             "choices": [{ "message": { "role": "assistant", "content": format!("{} says hi to {}", call.key, call.prompt) } }],
             "usage": { "prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output }

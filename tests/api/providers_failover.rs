@@ -688,3 +688,49 @@ async fn candidate_lists_are_checked_and_an_empty_one_is_the_single_profile_case
     assert_eq!(outcomes(&run), pairs(&[("good", "ok")]));
     assert_eq!(fake.calls()[0].model, "solo");
 }
+
+#[tokio::test]
+async fn a_new_access_token_refused_by_the_key_check_is_refreshed_once_and_checked_again() {
+    let oauth = FakeOAuth::start(3600).await;
+    let fake = ScriptedModel::start().await;
+    let (model_url, oauth_url) = (fake.url(), oauth.url());
+    let app = spawn_app_with(move |s| {
+        let mut acme = crate::oauth::acme_provider(&oauth_url);
+        acme.api_base_url = model_url;
+        acme.validation = Validation::Models;
+        s.providers.custom.insert("acme".into(), acme);
+    })
+    .await;
+    // The code is 1, the first access token 2, the refreshed one 3.
+    fake.script("ACCESS-TOKEN-2", vec![Answer::Status(401, "invalid_token")]);
+    fake.script(
+        "ACCESS-TOKEN-3",
+        vec![Answer::Ok {
+            input: 1,
+            output: 1,
+        }],
+    );
+    let profile = crate::oauth::sign_in(&app, &oauth, "acme.main").await;
+    assert_eq!(profile["profile_id"], "acme.main");
+    assert_eq!(oauth.snapshot(|s| s.refresh_grants), 1);
+    let checks: Vec<(Api, String)> = fake.calls().into_iter().map(|c| (c.api, c.key)).collect();
+    assert_eq!(
+        checks,
+        [
+            (Api::Models, "ACCESS-TOKEN-2".to_owned()),
+            (Api::Models, "ACCESS-TOKEN-3".to_owned())
+        ]
+    );
+    // The refreshed token is the one stored: a run uses it.
+    agent(
+        &app,
+        json!({ "agent_id": "a1", "default_model_profile": "acme.main", "model": "m" }),
+    )
+    .await;
+    let run = fire(&app, "o1", "a1").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        fake.keys_called().last().map(String::as_str),
+        Some("ACCESS-TOKEN-3")
+    );
+}

@@ -16,6 +16,8 @@
 //! - `resolve.rs`: which profile an agent uses for a provider, skipping unusable ones.
 //! - `refresh_claim.rs`: a refresh token redeemed by one node at a time, claimed and
 //!   committed against the profile's token generation.
+//! - `token_check.rs`: the check of a new access token at sign-in (refreshed once
+//!   when refused).
 //! - [`oauth_flow`]: OAuth sign-in and the durable side of refreshes.
 //!
 //! Inside the crate, import from the defining file (`registry::handle`,
@@ -32,6 +34,7 @@ pub(crate) mod refresh_claim;
 mod resolve;
 mod rows;
 mod sync;
+mod token_check;
 
 pub use crate::ids::{validate_agent_id, validate_profile_id};
 pub use cooldown::CallNote;
