@@ -202,7 +202,7 @@ async fn answer(api: Api, state: &Mutex<State>, headers: &HeaderMap, body: &Valu
         Api::Anthropic if text("anthropic-version").as_deref() != Some("2023-06-01") => {
             Some((400, "invalid_request_error"))
         }
-        Api::Anthropic if !body["max_tokens"].as_u64().is_some_and(|n| n > 0) => {
+        Api::Anthropic if body["max_tokens"].as_u64().is_none_or(|n| n == 0) => {
             Some((400, "invalid_request_error"))
         }
         Api::OpenAi | Api::Models if key.is_none() => Some((401, "invalid_api_key")),

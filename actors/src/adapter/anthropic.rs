@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::classify::{network_failure, read_answer};
-use super::{CallFailure, CallRequest, Completion, FailureClass};
+use super::model::{CallFailure, CallRequest, Completion, FailureClass};
 use crate::secret::SecretString;
 
 /// The API version every call names (the one the Messages API is documented at).

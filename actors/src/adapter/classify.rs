@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{CallFailure, FailureClass};
+use super::model::{CallFailure, FailureClass};
 
 /// The longest Retry-After taken from a provider: a larger one (or a date far ahead)
 /// would park a profile for longer than any real rate limit lasts.
