@@ -162,13 +162,14 @@ impl ScriptedModel {
     }
 }
 
-fn error(status: u16, kind: &str) -> Response {
+/// An error answer whose message quotes the key, as OpenAI's 401 does ("Incorrect API
+/// key provided: sk-..."): the daemon must never pass a provider's message on.
+fn error(status: u16, kind: &str, key: &str) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let message = format!("scripted failure for key {key}");
     (
         code,
-        axum::Json(
-            json!({ "type": "error", "error": { "type": kind, "message": "scripted failure" } }),
-        ),
+        axum::Json(json!({ "type": "error", "error": { "type": kind, "message": message } })),
     )
         .into_response()
 }
@@ -235,7 +236,7 @@ async fn answer(api: Api, state: &Mutex<State>, headers: &HeaderMap, body: &Valu
         answer
     };
     if let Some((status, kind)) = refusal {
-        return error(status, kind);
+        return error(status, kind, &call.key);
     }
     let ok = |input: u64, output: u64| {
         match api {
@@ -254,7 +255,7 @@ async fn answer(api: Api, state: &Mutex<State>, headers: &HeaderMap, body: &Valu
     }
     };
     match next {
-        None => error(401, "authentication_error"),
+        None => error(401, "authentication_error", &call.key),
         Some(Answer::Ok { input, output }) => ok(input, output),
         Some(Answer::Slow {
             delay,
@@ -265,7 +266,7 @@ async fn answer(api: Api, state: &Mutex<State>, headers: &HeaderMap, body: &Valu
             ok(input, output)
         }
         Some(Answer::RateLimited(after)) => {
-            let mut r = error(429, "rate_limit_error");
+            let mut r = error(429, "rate_limit_error", &call.key);
             let value = match after {
                 Some(RetryAfter::Seconds(s)) => Some(s.to_string()),
                 Some(RetryAfter::Date(at)) => Some(httpdate(at)),
@@ -276,10 +277,10 @@ async fn answer(api: Api, state: &Mutex<State>, headers: &HeaderMap, body: &Valu
             }
             r
         }
-        Some(Answer::Status(status, kind)) => error(status, kind),
+        Some(Answer::Status(status, kind)) => error(status, kind, &call.key),
         Some(Answer::Hang) => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
-            error(504, "hang_ended")
+            error(504, "hang_ended", &call.key)
         }
     }
 }

@@ -539,6 +539,15 @@ async fn billing_a_refused_key_and_a_hang_fail_over_each_to_its_own_state() {
     assert_eq!(hours, 4, "5 h first (a few seconds under): {billing}");
     assert_eq!(health_of(&app, "refused").await["state"], "needs_reauth");
     assert_eq!(health_of(&app, "hang").await["state"], "cooling_down");
+    // The fake's error messages quote the key; nothing the daemon recorded does.
+    let recorded = format!(
+        "{run}{}{}",
+        app.bearer_get_json("/console/v1/auth/health").await,
+        app.bearer_get_json("/console/v1/auth/profiles").await
+    );
+    for key in ["key-billing-0001", "key-refused-0001", "key-hang-0000001"] {
+        assert!(!recorded.contains(key), "{key} leaked: {recorded}");
+    }
 }
 
 #[tokio::test]
@@ -733,4 +742,59 @@ async fn a_new_access_token_refused_by_the_key_check_is_refreshed_once_and_check
         fake.keys_called().last().map(String::as_str),
         Some("ACCESS-TOKEN-3")
     );
+}
+
+#[tokio::test]
+async fn each_step_of_a_program_fails_over_and_the_tokens_add_up() {
+    let fake = ScriptedModel::start().await;
+    fake.script(
+        "key-limited-0001",
+        vec![Answer::RateLimited(Some(RetryAfter::Seconds(30)))],
+    );
+    fake.script(
+        "key-good-0000001",
+        vec![Answer::Ok {
+            input: 2,
+            output: 3,
+        }],
+    );
+    let app = app_on(&fake).await;
+    add_key(&app, "k1", "openai", "key-limited-0001").await;
+    add_key(&app, "k2", "openai", "key-good-0000001").await;
+    agent(
+        &app,
+        json!({ "agent_id": "a1", "model_profiles": [
+            { "profile_id": "k1", "model": "m" }, { "profile_id": "k2", "model": "m" } ] }),
+    )
+    .await;
+    let created = app
+        .bearer_post(
+            "/console/v1/objectives",
+            json!({ "objective_id": "prog", "agent_id": "a1", "kind": "program", "name": "Two",
+                    "steps": ["first", "second"] }),
+        )
+        .await;
+    assert_eq!(created.status(), 200, "{}", created.text().await.unwrap());
+    let run = fire(&app, "prog", "a1").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    // The second step passes over the profile the first one cooled down.
+    assert_eq!(
+        outcomes(&run),
+        pairs(&[
+            ("k1", "rate_limited"),
+            ("k2", "ok"),
+            ("k1", "skipped"),
+            ("k2", "ok")
+        ])
+    );
+    assert_eq!(
+        (
+            &run["prompt_tokens"],
+            &run["completion_tokens"],
+            &run["tokens"]
+        ),
+        (&json!(4), &json!(6), &json!(10))
+    );
+    let prompts: Vec<String> = fake.calls().into_iter().map(|c| c.prompt).collect();
+    assert_eq!(prompts, ["first", "first", "second"]);
 }
