@@ -16,8 +16,8 @@
 //!   `model.rs` (the records, the lifecycle table), `input.rs` (requests and their
 //!   validation), `handle.rs` (`ObjectivesHandle`), `actor.rs` (state, recovery,
 //!   commit), `firing.rs` (the firing decision, starting and finishing runs),
-//!   `agents.rs` and `lifecycle.rs` (CRUD), `runner.rs` (one run: credential, chat
-//!   completion, tokens).
+//!   `agents.rs` and `lifecycle.rs` (CRUD), `runner.rs` (one run: the agent's
+//!   candidates in order, failover, attempts, tokens).
 //! - [`scheduler`]: the scheduler actor fires due objectives from one timer heap.
 //! - [`schedule`]: cron patterns in IANA time zones.
 //! - [`refresher`]: the refresher actor keeps OAuth tokens fresh, one timer for all.
@@ -28,6 +28,8 @@
 //! - [`outbound`]: the one outbound HTTP client and its timeouts.
 //! - [`vault`]: secrets sealed with XChaCha20-Poly1305 under a rotatable master key.
 //! - [`provider`]: provider settings and the API-key check.
+//! - [`adapter`]: one model call in the provider's own API (OpenAI chat completions,
+//!   the Anthropic Messages API) and the one classification of its answer.
 //! - [`ids`]: validation of profile and agent ids.
 //! - [`secret`]: the secret string type and token helpers.
 //! - [`snapshot`]: the rows actors load their state from, read before they start.
@@ -41,6 +43,7 @@
 //! actix types never leave this crate: every actor is reached through a cloneable
 //! handle with `async fn` methods, and every message and result is `Send`.
 
+pub mod adapter;
 pub mod audit;
 pub mod browser;
 pub mod cluster;

@@ -10,8 +10,19 @@ use crate::secret::SecretString;
 pub struct ProviderSettings {
     /// Base of the provider's API, for example `https://api.openai.com`.
     pub api_base_url: String,
+    /// Which API runs speak to it (`crate::adapter`).
+    pub api_style: ApiStyle,
     /// OAuth sign-in and refresh, when the provider is configured for it.
     pub oauth: Option<crate::oauth::OAuthSettings>,
+}
+
+/// The API a provider serves for runs: `openai` for OpenAI and every
+/// OpenAI-compatible server, `anthropic` for the Anthropic Messages API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiStyle {
+    Openai,
+    Anthropic,
 }
 
 /// The providers the daemon knows, keyed by provider id (`openai`, `anthropic`,

@@ -14,11 +14,13 @@ export async function renderAgents(main, { flash }) {
       mount(listArea, h('p', { class: 'muted', text: 'No agents yet: create one below.' }));
       return;
     }
-    mount(listArea, table(['Agent', 'Model', 'Auth profile', 'Workspace roots', 'Updated', ''],
+    mount(listArea, table(['Agent', 'Model', 'Auth profile or candidates', 'Workspace roots', 'Updated', ''],
       items.map((a) => h('tr', { 'data-agent-id': a.agent_id },
         h('td', {}, h('strong', { text: a.display_name }), h('small', { class: 'block muted', text: a.agent_id })),
         h('td', { text: a.model }),
-        h('td', { text: a.default_model_profile || 'openai resolution' }),
+        h('td', {}, a.model_profiles && a.model_profiles.length
+          ? h('ol', { class: 'candidates' }, a.model_profiles.map((c) => h('li', {}, h('code', { text: `${c.profile_id} · ${c.model}` }))))
+          : (a.default_model_profile || 'openai resolution')),
         h('td', {}, a.workspace_roots.length ? a.workspace_roots.map((r) => h('code', { class: 'block', text: r })) : '—'),
         h('td', { text: when(a.updated_at) }),
         h('td', { class: 'actions' },
@@ -38,8 +40,12 @@ export async function renderAgents(main, { flash }) {
       editing ? null : field('Agent id', h('input', { name: 'agent_id', required: true, maxlength: 128, spellcheck: 'false' }),
         'lowercase a-z 0-9 . _ -'),
       field('Display name', h('input', { name: 'display_name', maxlength: 128, value: agent?.display_name ?? '' })),
-      field('Model', h('input', { name: 'model', required: true, maxlength: 128, value: agent?.model ?? '', placeholder: 'gpt-4o-mini' })),
+      field('Model', h('input', { name: 'model', maxlength: 128, value: agent?.model ?? '', placeholder: 'gpt-4o-mini' }),
+        'required unless candidates are given'),
       field('Auth profile', select('default_model_profile', profileOptions, agent?.default_model_profile ?? '')),
+      field('Candidates', h('textarea', { name: 'model_profiles', rows: 3, spellcheck: 'false',
+        value: (agent?.model_profiles ?? []).map((c) => `${c.profile_id} ${c.model}`).join('\n') }),
+        'tried in order, one "profile-id model" per line; empty: the auth profile and model above'),
       field('Workspace roots', h('textarea', { name: 'workspace_roots', rows: 3, spellcheck: 'false', value: (agent?.workspace_roots ?? []).join('\n') }),
         'absolute paths, one per line'),
       h('div', { class: 'form-error notice error', hidden: true, role: 'alert' }),
@@ -54,6 +60,10 @@ export async function renderAgents(main, { flash }) {
         display_name: valueOf(form, 'display_name'),
         model: valueOf(form, 'model') ?? '',
         workspace_roots: linesOf(form, 'workspace_roots'),
+        model_profiles: linesOf(form, 'model_profiles').map((line) => {
+          const [profile_id = '', ...rest] = line.trim().split(/\s+/);
+          return { profile_id, model: rest.join(' ') };
+        }),
       };
       const button = form.querySelector('button[type=submit]');
       button.disabled = true;

@@ -195,9 +195,19 @@ export async function renderNewObjective(main, { query, navigate }) {
     }));
 }
 
+/** Every candidate a run tried or passed over, in order. */
+function attemptsList(attempts) {
+  if (!attempts.length) return '—';
+  return h('ol', { class: 'attempts' }, attempts.map((a) => h('li', { 'data-outcome': a.outcome },
+    h('code', { text: `${a.profile_id} · ${a.model}` }), ' ',
+    badge(label(a.outcome), a.outcome === 'ok' ? 'ok' : (a.outcome === 'skipped' ? 'muted' : 'warn')),
+    a.outcome === 'skipped' ? null : h('small', { class: 'muted', text: ` ${a.latency_ms} ms` }),
+    a.detail ? h('small', { class: 'block muted', text: a.detail }) : null)));
+}
+
 function runsTable(runs) {
   if (!runs.length) return h('p', { class: 'muted', id: 'no-runs', text: 'No runs yet.' });
-  return table(['Run', 'Trigger', 'Status', 'Scheduled for', 'Started', 'Finished', 'Tokens', 'Output'],
+  return table(['Run', 'Trigger', 'Status', 'Scheduled for', 'Started', 'Finished', 'Tokens (in + out)', 'Attempts', 'Output'],
     runs.map((r) => h('tr', { 'data-run-id': r.run_id, 'data-status': r.status },
       h('td', { text: r.run_id }),
       h('td', { text: label(r.trigger) }),
@@ -205,7 +215,8 @@ function runsTable(runs) {
       h('td', { text: when(r.scheduled_for) }),
       h('td', { text: when(r.started_at) }),
       h('td', { text: when(r.finished_at) }),
-      h('td', { class: 'num', text: String(r.tokens) }),
+      h('td', { class: 'num', text: `${r.tokens} (${r.prompt_tokens ?? 0} + ${r.completion_tokens ?? 0})` }),
+      h('td', { class: 'attempts' }, attemptsList(r.attempts || [])),
       h('td', { class: 'output' },
         r.error ? h('div', { class: 'error-text', text: r.error }) : null,
         r.output

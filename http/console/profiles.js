@@ -50,6 +50,13 @@ function fieldWith(label, controls, hint) {
   return wrapper;
 }
 
+/** A running provider-call cooldown: until when, and what the provider answered. */
+function cooldownNote(cooldown) {
+  if (!cooldown) return null;
+  return h('small', { class: 'block muted cooldown', 'data-cooldown': cooldown.reason },
+    `${cooldown.reason.replace('_', ' ')} until ${when(cooldown.until)}: ${cooldown.last_error}`);
+}
+
 export async function renderProfiles(main, { flash }) {
   document.title = 'Auth profiles – Palyra console';
   const listArea = h('div', { id: 'profile-list' }, h('p', { class: 'muted', text: 'Loading…' }));
@@ -63,6 +70,7 @@ export async function renderProfiles(main, { flash }) {
   async function reload() {
     const [profiles, health] = await Promise.all([listAll('/auth/profiles'), api('GET', '/auth/health')]);
     const states = Object.fromEntries((health.profiles || []).map((p) => [p.profile_id, p.state]));
+    const cooldowns = Object.fromEntries((health.profiles || []).filter((p) => p.cooldown).map((p) => [p.profile_id, p.cooldown]));
     if (!profiles.items.length) {
       mount(listArea, h('p', { class: 'muted', text: 'No auth profiles yet: add an API key or sign in below.' }));
       return;
@@ -104,7 +112,8 @@ export async function renderProfiles(main, { flash }) {
         h('td', {}, h('strong', { text: p.profile_name }), h('small', { class: 'block muted', text: p.profile_id })),
         h('td', { text: p.provider }),
         h('td', { text: scopeLabel(p.scope) }),
-        h('td', {}, state ? badge(state.replace('_', ' '), HEALTH_TONES[state] || 'muted') : '—'),
+        h('td', {}, state ? badge(state.replace('_', ' '), HEALTH_TONES[state] || 'muted') : '—',
+          cooldownNote(cooldowns[p.profile_id])),
         h('td', { class: 'credential' }, credentialCell(p.credential)),
         h('td', {}, p.is_default ? badge('default', 'info') : ''),
         actions);

@@ -18,6 +18,11 @@ pub struct ProvidersSettings {
 pub struct ProviderConfig {
     /// Base of the provider's HTTP API; API keys are checked at `{api_base_url}/v1/models`.
     pub api_base_url: String,
+    /// The API runs speak: `openai` (chat completions, also any OpenAI-compatible
+    /// server) or `anthropic` (the Messages API). Defaults to the provider's own API
+    /// for `openai` and `anthropic`, and to `openai` for custom providers.
+    #[serde(default)]
+    pub api_style: Option<palyra_actors::provider::ApiStyle>,
     /// OAuth: where the operator's browser signs in.
     #[serde(default)]
     pub authorization_endpoint: Option<String>,
@@ -118,14 +123,20 @@ impl ProvidersSettings {
     /// The providers as the registry sees them, keyed by provider id.
     pub fn directory(&self) -> palyra_actors::provider::ProviderDirectory {
         let mut providers = std::collections::BTreeMap::new();
-        let entry = |c: &ProviderConfig| palyra_actors::provider::ProviderSettings {
-            api_base_url: c.api_base_url.trim_end_matches('/').to_owned(),
-            oauth: c.oauth(),
-        };
-        providers.insert("openai".to_owned(), entry(&self.openai));
-        providers.insert("anthropic".to_owned(), entry(&self.anthropic));
+        use palyra_actors::provider::ApiStyle;
+        let entry =
+            |c: &ProviderConfig, style: ApiStyle| palyra_actors::provider::ProviderSettings {
+                api_base_url: c.api_base_url.trim_end_matches('/').to_owned(),
+                api_style: c.api_style.unwrap_or(style),
+                oauth: c.oauth(),
+            };
+        providers.insert("openai".to_owned(), entry(&self.openai, ApiStyle::Openai));
+        providers.insert(
+            "anthropic".to_owned(),
+            entry(&self.anthropic, ApiStyle::Anthropic),
+        );
         for (name, config) in &self.custom {
-            providers.insert(format!("custom:{name}"), entry(config));
+            providers.insert(format!("custom:{name}"), entry(config, ApiStyle::Openai));
         }
         palyra_actors::provider::ProviderDirectory { providers }
     }

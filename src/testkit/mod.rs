@@ -6,6 +6,9 @@
 //! - [`oauth`]: a fake OAuth 2.0 provider (token endpoint with a real PKCE check,
 //!   refresh-token rotation, revocation, token validation).
 //! - [`model`]: a fake OpenAI-compatible chat-completions provider.
+//! - [`scripted`]: a fake model provider scripted per key (429 with Retry-After,
+//!   5xx, 529, 401, 402, 400, a hang, a slow answer), speaking OpenAI chat
+//!   completions and the Anthropic Messages API.
 //! - [`provider`]: a fake provider's `GET /v1/models`, the API-key check.
 //! - [`daemon`]: palyrad in this process, on its own thread.
 //! - [`child`]: the palyrad binary as a child process.
@@ -22,4 +25,5 @@ pub mod model;
 pub mod oauth;
 pub mod postgres;
 pub mod provider;
+pub mod scripted;
 pub mod served;

@@ -23,4 +23,7 @@ mod postgres_faults;
 mod posture;
 mod process;
 mod profiles;
+mod providers_console;
+mod providers_failover;
+mod providers_resolve;
 mod startup;

@@ -27,6 +27,7 @@ pub(crate) async fn app_with_oauth(fake: &FakeOAuth, lead_s: u64) -> TestApp {
 pub(crate) fn acme_provider(base: &str) -> ProviderConfig {
     ProviderConfig {
         api_base_url: base.to_owned(),
+        api_style: None,
         authorization_endpoint: Some(format!("{base}/authorize")),
         token_endpoint: Some(format!("{base}/token")),
         revocation_endpoint: Some(format!("{base}/revoke")),

@@ -236,7 +236,7 @@ async fn defaults_scopes_and_resolution() {
     let app = app_with_provider(&fake).await;
     let c = client(&app);
     let resolve = |agent: Option<&str>| ResolveQuery {
-        provider: "openai".into(),
+        provider: Some("openai".into()),
         agent_id: agent.map(str::to_owned),
     };
     let none = c.resolve_profile(&resolve(None)).await.unwrap();

@@ -30,7 +30,15 @@ impl Handler<CreateAgent> for ObjectivesActor {
             agent_id: new.agent_id,
             workspace_roots: new.workspace_roots,
             default_model_profile: new.default_model_profile,
-            model: new.model,
+            model: if new.model.is_empty() {
+                new.model_profiles
+                    .first()
+                    .map(|c| c.model.clone())
+                    .unwrap_or_default()
+            } else {
+                new.model
+            },
+            model_profiles: new.model_profiles,
             created_at: now,
             updated_at: now,
         };
@@ -82,6 +90,9 @@ impl Handler<UpdateAgent> for ObjectivesActor {
         }
         if let Some(v) = patch.model {
             agent.model = v;
+        }
+        if let Some(v) = patch.model_profiles {
+            agent.model_profiles = v;
         }
         agent.updated_at = to_datetime(now_ms());
         self.put_agent(agent)

@@ -336,6 +336,9 @@ impl ObjectivesActor {
                 started_at: None,
                 finished_at: Some(to_datetime(now_ms())),
                 tokens: 0,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                attempts: Vec::new(),
                 output: None,
                 error: Some(
                     "the objective was paused or out of budget before the queued firing started"
@@ -368,6 +371,9 @@ impl ObjectivesActor {
                     started_at: None,
                     finished_at: Some(to_datetime(now_ms())),
                     tokens: 0,
+                    prompt_tokens: 0,
+                    completion_tokens: 0,
+                    attempts: Vec::new(),
                     output: None,
                     error: Some(
                         "the objective moved to another node before the queued firing started"
@@ -424,6 +430,9 @@ impl ObjectivesActor {
                 started_at: Some(now),
                 finished_at: None,
                 tokens: 0,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                attempts: Vec::new(),
                 output: None,
                 error: None,
                 node_id: None,
@@ -533,6 +542,9 @@ impl ObjectivesActor {
                     RunStatus::Failed
                 };
                 run.tokens = o.tokens;
+                run.prompt_tokens = o.prompt_tokens;
+                run.completion_tokens = o.completion_tokens;
+                run.attempts = o.attempts;
                 run.output = o.output;
                 run.error = o.error;
             }

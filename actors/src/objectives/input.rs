@@ -5,7 +5,9 @@
 
 use serde::Deserialize;
 
-use super::model::{Automation, Budget, Misfire, ObjectiveKind, ObjectiveState, Overlap};
+use super::model::{
+    Automation, Budget, Misfire, ModelCandidate, ObjectiveKind, ObjectiveState, Overlap,
+};
 use crate::error::ActorError;
 use crate::ids::{validate_agent_id, validate_profile_id};
 use crate::schedule::Schedule;
@@ -91,12 +93,19 @@ pub struct NewAgent {
     pub workspace_roots: Vec<String>,
     #[schema(pattern = r"^[a-z0-9._-]{1,128}$")]
     pub default_model_profile: Option<String>,
+    /// Required unless `model_profiles` is given (then it defaults to the first
+    /// candidate's model).
+    #[serde(default)]
     #[schema(
-        min_length = 1,
         max_length = 128,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*)?$"
     )]
     pub model: String,
+    /// The candidates runs try in order (at most 8, no pair twice); empty: the one
+    /// element `default_model_profile` + `model`.
+    #[serde(default)]
+    #[schema(max_items = 8)]
+    pub model_profiles: Vec<ModelCandidate>,
 }
 
 /// A change of an agent (`PATCH`).
@@ -121,6 +130,9 @@ pub struct AgentPatch {
         pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
     )]
     pub model: Option<String>,
+    /// Replaces the candidate list; `[]` goes back to the one-element case.
+    #[schema(max_items = 8)]
+    pub model_profiles: Option<Vec<ModelCandidate>>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`: clear it) from an absent one (`None`:
@@ -147,10 +159,13 @@ impl NewAgent {
             validate_name("display_name", name, 128)?;
         }
         validate_roots(&self.workspace_roots)?;
-        validate_name("model", &self.model, 128)?;
+        if !self.model.is_empty() || self.model_profiles.is_empty() {
+            validate_name("model", &self.model, 128)?;
+        }
         if let Some(profile) = &self.default_model_profile {
             validate_model_profile(profile)?;
         }
+        validate_candidates(&self.model_profiles)?;
         Ok(())
     }
 }
@@ -169,6 +184,9 @@ impl AgentPatch {
         }
         if let Some(Some(profile)) = &self.default_model_profile {
             validate_model_profile(profile)?;
+        }
+        if let Some(candidates) = &self.model_profiles {
+            validate_candidates(candidates)?;
         }
         Ok(())
     }
@@ -201,6 +219,31 @@ impl ObjectivePatch {
         }
         Ok(())
     }
+}
+
+/// Most candidates an agent names: each failed one costs a provider call per run.
+const MAX_CANDIDATES: usize = 8;
+
+fn validate_candidates(candidates: &[ModelCandidate]) -> Result<(), ActorError> {
+    if candidates.len() > MAX_CANDIDATES {
+        return Err(ActorError::invalid(
+            "model_profiles",
+            "at most 8 candidates",
+        ));
+    }
+    for (i, c) in candidates.iter().enumerate() {
+        validate_profile_id(&c.profile_id).map_err(|_| {
+            ActorError::invalid("model_profiles.profile_id", "use 1 to 128 of a-z 0-9 . _ -")
+        })?;
+        validate_name("model_profiles.model", &c.model, 128)?;
+        if candidates[..i].contains(c) {
+            return Err(ActorError::invalid(
+                "model_profiles",
+                "names the same profile and model twice",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_model_profile(profile: &str) -> Result<(), ActorError> {

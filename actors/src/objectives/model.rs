@@ -18,12 +18,46 @@ pub struct AgentRecord {
     pub display_name: String,
     /// Absolute paths the agent may work in.
     pub workspace_roots: Vec<String>,
-    /// The auth profile runs use; when absent, the agent's `openai` resolution.
+    /// The auth profile runs use when `model_profiles` is empty; when absent too, the
+    /// agent's `openai` resolution.
     pub default_model_profile: Option<String>,
-    /// For example `gpt-4o-mini`.
+    /// For example `gpt-4o-mini`; the model of that one-element case.
     pub model: String,
+    /// The candidates a run tries in order, failing over to the next on a retryable
+    /// failure; empty means the one-element list (`default_model_profile`, `model`).
+    #[serde(default)]
+    pub model_profiles: Vec<ModelCandidate>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// One candidate of an agent: which profile, with which model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCandidate {
+    #[schema(pattern = r"^[a-z0-9._-]{1,128}$")]
+    pub profile_id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub model: String,
+}
+
+impl AgentRecord {
+    /// The candidates in order: `model_profiles`, or the one-element case (a `None`
+    /// profile: the agent's `openai` resolution).
+    pub fn candidates(&self) -> Vec<(Option<String>, String)> {
+        if self.model_profiles.is_empty() {
+            vec![(self.default_model_profile.clone(), self.model.clone())]
+        } else {
+            self.model_profiles
+                .iter()
+                .map(|c| (Some(c.profile_id.clone()), c.model.clone()))
+                .collect()
+        }
+    }
 }
 
 impl StoredRecord for AgentRecord {
@@ -232,7 +266,17 @@ pub struct RunRecord {
     pub scheduled_for: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Total tokens (what budgets count): `prompt_tokens + completion_tokens`.
     pub tokens: u64,
+    /// Input tokens over every call of the run.
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    /// Output tokens over every call of the run.
+    #[serde(default)]
+    pub completion_tokens: u64,
+    /// Every candidate tried (or passed over), in order, across the run's steps.
+    #[serde(default)]
+    pub attempts: Vec<RunAttempt>,
     /// The assistant's answer, capped.
     pub output: Option<String>,
     pub error: Option<String>,
@@ -243,6 +287,33 @@ pub struct RunRecord {
     /// takeover (`cluster.late_fire_threshold_s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub late_by_ms: Option<i64>,
+}
+
+/// One provider call of a run (or a candidate passed over without one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunAttempt {
+    pub profile_id: String,
+    pub model: String,
+    pub outcome: AttemptOutcome,
+    /// From sending the request to the classified answer; 0 for a skip.
+    pub latency_ms: u64,
+    /// Why it failed or was skipped; a sentence, never a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// What an attempt came to: the adapter's classification, or a skip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Ok,
+    RateLimited,
+    Unavailable,
+    Auth,
+    Billing,
+    BadRequest,
+    /// Not called: the profile was unusable (needs reauth, cooling down, missing).
+    Skipped,
 }
 
 impl StoredRecord for RunRecord {
@@ -312,6 +383,9 @@ pub(crate) fn new_run(
         started_at: (status == RunStatus::Running).then_some(now),
         finished_at: finished.then_some(now),
         tokens: 0,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        attempts: Vec::new(),
         output: None,
         error,
         node_id: None,
@@ -355,6 +429,35 @@ mod tests {
         assert!(run_key("o", 255) < run_key("o", 256));
         assert!(run_key("o", 1).starts_with(&run_prefix("o")));
         assert!(!run_key("o.b", 1).starts_with(&run_prefix("o")));
+    }
+
+    #[test]
+    fn rows_written_before_candidates_and_attempts_still_read() {
+        let agent: AgentRecord = serde_json::from_value(serde_json::json!({
+            "agent_id": "a1", "display_name": "A", "workspace_roots": [],
+            "default_model_profile": "p1", "model": "m",
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap();
+        assert_eq!(
+            agent.candidates(),
+            [(Some("p1".to_owned()), "m".to_owned())]
+        );
+        let run: RunRecord = serde_json::from_value(serde_json::json!({
+            "run_id": "o-1", "objective_id": "o", "trigger": "manual", "status": "succeeded",
+            "scheduled_for": null, "started_at": null, "finished_at": null, "tokens": 9,
+            "output": null, "error": null
+        }))
+        .unwrap();
+        assert_eq!(
+            (
+                run.tokens,
+                run.prompt_tokens,
+                run.completion_tokens,
+                run.attempts.len()
+            ),
+            (9, 0, 0, 0)
+        );
     }
 
     #[test]

@@ -1,24 +1,39 @@
-//! One run of an objective: resolve the agent's credential, call the provider's
-//! OpenAI-compatible `POST {api_base_url}/v1/chat/completions`, count the tokens.
-//! Runs on a tokio worker; never inside an actor.
+//! One run of an objective: the agent's candidates (`model_profiles`, or the one
+//! element `default_model_profile` + `model`) tried in order for each prompt; a
+//! candidate that cannot be used now is passed over, a retryable failure fails over to
+//! the next one, a bad request ends the run. Every attempt is recorded, each call's
+//! outcome goes to the registry (cooldowns, `needs_reauth`), and tokens are counted as
+//! input and output. Runs on a tokio worker; never inside an actor.
 //! Provider calls go through the daemon's one outbound client
-//! (`crate::outbound::client`), which the objectives actor was started with.
+//! (`crate::outbound::client`), which the objectives actor was started with, and the
+//! adapter of the profile's provider (`crate::adapter`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use serde_json::json;
-
-use super::model::{AgentRecord, MAX_OUTPUT_BYTES, ObjectiveKind, ObjectiveRecord};
+use super::model::{
+    AgentRecord, AttemptOutcome, MAX_OUTPUT_BYTES, ObjectiveKind, ObjectiveRecord, RunAttempt,
+};
+use crate::adapter::{self, CallFailure, CallRequest, Completion, FailureClass};
 use crate::refresher::RefresherHandle;
-use crate::registry::RegistryHandle;
+use crate::registry::cooldown::CallNote;
+use crate::registry::handle::RegistryHandle;
+use crate::registry::model::{CooldownReason, ResolveSkip, SkipReason};
 
 /// What a run came to.
 #[derive(Debug, Default)]
 pub(super) struct RunOutcome {
+    /// Total tokens: `prompt_tokens + completion_tokens`.
     pub tokens: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
     pub output: Option<String>,
     /// Set when the run failed; a sentence, never a secret.
     pub error: Option<String>,
+    /// Every candidate tried or passed over, in order.
+    pub attempts: Vec<RunAttempt>,
+    /// The run failed, and on every candidate for a reason that may pass (a rate
+    /// limit, an outage, a cooldown): trying the run again later can succeed.
+    pub retryable: bool,
 }
 
 fn failed(error: impl Into<String>) -> RunOutcome {
@@ -39,6 +54,15 @@ fn cap(mut text: String) -> String {
     text
 }
 
+/// What a run needs to call providers.
+struct Caller<'a> {
+    registry: &'a RegistryHandle,
+    refresher: &'a RefresherHandle,
+    client: &'a reqwest::Client,
+    run_id: &'a str,
+    timeout: Duration,
+}
+
 /// Runs `objective` for `agent`.
 pub(super) async fn execute(
     registry: &RegistryHandle,
@@ -52,19 +76,34 @@ pub(super) async fn execute(
     let Some(agent) = agent else {
         return failed(format!("agent {} does not exist", objective.agent_id));
     };
-    let profile_id = match &agent.default_model_profile {
-        Some(id) => id.clone(),
-        None => match registry
-            .resolve("openai".into(), Some(agent.agent_id.clone()))
-            .await
-        {
-            Ok(answer) => match answer.profile_id {
-                Some(id) => id,
-                None => return failed(format!("no credential for the agent: {}", answer.detail)),
+    let mut outcome = RunOutcome::default();
+    let mut candidates = Vec::new();
+    for (profile, model) in agent.candidates() {
+        match profile {
+            Some(id) => candidates.push((id, model)),
+            None => match registry
+                .resolve("openai".into(), Some(agent.agent_id.clone()))
+                .await
+            {
+                Ok(answer) => {
+                    for skip in &answer.skipped {
+                        outcome.attempts.push(skipped(skip, &model));
+                    }
+                    match answer.profile_id {
+                        Some(id) => candidates.push((id, model)),
+                        None => {
+                            outcome.retryable = !answer.skipped.is_empty()
+                                && answer.skipped.iter().all(transient_skip);
+                            outcome.error =
+                                Some(format!("no credential for the agent: {}", answer.detail));
+                            return outcome;
+                        }
+                    }
+                }
+                Err(e) => return failed(e.to_string()),
             },
-            Err(e) => return failed(e.to_string()),
-        },
-    };
+        }
+    }
     let prompts: Vec<String> = match objective.kind {
         ObjectiveKind::Program => objective
             .steps
@@ -76,7 +115,11 @@ pub(super) async fn execute(
         _ => vec![objective.prompt.clone()],
     };
     if prompts.is_empty() {
-        // A heartbeat without a prompt records liveness and the credential's health.
+        // A heartbeat without a prompt records liveness and the first candidate's health.
+        let profile_id = candidates
+            .first()
+            .map(|(id, _)| id.clone())
+            .unwrap_or_default();
         return match registry.health().await {
             Ok(report) => {
                 let state = report
@@ -87,27 +130,35 @@ pub(super) async fn execute(
                     .unwrap_or_else(|| "missing".into());
                 RunOutcome {
                     output: Some(format!("alive; credential {profile_id}: {state}")),
-                    ..RunOutcome::default()
+                    ..outcome
                 }
             }
             Err(e) => failed(e.to_string()),
         };
     }
-    let mut outcome = RunOutcome::default();
+    let caller = Caller {
+        registry,
+        refresher,
+        client,
+        run_id,
+        timeout,
+    };
     let mut outputs = Vec::new();
     for prompt in prompts {
-        let target = Target {
-            profile_id: &profile_id,
-            model: &agent.model,
-            run_id,
-        };
-        match call(registry, refresher, client, &target, &prompt, timeout).await {
-            Ok((tokens, text)) => {
-                outcome.tokens = outcome.tokens.saturating_add(tokens);
-                outputs.push(text);
+        match step(&caller, &candidates, &prompt, &mut outcome.attempts).await {
+            Ok(completion) => {
+                outcome.prompt_tokens = outcome
+                    .prompt_tokens
+                    .saturating_add(completion.prompt_tokens);
+                outcome.completion_tokens = outcome
+                    .completion_tokens
+                    .saturating_add(completion.completion_tokens);
+                outcome.tokens = outcome.tokens.saturating_add(completion.total_tokens());
+                outputs.push(completion.text);
             }
-            Err(e) => {
-                outcome.error = Some(e);
+            Err((error, retryable)) => {
+                outcome.error = Some(error);
+                outcome.retryable = retryable;
                 break;
             }
         }
@@ -118,101 +169,216 @@ pub(super) async fn execute(
     outcome
 }
 
-/// One chat completion; answers (total tokens, assistant message).
-/// Whose credential, which model, for which run.
-struct Target<'a> {
-    profile_id: &'a str,
-    model: &'a str,
-    run_id: &'a str,
+fn skipped(skip: &ResolveSkip, model: &str) -> RunAttempt {
+    RunAttempt {
+        profile_id: skip.profile_id.clone(),
+        model: model.to_owned(),
+        outcome: AttemptOutcome::Skipped,
+        latency_ms: 0,
+        detail: Some(skip.detail.clone()),
+    }
 }
 
-async fn call(
-    registry: &RegistryHandle,
-    refresher: &RefresherHandle,
-    client: &reqwest::Client,
-    target: &Target<'_>,
-    prompt: &str,
-    timeout: Duration,
-) -> Result<(u64, String), String> {
-    let Target {
-        profile_id,
-        model,
-        run_id,
-    } = *target;
-    let mut credential = registry
-        .bearer(profile_id)
-        .await
-        .map_err(|e| e.to_string())?;
-    if credential.expired {
-        // An expired OAuth token is refreshed first (joining a refresh in flight).
-        refresher
-            .refresh_now(profile_id)
-            .await
-            .map_err(|e| format!("the credential has expired and could not be refreshed: {e}"))?;
-        credential = registry
-            .bearer(profile_id)
-            .await
-            .map_err(|e| e.to_string())?;
+/// A skip that ends by itself (a cooldown), so the run may succeed later.
+fn transient_skip(skip: &ResolveSkip) -> bool {
+    matches!(
+        skip.reason,
+        SkipReason::RateLimited | SkipReason::CoolingDown
+    )
+}
+
+fn outcome_of(class: FailureClass) -> AttemptOutcome {
+    match class {
+        FailureClass::RateLimited => AttemptOutcome::RateLimited,
+        FailureClass::Unavailable => AttemptOutcome::Unavailable,
+        FailureClass::Auth => AttemptOutcome::Auth,
+        FailureClass::Billing => AttemptOutcome::Billing,
+        FailureClass::BadRequest => AttemptOutcome::BadRequest,
     }
-    let base = registry
-        .providers()
-        .get(&credential.provider)
-        .map(|p| p.api_base_url.clone())
-        .ok_or_else(|| format!("provider {} is not configured", credential.provider))?;
-    let response = client
-        .post(format!("{base}/v1/chat/completions"))
-        .timeout(timeout)
-        .bearer_auth(credential.secret.expose())
-        // Names the run, so a provider's logs (and the tests' fake) tie each call to
-        // the one durable run record it belongs to.
-        .header("x-palyra-run-id", run_id)
-        .json(&json!({ "model": model, "messages": [{ "role": "user", "content": prompt }] }))
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                "the provider did not answer in time".to_owned()
-            } else {
-                format!("the provider could not be reached: {}", e.without_url())
+}
+
+/// One prompt over the candidates in order. Answers the completion, or the run's
+/// error and whether every candidate failed for a reason that passes.
+async fn step(
+    caller: &Caller<'_>,
+    candidates: &[(String, String)],
+    prompt: &str,
+    attempts: &mut Vec<RunAttempt>,
+) -> Result<Completion, (String, bool)> {
+    let ids = candidates.iter().map(|(id, _)| id.clone()).collect();
+    let usable = match caller.registry.check_usable(ids).await {
+        Ok(usable) => usable,
+        Err(e) => return Err((e.to_string(), false)),
+    };
+    let mut failures = Vec::new();
+    let mut all_transient = true;
+    for ((profile_id, model), skip) in candidates.iter().zip(usable) {
+        if let Some(skip) = skip {
+            all_transient &= transient_skip(&skip);
+            failures.push(format!("{profile_id} skipped: {}", skip.detail));
+            attempts.push(skipped(&skip, model));
+            continue;
+        }
+        match attempt(caller, profile_id, model, prompt, attempts).await {
+            Ok(completion) => return Ok(completion),
+            Err(failure) => {
+                if failure.class == FailureClass::BadRequest {
+                    // The request itself is wrong: another candidate would be asked the same.
+                    return Err((failure.message, false));
+                }
+                all_transient &= matches!(
+                    failure.class,
+                    FailureClass::RateLimited | FailureClass::Unavailable
+                );
+                failures.push(format!("{profile_id} ({model}): {}", failure.message));
             }
-        })?;
-    drop(credential);
-    let status = response.status().as_u16();
-    if status == 401 {
-        let _ = registry.mark_rejected(profile_id).await;
-        return Err(format!(
-            "the provider answered HTTP 401: credential {profile_id} was rejected and is marked needs_reauth"
+        }
+    }
+    let error = match failures.as_slice() {
+        [] => "the agent has no candidate to run with".to_owned(),
+        [only] => only.clone(),
+        many => format!("every candidate failed: {}", many.join("; ")),
+    };
+    Err((error, all_transient && !failures.is_empty()))
+}
+
+/// One candidate: the call (after a refresh when the OAuth token has expired), and
+/// once more after a refresh when an OAuth token is answered 401. Records each call
+/// and tells the registry what it came to.
+async fn attempt(
+    caller: &Caller<'_>,
+    profile_id: &str,
+    model: &str,
+    prompt: &str,
+    attempts: &mut Vec<RunAttempt>,
+) -> Result<Completion, CallFailure> {
+    let registry = caller.registry;
+    let not_called = |detail: String, attempts: &mut Vec<RunAttempt>| {
+        attempts.push(RunAttempt {
+            profile_id: profile_id.to_owned(),
+            model: model.to_owned(),
+            outcome: AttemptOutcome::Skipped,
+            latency_ms: 0,
+            detail: Some(detail.clone()),
+        });
+        // Not the provider's answer: no cooldown, and not worth a retry of the run.
+        CallFailure::new(FailureClass::Auth, detail)
+    };
+    let mut refreshed = false;
+    loop {
+        let mut credential = match registry.bearer(profile_id).await {
+            Ok(c) => c,
+            Err(e) => return Err(not_called(e.to_string(), attempts)),
+        };
+        if credential.expired && !refreshed {
+            // An expired OAuth token is refreshed first (joining a refresh in flight).
+            refreshed = true;
+            if let Err(e) = caller.refresher.refresh_now(profile_id).await {
+                return Err(not_called(
+                    format!("the credential has expired and could not be refreshed: {e}"),
+                    attempts,
+                ));
+            }
+            credential = match registry.bearer(profile_id).await {
+                Ok(c) => c,
+                Err(e) => return Err(not_called(e.to_string(), attempts)),
+            };
+        }
+        let Some(settings) = registry.providers().get(&credential.provider) else {
+            return Err(not_called(
+                format!("provider {} is not configured", credential.provider),
+                attempts,
+            ));
+        };
+        let request = CallRequest {
+            base_url: &settings.api_base_url,
+            model,
+            prompt,
+            run_id: caller.run_id,
+            timeout: caller.timeout,
+        };
+        let started = Instant::now();
+        let result = adapter::complete(
+            settings.api_style,
+            caller.client,
+            &credential.secret,
+            &request,
+        )
+        .await;
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let oauth = credential.oauth;
+        drop(credential);
+        let mut record = RunAttempt {
+            profile_id: profile_id.to_owned(),
+            model: model.to_owned(),
+            outcome: AttemptOutcome::Ok,
+            latency_ms,
+            detail: None,
+        };
+        let failure = match result {
+            Ok(completion) => {
+                attempts.push(record);
+                if let Err(e) = registry.note_call(profile_id, CallNote::Succeeded).await {
+                    tracing::warn!(profile_id, error = %e, "clearing a cooldown failed");
+                }
+                return Ok(completion);
+            }
+            Err(failure) => failure,
+        };
+        record.outcome = outcome_of(failure.class);
+        record.detail = Some(failure.message.clone());
+        let reason = match failure.class {
+            FailureClass::RateLimited => Some(CooldownReason::RateLimited),
+            FailureClass::Unavailable => Some(CooldownReason::Unavailable),
+            FailureClass::Billing => Some(CooldownReason::Billing),
+            FailureClass::Auth | FailureClass::BadRequest => None,
+        };
+        if let Some(reason) = reason {
+            attempts.push(record);
+            let note = CallNote::Failed {
+                reason,
+                retry_after: failure.retry_after,
+                message: failure.message.clone(),
+            };
+            if let Err(e) = registry.note_call(profile_id, note).await {
+                tracing::warn!(profile_id, error = %e, "recording a cooldown failed");
+            }
+            return Err(failure);
+        }
+        if failure.class == FailureClass::BadRequest {
+            attempts.push(record);
+            return Err(failure);
+        }
+        if oauth && !refreshed {
+            // An access token refused before its expiry may have been revoked or
+            // rotated elsewhere: refresh once and try again before giving it up.
+            refreshed = true;
+            record.detail = Some(format!(
+                "{}; refreshing the token and retrying",
+                failure.message
+            ));
+            attempts.push(record);
+            if let Err(e) = caller.refresher.refresh_now(profile_id).await {
+                return Err(CallFailure::new(
+                    FailureClass::Auth,
+                    format!(
+                        "{} and the token could not be refreshed: {e}",
+                        failure.message
+                    ),
+                ));
+            }
+            continue;
+        }
+        attempts.push(record);
+        if let Err(e) = registry.mark_rejected(profile_id).await {
+            tracing::warn!(profile_id, error = %e, "marking a credential needs_reauth failed");
+        }
+        return Err(CallFailure::new(
+            FailureClass::Auth,
+            format!(
+                "{}: credential {profile_id} was rejected and is marked needs_reauth",
+                failure.message
+            ),
         ));
     }
-    if !(200..300).contains(&status) {
-        return Err(format!("the provider answered HTTP {status}"));
-    }
-    // Bounded: an answer over 4 MiB is refused rather than buffered.
-    const MAX_BODY: usize = 4 * 1024 * 1024;
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_BODY as u64)
-    {
-        return Err("the provider's answer is larger than 4 MiB".into());
-    }
-    let mut body = Vec::new();
-    let mut response = response;
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|_| "the provider's answer was cut off".to_owned())?
-    {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err("the provider's answer is larger than 4 MiB".into());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let body: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|_| "the provider answered without JSON".to_owned())?;
-    let tokens = body["usage"]["total_tokens"].as_u64().unwrap_or(0);
-    let text = body["choices"][0]["message"]["content"]
-        .as_str()
-        .ok_or_else(|| "the provider's answer has no choices[0].message.content".to_owned())?
-        .to_owned();
-    Ok((tokens, text))
 }

@@ -19,9 +19,9 @@ use palyra_storage::{Storage, Table, WriteOp, Writer, decode_record};
 use super::attempts::{Attempts, AttemptsByState, load_attempts, stale_attempt_ops};
 use super::model::{
     AuthCredential, AuthHealthReport, AuthProfile, AuthProfileRecord, AuthProfileScope,
-    BearerCredential, HealthState, NewCredential, NewProfile, ProfileFilter, ProfileHealth,
-    ProfilePage, ResolveAnswer, ResolveReason, RotationReport, VaultStatus, default_key,
-    generated_profile_id, hint_of, vault_ref,
+    BearerCredential, CooldownReason, HealthState, NewCredential, NewProfile, ProfileFilter,
+    ProfileHealth, ProfilePage, RotationReport, VaultStatus, default_key, generated_profile_id,
+    hint_of, vault_ref,
 };
 use super::rows::RowSync;
 use crate::audit::{AuditEntry, AuditKind, AuditLog, AuditOutcome};
@@ -253,6 +253,7 @@ impl Handler<Upsert> for RegistryActor {
             },
             created_at: now,
             updated_at: now,
+            cooldown: None,
         };
         let sealed = vec![self.vault.seal(&secret_ref, &api_key)];
         drop(api_key);
@@ -567,6 +568,20 @@ fn health_of(
             (state, until, *expires_at, Some(rs.clone()))
         }
     };
+    // A provider-call cooldown outranks every state but a missing or refused
+    // credential: resolution skips the profile until it ends.
+    let cooldown = record.cooldown.clone().filter(|c| c.until > now);
+    let (state, until) = match &cooldown {
+        Some(c) if !matches!(state, HealthState::Missing | HealthState::NeedsReauth) => {
+            let state = if c.reason == CooldownReason::RateLimited {
+                HealthState::RateLimited
+            } else {
+                HealthState::CoolingDown
+            };
+            (state, Some(c.until))
+        }
+        _ => (state, until),
+    };
     Ok(ProfileHealth {
         profile_id: record.profile_id.clone(),
         provider: record.provider.clone(),
@@ -575,97 +590,8 @@ fn health_of(
         until,
         expires_at,
         refresh_state,
+        cooldown,
     })
-}
-
-#[derive(Message)]
-#[rtype(result = "Result<ResolveAnswer, ActorError>")]
-pub(super) struct Resolve {
-    pub(super) provider: String,
-    pub(super) agent_id: Option<String>,
-}
-
-impl Handler<Resolve> for RegistryActor {
-    type Result = Result<ResolveAnswer, ActorError>;
-
-    fn handle(&mut self, msg: Resolve, _ctx: &mut Self::Context) -> Self::Result {
-        let answer = |profile_id: Option<&str>, reason, detail: String| ResolveAnswer {
-            provider: msg.provider.clone(),
-            agent_id: msg.agent_id.clone(),
-            profile_id: profile_id.map(str::to_owned),
-            reason,
-            detail,
-        };
-        let candidates = |scope: &AuthProfileScope| -> Vec<&AuthProfileRecord> {
-            self.profiles
-                .values()
-                .filter(|r| r.provider == msg.provider && r.scope == *scope)
-                .collect()
-        };
-        if let Some(agent_id) = &msg.agent_id {
-            let scope = AuthProfileScope::Agent {
-                agent_id: agent_id.clone(),
-            };
-            if let Some(id) = self.defaults.get(&default_key(&msg.provider, &scope)) {
-                return Ok(answer(
-                    Some(id),
-                    ResolveReason::AgentOverride,
-                    format!("the agent's default {} profile", msg.provider),
-                ));
-            }
-            let agent_profiles = candidates(&scope);
-            match agent_profiles.as_slice() {
-                [only] => {
-                    return Ok(answer(
-                        Some(&only.profile_id),
-                        ResolveReason::AgentOverride,
-                        format!("the agent's only {} profile", msg.provider),
-                    ));
-                }
-                [] => {}
-                many => {
-                    return Ok(answer(
-                        None,
-                        ResolveReason::None,
-                        format!(
-                            "the agent has {} {} profiles and none is its default; set one",
-                            many.len(),
-                            msg.provider
-                        ),
-                    ));
-                }
-            }
-        }
-        let global = AuthProfileScope::Global;
-        if let Some(id) = self.defaults.get(&default_key(&msg.provider, &global)) {
-            return Ok(answer(
-                Some(id),
-                ResolveReason::ExplicitDefault,
-                format!("the global default {} profile", msg.provider),
-            ));
-        }
-        Ok(match candidates(&global).as_slice() {
-            [only] => answer(
-                Some(&only.profile_id),
-                ResolveReason::OnlyCandidate,
-                format!("the only global {} profile", msg.provider),
-            ),
-            [] => answer(
-                None,
-                ResolveReason::None,
-                format!("no {} profile exists for this scope", msg.provider),
-            ),
-            many => answer(
-                None,
-                ResolveReason::None,
-                format!(
-                    "{} global {} profiles and none is the default; set one",
-                    many.len(),
-                    msg.provider
-                ),
-            ),
-        })
-    }
 }
 
 #[derive(Message)]
@@ -819,6 +745,7 @@ impl Handler<GetBearer> for RegistryActor {
             provider: record.provider.clone(),
             secret,
             expired,
+            oauth: matches!(record.credential, AuthCredential::Oauth { .. }),
         })
     }
 }

@@ -7,13 +7,15 @@ use palyra_storage::{Storage, Writer};
 
 use super::actor::{
     Delete, Get, GetBearer, GetVaultStatus, Health, List, MarkRejected, OpenApiKey, RegistryActor,
-    Resolve, RotateKey, SetDefault, Upsert,
+    RotateKey, SetDefault, Upsert,
 };
+use super::cooldown::{CallNote, CheckUsable, NoteCall};
 use super::model::{
-    AuthHealthReport, AuthProfile, BearerCredential, DEFAULT_PAGE, NewCredential, NewProfile,
-    ProfileFilter, ProfilePage, ResolveAnswer, RotationReport, VaultStatus, validate_api_key,
-    validate_profile_name, validate_provider, validate_scope,
+    AuthHealthReport, AuthProfile, BearerCredential, Cooldown, DEFAULT_PAGE, NewCredential,
+    NewProfile, ProfileFilter, ProfilePage, ResolveAnswer, ResolveSkip, RotationReport,
+    VaultStatus, validate_api_key, validate_profile_name, validate_provider, validate_scope,
 };
+use super::resolve::{Resolve, ResolveCandidates};
 use super::rows::is_changed_elsewhere;
 use crate::audit::AuditLog;
 use crate::cluster::ClusterHandle;
@@ -207,6 +209,23 @@ impl RegistryHandle {
             .map_err(stopped("registry"))?
     }
 
+    /// Which of an agent's candidates (profile id, model; in order) a run would try
+    /// first now, and why each one before it is passed over.
+    pub async fn resolve_candidates(
+        &self,
+        agent_id: String,
+        candidates: Vec<(String, String)>,
+    ) -> Result<ResolveAnswer, ActorError> {
+        validate_agent_id(&agent_id)?;
+        self.addr
+            .send(ResolveCandidates {
+                agent_id,
+                candidates,
+            })
+            .await
+            .map_err(stopped("registry"))
+    }
+
     /// The plaintext API key of a profile, for a provider call. Never for responses.
     pub async fn api_key(&self, profile_id: &str) -> Result<SecretString, ActorError> {
         self.addr
@@ -228,6 +247,29 @@ impl RegistryHandle {
     /// becomes `needs_reauth`.
     pub async fn mark_rejected(&self, profile_id: &str) -> Result<(), ActorError> {
         self.retrying(|| MarkRejected(profile_id.to_owned())).await
+    }
+
+    /// Whether each profile can be used now: `None`, or why it is passed over.
+    pub async fn check_usable(
+        &self,
+        profile_ids: Vec<String>,
+    ) -> Result<Vec<Option<ResolveSkip>>, ActorError> {
+        self.addr
+            .send(CheckUsable(profile_ids))
+            .await
+            .map_err(stopped("registry"))
+    }
+
+    /// Records what a run's call to a profile came to: a success clears its cooldown
+    /// (no write when there is none), a failure sets or extends it durably. Answers
+    /// the cooldown now in force.
+    pub async fn note_call(
+        &self,
+        profile_id: &str,
+        note: CallNote,
+    ) -> Result<Option<Cooldown>, ActorError> {
+        self.retrying(|| NoteCall(profile_id.to_owned(), note.clone()))
+            .await
     }
 
     /// Re-seals every secret under a new master key.

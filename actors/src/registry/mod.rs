@@ -11,8 +11,13 @@
 //! - `rows.rs`: what the registry knows of each shared row (the bytes last seen of
 //!   each profile, its writes in flight); `sync.rs`: following other nodes (the
 //!   change feed, rereads, resyncs) and the commit of every write.
+//! - `cooldown.rs`: provider-call cooldowns (the ladders, whether a profile is
+//!   usable now, the note a run sends after each call).
+//! - `resolve.rs`: which profile an agent uses for a provider, skipping unusable ones.
 //! - `refresh_claim.rs`: a refresh token redeemed by one node at a time, claimed and
 //!   committed against the profile's token generation.
+//! - `token_check.rs`: the check of a new access token at sign-in (refreshed once
+//!   when refused).
 //! - [`oauth_flow`]: OAuth sign-in and the durable side of refreshes.
 //!
 //! Inside the crate, import from the defining file (`registry::handle`,
@@ -21,19 +26,24 @@
 
 mod actor;
 mod attempts;
+pub(crate) mod cooldown;
 pub(crate) mod handle;
 pub(crate) mod model;
 pub mod oauth_flow;
 pub(crate) mod refresh_claim;
+mod resolve;
 mod rows;
 mod sync;
+mod token_check;
 
 pub use crate::ids::{validate_agent_id, validate_profile_id};
+pub use cooldown::CallNote;
 pub use handle::RegistryHandle;
 pub(crate) use model::generated_profile_id;
 pub use model::{
     AuthCredential, AuthHealthReport, AuthProfile, AuthProfileRecord, AuthProfileScope,
-    BearerCredential, DEFAULT_PAGE, HealthState, NewCredential, NewProfile, ProfileFilter,
-    ProfileHealth, ProfilePage, RefreshClaim, RefreshState, ResolveAnswer, ResolveReason,
-    RotationReport, VaultStatus, validate_provider,
+    BearerCredential, Cooldown, CooldownReason, DEFAULT_PAGE, HealthState, NewCredential,
+    NewProfile, ProfileFilter, ProfileHealth, ProfilePage, RefreshClaim, RefreshState,
+    ResolveAnswer, ResolveReason, ResolveSkip, RotationReport, SkipReason, VaultStatus,
+    validate_provider,
 };

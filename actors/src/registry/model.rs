@@ -120,6 +120,36 @@ pub struct AuthProfileRecord {
     pub credential: AuthCredential,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Set by a run's failed call (rate limit, outage, billing): resolution and
+    /// failover skip the profile until `until`; the next success clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Cooldown>,
+}
+
+/// Why a profile cools down after a provider call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CooldownReason {
+    /// 429: until Retry-After, or 30 s, 1 min, 5 min without one.
+    RateLimited,
+    /// 5xx, 529, network, timeout: 30 s, 1 min, 5 min.
+    Unavailable,
+    /// 402 or a quota error: 5 h doubling to 24 h.
+    Billing,
+}
+
+/// A profile's cooldown, persisted in its record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Cooldown {
+    pub reason: CooldownReason,
+    pub until: DateTime<Utc>,
+    /// Failures of this kind in a row, each after the previous cooldown ended: the
+    /// step of the ladder (1 is the first).
+    pub step: u32,
+    /// When the failure that set it happened.
+    pub since: DateTime<Utc>,
+    /// What the provider answered; a sentence, never a secret.
+    pub last_error: String,
 }
 
 impl StoredRecord for AuthProfileRecord {
@@ -227,6 +257,9 @@ pub struct ProfileHealth {
     pub until: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
     pub refresh_state: Option<RefreshState>,
+    /// The provider-call cooldown, while it lasts.
+    #[serde(default)]
+    pub cooldown: Option<Cooldown>,
 }
 
 /// `AuthHealthReport`: every profile's health and the count per state.
@@ -246,6 +279,11 @@ pub enum ResolveReason {
     ExplicitDefault,
     /// The provider's only global profile.
     OnlyCandidate,
+    /// The scope's default was skipped (`skipped` says why); the next usable
+    /// profile of that scope, in id order.
+    Fallback,
+    /// The agent's first usable candidate (`model_profiles`).
+    Candidate,
     /// Nothing usable; `detail` says why.
     None,
 }
@@ -255,7 +293,38 @@ pub struct ResolveAnswer {
     pub provider: String,
     pub agent_id: Option<String>,
     pub profile_id: Option<String>,
+    /// The chosen candidate's model (resolution of an agent's candidates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     pub reason: ResolveReason,
+    pub detail: String,
+    /// Profiles passed over on the way, in order, each with why.
+    #[serde(default)]
+    pub skipped: Vec<ResolveSkip>,
+}
+
+/// Why resolution or a run's failover passed over a profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// No such profile, or its secret is gone from the vault.
+    Missing,
+    /// The provider refused the credential; the operator must replace or sign in again.
+    NeedsReauth,
+    /// A 429's cooldown is running.
+    RateLimited,
+    /// An outage's or billing failure's cooldown is running.
+    CoolingDown,
+}
+
+/// One profile passed over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResolveSkip {
+    pub profile_id: String,
+    pub reason: SkipReason,
+    /// End of the cooldown, for `rate_limited` and `cooling_down`.
+    pub until: Option<DateTime<Utc>>,
+    /// A sentence: what happened to the profile.
     pub detail: String,
 }
 
@@ -283,6 +352,8 @@ pub struct BearerCredential {
     pub secret: SecretString,
     /// An OAuth access token past its expiry.
     pub expired: bool,
+    /// An OAuth access token (a 401 is answered by one refresh and a retry).
+    pub oauth: bool,
 }
 
 pub fn validate_provider(provider: &str) -> Result<(), ActorError> {

@@ -26,7 +26,7 @@ use crate::oauth::{
     OAuthSettings, TokenSet, build_authorization_url, exchange_authorization_code,
     generate_attempt_id, generate_pkce_verifier, generate_state, pkce_challenge, revoke_token,
 };
-use crate::provider::{ProviderSettings, check_api_key};
+use crate::provider::ProviderSettings;
 use crate::refresh_schedule::{ScheduleChange, ScheduleEntry};
 use crate::secret::SecretString;
 use crate::time::{now_ms, to_datetime};
@@ -272,12 +272,7 @@ impl RegistryHandle {
         )
         .await
         .map_err(|e| format!("code exchange failed: {e}"))?;
-        if oauth.validate_with_models {
-            check_api_key(self.http(), "openai", settings, &tokens.access_token)
-                .await
-                .map_err(|e| format!("the new access token did not validate: {e}"))?;
-        }
-        Ok(tokens)
+        super::token_check::checked(self.http(), settings, oauth, tokens).await
     }
 
     /// Where a sign-in attempt stands.
@@ -603,6 +598,8 @@ impl Handler<FinishAttempt> for RegistryActor {
                     },
                     created_at: now,
                     updated_at: now,
+                    // A new sign-in starts without the old credential's cooldown.
+                    cooldown: None,
                 };
                 profile = Some((record, sealed, attempt.set_default));
                 AttemptStatus::Succeeded { profile_id: id }

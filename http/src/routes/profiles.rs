@@ -12,6 +12,7 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::route::{Access, RouteSpec, route};
 use crate::state::AppState;
 use palyra_actors::audit::AuditKind;
+use palyra_actors::error::ActorError;
 use palyra_actors::registry::{
     AuthHealthReport, AuthProfile, AuthProfileScope, NewCredential, NewProfile, ProfileFilter,
     ProfilePage, ResolveAnswer, RotationReport, validate_profile_id,
@@ -64,8 +65,10 @@ pub struct ListQuery {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveQuery {
+    /// Without it, the agent's candidates in the order its runs try them
+    /// (`agent_id` is then required).
     #[param(pattern = r"^(openai|anthropic|custom:[a-z0-9._-]{1,64})$")]
-    pub provider: String,
+    pub provider: Option<String>,
     #[param(pattern = r"^[a-z0-9._-]{1,128}$")]
     pub agent_id: Option<String>,
 }
@@ -233,19 +236,53 @@ pub async fn health(State(state): State<AppState>) -> Result<Json<AuthHealthRepo
     Ok(Json(state.registry.health().await?))
 }
 
-/// Which profile an agent (or the global scope) would use for a provider, and why.
+/// Which profile an agent (or the global scope) would use for a provider, and why;
+/// without a provider, which of the agent's candidates its runs would try first.
+/// Profiles passed over (needs reauth, cooling down, rate-limited, missing) are listed
+/// in `skipped` with their reasons.
 #[utoipa::path(get, path = "/console/v1/auth/resolve", tag = "auth-profiles",
     params(ResolveQuery),
     responses(
         SecuredRead,
         (status = 200, description = "The answer, possibly none with a reason", body = ResolveAnswer),
-        (status = 400, description = "Invalid provider or agent id", body = ErrorBody)),
+        (status = 400, description = "Invalid provider or agent id, or neither given", body = ErrorBody),
+        (status = 404, description = "No such agent (without a provider)", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn resolve(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ResolveQuery>,
 ) -> Result<Json<ResolveAnswer>, ApiError> {
-    Ok(Json(state.registry.resolve(q.provider, q.agent_id).await?))
+    if let Some(provider) = q.provider {
+        return Ok(Json(state.registry.resolve(provider, q.agent_id).await?));
+    }
+    let Some(agent_id) = q.agent_id else {
+        return Err(
+            ActorError::invalid("provider", "give a provider, an agent_id, or both").into(),
+        );
+    };
+    palyra_actors::registry::validate_agent_id(&agent_id)?;
+    let agent = state.objectives.get_agent(&agent_id).await?;
+    let candidates = agent.candidates();
+    // The one-element case without a profile is the agent's `openai` resolution, as
+    // its runs do it.
+    if let [(None, _)] = candidates.as_slice() {
+        return Ok(Json(
+            state
+                .registry
+                .resolve("openai".into(), Some(agent_id))
+                .await?,
+        ));
+    }
+    let candidates = candidates
+        .into_iter()
+        .filter_map(|(profile, model)| Some((profile?, model)))
+        .collect();
+    Ok(Json(
+        state
+            .registry
+            .resolve_candidates(agent_id, candidates)
+            .await?,
+    ))
 }
 
 /// Re-seals every secret under a new master key (key file only).

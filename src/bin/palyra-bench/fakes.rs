@@ -17,6 +17,7 @@ pub fn oauth_provider(base: &str) -> (String, ProviderConfig) {
         .to_owned();
     let provider = ProviderConfig {
         api_base_url: base.to_owned(),
+        api_style: None,
         authorization_endpoint: Some(format!("{base}/authorize")),
         token_endpoint: Some(format!("{base}/token")),
         revocation_endpoint: None,

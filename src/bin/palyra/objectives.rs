@@ -16,8 +16,9 @@ pub enum AgentsCommand {
     Create {
         #[arg(long)]
         agent_id: String,
-        #[arg(long)]
-        model: String,
+        /// Required unless --candidate is given (then the first candidate's model).
+        #[arg(long, required_unless_present = "candidates")]
+        model: Option<String>,
         #[arg(long)]
         display_name: Option<String>,
         /// An absolute path the agent works in (repeatable).
@@ -26,6 +27,9 @@ pub enum AgentsCommand {
         /// The auth profile its runs use.
         #[arg(long)]
         profile: Option<String>,
+        /// A candidate PROFILE=MODEL, tried in the order given (repeatable).
+        #[arg(long = "candidate", value_parser = parse_candidate)]
+        candidates: Vec<(String, String)>,
     },
     Update {
         agent_id: String,
@@ -39,6 +43,12 @@ pub enum AgentsCommand {
         profile: Option<String>,
         #[arg(long)]
         clear_profile: bool,
+        /// Replaces the candidates: PROFILE=MODEL, in order (repeatable).
+        #[arg(long = "candidate", value_parser = parse_candidate, conflicts_with = "clear_candidates")]
+        candidates: Vec<(String, String)>,
+        /// Back to the one profile and model.
+        #[arg(long)]
+        clear_candidates: bool,
     },
     Remove {
         agent_id: String,
@@ -128,17 +138,42 @@ pub struct LifecycleArgs {
     pub reason: Option<String>,
 }
 
+/// `PROFILE=MODEL`.
+fn parse_candidate(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((profile, model)) if !profile.is_empty() && !model.is_empty() => {
+            Ok((profile.to_owned(), model.to_owned()))
+        }
+        _ => Err("use PROFILE=MODEL".into()),
+    }
+}
+
+fn candidates_json(candidates: &[(String, String)]) -> serde_json::Value {
+    candidates
+        .iter()
+        .map(|(p, m)| serde_json::json!({ "profile_id": p, "model": m }))
+        .collect()
+}
+
 pub fn agent_row(a: &palyra_actors::objectives::AgentRecord) -> Vec<String> {
     vec![
         a.agent_id.clone(),
         a.display_name.clone(),
         a.model.clone(),
-        a.default_model_profile.clone().unwrap_or_default(),
+        if a.model_profiles.is_empty() {
+            a.default_model_profile.clone().unwrap_or_default()
+        } else {
+            a.model_profiles
+                .iter()
+                .map(|c| format!("{}={}", c.profile_id, c.model))
+                .collect::<Vec<_>>()
+                .join(" > ")
+        },
         a.workspace_roots.join(","),
     ]
 }
 
-pub const AGENT_HEADER: [&str; 5] = ["ID", "NAME", "MODEL", "PROFILE", "WORKSPACES"];
+pub const AGENT_HEADER: [&str; 5] = ["ID", "NAME", "MODEL", "PROFILES", "WORKSPACES"];
 
 pub async fn agents(
     json: bool,
@@ -174,13 +209,17 @@ pub async fn agents(
             display_name,
             workspace_roots,
             profile,
+            candidates,
         } => {
-            client
-                .create_agent(serde_json::json!({
-                    "agent_id": agent_id, "model": model, "display_name": display_name,
-                    "workspace_roots": workspace_roots, "default_model_profile": profile,
-                }))
-                .await?
+            let mut body = serde_json::json!({
+                "agent_id": agent_id, "display_name": display_name,
+                "workspace_roots": workspace_roots, "default_model_profile": profile,
+                "model_profiles": candidates_json(candidates),
+            });
+            if let Some(model) = model {
+                body["model"] = model.clone().into();
+            }
+            client.create_agent(body).await?
         }
         AgentsCommand::Update {
             agent_id,
@@ -189,6 +228,8 @@ pub async fn agents(
             workspace_roots,
             profile,
             clear_profile,
+            candidates,
+            clear_candidates,
         } => {
             let mut patch = serde_json::Map::new();
             if let Some(v) = model {
@@ -204,6 +245,9 @@ pub async fn agents(
                 patch.insert("default_model_profile".into(), v.clone().into());
             } else if *clear_profile {
                 patch.insert("default_model_profile".into(), serde_json::Value::Null);
+            }
+            if !candidates.is_empty() || *clear_candidates {
+                patch.insert("model_profiles".into(), candidates_json(candidates));
             }
             client.update_agent(agent_id, patch.into()).await?
         }
@@ -343,7 +387,12 @@ pub async fn objectives(
                             wire_name(r.trigger),
                             wire_name(r.status),
                             r.scheduled_for.map(|t| t.to_rfc3339()).unwrap_or_default(),
-                            r.tokens.to_string(),
+                            format!("{} ({}+{})", r.tokens, r.prompt_tokens, r.completion_tokens),
+                            r.attempts
+                                .iter()
+                                .map(|a| format!("{}:{}", a.profile_id, wire_name(a.outcome)))
+                                .collect::<Vec<_>>()
+                                .join(" > "),
                             r.error.clone().unwrap_or_default(),
                         ]
                     })
@@ -354,7 +403,8 @@ pub async fn objectives(
                         "TRIGGER",
                         "STATUS",
                         "SCHEDULED FOR",
-                        "TOKENS",
+                        "TOKENS (IN+OUT)",
+                        "ATTEMPTS",
                         "ERROR",
                     ],
                     &rows,

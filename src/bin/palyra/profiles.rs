@@ -38,9 +38,12 @@ pub enum ProfilesCommand {
     /// Refresh an OAuth profile's tokens now.
     Refresh { profile_id: String },
     /// Which profile an agent would use for a provider, and why.
+    /// Which profile a provider resolves to (for an agent, or globally); without
+    /// --provider, which of the agent's candidates its runs would try first. Prints
+    /// every profile passed over and why.
     Resolve {
-        #[arg(long)]
-        provider: String,
+        #[arg(long, required_unless_present = "agent_id")]
+        provider: Option<String>,
         #[arg(long)]
         agent_id: Option<String>,
     },
@@ -270,6 +273,14 @@ pub async fn profiles(
                 match &answer.profile_id {
                     Some(id) => println!("{id} ({})", answer.detail),
                     None => println!("none: {}", answer.detail),
+                }
+                for skip in &answer.skipped {
+                    println!(
+                        "  skipped {} ({}): {}",
+                        skip.profile_id,
+                        palyra_actors::wire_name(skip.reason),
+                        skip.detail
+                    );
                 }
             }
         }
