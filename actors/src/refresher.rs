@@ -31,7 +31,7 @@ use crate::oauth::{
 use crate::refresh_schedule::{ScheduleChange, ScheduleEntry};
 use crate::registry::handle::RegistryHandle;
 use crate::registry::model::AuthProfile;
-use crate::registry::oauth_flow::{RefreshInput, RefreshResult};
+use crate::registry::oauth_refresh::{RefreshInput, RefreshResult};
 use crate::registry::refresh_claim::{ClaimAnswer, Joined};
 use crate::time::{now_ms, to_datetime};
 

@@ -18,7 +18,7 @@ use palyra_storage::{Table, WriteOp, decode_record};
 use super::actor::RegistryActor;
 use super::handle::RegistryHandle;
 use super::model::{AuthCredential, AuthProfile, AuthProfileRecord, RefreshClaim};
-use super::oauth_flow::RefreshInput;
+use super::oauth_refresh::RefreshInput;
 use crate::error::{ActorError, stopped};
 use crate::outbound::OAUTH_TIMEOUT;
 use crate::time::now_ms;
