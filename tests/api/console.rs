@@ -385,6 +385,7 @@ async fn console_app(provider: &FakeProvider, model: &FakeModel, oauth: &FakeOAu
                 validation: Validation::Models,
                 backoff_base_ms: 200,
                 backoff_cap_ms: 1_000,
+                ..ProviderConfig::default()
             },
         );
     })

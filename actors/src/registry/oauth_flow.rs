@@ -24,7 +24,8 @@ use crate::error::{ActorError, stopped};
 use crate::ids::validate_profile_id;
 use crate::oauth::{
     OAuthSettings, TokenSet, build_authorization_url, exchange_authorization_code,
-    generate_attempt_id, generate_pkce_verifier, generate_state, pkce_challenge,
+    generate_attempt_id, generate_pkce_verifier, generate_state, pkce_challenge, sanitize_code,
+    sanitize_description,
 };
 use crate::provider::{ProviderSettings, check_api_key};
 use crate::secret::SecretString;
@@ -67,6 +68,10 @@ pub struct CallbackParams {
     pub code: Option<SecretString>,
     pub state: Option<SecretString>,
     pub error: Option<String>,
+    /// The provider's explanation of `error`, shown to the operator (sanitized).
+    pub error_description: Option<String>,
+    /// RFC 9207: the issuer of the answer, checked against the provider's.
+    pub iss: Option<String>,
 }
 
 /// The outcome of a callback: the attempt and where it now stands.
@@ -199,17 +204,30 @@ impl RegistryHandle {
         }
         let (record, verifier) = claimed?;
         let attempt_id = record.attempt_id.clone();
-        let result = match (params.error, params.code) {
-            (Some(error), _) => {
-                let clean: String = error
-                    .chars()
-                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-                    .take(64)
-                    .collect();
-                Err(format!("the provider refused the sign-in: {clean}"))
+        let issuer = oauth_settings(self, provider).map(|(_, o)| o.issuer.clone());
+        let result = match (params.iss, params.error, params.code) {
+            // A mix-up attack (RFC 9207): the answer comes from another authorization
+            // server than the one this attempt went to. The attempt is used up.
+            (Some(iss), _, _) if issuer.as_ref().is_ok_and(|i| *i != iss) => Err(format!(
+                "the callback's iss {:?} is not the provider's issuer {:?}; set issuer in the provider's config if the provider's is right",
+                sanitize_description(&iss),
+                issuer.unwrap_or_default()
+            )),
+            (_, Some(error), _) => {
+                let description = params
+                    .error_description
+                    .as_deref()
+                    .map(sanitize_description)
+                    .filter(|d| !d.is_empty())
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default();
+                Err(format!(
+                    "the provider refused the sign-in: {}{description}",
+                    sanitize_code(&error)
+                ))
             }
-            (None, None) => Err("the provider sent neither a code nor an error".into()),
-            (None, Some(code)) => self.exchange(&record, &code, &verifier).await,
+            (_, None, None) => Err("the provider sent neither a code nor an error".into()),
+            (_, None, Some(code)) => self.exchange(&record, &code, &verifier).await,
         };
         drop(verifier);
         let status = self
@@ -235,15 +253,10 @@ impl RegistryHandle {
     ) -> Result<TokenSet, String> {
         let (settings, oauth) =
             oauth_settings(self, &record.provider).map_err(|e| e.to_string())?;
-        let tokens = exchange_authorization_code(
-            self.http(),
-            oauth,
-            code.expose(),
-            &record.redirect_uri,
-            verifier,
-        )
-        .await
-        .map_err(|e| format!("code exchange failed: {e}"))?;
+        let tokens =
+            exchange_authorization_code(self.http(), oauth, code, &record.redirect_uri, verifier)
+                .await
+                .map_err(|e| format!("code exchange failed: {e}"))?;
         if oauth.validate_with_models {
             check_api_key(self.http(), "openai", settings, &tokens.access_token)
                 .await
@@ -464,8 +477,15 @@ impl Handler<FinishAttempt> for RegistryActor {
                     _ => 0,
                 };
                 let mut sealed = vec![self.vault.seal(&access_ref, &tokens.access_token)];
-                if let Some(refresh) = &tokens.refresh_token {
-                    sealed.push(self.vault.seal(&refresh_ref, refresh));
+                let refreshable = tokens.refresh_token.is_some();
+                match &tokens.refresh_token {
+                    Some(refresh) => sealed.push(self.vault.seal(&refresh_ref, refresh)),
+                    // A refresh token of the profile this sign-in replaces must not
+                    // stay behind to be redeemed for the new one.
+                    None => {
+                        sealed.push(Vault::delete(&refresh_ref));
+                        tracing::warn!(profile_id = %id, "the provider issued no refresh token: the profile works until its access token expires, then needs a new sign-in");
+                    }
                 }
                 let record = AuthProfileRecord {
                     profile_id: id.clone(),
@@ -490,6 +510,7 @@ impl Handler<FinishAttempt> for RegistryActor {
                             generation,
                             ..RefreshState::default()
                         },
+                        refreshable,
                     },
                     created_at: now,
                     updated_at: now,

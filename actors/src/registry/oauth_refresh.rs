@@ -106,12 +106,7 @@ impl RegistryHandle {
         // Bounded (two tries of at most 5 s) so a slow provider cannot hold up the
         // delete past the client's timeout.
         for attempt in 1..=2u64 {
-            let call = revoke_token(
-                self.http(),
-                endpoint,
-                &oauth.client_id,
-                &input.refresh_token,
-            );
+            let call = revoke_token(self.http(), oauth, endpoint, &input.refresh_token);
             match tokio::time::timeout(std::time::Duration::from_secs(5), call).await {
                 Ok(Ok(())) => {
                     tracing::info!(%profile_id, "refresh token revoked at the provider");
@@ -147,11 +142,17 @@ impl Handler<GetRefreshInput> for RegistryActor {
             refresh_token_vault_ref,
             expires_at,
             refresh_state,
+            refreshable,
             ..
         } = &record.credential
         else {
             return Err(ActorError::invalid("profile_id", "not an OAuth profile"));
         };
+        if !refreshable {
+            return Err(ActorError::RefreshRefused(
+                "the provider gave this profile no refresh token".into(),
+            ));
+        }
         let refresh_token =
             self.vault
                 .open_secret(refresh_token_vault_ref)?

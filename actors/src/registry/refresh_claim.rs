@@ -169,11 +169,17 @@ impl RegistryActor {
             refresh_token_vault_ref,
             expires_at,
             refresh_state,
+            refreshable,
             ..
         } = &mut record.credential
         else {
             return Err(ActorError::invalid("profile_id", "not an OAuth profile"));
         };
+        if !*refreshable {
+            return Err(ActorError::RefreshRefused(
+                "the provider gave this profile no refresh token: sign in again before the access token expires".into(),
+            ));
+        }
         if refresh_state.needs_reauth {
             return Err(ActorError::RefreshRefused(
                 "the profile needs a new sign-in; refresh stopped after a permanent failure".into(),

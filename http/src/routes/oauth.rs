@@ -65,7 +65,10 @@ pub struct CallbackQuery {
     pub state: Option<SecretString>,
     /// Set by the provider when the sign-in was refused (`access_denied`, ...).
     pub error: Option<String>,
+    /// The provider's explanation of `error`, shown on the page.
     pub error_description: Option<String>,
+    /// RFC 9207: the issuer of the answer; checked against the provider's.
+    pub iss: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -92,7 +95,7 @@ pub fn redirect_uri(state: &AppState, provider: &str) -> Result<String, ApiError
     let base = state.config.oauth_redirect_base.as_ref().ok_or_else(|| {
         ApiError::from(palyra_actors::ActorError::invalid(
             "provider",
-            "the daemon listens on no loopback address: set oauth.public_base_url (https) to sign in",
+            "the daemon listens on no loopback address: set server.public_base_url or oauth.public_base_url (https) to sign in",
         ))
     })?;
     Ok(format!(
@@ -154,9 +157,15 @@ pub async fn bootstrap(
 pub async fn callback(
     State(state): State<AppState>,
     audit: Audit,
+    method: Method,
     axum::extract::Path(provider): axum::extract::Path<String>,
     query: Result<axum::extract::Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    // axum answers HEAD with the GET handler; a link checker's or prefetcher's HEAD
+    // must not use up the sign-in's state.
+    if method == Method::HEAD {
+        return ApiError::MethodNotAllowed.into_response();
+    }
     let outcome = match (provider_path(&provider), query) {
         (Err(e), _) => Err(e),
         (_, Err(_)) => Err(ApiError::BadRequest {
@@ -168,6 +177,8 @@ pub async fn callback(
                 code: q.code,
                 state: q.state,
                 error: q.error,
+                error_description: q.error_description,
+                iss: q.iss,
             };
             let outcome = state.registry.complete_sign_in(&provider, params).await;
             // Only outcomes of a real attempt: an unknown or used state is anyone's to
@@ -220,6 +231,8 @@ pub async fn manual_callback(
             "code" => params.code = Some(SecretString::new(value.into_owned())),
             "state" => params.state = Some(SecretString::new(value.into_owned())),
             "error" => params.error = Some(value.into_owned()),
+            "error_description" => params.error_description = Some(value.into_owned()),
+            "iss" => params.iss = Some(value.into_owned()),
             _ => {}
         }
     }
