@@ -13,7 +13,8 @@
 //!   change feed, rereads, resyncs) and the commit of every write.
 //! - `refresh_claim.rs`: a refresh token redeemed by one node at a time, claimed and
 //!   committed against the profile's token generation.
-//! - [`oauth_flow`]: OAuth sign-in; `oauth_refresh.rs`: the durable side of refreshes.
+//! - [`oauth_flow`]: OAuth sign-in; [`oauth_device`]: device sign-in (RFC 8628);
+//!   `oauth_refresh.rs`: the durable side of refreshes.
 //!
 //! Inside the crate, import from the defining file (`registry::handle`,
 //! `registry::model`), not through the re-exports below, so no chain of imports
@@ -23,6 +24,7 @@ mod actor;
 mod attempts;
 pub(crate) mod handle;
 pub(crate) mod model;
+pub mod oauth_device;
 pub mod oauth_flow;
 pub(crate) mod oauth_refresh;
 pub(crate) mod refresh_claim;

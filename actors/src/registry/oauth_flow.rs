@@ -20,6 +20,7 @@ use super::model::{
     validate_profile_name, validate_provider, validate_scope, vault_ref,
 };
 use super::rows::is_changed_elsewhere;
+use crate::audit::{AuditEntry, AuditKind, AuditOutcome};
 use crate::error::{ActorError, stopped};
 use crate::ids::validate_profile_id;
 use crate::oauth::{
@@ -101,7 +102,7 @@ pub(super) fn oauth_settings<'a>(
     Ok((settings, oauth))
 }
 
-fn validate_scopes(scopes: &[String]) -> Result<(), ActorError> {
+pub(super) fn validate_scopes(scopes: &[String]) -> Result<(), ActorError> {
     let ok = scopes.len() <= 64
         && scopes
             .iter()
@@ -378,9 +379,10 @@ impl RegistryActor {
 
 #[derive(Message)]
 #[rtype(result = "Result<(), ActorError>")]
-struct StartAttempt {
-    record: AttemptRecord,
-    verifier: SecretString,
+pub(super) struct StartAttempt {
+    pub(super) record: AttemptRecord,
+    /// The PKCE verifier, or a device grant's device code: sealed with the attempt.
+    pub(super) verifier: SecretString,
 }
 
 impl Handler<StartAttempt> for RegistryActor {
@@ -438,9 +440,9 @@ impl Handler<ClaimAttempt> for RegistryActor {
 
 #[derive(Message)]
 #[rtype(result = "Result<AttemptStatus, ActorError>")]
-struct FinishAttempt {
-    attempt_id: String,
-    result: Result<TokenSet, String>,
+pub(super) struct FinishAttempt {
+    pub(super) attempt_id: String,
+    pub(super) result: Result<TokenSet, String>,
 }
 
 impl Handler<FinishAttempt> for RegistryActor {
@@ -523,6 +525,36 @@ impl Handler<FinishAttempt> for RegistryActor {
             attempt.attempt_id.as_bytes().to_vec(),
             &attempt,
         ));
+        // A device sign-in ends in the background, not in a request the HTTP layer
+        // audits: its end is audited here, in the same transaction.
+        if attempt.redirect_uri.is_empty() {
+            let (kind, outcome, detail) = match &attempt.status {
+                AttemptStatus::Succeeded { profile_id } => (
+                    AuditKind::SigninCompleted,
+                    AuditOutcome::Success,
+                    format!(
+                        "provider {}, profile {profile_id}, device",
+                        attempt.provider
+                    ),
+                ),
+                AttemptStatus::Failed { reason } => (
+                    AuditKind::SigninFailed,
+                    AuditOutcome::Failure,
+                    format!("provider {}, device: {reason}", attempt.provider),
+                ),
+                AttemptStatus::Pending => (
+                    AuditKind::SigninFailed,
+                    AuditOutcome::Failure,
+                    String::new(),
+                ),
+            };
+            extra.push(self.audit.op(AuditEntry::system(
+                kind,
+                &attempt.attempt_id,
+                outcome,
+                detail,
+            )));
+        }
         let (ops, applied) = match profile {
             Some((record, sealed, set_default)) => {
                 let (record, ops, defaults) =

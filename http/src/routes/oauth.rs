@@ -1,5 +1,5 @@
 //! OAuth sign-in (bootstrap, the provider's callback, its state, the headless manual
-//! completion) and manual refresh.
+//! completion, device sign-in) and manual refresh.
 
 use axum::Json;
 use axum::extract::State;
@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use palyra_actors::SecretString;
 use palyra_actors::refresher::RefreshReport;
+use palyra_actors::registry::oauth_device::DeviceSignInStarted;
 use palyra_actors::registry::oauth_flow::{
     AttemptStatus, CallbackParams, SignInOutcome, SignInRequest, SignInStarted,
 };
@@ -141,6 +142,49 @@ pub async fn bootstrap(
             AuditKind::SigninStarted,
             &started.attempt_id,
             format!("provider {}", path_provider),
+        )
+        .await;
+    Ok(Json(started))
+}
+
+/// Starts a device sign-in (RFC 8628) for a headless daemon: enter `user_code` at
+/// `verification_uri` on any device; the daemon polls the provider, and
+/// `callback-state` reports the outcome.
+#[utoipa::path(post, path = "/console/v1/auth/providers/{provider}/device", tag = "oauth",
+    params(ProviderPath),
+    request_body = BootstrapRequest,
+    responses(
+        SecuredJsonWrite,
+        (status = 200, description = "Enter the user code at the verification URI", body = DeviceSignInStarted),
+        (status = 400, description = "Invalid field, the provider has no device authorization endpoint, or it refused", body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn device_sign_in(
+    State(state): State<AppState>,
+    audit: Audit,
+    ApiPath(path): ApiPath<ProviderPath>,
+    ApiJson(req): ApiJson<BootstrapRequest>,
+) -> Result<Json<DeviceSignInStarted>, ApiError> {
+    provider_path(&path.provider)?;
+    let provider = path.provider.clone();
+    let started = state
+        .registry
+        .begin_device_sign_in(
+            SignInRequest {
+                provider: path.provider,
+                profile_id: req.profile_id,
+                profile_name: req.profile_name,
+                scope: req.scope.unwrap_or(AuthProfileScope::Global),
+                scopes: req.scopes,
+                set_default: req.set_default,
+            },
+            state.config.oauth_attempt_ttl,
+        )
+        .await?;
+    audit
+        .success(
+            AuditKind::SigninStarted,
+            &started.attempt_id,
+            format!("provider {provider}, device"),
         )
         .await;
     Ok(Json(started))
@@ -428,6 +472,12 @@ pub(crate) fn routes() -> Vec<RouteSpec> {
             "/console/v1/auth/providers/{provider}/bootstrap",
             Authenticated,
             bootstrap,
+        ),
+        route(
+            Method::POST,
+            "/console/v1/auth/providers/{provider}/device",
+            Authenticated,
+            device_sign_in,
         ),
         route(
             Method::GET,
