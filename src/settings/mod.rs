@@ -14,7 +14,10 @@ mod storage;
 
 pub use cluster::ClusterSettings;
 use providers::check_oauth_endpoint;
-pub use providers::{OAuthGlobalSettings, ProviderConfig, ProvidersSettings, Validation};
+pub use providers::{
+    ClientAuth, OAuthGlobalSettings, ProviderConfig, ProvidersSettings, TokenRequestFormat,
+    Validation,
+};
 pub(crate) use storage::is_loopback_host;
 pub use storage::{StorageBackend, StorageSettings};
 

@@ -37,6 +37,8 @@ use crate::testkit::served::Served;
 pub enum ForcedAnswer {
     /// HTTP status with an OAuth error body.
     Status(u16, &'static str),
+    /// The same with a `Retry-After` header of this value (seconds or an HTTP date).
+    RetryAfter(u16, &'static str, String),
 }
 
 /// Expiries that put every signed-in profile's refresh due time (expiry minus the
@@ -116,6 +118,8 @@ pub struct OAuthState {
     pub wrong_format: u64,
     /// The `resource` of each code grant, for tests of RFC 8707.
     pub token_resources: Vec<Option<String>>,
+    /// Pad every token answer with a field of this many bytes (the size cap's test).
+    pub pad_answer_bytes: usize,
     /// The one refresh token that is currently valid (rotation invalidates the old).
     valid_refresh: HashSet<String>,
     /// Family (the code grant that began it) of every refresh token issued.
@@ -636,8 +640,16 @@ fn process(state: &Mutex<OAuthState>, form: &HashMap<String, String>) -> axum::r
     let grant = form.get("grant_type").map(String::as_str);
     if grant == Some("refresh_token") {
         s.refresh_redemptions += 1;
-        if let Some(ForcedAnswer::Status(status, code)) = s.forced.pop_front() {
-            return error(&mut s, status, code);
+        match s.forced.pop_front() {
+            Some(ForcedAnswer::Status(status, code)) => return error(&mut s, status, code),
+            Some(ForcedAnswer::RetryAfter(status, code, retry_after)) => {
+                let mut response = error(&mut s, status, code);
+                if let Ok(value) = axum::http::HeaderValue::from_str(&retry_after) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                return response;
+            }
+            None => {}
         }
     }
     match grant {
@@ -809,6 +821,9 @@ fn issue(
     }
     if !s.omit_expires_in {
         body["expires_in"] = expires_in.into();
+    }
+    if s.pad_answer_bytes > 0 {
+        body["padding"] = "x".repeat(s.pad_answer_bytes).into();
     }
     axum::Json(body).into_response()
 }
