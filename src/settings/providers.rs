@@ -172,7 +172,7 @@ impl ProviderConfig {
 
     /// The checks `--check-config` runs on the OAuth fields of one provider.
     pub(super) fn validate_oauth(&self, name: &str) -> Result<(), String> {
-        for (key, _) in &self.authorization_params {
+        for key in self.authorization_params.keys() {
             if palyra_actors::oauth::RESERVED_AUTHORIZATION_PARAMS.contains(&key.as_str()) {
                 return Err(format!(
                     "providers.{name}.authorization_params: {key} is set by the daemon (use audience / resource / scopes)"

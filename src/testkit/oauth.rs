@@ -235,7 +235,7 @@ impl FakeOAuth {
                     async move {
                         match read_request(&state, &headers, &body, true) {
                             Ok(form) => token(&state, form).await,
-                            Err(refused) => refused,
+                            Err(refused) => *refused,
                         }
                     }
                 }),
@@ -252,7 +252,7 @@ impl FakeOAuth {
                                 lock(&state).revoked.push(token);
                                 StatusCode::OK.into_response()
                             }
-                            Err(refused) => refused,
+                            Err(refused) => *refused,
                         }
                     }
                 }),
@@ -264,7 +264,7 @@ impl FakeOAuth {
                     async move {
                         match read_request(&state, &headers, &body, false) {
                             Ok(form) => device_authorization(&state, &form),
-                            Err(refused) => refused,
+                            Err(refused) => *refused,
                         }
                     }
                 }),
@@ -442,7 +442,7 @@ fn read_request(
     headers: &HeaderMap,
     body: &[u8],
     token_endpoint: bool,
-) -> Result<HashMap<String, String>, axum::response::Response> {
+) -> Result<HashMap<String, String>, Box<axum::response::Response>> {
     let mut s = lock(state);
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -465,13 +465,13 @@ fn read_request(
             .flatten();
         let Some(form) = parsed else {
             s.wrong_format += 1;
-            return Err(refuse(&mut s, 400, "invalid_request"));
+            return Err(Box::new(refuse(&mut s, 400, "invalid_request")));
         };
         form
     } else {
         if !content_type.starts_with("application/x-www-form-urlencoded") {
             s.wrong_format += 1;
-            return Err(refuse(&mut s, 400, "invalid_request"));
+            return Err(Box::new(refuse(&mut s, 400, "invalid_request")));
         }
         url::form_urlencoded::parse(body).into_owned().collect()
     };
@@ -510,7 +510,7 @@ fn read_request(
     };
     if !ok {
         s.client_auth_refused += 1;
-        return Err(refuse(&mut s, 401, "invalid_client"));
+        return Err(Box::new(refuse(&mut s, 401, "invalid_client")));
     }
     s.client_auth_ok += 1;
     let mut form = form;

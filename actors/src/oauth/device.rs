@@ -5,8 +5,9 @@
 
 use serde::Deserialize;
 
-use super::token_request::{self, Param, TokenRequestFormat};
-use super::{OAuthError, OAuthSettings, TokenSet, rejected, sanitize_code, token_set};
+use super::token_request::{self, Param};
+use super::types::{OAuthError, OAuthSettings, TokenRequestFormat};
+use super::{TokenSet, rejected, sanitize_code, token_set};
 use crate::secret::SecretString;
 
 /// The grant type of a device code redemption.

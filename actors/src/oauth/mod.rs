@@ -8,6 +8,7 @@
 
 pub mod device;
 pub mod token_request;
+mod types;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,67 +17,12 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::secret::SecretString;
+pub use token_request::parse_retry_after;
 use token_request::{Answer, Param};
-pub use token_request::{
-    ClientAuth, TOKEN_ANSWER_CAP_BYTES, TokenRequestFormat, parse_retry_after,
+pub use types::{
+    ClientAuth, OAuthError, OAuthSettings, RESERVED_AUTHORIZATION_PARAMS, TOKEN_ANSWER_CAP_BYTES,
+    TokenRequestFormat,
 };
-
-/// Parameters of the authorization request the daemon sets itself; a provider's
-/// `authorization_params` may not override them.
-pub const RESERVED_AUTHORIZATION_PARAMS: [&str; 9] = [
-    "response_type",
-    "client_id",
-    "redirect_uri",
-    "scope",
-    "state",
-    "code_challenge",
-    "code_challenge_method",
-    "audience",
-    "resource",
-];
-
-/// OAuth settings of one provider.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OAuthSettings {
-    pub authorization_endpoint: String,
-    pub token_endpoint: String,
-    pub revocation_endpoint: Option<String>,
-    /// RFC 8628 device authorization, for sign-in without a browser on this host.
-    pub device_authorization_endpoint: Option<String>,
-    pub client_id: String,
-    /// How the daemon authenticates at the token and revocation endpoints.
-    pub client_auth: ClientAuth,
-    /// The client secret (`client_secret_basic` / `client_secret_post`); its `Debug`
-    /// is redacted, and it is never logged.
-    pub client_secret: Option<SecretString>,
-    /// Form (RFC 6749) or JSON token request bodies.
-    pub token_request_format: TokenRequestFormat,
-    pub scopes: Vec<String>,
-    /// Extra authorization request parameters (`access_type = "offline"`, ...).
-    pub authorization_params: Vec<(String, String)>,
-    /// `audience` of the authorization request (Auth0 and others).
-    pub audience: Option<String>,
-    /// RFC 8707 `resource`, at the authorization and token endpoints.
-    pub resource: Option<String>,
-    /// The `iss` the callback must carry when the provider sends one (RFC 9207).
-    pub issuer: String,
-    /// Check a new access token with `GET {api_base_url}/v1/models`.
-    pub validate_with_models: bool,
-    /// Backoff of transient refresh failures.
-    pub backoff_base_ms: u64,
-    pub backoff_cap_ms: u64,
-}
-
-impl OAuthSettings {
-    /// The issuer a provider's callback must name when it names one: the configured
-    /// `issuer`, or else the origin of the authorization endpoint (which is the issuer
-    /// of most providers).
-    pub fn default_issuer(authorization_endpoint: &str) -> String {
-        url::Url::parse(authorization_endpoint)
-            .map(|u| u.origin().ascii_serialization())
-            .unwrap_or_default()
-    }
-}
 
 /// A fresh PKCE code verifier: 32 random bytes, base64url (43 unreserved characters).
 pub fn generate_pkce_verifier() -> SecretString {
@@ -156,21 +102,6 @@ struct TokenResponse {
 #[derive(Deserialize)]
 struct ErrorResponse {
     error: String,
-}
-
-/// Why an OAuth step failed. Messages never carry tokens, codes, verifiers or secrets.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum OAuthError {
-    #[error("OAuth configuration: {0}")]
-    Config(String),
-    #[error("the token endpoint could not be reached: {0}")]
-    Network(String),
-    #[error("the token endpoint answered HTTP {status}{}", error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default())]
-    Rejected { status: u16, error: Option<String> },
-    #[error("the token endpoint answered without {0}")]
-    Incomplete(&'static str),
-    #[error("the token endpoint's answer is larger than {} KiB", TOKEN_ANSWER_CAP_BYTES / 1024)]
-    TooLarge,
 }
 
 /// A short token of safe characters from a provider's text, so nothing a provider

@@ -6,39 +6,12 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 
-use super::{OAuthError, OAuthSettings};
+use super::types::{
+    ClientAuth, OAuthError, OAuthSettings, TOKEN_ANSWER_CAP_BYTES, TokenRequestFormat,
+};
 use crate::outbound::OAUTH_TIMEOUT;
 use crate::secret::SecretString;
-
-/// The most a token endpoint's answer may hold. Real answers are a few kilobytes (an
-/// ID token included); a larger one is refused rather than read into memory.
-pub const TOKEN_ANSWER_CAP_BYTES: usize = 256 * 1024;
-
-/// How the daemon authenticates itself at the token and revocation endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClientAuth {
-    /// A public client: `client_id` in the body, no secret (RFC 6749 section 2.1).
-    #[default]
-    None,
-    /// HTTP Basic with the form-encoded id and secret (RFC 6749 section 2.3.1).
-    ClientSecretBasic,
-    /// `client_id` and `client_secret` in the body.
-    ClientSecretPost,
-}
-
-/// The body of a token request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TokenRequestFormat {
-    /// `application/x-www-form-urlencoded` (RFC 6749).
-    #[default]
-    Form,
-    /// `application/json`, for providers that take nothing else.
-    Json,
-}
 
 /// One parameter of a request body; secrets stay wrapped until the body is built.
 pub(crate) enum Param<'a> {
