@@ -76,13 +76,47 @@ pub struct CallbackParams {
 }
 
 /// The outcome of a callback: the attempt and where it now stands.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SignInOutcome {
     pub attempt_id: String,
     pub provider: String,
     #[serde(flatten)]
     pub status: AttemptStatus,
 }
+
+/// The schema of [`SignInOutcome`] as what goes on the wire: one flat object. The
+/// derived one (an object `allOf` a `oneOf` of the flattened status) is refused by
+/// client generators ("Cannot take allOf a non-object").
+impl utoipa::PartialSchema for SignInOutcome {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let string = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(description))
+        };
+        ObjectBuilder::new()
+            .description(Some("Where a sign-in attempt stands."))
+            .property("attempt_id", string("The attempt."))
+            .required("attempt_id")
+            .property("provider", string("The provider signed in to."))
+            .required("provider")
+            .property(
+                "state",
+                string("pending, succeeded (with profile_id) or failed (with reason).")
+                    .enum_values(Some(["pending", "succeeded", "failed"])),
+            )
+            .required("state")
+            .property(
+                "profile_id",
+                string("With succeeded: the profile the sign-in stored."),
+            )
+            .property("reason", string("With failed: why."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for SignInOutcome {}
 
 pub(super) fn oauth_settings<'a>(
     handle: &'a RegistryHandle,
