@@ -439,10 +439,16 @@ impl Application {
                 body_limit_bytes: settings.server.body_limit_bytes,
                 cookie_secure: tls.is_some(),
                 loopback_base_url: loopback_base_url(local_addr, tls.is_some()),
+                public_base_url: settings
+                    .server
+                    .public_base_url
+                    .as_ref()
+                    .map(|u| u.trim_end_matches('/').to_owned()),
                 oauth_redirect_base: settings
                     .oauth
                     .public_base_url
-                    .clone()
+                    .as_ref()
+                    .or(settings.server.public_base_url.as_ref())
                     .map(|u| u.trim_end_matches('/').to_owned())
                     .or_else(|| {
                         // Codes must not travel in clear text over a network: without a
@@ -704,6 +710,7 @@ async fn start_actors(
         RefresherPolicy {
             lead: Duration::from_secs(settings.oauth.refresh_lead_s),
             max_in_flight: settings.oauth.max_concurrent_refreshes,
+            refresh_without_expiry: Duration::from_secs(settings.oauth.refresh_without_expiry_s),
         },
         RefreshAdapters::standard(http_client.clone()),
         cluster.clone(),

@@ -345,6 +345,25 @@ impl ControlPlaneClient {
         .await
     }
 
+    /// `POST /console/v1/auth/providers/{provider}/device`: a device sign-in (RFC 8628).
+    pub async fn begin_device_sign_in(
+        &self,
+        provider: &str,
+        request: &BootstrapRequest,
+    ) -> Result<palyra_actors::registry::oauth_device::DeviceSignInStarted, ClientError> {
+        let body =
+            serde_json::to_value(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.call(
+            Method::POST,
+            &format!(
+                "/console/v1/auth/providers/{}/device",
+                path_segment(provider)
+            ),
+            Some(body),
+        )
+        .await
+    }
+
     /// `GET /console/v1/auth/providers/{provider}/callback-state`.
     pub async fn sign_in_state(
         &self,

@@ -11,6 +11,11 @@ pub struct ScheduleEntry {
     pub profile_id: String,
     pub provider: String,
     pub expires_at: Option<DateTime<Utc>>,
+    /// False without a refresh token: never scheduled.
+    pub refreshable: bool,
+    /// The last refresh (or the sign-in): a token without expiry is refreshed a
+    /// configured interval after it.
+    pub last_success_at: Option<DateTime<Utc>>,
     /// Set after a transient failure: the backoff's next try.
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub needs_reauth: bool,

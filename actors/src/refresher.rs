@@ -31,7 +31,7 @@ use crate::oauth::{
 use crate::refresh_schedule::{ScheduleChange, ScheduleEntry};
 use crate::registry::handle::RegistryHandle;
 use crate::registry::model::AuthProfile;
-use crate::registry::oauth_flow::{RefreshInput, RefreshResult};
+use crate::registry::oauth_refresh::{RefreshInput, RefreshResult};
 use crate::registry::refresh_claim::{ClaimAnswer, Joined};
 use crate::time::{now_ms, to_datetime};
 
@@ -96,6 +96,9 @@ pub struct RefresherPolicy {
     pub lead: Duration,
     /// Most refreshes in flight at once.
     pub max_in_flight: usize,
+    /// A token without expiry (and with a refresh token) is refreshed this long after
+    /// its last refresh (`oauth.refresh_without_expiry_s`).
+    pub refresh_without_expiry: Duration,
 }
 
 /// Counters for the bench tool.
@@ -274,15 +277,23 @@ impl RefresherActor {
     /// When to refresh: the backoff's next try after a failure; otherwise `lead`
     /// before expiry, but never sooner than halfway to expiry (a token that lives
     /// shorter than the lead must not be refreshed in a loop), nor sooner than a second.
+    /// Without a refresh token, never; without an expiry, the configured interval after
+    /// the last success.
     fn due_ms(&self, entry: &ScheduleEntry) -> Option<i64> {
-        if entry.needs_reauth {
+        if entry.needs_reauth || !entry.refreshable {
             return None;
         }
         if let Some(next) = entry.next_attempt_at {
             return Some(next.timestamp_millis());
         }
-        let expires = entry.expires_at?.timestamp_millis();
         let now = now_ms();
+        let Some(expires_at) = entry.expires_at else {
+            let interval = i64::try_from(self.policy.refresh_without_expiry.as_millis())
+                .unwrap_or(i64::MAX / 2);
+            let since = entry.last_success_at.map_or(now, |t| t.timestamp_millis());
+            return Some(since.saturating_add(interval).max(now + 1_000));
+        };
+        let expires = expires_at.timestamp_millis();
         let lead = i64::try_from(self.policy.lead.as_millis()).unwrap_or(i64::MAX);
         let halfway = now + (expires - now) / 2;
         Some((expires.saturating_sub(lead)).max(halfway).max(now + 1_000))

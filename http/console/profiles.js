@@ -1,5 +1,5 @@
 // Auth profiles: the list with health and hints (never a secret), adding an API key,
-// OAuth sign-in in a popup, set default, refresh now, remove.
+// OAuth sign-in in a popup or with a device code, set default, refresh now, remove.
 
 import { api, clearFormErrors, listAll, messageOf, showFormError } from './api.js';
 import { actionButton, badge, field, h, mount, notice, select, table, valueOf, when } from './dom.js';
@@ -28,6 +28,8 @@ function credentialCell(credential) {
     'OAuth',
     credential.expires_at ? h('small', { class: 'block', text: `token expires ${when(credential.expires_at)}` }) : null,
     state.last_error ? h('small', { class: 'block error-text', text: `last refresh: ${state.last_error}` }) : null,
+    // The provider gave no refresh token: nothing keeps this one fresh.
+    credential.refreshable === false ? [' ', badge('not refreshable: sign in again before it expires', 'warn')] : null,
   ];
 }
 
@@ -185,20 +187,26 @@ function oauthForm(agents, reload) {
     field('Scope', scopeSelect(agents)),
     h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'set_default' }), ' Make it the default'),
     h('div', { class: 'form-error notice error', hidden: true, role: 'alert' }),
-    h('button', { type: 'submit', class: 'primary', text: 'Sign in' }),
+    h('div', { class: 'actions' },
+      h('button', { type: 'submit', class: 'primary', text: 'Sign in' }),
+      ' ',
+      h('button', { type: 'submit', name: 'device', value: '1', text: 'Sign in with a code (device)',
+        title: 'For providers with a device authorization endpoint: enter a code on any device; nothing redirects back to this daemon.' })),
     result);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     clearFormErrors(form);
     result.replaceChildren();
     const provider = valueOf(form, 'provider') ?? '';
+    const device = event.submitter?.name === 'device';
     // Opened now, while the click still counts as the user's, so no popup blocker
     // stops it; it is pointed at the provider once the daemon answers.
-    const popup = window.open('', 'palyra-oauth', 'popup,width=520,height=720');
-    const button = form.querySelector('button[type=submit]');
-    button.disabled = true;
+    const popup = device ? null : window.open('', 'palyra-oauth', 'popup,width=520,height=720');
+    const buttons = form.querySelectorAll('button[type=submit]');
+    buttons.forEach((b) => { b.disabled = true; });
     try {
-      const started = await api('POST', `/auth/providers/${encodeURIComponent(provider)}/bootstrap`, {
+      const path = `/auth/providers/${encodeURIComponent(provider)}/${device ? 'device' : 'bootstrap'}`;
+      const started = await api('POST', path, {
         body: {
           profile_name: valueOf(form, 'profile_name') ?? '',
           profile_id: valueOf(form, 'profile_id'),
@@ -206,9 +214,19 @@ function oauthForm(agents, reload) {
           set_default: form.elements.namedItem('set_default').checked,
         },
       });
-      if (popup && !popup.closed) popup.location.href = started.authorization_url;
-      mount(result, notice('info', 'Waiting for the sign-in in the other window… ',
-        h('a', { href: started.authorization_url, target: '_blank', rel: 'noreferrer', text: 'Open the sign-in page again' })));
+      if (device) {
+        // RFC 8628: the operator enters the code at the provider; the daemon polls.
+        const link = started.verification_uri_complete || started.verification_uri;
+        mount(result, notice('info', 'On any device, open ',
+          h('a', { href: link, target: '_blank', rel: 'noreferrer', text: started.verification_uri }),
+          ' and enter the code ',
+          h('code', { class: 'user-code', id: 'oauth-user-code', text: started.user_code }),
+          `. Waiting for the sign-in (until ${new Date(started.expires_at).toLocaleTimeString()})…`));
+      } else {
+        if (popup && !popup.closed) popup.location.href = started.authorization_url;
+        mount(result, notice('info', 'Waiting for the sign-in in the other window… ',
+          h('a', { href: started.authorization_url, target: '_blank', rel: 'noreferrer', text: 'Open the sign-in page again' })));
+      }
       const outcome = await waitForSignIn(provider, started);
       if (outcome.state === 'succeeded') {
         mount(result, notice('ok', `Signed in: profile ${outcome.profile_id} is ready.`));
@@ -220,7 +238,7 @@ function oauthForm(agents, reload) {
       if (popup && !popup.closed) popup.close();
       showFormError(form, e);
     } finally {
-      button.disabled = false;
+      buttons.forEach((b) => { b.disabled = false; });
     }
   });
   return form;

@@ -30,6 +30,7 @@ use crate::routes::{
         profiles::resolve,
         profiles::rotate_key,
         oauth::bootstrap,
+        oauth::device_sign_in,
         oauth::callback,
         oauth::manual_callback,
         oauth::callback_state,

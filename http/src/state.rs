@@ -23,8 +23,11 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// TLS is on: cookies carry `Secure` and the `__Host-` prefix, responses HSTS.
     pub cookie_secure: bool,
-    /// `http(s)://127.0.0.1:<port>`: where handoff links point.
+    /// `http(s)://127.0.0.1:<port>`: where handoff links point without a public URL.
     pub loopback_base_url: String,
+    /// `server.public_base_url` (no trailing `/`): where remote operators reach the
+    /// daemon; handoff links point there when it is set.
+    pub public_base_url: Option<String>,
     /// Base of OAuth redirect URIs: the configured https public URL, else the loopback
     /// URL when the daemon listens on loopback; none when it listens only elsewhere.
     pub oauth_redirect_base: Option<String>,

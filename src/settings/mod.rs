@@ -14,7 +14,10 @@ mod storage;
 
 pub use cluster::ClusterSettings;
 use providers::check_oauth_endpoint;
-pub use providers::{OAuthGlobalSettings, ProviderConfig, ProvidersSettings, Validation};
+pub use providers::{
+    ClientAuth, OAuthGlobalSettings, ProviderConfig, ProvidersSettings, TokenRequestFormat,
+    Validation,
+};
 pub(crate) use storage::is_loopback_host;
 pub use storage::{StorageBackend, StorageSettings};
 
@@ -213,6 +216,10 @@ pub struct ServerSettings {
     pub admin_token: Option<SecretString>,
     /// The operator's acknowledgement that a non-loopback bind is intended.
     pub allow_remote: bool,
+    /// The https URL operators reach the daemon at (behind a proxy or on another
+    /// host): handoff links and the OAuth redirect use it instead of the bind address.
+    #[serde(default)]
+    pub public_base_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -391,16 +398,30 @@ impl Settings {
             || self.oauth.attempt_ttl_s > MAX_S
             || self.oauth.refresh_lead_s > MAX_S
             || self.oauth.max_concurrent_refreshes == 0
+            || self.oauth.refresh_without_expiry_s == 0
+            || self.oauth.refresh_without_expiry_s > MAX_S
         {
             return Err(
-                "oauth: attempt_ttl_s and max_concurrent_refreshes must be at least 1".into(),
+                "oauth: attempt_ttl_s, refresh_without_expiry_s and max_concurrent_refreshes must be at least 1".into(),
             );
         }
-        if let Some(base) = &self.oauth.public_base_url {
-            let ok =
-                url::Url::parse(base).is_ok_and(|u| u.scheme() == "https" && u.host().is_some());
+        for (name, base) in [
+            ("oauth.public_base_url", &self.oauth.public_base_url),
+            ("server.public_base_url", &self.server.public_base_url),
+        ] {
+            let ok = base.as_ref().is_none_or(|base| {
+                url::Url::parse(base).is_ok_and(|u| {
+                    u.scheme() == "https"
+                        && u.host().is_some()
+                        && u.username().is_empty()
+                        && u.password().is_none()
+                        && u.query().is_none()
+                })
+            });
             if !ok {
-                return Err("oauth.public_base_url must be an https URL".into());
+                return Err(format!(
+                    "{name} must be an https URL without user:password@ or a query"
+                ));
             }
         }
         if self.objectives.run_retention == 0 || self.objectives.provider_timeout_s == 0 {
@@ -475,11 +496,16 @@ impl Settings {
                 ("authorization_endpoint", &config.authorization_endpoint),
                 ("token_endpoint", &config.token_endpoint),
                 ("revocation_endpoint", &config.revocation_endpoint),
+                (
+                    "device_authorization_endpoint",
+                    &config.device_authorization_endpoint,
+                ),
             ] {
                 if let Some(value) = value {
                     check_oauth_endpoint(&format!("providers.{name}.{field}"), value)?;
                 }
             }
+            config.validate_oauth(&name)?;
             if config.backoff_base_ms == 0 || config.backoff_cap_ms < config.backoff_base_ms {
                 return Err(format!(
                     "providers.{name}: backoff_base_ms must be at least 1 and at most backoff_cap_ms"

@@ -1,6 +1,7 @@
 //! `[providers.*]` and `[oauth]`: model providers, their OAuth endpoints, and how the
 //! registry sees them.
 
+use palyra_actors::SecretString;
 use serde::Deserialize;
 
 /// Model providers; `custom` holds `[providers.custom.<name>]` tables.
@@ -32,11 +33,40 @@ pub struct ProviderConfig {
     /// OAuth: RFC 7009 revocation, called when a profile is deleted.
     #[serde(default)]
     pub revocation_endpoint: Option<String>,
+    /// OAuth: RFC 8628 device authorization, for `palyra auth login --device`.
+    #[serde(default)]
+    pub device_authorization_endpoint: Option<String>,
     /// OAuth client id; OAuth sign-in is off for the provider until it is set.
     #[serde(default)]
     pub client_id: Option<String>,
+    /// OAuth client authentication at the token and revocation endpoints: `none` (a
+    /// public client), `client_secret_basic` or `client_secret_post`.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// The environment variable holding the client secret, read at start.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// A file holding the client secret (surrounding whitespace ignored), read at start.
+    #[serde(default)]
+    pub client_secret_file: Option<std::path::PathBuf>,
+    /// `form` (RFC 6749) or `json` token request bodies.
+    #[serde(default)]
+    pub token_request_format: TokenRequestFormat,
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Extra parameters of the authorization request (Google: `access_type = "offline"`).
+    #[serde(default)]
+    pub authorization_params: std::collections::BTreeMap<String, String>,
+    /// `audience` of the authorization request.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// RFC 8707 `resource`, sent to the authorization and token endpoints.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// The issuer the callback's `iss` must name (RFC 9207); default: the origin of
+    /// `authorization_endpoint`.
+    #[serde(default)]
+    pub issuer: Option<String>,
     /// `models` checks a new access token with GET {api_base_url}/v1/models; `none` does not.
     #[serde(default = "default_validation")]
     pub validation: Validation,
@@ -47,15 +77,46 @@ pub struct ProviderConfig {
     pub backoff_cap_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub use palyra_actors::oauth::{ClientAuth, TokenRequestFormat};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Validation {
+    #[default]
     Models,
     None,
 }
 
 fn default_validation() -> Validation {
     Validation::Models
+}
+
+/// A provider with only the defaults (and no API base URL), for code that builds
+/// one: `ProviderConfig { api_base_url, ..ProviderConfig::default() }`.
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        Self {
+            api_base_url: String::new(),
+            api_style: None,
+            authorization_endpoint: None,
+            token_endpoint: None,
+            revocation_endpoint: None,
+            device_authorization_endpoint: None,
+            client_id: None,
+            client_auth: ClientAuth::None,
+            client_secret_env: None,
+            client_secret_file: None,
+            token_request_format: TokenRequestFormat::Form,
+            scopes: Vec::new(),
+            authorization_params: std::collections::BTreeMap::new(),
+            audience: None,
+            resource: None,
+            issuer: None,
+            validation: default_validation(),
+            backoff_base_ms: default_backoff_base_ms(),
+            backoff_cap_ms: default_backoff_cap_ms(),
+        }
+    }
 }
 
 fn default_backoff_base_ms() -> u64 {
@@ -79,16 +140,89 @@ pub struct OAuthGlobalSettings {
     pub public_base_url: Option<String>,
     /// Most refreshes in flight at once.
     pub max_concurrent_refreshes: usize,
+    /// A token that came without `expires_in` is refreshed this long after its last
+    /// refresh, when it has a refresh token (8 days, as Codex does).
+    #[serde(default = "default_refresh_without_expiry_s")]
+    pub refresh_without_expiry_s: u64,
+}
+
+fn default_refresh_without_expiry_s() -> u64 {
+    8 * 24 * 3600
 }
 
 impl ProviderConfig {
+    /// The client secret from `client_secret_env` or `client_secret_file`, if either is
+    /// set. The error names where it looked, never what it found.
+    pub fn client_secret(&self) -> Result<Option<SecretString>, String> {
+        let value = match (&self.client_secret_env, &self.client_secret_file) {
+            (Some(_), Some(_)) => {
+                return Err("set client_secret_env or client_secret_file, not both".into());
+            }
+            (Some(var), None) => std::env::var(var)
+                .map_err(|_| format!("client_secret_env: the environment has no {var}"))?,
+            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "client_secret_file: cannot read {}: {}",
+                    path.display(),
+                    e.kind()
+                )
+            })?,
+            (None, None) => return Ok(None),
+        };
+        let secret = SecretString::new(value.trim().to_owned());
+        if secret.is_empty() {
+            return Err("the client secret is empty".into());
+        }
+        Ok(Some(secret))
+    }
+
+    /// The checks `--check-config` runs on the OAuth fields of one provider.
+    pub(super) fn validate_oauth(&self, name: &str) -> Result<(), String> {
+        for key in self.authorization_params.keys() {
+            if palyra_actors::oauth::RESERVED_AUTHORIZATION_PARAMS.contains(&key.as_str()) {
+                return Err(format!(
+                    "providers.{name}.authorization_params: {key} is set by the daemon (use audience / resource / scopes)"
+                ));
+            }
+        }
+        let secret = self
+            .client_secret()
+            .map_err(|e| format!("providers.{name}: {e}"))?;
+        match (self.client_auth, secret.is_some()) {
+            (ClientAuth::None, true) => Err(format!(
+                "providers.{name}: a client secret is given but client_auth is none; set client_secret_basic or client_secret_post"
+            )),
+            (ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost, false) => Err(format!(
+                "providers.{name}: client_auth needs client_secret_env or client_secret_file"
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn oauth(&self) -> Option<palyra_actors::oauth::OAuthSettings> {
+        let authorization_endpoint = self.authorization_endpoint.clone()?;
         Some(palyra_actors::oauth::OAuthSettings {
-            authorization_endpoint: self.authorization_endpoint.clone()?,
+            issuer: self.issuer.clone().unwrap_or_else(|| {
+                palyra_actors::oauth::OAuthSettings::default_issuer(&authorization_endpoint)
+            }),
+            authorization_endpoint,
             token_endpoint: self.token_endpoint.clone()?,
             revocation_endpoint: self.revocation_endpoint.clone(),
+            device_authorization_endpoint: self.device_authorization_endpoint.clone(),
             client_id: self.client_id.clone().filter(|c| !c.is_empty())?,
+            client_auth: self.client_auth,
+            // Validated at start (`validate_oauth`), so an error here is a file or
+            // variable that changed since; the token endpoint then refuses the client.
+            client_secret: self.client_secret().ok().flatten(),
+            token_request_format: self.token_request_format,
             scopes: self.scopes.clone(),
+            authorization_params: self
+                .authorization_params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            audience: self.audience.clone(),
+            resource: self.resource.clone(),
             validate_with_models: self.validation == Validation::Models,
             backoff_base_ms: self.backoff_base_ms,
             backoff_cap_ms: self.backoff_cap_ms,

@@ -1,7 +1,13 @@
-//! A fake OAuth 2.0 provider on loopback. It checks what it receives as a real one
-//! would (the PKCE verifier against the challenge, the redirect URI and client id of
-//! the code, single use of codes, rotation of refresh tokens) and counts what it
-//! answered, so tests can assert on it and the bench can report it.
+//! A fake OAuth 2.0 provider on loopback, at least as strict as the specifications
+//! and the certified providers operators use: PKCE with S256 required (the verifier
+//! checked against the challenge), the exact redirect URI and client id of the code,
+//! single-use codes, rotation of refresh tokens with reuse refused, no refresh token
+//! unless `offline_access` came with `prompt=consent` (OpenID Connect Core 11), the
+//! client authentication it is configured for (and no other), a JSON-body mode that
+//! refuses forms (and the form mode JSON), and an RFC 8628 device endpoint that
+//! answers `authorization_pending` until approved and `slow_down` to a client that
+//! polls faster than the interval. It counts what it answered, so tests can assert on
+//! it and the bench can report it.
 //!
 //! Like RFC 9700 (section 4.14.2) asks of a provider that rotates refresh tokens, a
 //! refresh token presented a second time is refused (`invalid_grant`) and its whole
@@ -31,6 +37,8 @@ use crate::testkit::served::Served;
 pub enum ForcedAnswer {
     /// HTTP status with an OAuth error body.
     Status(u16, &'static str),
+    /// The same with a `Retry-After` header of this value (seconds or an HTTP date).
+    RetryAfter(u16, &'static str, String),
 }
 
 /// Expiries that put every signed-in profile's refresh due time (expiry minus the
@@ -42,10 +50,76 @@ struct DueWindow {
     lead_s: u64,
 }
 
+/// How the fake wants clients to authenticate at `/token` and `/revoke`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum FakeClientAuth {
+    /// A public client: `client_id` in the body, no secret anywhere.
+    #[default]
+    None,
+    /// HTTP Basic with this secret, and no secret in the body.
+    Basic(String),
+    /// `client_secret` with this value in the body, and no Authorization header.
+    Post(String),
+}
+
+/// A code the consent step issued.
+#[derive(Debug)]
+struct IssuedCode {
+    challenge: String,
+    redirect_uri: String,
+    client_id: String,
+    /// `offline_access` was asked for with `prompt=consent`: a refresh token is due.
+    offline: bool,
+    used: bool,
+}
+
+/// A device authorization (RFC 8628) the fake handed out.
+#[derive(Debug)]
+struct DeviceGrant {
+    user_code: String,
+    client_id: String,
+    offline: bool,
+    approved: bool,
+    denied: bool,
+    used: bool,
+    interval_s: u64,
+    expires_at: Instant,
+    last_poll: Option<Instant>,
+}
+
 #[derive(Debug, Default)]
 pub struct OAuthState {
-    /// code -> (challenge, redirect_uri, client_id, used)
-    codes: HashMap<String, (String, String, String, bool)>,
+    codes: HashMap<String, IssuedCode>,
+    devices: HashMap<String, DeviceGrant>,
+    /// Client authentication the fake requires.
+    pub client_auth: FakeClientAuth,
+    /// Token requests must be JSON (and forms are refused); otherwise forms only.
+    pub json_body: bool,
+    /// Answer code and refresh grants without `expires_in`.
+    pub omit_expires_in: bool,
+    /// Added as `iss` to the consent redirect (RFC 9207), when set.
+    pub issuer: Option<String>,
+    /// The device grant's polling interval, in seconds.
+    pub device_interval_s: u64,
+    /// Answer the device grant's next polls with `slow_down`, however paced.
+    pub forced_slow_downs: u32,
+    /// Device polls that came sooner than the interval (each answered `slow_down`).
+    pub device_polls_too_fast: u64,
+    /// Device polls answered, by answer.
+    pub device_pending: u64,
+    pub device_slow_downs: u64,
+    /// The query of the latest authorization request, for tests to look at.
+    pub last_authorization: Option<HashMap<String, String>>,
+    /// Token and revocation requests whose client authentication was as configured.
+    pub client_auth_ok: u64,
+    /// Token and revocation requests refused for their client authentication.
+    pub client_auth_refused: u64,
+    /// Token requests refused for their body format.
+    pub wrong_format: u64,
+    /// The `resource` of each code grant, for tests of RFC 8707.
+    pub token_resources: Vec<Option<String>>,
+    /// Pad every token answer with a field of this many bytes (the size cap's test).
+    pub pad_answer_bytes: usize,
     /// The one refresh token that is currently valid (rotation invalidates the old).
     valid_refresh: HashSet<String>,
     /// Family (the code grant that began it) of every refresh token issued.
@@ -147,32 +221,53 @@ impl FakeOAuth {
     pub fn try_start(expires_in: u64) -> std::io::Result<Self> {
         let state = Arc::new(Mutex::new(OAuthState {
             expires_in,
+            device_interval_s: 1,
             ..OAuthState::default()
         }));
         let token_state = Arc::clone(&state);
         let revoke_state = Arc::clone(&state);
+        let device_state = Arc::clone(&state);
         let app = Router::new()
             .route(
                 "/token",
-                post(
-                    move |axum::Form(form): axum::Form<HashMap<String, String>>| {
-                        let state = Arc::clone(&token_state);
-                        async move { token(&state, form).await }
-                    },
-                ),
+                post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                    let state = Arc::clone(&token_state);
+                    async move {
+                        match read_request(&state, &headers, &body, true) {
+                            Ok(form) => token(&state, form).await,
+                            Err(refused) => *refused,
+                        }
+                    }
+                }),
             )
             .route(
                 "/revoke",
-                post(
-                    move |axum::Form(form): axum::Form<HashMap<String, String>>| {
-                        let state = Arc::clone(&revoke_state);
-                        async move {
-                            let token = form.get("token").cloned().unwrap_or_default();
-                            lock(&state).revoked.push(token);
-                            StatusCode::OK
+                post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                    let state = Arc::clone(&revoke_state);
+                    async move {
+                        // RFC 7009: always a form, with the client's authentication.
+                        match read_request(&state, &headers, &body, false) {
+                            Ok(form) => {
+                                let token = form.get("token").cloned().unwrap_or_default();
+                                lock(&state).revoked.push(token);
+                                StatusCode::OK.into_response()
+                            }
+                            Err(refused) => *refused,
                         }
-                    },
-                ),
+                    }
+                }),
+            )
+            .route(
+                "/device_authorization",
+                post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                    let state = Arc::clone(&device_state);
+                    async move {
+                        match read_request(&state, &headers, &body, false) {
+                            Ok(form) => device_authorization(&state, &form),
+                            Err(refused) => *refused,
+                        }
+                    }
+                }),
             )
             .route(
                 "/v1/models",
@@ -209,6 +304,26 @@ impl FakeOAuth {
     /// the redirect the browser would follow.
     pub fn authorize(&self, authorization_url: &str) -> (String, String) {
         consent(&self.state, authorization_url).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Changes the fake's configuration (client authentication, body format, ...).
+    pub fn configure(&self, f: impl FnOnce(&mut OAuthState)) {
+        f(&mut lock(&self.state));
+    }
+
+    /// The operator enters the user code and approves (or refuses) the device sign-in.
+    /// False when no device grant has that user code.
+    pub fn answer_device(&self, user_code: &str, approve: bool) -> bool {
+        let mut s = lock(&self.state);
+        let Some(grant) = s.devices.values_mut().find(|g| g.user_code == user_code) else {
+            return false;
+        };
+        if approve {
+            grant.approved = true;
+        } else {
+            grant.denied = true;
+        }
+        true
     }
 
     pub fn force(&self, answer: ForcedAnswer) {
@@ -276,25 +391,173 @@ pub fn consent(
     if oauth_state.len() < 22 {
         return Err("the state has fewer than 128 bits".into());
     }
+    let challenge = param("code_challenge")?;
+    if challenge.len() != 43 {
+        return Err("the code_challenge is not a base64url SHA-256".into());
+    }
     let redirect_uri = param("redirect_uri")?;
     let mut redirect = url::Url::parse(&redirect_uri).map_err(|e| format!("redirect_uri: {e}"))?;
+    let offline = offline_granted(&q);
     let mut state = lock(state);
     state.issued += 1;
     let code = format!("AUTH-CODE-{}", state.issued);
     state.codes.insert(
         code.clone(),
-        (
-            param("code_challenge")?,
+        IssuedCode {
+            challenge,
             redirect_uri,
-            param("client_id")?,
-            false,
-        ),
+            client_id: param("client_id")?,
+            offline,
+            used: false,
+        },
     );
-    redirect
-        .query_pairs_mut()
-        .append_pair("code", &code)
-        .append_pair("state", &oauth_state);
+    {
+        let mut pairs = redirect.query_pairs_mut();
+        pairs
+            .append_pair("code", &code)
+            .append_pair("state", &oauth_state);
+        if let Some(issuer) = &state.issuer {
+            pairs.append_pair("iss", issuer);
+        }
+    }
+    state.last_authorization = Some(q);
     Ok((code, redirect.into()))
+}
+
+/// OpenID Connect Core 11: `offline_access` is ignored unless the request carries
+/// `prompt=consent`.
+fn offline_granted(q: &HashMap<String, String>) -> bool {
+    let scopes = q.get("scope").map(String::as_str).unwrap_or_default();
+    let consent = q
+        .get("prompt")
+        .is_some_and(|p| p.split(' ').any(|v| v == "consent"));
+    scopes.split(' ').any(|s| s == "offline_access") && consent
+}
+
+/// The body of a request as the fake's configuration wants it (form or, for the
+/// token endpoint in JSON mode, JSON), with the client authenticated as configured.
+/// An error is the answer to send.
+fn read_request(
+    state: &Mutex<OAuthState>,
+    headers: &HeaderMap,
+    body: &[u8],
+    token_endpoint: bool,
+) -> Result<HashMap<String, String>, Box<axum::response::Response>> {
+    let mut s = lock(state);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let json = token_endpoint && s.json_body;
+    let refuse = |s: &mut OAuthState, status: u16, code: &str| {
+        s.refused += 1;
+        (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            axum::Json(serde_json::json!({ "error": code })),
+        )
+            .into_response()
+    };
+    let form: HashMap<String, String> = if json {
+        let parsed = content_type
+            .starts_with("application/json")
+            .then(|| serde_json::from_slice::<HashMap<String, String>>(body).ok())
+            .flatten();
+        let Some(form) = parsed else {
+            s.wrong_format += 1;
+            return Err(Box::new(refuse(&mut s, 400, "invalid_request")));
+        };
+        form
+    } else {
+        if !content_type.starts_with("application/x-www-form-urlencoded") {
+            s.wrong_format += 1;
+            return Err(Box::new(refuse(&mut s, 400, "invalid_request")));
+        }
+        url::form_urlencoded::parse(body).into_owned().collect()
+    };
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(b).ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok());
+    let decode = |v: &str| {
+        url::form_urlencoded::parse(format!("v={v}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    let basic = basic.and_then(|b| {
+        let (id, secret) = b.split_once(':')?;
+        Some((decode(id), decode(secret)))
+    });
+    let body_secret = form.get("client_secret");
+    let body_id = form.get("client_id");
+    let ok = match &s.client_auth {
+        FakeClientAuth::None => basic.is_none() && body_secret.is_none() && body_id.is_some(),
+        FakeClientAuth::Basic(secret) => {
+            body_secret.is_none()
+                && basic
+                    .as_ref()
+                    .is_some_and(|(id, given)| given == secret && body_id.is_none_or(|b| b == id))
+        }
+        FakeClientAuth::Post(secret) => {
+            basic.is_none() && body_id.is_some() && body_secret == Some(secret)
+        }
+    };
+    if !ok {
+        s.client_auth_refused += 1;
+        return Err(Box::new(refuse(&mut s, 401, "invalid_client")));
+    }
+    s.client_auth_ok += 1;
+    let mut form = form;
+    if let Some((id, _)) = basic {
+        form.entry("client_id".into()).or_insert(id);
+    }
+    form.remove("client_secret");
+    Ok(form)
+}
+
+/// RFC 8628 section 3.2: a device code and a user code.
+fn device_authorization(
+    state: &Mutex<OAuthState>,
+    form: &HashMap<String, String>,
+) -> axum::response::Response {
+    let mut s = lock(state);
+    s.issued += 1;
+    let n = s.issued;
+    let device_code = format!("DEVICE-CODE-{n}");
+    let user_code = format!("WDJB-{n:04}");
+    let scopes = form.get("scope").cloned().unwrap_or_default();
+    let interval_s = s.device_interval_s;
+    // A device grant has no prompt: offline_access is granted as asked.
+    let offline = scopes.split(' ').any(|v| v == "offline_access");
+    s.devices.insert(
+        device_code.clone(),
+        DeviceGrant {
+            user_code: user_code.clone(),
+            client_id: form.get("client_id").cloned().unwrap_or_default(),
+            offline,
+            approved: false,
+            denied: false,
+            used: false,
+            interval_s,
+            expires_at: Instant::now() + std::time::Duration::from_secs(600),
+            last_poll: None,
+        },
+    );
+    axum::Json(serde_json::json!({
+        "device_code": device_code,
+        "user_code": user_code,
+        "verification_uri": "https://fake-oauth.example/device",
+        "verification_uri_complete": format!("https://fake-oauth.example/device?user_code={user_code}"),
+        "expires_in": 600,
+        "interval": interval_s,
+    }))
+    .into_response()
 }
 
 impl OAuthState {
@@ -377,8 +640,16 @@ fn process(state: &Mutex<OAuthState>, form: &HashMap<String, String>) -> axum::r
     let grant = form.get("grant_type").map(String::as_str);
     if grant == Some("refresh_token") {
         s.refresh_redemptions += 1;
-        if let Some(ForcedAnswer::Status(status, code)) = s.forced.pop_front() {
-            return error(&mut s, status, code);
+        match s.forced.pop_front() {
+            Some(ForcedAnswer::Status(status, code)) => return error(&mut s, status, code),
+            Some(ForcedAnswer::RetryAfter(status, code, retry_after)) => {
+                let mut response = error(&mut s, status, code);
+                if let Ok(value) = axum::http::HeaderValue::from_str(&retry_after) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                return response;
+            }
+            None => {}
         }
     }
     match grant {
@@ -386,18 +657,22 @@ fn process(state: &Mutex<OAuthState>, form: &HashMap<String, String>) -> axum::r
             s.code_redemptions += 1;
             let code = form.get("code").cloned().unwrap_or_default();
             let verifier = form.get("code_verifier").cloned().unwrap_or_default();
-            let Some((challenge, redirect_uri, client_id, used)) = s.codes.get_mut(&code) else {
+            let Some(issued) = s.codes.get_mut(&code) else {
                 return error(&mut s, 400, "invalid_grant");
             };
-            if *used {
+            if issued.used {
                 return error(&mut s, 400, "invalid_grant");
             }
-            *used = true;
+            issued.used = true;
             let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .encode(sha2::Sha256::digest(verifier.as_bytes()));
-            let (challenge, redirect_uri, client_id) =
-                (challenge.clone(), redirect_uri.clone(), client_id.clone());
-            if computed != challenge || verifier.len() < 43 {
+            let (challenge, redirect_uri, client_id, offline) = (
+                issued.challenge.clone(),
+                issued.redirect_uri.clone(),
+                issued.client_id.clone(),
+                issued.offline,
+            );
+            if computed != challenge || !(43..=128).contains(&verifier.len()) {
                 s.pkce_failures += 1;
                 return error(&mut s, 400, "invalid_grant");
             }
@@ -407,10 +682,57 @@ fn process(state: &Mutex<OAuthState>, form: &HashMap<String, String>) -> axum::r
                 return error(&mut s, 400, "invalid_request");
             }
             s.code_grants += 1;
+            s.token_resources.push(form.get("resource").cloned());
             let expires_in = code_expiry(&mut s);
             let family = s.issued + 1;
             s.last_code_family = Some(family);
-            issue(&mut s, expires_in, family)
+            issue(&mut s, expires_in, family, offline)
+        }
+        Some(DEVICE_CODE_GRANT) => {
+            let device_code = form.get("device_code").cloned().unwrap_or_default();
+            let now = Instant::now();
+            let forced = s.forced_slow_downs > 0;
+            let Some(grant) = s.devices.get_mut(&device_code) else {
+                return error(&mut s, 400, "invalid_grant");
+            };
+            if grant.used || form.get("client_id") != Some(&grant.client_id) {
+                return error(&mut s, 400, "invalid_grant");
+            }
+            if now >= grant.expires_at {
+                return error(&mut s, 400, "expired_token");
+            }
+            // RFC 8628 3.5: polling sooner than the interval earns slow_down, and the
+            // interval grows by 5 s for every later poll.
+            let too_fast = grant.last_poll.is_some_and(|last| {
+                now.duration_since(last) + std::time::Duration::from_millis(250)
+                    < std::time::Duration::from_secs(grant.interval_s)
+            });
+            grant.last_poll = Some(now);
+            if too_fast || forced {
+                grant.interval_s += 5;
+                if too_fast {
+                    s.device_polls_too_fast += 1;
+                } else {
+                    s.forced_slow_downs -= 1;
+                }
+                s.device_slow_downs += 1;
+                return error(&mut s, 400, "slow_down");
+            }
+            if grant.denied {
+                grant.used = true;
+                return error(&mut s, 400, "access_denied");
+            }
+            if !grant.approved {
+                s.device_pending += 1;
+                return error(&mut s, 400, "authorization_pending");
+            }
+            grant.used = true;
+            let offline = grant.offline;
+            s.code_grants += 1;
+            let expires_in = s.expires_in;
+            let family = s.issued + 1;
+            s.last_code_family = Some(family);
+            issue(&mut s, expires_in, family, offline)
         }
         Some("refresh_token") => {
             let presented = form.get("refresh_token").cloned().unwrap_or_default();
@@ -451,7 +773,7 @@ fn process(state: &Mutex<OAuthState>, form: &HashMap<String, String>) -> axum::r
             s.last_refresh = Some(now);
             let expires_in = s.expires_in;
             let family = family.unwrap_or(0);
-            issue(&mut s, expires_in, family)
+            issue(&mut s, expires_in, family, true)
         }
         _ => error(&mut s, 400, "unsupported_grant_type"),
     }
@@ -477,20 +799,37 @@ fn code_expiry(s: &mut OAuthState) -> u64 {
     wait_s + window.lead_s
 }
 
-fn issue(s: &mut OAuthState, expires_in: u64, family: usize) -> axum::response::Response {
+/// Tokens: an access token, a refresh token when `offline` (rotation: a refresh
+/// always gets a new one), and `expires_in` unless the fake omits it.
+fn issue(
+    s: &mut OAuthState,
+    expires_in: u64,
+    family: usize,
+    offline: bool,
+) -> axum::response::Response {
     s.issued += 1;
     let n = s.issued;
-    let refresh = format!("REFRESH-TOKEN-{n}");
-    s.valid_refresh.insert(refresh.clone());
-    s.family_of.insert(refresh.clone(), family);
-    axum::Json(serde_json::json!({
+    let mut body = serde_json::json!({
         "access_token": format!("ACCESS-TOKEN-{n}"),
-        "refresh_token": refresh,
         "token_type": "Bearer",
-        "expires_in": expires_in,
-    }))
-    .into_response()
+    });
+    if offline {
+        let refresh = format!("REFRESH-TOKEN-{n}");
+        s.valid_refresh.insert(refresh.clone());
+        s.family_of.insert(refresh.clone(), family);
+        body["refresh_token"] = refresh.into();
+    }
+    if !s.omit_expires_in {
+        body["expires_in"] = expires_in.into();
+    }
+    if s.pad_answer_bytes > 0 {
+        body["padding"] = "x".repeat(s.pad_answer_bytes).into();
+    }
+    axum::Json(body).into_response()
 }
+
+/// The grant type of RFC 8628.
+const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// Wall-clock time in Unix milliseconds, the clock the daemon stamps expiries with.
 fn unix_ms() -> i64 {

@@ -521,7 +521,8 @@ async fn refresh_rig() -> RefreshRig {
                 n % 3,
                 Method::POST,
                 "/console/v1/auth/providers/custom:acme/bootstrap",
-                Some(&json!({ "profile_name": id, "profile_id": id })),
+                // offline_access: what gets a refresh token from a strict provider.
+                Some(&json!({ "profile_name": id, "profile_id": id, "scopes": ["openid", "offline_access"] })),
             )
             .await
             .unwrap_or_else(|e| panic!("{e}"));

@@ -382,10 +382,13 @@ async fn console_app(provider: &FakeProvider, model: &FakeModel, oauth: &FakeOAu
                 token_endpoint: Some(format!("{oauth_url}/token")),
                 revocation_endpoint: Some(format!("{oauth_url}/revoke")),
                 client_id: Some("palyra-console-test".into()),
-                scopes: vec!["openid".into()],
+                // offline_access (with the prompt=consent the daemon adds) is what gets
+                // a refresh token from a provider as strict as the fake.
+                scopes: vec!["openid".into(), "offline_access".into()],
                 validation: Validation::Models,
                 backoff_base_ms: 200,
                 backoff_cap_ms: 1_000,
+                ..ProviderConfig::default()
             },
         );
     })

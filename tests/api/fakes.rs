@@ -2,5 +2,5 @@
 //! what they receive.
 
 pub use palyra::testkit::model::FakeModel;
-pub use palyra::testkit::oauth::{FakeOAuth, ForcedAnswer};
+pub use palyra::testkit::oauth::{FakeClientAuth, FakeOAuth, ForcedAnswer};
 pub use palyra::testkit::provider::FakeProvider;

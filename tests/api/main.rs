@@ -17,6 +17,8 @@ mod fakes;
 mod handoff;
 mod helpers;
 mod oauth;
+mod oauth_device;
+mod oauth_strict;
 mod objectives;
 mod postgres_copy;
 mod postgres_faults;

@@ -36,6 +36,7 @@ pub(crate) fn acme_provider(base: &str) -> ProviderConfig {
         validation: Validation::Models,
         backoff_base_ms: 200,
         backoff_cap_ms: 1_000,
+        ..ProviderConfig::default()
     }
 }
 

@@ -235,9 +235,19 @@ async fn oauth_secrets_are_nowhere_in_the_log() {
     let base_url = fake.url();
     let authorize = format!("{base_url}/authorize");
     let token = format!("{base_url}/token");
+    // The scopes (a list, which the environment cannot give) in a config file:
+    // offline_access is what gets a refresh token from the strict fake.
+    let config = dir.path().join("palyrad.toml");
+    std::fs::write(
+        &config,
+        "[providers.custom.acme]\nscopes = [\"openid\", \"offline_access\"]\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
     let daemon = start_child(
         &data,
         &[
+            ("PALYRA_CONFIG", config.as_str()),
             ("RUST_LOG", "trace"),
             (
                 "PALYRA_PROVIDERS__CUSTOM__ACME__API_BASE_URL",

@@ -194,14 +194,10 @@ async fn a_custom_provider_with_the_anthropic_api_style_uses_the_messages_api() 
             ProviderConfig {
                 api_base_url: url,
                 api_style: Some(palyra_actors::provider::ApiStyle::Anthropic),
-                authorization_endpoint: None,
-                token_endpoint: None,
-                revocation_endpoint: None,
-                client_id: None,
-                scopes: Vec::new(),
                 validation: Validation::None,
                 backoff_base_ms: 200,
                 backoff_cap_ms: 1_000,
+                ..ProviderConfig::default()
             },
         );
     })

@@ -355,11 +355,14 @@ pub(super) fn schedule_entry(record: &AuthProfileRecord) -> Option<ScheduleEntry
         AuthCredential::Oauth {
             expires_at,
             refresh_state,
+            refreshable,
             ..
         } => Some(ScheduleEntry {
             profile_id: record.profile_id.clone(),
             provider: record.provider.clone(),
             expires_at: *expires_at,
+            refreshable: *refreshable,
+            last_success_at: refresh_state.last_success_at,
             next_attempt_at: refresh_state.next_attempt_at,
             needs_reauth: refresh_state.needs_reauth,
             failure_count: refresh_state.failure_count,
@@ -525,6 +528,8 @@ fn health_of(
     now: DateTime<Utc>,
 ) -> Result<ProfileHealth, VaultError> {
     let present = |r: &str| vault.contains(r);
+    let mut advice = None;
+    let mut can_refresh = false;
     let (state, until, expires_at, refresh_state) = match &record.credential {
         AuthCredential::ApiKey {
             api_key_vault_ref,
@@ -545,26 +550,46 @@ fn health_of(
             refresh_token_vault_ref,
             expires_at,
             refresh_state: rs,
+            refreshable,
             ..
         } => {
-            let (state, until) =
-                if !present(access_token_vault_ref)? || !present(refresh_token_vault_ref)? {
-                    (HealthState::Missing, None)
-                } else if rs.needs_reauth {
-                    (HealthState::NeedsReauth, None)
-                } else if let Some(t) = rs.rate_limited_until.filter(|t| *t > now) {
-                    (HealthState::RateLimited, Some(t))
-                } else if let Some(t) = rs.cooling_down_until.filter(|t| *t > now) {
-                    (HealthState::CoolingDown, Some(t))
-                } else {
-                    match expires_at {
-                        Some(t) if *t <= now => (HealthState::Expired, None),
-                        Some(t) if *t - now < chrono::Duration::minutes(15) => {
-                            (HealthState::Expiring, None)
-                        }
-                        _ => (HealthState::Ok, None),
+            can_refresh = *refreshable;
+            // A token that cannot be refreshed is "expiring" a day ahead, not 15
+            // minutes: the operator, not the daemon, has to act.
+            let warn_ahead = if *refreshable {
+                chrono::Duration::minutes(15)
+            } else {
+                chrono::Duration::days(1)
+            };
+            let (state, until) = if !present(access_token_vault_ref)?
+                || (*refreshable && !present(refresh_token_vault_ref)?)
+            {
+                (HealthState::Missing, None)
+            } else if rs.needs_reauth {
+                (HealthState::NeedsReauth, None)
+            } else if let Some(t) = rs.rate_limited_until.filter(|t| *t > now) {
+                (HealthState::RateLimited, Some(t))
+            } else if let Some(t) = rs.cooling_down_until.filter(|t| *t > now) {
+                (HealthState::CoolingDown, Some(t))
+            } else {
+                match expires_at {
+                    Some(t) if *t <= now => (HealthState::Expired, None),
+                    Some(t) if *t - now < warn_ahead => (HealthState::Expiring, None),
+                    _ => (HealthState::Ok, None),
+                }
+            };
+            if !*refreshable {
+                advice = Some(match expires_at {
+                    Some(t) if *t <= now => {
+                        "the access token expired and the provider gave no refresh token: sign in again".to_owned()
                     }
-                };
+                    Some(t) => format!(
+                        "the provider gave no refresh token: sign in again before {}",
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
+                    None => "the provider gave no refresh token and no expiry: sign in again when the provider refuses the token".to_owned(),
+                });
+            }
             (state, until, *expires_at, Some(rs.clone()))
         }
     };
@@ -591,6 +616,8 @@ fn health_of(
         expires_at,
         refresh_state,
         cooldown,
+        refreshable: can_refresh,
+        advice,
     })
 }
 

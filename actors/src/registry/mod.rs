@@ -18,7 +18,8 @@
 //!   committed against the profile's token generation.
 //! - `token_check.rs`: the check of a new access token at sign-in (refreshed once
 //!   when refused).
-//! - [`oauth_flow`]: OAuth sign-in and the durable side of refreshes.
+//! - [`oauth_flow`]: OAuth sign-in; [`oauth_device`]: device sign-in (RFC 8628);
+//!   `oauth_refresh.rs`: the durable side of refreshes.
 //!
 //! Inside the crate, import from the defining file (`registry::handle`,
 //! `registry::model`), not through the re-exports below, so no chain of imports
@@ -29,7 +30,9 @@ mod attempts;
 pub(crate) mod cooldown;
 pub(crate) mod handle;
 pub(crate) mod model;
+pub mod oauth_device;
 pub mod oauth_flow;
+pub(crate) mod oauth_refresh;
 pub(crate) mod refresh_claim;
 mod resolve;
 mod rows;

@@ -91,7 +91,16 @@ pub enum AuthCredential {
         scopes: Vec<String>,
         expires_at: Option<DateTime<Utc>>,
         refresh_state: RefreshState,
+        /// False when the provider issued no refresh token: the access token is used
+        /// until it expires, nothing refreshes it, and the operator signs in again.
+        #[serde(default = "refreshable_by_default")]
+        refreshable: bool,
     },
+}
+
+/// Profiles stored before `refreshable` existed all had a refresh token.
+fn refreshable_by_default() -> bool {
+    true
 }
 
 impl AuthCredential {
@@ -103,8 +112,15 @@ impl AuthCredential {
             AuthCredential::Oauth {
                 access_token_vault_ref,
                 refresh_token_vault_ref,
+                refreshable,
                 ..
-            } => vec![access_token_vault_ref, refresh_token_vault_ref],
+            } => {
+                if *refreshable {
+                    vec![access_token_vault_ref, refresh_token_vault_ref]
+                } else {
+                    vec![access_token_vault_ref]
+                }
+            }
         }
     }
 }
@@ -260,6 +276,12 @@ pub struct ProfileHealth {
     /// The provider-call cooldown, while it lasts.
     #[serde(default)]
     pub cooldown: Option<Cooldown>,
+    /// An OAuth profile with a refresh token: the daemon keeps it fresh. False for API
+    /// keys and for OAuth profiles the provider gave no refresh token.
+    pub refreshable: bool,
+    /// What the operator should do, when something is due (sign in again before a
+    /// token that cannot be refreshed expires).
+    pub advice: Option<String>,
 }
 
 /// `AuthHealthReport`: every profile's health and the count per state.

@@ -1,5 +1,6 @@
-//! OAuth on the registry actor: sign-in attempts (PKCE, persisted, single use) and
-//! the durable side of refreshes (rotated tokens, refresh state).
+//! OAuth sign-in on the registry actor: attempts (PKCE, persisted, single use), the
+//! callback's checks, and the profile a successful sign-in stores. The durable side of
+//! refreshes is in `oauth_refresh.rs`.
 //!
 //! Network calls (code exchange, token validation, refresh, revocation) run in the
 //! handle or the refresher, never inside the actor; the actor only claims attempts,
@@ -10,13 +11,13 @@ use chrono::{DateTime, Utc};
 use palyra_storage::{Table, WriteOp, decode_record, encode_record};
 use serde::{Deserialize, Serialize};
 
-use super::actor::{RegistryActor, schedule_entry};
+use super::actor::RegistryActor;
 pub use super::attempts::AttemptStatus;
 use super::attempts::{AttemptRecord, state_digest, verifier_ref};
 use super::handle::RegistryHandle;
 use super::model::{
-    AuthCredential, AuthProfile, AuthProfileRecord, AuthProfileScope, RefreshState,
-    generated_profile_id, validate_profile_name, validate_provider, validate_scope, vault_ref,
+    AuthCredential, AuthProfileRecord, AuthProfileScope, RefreshState, generated_profile_id,
+    validate_profile_name, validate_provider, validate_scope, vault_ref,
 };
 use super::rows::is_changed_elsewhere;
 use crate::audit::{AuditEntry, AuditKind, AuditOutcome};
@@ -24,10 +25,10 @@ use crate::error::{ActorError, stopped};
 use crate::ids::validate_profile_id;
 use crate::oauth::{
     OAuthSettings, TokenSet, build_authorization_url, exchange_authorization_code,
-    generate_attempt_id, generate_pkce_verifier, generate_state, pkce_challenge, revoke_token,
+    generate_attempt_id, generate_pkce_verifier, generate_state, pkce_challenge, sanitize_code,
+    sanitize_description,
 };
 use crate::provider::ProviderSettings;
-use crate::refresh_schedule::{ScheduleChange, ScheduleEntry};
 use crate::secret::SecretString;
 use crate::time::{now_ms, to_datetime};
 use crate::vault::Vault;
@@ -68,10 +69,14 @@ pub struct CallbackParams {
     pub code: Option<SecretString>,
     pub state: Option<SecretString>,
     pub error: Option<String>,
+    /// The provider's explanation of `error`, shown to the operator (sanitized).
+    pub error_description: Option<String>,
+    /// RFC 9207: the issuer of the answer, checked against the provider's.
+    pub iss: Option<String>,
 }
 
 /// The outcome of a callback: the attempt and where it now stands.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SignInOutcome {
     pub attempt_id: String,
     pub provider: String,
@@ -79,34 +84,41 @@ pub struct SignInOutcome {
     pub status: AttemptStatus,
 }
 
-/// What the refresher needs for one refresh.
-#[derive(Debug)]
-pub struct RefreshInput {
-    pub provider: String,
-    pub refresh_token: SecretString,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub refresh_state: RefreshState,
+/// The schema of [`SignInOutcome`] as what goes on the wire: one flat object. The
+/// derived one (an object `allOf` a `oneOf` of the flattened status) is refused by
+/// client generators ("Cannot take allOf a non-object").
+impl utoipa::PartialSchema for SignInOutcome {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let string = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(description))
+        };
+        ObjectBuilder::new()
+            .description(Some("Where a sign-in attempt stands."))
+            .property("attempt_id", string("The attempt."))
+            .required("attempt_id")
+            .property("provider", string("The provider signed in to."))
+            .required("provider")
+            .property(
+                "state",
+                string("pending, succeeded (with profile_id) or failed (with reason).")
+                    .enum_values(Some(["pending", "succeeded", "failed"])),
+            )
+            .required("state")
+            .property(
+                "profile_id",
+                string("With succeeded: the profile the sign-in stored."),
+            )
+            .property("reason", string("With failed: why."))
+            .into()
+    }
 }
 
-/// The result of one refresh attempt, to be made durable.
-#[derive(Debug, Clone)]
-pub enum RefreshResult {
-    Success {
-        access_token: SecretString,
-        refresh_token: Option<SecretString>,
-        expires_at: Option<DateTime<Utc>>,
-    },
-    Transient {
-        reason: String,
-        next_attempt_at: DateTime<Utc>,
-        rate_limited_until: Option<DateTime<Utc>>,
-    },
-    Permanent {
-        reason: String,
-    },
-}
+impl utoipa::ToSchema for SignInOutcome {}
 
-fn oauth_settings<'a>(
+pub(super) fn oauth_settings<'a>(
     handle: &'a RegistryHandle,
     provider: &str,
 ) -> Result<(&'a ProviderSettings, &'a OAuthSettings), ActorError> {
@@ -124,7 +136,7 @@ fn oauth_settings<'a>(
     Ok((settings, oauth))
 }
 
-fn validate_scopes(scopes: &[String]) -> Result<(), ActorError> {
+pub(super) fn validate_scopes(scopes: &[String]) -> Result<(), ActorError> {
     let ok = scopes.len() <= 64
         && scopes
             .iter()
@@ -227,17 +239,30 @@ impl RegistryHandle {
         }
         let (record, verifier) = claimed?;
         let attempt_id = record.attempt_id.clone();
-        let result = match (params.error, params.code) {
-            (Some(error), _) => {
-                let clean: String = error
-                    .chars()
-                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-                    .take(64)
-                    .collect();
-                Err(format!("the provider refused the sign-in: {clean}"))
+        let issuer = oauth_settings(self, provider).map(|(_, o)| o.issuer.clone());
+        let result = match (params.iss, params.error, params.code) {
+            // A mix-up attack (RFC 9207): the answer comes from another authorization
+            // server than the one this attempt went to. The attempt is used up.
+            (Some(iss), _, _) if issuer.as_ref().is_ok_and(|i| *i != iss) => Err(format!(
+                "the callback's iss {:?} is not the provider's issuer {:?}; set issuer in the provider's config if the provider's is right",
+                sanitize_description(&iss),
+                issuer.unwrap_or_default()
+            )),
+            (_, Some(error), _) => {
+                let description = params
+                    .error_description
+                    .as_deref()
+                    .map(sanitize_description)
+                    .filter(|d| !d.is_empty())
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default();
+                Err(format!(
+                    "the provider refused the sign-in: {}{description}",
+                    sanitize_code(&error)
+                ))
             }
-            (None, None) => Err("the provider sent neither a code nor an error".into()),
-            (None, Some(code)) => self.exchange(&record, &code, &verifier).await,
+            (_, None, None) => Err("the provider sent neither a code nor an error".into()),
+            (_, None, Some(code)) => self.exchange(&record, &code, &verifier).await,
         };
         drop(verifier);
         let status = self
@@ -263,15 +288,10 @@ impl RegistryHandle {
     ) -> Result<TokenSet, String> {
         let (settings, oauth) =
             oauth_settings(self, &record.provider).map_err(|e| e.to_string())?;
-        let tokens = exchange_authorization_code(
-            self.http(),
-            oauth,
-            code.expose(),
-            &record.redirect_uri,
-            verifier,
-        )
-        .await
-        .map_err(|e| format!("code exchange failed: {e}"))?;
+        let tokens =
+            exchange_authorization_code(self.http(), oauth, code, &record.redirect_uri, verifier)
+                .await
+                .map_err(|e| format!("code exchange failed: {e}"))?;
         super::token_check::checked(self.http(), settings, oauth, tokens).await
     }
 
@@ -335,88 +355,6 @@ impl RegistryHandle {
         }
         false
     }
-
-    /// The refresh token and state of an OAuth profile, for the refresher.
-    pub async fn refresh_input(&self, profile_id: &str) -> Result<RefreshInput, ActorError> {
-        self.addr()
-            .send(GetRefreshInput(profile_id.to_owned()))
-            .await
-            .map_err(stopped("registry"))?
-    }
-
-    /// Makes a refresh's result durable, if this node still holds the claim at
-    /// `generation` (`refresh_claim.rs`). A failure of an attempt that started before
-    /// a newer success is ignored.
-    pub(crate) async fn record_refresh(
-        &self,
-        profile_id: &str,
-        started_at: DateTime<Utc>,
-        generation: u64,
-        result: RefreshResult,
-    ) -> Result<AuthProfile, ActorError> {
-        self.retrying(|| RecordRefresh {
-            profile_id: profile_id.to_owned(),
-            started_at,
-            generation,
-            result: result.clone(),
-        })
-        .await
-    }
-
-    /// Every OAuth profile's schedule, for the refresher at start.
-    pub async fn oauth_schedule(&self) -> Result<Vec<ScheduleEntry>, ActorError> {
-        self.addr()
-            .send(OAuthSchedule)
-            .await
-            .map_err(stopped("registry"))
-    }
-
-    /// Connects the refresher: the registry tells it about every schedule change.
-    /// Crate-private: the recipient is an actix type.
-    pub(crate) async fn attach_refresher(
-        &self,
-        recipient: Recipient<ScheduleChange>,
-    ) -> Result<(), ActorError> {
-        self.addr()
-            .send(AttachRefresher(recipient))
-            .await
-            .map_err(stopped("registry"))
-    }
-
-    /// Revokes an OAuth profile's refresh token at the provider, if the provider has a
-    /// revocation endpoint (best effort, two tries), before the profile is deleted.
-    pub(crate) async fn revoke_before_delete(&self, profile_id: &str) {
-        let Ok(input) = self.refresh_input(profile_id).await else {
-            return;
-        };
-        let Ok((_, oauth)) = oauth_settings(self, &input.provider) else {
-            return;
-        };
-        let Some(endpoint) = &oauth.revocation_endpoint else {
-            return;
-        };
-        // Bounded (two tries of at most 5 s) so a slow provider cannot hold up the
-        // delete past the client's timeout.
-        for attempt in 1..=2u64 {
-            let call = revoke_token(
-                self.http(),
-                endpoint,
-                &oauth.client_id,
-                &input.refresh_token,
-            );
-            match tokio::time::timeout(std::time::Duration::from_secs(5), call).await {
-                Ok(Ok(())) => {
-                    tracing::info!(%profile_id, "refresh token revoked at the provider");
-                    return;
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(%profile_id, attempt, error = %e, "token revocation failed");
-                }
-                Err(_) => tracing::warn!(%profile_id, attempt, "token revocation timed out"),
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-    }
 }
 
 impl RegistryActor {
@@ -470,9 +408,10 @@ impl RegistryActor {
 
 #[derive(Message)]
 #[rtype(result = "Result<(), ActorError>")]
-struct StartAttempt {
-    record: AttemptRecord,
-    verifier: SecretString,
+pub(super) struct StartAttempt {
+    pub(super) record: AttemptRecord,
+    /// The PKCE verifier, or a device grant's device code: sealed with the attempt.
+    pub(super) verifier: SecretString,
 }
 
 impl Handler<StartAttempt> for RegistryActor {
@@ -530,9 +469,9 @@ impl Handler<ClaimAttempt> for RegistryActor {
 
 #[derive(Message)]
 #[rtype(result = "Result<AttemptStatus, ActorError>")]
-struct FinishAttempt {
-    attempt_id: String,
-    result: Result<TokenSet, String>,
+pub(super) struct FinishAttempt {
+    pub(super) attempt_id: String,
+    pub(super) result: Result<TokenSet, String>,
 }
 
 impl Handler<FinishAttempt> for RegistryActor {
@@ -569,8 +508,15 @@ impl Handler<FinishAttempt> for RegistryActor {
                     _ => 0,
                 };
                 let mut sealed = vec![self.vault.seal(&access_ref, &tokens.access_token)];
-                if let Some(refresh) = &tokens.refresh_token {
-                    sealed.push(self.vault.seal(&refresh_ref, refresh));
+                let refreshable = tokens.refresh_token.is_some();
+                match &tokens.refresh_token {
+                    Some(refresh) => sealed.push(self.vault.seal(&refresh_ref, refresh)),
+                    // A refresh token of the profile this sign-in replaces must not
+                    // stay behind to be redeemed for the new one.
+                    None => {
+                        sealed.push(Vault::delete(&refresh_ref));
+                        tracing::warn!(profile_id = %id, "the provider issued no refresh token: the profile works until its access token expires, then needs a new sign-in");
+                    }
                 }
                 let record = AuthProfileRecord {
                     profile_id: id.clone(),
@@ -595,6 +541,7 @@ impl Handler<FinishAttempt> for RegistryActor {
                             generation,
                             ..RefreshState::default()
                         },
+                        refreshable,
                     },
                     created_at: now,
                     updated_at: now,
@@ -609,6 +556,36 @@ impl Handler<FinishAttempt> for RegistryActor {
             attempt.attempt_id.as_bytes().to_vec(),
             &attempt,
         ));
+        // A device sign-in ends in the background, not in a request the HTTP layer
+        // audits: its end is audited here, in the same transaction.
+        if attempt.redirect_uri.is_empty() {
+            let (kind, outcome, detail) = match &attempt.status {
+                AttemptStatus::Succeeded { profile_id } => (
+                    AuditKind::SigninCompleted,
+                    AuditOutcome::Success,
+                    format!(
+                        "provider {}, profile {profile_id}, device",
+                        attempt.provider
+                    ),
+                ),
+                AttemptStatus::Failed { reason } => (
+                    AuditKind::SigninFailed,
+                    AuditOutcome::Failure,
+                    format!("provider {}, device: {reason}", attempt.provider),
+                ),
+                AttemptStatus::Pending => (
+                    AuditKind::SigninFailed,
+                    AuditOutcome::Failure,
+                    String::new(),
+                ),
+            };
+            extra.push(self.audit.op(AuditEntry::system(
+                kind,
+                &attempt.attempt_id,
+                outcome,
+                detail,
+            )));
+        }
         let (ops, applied) = match profile {
             Some((record, sealed, set_default)) => {
                 let (record, ops, defaults) =
@@ -671,208 +648,5 @@ impl Handler<AttemptState> for RegistryActor {
             provider: record.provider.clone(),
             status,
         })
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "Result<RefreshInput, ActorError>")]
-struct GetRefreshInput(String);
-
-impl Handler<GetRefreshInput> for RegistryActor {
-    type Result = Result<RefreshInput, ActorError>;
-
-    fn handle(
-        &mut self,
-        GetRefreshInput(id): GetRefreshInput,
-        _ctx: &mut Self::Context,
-    ) -> Self::Result {
-        let record = self.profiles.get(&id).ok_or_else(|| ActorError::NotFound {
-            what: "auth profile",
-            id: id.clone(),
-        })?;
-        let AuthCredential::Oauth {
-            refresh_token_vault_ref,
-            expires_at,
-            refresh_state,
-            ..
-        } = &record.credential
-        else {
-            return Err(ActorError::invalid("profile_id", "not an OAuth profile"));
-        };
-        let refresh_token =
-            self.vault
-                .open_secret(refresh_token_vault_ref)?
-                .ok_or(ActorError::NotFound {
-                    what: "refresh token of auth profile",
-                    id,
-                })?;
-        Ok(RefreshInput {
-            provider: record.provider.clone(),
-            refresh_token,
-            expires_at: *expires_at,
-            refresh_state: refresh_state.clone(),
-        })
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "Result<AuthProfile, ActorError>")]
-struct RecordRefresh {
-    profile_id: String,
-    started_at: DateTime<Utc>,
-    /// The generation this node claimed the refresh at.
-    generation: u64,
-    result: RefreshResult,
-}
-
-impl Handler<RecordRefresh> for RegistryActor {
-    type Result = ResponseActFuture<Self, Result<AuthProfile, ActorError>>;
-
-    fn handle(&mut self, msg: RecordRefresh, _ctx: &mut Self::Context) -> Self::Result {
-        let Some(mut record) = self.profiles.get(&msg.profile_id).cloned() else {
-            return Box::pin(actix::fut::ready(Err(ActorError::NotFound {
-                what: "auth profile",
-                id: msg.profile_id,
-            })));
-        };
-        let now = to_datetime(now_ms());
-        let mut sealed = Vec::new();
-        let audit;
-        {
-            let AuthCredential::Oauth {
-                access_token_vault_ref,
-                refresh_token_vault_ref,
-                expires_at,
-                refresh_state,
-                ..
-            } = &mut record.credential
-            else {
-                return Box::pin(actix::fut::ready(Err(ActorError::invalid(
-                    "profile_id",
-                    "not an OAuth profile",
-                ))));
-            };
-            let superseded = refresh_state
-                .last_success_at
-                .is_some_and(|success| success > msg.started_at);
-            if superseded {
-                // A newer success (a refresh or a new sign-in) already stands; the result
-                // of an attempt that started before it changes nothing.
-                let view = self.view(&record);
-                return Box::pin(actix::fut::ready(Ok(view)));
-            }
-            let ours = refresh_state.generation == msg.generation
-                && refresh_state
-                    .claim
-                    .as_ref()
-                    .is_some_and(|c| c.node_id == self.node_id);
-            if !ours {
-                // The claim expired and another node took the refresh over (or a new
-                // sign-in replaced the tokens): what this attempt got is not stored.
-                tracing::error!(profile_id = %msg.profile_id, "the refresh claim was lost before its result was stored; the tokens it got are dropped");
-                return Box::pin(actix::fut::ready(Err(ActorError::Conflict(
-                    "the refresh claim was taken over by another node before its result was stored"
-                        .into(),
-                ))));
-            }
-            refresh_state.claim = None;
-            let next_generation = refresh_state.generation + 1;
-            refresh_state.last_attempt_at = Some(msg.started_at);
-            let (kind, outcome, detail, counted) = match &msg.result {
-                RefreshResult::Success { .. } => (
-                    AuditKind::ProfileRefreshed,
-                    AuditOutcome::Success,
-                    String::new(),
-                    "success",
-                ),
-                RefreshResult::Transient { reason, .. } => (
-                    AuditKind::ProfileRefreshed,
-                    AuditOutcome::Failure,
-                    format!("transient: {reason}"),
-                    "transient",
-                ),
-                RefreshResult::Permanent { reason } => (
-                    AuditKind::ProfileNeedsReauth,
-                    AuditOutcome::Failure,
-                    format!("permanent: {reason}"),
-                    "permanent",
-                ),
-            };
-            self.metrics.count_refresh(counted);
-            audit = Some(
-                self.audit
-                    .op(AuditEntry::system(kind, &msg.profile_id, outcome, detail)),
-            );
-            match msg.result {
-                RefreshResult::Success {
-                    access_token,
-                    refresh_token,
-                    expires_at: new_expiry,
-                } => {
-                    sealed.push(self.vault.seal(access_token_vault_ref, &access_token));
-                    if let Some(rotated) = &refresh_token {
-                        sealed.push(self.vault.seal(refresh_token_vault_ref, rotated));
-                    }
-                    *expires_at = new_expiry;
-                    *refresh_state = RefreshState {
-                        last_attempt_at: Some(msg.started_at),
-                        last_success_at: Some(now),
-                        generation: next_generation,
-                        ..RefreshState::default()
-                    };
-                }
-                RefreshResult::Transient {
-                    reason,
-                    next_attempt_at,
-                    rate_limited_until,
-                } => {
-                    refresh_state.failure_count = refresh_state.failure_count.saturating_add(1);
-                    refresh_state.last_error = Some(reason);
-                    refresh_state.next_attempt_at = Some(next_attempt_at);
-                    refresh_state.cooling_down_until = Some(next_attempt_at);
-                    refresh_state.rate_limited_until = rate_limited_until;
-                }
-                RefreshResult::Permanent { reason } => {
-                    refresh_state.failure_count = refresh_state.failure_count.saturating_add(1);
-                    refresh_state.last_error = Some(reason);
-                    refresh_state.needs_reauth = true;
-                    refresh_state.next_attempt_at = None;
-                    refresh_state.cooling_down_until = None;
-                }
-            }
-        }
-        record.updated_at = now;
-        let mut ops = vec![self.sync.put_profile(&record)];
-        ops.extend(sealed);
-        ops.extend(audit);
-        self.apply_profile(record.clone(), Vec::new());
-        Box::pin(self.commit(ops).map(move |result, act, _| {
-            result?;
-            Ok(act.view(&record))
-        }))
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "Vec<ScheduleEntry>")]
-struct OAuthSchedule;
-
-impl Handler<OAuthSchedule> for RegistryActor {
-    type Result = MessageResult<OAuthSchedule>;
-
-    fn handle(&mut self, _msg: OAuthSchedule, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.profiles.values().filter_map(schedule_entry).collect())
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct AttachRefresher(Recipient<ScheduleChange>);
-
-impl Handler<AttachRefresher> for RegistryActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: AttachRefresher, _ctx: &mut Self::Context) {
-        self.refresher = Some(msg.0);
     }
 }

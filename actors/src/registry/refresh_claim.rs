@@ -18,7 +18,7 @@ use palyra_storage::{Table, WriteOp, decode_record};
 use super::actor::RegistryActor;
 use super::handle::RegistryHandle;
 use super::model::{AuthCredential, AuthProfile, AuthProfileRecord, RefreshClaim};
-use super::oauth_flow::RefreshInput;
+use super::oauth_refresh::RefreshInput;
 use crate::error::{ActorError, stopped};
 use crate::outbound::OAUTH_TIMEOUT;
 use crate::time::now_ms;
@@ -169,11 +169,17 @@ impl RegistryActor {
             refresh_token_vault_ref,
             expires_at,
             refresh_state,
+            refreshable,
             ..
         } = &mut record.credential
         else {
             return Err(ActorError::invalid("profile_id", "not an OAuth profile"));
         };
+        if !*refreshable {
+            return Err(ActorError::RefreshRefused(
+                "the provider gave this profile no refresh token: sign in again before the access token expires".into(),
+            ));
+        }
         if refresh_state.needs_reauth {
             return Err(ActorError::RefreshRefused(
                 "the profile needs a new sign-in; refresh stopped after a permanent failure".into(),

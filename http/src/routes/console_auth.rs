@@ -255,7 +255,11 @@ pub async fn mint_handoff(
     Ok(Json(HandoffResponse {
         handoff_url: format!(
             "{}/console/v1/auth/browser-handoff/consume?token={}",
-            state.config.loopback_base_url,
+            state
+                .config
+                .public_base_url
+                .as_deref()
+                .unwrap_or(&state.config.loopback_base_url),
             minted.token.expose()
         ),
         expires_at: minted.expires_at,

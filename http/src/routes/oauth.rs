@@ -1,5 +1,5 @@
 //! OAuth sign-in (bootstrap, the provider's callback, its state, the headless manual
-//! completion) and manual refresh.
+//! completion, device sign-in) and manual refresh.
 
 use axum::Json;
 use axum::extract::State;
@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use palyra_actors::SecretString;
 use palyra_actors::refresher::RefreshReport;
+use palyra_actors::registry::oauth_device::DeviceSignInStarted;
 use palyra_actors::registry::oauth_flow::{
     AttemptStatus, CallbackParams, SignInOutcome, SignInRequest, SignInStarted,
 };
@@ -65,7 +66,10 @@ pub struct CallbackQuery {
     pub state: Option<SecretString>,
     /// Set by the provider when the sign-in was refused (`access_denied`, ...).
     pub error: Option<String>,
+    /// The provider's explanation of `error`, shown on the page.
     pub error_description: Option<String>,
+    /// RFC 9207: the issuer of the answer; checked against the provider's.
+    pub iss: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -92,7 +96,7 @@ pub fn redirect_uri(state: &AppState, provider: &str) -> Result<String, ApiError
     let base = state.config.oauth_redirect_base.as_ref().ok_or_else(|| {
         ApiError::from(palyra_actors::ActorError::invalid(
             "provider",
-            "the daemon listens on no loopback address: set oauth.public_base_url (https) to sign in",
+            "the daemon listens on no loopback address: set server.public_base_url or oauth.public_base_url (https) to sign in",
         ))
     })?;
     Ok(format!(
@@ -143,6 +147,49 @@ pub async fn bootstrap(
     Ok(Json(started))
 }
 
+/// Starts a device sign-in (RFC 8628) for a headless daemon: enter `user_code` at
+/// `verification_uri` on any device; the daemon polls the provider, and
+/// `callback-state` reports the outcome.
+#[utoipa::path(post, path = "/console/v1/auth/providers/{provider}/device", tag = "oauth",
+    params(ProviderPath),
+    request_body = BootstrapRequest,
+    responses(
+        SecuredJsonWrite,
+        (status = 200, description = "Enter the user code at the verification URI", body = DeviceSignInStarted),
+        (status = 400, description = "Invalid field, the provider has no device authorization endpoint, or it refused", body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn device_sign_in(
+    State(state): State<AppState>,
+    audit: Audit,
+    ApiPath(path): ApiPath<ProviderPath>,
+    ApiJson(req): ApiJson<BootstrapRequest>,
+) -> Result<Json<DeviceSignInStarted>, ApiError> {
+    provider_path(&path.provider)?;
+    let provider = path.provider.clone();
+    let started = state
+        .registry
+        .begin_device_sign_in(
+            SignInRequest {
+                provider: path.provider,
+                profile_id: req.profile_id,
+                profile_name: req.profile_name,
+                scope: req.scope.unwrap_or(AuthProfileScope::Global),
+                scopes: req.scopes,
+                set_default: req.set_default,
+            },
+            state.config.oauth_attempt_ttl,
+        )
+        .await?;
+    audit
+        .success(
+            AuditKind::SigninStarted,
+            &started.attempt_id,
+            format!("provider {provider}, device"),
+        )
+        .await;
+    Ok(Json(started))
+}
+
 /// Where the provider sends the browser after sign-in. Answers a small HTML page that
 /// also tells the window that opened it.
 #[utoipa::path(get, path = "/console/v1/auth/providers/{provider}/callback", tag = "oauth",
@@ -154,9 +201,15 @@ pub async fn bootstrap(
 pub async fn callback(
     State(state): State<AppState>,
     audit: Audit,
+    method: Method,
     axum::extract::Path(provider): axum::extract::Path<String>,
     query: Result<axum::extract::Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    // axum answers HEAD with the GET handler; a link checker's or prefetcher's HEAD
+    // must not use up the sign-in's state.
+    if method == Method::HEAD {
+        return ApiError::MethodNotAllowed.into_response();
+    }
     let outcome = match (provider_path(&provider), query) {
         (Err(e), _) => Err(e),
         (_, Err(_)) => Err(ApiError::BadRequest {
@@ -168,6 +221,8 @@ pub async fn callback(
                 code: q.code,
                 state: q.state,
                 error: q.error,
+                error_description: q.error_description,
+                iss: q.iss,
             };
             let outcome = state.registry.complete_sign_in(&provider, params).await;
             // Only outcomes of a real attempt: an unknown or used state is anyone's to
@@ -220,6 +275,8 @@ pub async fn manual_callback(
             "code" => params.code = Some(SecretString::new(value.into_owned())),
             "state" => params.state = Some(SecretString::new(value.into_owned())),
             "error" => params.error = Some(value.into_owned()),
+            "error_description" => params.error_description = Some(value.into_owned()),
+            "iss" => params.iss = Some(value.into_owned()),
             _ => {}
         }
     }
@@ -415,6 +472,12 @@ pub(crate) fn routes() -> Vec<RouteSpec> {
             "/console/v1/auth/providers/{provider}/bootstrap",
             Authenticated,
             bootstrap,
+        ),
+        route(
+            Method::POST,
+            "/console/v1/auth/providers/{provider}/device",
+            Authenticated,
+            device_sign_in,
         ),
         route(
             Method::GET,

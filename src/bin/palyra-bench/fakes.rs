@@ -26,6 +26,7 @@ pub fn oauth_provider(base: &str) -> (String, ProviderConfig) {
         validation: Validation::None,
         backoff_base_ms: 15_000,
         backoff_cap_ms: 300_000,
+        ..ProviderConfig::default()
     };
     (name, provider)
 }

@@ -29,6 +29,9 @@ pub struct OAuthLogin {
     /// Headless: paste the URL the browser was redirected to instead of waiting.
     #[arg(long, conflicts_with = "open")]
     pub manual: bool,
+    /// Headless: device sign-in (RFC 8628); enter the printed code on any device.
+    #[arg(long, conflicts_with_all = ["open", "manual"])]
+    pub device: bool,
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_s: u64,
@@ -42,34 +45,47 @@ pub async fn oauth_login(
     args: &OAuthLogin,
 ) -> Result<(), ClientError> {
     use palyra_actors::registry::oauth_flow::AttemptStatus;
-    let started = client
-        .bootstrap_sign_in(
-            &args.provider,
-            &palyra_http::routes::oauth::BootstrapRequest {
-                profile_name: args
-                    .profile_name
-                    .clone()
-                    .unwrap_or_else(|| args.provider.clone()),
-                profile_id: args.profile_id.clone(),
-                scope: args
-                    .agent_id
-                    .as_ref()
-                    .map(|agent_id| AuthProfileScope::Agent {
-                        agent_id: agent_id.clone(),
-                    }),
-                scopes: None,
-                set_default: args.set_default,
-            },
-        )
-        .await?;
-    eprintln!(
-        "Open this URL to sign in (valid until {}):",
-        started.expires_at
-    );
-    println!("{}", started.authorization_url);
-    if args.open {
-        open_browser(&started.authorization_url);
-    }
+    let request = palyra_http::routes::oauth::BootstrapRequest {
+        profile_name: args
+            .profile_name
+            .clone()
+            .unwrap_or_else(|| args.provider.clone()),
+        profile_id: args.profile_id.clone(),
+        scope: args
+            .agent_id
+            .as_ref()
+            .map(|agent_id| AuthProfileScope::Agent {
+                agent_id: agent_id.clone(),
+            }),
+        scopes: None,
+        set_default: args.set_default,
+    };
+    let attempt_id = if args.device {
+        let started = client
+            .begin_device_sign_in(&args.provider, &request)
+            .await?;
+        eprintln!(
+            "On any device, open the URL below and enter the code (valid until {}):",
+            started.expires_at
+        );
+        println!("{}", started.verification_uri);
+        println!("code: {}", started.user_code);
+        if let Some(complete) = &started.verification_uri_complete {
+            eprintln!("(or open {complete}, which carries the code)");
+        }
+        started.attempt_id
+    } else {
+        let started = client.bootstrap_sign_in(&args.provider, &request).await?;
+        eprintln!(
+            "Open this URL to sign in (valid until {}):",
+            started.expires_at
+        );
+        println!("{}", started.authorization_url);
+        if args.open {
+            open_browser(&started.authorization_url);
+        }
+        started.attempt_id
+    };
     let outcome = if args.manual {
         eprintln!("After signing in, paste the URL your browser was sent to:");
         let mut line = String::new();
@@ -82,9 +98,7 @@ pub async fn oauth_login(
     } else {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.timeout_s);
         loop {
-            let outcome = client
-                .sign_in_state(&args.provider, &started.attempt_id)
-                .await?;
+            let outcome = client.sign_in_state(&args.provider, &attempt_id).await?;
             if outcome.status != AttemptStatus::Pending || std::time::Instant::now() > deadline {
                 break outcome;
             }

@@ -212,7 +212,8 @@ impl Rig {
                     let answer = http
                         .post(url)
                         .bearer_auth(&token)
-                        .json(&serde_json::json!({ "profile_name": id, "profile_id": id }))
+                        // offline_access: what gets a refresh token from a strict provider.
+                        .json(&serde_json::json!({ "profile_name": id, "profile_id": id, "scopes": ["offline_access"] }))
                         .send()
                         .await;
                     let Ok(answer) = answer else { continue };
