@@ -14,6 +14,7 @@ use palyra_actors::browser::BrowserHandle;
 use palyra_actors::cluster::{ClusterHandle, ClusterPolicy};
 use palyra_actors::metrics::ActorMetrics;
 use palyra_actors::objectives::{ObjectivesHandle, ObjectivesPolicy};
+use palyra_actors::operators::OperatorsHandle;
 use palyra_actors::refresher::{RefreshAdapters, RefresherHandle, RefresherPolicy};
 use palyra_actors::secret::random_token;
 use palyra_actors::snapshot::Snapshot;
@@ -24,6 +25,7 @@ use palyra_actors::{
 };
 use palyra_http::metrics::HttpMetrics;
 use palyra_http::routes::deployment::PostureConfig;
+use palyra_http::throttle::KeyedThrottle;
 use palyra_http::throttle::{Rate, RateLimits};
 use palyra_http::{AppState, AppStateInner, AuthThrottle, HttpConfig};
 use palyra_storage::{Storage, StorageConfig, StorageError, Writer};
@@ -398,8 +400,15 @@ impl Application {
         };
         // No browser starts here: the first session starts its Chromium.
         let browser = BrowserHandle::start(settings.browser.policy(&data_dir), audit.clone());
+        let (allowed_hosts, any_ip_host) =
+            crate::host_check::allowed_hosts(local_addr, &settings.server.public_hosts);
         let state = AppState::new(AppStateInner {
             sessions: sessions.clone(),
+            operators: OperatorsHandle::new(storage.clone(), writer.clone()),
+            operator_throttle: Arc::new(KeyedThrottle::new(
+                settings.auth.max_failures,
+                Duration::from_secs(settings.auth.failure_window_s),
+            )),
             handoffs,
             registry,
             refresher,
@@ -437,6 +446,8 @@ impl Application {
             last_remote_access: std::sync::Mutex::new(None),
             config: Arc::new(HttpConfig {
                 body_limit_bytes: settings.server.body_limit_bytes,
+                allowed_hosts,
+                any_ip_host,
                 cookie_secure: tls.is_some(),
                 loopback_base_url: loopback_base_url(local_addr, tls.is_some()),
                 oauth_redirect_base: settings

@@ -573,15 +573,11 @@ impl ControlPlaneClient {
         }
     }
 
-    /// Logs in with the admin token; returns the session cookie and the session.
-    pub async fn login(
-        &self,
-        principal: Option<&str>,
-        device_id: Option<&str>,
-    ) -> Result<ClientSession, ClientError> {
+    /// Logs in with the admin token (a `root` session); returns the session cookie and
+    /// the session.
+    pub async fn login(&self, device_id: Option<&str>) -> Result<ClientSession, ClientError> {
         let body = serde_json::json!({
             "admin_token": self.token()?.expose(),
-            "principal": principal,
             "device_id": device_id,
         });
         let response = self

@@ -14,6 +14,7 @@
 
 pub mod application;
 pub mod client;
+pub mod host_check;
 pub mod serve;
 pub mod settings;
 pub mod storage_admin;

@@ -1,5 +1,5 @@
-//! Recording audit events from handlers: who (the authenticated principal) and from
-//! where (the peer address), taken from the request.
+//! Recording audit events from handlers: who (the authenticated principal, and the
+//! API token it acted with) and from where (the peer address), taken from the request.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -34,8 +34,7 @@ impl Audit {
             log: state.audit.clone(),
             actor: extensions
                 .get::<Caller>()
-                .map_or("anonymous", |c| c.principal())
-                .to_owned(),
+                .map_or_else(|| "anonymous".to_owned(), Caller::actor),
             peer: extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0.ip().to_canonical().to_string()),

@@ -1,6 +1,8 @@
-//! Per-peer throttling of failed authentication (wrong admin token at login or in a
-//! bearer header): after `max_failures` within `window`, the peer gets 429 until the
-//! oldest failure leaves the window.
+//! Throttling of failed authentication (a wrong admin token, API token or password),
+//! per peer and per operator id: after `max_failures` within `window`, the key gets
+//! 429 until the oldest failure leaves the window. A loopback peer with the right
+//! credential is let in even while throttled (see `auth.rs`), so wrong attempts from
+//! the host cannot lock its own operator out. Also the request rates per peer.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -10,14 +12,16 @@ use std::time::{Duration, Instant};
 /// Beyond this many tracked peers, peers with no recent failure are forgotten.
 const MAX_TRACKED_PEERS: usize = 10_000;
 
+/// Failed attempts per key (a peer, an operator id): after `max_failures` within
+/// `window`, the key gets 429 until the oldest failure leaves the window.
 #[derive(Debug)]
-pub struct AuthThrottle {
+pub struct KeyedThrottle<K> {
     max_failures: usize,
     window: Duration,
-    failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    failures: Mutex<HashMap<K, VecDeque<Instant>>>,
 }
 
-impl AuthThrottle {
+impl<K: std::hash::Hash + Eq + Clone> KeyedThrottle<K> {
     pub fn new(max_failures: usize, window: Duration) -> Self {
         Self {
             max_failures: max_failures.max(1),
@@ -26,12 +30,11 @@ impl AuthThrottle {
         }
     }
 
-    /// `Err(retry_after_s)` when `peer` must wait before trying again.
-    pub fn check(&self, peer: IpAddr) -> Result<(), u64> {
-        let peer = crate::request::peer_key(peer);
+    /// `Err(retry_after_s)` when `key` must wait before trying again.
+    pub fn check(&self, key: &K) -> Result<(), u64> {
         let now = Instant::now();
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(times) = map.get_mut(&peer) else {
+        let Some(times) = map.get_mut(key) else {
             return Ok(());
         };
         while times
@@ -48,12 +51,11 @@ impl AuthThrottle {
         Err(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
     }
 
-    /// Records one failed attempt by `peer`.
-    pub fn record_failure(&self, peer: IpAddr) {
-        let peer = crate::request::peer_key(peer);
+    /// Records one failed attempt under `key`.
+    pub fn record_failure(&self, key: K) {
         let now = Instant::now();
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_TRACKED_PEERS && !map.contains_key(&peer) {
+        if map.len() >= MAX_TRACKED_PEERS && !map.contains_key(&key) {
             let window = self.window;
             map.retain(|_, times| {
                 times
@@ -61,11 +63,31 @@ impl AuthThrottle {
                     .is_some_and(|t| now.duration_since(*t) < window)
             });
         }
-        let times = map.entry(peer).or_default();
+        let times = map.entry(key).or_default();
         times.push_back(now);
         while times.len() > self.max_failures {
             times.pop_front();
         }
+    }
+}
+
+/// Failed authentication per peer, counted by [`crate::request::peer_key`].
+#[derive(Debug)]
+pub struct AuthThrottle(KeyedThrottle<IpAddr>);
+
+impl AuthThrottle {
+    pub fn new(max_failures: usize, window: Duration) -> Self {
+        Self(KeyedThrottle::new(max_failures, window))
+    }
+
+    /// `Err(retry_after_s)` when `peer` must wait before trying again.
+    pub fn check(&self, peer: IpAddr) -> Result<(), u64> {
+        self.0.check(&crate::request::peer_key(peer))
+    }
+
+    /// Records one failed attempt by `peer`.
+    pub fn record_failure(&self, peer: IpAddr) {
+        self.0.record_failure(crate::request::peer_key(peer));
     }
 }
 

@@ -213,6 +213,10 @@ pub struct ServerSettings {
     pub admin_token: Option<SecretString>,
     /// The operator's acknowledgement that a non-loopback bind is intended.
     pub allow_remote: bool,
+    /// Host names (besides loopback names and the bound address) that requests may
+    /// name in `Host`; any other is refused with 421 (DNS rebinding).
+    #[serde(default)]
+    pub public_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -409,6 +413,7 @@ impl Settings {
             );
         }
         self.browser.validate(MAX_S)?;
+        crate::host_check::validate_public_hosts(&self.server.public_hosts)?;
         self.storage.validate()?;
         self.cluster.validate()?;
         if self.server.shutdown_grace_s > 3600 {

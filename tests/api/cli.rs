@@ -55,7 +55,7 @@ async fn an_operator_manages_profiles_with_the_cli() {
     assert!(status.stdout.contains("alive, ready"), "{}", status.stdout);
     let login = palyra(&base, &["login"], None).await;
     assert!(
-        login.ok && login.stdout.contains("admin:local"),
+        login.ok && login.stdout.contains("principal root"),
         "{}",
         login.stdout
     );
@@ -414,7 +414,7 @@ async fn posture_and_audit_from_the_cli() {
     let lines: Vec<&str> = audit.stdout.lines().collect();
     assert_eq!(lines.len(), 1, "{}", audit.stdout);
     assert!(
-        lines[0].contains("login") && lines[0].contains("admin:local"),
+        lines[0].contains("login") && lines[0].contains("root"),
         "{}",
         lines[0]
     );

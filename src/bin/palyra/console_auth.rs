@@ -23,10 +23,9 @@ pub enum ConsoleCommand {
 pub async fn login(
     json: bool,
     client: &ControlPlaneClient,
-    principal: Option<&str>,
     device_id: Option<&str>,
 ) -> Result<(), ClientError> {
-    let session = client.login(principal, device_id).await?;
+    let session = client.login(device_id).await?;
     // The CLI keeps no cookie: the check's session is revoked straight away.
     client.logout(&session).await?;
     if json {

@@ -53,8 +53,6 @@ enum Command {
     /// Check the admin token against the daemon and print the principal.
     Login {
         #[arg(long)]
-        principal: Option<String>,
-        #[arg(long)]
         device_id: Option<String>,
     },
     /// The web console.
@@ -171,17 +169,8 @@ fn client_with(cli: &Cli, token: Option<SecretString>) -> Result<ControlPlaneCli
 async fn run(cli: &Cli) -> Result<(), ClientError> {
     let json = cli.json;
     match &cli.command {
-        Command::Login {
-            principal,
-            device_id,
-        } => {
-            console_auth::login(
-                json,
-                &client(cli)?,
-                principal.as_deref(),
-                device_id.as_deref(),
-            )
-            .await
+        Command::Login { device_id } => {
+            console_auth::login(json, &client(cli)?, device_id.as_deref()).await
         }
         Command::Console { command } => console_auth::console(json, &client(cli)?, command).await,
         Command::Status => ops::status(json, &cli.url, &client_with(cli, None)?).await,
