@@ -25,7 +25,6 @@ use palyra_actors::{
 };
 use palyra_http::metrics::HttpMetrics;
 use palyra_http::routes::deployment::PostureConfig;
-use palyra_http::throttle::KeyedThrottle;
 use palyra_http::throttle::{Rate, RateLimits};
 use palyra_http::{AppState, AppStateInner, AuthThrottle, HttpConfig};
 use palyra_storage::{Storage, StorageConfig, StorageError, Writer};
@@ -401,14 +400,11 @@ impl Application {
         // No browser starts here: the first session starts its Chromium.
         let browser = BrowserHandle::start(settings.browser.policy(&data_dir), audit.clone());
         let (allowed_hosts, any_ip_host) =
-            crate::host_check::allowed_hosts(local_addr, &settings.server.public_hosts);
+            crate::access::allowed_hosts(local_addr, &settings.server.public_hosts);
         let state = AppState::new(AppStateInner {
             sessions: sessions.clone(),
             operators: OperatorsHandle::new(storage.clone(), writer.clone()),
-            operator_throttle: Arc::new(KeyedThrottle::new(
-                settings.auth.max_failures,
-                Duration::from_secs(settings.auth.failure_window_s),
-            )),
+            operator_throttle: crate::access::operator_throttle(&settings),
             handoffs,
             registry,
             refresher,
@@ -487,21 +483,7 @@ impl Application {
                 },
             }),
         });
-        if let Some(limits) = &state.rate_limits {
-            // Peers whose quota has refilled are forgotten off the request path.
-            let limits = Arc::downgrade(limits);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(60));
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    let Some(limits) = limits.upgrade() else {
-                        break;
-                    };
-                    limits.forget_idle_peers();
-                }
-            });
-        }
+        crate::access::spawn_rate_limit_pruning(&state);
         tracing::info!(addr = %local_addr, tls = tls.is_some(), data_dir = %data_dir.display(), "palyrad listening");
         Ok(Self {
             listener,

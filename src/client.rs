@@ -2,6 +2,10 @@
 
 use std::path::Path;
 
+// Operators, tokens and password login, in their own file.
+mod operators;
+pub use operators::{MintedToken, OperatorList, Revoked, TokenList};
+
 use palyra_actors::audit::AuditPage;
 use palyra_actors::browser::{
     BrowserSessionInfo, BrowserSessionList, NavigationResult, PageContent, PageState,

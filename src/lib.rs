@@ -12,9 +12,9 @@
 //!   (the daemon), `palyra` (the CLI); with the feature `testkit`, `testkit`: the
 //!   fakes and launchers that tests/api and palyra-bench share.
 
+pub mod access;
 pub mod application;
 pub mod client;
-pub mod host_check;
 pub mod serve;
 pub mod settings;
 pub mod storage_admin;

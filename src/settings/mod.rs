@@ -413,7 +413,7 @@ impl Settings {
             );
         }
         self.browser.validate(MAX_S)?;
-        crate::host_check::validate_public_hosts(&self.server.public_hosts)?;
+        crate::access::validate_public_hosts(&self.server.public_hosts)?;
         self.storage.validate()?;
         self.cluster.validate()?;
         if self.server.shutdown_grace_s > 3600 {

@@ -8,13 +8,13 @@ use tokio::io::AsyncWriteExt;
 use crate::fakes::FakeProvider;
 use crate::helpers::{ADMIN_TOKEN, start_child};
 
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) ok: bool,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
-async fn palyra(base: &str, args: &[&str], stdin: Option<&str>) -> Run {
+pub(crate) async fn palyra(base: &str, args: &[&str], stdin: Option<&str>) -> Run {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_palyra"))
         .args(args)
         .env("PALYRA_URL", base)

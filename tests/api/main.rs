@@ -18,6 +18,7 @@ mod handoff;
 mod helpers;
 mod oauth;
 mod objectives;
+mod operators_cli;
 mod operators_roles;
 mod postgres_copy;
 mod postgres_faults;

@@ -45,6 +45,38 @@ pub async fn login(
     Ok(())
 }
 
+/// `palyra login --operator ID`: checks the operator's password with a login and
+/// prints the principal and role.
+pub async fn login_operator(
+    json: bool,
+    client: &ControlPlaneClient,
+    operator_id: &str,
+    password: &palyra_actors::SecretString,
+    device_id: Option<&str>,
+) -> Result<(), ClientError> {
+    let session = client
+        .login_operator(operator_id, password, device_id)
+        .await?;
+    client.logout(&session).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "principal": session.session.principal,
+                "role": session.session.role,
+                "device_id": session.session.device_id,
+            })
+        );
+    } else {
+        println!(
+            "password accepted; principal {}, role {}",
+            session.session.principal,
+            session.session.role.name()
+        );
+    }
+    Ok(())
+}
+
 /// `palyra console ...`.
 pub async fn console(
     json: bool,

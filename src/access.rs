@@ -1,0 +1,73 @@
+//! Access-control wiring of the daemon beside `application.rs`: its own host names,
+//! which requests must name in `Host` (DNS rebinding of the daemon itself is refused
+//! with 421 before authentication) and the check of `server.public_hosts`; the
+//! per-operator login throttle; the pruning of the rate limiters.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use palyra_http::AppState;
+use palyra_http::throttle::KeyedThrottle;
+
+use crate::settings::Settings;
+
+/// Failed password logins per operator id, with the per-peer throttle's budget.
+pub fn operator_throttle(settings: &Settings) -> Arc<KeyedThrottle<String>> {
+    Arc::new(KeyedThrottle::new(
+        settings.auth.max_failures,
+        Duration::from_secs(settings.auth.failure_window_s),
+    ))
+}
+
+/// Peers whose quota has refilled are forgotten off the request path, every minute,
+/// for as long as the state lives.
+pub fn spawn_rate_limit_pruning(state: &AppState) {
+    let Some(limits) = &state.rate_limits else {
+        return;
+    };
+    let limits = Arc::downgrade(limits);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(limits) = limits.upgrade() else {
+                break;
+            };
+            limits.forget_idle_peers();
+        }
+    });
+}
+
+/// Checks `server.public_hosts`: plain DNS names or IP addresses, no port or scheme.
+pub fn validate_public_hosts(hosts: &[String]) -> Result<(), String> {
+    for host in hosts {
+        let plain = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !plain && host.parse::<IpAddr>().is_err() {
+            return Err(format!(
+                "server.public_hosts: {host:?} is not a host name or IP address (no port, no scheme)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The names a request may use for the daemon bound at `addr`, lower-case and without
+/// brackets or port, and whether any IP literal is one of them (an unspecified bind
+/// listens on every address).
+pub fn allowed_hosts(addr: SocketAddr, public_hosts: &[String]) -> (Vec<String>, bool) {
+    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    names.push(addr.ip().to_string());
+    names.extend(public_hosts.iter().map(|h| h.to_ascii_lowercase()));
+    names.sort();
+    names.dedup();
+    (names, addr.ip().is_unspecified())
+}
