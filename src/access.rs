@@ -1,9 +1,9 @@
 //! Access-control wiring of the daemon beside `application.rs`: its own host names,
 //! which requests must name in `Host` (DNS rebinding of the daemon itself is refused
-//! with 421 before authentication) and the check of `server.public_hosts`; the
-//! per-operator login throttle; the pruning of the rate limiters.
+//! with 421 before authentication); the per-operator login throttle; the pruning of
+//! the rate limiters.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,23 +38,6 @@ pub fn spawn_rate_limit_pruning(state: &AppState) {
             limits.forget_idle_peers();
         }
     });
-}
-
-/// Checks `server.public_hosts`: plain DNS names or IP addresses, no port or scheme.
-pub fn validate_public_hosts(hosts: &[String]) -> Result<(), String> {
-    for host in hosts {
-        let plain = !host.is_empty()
-            && host.len() <= 253
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-        if !plain && host.parse::<IpAddr>().is_err() {
-            return Err(format!(
-                "server.public_hosts: {host:?} is not a host name or IP address (no port, no scheme)"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The names a request may use for the daemon bound at `addr`, lower-case and without

@@ -3,8 +3,7 @@
 use std::path::Path;
 
 // Operators, tokens and password login, in their own file.
-mod operators;
-pub use operators::{MintedToken, OperatorList, Revoked, TokenList};
+pub mod operators;
 
 use palyra_actors::audit::AuditPage;
 use palyra_actors::browser::{

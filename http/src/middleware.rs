@@ -96,8 +96,7 @@ fn host_allowed(config: &crate::state::HttpConfig, req: &Request) -> bool {
         None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
     };
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    config.allowed_hosts.iter().any(|h| *h == name)
-        || (config.any_ip_host && name.parse::<IpAddr>().is_ok())
+    config.allowed_hosts.contains(&name) || (config.any_ip_host && name.parse::<IpAddr>().is_ok())
 }
 
 /// True for a request whose handler may stop where the client leaves it.

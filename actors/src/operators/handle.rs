@@ -419,11 +419,16 @@ impl OperatorsHandle {
         if record.expires_at_ms.is_some_and(|at| at <= now) {
             return Ok(Some(TokenCheck::Refused("expired token")));
         }
+        let auth = TokenAuth {
+            token_id: record.token_id.clone(),
+            operator_id: record.operator_id.clone(),
+            role: record.role,
+        };
         if record
             .last_used_at_ms
             .is_none_or(|at| now.saturating_sub(at) >= LAST_USED_EVERY_MS)
         {
-            let mut used = record.clone();
+            let mut used = record;
             used.last_used_at_ms = Some(now);
             // Best effort, off the request path: refused if the row changed (revoked,
             // lowered) meanwhile, which is then the newer truth.
@@ -439,11 +444,7 @@ impl OperatorsHandle {
                 }
             });
         }
-        Ok(Some(TokenCheck::Valid(TokenAuth {
-            token_id: record.token_id,
-            operator_id: record.operator_id,
-            role: record.role,
-        })))
+        Ok(Some(TokenCheck::Valid(auth)))
     }
 }
 

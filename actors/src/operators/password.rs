@@ -112,6 +112,24 @@ mod tests {
         assert!(!verify(SecretString::new("correct horse battery".into()), None).await);
     }
 
+    /// Prints what one hash costs here (`cargo test -p palyra-actors hash_cost --
+    /// --ignored --nocapture`); the figure is in the README. Not a timed assertion.
+    #[tokio::test]
+    #[ignore]
+    async fn hash_cost() {
+        let started = std::time::Instant::now();
+        for _ in 0..10 {
+            hash(SecretString::new("correct horse battery".into()))
+                .await
+                .unwrap();
+        }
+        println!(
+            "{}: {:?} per hash",
+            hash_cost_note(),
+            started.elapsed() / 10
+        );
+    }
+
     #[test]
     fn the_policy_is_length() {
         assert!(check_policy(&SecretString::new("short".into())).is_err());
