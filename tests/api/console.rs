@@ -182,7 +182,7 @@ async fn a_used_handoff_link_shows_a_browser_a_readable_page_and_scripts_json() 
 
 /// chromedriver and the Chromium it starts, in their own process group so that
 /// nothing outlives the test, not even after a failed assertion.
-struct Browser {
+pub(crate) struct Browser {
     client: Option<Client>,
     driver: std::process::Child,
     /// A fresh --user-data-dir, removed when the test ends.
@@ -206,7 +206,7 @@ fn on_path(name: &str) -> PathBuf {
 }
 
 impl Browser {
-    async fn start() -> Browser {
+    pub(crate) async fn start() -> Browser {
         use std::os::unix::process::CommandExt;
         let chromium = on_path("chromium");
         let chromedriver = on_path("chromedriver");
@@ -268,15 +268,15 @@ impl Browser {
         browser
     }
 
-    fn client(&self) -> &Client {
+    pub(crate) fn client(&self) -> &Client {
         self.client.as_ref().expect("session")
     }
 
-    async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.client().goto(url).await.expect("navigation");
     }
 
-    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+    pub(crate) async fn find(&self, css: &str) -> fantoccini::elements::Element {
         match self
             .client()
             .wait()
@@ -293,7 +293,7 @@ impl Browser {
     }
 
     /// Waits until the element's text contains `needle`; returns the text.
-    async fn wait_text(&self, css: &str, needle: &str) -> String {
+    pub(crate) async fn wait_text(&self, css: &str, needle: &str) -> String {
         let mut last = String::new();
         for _ in 0..150 {
             if let Ok(element) = self.client().find(Locator::Css(css)).await
@@ -310,32 +310,32 @@ impl Browser {
         panic!("{css} never showed {needle:?}; last text: {last:?}");
     }
 
-    async fn fill(&self, css: &str, text: &str) {
+    pub(crate) async fn fill(&self, css: &str, text: &str) {
         let input = self.find(css).await;
         input.clear().await.unwrap();
         input.send_keys(text).await.unwrap();
     }
 
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         self.find(css).await.click().await.unwrap();
     }
 
-    async fn choose(&self, css: &str, value: &str) {
+    pub(crate) async fn choose(&self, css: &str, value: &str) {
         self.find(css).await.select_by_value(value).await.unwrap();
     }
 
     /// The whole DOM as the browser holds it now.
-    async fn source(&self) -> String {
+    pub(crate) async fn source(&self) -> String {
         self.client().source().await.unwrap()
     }
 
-    async fn screenshot(&self, name: &str) {
+    pub(crate) async fn screenshot(&self, name: &str) {
         if let Ok(png) = self.client().screenshot().await {
             let _ = std::fs::write(self.shots.join(format!("{name}.png")), png);
         }
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(client) = self.client.take() {
             let _ = client.close().await;
         }

@@ -19,6 +19,7 @@ mod helpers;
 mod oauth;
 mod objectives;
 mod operators_cli;
+mod operators_console;
 mod operators_roles;
 mod postgres_copy;
 mod postgres_faults;
