@@ -1,14 +1,17 @@
 //! Access-control wiring of the daemon beside `application.rs`: its own host names,
 //! which requests must name in `Host` (DNS rebinding of the daemon itself is refused
-//! with 421 before authentication); the per-operator login throttle; the pruning of
-//! the rate limiters.
+//! with 421 before authentication); the per-operator login throttle; the global budget
+//! of audit events for unauthenticated failures and its summaries; the pruning of the
+//! rate limiters.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use palyra_http::AppState;
-use palyra_http::throttle::KeyedThrottle;
+use palyra_http::throttle::{
+    AuditBudget, FAILURE_EVENTS_PER_WINDOW, FAILURE_EVENTS_WINDOW, KeyedThrottle,
+};
 
 use crate::settings::Settings;
 
@@ -18,6 +21,35 @@ pub fn operator_throttle(settings: &Settings) -> Arc<KeyedThrottle<String>> {
         settings.auth.max_failures,
         Duration::from_secs(settings.auth.failure_window_s),
     ))
+}
+
+/// The global budget of audit events for wrong tokens and passwords.
+pub fn audit_budget() -> Arc<AuditBudget> {
+    Arc::new(AuditBudget::new(
+        FAILURE_EVENTS_PER_WINDOW,
+        FAILURE_EVENTS_WINDOW,
+    ))
+}
+
+/// Once a window has passed, the failures folded in it become one summary event (the
+/// next failure would also write it; this covers a flood that simply stops).
+pub fn spawn_audit_budget_summaries(state: &AppState) {
+    let budget = Arc::downgrade(&state.auth_audit_budget);
+    let audit = state.audit.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(FAILURE_EVENTS_WINDOW);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(budget) = budget.upgrade() else {
+                break;
+            };
+            let folded = budget.take_folded();
+            if folded > 0 {
+                audit.submit(palyra_http::audit::folded_summary(folded, &budget));
+            }
+        }
+    });
 }
 
 /// Peers whose quota has refilled are forgotten off the request path, every minute,

@@ -405,6 +405,7 @@ impl Application {
             sessions: sessions.clone(),
             operators: OperatorsHandle::new(storage.clone(), writer.clone()),
             operator_throttle: crate::access::operator_throttle(&settings),
+            auth_audit_budget: crate::access::audit_budget(),
             handoffs,
             registry,
             refresher,
@@ -484,6 +485,7 @@ impl Application {
             }),
         });
         crate::access::spawn_rate_limit_pruning(&state);
+        crate::access::spawn_audit_budget_summaries(&state);
         tracing::info!(addr = %local_addr, tls = tls.is_some(), data_dir = %data_dir.display(), "palyrad listening");
         Ok(Self {
             listener,

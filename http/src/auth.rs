@@ -23,7 +23,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use palyra_actors::Authenticated;
-use palyra_actors::audit::{AuditKind, AuditOutcome};
 use palyra_actors::operators::{Role, TOKEN_PREFIX, TokenCheck};
 use palyra_actors::sessions::SessionCheck;
 use pin_project_lite::pin_project;
@@ -177,10 +176,9 @@ fn refuse(state: &AppState, req: &Parts, e: ApiError) -> Response {
             .extensions
             .get::<axum::extract::MatchedPath>()
             .map_or("an unknown route", |m| m.as_str());
-        Audit::from_parts(&req.extensions, state).submit(
-            AuditKind::LoginFailed,
+        Audit::from_parts(&req.extensions, state).submit_unauthenticated_failure(
+            &state.auth_audit_budget,
             "bearer",
-            AuditOutcome::Failure,
             format!("wrong bearer token for {} {route}", req.method),
         );
     }

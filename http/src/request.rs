@@ -93,6 +93,19 @@ pub fn peer_ip(req_extensions: &Extensions) -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
+/// The wider key a peer is also counted under by the failed-auth throttle: its IPv4
+/// address, or its IPv6 /48 (what a site is usually given), so a host that rotates
+/// through the /64s of its site still runs into a limit.
+pub fn peer_site_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if !v6.is_loopback() => {
+            let prefix = u128::from(v6) & !((1u128 << 80) - 1);
+            IpAddr::V6(Ipv6Addr::from(prefix))
+        }
+        other => other,
+    }
+}
+
 /// The key a peer is counted under by the throttle and the rate limits: its IPv4
 /// address, or its IPv6 /64 (one host usually holds a whole /64, so counting single
 /// IPv6 addresses would let it rotate past any limit).

@@ -111,6 +111,8 @@ pub struct AppStateInner {
     /// SHA-256 of the admin token; the token itself is not kept here.
     pub admin_token_digest: [u8; 32],
     pub auth_throttle: Arc<AuthThrottle>,
+    /// The global budget of audit events for unauthenticated failures.
+    pub auth_audit_budget: Arc<crate::throttle::AuditBudget>,
     /// Failed password logins per operator id (the per-peer throttle alone would let
     /// many addresses guess one operator's password).
     pub operator_throttle: Arc<crate::throttle::KeyedThrottle<String>>,

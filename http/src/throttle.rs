@@ -71,23 +71,115 @@ impl<K: std::hash::Hash + Eq + Clone> KeyedThrottle<K> {
     }
 }
 
-/// Failed authentication per peer, counted by [`crate::request::peer_key`].
+/// How many more failures a whole IPv6 /48 may have than one of its /64s.
+const SITE_FACTOR: usize = 4;
+
+/// Failed authentication per peer, counted by [`crate::request::peer_key`] (an IPv6
+/// /64) and by [`crate::request::peer_site_key`] (its /48, with [`SITE_FACTOR`]
+/// times the budget).
 #[derive(Debug)]
-pub struct AuthThrottle(KeyedThrottle<IpAddr>);
+pub struct AuthThrottle {
+    by_peer: KeyedThrottle<IpAddr>,
+    by_site: KeyedThrottle<IpAddr>,
+}
 
 impl AuthThrottle {
     pub fn new(max_failures: usize, window: Duration) -> Self {
-        Self(KeyedThrottle::new(max_failures, window))
+        Self {
+            by_peer: KeyedThrottle::new(max_failures, window),
+            by_site: KeyedThrottle::new(max_failures.saturating_mul(SITE_FACTOR), window),
+        }
     }
 
     /// `Err(retry_after_s)` when `peer` must wait before trying again.
     pub fn check(&self, peer: IpAddr) -> Result<(), u64> {
-        self.0.check(&crate::request::peer_key(peer))
+        let by_peer = self.by_peer.check(&crate::request::peer_key(peer));
+        let by_site = self.by_site.check(&crate::request::peer_site_key(peer));
+        match (by_peer, by_site) {
+            (Ok(()), Ok(())) => Ok(()),
+            (a, b) => Err(a.err().max(b.err()).unwrap_or(1)),
+        }
     }
 
     /// Records one failed attempt by `peer`.
     pub fn record_failure(&self, peer: IpAddr) {
-        self.0.record_failure(crate::request::peer_key(peer));
+        self.by_peer.record_failure(crate::request::peer_key(peer));
+        self.by_site
+            .record_failure(crate::request::peer_site_key(peer));
+    }
+}
+
+/// Audit events of unauthenticated failures per window, from all peers together.
+pub const FAILURE_EVENTS_PER_WINDOW: usize = 100;
+/// The window of [`FAILURE_EVENTS_PER_WINDOW`].
+pub const FAILURE_EVENTS_WINDOW: Duration = Duration::from_secs(60);
+
+/// The global budget of audit events for unauthenticated failures (wrong tokens and
+/// passwords from anywhere): at most `max` a window; the excess is counted and folded
+/// into one summary event, so a distributed flood cannot push real events out of the
+/// audit log's retention.
+#[derive(Debug)]
+pub struct AuditBudget {
+    max: usize,
+    window: Duration,
+    // Window start, events recorded in it, events folded.
+    state: Mutex<(Instant, usize, usize)>,
+}
+
+/// What to do with one unauthenticated failure's event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BudgetVerdict {
+    /// Record it.
+    Record,
+    /// Record it, after a summary of `folded` events of the window before.
+    RecordAfterSummary { folded: usize },
+    /// Count it only.
+    Fold,
+}
+
+impl AuditBudget {
+    pub fn new(max: usize, window: Duration) -> Self {
+        Self {
+            max: max.max(1),
+            window,
+            state: Mutex::new((Instant::now(), 0, 0)),
+        }
+    }
+
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Decides one failure's event.
+    pub fn admit(&self) -> BudgetVerdict {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut folded_before = 0;
+        if now.duration_since(state.0) >= self.window {
+            folded_before = state.2;
+            *state = (now, 0, 0);
+        }
+        if state.1 >= self.max {
+            state.2 += 1;
+            return BudgetVerdict::Fold;
+        }
+        state.1 += 1;
+        match folded_before {
+            0 => BudgetVerdict::Record,
+            folded => BudgetVerdict::RecordAfterSummary { folded },
+        }
+    }
+
+    /// The events folded in a window that has ended, once (the periodic summary).
+    pub fn take_folded(&self) -> usize {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if now.duration_since(state.0) < self.window || state.2 == 0 {
+            return 0;
+        }
+        let folded = state.2;
+        *state = (now, 0, 0);
+        folded
     }
 }
 
@@ -150,6 +242,44 @@ impl RateLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_audit_budget_folds_the_excess_into_one_summary() {
+        let budget = AuditBudget::new(2, Duration::from_millis(50));
+        assert_eq!(budget.admit(), BudgetVerdict::Record);
+        assert_eq!(budget.admit(), BudgetVerdict::Record);
+        assert_eq!(budget.admit(), BudgetVerdict::Fold);
+        assert_eq!(budget.admit(), BudgetVerdict::Fold);
+        assert_eq!(budget.take_folded(), 0, "the window is still open");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            budget.admit(),
+            BudgetVerdict::RecordAfterSummary { folded: 2 }
+        );
+        assert_eq!(budget.admit(), BudgetVerdict::Record);
+        assert_eq!(budget.admit(), BudgetVerdict::Fold);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(budget.take_folded(), 1);
+        assert_eq!(budget.take_folded(), 0, "summarised once");
+    }
+
+    #[test]
+    fn ipv6_failures_count_per_64_and_per_48() {
+        let throttle = AuthThrottle::new(2, Duration::from_secs(60));
+        // Eight /64s of one /48: each has room, the /48 runs out after 2 x 4.
+        for i in 0..8u16 {
+            let peer: IpAddr = format!("2001:db8:7:{i:x}::1").parse().unwrap();
+            assert!(throttle.check(peer).is_ok(), "{peer}");
+            throttle.record_failure(peer);
+        }
+        let fresh_64: IpAddr = "2001:db8:7:ff::1".parse().unwrap();
+        assert!(
+            throttle.check(fresh_64).is_err(),
+            "the /48 is over its budget"
+        );
+        let other_48: IpAddr = "2001:db8:8::1".parse().unwrap();
+        assert!(throttle.check(other_48).is_ok());
+    }
 
     #[test]
     fn ipv6_peers_share_their_64_and_mapped_loopback_is_loopback() {

@@ -377,3 +377,25 @@ async fn a_request_for_another_host_name_is_421_before_authentication() {
         assert_eq!(response.status(), 200, "{host}");
     }
 }
+
+/// Unauthenticated failures from anywhere share one audit budget a minute; beyond it
+/// they are only counted (the unit tests of `throttle.rs` cover the summary event).
+#[tokio::test]
+async fn a_flood_of_wrong_tokens_stays_within_the_audit_budget() {
+    let app = crate::helpers::spawn_app_with(|s| s.auth.max_failures = 1_000_000).await;
+    let budget = palyra_http::throttle::FAILURE_EVENTS_PER_WINDOW;
+    let floods = (0..budget + 30).map(|i| {
+        let app = &app;
+        async move {
+            let response =
+                get_with_token(app, &format!("wrong-token-{i}"), "/console/v1/agents").await;
+            assert_eq!(response.status(), 401);
+        }
+    });
+    futures::future::join_all(floods).await;
+    let audit = app
+        .bearer_get_json("/console/v1/audit?kind=login_failed&limit=500")
+        .await;
+    let events = audit["events"].as_array().unwrap();
+    assert_eq!(events.len(), budget, "the excess is folded, not recorded");
+}

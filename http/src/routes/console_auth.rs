@@ -256,13 +256,11 @@ async fn login_failed(
     let subject = claimed
         .as_deref()
         .unwrap_or(palyra_actors::sessions::ROOT_PRINCIPAL);
-    audit
-        .failure(
-            AuditKind::LoginFailed,
-            subject,
-            format!("{why}; claimed {subject}"),
-        )
-        .await;
+    audit.submit_unauthenticated_failure(
+        &state.auth_audit_budget,
+        subject,
+        format!("{why}; claimed {subject}"),
+    );
     ApiError::Unauthorized(why)
 }
 
