@@ -22,6 +22,7 @@ pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod tls;
+pub mod tls_gen;
 
 pub use application::{Application, StartError};
 pub use settings::Settings;

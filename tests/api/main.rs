@@ -21,6 +21,7 @@ mod objectives;
 mod operators_cli;
 mod operators_console;
 mod operators_roles;
+mod operators_tls;
 mod postgres_copy;
 mod postgres_faults;
 mod posture;
