@@ -36,6 +36,9 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:7142";
 pub enum ClientError {
     #[error("cannot reach the daemon at {url}: {source}")]
     Transport { url: String, source: reqwest::Error },
+    /// The TLS handshake failed for a reason an operator can act on.
+    #[error("TLS with the daemon at {url} failed: {problem}")]
+    Tls { url: String, problem: String },
     #[error("the daemon answered {status}: {message} ({code})")]
     Api {
         status: StatusCode,
@@ -206,10 +209,19 @@ impl ControlPlaneClient {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let response = req.send().await.map_err(|source| ClientError::Transport {
-            url: self.base_url.clone(),
-            source,
-        })?;
+        let response =
+            req.send()
+                .await
+                .map_err(|source| match operators::tls_problem(&source) {
+                    Some(problem) => ClientError::Tls {
+                        url: self.base_url.clone(),
+                        problem,
+                    },
+                    None => ClientError::Transport {
+                        url: self.base_url.clone(),
+                        source,
+                    },
+                })?;
         if response.status().is_success() || response.status().is_redirection() {
             return Ok(response);
         }

@@ -1,5 +1,6 @@
 //! The typed client's operator, token and password-login calls
-//! (`/console/v1/operators`, `/console/v1/tokens`, `/console/v1/auth/login`).
+//! (`/console/v1/operators`, `/console/v1/tokens`, `/console/v1/auth/login`), and the
+//! plain naming of TLS failures (reqwest says only "error sending request").
 
 use palyra_actors::SecretString;
 use palyra_actors::operators::{ApiToken, Operator};
@@ -136,4 +137,48 @@ impl ControlPlaneClient {
         let path = format!("/console/v1/tokens/{}", path_segment(token_id));
         self.call_no_content(Method::DELETE, &path).await
     }
+}
+
+/// What went wrong in a TLS handshake, in an operator's words, when the cause of a
+/// transport error is a certificate the client refused.
+pub(super) fn tls_problem(error: &reqwest::Error) -> Option<String> {
+    use rustls::CertificateError as C;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        let rustls_error = e.downcast_ref::<rustls::Error>();
+        if let Some(rustls::Error::InvalidCertificate(cert)) = rustls_error {
+            return Some(match cert {
+                C::UnknownIssuer => "the daemon's certificate is not trusted (unknown issuer): \
+                    pass it, or the CA that signed it, with --ca-cert"
+                    .to_owned(),
+                C::Expired | C::ExpiredContext { .. } => {
+                    "the daemon's certificate has expired".to_owned()
+                }
+                C::NotValidYet | C::NotValidYetContext { .. } => {
+                    "the daemon's certificate is not valid yet (check both clocks)".to_owned()
+                }
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    "the daemon's certificate is not valid for the host name in --url \
+                     (its subject alternative names do not include it)"
+                        .to_owned()
+                }
+                other if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+                    "the daemon serves a CA certificate (CA:TRUE) as its own, which TLS \
+                     clients like this one refuse: make one with `palyrad tls self-signed` \
+                     (see the README's Deployment section)"
+                        .to_owned()
+                }
+                other => format!("the daemon's certificate was refused: {other:?}"),
+            });
+        }
+        // An io::Error's `source` skips the error it wraps: step into it instead.
+        cause = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
 }

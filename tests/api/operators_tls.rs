@@ -78,3 +78,63 @@ async fn a_self_signed_certificate_from_palyrad_works_with_the_cli() {
         );
     }
 }
+
+/// A certificate the CLI refuses is named plainly, not "error sending request".
+#[tokio::test]
+async fn the_cli_names_tls_failures() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    // What `openssl req -x509` makes: a CA certificate, here for localhost only.
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let cert_path = dir.path().join("ca-cert.pem");
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(dir.path().join("ca-key.pem"), key.serialize_pem()).unwrap();
+    let mut settings = test_settings(&dir);
+    settings.tls.cert_path = Some(cert_path.clone());
+    settings.tls.key_path = Some(dir.path().join("ca-key.pem"));
+    let app = start(Arc::clone(&dir), settings).await.unwrap();
+    let port = app.addr.port();
+    let run = |url: String, ca: Option<std::path::PathBuf>| async move {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_palyra"));
+        cmd.args(["--url", &url]);
+        if let Some(ca) = ca {
+            cmd.arg("--ca-cert").arg(ca);
+        }
+        let out = cmd
+            .arg("status")
+            .env("PALYRA_ADMIN_TOKEN", ADMIN_TOKEN)
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success(), "{url}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let ca = run(format!("https://localhost:{port}"), Some(cert_path.clone())).await;
+    assert!(ca.contains("CA certificate"), "{ca}");
+
+    // An end-entity certificate for localhost only: untrusted without --ca-cert, and
+    // not valid for 127.0.0.1.
+    let dir2 = Arc::new(tempfile::tempdir().unwrap());
+    let written =
+        palyra::tls_gen::self_signed(&dir2.path().join("tls"), &["localhost".to_owned()], 30)
+            .unwrap();
+    let mut settings = test_settings(&dir2);
+    settings.tls.cert_path = Some(written.cert_path.clone());
+    settings.tls.key_path = Some(written.key_path.clone());
+    let app2 = start(Arc::clone(&dir2), settings).await.unwrap();
+    let port2 = app2.addr.port();
+    let untrusted = run(format!("https://localhost:{port2}"), None).await;
+    assert!(untrusted.contains("not trusted"), "{untrusted}");
+    let wrong_name = run(
+        format!("https://127.0.0.1:{port2}"),
+        Some(written.cert_path.clone()),
+    )
+    .await;
+    assert!(
+        wrong_name.contains("not valid for the host name"),
+        "{wrong_name}"
+    );
+    drop(app);
+}
