@@ -3,7 +3,7 @@
 use std::fs;
 use std::future::Future;
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use palyra_actors::browser::BrowserHandle;
 use palyra_actors::cluster::{ClusterHandle, ClusterPolicy};
 use palyra_actors::metrics::ActorMetrics;
 use palyra_actors::objectives::{ObjectivesHandle, ObjectivesPolicy};
+use palyra_actors::operators::OperatorsHandle;
 use palyra_actors::refresher::{RefreshAdapters, RefresherHandle, RefresherPolicy};
 use palyra_actors::secret::random_token;
 use palyra_actors::snapshot::Snapshot;
@@ -398,8 +399,12 @@ impl Application {
         };
         // No browser starts here: the first session starts its Chromium.
         let browser = BrowserHandle::start(settings.browser.policy(&data_dir), audit.clone());
+        let (allowed_hosts, any_ip_host) = crate::access::allowed_hosts(local_addr, &settings);
         let state = AppState::new(AppStateInner {
             sessions: sessions.clone(),
+            operators: OperatorsHandle::new(storage.clone(), writer.clone()),
+            operator_throttle: crate::access::operator_throttle(&settings),
+            auth_audit_budget: crate::access::audit_budget(),
             handoffs,
             registry,
             refresher,
@@ -437,8 +442,10 @@ impl Application {
             last_remote_access: std::sync::Mutex::new(None),
             config: Arc::new(HttpConfig {
                 body_limit_bytes: settings.server.body_limit_bytes,
+                allowed_hosts,
+                any_ip_host,
                 cookie_secure: tls.is_some(),
-                loopback_base_url: loopback_base_url(local_addr, tls.is_some()),
+                loopback_base_url: crate::access::loopback_base_url(local_addr, tls.is_some()),
                 public_base_url: settings
                     .server
                     .public_base_url
@@ -455,7 +462,7 @@ impl Application {
                         // public https URL, only a daemon reachable on loopback signs in.
                         let ip = local_addr.ip();
                         (ip.is_loopback() || ip.is_unspecified())
-                            .then(|| loopback_base_url(local_addr, tls.is_some()))
+                            .then(|| crate::access::loopback_base_url(local_addr, tls.is_some()))
                     }),
                 oauth_attempt_ttl: Duration::from_secs(settings.oauth.attempt_ttl_s),
                 posture: PostureConfig {
@@ -482,21 +489,8 @@ impl Application {
                 },
             }),
         });
-        if let Some(limits) = &state.rate_limits {
-            // Peers whose quota has refilled are forgotten off the request path.
-            let limits = Arc::downgrade(limits);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(60));
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    let Some(limits) = limits.upgrade() else {
-                        break;
-                    };
-                    limits.forget_idle_peers();
-                }
-            });
-        }
+        crate::access::spawn_rate_limit_pruning(&state);
+        crate::access::spawn_audit_budget_summaries(&state);
         tracing::info!(addr = %local_addr, tls = tls.is_some(), data_dir = %data_dir.display(), "palyrad listening");
         Ok(Self {
             listener,
@@ -732,19 +726,6 @@ async fn start_actors(
     )
     .await?;
     Ok((sessions, handoffs, registry, refresher, objectives))
-}
-
-/// `http(s)://<loopback>:<port>` for handoff links: the bound address when it is a
-/// specific one, the loopback address of its family when it is unspecified; https
-/// when the listener speaks TLS.
-fn loopback_base_url(addr: SocketAddr, tls: bool) -> String {
-    let ip = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    let scheme = if tls { "https" } else { "http" };
-    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }
 
 /// The platform's state dir for palyra (for example `~/.local/state/palyra`).

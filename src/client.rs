@@ -2,6 +2,9 @@
 
 use std::path::Path;
 
+// Operators, tokens and password login, in their own file.
+pub mod operators;
+
 use palyra_actors::audit::AuditPage;
 use palyra_actors::browser::{
     BrowserSessionInfo, BrowserSessionList, NavigationResult, PageContent, PageState,
@@ -33,6 +36,9 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:7142";
 pub enum ClientError {
     #[error("cannot reach the daemon at {url}: {source}")]
     Transport { url: String, source: reqwest::Error },
+    /// The TLS handshake failed for a reason an operator can act on.
+    #[error("TLS with the daemon at {url} failed: {problem}")]
+    Tls { url: String, problem: String },
     #[error("the daemon answered {status}: {message} ({code})")]
     Api {
         status: StatusCode,
@@ -203,10 +209,19 @@ impl ControlPlaneClient {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let response = req.send().await.map_err(|source| ClientError::Transport {
-            url: self.base_url.clone(),
-            source,
-        })?;
+        let response =
+            req.send()
+                .await
+                .map_err(|source| match operators::tls_problem(&source) {
+                    Some(problem) => ClientError::Tls {
+                        url: self.base_url.clone(),
+                        problem,
+                    },
+                    None => ClientError::Transport {
+                        url: self.base_url.clone(),
+                        source,
+                    },
+                })?;
         if response.status().is_success() || response.status().is_redirection() {
             return Ok(response);
         }
@@ -592,15 +607,11 @@ impl ControlPlaneClient {
         }
     }
 
-    /// Logs in with the admin token; returns the session cookie and the session.
-    pub async fn login(
-        &self,
-        principal: Option<&str>,
-        device_id: Option<&str>,
-    ) -> Result<ClientSession, ClientError> {
+    /// Logs in with the admin token (a `root` session); returns the session cookie and
+    /// the session.
+    pub async fn login(&self, device_id: Option<&str>) -> Result<ClientSession, ClientError> {
         let body = serde_json::json!({
             "admin_token": self.token()?.expose(),
-            "principal": principal,
             "device_id": device_id,
         });
         let response = self

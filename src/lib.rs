@@ -12,6 +12,7 @@
 //!   (the daemon), `palyra` (the CLI); with the feature `testkit`, `testkit`: the
 //!   fakes and launchers that tests/api and palyra-bench share.
 
+pub mod access;
 pub mod application;
 pub mod client;
 pub mod serve;
@@ -21,6 +22,7 @@ pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod tls;
+pub mod tls_gen;
 
 pub use application::{Application, StartError};
 pub use settings::Settings;

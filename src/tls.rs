@@ -14,12 +14,16 @@ pub struct TlsMaterial {
     pub acceptor: TlsAcceptor,
     /// When the leaf certificate expires.
     pub not_after: Option<DateTime<Utc>>,
+    /// `sha256:<hex>` of the leaf certificate (DER), logged at start so an operator
+    /// can check or pin what clients will see.
+    pub fingerprint: String,
 }
 
 impl std::fmt::Debug for TlsMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsMaterial")
             .field("not_after", &self.not_after)
+            .field("fingerprint", &self.fingerprint)
             .finish_non_exhaustive()
     }
 }
@@ -44,6 +48,12 @@ pub fn load(cert_path: &Path, key_path: &Path) -> Result<TlsMaterial, String> {
         .not_after
         .timestamp();
     let not_after = DateTime::from_timestamp(not_after, 0);
+    let fingerprint = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(leaf.as_ref());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256:{hex}")
+    };
     let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
         format!(
             "tls.key_path {}: no usable private key ({e})",
@@ -58,8 +68,10 @@ pub fn load(cert_path: &Path, key_path: &Path) -> Result<TlsMaterial, String> {
         .with_single_cert(certs, key)
         .map_err(|e| format!("tls: the certificate and key do not fit together: {e}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tracing::info!(%fingerprint, cert = %cert_path.display(), "TLS certificate loaded");
     Ok(TlsMaterial {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         not_after,
+        fingerprint,
     })
 }

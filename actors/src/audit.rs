@@ -51,11 +51,16 @@ pub enum AuditKind {
     BrowserSessionCreated,
     BrowserNavigated,
     BrowserSessionClosed,
+    OperatorCreated,
+    OperatorUpdated,
+    OperatorDeleted,
+    TokenCreated,
+    TokenRevoked,
 }
 
 impl AuditKind {
     /// Every kind, for documentation and tests.
-    pub const ALL: [AuditKind; 24] = [
+    pub const ALL: [AuditKind; 29] = [
         AuditKind::Login,
         AuditKind::LoginFailed,
         AuditKind::SessionRevoked,
@@ -80,6 +85,11 @@ impl AuditKind {
         AuditKind::BrowserSessionCreated,
         AuditKind::BrowserNavigated,
         AuditKind::BrowserSessionClosed,
+        AuditKind::OperatorCreated,
+        AuditKind::OperatorUpdated,
+        AuditKind::OperatorDeleted,
+        AuditKind::TokenCreated,
+        AuditKind::TokenRevoked,
     ];
 }
 

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ActorError;
 use crate::error::stopped;
 use crate::secret::{SecretString, random_token, token_digest};
-use crate::sessions::{IssuedSession, SessionsHandle};
+use crate::sessions::{IssuedSession, SessionGrant, SessionsHandle};
 use crate::snapshot::Snapshot;
 use crate::time::{now_ms, to_datetime};
 
@@ -52,6 +52,12 @@ pub struct ConsumedHandoff {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct HandoffRecord {
     principal: String,
+    // The minting caller's role and credential, which the session inherits; absent in
+    // handoffs minted before operators existed, which are refused.
+    #[serde(default)]
+    role: Option<crate::operators::Role>,
+    #[serde(default)]
+    credential: String,
     redirect_path: String,
     expires_at_ms: i64,
 }
@@ -110,16 +116,16 @@ impl HandoffsHandle {
         })
     }
 
-    /// Mints a handoff for `principal`; returns once it is durable.
+    /// Mints a handoff for the session `grant` describes; returns once it is durable.
     pub async fn mint(
         &self,
-        principal: String,
+        grant: SessionGrant,
         redirect_path: String,
     ) -> Result<MintedHandoff, ActorError> {
         validate_redirect_path(&redirect_path)?;
         self.addr
             .send(Mint {
-                principal,
+                grant,
                 redirect_path,
             })
             .await
@@ -213,7 +219,7 @@ impl Actor for HandoffsActor {
 #[derive(Message)]
 #[rtype(result = "Result<MintedHandoff, ActorError>")]
 struct Mint {
-    principal: String,
+    grant: SessionGrant,
     redirect_path: String,
 }
 
@@ -225,7 +231,9 @@ impl Handler<Mint> for HandoffsActor {
         let digest = token_digest(token.expose());
         let ttl_ms = i64::try_from(self.policy.ttl.as_millis()).unwrap_or(i64::MAX);
         let record = HandoffRecord {
-            principal: msg.principal,
+            principal: msg.grant.principal,
+            role: Some(msg.grant.role),
+            credential: msg.grant.credential,
             redirect_path: msg.redirect_path,
             expires_at_ms: now_ms().saturating_add(ttl_ms),
         };
@@ -277,9 +285,17 @@ impl Handler<Consume> for HandoffsActor {
                     },
                     (None, None) => return (Err(ActorError::HandoffRejected), None),
                 };
+                let Some(role) = record.role else {
+                    return (Err(ActorError::HandoffRejected), None);
+                };
+                let grant = SessionGrant {
+                    principal: record.principal.clone(),
+                    role,
+                    credential: record.credential.clone(),
+                };
                 let take = vec![WriteOp::take(Table::Handoffs, digest.to_vec())];
                 let created = sessions
-                    .create(record.principal.clone(), HANDOFF_DEVICE_ID.to_owned(), take)
+                    .create(grant, HANDOFF_DEVICE_ID.to_owned(), take)
                     .await;
                 match created {
                     Ok(issued) => (

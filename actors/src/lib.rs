@@ -18,6 +18,8 @@
 //!   commit), `firing.rs` (the firing decision, starting and finishing runs),
 //!   `agents.rs` and `lifecycle.rs` (CRUD), `runner.rs` (one run: the agent's
 //!   candidates in order, failover, attempts, tokens).
+//! - [`operators`]: operators, their roles and passwords, and API tokens; every check
+//!   reads its row, so every node honours a revocation on the next request.
 //! - [`scheduler`]: the scheduler actor fires due objectives from one timer heap.
 //! - [`schedule`]: cron patterns in IANA time zones.
 //! - [`refresher`]: the refresher actor keeps OAuth tokens fresh, one timer for all.
@@ -55,6 +57,7 @@ pub mod ids;
 pub mod metrics;
 pub mod oauth;
 pub mod objectives;
+pub mod operators;
 pub mod outbound;
 mod paging;
 pub mod provider;

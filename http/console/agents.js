@@ -24,7 +24,7 @@ export async function renderAgents(main, { flash }) {
         h('td', {}, a.workspace_roots.length ? a.workspace_roots.map((r) => h('code', { class: 'block', text: r })) : '—'),
         h('td', { text: when(a.updated_at) }),
         h('td', { class: 'actions' },
-          h('button', { type: 'button', text: 'Edit', onclick: () => showForm(a) }),
+          h('button', { type: 'button', class: 'write', text: 'Edit', onclick: () => showForm(a) }),
           h('a', { class: 'button', href: `#/objectives?agent_id=${encodeURIComponent(a.agent_id)}`, text: 'Objectives' })))),
       { id: 'agents-table' }));
   };

@@ -117,7 +117,9 @@ function showSession() {
   const loggedIn = Boolean(session);
   nav.hidden = !loggedIn;
   logoutButton.hidden = !loggedIn;
-  who.textContent = loggedIn ? session.principal : '';
+  // The signed-in operator (or root) and what they may do.
+  who.textContent = loggedIn ? `${session.principal} · ${session.role}` : '';
+  document.body.dataset.role = loggedIn ? session.role : '';
   document.body.classList.toggle('logged-out', !loggedIn);
 }
 
@@ -131,30 +133,41 @@ function renderLogin(query) {
   document.title = 'Log in – Palyra console';
   const form = h('form', { class: 'card login', id: 'login-form', novalidate: true },
     h('h1', { text: 'Log in to Palyra' }),
-    h('p', { class: 'muted', text: 'Paste the daemon\'s admin token (the file admin.token in its data dir, or PALYRA_ADMIN_TOKEN). '
+    h('p', { class: 'muted', text: 'Sign in with your operator id and password, or paste the daemon\'s admin token (the file admin.token in its data dir, or PALYRA_ADMIN_TOKEN). '
       + 'Or run “palyra console open” to arrive already logged in.' }),
+    h('div', { class: 'field', 'data-field-for': 'operator_id' },
+      h('label', { for: 'operator-id', text: 'Operator id' }),
+      h('input', { id: 'operator-id', name: 'operator_id', autocomplete: 'username' }),
+      h('small', { class: 'field-error', hidden: true })),
+    h('div', { class: 'field', 'data-field-for': 'password' },
+      h('label', { for: 'operator-password', text: 'Password' }),
+      h('input', { id: 'operator-password', name: 'password', type: 'password', autocomplete: 'current-password' }),
+      h('small', { class: 'field-error', hidden: true })),
     h('div', { class: 'field', 'data-field-for': 'admin_token' },
-      h('label', { for: 'admin-token', text: 'Admin token' }),
-      h('input', { id: 'admin-token', name: 'admin_token', type: 'password', autocomplete: 'current-password', required: true }),
+      h('label', { for: 'admin-token', text: 'Or the admin token' }),
+      h('input', { id: 'admin-token', name: 'admin_token', type: 'password', autocomplete: 'off' }),
       h('small', { class: 'field-error', hidden: true })),
     h('div', { class: 'form-error notice error', hidden: true, role: 'alert' }),
     h('button', { type: 'submit', class: 'primary', text: 'Log in' }));
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const token = form.elements.namedItem('admin_token').value;
-    if (!token) {
-      form.querySelector('.form-error').textContent = 'Enter the admin token.';
+    const operatorId = form.elements.namedItem('operator_id').value.trim();
+    const password = form.elements.namedItem('password').value;
+    if (!token && !(operatorId && password)) {
+      form.querySelector('.form-error').textContent = 'Enter your operator id and password, or the admin token.';
       form.querySelector('.form-error').hidden = false;
       return;
     }
     const button = form.querySelector('button');
     button.disabled = true;
     try {
-      const answer = await api('POST', '/auth/login', {
-        body: { admin_token: token, device_id: 'web-console' },
-        quiet401: true,
-      });
+      const body = operatorId && !token
+        ? { operator_id: operatorId, password, device_id: 'web-console' }
+        : { admin_token: token, device_id: 'web-console' };
+      const answer = await api('POST', '/auth/login', { body, quiet401: true });
       form.elements.namedItem('admin_token').value = '';
+      form.elements.namedItem('password').value = '';
       setSession(answer);
       const { path } = parseHash();
       navigate(path === '/login' ? '/' : path);
@@ -169,7 +182,7 @@ function renderLogin(query) {
     reason === 'expired' ? notice('warn', 'Your session has ended. Log in again.') : null,
     reason === 'logged-out' ? notice('ok', 'You are logged out.') : null,
     form);
-  form.elements.namedItem('admin_token').focus();
+  form.elements.namedItem('operator_id').focus();
 }
 
 async function logout() {

@@ -85,7 +85,7 @@ export async function renderObjectives(main, { query, navigate }) {
   mount(main,
     h('div', { class: 'title-row' },
       h('h1', { text: 'Objectives' }),
-      h('a', { class: 'button primary push', href: `#/objectives/new${filters.agent_id ? `?agent_id=${encodeURIComponent(filters.agent_id)}` : ''}`, text: 'New objective' })),
+      h('a', { class: 'button primary push write', href: `#/objectives/new${filters.agent_id ? `?agent_id=${encodeURIComponent(filters.agent_id)}` : ''}`, text: 'New objective' })),
     filterForm,
     rows.length
       ? table(['Objective', 'Agent', 'Kind', 'State', 'Schedule', 'Usage', 'Next run', 'Last run'], rows, { id: 'objectives-table' })

@@ -1,5 +1,5 @@
-//! Recording audit events from handlers: who (the authenticated principal) and from
-//! where (the peer address), taken from the request.
+//! Recording audit events from handlers: who (the authenticated principal, and the
+//! API token it acted with) and from where (the peer address), taken from the request.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,6 +10,7 @@ use palyra_actors::audit::{AuditEntry, AuditKind, AuditLog, AuditOutcome};
 
 use crate::request::Caller;
 use crate::state::AppState;
+use crate::throttle::{AuditBudget, BudgetVerdict};
 
 /// The audit log with the request's actor and peer.
 #[derive(Debug, Clone)]
@@ -34,8 +35,7 @@ impl Audit {
             log: state.audit.clone(),
             actor: extensions
                 .get::<Caller>()
-                .map_or("anonymous", |c| c.principal())
-                .to_owned(),
+                .map_or_else(|| "anonymous".to_owned(), Caller::actor),
             peer: extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0.ip().to_canonical().to_string()),
@@ -83,6 +83,30 @@ impl Audit {
         });
     }
 
+    /// Records an unauthenticated failure (a wrong token or password) within the
+    /// global budget: beyond it the event is only counted, and the count becomes one
+    /// summary event when the window ends.
+    pub fn submit_unauthenticated_failure(
+        &self,
+        budget: &AuditBudget,
+        subject: &str,
+        detail: impl Into<String>,
+    ) {
+        match budget.admit() {
+            BudgetVerdict::Fold => return,
+            BudgetVerdict::Record => {}
+            BudgetVerdict::RecordAfterSummary { folded } => {
+                self.log.submit(folded_summary(folded, budget));
+            }
+        }
+        self.submit(
+            AuditKind::LoginFailed,
+            subject,
+            AuditOutcome::Failure,
+            detail,
+        );
+    }
+
     pub async fn success(&self, kind: AuditKind, subject: &str, detail: impl Into<String>) {
         self.record(kind, subject, AuditOutcome::Success, detail)
             .await;
@@ -92,4 +116,17 @@ impl Audit {
         self.record(kind, subject, AuditOutcome::Failure, detail)
             .await;
     }
+}
+
+/// The one event that stands for `folded` unauthenticated failures of a window.
+pub fn folded_summary(folded: usize, budget: &AuditBudget) -> AuditEntry {
+    AuditEntry::system(
+        AuditKind::LoginFailed,
+        "unauthenticated",
+        AuditOutcome::Failure,
+        format!(
+            "{folded} more failed logins within {} s, beyond the audit budget, not recorded one by one",
+            budget.window().as_secs()
+        ),
+    )
 }

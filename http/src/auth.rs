@@ -1,8 +1,12 @@
-//! Authentication of every protected route, and CSRF enforcement, in one middleware.
+//! Authentication of every protected route, its role check, and CSRF enforcement, in
+//! one middleware.
 //!
-//! A request is authenticated by `Authorization: Bearer <admin token>` (scripts, the
-//! CLI; no CSRF needed because browsers never attach it by themselves) or by the
-//! session cookie. A cookie-authenticated request with any method but GET, HEAD or
+//! A request is authenticated by `Authorization: Bearer <token>` (the admin token,
+//! which is `root`, or an operator's API token `palyra_...`; scripts, the CLI; no CSRF
+//! needed because browsers never attach it by themselves) or by the session cookie.
+//! The caller's role (root: admin; a session or token: its own) must be at least the
+//! role the route declared in the route table, else 403.
+//! A root session is refused once the admin token is not the one it was created with. A cookie-authenticated request with any method but GET, HEAD or
 //! OPTIONS must carry `x-palyra-csrf-token` equal to the session's token. Because the
 //! check sits here and every protected route is layered with it, no route can forget it.
 //! A cookie is checked against the sessions index without waiting; only when the index
@@ -15,10 +19,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use palyra_actors::Authenticated;
-use palyra_actors::audit::{AuditKind, AuditOutcome};
+use palyra_actors::operators::{Role, TOKEN_PREFIX, TokenCheck};
 use palyra_actors::sessions::SessionCheck;
 use pin_project_lite::pin_project;
 use sha2::{Digest, Sha256};
@@ -71,11 +76,13 @@ fn is_safe(method: &Method) -> bool {
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
     state: AppState,
+    need: Role,
 }
 
 impl AuthLayer {
-    pub fn new(state: AppState) -> Self {
-        Self { state }
+    /// The middleware of a route that needs at least `need`.
+    pub fn new(state: AppState, need: Role) -> Self {
+        Self { state, need }
     }
 }
 
@@ -85,6 +92,7 @@ impl<S> Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Authenticate<S> {
         Authenticate {
             state: self.state.clone(),
+            need: self.need,
             inner,
         }
     }
@@ -97,6 +105,7 @@ impl<S> Layer<S> for AuthLayer {
 #[derive(Debug, Clone)]
 pub struct Authenticate<S> {
     state: AppState,
+    need: Role,
     inner: S,
 }
 
@@ -114,14 +123,15 @@ where
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
-        match authorize(&self.state, &req) {
+        let need = self.need;
+        match authorize(&self.state, &req).and_then(|v| permit(v, need)) {
             Ok(Verdict::Caller(caller)) => {
                 req.extensions_mut().insert(caller);
                 AuthFuture::Allowed {
                     future: self.inner.call(req),
                 }
             }
-            Ok(Verdict::Reread(digests)) => {
+            Ok(later) => {
                 // The service that was polled ready goes with the request; a clone
                 // takes its place for the next one.
                 let clone = self.inner.clone();
@@ -129,42 +139,63 @@ where
                 let state = self.state.clone();
                 AuthFuture::Rereading {
                     future: Box::pin(async move {
-                        let authorized =
-                            reread(&state, &digests, req.method(), req.headers()).await;
+                        // The parts only: a request's body is not `Sync`.
+                        let (mut parts, body) = req.into_parts();
+                        let authorized = resolve(&state, later, &parts)
+                            .await
+                            .and_then(|caller| permit(Verdict::Caller(caller), need));
                         match authorized {
-                            Ok(caller) => {
-                                req.extensions_mut().insert(caller);
-                                inner.call(req).await
+                            Ok(Verdict::Caller(caller)) => {
+                                parts.extensions.insert(caller);
+                                inner.call(Request::from_parts(parts, body)).await
                             }
-                            Err(e) => Ok(e.into_response()),
+                            Ok(_) => {
+                                Ok(ApiError::Internal("unresolved caller".into()).into_response())
+                            }
+                            Err(e) => Ok(refuse(&state, &parts, e)),
                         }
                     }),
                 }
             }
             Err(e) => {
-                if matches!(e, ApiError::Unauthorized(_))
-                    && req.headers().contains_key(header::AUTHORIZATION)
-                {
-                    // A wrong admin token is a failed login, whichever way it came.
-                    // The route template, not the path: a path can be long and is the
-                    // client's to choose.
-                    let route = req
-                        .extensions()
-                        .get::<axum::extract::MatchedPath>()
-                        .map_or("an unknown route", |m| m.as_str());
-                    Audit::from_parts(req.extensions(), &self.state).submit(
-                        AuditKind::LoginFailed,
-                        "admin:bearer",
-                        AuditOutcome::Failure,
-                        format!("wrong bearer token for {} {route}", req.method()),
-                    );
-                }
+                let (parts, _) = req.into_parts();
                 AuthFuture::Refused {
-                    response: Some(e.into_response()),
+                    response: Some(refuse(&self.state, &parts, e)),
                 }
             }
         }
     }
+}
+
+/// The answer to a refused request; a wrong bearer token is also a failed login.
+fn refuse(state: &AppState, req: &Parts, e: ApiError) -> Response {
+    if matches!(e, ApiError::Unauthorized(_)) && req.headers.contains_key(header::AUTHORIZATION) {
+        // A wrong token is a failed login, whichever way it came. The route
+        // template, not the path: a path can be long and is the client's to choose.
+        let route = req
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .map_or("an unknown route", |m| m.as_str());
+        Audit::from_parts(&req.extensions, state).submit_unauthenticated_failure(
+            &state.auth_audit_budget,
+            "bearer",
+            format!("wrong bearer token for {} {route}", req.method),
+        );
+    }
+    e.into_response()
+}
+
+/// Refuses a caller whose role is below the route's; anything undecided passes on.
+fn permit(verdict: Verdict, need: Role) -> Result<Verdict, ApiError> {
+    if let Verdict::Caller(caller) = &verdict
+        && caller.role() < need
+    {
+        return Err(ApiError::Forbidden {
+            need: need.name(),
+            have: caller.role().name(),
+        });
+    }
+    Ok(verdict)
 }
 
 /// The future of a request that waits for a read of its session's row.
@@ -208,32 +239,44 @@ where
     }
 }
 
-/// What the middleware can tell at once: the caller, or the sessions whose rows decide.
+/// What the middleware can tell at once: the caller, the sessions whose rows decide,
+/// or an API token whose row decides.
 enum Verdict {
     Caller(Caller),
     Reread(Vec<[u8; 32]>),
+    Token {
+        token: String,
+        // The peer was over its failure budget: only a right token gets in.
+        throttled: Option<u64>,
+    },
 }
 
 fn authorize(state: &AppState, req: &Request) -> Result<Verdict, ApiError> {
     let headers = req.headers();
     if headers.contains_key(header::AUTHORIZATION) {
         let peer = peer_ip(req.extensions());
-        state
-            .auth_throttle
-            .check(peer)
-            .map_err(|retry_after_s| ApiError::TooManyRequests { retry_after_s })?;
+        // From the network a throttled peer is refused before its token is looked at;
+        // from loopback the right token still gets in, so wrong attempts on the host
+        // cannot lock its own scripts out.
+        let throttled = state.auth_throttle.check(peer).err();
+        if let Some(retry_after_s) = throttled
+            && !peer.is_loopback()
+        {
+            return Err(ApiError::TooManyRequests { retry_after_s });
+        }
         return match bearer_token(headers) {
-            Some(token) if admin_token_matches(state, token) => Ok(Verdict::Caller(Caller::Bearer)),
-            _ => {
-                state.auth_throttle.record_failure(peer);
-                Err(ApiError::Unauthorized("invalid bearer token"))
-            }
+            Some(token) if admin_token_matches(state, token) => Ok(Verdict::Caller(Caller::Root)),
+            Some(token) if token.starts_with(TOKEN_PREFIX) => Ok(Verdict::Token {
+                token: token.to_owned(),
+                throttled,
+            }),
+            _ => Err(bearer_failed(state, peer, throttled)),
         };
     }
     let mut cookies = session_cookies(headers, state.config.session_cookie_name()).peekable();
     if cookies.peek().is_none() {
         return Err(ApiError::Unauthorized(
-            "log in first: send the session cookie or an admin bearer token",
+            "log in first: send the session cookie or a bearer token",
         ));
     }
     let mut reread = Vec::new();
@@ -250,6 +293,33 @@ fn authorize(state: &AppState, req: &Request) -> Result<Verdict, ApiError> {
         return Err(unknown_session());
     }
     Ok(Verdict::Reread(reread))
+}
+
+/// A wrong bearer token: counted, and refused with 401 (or 429 while throttled).
+fn bearer_failed(state: &AppState, peer: std::net::IpAddr, throttled: Option<u64>) -> ApiError {
+    match throttled {
+        Some(retry_after_s) => ApiError::TooManyRequests { retry_after_s },
+        None => {
+            state.auth_throttle.record_failure(peer);
+            ApiError::Unauthorized("invalid bearer token")
+        }
+    }
+}
+
+/// Decides what [`authorize`] could not alone: a read of session rows or of a token's.
+async fn resolve(state: &AppState, verdict: Verdict, req: &Parts) -> Result<Caller, ApiError> {
+    match verdict {
+        Verdict::Caller(caller) => Ok(caller),
+        Verdict::Reread(digests) => reread(state, &digests, &req.method, &req.headers).await,
+        Verdict::Token { token, throttled } => match state.operators.check_token(&token).await? {
+            Some(TokenCheck::Valid(auth)) => Ok(Caller::Token(auth)),
+            Some(TokenCheck::Refused(reason)) => {
+                tracing::info!(reason, "bearer token refused");
+                Err(bearer_failed(state, peer_ip(&req.extensions), throttled))
+            }
+            None => Err(bearer_failed(state, peer_ip(&req.extensions), throttled)),
+        },
+    }
 }
 
 /// Reads the rows of the sessions the index could not vouch for, in cookie order. A
@@ -286,6 +356,15 @@ fn admit(
     headers: &HeaderMap,
     auth: Authenticated,
 ) -> Result<Caller, ApiError> {
+    if auth.session.principal == palyra_actors::sessions::ROOT_PRINCIPAL
+        && auth.credential != state.root_credential()
+    {
+        // Made under an admin token the daemon no longer has: the token was changed
+        // to lock out whoever held the old one, sessions included.
+        return Err(ApiError::Unauthorized(
+            "the admin token changed since this session began; log in again",
+        ));
+    }
     if !is_safe(method) {
         let presented = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
         if !presented.is_some_and(|p| auth.csrf_matches(p)) {

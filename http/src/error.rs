@@ -34,6 +34,15 @@ pub enum ApiError {
     /// Authenticated by cookie, but the CSRF token is missing or wrong.
     #[error("missing or invalid x-palyra-csrf-token header")]
     CsrfRejected,
+    /// Authenticated, but the caller's role is below the route's.
+    #[error("this needs the {need} role; the caller has {have}")]
+    Forbidden {
+        need: &'static str,
+        have: &'static str,
+    },
+    /// The Host header names none of the daemon's names (DNS rebinding).
+    #[error("this daemon does not answer for that host name")]
+    MisdirectedHost,
     #[error("no route for this path")]
     NotFound,
     #[error("this method is not allowed on this path")]
@@ -93,7 +102,12 @@ const TOO_MANY: (&str, &str) = (
     "429",
     "Too many requests, or too many failed bearer attempts",
 );
-const CSRF: (&str, &str) = ("403", "CSRF token missing or wrong");
+const CSRF: (&str, &str) = (
+    "403",
+    "CSRF token missing or wrong, or the caller's role is below the route's",
+);
+const ROLE: (&str, &str) = ("403", "The caller's role is below the route's");
+const MISDIRECTED: (&str, &str) = ("421", "The Host header is not one of the daemon's names");
 const TOO_LARGE: (&str, &str) = ("413", "Body too large");
 const NOT_JSON: (&str, &str) = ("415", "Not JSON");
 
@@ -116,19 +130,26 @@ fn error_answers(answers: &[(&str, &str)]) -> Answers {
 
 impl IntoResponses for SecuredRead {
     fn responses() -> Answers {
-        error_answers(&[UNAUTHORIZED, TOO_MANY])
+        error_answers(&[UNAUTHORIZED, ROLE, MISDIRECTED, TOO_MANY])
     }
 }
 
 impl IntoResponses for SecuredWrite {
     fn responses() -> Answers {
-        error_answers(&[UNAUTHORIZED, CSRF, TOO_MANY])
+        error_answers(&[UNAUTHORIZED, CSRF, MISDIRECTED, TOO_MANY])
     }
 }
 
 impl IntoResponses for SecuredJsonWrite {
     fn responses() -> Answers {
-        error_answers(&[UNAUTHORIZED, CSRF, TOO_LARGE, NOT_JSON, TOO_MANY])
+        error_answers(&[
+            UNAUTHORIZED,
+            CSRF,
+            MISDIRECTED,
+            TOO_LARGE,
+            NOT_JSON,
+            TOO_MANY,
+        ])
     }
 }
 
@@ -143,6 +164,8 @@ impl ApiError {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::CsrfRejected => (StatusCode::FORBIDDEN, "csrf_rejected"),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::MisdirectedHost => (StatusCode::MISDIRECTED_REQUEST, "misdirected_host"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),

@@ -3,7 +3,8 @@
 //! Layout:
 //! - [`routes`]: one module per resource; handlers forward requests to actor handles.
 //! - [`console`]: the web console's page and assets, embedded and served at `/`.
-//! - [`auth`]: the one middleware that authenticates protected routes and enforces CSRF.
+//! - [`auth`]: the one middleware that authenticates protected routes, checks the role
+//!   each route declares, and enforces CSRF.
 //! - [`extract`]: JSON and query extractors that answer our JSON errors.
 //! - [`error`]: the one table from every error to a status.
 //! - [`openapi`]: the generated OpenAPI document.
@@ -41,7 +42,7 @@ pub use throttle::AuthThrottle;
 
 use crate::route::RouteSpec;
 use crate::routes::{browser, cluster, console_auth, deployment, metrics as metrics_route, oauth};
-use crate::routes::{objectives, ops, profiles};
+use crate::routes::{objectives, operators, ops, profiles, tokens};
 
 /// The routes, resource by resource: the router is built from this list and tests
 /// enumerate it.
@@ -57,6 +58,8 @@ fn routes() -> Vec<RouteSpec> {
         cluster::routes(),
         metrics_route::routes(),
         browser::routes(),
+        operators::routes(),
+        tokens::routes(),
     ]
     .into_iter()
     .flatten()
@@ -70,23 +73,23 @@ pub fn route_table() -> Vec<RouteInfo> {
 
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
-    let mut public = Router::new();
-    let mut protected = Router::new();
+    let mut api = Router::new();
     let mut templates = Vec::new();
     for RouteSpec { info, handler } in routes() {
         templates.push(info.path);
-        match info.access {
-            Access::Public => public = public.route(info.path, handler),
-            Access::Authenticated => protected = protected.route(info.path, handler),
-        }
+        // Each protected route gets the one auth middleware with the role it declared;
+        // axum merges the methods of one path into one route.
+        let handler = match info.access.role() {
+            None => handler,
+            Some(role) => handler.route_layer(auth::AuthLayer::new(state.clone(), role)),
+        };
+        api = api.route(info.path, handler);
     }
     state
         .metrics
         .know_routes(templates.into_iter().chain(console::ROUTES));
-    let protected = protected.route_layer(auth::AuthLayer::new(state.clone()));
     Router::new()
-        .merge(public)
-        .merge(protected)
+        .merge(api)
         .merge(console::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -4,6 +4,8 @@
 //!   echoed in the response, a tracing span carrying it, the request metrics, the
 //!   posture's last remote admin access, and the request log line (method and path
 //!   only: query strings carry handoff tokens, headers carry credentials);
+//! - the Host check: a request naming none of the daemon's names is refused with 421
+//!   before anything else (DNS rebinding of the daemon itself);
 //! - security headers: nosniff, no framing, no referrer, a default CSP, HSTS under TLS,
 //!   `Cache-Control: no-store` on the admin API;
 //! - the rate limit: per-peer request rates on the admin API, 429 with Retry-After;
@@ -75,6 +77,26 @@ fn request_id(req: &Request) -> String {
             }
             id
         })
+}
+
+/// True when the request names one of the daemon's own hosts (or none: browsers always
+/// send one, so a request without is not a rebound page). A page on an attacker's name
+/// that DNS-rebinds to this daemon still sends its own name, and is refused.
+fn host_allowed(config: &crate::state::HttpConfig, req: &Request) -> bool {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let Some(host) = host else {
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    config.allowed_hosts.contains(&name) || (config.any_ip_host && name.parse::<IpAddr>().is_ok())
 }
 
 /// True for a request whose handler may stop where the client leaves it.
@@ -189,6 +211,12 @@ where
         let started = Instant::now();
         let admin = is_admin_path(&path);
         let stage = span.in_scope(|| {
+            if !host_allowed(&self.state.config, &req) {
+                tracing::warn!(%peer, "refused a request for another host name (421)");
+                return Stage::Answered {
+                    response: Some(ApiError::MisdirectedHost.into_response()),
+                };
+            }
             if let Some(limits) = &self.state.rate_limits
                 && admin
                 && let Err(retry_after_s) = limits.check(peer)

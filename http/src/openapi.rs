@@ -6,7 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::route::{Access, RouteSpec, route};
 use crate::routes::{
-    browser, cluster, console_auth, deployment, metrics, oauth, objectives, ops, profiles,
+    browser, cluster, console_auth, deployment, metrics, oauth, objectives, operators, ops,
+    profiles, tokens,
 };
 
 #[derive(Debug, OpenApi)]
@@ -59,6 +60,15 @@ use crate::routes::{
         browser::type_text,
         browser::screenshot,
         browser::content,
+        operators::list,
+        operators::create,
+        operators::show,
+        operators::update,
+        operators::delete,
+        operators::mint_token,
+        operators::revoke_sessions,
+        tokens::list,
+        tokens::revoke,
         openapi_json,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
@@ -68,6 +78,7 @@ use crate::routes::{
          (name = "oauth", description = "OAuth sign-in with PKCE and token refresh"),
          (name = "objectives", description = "Agents, objectives (standing orders, heartbeats, programs) and their runs"),
          (name = "browser", description = "Headless Chromium sessions: open, navigate, click, type, screenshot, content"),
+         (name = "operators", description = "Operators, their roles, API tokens and sessions (admin only)"),
          (name = "deployment", description = "The deployment's security posture and the audit log"),
          (name = "operations", description = "Probes, metrics and the API document"))
 )]

@@ -1,20 +1,39 @@
-//! The shape of one route of the API: its method, path template, who may call it and
-//! its handler. Each module of [`crate::routes`] lists its own routes with [`route`],
-//! and the crate root concatenates them into the route table.
+//! The shape of one route of the API: its method, path template, the role it needs
+//! and its handler. Each module of [`crate::routes`] lists its own routes with
+//! [`route`], and the crate root concatenates them into the route table.
 
 use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
+use palyra_actors::operators::Role;
 
 use crate::state::AppState;
 
-/// Who may call a route.
+/// Who may call a route. There is deliberately no "any authenticated caller": every
+/// protected route names the least role it needs, so a route cannot be registered
+/// without one (a route written against an older table does not compile).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     /// No authentication (login, handoff consumption, probes, the API document).
     Public,
-    /// Session cookie (plus CSRF on mutations) or admin bearer token.
-    Authenticated,
+    /// Reads: any signed-in operator, token or the admin token.
+    Viewer,
+    /// Running and managing objectives, agents, browser sessions; provider sign-ins.
+    Operator,
+    /// Operators, tokens and the vault; the admin token (root) always has it.
+    Admin,
+}
+
+impl Access {
+    /// The least role the route needs; none for a public route.
+    pub fn role(self) -> Option<Role> {
+        match self {
+            Access::Public => None,
+            Access::Viewer => Some(Role::Viewer),
+            Access::Operator => Some(Role::Operator),
+            Access::Admin => Some(Role::Admin),
+        }
+    }
 }
 
 /// One route of the API, as listed by the route table.

@@ -23,6 +23,13 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// TLS is on: cookies carry `Secure` and the `__Host-` prefix, responses HSTS.
     pub cookie_secure: bool,
+    /// The host names (without port) requests may name in `Host`: loopback names,
+    /// the bound address, `server.public_hosts`. Anything else is refused with 421
+    /// before authentication (DNS rebinding of the daemon itself).
+    pub allowed_hosts: Vec<String>,
+    /// The daemon listens on an unspecified address: any IP literal is one of its
+    /// addresses (names still must be listed).
+    pub any_ip_host: bool,
     /// `http(s)://127.0.0.1:<port>`: where handoff links point without a public URL.
     pub loopback_base_url: String,
     /// `server.public_base_url` (no trailing `/`): where remote operators reach the
@@ -65,6 +72,19 @@ impl AppState {
     pub fn new(inner: AppStateInner) -> Self {
         Self(Arc::new(inner))
     }
+
+    /// The credential root sessions are created with: a fingerprint of the admin
+    /// token (a digest of its digest, so it tells nothing about the token). A session
+    /// made under another admin token carries another one and is refused.
+    pub fn root_credential(&self) -> String {
+        use sha2::Digest;
+        let fingerprint = sha2::Sha256::digest(self.admin_token_digest);
+        let hex: String = fingerprint[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("root:{hex}")
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -78,6 +98,8 @@ impl std::ops::Deref for AppState {
 /// The handles and settings behind [`AppState`].
 pub struct AppStateInner {
     pub sessions: SessionsHandle,
+    /// Operators and API tokens.
+    pub operators: palyra_actors::operators::OperatorsHandle,
     pub handoffs: HandoffsHandle,
     pub registry: RegistryHandle,
     pub refresher: RefresherHandle,
@@ -92,6 +114,11 @@ pub struct AppStateInner {
     /// SHA-256 of the admin token; the token itself is not kept here.
     pub admin_token_digest: [u8; 32],
     pub auth_throttle: Arc<AuthThrottle>,
+    /// The global budget of audit events for unauthenticated failures.
+    pub auth_audit_budget: Arc<crate::throttle::AuditBudget>,
+    /// Failed password logins per operator id (the per-peer throttle alone would let
+    /// many addresses guess one operator's password).
+    pub operator_throttle: Arc<crate::throttle::KeyedThrottle<String>>,
     /// Request rates per peer; `None` when turned off.
     pub rate_limits: Option<Arc<RateLimits>>,
     pub audit: palyra_actors::audit::AuditLog,

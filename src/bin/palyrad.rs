@@ -40,6 +40,26 @@ enum Command {
     /// The daemon's storage.
     #[command(subcommand)]
     Storage(StorageCommand),
+    /// TLS material.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TlsCommand {
+    /// Write a key and a self-signed certificate that rustls clients (the CLI with
+    /// --ca-cert) accept: not a CA, for serverAuth, every --name a subject alternative
+    /// name. Writes DIR/cert.pem and DIR/key.pem (0600); never overwrites.
+    SelfSigned {
+        /// A host name or IP address clients use (repeatable).
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// Days of validity.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +85,29 @@ enum StorageCommand {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Tls(TlsCommand::SelfSigned {
+        names,
+        days,
+        out_dir,
+    })) = &args.command
+    {
+        return match palyra::tls_gen::self_signed(out_dir, names, *days) {
+            Ok(written) => {
+                println!("certificate: {}", written.cert_path.display());
+                println!("key:         {}", written.key_path.display());
+                println!("fingerprint: {}", written.fingerprint);
+                println!(
+                    "[tls]\ncert_path = {:?}\nkey_path = {:?}",
+                    written.cert_path, written.key_path
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("palyrad tls self-signed: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let overrides = Overrides {
         bind: args.bind,
         data_dir: args.data_dir,

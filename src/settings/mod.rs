@@ -220,6 +220,10 @@ pub struct ServerSettings {
     /// host): handoff links and the OAuth redirect use it instead of the bind address.
     #[serde(default)]
     pub public_base_url: Option<String>,
+    /// Host names (besides loopback names and the bound address) that requests may
+    /// name in `Host`; any other is refused with 421 (DNS rebinding).
+    #[serde(default)]
+    pub public_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -430,6 +434,7 @@ impl Settings {
             );
         }
         self.browser.validate(MAX_S)?;
+        validate_public_hosts(&self.server.public_hosts)?;
         self.storage.validate()?;
         self.cluster.validate()?;
         if self.server.shutdown_grace_s > 3600 {
@@ -558,6 +563,23 @@ fn resolve_addr(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// An admin token must be at least 32 characters.
+/// Checks `server.public_hosts`: plain DNS names or IP addresses, no port or scheme.
+fn validate_public_hosts(hosts: &[String]) -> Result<(), String> {
+    for host in hosts {
+        let plain = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !plain && host.parse::<std::net::IpAddr>().is_err() {
+            return Err(format!(
+                "server.public_hosts: {host:?} is not a host name or IP address (no port, no scheme)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn check_admin_token(token: &SecretString) -> Result<(), String> {
     if token.len() < 32 {
         return Err(format!(

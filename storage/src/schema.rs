@@ -44,11 +44,15 @@ pub enum Table {
     /// The audit log, keyed by the event's Unix milliseconds and a sequence number
     /// (both big-endian), so the log is one ordered range, oldest first.
     Audit,
+    /// Operators (named people who sign in), keyed by operator id.
+    Operators,
+    /// API tokens, keyed by token id; the secret is kept only as its SHA-256.
+    ApiTokens,
 }
 
 impl Table {
     /// Every table, so start-up can create them all.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 13] = [
         Table::Sessions,
         Table::Handoffs,
         Table::Vault,
@@ -60,6 +64,8 @@ impl Table {
         Table::Objectives,
         Table::Runs,
         Table::Audit,
+        Table::Operators,
+        Table::ApiTokens,
     ];
 
     /// The table named `name` (as [`Self::name`] gives it).
@@ -81,6 +87,8 @@ impl Table {
             Table::Objectives => "objectives",
             Table::Runs => "runs",
             Table::Audit => "audit",
+            Table::Operators => "operators",
+            Table::ApiTokens => "api_tokens",
         }
     }
 

@@ -69,7 +69,7 @@ async fn every_security_event_is_audited_and_none_carries_a_secret() {
     let wrong = app
         .http
         .post(app.url("/console/v1/auth/login"))
-        .json(&json!({ "admin_token": PLANTED_WRONG_TOKEN, "principal": "admin:mallory" }))
+        .json(&json!({ "operator_id": "mallory", "password": PLANTED_WRONG_TOKEN }))
         .send()
         .await
         .unwrap();
@@ -297,12 +297,12 @@ async fn every_security_event_is_audited_and_none_carries_a_secret() {
     };
     let failed = events
         .iter()
-        .find(|e| e["kind"] == "login_failed" && e["subject"] == "admin:mallory")
+        .find(|e| e["kind"] == "login_failed" && e["subject"] == "operator:mallory")
         .expect("the failed login with a claimed principal")
         .clone();
     assert_eq!(failed["peer"], "127.0.0.1");
     let login_event = find("login", "success");
-    assert_eq!(login_event["actor"], "admin:local");
+    assert_eq!(login_event["actor"], "root");
     assert_eq!(
         login_event["request_id"].as_str(),
         Some(login_request_id.as_str()),
@@ -328,7 +328,7 @@ async fn every_security_event_is_audited_and_none_carries_a_secret() {
         failed["detail"]
             .as_str()
             .unwrap()
-            .contains("claimed admin:mallory")
+            .contains("claimed operator:mallory")
     );
     assert_eq!(find("profile_created", "failure")["subject"], "keys.bad");
     let budget = find("budget_exhausted", "success");

@@ -367,7 +367,7 @@ async fn a_session_opens_navigates_clicks_types_and_closes() {
     assert!(kinds.contains(&"browser_navigated"), "{kinds:?}");
     assert_eq!(kinds.last(), Some(&"browser_session_created"), "{kinds:?}");
     for event in &mine {
-        assert_eq!(event["actor"], "admin:bearer");
+        assert_eq!(event["actor"], "root");
         let detail = event["detail"].as_str().unwrap();
         assert!(
             !detail.contains("/second") && !detail.contains('?'),

@@ -8,13 +8,13 @@ use tokio::io::AsyncWriteExt;
 use crate::fakes::FakeProvider;
 use crate::helpers::{ADMIN_TOKEN, start_child};
 
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) ok: bool,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
-async fn palyra(base: &str, args: &[&str], stdin: Option<&str>) -> Run {
+pub(crate) async fn palyra(base: &str, args: &[&str], stdin: Option<&str>) -> Run {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_palyra"))
         .args(args)
         .env("PALYRA_URL", base)
@@ -55,7 +55,7 @@ async fn an_operator_manages_profiles_with_the_cli() {
     assert!(status.stdout.contains("alive, ready"), "{}", status.stdout);
     let login = palyra(&base, &["login"], None).await;
     assert!(
-        login.ok && login.stdout.contains("admin:local"),
+        login.ok && login.stdout.contains("principal root"),
         "{}",
         login.stdout
     );
@@ -424,7 +424,7 @@ async fn posture_and_audit_from_the_cli() {
     let lines: Vec<&str> = audit.stdout.lines().collect();
     assert_eq!(lines.len(), 1, "{}", audit.stdout);
     assert!(
-        lines[0].contains("login") && lines[0].contains("admin:local"),
+        lines[0].contains("login") && lines[0].contains("root"),
         "{}",
         lines[0]
     );

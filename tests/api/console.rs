@@ -429,7 +429,7 @@ async fn the_console_end_to_end_in_chromium() {
         .await;
     browser.click("#login-form button[type=submit]").await;
     browser.wait_text("main h1", "Overview").await;
-    browser.wait_text("#who", "admin:local").await;
+    browser.wait_text("#who", "root").await;
     browser.wait_text("#health", "1 profile").await;
     let posture = browser.wait_text("#posture", "loopback only").await;
     assert!(posture.contains("No posture warnings."), "{posture}");
@@ -763,7 +763,7 @@ async fn the_console_end_to_end_in_chromium() {
     let handoff = minted["handoff_url"].as_str().unwrap().to_owned();
     browser.goto(&handoff).await;
     browser.wait_text("main h1", "Overview").await;
-    browser.wait_text("#who", "admin:bearer").await;
+    browser.wait_text("#who", "root").await;
     let url = browser.client().current_url().await.unwrap();
     assert_eq!(url.path(), "/");
     assert!(

@@ -44,7 +44,7 @@ async fn a_handoff_link_logs_a_browser_in_once() {
         .unwrap();
     assert_eq!(session.status(), 200);
     let body: Value = session.json().await.unwrap();
-    assert_eq!(body["principal"], "admin:bearer");
+    assert_eq!(body["principal"], "root");
     assert_eq!(body["device_id"], "browser-handoff");
 
     // Single use, also across a restart.
@@ -67,7 +67,7 @@ async fn the_default_redirect_is_the_root_and_a_session_minted_handoff_keeps_the
         let response = app
             .http
             .post(app.url("/console/v1/auth/login"))
-            .json(&json!({ "admin_token": ADMIN_TOKEN, "principal": "admin:carol" }))
+            .json(&json!({ "admin_token": ADMIN_TOKEN, "device_id": "carol-laptop" }))
             .send()
             .await
             .unwrap();
@@ -105,7 +105,7 @@ async fn the_default_redirect_is_the_root_and_a_session_minted_handoff_keeps_the
         .json()
         .await
         .unwrap();
-    assert_eq!(body["principal"], "admin:carol");
+    assert_eq!(body["principal"], "root");
 }
 
 #[tokio::test]

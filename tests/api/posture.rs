@@ -222,7 +222,7 @@ async fn tls_serves_the_api_with_secure_host_cookies_hsts_and_an_expiry_warning(
         pem.as_bytes(),
     )
     .unwrap();
-    let session = client.login(None, None).await.unwrap();
+    let session = client.login(None).await.unwrap();
     assert_eq!(session.cookie_name, "__Host-palyra_console_session");
     let mut by_cookie = client.clone();
     by_cookie.use_session(&session);

@@ -418,9 +418,9 @@ async fn cookie_sessions_work_through_the_typed_client() {
     let fake = FakeProvider::start().await;
     let app = app_with_provider(&fake).await;
     let mut c = client(&app);
-    let session = c.login(Some("admin:ops"), None).await.unwrap();
+    let session = c.login(Some("ops-laptop")).await.unwrap();
     c.use_session(&session);
-    assert_eq!(c.session().await.unwrap().principal, "admin:ops");
+    assert_eq!(c.session().await.unwrap().principal, "root");
     let saved = c
         .create_profile(&api_key_request(
             "via-cookie",

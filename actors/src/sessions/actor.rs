@@ -295,7 +295,7 @@ impl SessionsActor {
 #[derive(Message)]
 #[rtype(result = "Result<IssuedSession, ActorError>")]
 pub(crate) struct Create {
-    pub(crate) principal: String,
+    pub(crate) grant: crate::sessions::model::SessionGrant,
     pub(crate) device_id: String,
     pub(crate) extra_ops: Vec<WriteOp>,
 }
@@ -308,7 +308,9 @@ impl Handler<Create> for SessionsActor {
         let digest = token_digest(token.expose());
         let now = now_ms();
         let record = SessionRecord {
-            principal: msg.principal,
+            principal: msg.grant.principal,
+            role: Some(msg.grant.role),
+            credential: msg.grant.credential,
             device_id: msg.device_id,
             csrf_token: random_token().expose().to_owned(),
             issued_at_ms: now,

@@ -11,8 +11,8 @@ use crate::error::{ActorError, stopped};
 use crate::secret::token_digest;
 use crate::sessions::actor::{Create, Flush, Revoke, SessionsActor};
 use crate::sessions::model::{
-    Authenticated, Index, IssuedSession, SessionCheck, SessionPolicy, duration_ms,
-    validate_device_id, validate_principal,
+    Authenticated, Index, IssuedSession, SessionCheck, SessionGrant, SessionPolicy, SessionRecord,
+    duration_ms, validate_device_id, validate_principal,
 };
 use crate::sessions::shared::Reread;
 use crate::snapshot::Snapshot;
@@ -23,6 +23,8 @@ use crate::time::now_ms;
 pub struct SessionsHandle {
     addr: Addr<SessionsActor>,
     index: Index,
+    // Revocations by operator or token read the rows, which every node writes.
+    storage: Storage,
     idle_ms: i64,
     // On a shared database the index is a cache another node's write can outdate, so
     // a miss or a stale entry is a question for storage, not a refusal.
@@ -54,6 +56,7 @@ impl SessionsHandle {
         Ok(Self {
             addr: actor.start(),
             index,
+            storage: storage.clone(),
             idle_ms,
             shared: storage.is_shared(),
         })
@@ -65,15 +68,15 @@ impl SessionsHandle {
     /// [`palyra_storage::StorageError::Refused`].
     pub async fn create(
         &self,
-        principal: String,
+        grant: SessionGrant,
         device_id: String,
         extra_ops: Vec<WriteOp>,
     ) -> Result<IssuedSession, ActorError> {
-        validate_principal(&principal)?;
+        validate_principal(&grant.principal)?;
         validate_device_id(&device_id)?;
         self.addr
             .send(Create {
-                principal,
+                grant,
                 device_id,
                 extra_ops,
             })
@@ -103,6 +106,7 @@ impl SessionsHandle {
             return SessionCheck::Valid(Authenticated {
                 digest,
                 session: live.view(self.idle_ms),
+                credential: live.record.credential.clone(),
             });
         }
         // Another node may have slid the idle timeout; nothing extends the absolute one.
@@ -147,6 +151,38 @@ impl SessionsHandle {
             .send(Revoke { digest })
             .await
             .map_err(stopped("sessions"))?
+    }
+
+    /// Revokes every session whose principal and credential `matches` (an operator
+    /// disabled, a token revoked); returns how many. The stored rows decide, not this
+    /// node's index, so sessions other nodes created are found too; each revocation is
+    /// durable before this returns.
+    pub async fn revoke_matching(
+        &self,
+        matches: impl Fn(&str, &str) -> bool,
+    ) -> Result<usize, ActorError> {
+        let rows = self
+            .storage
+            .read_table(palyra_storage::Table::Sessions)
+            .await?;
+        let mut revoked = 0;
+        for (key, value) in rows {
+            let Ok(digest) = <[u8; 32]>::try_from(key.as_slice()) else {
+                continue;
+            };
+            let Ok(record) = palyra_storage::decode_record::<SessionRecord>(&value) else {
+                continue;
+            };
+            if !matches(&record.principal, &record.credential) {
+                continue;
+            }
+            match self.revoke(digest).await {
+                Ok(()) => revoked += 1,
+                Err(ActorError::NoSession) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(revoked)
     }
 
     /// Persists pending activity and purges expired sessions now (used at shutdown).

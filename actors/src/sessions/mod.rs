@@ -26,6 +26,6 @@ mod shared;
 
 pub use handle::SessionsHandle;
 pub use model::{
-    Authenticated, ConsoleSession, IssuedSession, SessionCheck, SessionPolicy, validate_device_id,
-    validate_principal,
+    Authenticated, ConsoleSession, IssuedSession, OPERATOR_PREFIX, ROOT_PRINCIPAL, SessionCheck,
+    SessionGrant, SessionPolicy, validate_device_id, validate_principal,
 };

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::error::ActorError;
+use crate::operators::Role;
 use crate::secret::SecretString;
 use crate::time::to_datetime;
 
@@ -19,8 +20,10 @@ use crate::time::to_datetime;
 /// output leaves out the CSRF token.
 #[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConsoleSession {
-    /// Who logged in, for example `admin:local`.
+    /// Who logged in: `root` (the admin token) or `operator:<operator id>`.
     pub principal: String,
+    /// What the session may do.
+    pub role: Role,
     /// The device the operator named at login.
     pub device_id: String,
     /// Send this in `x-palyra-csrf-token` on every state-changing request.
@@ -36,6 +39,7 @@ impl std::fmt::Debug for ConsoleSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsoleSession")
             .field("principal", &self.principal)
+            .field("role", &self.role)
             .field("device_id", &self.device_id)
             .field("csrf_token", &"[redacted]")
             .field("issued_at", &self.issued_at)
@@ -59,6 +63,20 @@ pub struct Authenticated {
     /// Digest of the cookie, the session's key.
     pub digest: [u8; 32],
     pub session: ConsoleSession,
+    /// The credential the session was created with (see [`SessionGrant::credential`]).
+    pub credential: String,
+}
+
+/// Who a new session is for, with which role, and which credential vouched for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionGrant {
+    /// `root` or `operator:<operator id>`.
+    pub principal: String,
+    pub role: Role,
+    /// `root:<fingerprint of the admin token>`, `password:<operator id>` or
+    /// `token:<token id>`: the auth middleware refuses a root session whose admin
+    /// token is no longer the daemon's, and revocations find sessions by it.
+    pub credential: String,
 }
 
 impl Authenticated {
@@ -107,6 +125,12 @@ pub struct SessionPolicy {
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct SessionRecord {
     pub(crate) principal: String,
+    // Both absent in sessions created before operators existed: such a session has no
+    // credential that can be checked, and is refused.
+    #[serde(default)]
+    pub(crate) role: Option<Role>,
+    #[serde(default)]
+    pub(crate) credential: String,
     pub(crate) device_id: String,
     pub(crate) csrf_token: String,
     pub(crate) issued_at_ms: i64,
@@ -153,7 +177,8 @@ impl LiveSession {
     }
 
     pub(crate) fn is_valid(&self, now: i64, idle_ms: i64) -> bool {
-        now < self.record.expires_at_ms
+        self.record.role.is_some()
+            && now < self.record.expires_at_ms
             && now
                 < self
                     .last_seen_ms
@@ -180,6 +205,7 @@ impl LiveSession {
         let last_seen = self.last_seen_ms.load(Ordering::Relaxed);
         ConsoleSession {
             principal: self.record.principal.clone(),
+            role: self.record.role.unwrap_or(Role::Viewer),
             device_id: self.record.device_id.clone(),
             csrf_token: self.record.csrf_token.clone(),
             issued_at: to_datetime(self.record.issued_at_ms),
@@ -192,26 +218,24 @@ impl LiveSession {
 /// The published index: live sessions by token digest.
 pub(crate) type Index = Arc<RwLock<HashMap<[u8; 32], Arc<LiveSession>>>>;
 
-/// Principals are `admin:` followed by 1 to 64 of `[A-Za-z0-9._@-]`.
+/// The principal of the admin token.
+pub const ROOT_PRINCIPAL: &str = "root";
+/// The prefix of an operator's principal.
+pub const OPERATOR_PREFIX: &str = "operator:";
+
+/// Principals are `root` or `operator:` followed by an operator id.
 pub fn validate_principal(principal: &str) -> Result<(), ActorError> {
-    let Some(name) = principal.strip_prefix("admin:") else {
+    if principal == ROOT_PRINCIPAL {
+        return Ok(());
+    }
+    let Some(id) = principal.strip_prefix(OPERATOR_PREFIX) else {
         return Err(ActorError::invalid(
             "principal",
-            "must start with \"admin:\"",
+            "must be \"root\" or start with \"operator:\"",
         ));
     };
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
-    {
-        return Err(ActorError::invalid(
-            "principal",
-            "after \"admin:\" use 1 to 64 of A-Z a-z 0-9 . _ @ -",
-        ));
-    }
-    Ok(())
+    crate::operators::validate_operator_id(id)
+        .map_err(|_| ActorError::invalid("principal", "after \"operator:\" comes an operator id"))
 }
 
 /// Device ids are 1 to 128 of `[A-Za-z0-9._:-]`.

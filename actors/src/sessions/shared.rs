@@ -178,11 +178,16 @@ impl SessionsActor {
             return None;
         }
         let session = live.view(self.idle_ms);
+        let credential = live.record.credential.clone();
         if !unseen {
             self.by_issue.insert((live.record.issued_at_ms, digest));
             self.publish_insert(digest, Arc::new(live));
         }
-        Some(Authenticated { digest, session })
+        Some(Authenticated {
+            digest,
+            session,
+            credential,
+        })
     }
 
     /// The tick on a shared database: every expired row and every activity flush is its

@@ -349,60 +349,60 @@ async fn audit_refusal(audit: &Audit, kind: AuditKind, subject: &str, e: &Browse
 
 /// The routes of this resource, for the route table.
 pub(crate) fn routes() -> Vec<RouteSpec> {
-    use Access::Authenticated;
+    use Access::{Operator, Viewer};
     vec![
         route(
             Method::GET,
             "/console/v1/browser/sessions",
-            Authenticated,
+            Viewer,
             list_sessions,
         ),
         route(
             Method::POST,
             "/console/v1/browser/sessions",
-            Authenticated,
+            Operator,
             create_session,
         ),
         route(
             Method::GET,
             "/console/v1/browser/sessions/{session_id}",
-            Authenticated,
+            Viewer,
             get_session,
         ),
         route(
             Method::DELETE,
             "/console/v1/browser/sessions/{session_id}",
-            Authenticated,
+            Operator,
             close_session,
         ),
         route(
             Method::POST,
             "/console/v1/browser/sessions/{session_id}/navigate",
-            Authenticated,
+            Operator,
             navigate,
         ),
         route(
             Method::POST,
             "/console/v1/browser/sessions/{session_id}/click",
-            Authenticated,
+            Operator,
             click,
         ),
         route(
             Method::POST,
             "/console/v1/browser/sessions/{session_id}/type",
-            Authenticated,
+            Operator,
             type_text,
         ),
         route(
             Method::GET,
             "/console/v1/browser/sessions/{session_id}/screenshot",
-            Authenticated,
+            Viewer,
             screenshot,
         ),
         route(
             Method::GET,
             "/console/v1/browser/sessions/{session_id}/content",
-            Authenticated,
+            Viewer,
             content,
         ),
     ]

@@ -24,7 +24,7 @@ pub(crate) fn routes() -> Vec<RouteSpec> {
     vec![route(
         Method::GET,
         "/console/v1/cluster",
-        Access::Authenticated,
+        Access::Viewer,
         cluster,
     )]
 }

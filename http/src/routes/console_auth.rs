@@ -18,21 +18,27 @@ use crate::route::{Access, RouteSpec, route};
 use crate::state::AppState;
 use palyra_actors::ConsoleSession;
 use palyra_actors::audit::AuditKind;
+use palyra_actors::operators::Role;
+use palyra_actors::sessions::{OPERATOR_PREFIX, SessionGrant};
+use std::net::IpAddr;
 
-/// Principal of a login that names none.
-pub const DEFAULT_PRINCIPAL: &str = "admin:local";
 /// Device id of a login that names none.
 pub const DEFAULT_DEVICE_ID: &str = "unnamed-device";
 
+/// A login: the admin token (a `root` session), or an operator's id and password.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
-    /// The daemon's admin token.
-    #[schema(value_type = String)]
-    pub admin_token: SecretString,
-    /// `admin:` followed by 1 to 64 of `A-Z a-z 0-9 . _ @ -`; default `admin:local`.
-    #[schema(pattern = r"^admin:[A-Za-z0-9._@-]{1,64}$")]
-    pub principal: Option<String>,
+    /// The daemon's admin token; the session's principal is `root`. Not with
+    /// `operator_id`.
+    #[schema(value_type = Option<String>)]
+    pub admin_token: Option<SecretString>,
+    /// An operator's id; the session's principal is `operator:<id>`, with their role.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9._@-]{0,63}$")]
+    pub operator_id: Option<String>,
+    /// The operator's password (with `operator_id`).
+    #[schema(value_type = Option<String>)]
+    pub password: Option<SecretString>,
     /// 1 to 128 of `A-Z a-z 0-9 . _ : -`; default `unnamed-device`.
     #[schema(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
     pub device_id: Option<String>,
@@ -111,15 +117,17 @@ fn clear_cookie_header(state: &AppState) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// Exchanges the admin token for a console session (cookie plus CSRF token).
+/// Exchanges the admin token, or an operator's id and password, for a console session
+/// (cookie plus CSRF token).
 #[utoipa::path(post, path = "/console/v1/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in; the session cookie is set", body = ConsoleSession),
         (status = 400, description = "Malformed request", body = ErrorBody),
-        (status = 401, description = "Wrong admin token", body = ErrorBody),
+        (status = 401, description = "Wrong admin token, or wrong operator or password", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 421, description = "Not one of the daemon's host names", body = ErrorBody),
         (status = 429, description = "Too many failed attempts", body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
@@ -127,45 +135,72 @@ pub async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let peer = peer_ip(&extensions);
-    let principal = req
-        .principal
-        .unwrap_or_else(|| DEFAULT_PRINCIPAL.to_owned());
-    // Refused while throttled, before the token is even looked at: not audited one by
-    // one (the failures that caused the throttle are), so a flood adds nothing.
-    state
-        .auth_throttle
-        .check(peer)
-        .map_err(|retry_after_s| ApiError::TooManyRequests { retry_after_s })?;
-    let audit = Audit::from_parts(&extensions, &state);
-    if !admin_token_matches(&state, req.admin_token.expose()) {
-        state.auth_throttle.record_failure(peer);
-        tracing::warn!(%peer, "console login failed: wrong admin token");
-        // The principal is only the caller's claim: the actor stays anonymous.
-        let claimed = if palyra_actors::sessions::validate_principal(&principal).is_ok() {
-            principal.as_str()
-        } else {
-            "an invalid principal"
-        };
-        audit
-            .failure(
-                AuditKind::LoginFailed,
-                claimed,
-                format!("wrong admin token; claimed {claimed}"),
-            )
-            .await;
-        return Err(ApiError::Unauthorized("wrong admin token"));
-    }
-    let audit = audit.as_actor(&principal);
     let device_id = req
         .device_id
         .unwrap_or_else(|| DEFAULT_DEVICE_ID.to_owned());
-    let issued = state
-        .sessions
-        .create(principal, device_id, Vec::new())
-        .await?;
+    palyra_actors::sessions::validate_device_id(&device_id)?;
+    let audit = Audit::from_parts(&extensions, &state);
+    let grant = match (req.admin_token, req.operator_id, req.password) {
+        (Some(token), None, None) => {
+            let throttled = throttled(&state, peer, None)?;
+            if !admin_token_matches(&state, token.expose()) {
+                return Err(login_failed(
+                    &state,
+                    &audit,
+                    peer,
+                    None,
+                    throttled,
+                    "wrong admin token",
+                )
+                .await);
+            }
+            SessionGrant {
+                principal: palyra_actors::sessions::ROOT_PRINCIPAL.to_owned(),
+                role: Role::Admin,
+                credential: state.root_credential(),
+            }
+        }
+        (None, Some(operator_id), Some(password)) => {
+            let throttled = throttled(&state, peer, Some(&operator_id))?;
+            match state
+                .operators
+                .verify_password(&operator_id, password)
+                .await?
+            {
+                Some(operator) => SessionGrant {
+                    principal: format!("{OPERATOR_PREFIX}{}", operator.operator_id),
+                    role: operator.role,
+                    credential: format!("password:{}", operator.operator_id),
+                },
+                None => {
+                    return Err(login_failed(
+                        &state,
+                        &audit,
+                        peer,
+                        Some(&operator_id),
+                        throttled,
+                        "wrong operator id or password",
+                    )
+                    .await);
+                }
+            }
+        }
+        _ => {
+            return Err(ApiError::BadRequest {
+                code: "invalid_login",
+                message: "send either admin_token, or operator_id and password".to_owned(),
+            });
+        }
+    };
+    let audit = audit.as_actor(&grant.principal);
+    let how = match grant.role {
+        _ if grant.principal == palyra_actors::sessions::ROOT_PRINCIPAL => "admin token",
+        _ => "password",
+    };
+    let issued = state.sessions.create(grant, device_id, Vec::new()).await?;
     tracing::info!(%peer, principal = %issued.session.principal, "console login");
     audit
-        .success(AuditKind::Login, &issued.session.principal, "admin token")
+        .success(AuditKind::Login, &issued.session.principal, how)
         .await;
     let mut response = Json(issued.session).into_response();
     response.headers_mut().insert(
@@ -173,6 +208,60 @@ pub async fn login(
         session_cookie_header(&state, &issued.token),
     );
     Ok(response)
+}
+
+/// The throttles a login passes first: per peer, and per operator for a password. From
+/// the network a throttled attempt is refused before its credential is looked at; from
+/// loopback the right credential still gets in (`Some(retry_after)`: only if right).
+fn throttled(
+    state: &AppState,
+    peer: IpAddr,
+    operator: Option<&str>,
+) -> Result<Option<u64>, ApiError> {
+    let by_peer = state.auth_throttle.check(peer).err();
+    let by_operator = operator.and_then(|id| state.operator_throttle.check(&id.to_owned()).err());
+    let retry_after_s = by_peer.max(by_operator);
+    match retry_after_s {
+        Some(retry_after_s) if !peer.is_loopback() => {
+            Err(ApiError::TooManyRequests { retry_after_s })
+        }
+        other => Ok(other),
+    }
+}
+
+/// A failed login: counted (per peer, and per operator), logged and audited with an
+/// anonymous actor; a throttled one is only logged, so a flood adds nothing.
+async fn login_failed(
+    state: &AppState,
+    audit: &Audit,
+    peer: IpAddr,
+    operator: Option<&str>,
+    throttled: Option<u64>,
+    why: &'static str,
+) -> ApiError {
+    tracing::warn!(%peer, why, "console login failed");
+    if let Some(retry_after_s) = throttled {
+        return ApiError::TooManyRequests { retry_after_s };
+    }
+    state.auth_throttle.record_failure(peer);
+    // Only a well-formed id is recorded: the claim is the client's to choose.
+    let claimed = operator
+        .filter(|id| palyra_actors::operators::validate_operator_id(id).is_ok())
+        .map(|id| format!("{OPERATOR_PREFIX}{id}"));
+    if let Some(id) =
+        operator.filter(|id| palyra_actors::operators::validate_operator_id(id).is_ok())
+    {
+        state.operator_throttle.record_failure(id.to_owned());
+    }
+    let subject = claimed
+        .as_deref()
+        .unwrap_or(palyra_actors::sessions::ROOT_PRINCIPAL);
+    audit.submit_unauthenticated_failure(
+        &state.auth_audit_budget,
+        subject,
+        format!("{why}; claimed {subject}"),
+    );
+    ApiError::Unauthorized(why)
 }
 
 /// The current console session, including its CSRF token.
@@ -187,8 +276,8 @@ pub async fn session(
 ) -> Result<Json<ConsoleSession>, ApiError> {
     match caller {
         Caller::Session(auth) => Ok(Json(auth.session)),
-        // The bearer token is valid but is not a console session.
-        Caller::Bearer => Err(palyra_actors::ActorError::NoSession.into()),
+        // A bearer token is valid but is not a console session.
+        Caller::Root | Caller::Token(_) => Err(palyra_actors::ActorError::NoSession.into()),
     }
 }
 
@@ -242,13 +331,13 @@ pub async fn mint_handoff(
     let redirect_path = req.redirect_path.unwrap_or_else(|| "/".to_owned());
     let minted = state
         .handoffs
-        .mint(caller.principal().to_owned(), redirect_path)
+        .mint(caller.grant(&state.root_credential()), redirect_path)
         .await?;
     tracing::info!(principal = %caller.principal(), "browser handoff minted");
     audit
         .success(
             AuditKind::HandoffMinted,
-            caller.principal(),
+            &caller.principal(),
             format!("expires {}", minted.expires_at.to_rfc3339()),
         )
         .await;
@@ -369,25 +458,15 @@ async fn consume_audited(
 
 /// The routes of this resource, for the route table.
 pub(crate) fn routes() -> Vec<RouteSpec> {
-    use Access::{Authenticated, Public};
+    use Access::{Public, Viewer};
     vec![
         route(Method::POST, "/console/v1/auth/login", Public, login),
-        route(
-            Method::GET,
-            "/console/v1/auth/session",
-            Authenticated,
-            session,
-        ),
-        route(
-            Method::POST,
-            "/console/v1/auth/logout",
-            Authenticated,
-            logout,
-        ),
+        route(Method::GET, "/console/v1/auth/session", Viewer, session),
+        route(Method::POST, "/console/v1/auth/logout", Viewer, logout),
         route(
             Method::POST,
             "/console/v1/auth/browser-handoff",
-            Authenticated,
+            Viewer,
             mint_handoff,
         ),
         route(

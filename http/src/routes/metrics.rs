@@ -46,6 +46,6 @@ pub async fn render(state: &AppState) -> Result<Response, ApiError> {
 
 /// The routes of this resource, for the route table.
 pub(crate) fn routes() -> Vec<RouteSpec> {
-    use Access::Authenticated;
-    vec![route(Method::GET, "/metrics", Authenticated, metrics)]
+    use Access::Viewer;
+    vec![route(Method::GET, "/metrics", Viewer, metrics)]
 }

@@ -8,5 +8,7 @@ pub mod deployment;
 pub mod metrics;
 pub mod oauth;
 pub mod objectives;
+pub mod operators;
 pub mod ops;
 pub mod profiles;
+pub mod tokens;

@@ -465,18 +465,18 @@ fn callback_page(outcome: &Result<SignInOutcome, (StatusCode, String)>) -> Respo
 
 /// The routes of this resource, for the route table.
 pub(crate) fn routes() -> Vec<RouteSpec> {
-    use Access::{Authenticated, Public};
+    use Access::{Operator, Public, Viewer};
     vec![
         route(
             Method::POST,
             "/console/v1/auth/providers/{provider}/bootstrap",
-            Authenticated,
+            Operator,
             bootstrap,
         ),
         route(
             Method::POST,
             "/console/v1/auth/providers/{provider}/device",
-            Authenticated,
+            Operator,
             device_sign_in,
         ),
         route(
@@ -488,19 +488,19 @@ pub(crate) fn routes() -> Vec<RouteSpec> {
         route(
             Method::GET,
             "/console/v1/auth/providers/{provider}/callback-state",
-            Authenticated,
+            Viewer,
             callback_state,
         ),
         route(
             Method::POST,
             "/console/v1/auth/providers/{provider}/manual-callback",
-            Authenticated,
+            Operator,
             manual_callback,
         ),
         route(
             Method::POST,
             "/console/v1/auth/profiles/{profile_id}/refresh",
-            Authenticated,
+            Operator,
             refresh,
         ),
     ]

@@ -327,72 +327,62 @@ pub async fn runs(
 
 /// The routes of this resource, for the route table.
 pub(crate) fn routes() -> Vec<RouteSpec> {
-    use Access::Authenticated;
+    use Access::{Operator, Viewer};
     vec![
-        route(
-            Method::GET,
-            "/console/v1/agents",
-            Authenticated,
-            list_agents,
-        ),
-        route(
-            Method::POST,
-            "/console/v1/agents",
-            Authenticated,
-            create_agent,
-        ),
+        route(Method::GET, "/console/v1/agents", Viewer, list_agents),
+        route(Method::POST, "/console/v1/agents", Operator, create_agent),
         route(
             Method::GET,
             "/console/v1/agents/{agent_id}",
-            Authenticated,
+            Viewer,
             get_agent,
         ),
         route(
             Method::PATCH,
             "/console/v1/agents/{agent_id}",
-            Authenticated,
+            Operator,
             update_agent,
         ),
         route(
             Method::DELETE,
             "/console/v1/agents/{agent_id}",
-            Authenticated,
+            Operator,
             delete_agent,
         ),
         route(
             Method::GET,
             "/console/v1/objectives",
-            Authenticated,
+            Viewer,
             list_objectives,
         ),
         route(
             Method::POST,
             "/console/v1/objectives",
-            Authenticated,
+            Operator,
             create_objective,
         ),
         route(
             Method::GET,
             "/console/v1/objectives/{objective_id}",
-            Authenticated,
+            Viewer,
             get_objective,
         ),
         route(
             Method::PATCH,
             "/console/v1/objectives/{objective_id}",
-            Authenticated,
+            Operator,
             update_objective,
         ),
         route(
             Method::POST,
             "/console/v1/objectives/{objective_id}/lifecycle",
-            Authenticated,
+            Operator,
             lifecycle,
         ),
         route(
             Method::GET,
             "/console/v1/objectives/{objective_id}/runs",
-            Authenticated,
+            Viewer,
             runs,
         ),
     ]

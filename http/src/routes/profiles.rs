@@ -321,54 +321,44 @@ pub async fn rotate_key(
 
 /// The routes of this resource, for the route table.
 pub(crate) fn routes() -> Vec<RouteSpec> {
-    use Access::Authenticated;
+    use Access::{Admin, Operator, Viewer};
     vec![
         route(
             Method::GET,
             "/console/v1/auth/profiles",
-            Authenticated,
+            Viewer,
             list_profiles,
         ),
         route(
             Method::POST,
             "/console/v1/auth/profiles",
-            Authenticated,
+            Operator,
             create_profile,
         ),
         route(
             Method::GET,
             "/console/v1/auth/profiles/{profile_id}",
-            Authenticated,
+            Viewer,
             get_profile,
         ),
         route(
             Method::DELETE,
             "/console/v1/auth/profiles/{profile_id}",
-            Authenticated,
+            Operator,
             delete_profile,
         ),
         route(
             Method::POST,
             "/console/v1/auth/profiles/{profile_id}/default",
-            Authenticated,
+            Operator,
             set_default,
         ),
-        route(
-            Method::GET,
-            "/console/v1/auth/health",
-            Authenticated,
-            health,
-        ),
-        route(
-            Method::GET,
-            "/console/v1/auth/resolve",
-            Authenticated,
-            resolve,
-        ),
+        route(Method::GET, "/console/v1/auth/health", Viewer, health),
+        route(Method::GET, "/console/v1/auth/resolve", Viewer, resolve),
         route(
             Method::POST,
             "/console/v1/vault/rotate-key",
-            Authenticated,
+            Admin,
             rotate_key,
         ),
     ]

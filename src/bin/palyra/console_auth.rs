@@ -23,10 +23,9 @@ pub enum ConsoleCommand {
 pub async fn login(
     json: bool,
     client: &ControlPlaneClient,
-    principal: Option<&str>,
     device_id: Option<&str>,
 ) -> Result<(), ClientError> {
-    let session = client.login(principal, device_id).await?;
+    let session = client.login(device_id).await?;
     // The CLI keeps no cookie: the check's session is revoked straight away.
     client.logout(&session).await?;
     if json {
@@ -41,6 +40,38 @@ pub async fn login(
         println!(
             "admin token accepted; principal {}",
             session.session.principal
+        );
+    }
+    Ok(())
+}
+
+/// `palyra login --operator ID`: checks the operator's password with a login and
+/// prints the principal and role.
+pub async fn login_operator(
+    json: bool,
+    client: &ControlPlaneClient,
+    operator_id: &str,
+    password: &palyra_actors::SecretString,
+    device_id: Option<&str>,
+) -> Result<(), ClientError> {
+    let session = client
+        .login_operator(operator_id, password, device_id)
+        .await?;
+    client.logout(&session).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "principal": session.session.principal,
+                "role": session.session.role,
+                "device_id": session.session.device_id,
+            })
+        );
+    } else {
+        println!(
+            "password accepted; principal {}, role {}",
+            session.session.principal,
+            session.session.role.name()
         );
     }
     Ok(())

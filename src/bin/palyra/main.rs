@@ -3,7 +3,8 @@
 //! One module per resource, mirroring the admin API's routes (http/src/routes/):
 //! [`console_auth`] (login, console links), [`ops`] (status), [`profiles`] (auth
 //! profiles, the vault), [`oauth`] (sign-in), [`objectives`] (agents, objectives),
-//! [`browser`] (browser sessions), [`deployment`] (posture, audit); [`output`] formats
+//! [`browser`] (browser sessions), [`deployment`] (posture, audit), [`operators`]
+//! (operators, API tokens, password login); [`output`] formats
 //! what they print.
 
 mod browser;
@@ -11,6 +12,7 @@ mod console_auth;
 mod deployment;
 mod oauth;
 mod objectives;
+mod operators;
 mod ops;
 mod output;
 mod profiles;
@@ -26,6 +28,7 @@ use crate::browser::BrowserCommand;
 use crate::console_auth::ConsoleCommand;
 use crate::oauth::OAuthLogin;
 use crate::objectives::{AgentsCommand, ObjectivesCommand};
+use crate::operators::{OperatorsCommand, TokensCommand};
 use crate::profiles::{ProfilesCommand, VaultCommand};
 
 #[derive(Debug, Parser)]
@@ -50,10 +53,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check the admin token against the daemon and print the principal.
+    /// Check the admin token (or, with --operator, an operator's password) against the
+    /// daemon and print the principal and role.
     Login {
+        /// Log in as this operator; the password is asked for (never an argument).
         #[arg(long)]
-        principal: Option<String>,
+        operator: Option<String>,
+        /// Read the operator's password from standard input instead of a prompt.
+        #[arg(long, requires = "operator")]
+        password_stdin: bool,
         #[arg(long)]
         device_id: Option<String>,
     },
@@ -73,6 +81,16 @@ enum Command {
     Vault {
         #[command(subcommand)]
         command: VaultCommand,
+    },
+    /// Operators: who signs in, with which role (admin).
+    Operators {
+        #[command(subcommand)]
+        command: OperatorsCommand,
+    },
+    /// API tokens of operators, for scripts (admin).
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
     },
     /// Agents: who runs objectives, with which model and credential.
     Agents {
@@ -172,17 +190,22 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
     let json = cli.json;
     match &cli.command {
         Command::Login {
-            principal,
+            operator: Some(operator),
+            password_stdin,
             device_id,
         } => {
-            console_auth::login(
-                json,
-                &client(cli)?,
-                principal.as_deref(),
-                device_id.as_deref(),
-            )
-            .await
+            let password = operators::read_password(*password_stdin, "Password: ")?;
+            let client = client_with(cli, None)?;
+            console_auth::login_operator(json, &client, operator, &password, device_id.as_deref())
+                .await
         }
+        Command::Login {
+            operator: None,
+            device_id,
+            ..
+        } => console_auth::login(json, &client(cli)?, device_id.as_deref()).await,
+        Command::Operators { command } => operators::operators(json, &client(cli)?, command).await,
+        Command::Tokens { command } => operators::tokens(json, &client(cli)?, command).await,
         Command::Console { command } => console_auth::console(json, &client(cli)?, command).await,
         Command::Status => ops::status(json, &cli.url, &client_with(cli, None)?).await,
         Command::Auth {

@@ -10,6 +10,7 @@ use crate::postgres::connect::{Connector, classify_setup};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_cluster.sql"),
+    include_str!("migrations/0003_operators.sql"),
 ];
 
 /// The newest PostgreSQL schema this build knows.

@@ -53,6 +53,8 @@ pub(crate) fn columns(table: Table) -> &'static [&'static str] {
             "finished_at",
         ],
         Table::Audit => &["at_ms", "seq", "kind", "actor", "outcome"],
+        Table::Operators => &["operator_id", "role", "disabled"],
+        Table::ApiTokens => &["token_id", "operator_id", "role", "expires_at_ms"],
     }
 }
 
@@ -134,6 +136,13 @@ pub(crate) fn extract(table: Table, key: &[u8], value: &[u8]) -> Result<Vec<Para
                 text(r, "outcome"),
             ]
         }
+        Table::Operators => vec![id_key(table, key)?, text(r, "role"), boolean(r, "disabled")],
+        Table::ApiTokens => vec![
+            id_key(table, key)?,
+            text(r, "operator_id"),
+            text(r, "role"),
+            int(r, "expires_at_ms"),
+        ],
     };
     Ok(params)
 }
@@ -199,6 +208,10 @@ fn int(r: Option<&Value>, name: &str) -> Param {
             .or_else(|| v.as_u64().and_then(|u| i64::try_from(u).ok()))
     });
     Box::new(v)
+}
+
+fn boolean(r: Option<&Value>, name: &str) -> Param {
+    Box::new(field(r, name).and_then(Value::as_bool))
 }
 
 fn time(r: Option<&Value>, name: &str) -> Param {
