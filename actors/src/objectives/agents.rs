@@ -31,6 +31,7 @@ impl Handler<CreateAgent> for ObjectivesActor {
             workspace_roots: new.workspace_roots,
             default_model_profile: new.default_model_profile,
             model: new.model,
+            max_concurrent_runs: new.max_concurrent_runs,
             created_at: now,
             updated_at: now,
         };
@@ -79,6 +80,9 @@ impl Handler<UpdateAgent> for ObjectivesActor {
         }
         if let Some(v) = patch.default_model_profile {
             agent.default_model_profile = v;
+        }
+        if let Some(v) = patch.max_concurrent_runs {
+            agent.max_concurrent_runs = v;
         }
         if let Some(v) = patch.model {
             agent.model = v;

@@ -324,7 +324,10 @@ impl ObjectivesActor {
                         Ok(objective) => {
                             self.stored.insert(id.clone(), value);
                             self.sync_schedule(&objective);
-                            self.objectives.insert(id, objective);
+                            self.objectives.insert(id.clone(), objective);
+                            // Paused or cancelled on another node: a run of it going
+                            // here stops.
+                            self.stop_inactive(&id, None);
                         }
                         Err(e) => {
                             tracing::warn!(objective_id = %id, error = %e, "unreadable objective row");

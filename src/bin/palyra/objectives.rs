@@ -26,6 +26,9 @@ pub enum AgentsCommand {
         /// The auth profile its runs use.
         #[arg(long)]
         profile: Option<String>,
+        /// Runs of its objectives going at once on a node, at most.
+        #[arg(long)]
+        max_concurrent_runs: Option<u32>,
     },
     Update {
         agent_id: String,
@@ -39,6 +42,11 @@ pub enum AgentsCommand {
         profile: Option<String>,
         #[arg(long)]
         clear_profile: bool,
+        #[arg(long, conflicts_with = "clear_max_concurrent_runs")]
+        max_concurrent_runs: Option<u32>,
+        /// Back to the node's cap alone.
+        #[arg(long)]
+        clear_max_concurrent_runs: bool,
     },
     Remove {
         agent_id: String,
@@ -72,6 +80,18 @@ pub struct ObjectiveFields {
     pub max_runs: Option<u64>,
     #[arg(long)]
     pub max_tokens: Option<u64>,
+    /// Attempts of a failed run in all (with --backoff-s, default 0).
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// The wait before the first retry; each next one waits twice as long.
+    #[arg(long, requires = "max_attempts")]
+    pub backoff_s: Option<u32>,
+    /// The whole run at most this long.
+    #[arg(long)]
+    pub deadline_s: Option<u32>,
+    /// Pause after this many failed runs in a row (0: never).
+    #[arg(long)]
+    pub pause_after_failures: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +133,11 @@ pub enum ObjectivesCommand {
     Archive(LifecycleArgs),
     /// Run now, within budget.
     Fire(LifecycleArgs),
+    /// Cancels one run: stops it if it is going here, or keeps it from starting.
+    CancelRun {
+        objective_id: String,
+        run_id: String,
+    },
     /// Run history, newest first.
     Runs {
         objective_id: String,
@@ -174,11 +199,13 @@ pub async fn agents(
             display_name,
             workspace_roots,
             profile,
+            max_concurrent_runs,
         } => {
             client
                 .create_agent(serde_json::json!({
                     "agent_id": agent_id, "model": model, "display_name": display_name,
                     "workspace_roots": workspace_roots, "default_model_profile": profile,
+                    "max_concurrent_runs": max_concurrent_runs,
                 }))
                 .await?
         }
@@ -189,6 +216,8 @@ pub async fn agents(
             workspace_roots,
             profile,
             clear_profile,
+            max_concurrent_runs,
+            clear_max_concurrent_runs,
         } => {
             let mut patch = serde_json::Map::new();
             if let Some(v) = model {
@@ -204,6 +233,11 @@ pub async fn agents(
                 patch.insert("default_model_profile".into(), v.clone().into());
             } else if *clear_profile {
                 patch.insert("default_model_profile".into(), serde_json::Value::Null);
+            }
+            if let Some(n) = max_concurrent_runs {
+                patch.insert("max_concurrent_runs".into(), (*n).into());
+            } else if *clear_max_concurrent_runs {
+                patch.insert("max_concurrent_runs".into(), serde_json::Value::Null);
             }
             client.update_agent(agent_id, patch.into()).await?
         }
@@ -266,6 +300,18 @@ pub fn objective_fields(fields: &ObjectiveFields) -> serde_json::Map<String, ser
     if let Some(j) = fields.jitter_s {
         automation.insert("jitter_s".into(), j.into());
     }
+    if let Some(n) = fields.max_attempts {
+        body.insert(
+            "retry".into(),
+            serde_json::json!({ "max_attempts": n, "backoff_s": fields.backoff_s.unwrap_or(0) }),
+        );
+    }
+    if let Some(d) = fields.deadline_s {
+        body.insert("deadline_s".into(), d.into());
+    }
+    if let Some(n) = fields.pause_after_failures {
+        body.insert("pause_after_failures".into(), n.into());
+    }
     if !automation.is_empty() {
         body.insert("automation".into(), automation.into());
     }
@@ -314,6 +360,23 @@ pub async fn objectives(
                 print_table(
                     &OBJECTIVE_HEADER,
                     &page.items.iter().map(objective_row).collect::<Vec<_>>(),
+                );
+            }
+            return Ok(());
+        }
+        ObjectivesCommand::CancelRun {
+            objective_id,
+            run_id,
+        } => {
+            let run = client.cancel_run(objective_id, run_id).await?;
+            if json {
+                print_json(&run);
+            } else {
+                println!(
+                    "run {}: {}{}",
+                    run.run_id,
+                    wire_name(run.status),
+                    run.error.map(|e| format!(" ({e})")).unwrap_or_default()
                 );
             }
             return Ok(());
