@@ -18,6 +18,7 @@ mod handoff;
 mod helpers;
 mod oauth;
 mod objectives;
+mod objectives_cluster_cancel;
 mod objectives_limits;
 mod postgres_copy;
 mod postgres_faults;
