@@ -110,7 +110,10 @@ async fn a_pause_on_one_node_stops_the_run_going_on_another() {
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "conflict", "{body}");
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("node-a"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("node-a"),
         "{body}"
     );
     // A pause through node B stops it on node A.

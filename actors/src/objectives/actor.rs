@@ -92,11 +92,11 @@ pub(super) struct ObjectivesActor {
     pub(super) elsewhere: HashMap<String, String>,
     /// Firings over the concurrency caps, waiting in firing order as durable `queued`
     /// runs for a slot (`limits.rs`).
-    pub(super) waiting: super::limits::WaitingRuns,
+    pub(super) waiting: super::waiting::WaitingRuns,
     /// Run id -> the abort handle of its task: a cancel drops the provider call.
     pub(super) aborts: HashMap<String, tokio::task::AbortHandle>,
     /// Run id -> the cancel asked for it and who waits for its record (`cancel.rs`).
-    pub(super) cancels: super::cancel::Cancels,
+    pub(super) cancels: super::waiting::Cancels,
 }
 
 pub(super) type Agents = BTreeMap<String, AgentRecord>;

@@ -10,29 +10,14 @@
 //! or cancel of the objective stops its run wherever it goes, since every node sees
 //! the objective change.
 
-use std::collections::HashMap;
-
 use actix::prelude::*;
 use palyra_storage::{Table, WriteOp, decode_record};
 
 use super::actor::ObjectivesActor;
 use super::model::{ObjectiveState, RunRecord, RunStatus, RunTrigger, run_key};
+use super::waiting::{Cancel, CancelReply};
 use crate::error::ActorError;
 use crate::time::{now_ms, to_datetime};
-
-/// Where the record of a cancelled run is answered.
-type CancelReply = tokio::sync::oneshot::Sender<Result<RunRecord, ActorError>>;
-
-/// A cancel asked for a run going: why (the run's `error`), and who waits for the
-/// record.
-#[derive(Debug)]
-pub(super) struct Cancel {
-    pub(super) reason: String,
-    replies: Vec<CancelReply>,
-}
-
-/// Run id -> the cancel asked for it.
-pub(super) type Cancels = HashMap<String, Cancel>;
 
 /// Cancel one run of an objective.
 #[derive(Message)]

@@ -10,7 +10,7 @@
 //! (`actor::recover`), and a node that died leaves them to the shard's next owner,
 //! which records them missed once that node's heartbeat is gone (`sync.rs`).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -18,70 +18,9 @@ use chrono::{DateTime, Utc};
 use super::actor::{Agents, Objectives, ObjectivesActor};
 use super::firing::{RunReply, RunStart};
 use super::model::{RunStatus, RunTrigger, new_run};
+use super::waiting::WaitingRun;
 use crate::error::ActorError;
 use crate::time::{now_ms, to_datetime};
-
-/// A claimed firing waiting for a slot.
-#[derive(Debug, Clone)]
-pub(super) struct WaitingRun {
-    pub(super) objective_id: String,
-    /// Whose cap it counts against when it starts.
-    pub(super) agent_id: String,
-    /// The sequence number of its `queued` run row.
-    pub(super) seq: u64,
-    pub(super) scheduled_for: Option<DateTime<Utc>>,
-    pub(super) trigger: RunTrigger,
-}
-
-/// The firings waiting for a slot, oldest first; at most one per objective (an
-/// objective with one waiting counts as having a run going, so overlap decides what
-/// its next firing comes to).
-#[derive(Debug, Default)]
-pub(super) struct WaitingRuns {
-    fifo: VecDeque<WaitingRun>,
-    objectives: HashSet<String>,
-}
-
-impl WaitingRuns {
-    pub(super) fn push(&mut self, run: WaitingRun) {
-        self.objectives.insert(run.objective_id.clone());
-        self.fifo.push_back(run);
-    }
-
-    pub(super) fn contains(&self, objective_id: &str) -> bool {
-        self.objectives.contains(objective_id)
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.fifo.len()
-    }
-
-    /// Takes the objective's waiting firing out, if any.
-    pub(super) fn take(&mut self, objective_id: &str) -> Option<WaitingRun> {
-        if !self.objectives.remove(objective_id) {
-            return None;
-        }
-        let at = self
-            .fifo
-            .iter()
-            .position(|w| w.objective_id == objective_id)?;
-        self.fifo.remove(at)
-    }
-
-    /// Takes the oldest entry `startable` accepts.
-    fn take_first(&mut self, startable: impl Fn(&WaitingRun) -> bool) -> Option<WaitingRun> {
-        let at = self.fifo.iter().position(startable)?;
-        let run = self.fifo.remove(at)?;
-        self.objectives.remove(&run.objective_id);
-        Some(run)
-    }
-
-    /// Keeps the entries `keep(objective_id, seq)` accepts.
-    pub(super) fn retain(&mut self, mut keep: impl FnMut(&str, u64) -> bool) {
-        self.fifo.retain(|w| keep(&w.objective_id, w.seq));
-        self.objectives = self.fifo.iter().map(|w| w.objective_id.clone()).collect();
-    }
-}
 
 impl ObjectivesActor {
     /// Whether a run of `agent_id`'s may start now: under the node's cap and the
@@ -234,41 +173,4 @@ fn below_agent_cap(
         .filter(|id| objectives.get(*id).is_some_and(|o| o.agent_id == agent_id))
         .count();
     going < cap as usize
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn waiting(objective_id: &str, agent_id: &str, seq: u64) -> WaitingRun {
-        WaitingRun {
-            objective_id: objective_id.into(),
-            agent_id: agent_id.into(),
-            seq,
-            scheduled_for: None,
-            trigger: RunTrigger::Schedule,
-        }
-    }
-
-    #[test]
-    fn the_fifo_hands_out_in_firing_order_and_lets_a_capped_agent_be_passed() {
-        let mut fifo = WaitingRuns::default();
-        fifo.push(waiting("o1", "busy", 1));
-        fifo.push(waiting("o2", "free", 1));
-        fifo.push(waiting("o3", "busy", 1));
-        fifo.push(waiting("o4", "free", 1));
-        assert!(fifo.contains("o3"));
-        let first = fifo.take_first(|_| true).unwrap();
-        assert_eq!(first.objective_id, "o1");
-        // The busy agent is at its cap: the oldest entry of another agent goes first.
-        let next = fifo.take_first(|w| w.agent_id != "busy").unwrap();
-        assert_eq!(next.objective_id, "o2");
-        assert!(!fifo.contains("o2"));
-        assert_eq!(fifo.take("o4").unwrap().objective_id, "o4");
-        assert!(fifo.take("o4").is_none());
-        assert_eq!(fifo.len(), 1);
-        fifo.retain(|id, _| id != "o3");
-        assert_eq!(fifo.len(), 0);
-        assert!(!fifo.contains("o3"));
-    }
 }

@@ -26,6 +26,7 @@
 //!   them, its deadline; and the pause after consecutive failed runs.
 //! - `limits.rs`: the concurrency caps (per node and per agent) and the FIFO of
 //!   firings waiting for a slot as durable `queued` runs.
+//! - `waiting.rs`: the FIFO of waiting firings and the cancels asked, as plain data.
 //! - `cancel.rs`: cancelling one run (its task aborted, so its provider call is
 //!   dropped), and stopping the runs of an objective paused or cancelled.
 //! - `sync.rs`: the actor's start, and keeping in step with other nodes: rows they
@@ -47,6 +48,7 @@ pub(crate) mod model;
 mod retry;
 mod runner;
 mod sync;
+mod waiting;
 
 pub use actor::ObjectivesPolicy;
 pub use handle::ObjectivesHandle;
