@@ -445,6 +445,14 @@ async fn the_node_cap_is_never_exceeded_and_every_queued_firing_runs_in_order() 
     for id in &ids {
         assert_eq!(runs(&app, id).await.len(), 1, "one record per firing");
     }
+    // A firing that waited shows when it was claimed and when it started.
+    let waited = finished_run(&app, "c5").await;
+    let queued_at = waited["queued_at"].as_str().expect("queued_at").to_owned();
+    assert!(
+        waited["started_at"].as_str().unwrap() >= queued_at.as_str(),
+        "{waited}"
+    );
+    assert!(finished_run(&app, "c0").await.get("queued_at").is_none());
 }
 
 #[tokio::test]

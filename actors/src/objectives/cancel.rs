@@ -169,6 +169,7 @@ impl ObjectivesActor {
             node_id: Some(self.cluster.node_id().to_owned()),
             late_by_ms: None,
             retries: 0,
+            queued_at: None,
         }
     }
 

@@ -229,6 +229,7 @@ impl Handler<Fire> for ObjectivesActor {
                     fence,
                     late_by_ms,
                     missed: std::mem::take(&mut missed),
+                    queued_at: None,
                 };
                 // Over a concurrency cap the firing is claimed as `queued` and waits.
                 if self.has_slot(&objective.agent_id) {
@@ -251,6 +252,8 @@ pub(super) struct RunStart {
     pub(super) late_by_ms: Option<i64>,
     /// Records of instants the firing stepped over, written with it.
     pub(super) missed: Vec<WriteOp>,
+    /// When the firing was claimed as a `queued` run, if it waited.
+    pub(super) queued_at: Option<DateTime<Utc>>,
 }
 
 /// Scheduled instants after `fired` and at or before `now` (at most 100): what a late
@@ -312,6 +315,7 @@ impl ObjectivesActor {
             fence: None,
             late_by_ms: None,
             missed: Vec::new(),
+            queued_at: None,
         };
         self.start_run_as(objective_id, start, ctx, reply);
     }
@@ -324,6 +328,7 @@ impl ObjectivesActor {
         scheduled_for: Option<DateTime<Utc>>,
         seq: u64,
         trigger: RunTrigger,
+        queued_at: Option<DateTime<Utc>>,
         ctx: &mut Context<Self>,
     ) {
         let Some(objective) = self.objectives.get(objective_id) else {
@@ -348,6 +353,7 @@ impl ObjectivesActor {
                 node_id: None,
                 late_by_ms: None,
                 retries: 0,
+                queued_at,
             };
             objective.updated_at = to_datetime(now_ms());
             let ops = vec![WriteOp::put(run_key(objective_id, seq), &run)];
@@ -381,6 +387,7 @@ impl ObjectivesActor {
                     node_id: Some(self.cluster.node_id().to_owned()),
                     late_by_ms: None,
                     retries: 0,
+                    queued_at,
                 };
                 self.metrics.count_run(RunStatus::Missed);
                 let ops = vec![WriteOp::put(run_key(objective_id, seq), &run)];
@@ -395,6 +402,7 @@ impl ObjectivesActor {
             fence,
             late_by_ms: None,
             missed: Vec::new(),
+            queued_at,
         };
         self.start_run_as(objective_id, start, ctx, None);
     }
@@ -413,6 +421,7 @@ impl ObjectivesActor {
             fence,
             late_by_ms,
             missed,
+            queued_at,
         } = start;
         let Some(mut objective) = self.objectives.get(objective_id).cloned() else {
             return;
@@ -435,6 +444,7 @@ impl ObjectivesActor {
                 node_id: None,
                 late_by_ms: None,
                 retries: 0,
+                queued_at,
             },
             None => new_run(
                 &mut objective,

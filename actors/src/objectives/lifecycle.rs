@@ -347,6 +347,7 @@ impl Handler<Lifecycle> for ObjectivesActor {
                     fence: None,
                     late_by_ms: None,
                     missed: Vec::new(),
+                    queued_at: None,
                 };
                 self.enqueue(&msg.objective_id, start, ctx, Some(tx));
             }
@@ -376,7 +377,14 @@ impl Handler<Lifecycle> for ObjectivesActor {
         {
             let oid = objective.objective_id.clone();
             self.objectives.insert(oid.clone(), objective.clone());
-            self.start_queued(&oid, Some(scheduled_for), seq, RunTrigger::Schedule, ctx);
+            self.start_queued(
+                &oid,
+                Some(scheduled_for),
+                seq,
+                RunTrigger::Schedule,
+                None,
+                ctx,
+            );
         }
         tracing::info!(objective_id = %objective.objective_id, state = %state_name(to), "objective lifecycle");
         let attempt = msg.attempt;

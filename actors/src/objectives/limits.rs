@@ -63,6 +63,7 @@ impl ObjectivesActor {
             seq: objective.run_seq,
             scheduled_for: start.scheduled_for,
             trigger: start.trigger,
+            queued_at: run.queued_at,
         };
         tracing::debug!(
             objective_id,
@@ -107,6 +108,7 @@ impl ObjectivesActor {
                 Some(scheduled_for),
                 seq,
                 RunTrigger::Schedule,
+                None,
                 ctx,
             );
         } else {
@@ -116,6 +118,7 @@ impl ObjectivesActor {
                 seq,
                 scheduled_for: Some(scheduled_for),
                 trigger: RunTrigger::Schedule,
+                queued_at: None,
             });
         }
     }
@@ -136,6 +139,7 @@ impl ObjectivesActor {
                 next.scheduled_for,
                 next.seq,
                 next.trigger,
+                next.queued_at,
                 ctx,
             );
         }

@@ -291,6 +291,11 @@ pub struct RunRecord {
     /// Retries taken after failed attempts (`retry`).
     #[serde(default)]
     pub retries: u32,
+    /// When the firing was claimed as a `queued` run, for a run that waited for a
+    /// slot (over a concurrency cap); `started_at` is when it ran. (A firing that
+    /// waited for the run before it, overlap `queue_one`, shows it while queued.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_at: Option<DateTime<Utc>>,
 }
 
 impl StoredRecord for RunRecord {
@@ -365,6 +370,7 @@ pub(crate) fn new_run(
         node_id: None,
         late_by_ms: None,
         retries: 0,
+        queued_at: (status == RunStatus::Queued).then_some(now),
     }
 }
 

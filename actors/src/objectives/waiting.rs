@@ -20,6 +20,8 @@ pub(super) struct WaitingRun {
     pub(super) seq: u64,
     pub(super) scheduled_for: Option<DateTime<Utc>>,
     pub(super) trigger: RunTrigger,
+    /// When its `queued` row was written.
+    pub(super) queued_at: Option<DateTime<Utc>>,
 }
 
 /// The firings waiting for a slot, oldest first; at most one per objective (an
@@ -100,6 +102,7 @@ mod tests {
             seq,
             scheduled_for: None,
             trigger: RunTrigger::Schedule,
+            queued_at: None,
         }
     }
 
