@@ -334,7 +334,16 @@ impl ObjectivesActor {
         let Some(objective) = self.objectives.get(objective_id) else {
             return;
         };
-        if objective.state != ObjectiveState::Active || objective.budget_exhausted() {
+        // A manual run may be fired while paused or in draft; one of the schedule only
+        // while active.
+        let blocked = match trigger {
+            RunTrigger::Manual => matches!(
+                objective.state,
+                ObjectiveState::Cancelled | ObjectiveState::Archived
+            ),
+            _ => objective.state != ObjectiveState::Active,
+        };
+        if blocked || objective.budget_exhausted() {
             let mut objective = objective.clone();
             let run = RunRecord {
                 run_id: format!("{objective_id}-{seq}"),

@@ -43,6 +43,14 @@ impl WaitingRuns {
         self.objectives.contains(objective_id)
     }
 
+    /// Whether `run_id` is the objective's firing waiting here.
+    pub(super) fn holds(&self, objective_id: &str, run_id: &str) -> bool {
+        self.contains(objective_id)
+            && self.fifo.iter().any(|w| {
+                w.objective_id == objective_id && format!("{objective_id}-{}", w.seq) == run_id
+            })
+    }
+
     pub(super) fn len(&self) -> usize {
         self.fifo.len()
     }
@@ -114,6 +122,7 @@ mod tests {
         fifo.push(waiting("o3", "busy", 1));
         fifo.push(waiting("o4", "free", 1));
         assert!(fifo.contains("o3"));
+        assert!(fifo.holds("o3", "o3-1") && !fifo.holds("o3", "o3-2"));
         let first = fifo.take_first(|_| true).unwrap();
         assert_eq!(first.objective_id, "o1");
         // The busy agent is at its cap: the oldest entry of another agent goes first.
