@@ -371,8 +371,14 @@ impl ObjectivesActor {
         }
         // The waiting firing was claimed when it was queued; its start is fenced by
         // the lease held now (none: the shard moved, and the run is not started here).
-        let fence = match self.cluster.claim(objective_id.as_bytes()) {
-            Some(claim) => claim.fence_op(),
+        // A manual run is the asking node's, whoever holds the shard, as when it
+        // starts at once (`start_run`): never fenced.
+        let claim = match trigger {
+            RunTrigger::Manual => Some(None),
+            _ => self.cluster.claim(objective_id.as_bytes()).map(Some),
+        };
+        let fence = match claim {
+            Some(claim) => claim.and_then(|c| c.fence_op()),
             None => {
                 // Its own row: recorded as missed, so it does not wait forever.
                 tracing::info!(
