@@ -716,10 +716,14 @@ async fn start_actors(
         writer.clone(),
         registry.clone(),
         refresher.clone(),
-        http_client.clone(),
+        // Runs have a client of their own whose pool keeps no more idle connections per
+        // provider than runs may go at once, so the cap bounds their connections.
+        palyra_actors::outbound::runs_client(settings.objectives.max_concurrent_runs)
+            .map_err(|e| StartError::HttpClient(e.to_string()))?,
         ObjectivesPolicy {
             run_retention: settings.objectives.run_retention,
             provider_timeout: Duration::from_secs(settings.objectives.provider_timeout_s),
+            max_concurrent_runs: settings.objectives.max_concurrent_runs,
         },
         audit.clone(),
         metrics.clone(),

@@ -9,7 +9,9 @@ use palyra_actors::audit::AuditPage;
 use palyra_actors::browser::{
     BrowserSessionInfo, BrowserSessionList, NavigationResult, PageContent, PageState,
 };
-use palyra_actors::objectives::{AgentPage, AgentRecord, ObjectivePage, ObjectiveRecord, RunPage};
+use palyra_actors::objectives::{
+    AgentPage, AgentRecord, ObjectivePage, ObjectiveRecord, RunPage, RunRecord,
+};
 use palyra_actors::refresher::RefreshReport;
 use palyra_actors::registry::oauth_flow::{SignInOutcome, SignInStarted};
 use palyra_actors::registry::{
@@ -549,6 +551,24 @@ impl ControlPlaneClient {
             &format!(
                 "/console/v1/objectives/{}/runs{qs}",
                 path_segment(objective_id)
+            ),
+            None,
+        )
+        .await
+    }
+
+    /// `POST /console/v1/objectives/{id}/runs/{run_id}/cancel`.
+    pub async fn cancel_run(
+        &self,
+        objective_id: &str,
+        run_id: &str,
+    ) -> Result<RunRecord, ClientError> {
+        self.call(
+            Method::POST,
+            &format!(
+                "/console/v1/objectives/{}/runs/{}/cancel",
+                path_segment(objective_id),
+                path_segment(run_id)
             ),
             None,
         )

@@ -21,3 +21,14 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
         .connect_timeout(CONNECT_TIMEOUT)
         .build()
 }
+
+/// The objectives' runs' client: the same policy, and a pool that keeps at most
+/// `max_runs` idle connections per host. With at most `max_runs` runs going, each
+/// making one call at a time, no more connections are ever in use either.
+pub fn runs_client(max_runs: usize) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_max_idle_per_host(max_runs)
+        .build()
+}

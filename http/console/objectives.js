@@ -26,7 +26,7 @@ const CONFIRM = { cancel: 'Cancel this objective? It will not run again.', archi
 
 const RUN_TONES = {
   queued: 'info', running: 'info', succeeded: 'ok', failed: 'bad', skipped_budget: 'warn',
-  skipped_overlap: 'warn', missed: 'warn', interrupted: 'bad',
+  skipped_overlap: 'warn', missed: 'warn', interrupted: 'bad', cancelled: 'warn',
 };
 
 const label = (value) => String(value).replace(/_/g, ' ');

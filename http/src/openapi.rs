@@ -47,6 +47,7 @@ use crate::routes::{
         objectives::update_objective,
         objectives::lifecycle,
         objectives::runs,
+        objectives::cancel_run,
         deployment::posture,
         deployment::audit,
         cluster::cluster,

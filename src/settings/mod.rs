@@ -202,6 +202,9 @@ pub struct ObjectivesSettings {
     pub run_retention: u64,
     /// Timeout of one provider call of a run.
     pub provider_timeout_s: u64,
+    /// Runs going at once on this node, at most; firings over it wait as `queued`
+    /// runs, in firing order, and start as runs finish.
+    pub max_concurrent_runs: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -432,6 +435,9 @@ impl Settings {
             return Err(
                 "objectives.run_retention and provider_timeout_s must be at least 1".into(),
             );
+        }
+        if !(1..=100_000).contains(&self.objectives.max_concurrent_runs) {
+            return Err("objectives.max_concurrent_runs must be 1 to 100000".into());
         }
         self.browser.validate(MAX_S)?;
         validate_public_hosts(&self.server.public_hosts)?;

@@ -20,6 +20,8 @@ mod oauth;
 mod oauth_device;
 mod oauth_strict;
 mod objectives;
+mod objectives_cluster_cancel;
+mod objectives_limits;
 mod operators_cli;
 mod operators_console;
 mod operators_roles;

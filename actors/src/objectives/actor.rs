@@ -37,6 +37,8 @@ pub struct ObjectivesPolicy {
     pub run_retention: u64,
     /// Timeout of one provider call.
     pub provider_timeout: Duration,
+    /// Runs going at once on this node, at most (`limits.rs`).
+    pub max_concurrent_runs: usize,
 }
 
 pub(super) struct ObjectivesActor {
@@ -88,6 +90,13 @@ pub(super) struct ObjectivesActor {
     pub(super) finishing: HashSet<String>,
     /// Objective id -> the run going on another live node (overlap counts it).
     pub(super) elsewhere: HashMap<String, String>,
+    /// Firings over the concurrency caps, waiting in firing order as durable `queued`
+    /// runs for a slot (`limits.rs`).
+    pub(super) waiting: super::waiting::WaitingRuns,
+    /// Run id -> the abort handle of its task: a cancel drops the provider call.
+    pub(super) aborts: HashMap<String, tokio::task::AbortHandle>,
+    /// Run id -> the cancel asked for it and who waits for its record (`cancel.rs`).
+    pub(super) cancels: super::waiting::Cancels,
 }
 
 pub(super) type Agents = BTreeMap<String, AgentRecord>;
@@ -378,6 +387,8 @@ impl Reloads for ObjectivesActor {
         // would hand the same number to two runs.
         self.queued
             .retain(|id, (_, seq)| objectives.get(id).is_some_and(|o| *seq <= o.run_seq));
+        self.waiting
+            .retain(|id, seq| objectives.get(id).is_some_and(|o| seq <= o.run_seq));
         self.agents = agents;
         self.objectives = objectives;
         self.remember_stored(&snapshot);

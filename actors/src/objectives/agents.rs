@@ -39,6 +39,7 @@ impl Handler<CreateAgent> for ObjectivesActor {
                 new.model
             },
             model_profiles: new.model_profiles,
+            max_concurrent_runs: new.max_concurrent_runs,
             created_at: now,
             updated_at: now,
         };
@@ -87,6 +88,9 @@ impl Handler<UpdateAgent> for ObjectivesActor {
         }
         if let Some(v) = patch.default_model_profile {
             agent.default_model_profile = v;
+        }
+        if let Some(v) = patch.max_concurrent_runs {
+            agent.max_concurrent_runs = v;
         }
         if let Some(v) = patch.model {
             agent.model = v;

@@ -12,7 +12,7 @@ use super::model::{
     ObjectiveRecord, ObjectiveState, Overlap, RunRecord, RunStatus, RunSummary, RunTrigger,
     new_run, run_key,
 };
-use super::runner::{self, RunOutcome};
+use super::retry::{Driven, count_failure};
 use crate::audit::{AuditEntry, AuditKind, AuditOutcome};
 use crate::cluster::Claim;
 use crate::error::ActorError;
@@ -102,7 +102,8 @@ impl Handler<Fire> for ObjectivesActor {
             &objective,
             &msg,
             self.running.contains_key(&objective.objective_id)
-                || self.elsewhere.contains_key(&objective.objective_id),
+                || self.elsewhere.contains_key(&objective.objective_id)
+                || self.waiting.contains(&objective.objective_id),
             self.queued.contains_key(&objective.objective_id),
         );
         if matches!(
@@ -221,19 +222,21 @@ impl Handler<Fire> for ObjectivesActor {
             FiringDecision::Start => {
                 let late_by_ms = (msg.trigger == Trigger::Late)
                     .then(|| (now - msg.scheduled_for).num_milliseconds().max(0));
-                self.start_run_as(
-                    &msg.objective_id,
-                    RunStart {
-                        trigger,
-                        scheduled_for,
-                        queued_seq: None,
-                        fence,
-                        late_by_ms,
-                        missed: std::mem::take(&mut missed),
-                    },
-                    ctx,
-                    None,
-                );
+                let start = RunStart {
+                    trigger,
+                    scheduled_for,
+                    queued_seq: None,
+                    fence,
+                    late_by_ms,
+                    missed: std::mem::take(&mut missed),
+                    queued_at: None,
+                };
+                // Over a concurrency cap the firing is claimed as `queued` and waits.
+                if self.has_slot(&objective.agent_id) {
+                    self.start_run_as(&msg.objective_id, start, ctx, None);
+                } else {
+                    self.enqueue(&msg.objective_id, start, ctx, None);
+                }
             }
         }
     }
@@ -249,6 +252,8 @@ pub(super) struct RunStart {
     pub(super) late_by_ms: Option<i64>,
     /// Records of instants the firing stepped over, written with it.
     pub(super) missed: Vec<WriteOp>,
+    /// When the firing was claimed as a `queued` run, if it waited.
+    pub(super) queued_at: Option<DateTime<Utc>>,
 }
 
 /// Scheduled instants after `fired` and at or before `now` (at most 100): what a late
@@ -310,29 +315,42 @@ impl ObjectivesActor {
             fence: None,
             late_by_ms: None,
             missed: Vec::new(),
+            queued_at: None,
         };
         self.start_run_as(objective_id, start, ctx, reply);
     }
 
-    /// Starts the firing that waited (overlap `queue_one`) as its own `queued` run.
+    /// Starts a firing that waited (for the run before it, overlap `queue_one`, or for
+    /// a slot) as its own `queued` run.
     pub(super) fn start_queued(
         &mut self,
         objective_id: &str,
-        scheduled_for: DateTime<Utc>,
+        scheduled_for: Option<DateTime<Utc>>,
         seq: u64,
+        trigger: RunTrigger,
+        queued_at: Option<DateTime<Utc>>,
         ctx: &mut Context<Self>,
     ) {
         let Some(objective) = self.objectives.get(objective_id) else {
             return;
         };
-        if objective.state != ObjectiveState::Active || objective.budget_exhausted() {
+        // A manual run may be fired while paused or in draft; one of the schedule only
+        // while active.
+        let blocked = match trigger {
+            RunTrigger::Manual => matches!(
+                objective.state,
+                ObjectiveState::Cancelled | ObjectiveState::Archived
+            ),
+            _ => objective.state != ObjectiveState::Active,
+        };
+        if blocked || objective.budget_exhausted() {
             let mut objective = objective.clone();
             let run = RunRecord {
                 run_id: format!("{objective_id}-{seq}"),
                 objective_id: objective_id.to_owned(),
-                trigger: RunTrigger::Schedule,
+                trigger,
                 status: RunStatus::SkippedBudget,
-                scheduled_for: Some(scheduled_for),
+                scheduled_for,
                 started_at: None,
                 finished_at: Some(to_datetime(now_ms())),
                 tokens: 0,
@@ -346,6 +364,8 @@ impl ObjectivesActor {
                 ),
                 node_id: None,
                 late_by_ms: None,
+                retries: 0,
+                queued_at,
             };
             objective.updated_at = to_datetime(now_ms());
             let ops = vec![WriteOp::put(run_key(objective_id, seq), &run)];
@@ -354,8 +374,14 @@ impl ObjectivesActor {
         }
         // The waiting firing was claimed when it was queued; its start is fenced by
         // the lease held now (none: the shard moved, and the run is not started here).
-        let fence = match self.cluster.claim(objective_id.as_bytes()) {
-            Some(claim) => claim.fence_op(),
+        // A manual run is the asking node's, whoever holds the shard, as when it
+        // starts at once (`start_run`): never fenced.
+        let claim = match trigger {
+            RunTrigger::Manual => Some(None),
+            _ => self.cluster.claim(objective_id.as_bytes()).map(Some),
+        };
+        let fence = match claim {
+            Some(claim) => claim.and_then(|c| c.fence_op()),
             None => {
                 // Its own row: recorded as missed, so it does not wait forever.
                 tracing::info!(
@@ -365,9 +391,9 @@ impl ObjectivesActor {
                 let run = RunRecord {
                     run_id: format!("{objective_id}-{seq}"),
                     objective_id: objective_id.to_owned(),
-                    trigger: RunTrigger::Schedule,
+                    trigger,
                     status: RunStatus::Missed,
-                    scheduled_for: Some(scheduled_for),
+                    scheduled_for,
                     started_at: None,
                     finished_at: Some(to_datetime(now_ms())),
                     tokens: 0,
@@ -381,6 +407,8 @@ impl ObjectivesActor {
                     ),
                     node_id: Some(self.cluster.node_id().to_owned()),
                     late_by_ms: None,
+                    retries: 0,
+                    queued_at,
                 };
                 self.metrics.count_run(RunStatus::Missed);
                 let ops = vec![WriteOp::put(run_key(objective_id, seq), &run)];
@@ -389,17 +417,18 @@ impl ObjectivesActor {
             }
         };
         let start = RunStart {
-            trigger: RunTrigger::Schedule,
-            scheduled_for: Some(scheduled_for),
+            trigger,
+            scheduled_for,
             queued_seq: Some(seq),
             fence,
             late_by_ms: None,
             missed: Vec::new(),
+            queued_at,
         };
         self.start_run_as(objective_id, start, ctx, None);
     }
 
-    fn start_run_as(
+    pub(super) fn start_run_as(
         &mut self,
         objective_id: &str,
         start: RunStart,
@@ -413,6 +442,7 @@ impl ObjectivesActor {
             fence,
             late_by_ms,
             missed,
+            queued_at,
         } = start;
         let Some(mut objective) = self.objectives.get(objective_id).cloned() else {
             return;
@@ -437,6 +467,8 @@ impl ObjectivesActor {
                 error: None,
                 node_id: None,
                 late_by_ms: None,
+                retries: 0,
+                queued_at,
             },
             None => new_run(
                 &mut objective,
@@ -479,9 +511,11 @@ impl ObjectivesActor {
             if let Err(e) = result {
                 tracing::error!(error = %e, objective_id = %oid, "recording a run failed");
                 act.running.remove(&oid);
+                act.answer_cancels(&run, &Err(e.clone()));
                 if let Some(reply) = reply {
                     let _ = reply.send(Err(e));
                 }
+                act.start_waiting_runs(ctx);
                 return;
             }
             if let Some(reply) = reply {
@@ -506,36 +540,28 @@ impl ObjectivesActor {
                     return;
                 }
             }
-            let registry = act.registry.clone();
-            let refresher = act.refresher.clone();
-            let client = act.http_client.clone();
-            let timeout = act.policy.provider_timeout;
-            let run_id = run.run_id.clone();
-            let task = tokio::spawn(async move {
-                runner::execute(
-                    &registry, &refresher, &client, agent, &objective, &run_id, timeout,
-                )
-                .await
-            });
-            ctx.spawn(
-                async move { task.await.map_err(|_| ActorError::Stopped("objectives")) }
-                    .into_actor(act)
-                    .map(move |outcome, act, ctx| act.finish_run(&oid, run, outcome, ctx)),
-            );
+            act.spawn_run(oid, run, agent, objective, ctx);
         }));
     }
 
-    fn finish_run(
+    /// Records what a run's task came to (`Err`: it was aborted, by a cancel, or
+    /// panicked), then lets the firing waiting for it, or for a slot, start.
+    pub(super) fn finish_run(
         &mut self,
         objective_id: &str,
         mut run: RunRecord,
-        outcome: Result<RunOutcome, ActorError>,
+        outcome: Result<Driven, ActorError>,
         ctx: &mut Context<Self>,
     ) {
         self.running.remove(objective_id);
+        self.aborts.remove(&run.run_id);
         let now = to_datetime(now_ms());
+        let cancelled = self.cancels.get(&run.run_id).map(|c| c.reason.clone());
         match outcome {
-            Ok(o) => {
+            Ok(Driven {
+                outcome: o,
+                retries,
+            }) => {
                 run.status = if o.error.is_none() {
                     RunStatus::Succeeded
                 } else {
@@ -547,6 +573,11 @@ impl ObjectivesActor {
                 run.attempts = o.attempts;
                 run.output = o.output;
                 run.error = o.error;
+                run.retries = retries;
+            }
+            Err(_) if cancelled.is_some() => {
+                run.status = RunStatus::Cancelled;
+                run.error = cancelled;
             }
             Err(e) => {
                 run.status = RunStatus::Failed;
@@ -560,8 +591,9 @@ impl ObjectivesActor {
         if let Some((scheduled_for, seq)) = self.queued.remove(objective_id)
             && !self.draining
         {
-            self.start_queued(objective_id, scheduled_for, seq, ctx);
+            self.admit_queued(objective_id, scheduled_for, seq, ctx);
         }
+        self.start_waiting_runs(ctx);
     }
 
     /// Writes a finished run and charges it to the objective as memory holds it now.
@@ -579,9 +611,11 @@ impl ObjectivesActor {
         let now = to_datetime(now_ms());
         let Some(objective) = self.objectives.get_mut(objective_id) else {
             self.finishing.remove(&run.run_id);
+            self.answer_cancels(&run, &Ok(()));
             return;
         };
         objective.usage.tokens = objective.usage.tokens.saturating_add(run.tokens);
+        let failures_audit = count_failure(&self.audit, objective, run.status);
         objective.last_run = Some(RunSummary {
             run_id: run.run_id.clone(),
             status: run.status,
@@ -615,6 +649,7 @@ impl ObjectivesActor {
         let objective = objective.clone();
         self.sync_schedule(&objective);
         let mut ops = vec![self.objective_write(&objective)];
+        ops.extend(failures_audit);
         if let Some(skipped) = &budget_run {
             ops.extend(self.run_ops(&objective, skipped));
             ops.push(self.budget_audit_op(&objective));
@@ -644,6 +679,7 @@ impl ObjectivesActor {
                 });
             } else {
                 act.finishing.remove(&run.run_id);
+                act.answer_cancels(&run, &result);
                 if let Err(e) = result {
                     tracing::error!(objective_id = %oid, error = %e, "recording a finished run failed");
                 }
@@ -692,6 +728,10 @@ mod tests {
             next_run_at: Some(at(100)),
             run_seq: 0,
             last_scheduled_for: None,
+            retry: None,
+            deadline_s: None,
+            pause_after_failures: 10,
+            consecutive_failures: 0,
             created_at: at(0),
             updated_at: at(0),
         }

@@ -10,6 +10,7 @@ use palyra_storage::{Storage, Table, WriteOp, Writer, decode_record};
 
 use super::actor::{Drain, ObjectivesActor, ObjectivesPolicy, load_agents_and_objectives, recover};
 use super::agents::{CreateAgent, DeleteAgent, GetAgent, ListAgents, UpdateAgent};
+use super::cancel::CancelRun;
 use super::input::{
     AgentPatch, NewAgent, NewObjective, ObjectiveFilter, ObjectivePatch, validate_name,
 };
@@ -119,6 +120,9 @@ impl ObjectivesHandle {
                 owned: Default::default(),
                 finishing: Default::default(),
                 elsewhere: HashMap::new(),
+                waiting: Default::default(),
+                aborts: HashMap::new(),
+                cancels: Default::default(),
             }
         });
         Ok(Self {
@@ -249,6 +253,24 @@ impl ObjectivesHandle {
                 action,
                 reason,
                 attempt: 0,
+            })
+            .await
+            .map_err(stopped("objectives"))?
+    }
+
+    /// Cancels one run: a run going here is stopped (its provider call dropped) and a
+    /// waiting one never starts; answers the `cancelled` record once durable. A run
+    /// going on another node is `Conflict` naming it, a finished one `Conflict`.
+    pub async fn cancel_run(
+        &self,
+        objective_id: &str,
+        run_id: &str,
+    ) -> Result<RunRecord, ActorError> {
+        self.reread(objective_id).await?;
+        self.addr
+            .send(CancelRun {
+                objective_id: objective_id.to_owned(),
+                run_id: run_id.to_owned(),
             })
             .await
             .map_err(stopped("objectives"))?

@@ -6,7 +6,8 @@
 use serde::Deserialize;
 
 use super::model::{
-    Automation, Budget, Misfire, ModelCandidate, ObjectiveKind, ObjectiveState, Overlap,
+    Automation, Budget, DEFAULT_PAUSE_AFTER_FAILURES, Misfire, ModelCandidate, ObjectiveKind,
+    ObjectiveState, Overlap, RetryPolicy,
 };
 use crate::error::ActorError;
 use crate::ids::{validate_agent_id, validate_profile_id};
@@ -41,6 +42,14 @@ pub struct NewObjective {
     /// Start active instead of draft.
     #[serde(default)]
     pub activate: bool,
+    /// Retries of a failed run (default: none).
+    pub retry: Option<RetryPolicy>,
+    /// The whole run at most this long, 1 to 86400 seconds (default: no deadline).
+    #[schema(minimum = 1, maximum = 86400)]
+    pub deadline_s: Option<u32>,
+    /// Pause after this many failed runs in a row, 0 to 1000 (0: never; default 10).
+    #[schema(maximum = 1000)]
+    pub pause_after_failures: Option<u32>,
 }
 
 /// Automation as a client sends it: everything but the schedule has a default.
@@ -73,6 +82,16 @@ pub struct ObjectivePatch {
     pub priority: Option<i32>,
     pub budget: Option<Budget>,
     pub automation: Option<AutomationInput>,
+    /// `null` clears it (no retry).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<RetryPolicy>)]
+    pub retry: Option<Option<RetryPolicy>>,
+    /// `null` clears it (no deadline).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 86400)]
+    pub deadline_s: Option<Option<u32>>,
+    #[schema(maximum = 1000)]
+    pub pause_after_failures: Option<u32>,
 }
 
 /// Fields of a new agent.
@@ -106,6 +125,10 @@ pub struct NewAgent {
     #[serde(default)]
     #[schema(max_items = 8)]
     pub model_profiles: Vec<ModelCandidate>,
+    /// Runs of this agent's objectives going at once on a node, 1 to 100000 (default:
+    /// only the node's `objectives.max_concurrent_runs`).
+    #[schema(minimum = 1, maximum = 100000)]
+    pub max_concurrent_runs: Option<u32>,
 }
 
 /// A change of an agent (`PATCH`).
@@ -133,14 +156,18 @@ pub struct AgentPatch {
     /// Replaces the candidate list; `[]` goes back to the one-element case.
     #[schema(max_items = 8)]
     pub model_profiles: Option<Vec<ModelCandidate>>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100000)]
+    pub max_concurrent_runs: Option<Option<u32>>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`: clear it) from an absent one (`None`:
 /// keep it).
-fn double_option<'de, D: serde::Deserializer<'de>>(
+fn double_option<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
-) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Filters of the objective list.
@@ -166,6 +193,7 @@ impl NewAgent {
             validate_model_profile(profile)?;
         }
         validate_candidates(&self.model_profiles)?;
+        validate_agent_cap(self.max_concurrent_runs)?;
         Ok(())
     }
 }
@@ -188,6 +216,7 @@ impl AgentPatch {
         if let Some(candidates) = &self.model_profiles {
             validate_candidates(candidates)?;
         }
+        validate_agent_cap(self.max_concurrent_runs.flatten())?;
         Ok(())
     }
 }
@@ -206,7 +235,18 @@ impl NewObjective {
         let kind = self.kind.unwrap_or(ObjectiveKind::Objective);
         validate_objective_texts(kind, &self.prompt, &self.steps)?;
         build_automation(kind, self.automation.clone(), None)?;
+        validate_run_limits(
+            self.retry.as_ref(),
+            self.deadline_s,
+            self.pause_after_failures,
+        )?;
         Ok(())
+    }
+
+    /// Consecutive failed runs after which the new objective pauses.
+    pub(crate) fn pause_after_failures(&self) -> u32 {
+        self.pause_after_failures
+            .unwrap_or(DEFAULT_PAUSE_AFTER_FAILURES)
     }
 }
 
@@ -217,6 +257,11 @@ impl ObjectivePatch {
         if let Some(name) = &self.name {
             validate_name("name", name, 200)?;
         }
+        validate_run_limits(
+            self.retry.as_ref().and_then(Option::as_ref),
+            self.deadline_s.flatten(),
+            self.pause_after_failures,
+        )?;
         Ok(())
     }
 }
@@ -242,6 +287,39 @@ fn validate_candidates(candidates: &[ModelCandidate]) -> Result<(), ActorError> 
                 "names the same profile and model twice",
             ));
         }
+    }
+    Ok(())
+}
+
+/// `retry`, `deadline_s` and `pause_after_failures` within their bounds.
+fn validate_run_limits(
+    retry: Option<&RetryPolicy>,
+    deadline_s: Option<u32>,
+    pause_after_failures: Option<u32>,
+) -> Result<(), ActorError> {
+    if let Some(retry) = retry {
+        if !(1..=10).contains(&retry.max_attempts) {
+            return Err(ActorError::invalid("retry.max_attempts", "must be 1 to 10"));
+        }
+        if retry.backoff_s > 3600 {
+            return Err(ActorError::invalid("retry.backoff_s", "at most 3600"));
+        }
+    }
+    if deadline_s.is_some_and(|d| !(1..=86_400).contains(&d)) {
+        return Err(ActorError::invalid("deadline_s", "must be 1 to 86400"));
+    }
+    if pause_after_failures.is_some_and(|n| n > 1000) {
+        return Err(ActorError::invalid("pause_after_failures", "at most 1000"));
+    }
+    Ok(())
+}
+
+fn validate_agent_cap(cap: Option<u32>) -> Result<(), ActorError> {
+    if cap.is_some_and(|c| !(1..=100_000).contains(&c)) {
+        return Err(ActorError::invalid(
+            "max_concurrent_runs",
+            "must be 1 to 100000",
+        ));
     }
     Ok(())
 }

@@ -113,6 +113,7 @@ impl Handler<CreateObjective> for ObjectivesActor {
             )));
         }
         let kind = new.kind.unwrap_or(ObjectiveKind::Objective);
+        let pause_after_failures = new.pause_after_failures();
         let automation = match build_automation(kind, new.automation, None) {
             Ok(a) => a,
             Err(e) => return fail(e),
@@ -139,6 +140,10 @@ impl Handler<CreateObjective> for ObjectivesActor {
             next_run_at: None,
             run_seq: 0,
             last_scheduled_for: None,
+            pause_after_failures,
+            retry: new.retry,
+            deadline_s: new.deadline_s,
+            consecutive_failures: 0,
             created_at: now,
             updated_at: now,
         };
@@ -206,6 +211,15 @@ impl Handler<UpdateObjective> for ObjectivesActor {
         }
         if let Some(v) = patch.budget {
             objective.budget = v;
+        }
+        if let Some(v) = patch.retry {
+            objective.retry = v;
+        }
+        if let Some(v) = patch.deadline_s {
+            objective.deadline_s = v;
+        }
+        if let Some(v) = patch.pause_after_failures {
+            objective.pause_after_failures = v;
         }
         if let Err(e) =
             validate_objective_texts(objective.kind, &objective.prompt, &objective.steps)
@@ -318,13 +332,25 @@ impl Handler<Lifecycle> for ObjectivesActor {
                     "the objective's budget is exhausted".into(),
                 ));
             }
-            if self.running.contains_key(&objective.objective_id) {
-                return fail(ActorError::Conflict(
-                    "a run of this objective is going".into(),
-                ));
+            if let Some(refused) = self.run_pending(&objective.objective_id) {
+                return fail(refused);
             }
             let (tx, rx) = tokio::sync::oneshot::channel();
-            self.start_run(&msg.objective_id, RunTrigger::Manual, None, ctx, Some(tx));
+            if self.has_slot(&objective.agent_id) {
+                self.start_run(&msg.objective_id, RunTrigger::Manual, None, ctx, Some(tx));
+            } else {
+                // Over a concurrency cap a manual run waits like a scheduled one.
+                let start = super::firing::RunStart {
+                    trigger: RunTrigger::Manual,
+                    scheduled_for: None,
+                    queued_seq: None,
+                    fence: None,
+                    late_by_ms: None,
+                    missed: Vec::new(),
+                    queued_at: None,
+                };
+                self.enqueue(&msg.objective_id, start, ctx, Some(tx));
+            }
             return Box::pin(
                 async move { rx.await.unwrap_or(Err(ActorError::Stopped("objectives"))) }
                     .into_actor(self),
@@ -340,6 +366,10 @@ impl Handler<Lifecycle> for ObjectivesActor {
         let now = to_datetime(now_ms());
         objective.state = to;
         objective.state_reason = msg.reason.clone();
+        if to == ObjectiveState::Active {
+            // Resumed or activated: failures before count no more towards a pause.
+            objective.consecutive_failures = 0;
+        }
         objective.next_run_at = next_run(&objective, now);
         objective.updated_at = now;
         if to != ObjectiveState::Active
@@ -347,7 +377,14 @@ impl Handler<Lifecycle> for ObjectivesActor {
         {
             let oid = objective.objective_id.clone();
             self.objectives.insert(oid.clone(), objective.clone());
-            self.start_queued(&oid, scheduled_for, seq, ctx);
+            self.start_queued(
+                &oid,
+                Some(scheduled_for),
+                seq,
+                RunTrigger::Schedule,
+                None,
+                ctx,
+            );
         }
         tracing::info!(objective_id = %objective.objective_id, state = %state_name(to), "objective lifecycle");
         let attempt = msg.attempt;
@@ -355,6 +392,11 @@ impl Handler<Lifecycle> for ObjectivesActor {
             attempt: attempt + 1,
             ..msg
         };
-        self.edit_objective(objective, attempt, again)
+        let oid = objective.objective_id.clone();
+        let edit = self.edit_objective(objective, attempt, again);
+        // Paused, cancelled or archived: its run going stops, and a firing waiting
+        // for a slot will not run.
+        self.stop_inactive(&oid, Some(ctx));
+        edit
     }
 }

@@ -22,6 +22,13 @@
 //! - `agents.rs`: agent CRUD on the actor.
 //! - `lifecycle.rs`: objective CRUD and lifecycle actions on the actor.
 //! - `runner.rs`: one run on a tokio worker: credential, chat completion, tokens.
+//! - `retry.rs`: a run's task around the runner: its attempts, the waits between
+//!   them, its deadline; and the pause after consecutive failed runs.
+//! - `limits.rs`: the concurrency caps (per node and per agent) and the FIFO of
+//!   firings waiting for a slot as durable `queued` runs.
+//! - `waiting.rs`: the FIFO of waiting firings and the cancels asked, as plain data.
+//! - `cancel.rs`: cancelling one run (its task aborted, so its provider call is
+//!   dropped), and stopping the runs of an objective paused or cancelled.
 //! - `sync.rs`: the actor's start, and keeping in step with other nodes: rows they
 //!   changed, writes of ours they made the database refuse, shards gained and lost.
 //!
@@ -31,13 +38,17 @@
 
 mod actor;
 mod agents;
+mod cancel;
 mod firing;
 mod handle;
 mod input;
 mod lifecycle;
+mod limits;
 pub(crate) mod model;
+mod retry;
 mod runner;
 mod sync;
+mod waiting;
 
 pub use actor::ObjectivesPolicy;
 pub use handle::ObjectivesHandle;
@@ -46,6 +57,6 @@ pub use input::{
 };
 pub use model::{
     AgentPage, AgentRecord, Automation, Budget, LifecycleAction, MAX_OUTPUT_BYTES, Misfire,
-    ObjectiveKind, ObjectivePage, ObjectiveRecord, ObjectiveState, Overlap, RunPage, RunRecord,
-    RunStatus, RunSummary, RunTrigger, TRANSITIONS, Usage, transition,
+    ObjectiveKind, ObjectivePage, ObjectiveRecord, ObjectiveState, Overlap, RetryPolicy, RunPage,
+    RunRecord, RunStatus, RunSummary, RunTrigger, TRANSITIONS, Usage, transition,
 };

@@ -27,6 +27,10 @@ pub struct AgentRecord {
     /// failure; empty means the one-element list (`default_model_profile`, `model`).
     #[serde(default)]
     pub model_profiles: Vec<ModelCandidate>,
+    /// Runs of this agent's objectives going at once on a node, at most (below the
+    /// node's `objectives.max_concurrent_runs`); firings over it wait as `queued`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_runs: Option<u32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -173,6 +177,28 @@ pub struct Automation {
     pub enabled: bool,
 }
 
+/// How a run that failed is tried again (`retry.rs`): at most `max_attempts` attempts
+/// in all, the first retry `backoff_s` after the failure and each next one twice as
+/// long after the one before, never past the next scheduled firing, the run's deadline
+/// or the budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included: 1 to 10.
+    #[schema(minimum = 1, maximum = 10)]
+    pub max_attempts: u32,
+    /// The wait before the first retry: 0 to 3600 seconds.
+    #[schema(maximum = 3600)]
+    pub backoff_s: u32,
+}
+
+/// Consecutive failed runs after which an objective pauses, when not set.
+pub const DEFAULT_PAUSE_AFTER_FAILURES: u32 = 10;
+
+fn default_pause_after_failures() -> u32 {
+    DEFAULT_PAUSE_AFTER_FAILURES
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunSummary {
     pub run_id: String,
@@ -203,6 +229,21 @@ pub struct ObjectiveRecord {
     /// hands it out again, whichever node (and clock) computes the next firing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scheduled_for: Option<DateTime<Utc>>,
+    /// Retries of a failed run; none: a failed run is not tried again.
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    /// The whole run (every step, every attempt, the waits between) at most this long;
+    /// a run past it is `failed` with `deadline_exceeded`. None: each provider call is
+    /// bounded by `objectives.provider_timeout_s` alone.
+    #[serde(default)]
+    pub deadline_s: Option<u32>,
+    /// After this many failed runs in a row the objective pauses with
+    /// `state_reason: "consecutive_failures"`; 0 never pauses.
+    #[serde(default = "default_pause_after_failures")]
+    pub pause_after_failures: u32,
+    /// Failed runs since the last one that succeeded.
+    #[serde(default)]
+    pub consecutive_failures: u32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -242,10 +283,13 @@ pub enum RunStatus {
     SkippedOverlap,
     Missed,
     Interrupted,
+    /// Stopped by a cancel of the run, or a pause or cancel of its objective: its
+    /// provider call was dropped.
+    Cancelled,
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 8] = [
+    pub const ALL: [RunStatus; 9] = [
         RunStatus::Queued,
         RunStatus::Running,
         RunStatus::Succeeded,
@@ -254,6 +298,7 @@ impl RunStatus {
         RunStatus::SkippedOverlap,
         RunStatus::Missed,
         RunStatus::Interrupted,
+        RunStatus::Cancelled,
     ];
 }
 
@@ -287,6 +332,14 @@ pub struct RunRecord {
     /// takeover (`cluster.late_fire_threshold_s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub late_by_ms: Option<i64>,
+    /// Retries taken after failed attempts (`retry`).
+    #[serde(default)]
+    pub retries: u32,
+    /// When the firing was claimed as a `queued` run, for a run that waited for a
+    /// slot (over a concurrency cap); `started_at` is when it ran. (A firing that
+    /// waited for the run before it, overlap `queue_one`, shows it while queued.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_at: Option<DateTime<Utc>>,
 }
 
 /// One provider call of a run (or a candidate passed over without one).
@@ -390,6 +443,8 @@ pub(crate) fn new_run(
         error,
         node_id: None,
         late_by_ms: None,
+        retries: 0,
+        queued_at: (status == RunStatus::Queued).then_some(now),
     }
 }
 

@@ -324,7 +324,13 @@ impl ObjectivesActor {
                         Ok(objective) => {
                             self.stored.insert(id.clone(), value);
                             self.sync_schedule(&objective);
-                            self.objectives.insert(id, objective);
+                            let state = objective.state;
+                            let before = self.objectives.insert(id.clone(), objective);
+                            // Paused or cancelled on another node: a run of it going
+                            // here stops.
+                            if before.is_some_and(|b| b.state != state) {
+                                self.stop_inactive(&id, None);
+                            }
                         }
                         Err(e) => {
                             tracing::warn!(objective_id = %id, error = %e, "unreadable objective row");
@@ -520,7 +526,8 @@ impl ObjectivesActor {
                         || act
                             .queued
                             .get(&objective_id)
-                            .is_some_and(|(at, _)| Some(*at) == run.scheduled_for);
+                            .is_some_and(|(at, _)| Some(*at) == run.scheduled_for)
+                        || act.waiting.holds(&objective_id, &run.run_id);
                     if mine_going {
                         continue;
                     }
@@ -553,6 +560,7 @@ impl ObjectivesActor {
                         .queued
                         .get(objective_id)
                         .is_none_or(|(at, _)| Some(*at) != run.scheduled_for)
+                    && !self.waiting.holds(objective_id, &run.run_id)
             }
             Some(node) => match self.cluster.started_at(node) {
                 None => true,

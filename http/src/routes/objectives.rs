@@ -14,6 +14,7 @@ use palyra_actors::audit::AuditKind;
 use palyra_actors::objectives::{
     AgentPage, AgentPatch, AgentRecord, LifecycleAction, NewAgent, NewObjective, ObjectiveFilter,
     ObjectiveKind, ObjectivePage, ObjectivePatch, ObjectiveRecord, ObjectiveState, RunPage,
+    RunRecord,
 };
 use palyra_actors::wire_name;
 
@@ -62,6 +63,16 @@ pub struct AgentPath {
 pub struct ObjectivePath {
     #[param(pattern = r"^[a-z0-9._-]{1,128}$")]
     pub objective_id: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RunPath {
+    #[param(pattern = r"^[a-z0-9._-]{1,128}$")]
+    pub objective_id: String,
+    /// `{objective_id}-{sequence}`, as in the run list.
+    #[param(pattern = r"^[a-z0-9._-]{1,160}$")]
+    pub run_id: String,
 }
 
 /// Body of `lifecycle`.
@@ -325,6 +336,38 @@ pub async fn runs(
     ))
 }
 
+/// Cancels one run: a run going is stopped at once (its provider call is dropped), a
+/// queued one never starts; answers the run, recorded `cancelled`, once durable.
+/// A run going on another node answers 409 naming that node (pausing the objective
+/// stops its run on any node).
+#[utoipa::path(post, path = "/console/v1/objectives/{objective_id}/runs/{run_id}/cancel", tag = "objectives",
+    params(RunPath),
+    responses(
+        SecuredWrite,
+        (status = 200, body = RunRecord),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The run is finished, or going on another node (named in the message)", body = ErrorBody)),
+    security(("session_cookie" = []), ("admin_bearer" = [])))]
+pub async fn cancel_run(
+    State(state): State<AppState>,
+    audit: Audit,
+    ApiPath(p): ApiPath<RunPath>,
+) -> Result<Json<RunRecord>, ApiError> {
+    let run = state
+        .objectives
+        .cancel_run(&p.objective_id, &p.run_id)
+        .await?;
+    audit
+        .success(
+            AuditKind::ObjectiveLifecycle,
+            &p.objective_id,
+            format!("cancel run {}: now {}", run.run_id, wire_name(run.status)),
+        )
+        .await;
+    Ok(Json(run))
+}
+
 /// The routes of this resource, for the route table.
 pub(crate) fn routes() -> Vec<RouteSpec> {
     use Access::{Operator, Viewer};
@@ -384,6 +427,12 @@ pub(crate) fn routes() -> Vec<RouteSpec> {
             "/console/v1/objectives/{objective_id}/runs",
             Viewer,
             runs,
+        ),
+        route(
+            Method::POST,
+            "/console/v1/objectives/{objective_id}/runs/{run_id}/cancel",
+            Operator,
+            cancel_run,
         ),
     ]
 }

@@ -141,6 +141,24 @@ pub struct Row {
     pub after_scheduled_p99_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after_scheduled_max_ms: Option<f64>,
+    /// scheduler-10k, the daemon: claim lateness, the durable run record (its
+    /// `queued_at` when the firing waited for a run slot, else its `started_at`, both
+    /// stamped just before the write) minus the boundary; the lateness above is the
+    /// start lateness (the provider call's arrival).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim_p99_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim_max_ms: Option<f64>,
+    /// scheduler-10k, the daemon: the time to drain a boundary's burst (its last call's
+    /// arrival minus the boundary), the largest over the window's boundaries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_max_ms: Option<f64>,
+    /// scheduler-10k, the daemon: VmRSS at the window's first boundary (the growth of
+    /// the burst is `rss_mib` minus this).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_window_start_mib: Option<f64>,
     /// scheduler-10k: CPU of the whole bench process over the window, % of one core.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_pct: Option<f64>,
@@ -258,6 +276,11 @@ impl Row {
             after_scheduled_p50_ms: None,
             after_scheduled_p99_ms: None,
             after_scheduled_max_ms: None,
+            claim_p50_ms: None,
+            claim_p99_ms: None,
+            claim_max_ms: None,
+            drain_max_ms: None,
+            rss_window_start_mib: None,
             cpu_pct: None,
             side_cpu_pct: None,
             rss_before_mib: None,

@@ -30,6 +30,9 @@ pub enum AgentsCommand {
         /// A candidate PROFILE=MODEL, tried in the order given (repeatable).
         #[arg(long = "candidate", value_parser = parse_candidate)]
         candidates: Vec<(String, String)>,
+        /// Runs of its objectives going at once on a node, at most.
+        #[arg(long)]
+        max_concurrent_runs: Option<u32>,
     },
     Update {
         agent_id: String,
@@ -49,6 +52,11 @@ pub enum AgentsCommand {
         /// Back to the one profile and model.
         #[arg(long)]
         clear_candidates: bool,
+        #[arg(long, conflicts_with = "clear_max_concurrent_runs")]
+        max_concurrent_runs: Option<u32>,
+        /// Back to the node's cap alone.
+        #[arg(long)]
+        clear_max_concurrent_runs: bool,
     },
     Remove {
         agent_id: String,
@@ -82,6 +90,18 @@ pub struct ObjectiveFields {
     pub max_runs: Option<u64>,
     #[arg(long)]
     pub max_tokens: Option<u64>,
+    /// Attempts of a failed run in all (with --backoff-s, default 0).
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// The wait before the first retry; each next one waits twice as long.
+    #[arg(long, requires = "max_attempts")]
+    pub backoff_s: Option<u32>,
+    /// The whole run at most this long.
+    #[arg(long)]
+    pub deadline_s: Option<u32>,
+    /// Pause after this many failed runs in a row (0: never).
+    #[arg(long)]
+    pub pause_after_failures: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +143,11 @@ pub enum ObjectivesCommand {
     Archive(LifecycleArgs),
     /// Run now, within budget.
     Fire(LifecycleArgs),
+    /// Cancels one run: stops it if it is going here, or keeps it from starting.
+    CancelRun {
+        objective_id: String,
+        run_id: String,
+    },
     /// Run history, newest first.
     Runs {
         objective_id: String,
@@ -210,11 +235,13 @@ pub async fn agents(
             workspace_roots,
             profile,
             candidates,
+            max_concurrent_runs,
         } => {
             let mut body = serde_json::json!({
                 "agent_id": agent_id, "display_name": display_name,
                 "workspace_roots": workspace_roots, "default_model_profile": profile,
                 "model_profiles": candidates_json(candidates),
+                "max_concurrent_runs": max_concurrent_runs,
             });
             if let Some(model) = model {
                 body["model"] = model.clone().into();
@@ -230,6 +257,8 @@ pub async fn agents(
             clear_profile,
             candidates,
             clear_candidates,
+            max_concurrent_runs,
+            clear_max_concurrent_runs,
         } => {
             let mut patch = serde_json::Map::new();
             if let Some(v) = model {
@@ -248,6 +277,11 @@ pub async fn agents(
             }
             if !candidates.is_empty() || *clear_candidates {
                 patch.insert("model_profiles".into(), candidates_json(candidates));
+            }
+            if let Some(n) = max_concurrent_runs {
+                patch.insert("max_concurrent_runs".into(), (*n).into());
+            } else if *clear_max_concurrent_runs {
+                patch.insert("max_concurrent_runs".into(), serde_json::Value::Null);
             }
             client.update_agent(agent_id, patch.into()).await?
         }
@@ -310,6 +344,18 @@ pub fn objective_fields(fields: &ObjectiveFields) -> serde_json::Map<String, ser
     if let Some(j) = fields.jitter_s {
         automation.insert("jitter_s".into(), j.into());
     }
+    if let Some(n) = fields.max_attempts {
+        body.insert(
+            "retry".into(),
+            serde_json::json!({ "max_attempts": n, "backoff_s": fields.backoff_s.unwrap_or(0) }),
+        );
+    }
+    if let Some(d) = fields.deadline_s {
+        body.insert("deadline_s".into(), d.into());
+    }
+    if let Some(n) = fields.pause_after_failures {
+        body.insert("pause_after_failures".into(), n.into());
+    }
     if !automation.is_empty() {
         body.insert("automation".into(), automation.into());
     }
@@ -358,6 +404,23 @@ pub async fn objectives(
                 print_table(
                     &OBJECTIVE_HEADER,
                     &page.items.iter().map(objective_row).collect::<Vec<_>>(),
+                );
+            }
+            return Ok(());
+        }
+        ObjectivesCommand::CancelRun {
+            objective_id,
+            run_id,
+        } => {
+            let run = client.cancel_run(objective_id, run_id).await?;
+            if json {
+                print_json(&run);
+            } else {
+                println!(
+                    "run {}: {}{}",
+                    run.run_id,
+                    wire_name(run.status),
+                    run.error.map(|e| format!(" ({e})")).unwrap_or_default()
                 );
             }
             return Ok(());

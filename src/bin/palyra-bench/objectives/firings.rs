@@ -92,9 +92,15 @@ pub struct FiringReport {
     pub population: u64,
     /// Arrival (peer: job start) minus boundary, of each received firing; sorted.
     pub lateness_ns: Vec<u64>,
-    /// The daemon only: the run record's `started_at` (stamped before its durable
-    /// write, millisecond resolution) minus the boundary; sorted.
+    /// The daemon only: claim lateness, the run record's `queued_at` when the firing
+    /// waited for a run slot, else its `started_at` (each stamped before its durable
+    /// write, millisecond resolution), minus the boundary; sorted.
     pub record_lateness_ns: Vec<u64>,
+    /// The daemon only: received firings that waited for a run slot.
+    pub waited: u64,
+    /// The daemon only: per boundary of the window, its last call's arrival minus the
+    /// boundary (the time to drain its burst); sorted.
+    pub drain_ns: Vec<u64>,
     /// The daemon only: each window run's `scheduled_for` minus its boundary; sorted.
     pub schedule_offset_ns: Vec<u64>,
     /// The daemon only: arrival minus the run's `scheduled_for`, of each received
@@ -110,6 +116,7 @@ impl FiringReport {
     pub fn finish(&mut self) {
         self.lateness_ns.sort_unstable();
         self.record_lateness_ns.sort_unstable();
+        self.drain_ns.sort_unstable();
         self.schedule_offset_ns.sort_unstable();
         self.after_scheduled_ns.sort_unstable();
     }
@@ -137,6 +144,7 @@ pub fn daemon_firings(
         calls_by.entry(n).or_default().push(at);
     }
     let mut runs_by: HashMap<String, Vec<(u64, RunRecord)>> = HashMap::new();
+    let mut drain_by: HashMap<i64, u64> = HashMap::new();
     for run in runs {
         let seq = run
             .run_id
@@ -216,8 +224,13 @@ pub fn daemon_firings(
                     report.after_scheduled_ns.push(
                         u64::try_from(at - scheduled_ms.saturating_mul(1_000_000)).unwrap_or(0),
                     );
-                    if let Some(started) = run.started_at {
-                        let ms = started.timestamp_millis() - boundary;
+                    let drain = drain_by.entry(boundary).or_default();
+                    *drain = (*drain).max(u64::try_from(at - boundary_ns).unwrap_or(0));
+                    if run.queued_at.is_some() {
+                        report.waited += 1;
+                    }
+                    if let Some(claimed) = run.queued_at.or(run.started_at) {
+                        let ms = claimed.timestamp_millis() - boundary;
                         report
                             .record_lateness_ns
                             .push(u64::try_from(ms).unwrap_or(0) * 1_000_000);
@@ -237,6 +250,7 @@ pub fn daemon_firings(
         report.no_run += boundaries.saturating_sub(seen.len() as u64);
     }
     report.unattributed_calls = calls_by.values().map(|v| v.len() as u64).sum();
+    report.drain_ns = drain_by.into_values().collect();
     report.finish();
     report
 }

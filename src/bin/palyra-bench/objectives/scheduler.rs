@@ -126,11 +126,19 @@ impl Bench {
         let fake = FakeModel::try_start(2)?;
         let token = random_token();
         let base = fake.url();
+        // The daemon runs with its default cap on concurrent runs; the report names it.
+        let cap = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen_cap = Arc::clone(&cap);
         let daemon = self
             .start_daemon(&token, 1_000_000, move |s| {
                 s.providers.openai.api_base_url = base;
+                seen_cap.store(
+                    s.objectives.max_concurrent_runs,
+                    std::sync::atomic::Ordering::SeqCst,
+                );
             })
             .await?;
+        let cap = cap.load(std::sync::atomic::Ordering::SeqCst);
         let addr = daemon.addr();
         let bearer = bearer_header(&token)?;
         create_agent(addr, &bearer).await?;
@@ -151,6 +159,7 @@ impl Bench {
         );
         sleep_until_unix_ms(window.first_ms).await;
         let cpu_before = CpuSnapshot::take()?;
+        let rss_window_start = vm_rss_mib(pid)?;
         let (commits_before, writes_before) = writer_counts(daemon.writer());
         let connections_before = fake.connections();
         sleep_until_unix_ms(window.end_ms()).await;
@@ -165,6 +174,7 @@ impl Bench {
         tokio::time::sleep(SCHEDULER_DRAIN).await;
         let stored = daemon.stop_keeping_state().await?;
         let connections = fake.connections();
+        let max_in_flight = fake.max_in_flight.load(std::sync::atomic::Ordering::SeqCst);
         let (calls, unreadable) = model_calls(fake.take_answered());
         report_stop(fake.stop());
         let (ids, inactive, runs) = read_objectives_and_runs(&stored).await?;
@@ -254,13 +264,34 @@ impl Bench {
         }
         if !report.record_lateness_ns.is_empty() {
             let rec = &report.record_lateness_ns;
+            row.claim_p50_ms = Some(round(nearest_rank_ms(rec, 0.50), 3));
+            row.claim_p99_ms = Some(round(nearest_rank_ms(rec, 0.99), 3));
+            row.claim_max_ms = Some(round(rec.last().map_or(0.0, |ns| *ns as f64 / 1e6), 3));
             notes.push(format!(
-                "lateness is the call's arrival at the fake minus the boundary, so it includes the durable run write before the call; the run record was stamped (before that write, ms resolution) p50 {:.0}, p99 {:.0}, max {:.0} ms after the boundary",
+                "lateness is start lateness, the call's arrival at the fake minus the boundary, so it includes the durable run write and any wait for a run slot (objectives.max_concurrent_runs {}) before the call; claim lateness, the durable run record (queued_at for the {} firings that waited for a slot, else started_at, stamped before the write, ms resolution), p50 {:.0}, p99 {:.0}, max {:.0} ms after the boundary",
+                cap,
+                report.waited,
                 nearest_rank_ms(rec, 0.50),
                 nearest_rank_ms(rec, 0.99),
                 rec.last().map_or(0.0, |ns| *ns as f64 / 1e6)
             ));
         }
+        if let Some(max) = report.drain_ns.last() {
+            row.drain_max_ms = Some(round(*max as f64 / 1e6, 3));
+            notes.push(format!(
+                "drain: a boundary's last call arrived p50 {:.0}, max {:.0} ms after the boundary (over {} boundaries)",
+                nearest_rank_ms(&report.drain_ns, 0.50),
+                *max as f64 / 1e6,
+                report.drain_ns.len()
+            ));
+        }
+        row.peak_in_flight = Some(max_in_flight as u64);
+        row.max_in_flight = Some(cap);
+        row.rss_window_start_mib = Some(round(rss_window_start, 2));
+        notes.push(format!(
+            "the fake had at most {max_in_flight} calls in flight at once; VmRSS {rss_window_start:.1} MiB at the window's first boundary, {rss_end:.1} MiB at its end ({:+.1} MiB over the bursts)",
+            rss_end - rss_window_start
+        ));
         notes.push(format!(
             "over the window: {writes} durable writes ({:.0}/s, {:.2} per firing received; {} commits, {:.1} writes per commit)",
             writes as f64 / secs,
