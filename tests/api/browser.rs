@@ -149,8 +149,12 @@ async fn open(app: &TestApp, body: Value) -> String {
     body["session_id"].as_str().unwrap().to_owned()
 }
 
+/// Where the daemon makes session profiles: outside its data dir, in the system's
+/// temporary directory, named after the data dir.
 fn profiles_root(app: &TestApp) -> PathBuf {
-    app.dir.path().join("data").join("browser")
+    app.settings
+        .browser
+        .profiles_root(&app.dir.path().join("data"))
 }
 
 /// Processes whose command line names a profile under `root`, and whether each is
@@ -790,7 +794,7 @@ async fn bad_requests_are_clear_400s_and_shutdown_ends_every_browser() {
 async fn a_restart_after_a_kill_ends_the_browsers_left_behind() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let root = data.join("browser");
+    let root = palyra::Settings::defaults().browser.profiles_root(&data);
     let mut daemon = crate::helpers::start_child(&data, &[]).await;
     let response = reqwest::Client::new()
         .post(format!("{}{SESSIONS}", daemon.base))
