@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{ADMIN_TOKEN, TestApp, error_code, spawn_app_with};
 
-const SESSIONS: &str = "/console/v1/browser/sessions";
+pub(crate) const SESSIONS: &str = "/console/v1/browser/sessions";
 
 /// The pages the browser visits, on 127.0.0.1. The links and redirects that leave
 /// the site point at `localhost` (the same server under another name); `off_site`
@@ -113,7 +113,7 @@ async fn start_site() -> Site {
 }
 
 /// A daemon whose sessions may load loopback pages (the test's site).
-async fn spawn_browser_app(tweak: impl FnOnce(&mut palyra::Settings)) -> TestApp {
+pub(crate) async fn spawn_browser_app(tweak: impl FnOnce(&mut palyra::Settings)) -> TestApp {
     spawn_app_with(|s| {
         s.browser.allow_private_networks = true;
         s.browser.navigation_timeout_s = 10;
@@ -122,11 +122,11 @@ async fn spawn_browser_app(tweak: impl FnOnce(&mut palyra::Settings)) -> TestApp
     .await
 }
 
-async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
+pub(crate) async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
     app.bearer_post(path, body).await
 }
 
-async fn fetch(app: &TestApp, path: &str) -> reqwest::Response {
+pub(crate) async fn fetch(app: &TestApp, path: &str) -> reqwest::Response {
     app.http
         .get(app.url(path))
         .bearer_auth(ADMIN_TOKEN)
@@ -135,14 +135,14 @@ async fn fetch(app: &TestApp, path: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn ok_json(response: reqwest::Response) -> Value {
+pub(crate) async fn ok_json(response: reqwest::Response) -> Value {
     let status = response.status();
     let body: Value = response.json().await.unwrap();
     assert!(status.is_success(), "{status}: {body}");
     body
 }
 
-async fn open(app: &TestApp, body: Value) -> String {
+pub(crate) async fn open(app: &TestApp, body: Value) -> String {
     let response = post(app, SESSIONS, body).await;
     assert_eq!(response.status(), 201, "{:?}", response.text().await);
     let body: Value = response.json().await.unwrap();
@@ -151,7 +151,7 @@ async fn open(app: &TestApp, body: Value) -> String {
 
 /// Where the daemon makes session profiles: outside its data dir, in the system's
 /// temporary directory, named after the data dir.
-fn profiles_root(app: &TestApp) -> PathBuf {
+pub(crate) fn profiles_root(app: &TestApp) -> PathBuf {
     app.settings
         .browser
         .profiles_root(&app.dir.path().join("data"))
@@ -159,7 +159,7 @@ fn profiles_root(app: &TestApp) -> PathBuf {
 
 /// Processes whose command line names a profile under `root`, and whether each is
 /// the browser process itself (not a renderer or other helper).
-fn browser_processes(root: &Path) -> Vec<(u32, bool)> {
+pub(crate) fn browser_processes(root: &Path) -> Vec<(u32, bool)> {
     let marker = format!("--user-data-dir={}/", root.display());
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -183,7 +183,7 @@ fn browser_processes(root: &Path) -> Vec<(u32, bool)> {
 }
 
 /// Waits (bounded) until no process uses a profile under `root` and no profile is left.
-async fn assert_no_browser_left(root: &Path) {
+pub(crate) async fn assert_no_browser_left(root: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !browser_processes(root).is_empty() || profile_dirs(root) > 0 {
         assert!(
@@ -196,7 +196,7 @@ async fn assert_no_browser_left(root: &Path) {
     }
 }
 
-fn profile_dirs(root: &Path) -> usize {
+pub(crate) fn profile_dirs(root: &Path) -> usize {
     std::fs::read_dir(root).map(|d| d.count()).unwrap_or(0)
 }
 
