@@ -129,6 +129,14 @@ img.onerror = () => tell("oopif_img", "blocked");
 img.src = R + "/oopif.png";
 </script>"#;
 
+/// A page that breaks what the daemon's own scripts call.
+const HOSTILE_SCRIPT: &str = r#"<!doctype html><title>Hostile script</title>
+<button id="b">b</button><script>
+Element.prototype.scrollIntoView = () => { throw new Error("hostile scrollIntoView"); };
+Object.defineProperty(HTMLElement.prototype, "innerText",
+  { get() { throw new Error("hostile innerText"); } });
+</script>"#;
+
 /// The processes of the browser whose main process is `main` (its process group).
 fn group_of(main: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -365,9 +373,19 @@ async fn the_browser_has_no_port_no_daemon_variable_and_is_never_root() {
         &[("PALYRA_BROWSER__ALLOW_PRIVATE_NETWORKS", "true")],
     )
     .await;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
     let site = serve(
         Ipv4Addr::LOCALHOST,
-        Router::new().route("/", get(|| async { Html("<title>Plain</title><p>plain") })),
+        Router::new()
+            .route(
+                "/",
+                get(move || async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Html("<title>Plain</title><p>plain")
+                }),
+            )
+            .route("/hostile-script", get(|| async { Html(HOSTILE_SCRIPT) })),
     )
     .await;
     let client = reqwest::Client::new();
@@ -405,6 +423,67 @@ async fn the_browser_has_no_port_no_daemon_variable_and_is_never_root() {
             assert!(ids.iter().all(|u| Some(*u) == nobody), "process {pid}: {ids:?}");
         }
     }
+    // Another process (this test) cannot use the browser's proxy as a relay: the
+    // connection is dropped unanswered and the site sees nothing.
+    let main = main_browser(&root);
+    let cmdline = std::fs::read(format!("/proc/{main}/cmdline")).unwrap();
+    let proxy_port: u16 = cmdline
+        .split(|b| *b == 0)
+        .find_map(|arg| {
+            std::str::from_utf8(arg)
+                .ok()?
+                .strip_prefix("--proxy-server=http://127.0.0.1:")?
+                .parse()
+                .ok()
+        })
+        .expect("the browser's --proxy-server");
+    let before = hits.load(Ordering::SeqCst);
+    let mut relay = tokio::net::TcpStream::connect(("127.0.0.1", proxy_port))
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    relay
+        .write_all(format!("GET http://{site}/ HTTP/1.1\r\nHost: {site}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), relay.read_to_end(&mut answer)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the proxy answered another process: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), before);
+
+    // A page whose scripts make ours throw: a 502 naming the page's exception.
+    let session = format!("{SESSIONS}/{}", created["session_id"].as_str().unwrap());
+    let response = client
+        .post(format!("{}{session}/navigate", daemon.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "url": format!("http://{site}/hostile-script") }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    for (method, path, body) in [
+        ("POST", "/click", json!({ "selector": "#b" })),
+        ("GET", "/content", Value::Null),
+    ] {
+        let request = if method == "POST" {
+            client.post(format!("{}{session}{path}", daemon.base)).json(&body)
+        } else {
+            client.get(format!("{}{session}{path}", daemon.base))
+        };
+        let response = request.bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        assert_eq!(response.status(), 502, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "page_script_failed", "{path}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("hostile"),
+            "{path}: {body}"
+        );
+    }
+
     // The daemon itself has the variables this checks for.
     let own = std::fs::read(format!("/proc/{}/environ", daemon.pid().unwrap())).unwrap();
     assert!(own.windows(18).any(|w| w == b"PALYRA_ADMIN_TOKEN"));
