@@ -460,7 +460,8 @@ impl Settings {
                 "objectives.run_retention and provider_timeout_s must be at least 1".into(),
             );
         }
-        self.browser.validate(MAX_S, self.storage.data_dir.as_deref())?;
+        self.browser
+            .validate(MAX_S, self.storage.data_dir.as_deref())?;
         self.storage.validate()?;
         self.cluster.validate()?;
         if self.server.shutdown_grace_s > 3600 {

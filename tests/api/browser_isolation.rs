@@ -268,9 +268,7 @@ self.addEventListener("message", e => {
     )
     .await;
     assert_eq!(nav["status"], 200);
-    let posture = app
-        .bearer_get_json("/console/v1/deployment/posture")
-        .await;
+    let posture = app.bearer_get_json("/console/v1/deployment/posture").await;
     let refused_requests = posture["browser"]["refused_requests"].as_u64().unwrap();
     // The page's own requests stop at the interceptor; the frame's, the workers'
     // and the socket's at the proxy.
@@ -297,7 +295,12 @@ async fn a_rebinding_domain_never_reaches_the_refused_address() {
     .await;
     let id = open(&app, json!({})).await;
     let url = format!("http://rebind.test:{}/", trap.addr.port());
-    let response = post(&app, &format!("{SESSIONS}/{id}/navigate"), json!({ "url": url })).await;
+    let response = post(
+        &app,
+        &format!("{SESSIONS}/{id}/navigate"),
+        json!({ "url": url }),
+    )
+    .await;
     assert_eq!(response.status(), 403);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "destination_refused", "{body}");
@@ -313,7 +316,12 @@ async fn a_rebinding_domain_never_reaches_the_refused_address() {
     assert_eq!(trap.connections.load(Ordering::SeqCst), 0);
     // A name that resolves to a refused address from the start is refused before
     // the browser is asked.
-    let response = post(&app, &format!("{SESSIONS}/{id}/navigate"), json!({ "url": url })).await;
+    let response = post(
+        &app,
+        &format!("{SESSIONS}/{id}/navigate"),
+        json!({ "url": url }),
+    )
+    .await;
     assert_eq!(response.status(), 403);
     assert_eq!(error_code(response).await, "destination_refused");
     assert_eq!(trap.connections.load(Ordering::SeqCst), 0);
@@ -357,7 +365,11 @@ fn uids(pid: u32) -> Vec<u32> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
-        .map(|rest| rest.split_whitespace().filter_map(|u| u.parse().ok()).collect())
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|u| u.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -368,11 +380,9 @@ async fn the_browser_has_no_port_no_daemon_variable_and_is_never_root() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let root = palyra::Settings::defaults().browser.profiles_root(&data);
-    let daemon = crate::helpers::start_child(
-        &data,
-        &[("PALYRA_BROWSER__ALLOW_PRIVATE_NETWORKS", "true")],
-    )
-    .await;
+    let daemon =
+        crate::helpers::start_child(&data, &[("PALYRA_BROWSER__ALLOW_PRIVATE_NETWORKS", "true")])
+            .await;
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&hits);
     let site = serve(
@@ -420,7 +430,10 @@ async fn the_browser_has_no_port_no_daemon_variable_and_is_never_root() {
         assert_eq!(ids.len(), 4, "process {pid}");
         assert!(ids.iter().all(|u| *u != 0), "process {pid} runs as root");
         if root_is_daemon {
-            assert!(ids.iter().all(|u| Some(*u) == nobody), "process {pid}: {ids:?}");
+            assert!(
+                ids.iter().all(|u| Some(*u) == nobody),
+                "process {pid}: {ids:?}"
+            );
         }
     }
     // Another process (this test) cannot use the browser's proxy as a relay: the
@@ -470,16 +483,24 @@ async fn the_browser_has_no_port_no_daemon_variable_and_is_never_root() {
         ("GET", "/content", Value::Null),
     ] {
         let request = if method == "POST" {
-            client.post(format!("{}{session}{path}", daemon.base)).json(&body)
+            client
+                .post(format!("{}{session}{path}", daemon.base))
+                .json(&body)
         } else {
             client.get(format!("{}{session}{path}", daemon.base))
         };
         let response = request.bearer_auth(ADMIN_TOKEN).send().await.unwrap();
         assert_eq!(response.status(), 502, "{path}");
         let body: Value = response.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "page_script_failed", "{path}: {body}");
+        assert_eq!(
+            body["error"]["code"], "page_script_failed",
+            "{path}: {body}"
+        );
         assert!(
-            body["error"]["message"].as_str().unwrap().contains("hostile"),
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("hostile"),
             "{path}: {body}"
         );
     }

@@ -177,7 +177,9 @@ async fn read_frames(answers: pipe::Receiver, frames: mpsc::Sender<Vec<u8>>) {
         match read {
             Ok(0) | Err(_) => return,
             Ok(_) if frame.last() != Some(&0) => {
-                tracing::warn!("the browser's DevTools pipe ended mid-message or sent one too large");
+                tracing::warn!(
+                    "the browser's DevTools pipe ended mid-message or sent one too large"
+                );
                 return;
             }
             Ok(_) => {

@@ -34,7 +34,8 @@ pub(crate) fn is_browser_socket(peer: SocketAddr, local: SocketAddr, group: u32)
             continue;
         };
         for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == wanted.as_str())
+            if std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.as_os_str() == wanted.as_str())
             {
                 return true;
             }

@@ -121,8 +121,9 @@ pub(crate) fn launch(spec: &LaunchSpec<'_>) -> Result<Launched, BrowserError> {
         std::os::unix::fs::chown(profile_dir, Some(user.uid), Some(user.gid))
             .map_err(|e| cannot("hand over the profile directory", e))?;
     }
-    let pipe_failed =
-        |e: std::io::Error| BrowserError::Unavailable(format!("cannot make the DevTools pipe: {e}"));
+    let pipe_failed = |e: std::io::Error| {
+        BrowserError::Unavailable(format!("cannot make the DevTools pipe: {e}"))
+    };
     let (child_reads, commands) = std::io::pipe().map_err(pipe_failed)?;
     let (answers, child_writes) = std::io::pipe().map_err(pipe_failed)?;
     let commands = pipe::Sender::from_owned_fd(OwnedFd::from(commands)).map_err(pipe_failed)?;
@@ -135,7 +136,10 @@ pub(crate) fn launch(spec: &LaunchSpec<'_>) -> Result<Launched, BrowserError> {
         .env_clear()
         .envs(browser_env(profile_dir))
         .args(CHROMIUM_FLAGS)
-        .arg(format!("--proxy-server=http://127.0.0.1:{}", spec.proxy_port))
+        .arg(format!(
+            "--proxy-server=http://127.0.0.1:{}",
+            spec.proxy_port
+        ))
         .arg(format!("--user-data-dir={}", profile_dir.display()))
         // The page area is set by emulation; a small window made screenshots hang
         // (headless Chromium 148 with a 100x100 window), so the window is never small.

@@ -117,7 +117,12 @@ pub(super) async fn launch(
     let id = new_session_id();
     let profile_dir = policy.profiles_root.join(&id);
     let watch = Arc::new(Mutex::new(PageWatch::default()));
-    let proxy = proxy::start(policy.urls.clone(), Arc::clone(&watch), Arc::clone(isolation)).await?;
+    let proxy = proxy::start(
+        policy.urls.clone(),
+        Arc::clone(&watch),
+        Arc::clone(isolation),
+    )
+    .await?;
     let mut sandbox = isolation.sandbox() != SandboxState::Unavailable;
     let started = loop {
         let spec = LaunchSpec {

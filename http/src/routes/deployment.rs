@@ -132,7 +132,7 @@ pub fn summary(state: &AppState, now: DateTime<Utc>) -> DeploymentPostureSummary
     let browser = state.browser.isolation();
     if browser.enabled && browser.sandbox == SandboxState::Unavailable {
         warnings.push(
-            "Chromium's sandbox cannot start on this host (no user namespaces and no setuid helper): browsers run with --no-sandbox, isolated only by their unprivileged user and the egress proxy"
+            "Chromium's sandbox cannot start on this host (no user namespaces and no setuid helper): browsers run with --no-sandbox, isolated only by the user they run as and the egress proxy"
                 .into(),
         );
     }
