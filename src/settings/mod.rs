@@ -650,10 +650,17 @@ fn env_key(name: &str) -> Option<Vec<String>> {
     (path.len() >= 2 && path.iter().all(|p| !p.is_empty())).then_some(path)
 }
 
-/// Numbers and booleans keep their type; anything else is a string.
+/// Numbers and booleans keep their type, and so does a TOML list (`["a", "b"]`, for
+/// keys such as `browser.allowed_hosts`); anything else is a string.
 fn parse_env_value(value: &str) -> toml::Value {
     if let Ok(i) = value.parse::<i64>() {
         return toml::Value::Integer(i);
+    }
+    if value.trim_start().starts_with('[')
+        && let Ok(mut table) = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        && let Some(list @ toml::Value::Array(_)) = table.remove("v")
+    {
+        return list;
     }
     match value {
         "true" => toml::Value::Boolean(true),
@@ -695,8 +702,20 @@ mod tests {
                 "10",
                 "browser.content_max_bytes",
             ),
+            (
+                "PALYRA_BROWSER__DNS_SERVERS",
+                r#"["192.0.2.53"]"#,
+                "browser.dns_servers",
+            ),
+            ("PALYRA_BROWSER__USER", " ", "browser.user"),
+            (
+                "PALYRA_BROWSER__PROFILES_DIR",
+                "/srv/palyra/data/profiles",
+                "browser.profiles_dir",
+            ),
         ] {
-            let env = vec![(key.to_owned(), value.to_owned())];
+            let mut env = vec![(key.to_owned(), value.to_owned())];
+            env.push(("PALYRA_DATA_DIR".to_owned(), "/srv/palyra/data".to_owned()));
             let err = Settings::load(None, env, &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains(expected), "{key}: {err}");
         }
@@ -709,6 +728,26 @@ mod tests {
             s.browser.chromium_path,
             std::path::PathBuf::from("/opt/chromium/chrome")
         );
+        // Profiles: outside the data dir by default, one root per data dir.
+        assert_eq!(s.browser.user, "nobody");
+        let data = std::path::Path::new("/srv/palyra/data");
+        let root = s.browser.profiles_root(data);
+        assert!(!root.starts_with(data), "{}", root.display());
+        assert_eq!(root, s.browser.profiles_root(data));
+        assert_ne!(
+            root,
+            s.browser.profiles_root(std::path::Path::new("/srv/other"))
+        );
+        let env = vec![
+            (
+                "PALYRA_BROWSER__DNS_SERVERS".to_owned(),
+                r#"["127.0.0.1:5353", "[::1]:53"]"#.to_owned(),
+            ),
+            ("PALYRA_BIND".to_owned(), "[::1]:7142".to_owned()),
+        ];
+        let s = Settings::load(None, env, &Overrides::default()).unwrap();
+        assert_eq!(s.browser.dns_servers, ["127.0.0.1:5353", "[::1]:53"]);
+        assert_eq!(s.server.bind, "[::1]:7142");
     }
 
     #[test]
