@@ -301,8 +301,9 @@ async fn a_rebinding_domain_never_reaches_the_refused_address() {
         json!({ "url": url }),
     )
     .await;
-    assert_eq!(response.status(), 403);
+    let status = response.status();
     let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "destination_refused", "{body}");
     assert!(
         body["error"]["message"]

@@ -206,6 +206,9 @@ impl BrowserHandle {
         };
         let count = sessions.len();
         futures_util::future::join_all(sessions.into_iter().map(close_session)).await;
+        // The root sits in a shared temporary directory: leave nothing there. Only an
+        // empty directory is removed (a profile that could not be deleted stays).
+        let _ = std::fs::remove_dir(&self.policy.profiles_root);
         if count > 0 {
             tracing::info!(count, "browser sessions closed at shutdown");
         }

@@ -42,7 +42,7 @@ struct Inner {
     /// Built on first use (it needs the runtime), when `servers` is not empty.
     dns: OnceLock<Option<hickory_resolver::TokioResolver>>,
     permits: Arc<Semaphore>,
-    /// System answers by name, with when they were resolved.
+    /// System answers by name (empty: no address), with when they were resolved.
     cache: Mutex<HashMap<String, (Instant, Vec<IpAddr>)>>,
 }
 
@@ -80,7 +80,11 @@ impl Resolver {
         if self.inner.servers.is_empty()
             && let Some(addresses) = self.cached(&name)
         {
-            return Ok(addresses);
+            return if addresses.is_empty() {
+                Err(ResolveError::NoAddress)
+            } else {
+                Ok(addresses)
+            };
         }
         let deadline = Instant::now() + RESOLVE_TIMEOUT;
         let permit = tokio::time::timeout(
@@ -119,11 +123,13 @@ impl Resolver {
                 Ok(Err(_)) => Vec::new(),
             }
         };
+        if self.inner.servers.is_empty() {
+            // Names without an address are kept too: a page (or Chromium's own
+            // background requests) asking again and again costs no lookups.
+            self.remember(name, addresses.clone());
+        }
         if addresses.is_empty() {
             return Err(ResolveError::NoAddress);
-        }
-        if self.inner.servers.is_empty() {
-            self.remember(name, addresses.clone());
         }
         Ok(addresses)
     }
