@@ -511,9 +511,11 @@ async fn redirects_and_links_to_refused_destinations_are_blocked() {
 
 #[tokio::test]
 async fn idle_sessions_expire_and_the_limit_holds() {
+    // Six seconds: a sandboxed Chromium takes seconds to start on a loaded machine,
+    // and the first session must not idle out while the second starts.
     let app = spawn_browser_app(|s| {
         s.browser.max_sessions = 2;
-        s.browser.idle_timeout_s = 2;
+        s.browser.idle_timeout_s = 6;
     })
     .await;
     let first = open(&app, json!({})).await;
@@ -522,7 +524,7 @@ async fn idle_sessions_expire_and_the_limit_holds() {
     assert_eq!(response.status(), 429);
     assert_eq!(error_code(response).await, "browser_session_limit");
     // Use keeps the first one alive while the second idles out.
-    for _ in 0..5 {
+    for _ in 0..12 {
         tokio::time::sleep(Duration::from_millis(600)).await;
         ok_json(fetch(&app, &format!("{SESSIONS}/{first}/content")).await).await;
     }
@@ -536,7 +538,7 @@ async fn idle_sessions_expire_and_the_limit_holds() {
     assert_eq!(ids, [first.as_str()]);
     // A place is free again.
     open(&app, json!({})).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let list = ok_json(fetch(&app, SESSIONS).await).await;
         if list["sessions"].as_array().unwrap().is_empty() {
