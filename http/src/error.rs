@@ -255,6 +255,7 @@ fn browser_status(e: &BrowserError) -> (StatusCode, &'static str) {
         BrowserError::Unresponsive(_) => (StatusCode::GATEWAY_TIMEOUT, "browser_unresponsive"),
         BrowserError::NavigationFailed(_) => (StatusCode::BAD_GATEWAY, "navigation_failed"),
         BrowserError::Gone(_) => (StatusCode::GONE, "browser_session_gone"),
+        BrowserError::PageScript(_) => (StatusCode::BAD_GATEWAY, "page_script_failed"),
         BrowserError::Protocol(_) => (StatusCode::INTERNAL_SERVER_ERROR, "browser_failure"),
     }
 }

@@ -120,6 +120,15 @@ pub struct BrowserSettings {
     /// When not empty, the only hosts sessions may load (names or IP addresses).
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// The DNS servers (`address:port`) the egress proxy asks; empty: the system's.
+    #[serde(default)]
+    pub dns_servers: Vec<String>,
+    /// When the daemon runs as root, Chromium runs as this user.
+    pub user: String,
+    /// Where session profiles are made; empty: derived from the data dir, in the
+    /// system's temporary directory (see `profiles_root`).
+    #[serde(default)]
+    pub profiles_dir: PathBuf,
     /// Most live sessions; one more answers 429.
     pub max_sessions: usize,
     /// A session unused this long is closed.
@@ -134,12 +143,27 @@ pub struct BrowserSettings {
 }
 
 impl BrowserSettings {
-    /// The browser actor's policy; profiles live under `<data_dir>/browser`.
+    /// Where session profiles live: `profiles_dir`, or a directory of the system's
+    /// temporary directory named after the data dir, so a restarted daemon finds the
+    /// browsers its predecessor left and two daemons never share one.
+    pub fn profiles_root(&self, data_dir: &Path) -> PathBuf {
+        if !self.profiles_dir.as_os_str().is_empty() {
+            return self.profiles_dir.clone();
+        }
+        use sha2::Digest;
+        let absolute = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+        let digest = sha2::Sha256::digest(absolute.as_os_str().as_encoded_bytes());
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        std::env::temp_dir().join(format!("palyra-browser-{hex}"))
+    }
+
+    /// The browser actor's policy.
     pub fn policy(&self, data_dir: &Path) -> palyra_actors::browser::BrowserPolicy {
         palyra_actors::browser::BrowserPolicy {
             enabled: self.enabled,
             chromium_path: self.chromium_path.clone(),
-            profiles_root: data_dir.join("browser"),
+            profiles_root: self.profiles_root(data_dir),
+            user: self.user.clone(),
             urls: palyra_actors::browser::UrlPolicy {
                 allow_private_networks: self.allow_private_networks,
                 allowed_hosts: self
@@ -147,6 +171,13 @@ impl BrowserSettings {
                     .iter()
                     .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
                     .collect(),
+                // Checked by `validate`.
+                resolver: palyra_actors::browser::Resolver::new(
+                    self.dns_servers
+                        .iter()
+                        .filter_map(|s| s.parse().ok())
+                        .collect(),
+                ),
             },
             max_sessions: self.max_sessions,
             idle_timeout: Duration::from_secs(self.idle_timeout_s),
@@ -159,7 +190,7 @@ impl BrowserSettings {
         }
     }
 
-    fn validate(&self, max_s: u64) -> Result<(), String> {
+    fn validate(&self, max_s: u64, data_dir: Option<&Path>) -> Result<(), String> {
         use palyra_actors::browser::{VIEWPORT_MAX, VIEWPORT_MIN};
         if self.chromium_path.as_os_str().is_empty() {
             return Err("browser.chromium_path must not be empty".into());
@@ -190,6 +221,27 @@ impl BrowserSettings {
         }
         if self.allowed_hosts.iter().any(|h| h.trim().is_empty()) {
             return Err("browser.allowed_hosts must not hold empty names".into());
+        }
+        for server in &self.dns_servers {
+            if server.parse::<SocketAddr>().is_err() {
+                return Err(format!(
+                    "browser.dns_servers: {server:?} is not an address:port (e.g. \"192.0.2.53:53\")"
+                ));
+            }
+        }
+        if self.user.trim().is_empty() {
+            return Err("browser.user must not be empty".into());
+        }
+        if let Some(data_dir) = data_dir
+            && !self.profiles_dir.as_os_str().is_empty()
+        {
+            let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+            if absolute(&self.profiles_dir).starts_with(absolute(data_dir)) {
+                return Err(
+                    "browser.profiles_dir must not be inside the data dir (the browser's user must not reach it)"
+                        .into(),
+                );
+            }
         }
         Ok(())
     }
@@ -439,7 +491,8 @@ impl Settings {
         if !(1..=100_000).contains(&self.objectives.max_concurrent_runs) {
             return Err("objectives.max_concurrent_runs must be 1 to 100000".into());
         }
-        self.browser.validate(MAX_S)?;
+        self.browser
+            .validate(MAX_S, self.storage.data_dir.as_deref())?;
         validate_public_hosts(&self.server.public_hosts)?;
         self.storage.validate()?;
         self.cluster.validate()?;
@@ -651,10 +704,17 @@ fn env_key(name: &str) -> Option<Vec<String>> {
     (path.len() >= 2 && path.iter().all(|p| !p.is_empty())).then_some(path)
 }
 
-/// Numbers and booleans keep their type; anything else is a string.
+/// Numbers and booleans keep their type, and so does a TOML list (`["a", "b"]`, for
+/// keys such as `browser.allowed_hosts`); anything else is a string.
 fn parse_env_value(value: &str) -> toml::Value {
     if let Ok(i) = value.parse::<i64>() {
         return toml::Value::Integer(i);
+    }
+    if value.trim_start().starts_with('[')
+        && let Ok(mut table) = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        && let Some(list @ toml::Value::Array(_)) = table.remove("v")
+    {
+        return list;
     }
     match value {
         "true" => toml::Value::Boolean(true),
@@ -696,8 +756,20 @@ mod tests {
                 "10",
                 "browser.content_max_bytes",
             ),
+            (
+                "PALYRA_BROWSER__DNS_SERVERS",
+                r#"["192.0.2.53"]"#,
+                "browser.dns_servers",
+            ),
+            ("PALYRA_BROWSER__USER", " ", "browser.user"),
+            (
+                "PALYRA_BROWSER__PROFILES_DIR",
+                "/srv/palyra/data/profiles",
+                "browser.profiles_dir",
+            ),
         ] {
-            let env = vec![(key.to_owned(), value.to_owned())];
+            let mut env = vec![(key.to_owned(), value.to_owned())];
+            env.push(("PALYRA_DATA_DIR".to_owned(), "/srv/palyra/data".to_owned()));
             let err = Settings::load(None, env, &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains(expected), "{key}: {err}");
         }
@@ -710,6 +782,26 @@ mod tests {
             s.browser.chromium_path,
             std::path::PathBuf::from("/opt/chromium/chrome")
         );
+        // Profiles: outside the data dir by default, one root per data dir.
+        assert_eq!(s.browser.user, "nobody");
+        let data = std::path::Path::new("/srv/palyra/data");
+        let root = s.browser.profiles_root(data);
+        assert!(!root.starts_with(data), "{}", root.display());
+        assert_eq!(root, s.browser.profiles_root(data));
+        assert_ne!(
+            root,
+            s.browser.profiles_root(std::path::Path::new("/srv/other"))
+        );
+        let env = vec![
+            (
+                "PALYRA_BROWSER__DNS_SERVERS".to_owned(),
+                r#"["127.0.0.1:5353", "[::1]:53"]"#.to_owned(),
+            ),
+            ("PALYRA_BIND".to_owned(), "[::1]:7142".to_owned()),
+        ];
+        let s = Settings::load(None, env, &Overrides::default()).unwrap();
+        assert_eq!(s.browser.dns_servers, ["127.0.0.1:5353", "[::1]:53"]);
+        assert_eq!(s.server.bind, "[::1]:7142");
     }
 
     #[test]

@@ -16,10 +16,12 @@
 //! - [`cluster`]: several palyrad processes on one PostgreSQL database, and the faults
 //!   a test inflicts on them.
 //! - [`firings`]: the checker of the cluster's run rows and provider calls.
+//! - [`dns`]: a tiny DNS server on loopback that plays a rebinding domain.
 
 pub mod child;
 pub mod cluster;
 pub mod daemon;
+pub mod dns;
 pub mod firings;
 pub mod model;
 pub mod oauth;

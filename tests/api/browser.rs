@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{ADMIN_TOKEN, TestApp, error_code, spawn_app_with};
 
-const SESSIONS: &str = "/console/v1/browser/sessions";
+pub(crate) const SESSIONS: &str = "/console/v1/browser/sessions";
 
 /// The pages the browser visits, on 127.0.0.1. The links and redirects that leave
 /// the site point at `localhost` (the same server under another name); `off_site`
@@ -113,7 +113,7 @@ async fn start_site() -> Site {
 }
 
 /// A daemon whose sessions may load loopback pages (the test's site).
-async fn spawn_browser_app(tweak: impl FnOnce(&mut palyra::Settings)) -> TestApp {
+pub(crate) async fn spawn_browser_app(tweak: impl FnOnce(&mut palyra::Settings)) -> TestApp {
     spawn_app_with(|s| {
         s.browser.allow_private_networks = true;
         s.browser.navigation_timeout_s = 10;
@@ -122,11 +122,11 @@ async fn spawn_browser_app(tweak: impl FnOnce(&mut palyra::Settings)) -> TestApp
     .await
 }
 
-async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
+pub(crate) async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
     app.bearer_post(path, body).await
 }
 
-async fn fetch(app: &TestApp, path: &str) -> reqwest::Response {
+pub(crate) async fn fetch(app: &TestApp, path: &str) -> reqwest::Response {
     app.http
         .get(app.url(path))
         .bearer_auth(ADMIN_TOKEN)
@@ -135,27 +135,31 @@ async fn fetch(app: &TestApp, path: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn ok_json(response: reqwest::Response) -> Value {
+pub(crate) async fn ok_json(response: reqwest::Response) -> Value {
     let status = response.status();
     let body: Value = response.json().await.unwrap();
     assert!(status.is_success(), "{status}: {body}");
     body
 }
 
-async fn open(app: &TestApp, body: Value) -> String {
+pub(crate) async fn open(app: &TestApp, body: Value) -> String {
     let response = post(app, SESSIONS, body).await;
     assert_eq!(response.status(), 201, "{:?}", response.text().await);
     let body: Value = response.json().await.unwrap();
     body["session_id"].as_str().unwrap().to_owned()
 }
 
-fn profiles_root(app: &TestApp) -> PathBuf {
-    app.dir.path().join("data").join("browser")
+/// Where the daemon makes session profiles: outside its data dir, in the system's
+/// temporary directory, named after the data dir.
+pub(crate) fn profiles_root(app: &TestApp) -> PathBuf {
+    app.settings
+        .browser
+        .profiles_root(&app.dir.path().join("data"))
 }
 
 /// Processes whose command line names a profile under `root`, and whether each is
 /// the browser process itself (not a renderer or other helper).
-fn browser_processes(root: &Path) -> Vec<(u32, bool)> {
+pub(crate) fn browser_processes(root: &Path) -> Vec<(u32, bool)> {
     let marker = format!("--user-data-dir={}/", root.display());
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -179,7 +183,7 @@ fn browser_processes(root: &Path) -> Vec<(u32, bool)> {
 }
 
 /// Waits (bounded) until no process uses a profile under `root` and no profile is left.
-async fn assert_no_browser_left(root: &Path) {
+pub(crate) async fn assert_no_browser_left(root: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !browser_processes(root).is_empty() || profile_dirs(root) > 0 {
         assert!(
@@ -192,7 +196,7 @@ async fn assert_no_browser_left(root: &Path) {
     }
 }
 
-fn profile_dirs(root: &Path) -> usize {
+pub(crate) fn profile_dirs(root: &Path) -> usize {
     std::fs::read_dir(root).map(|d| d.count()).unwrap_or(0)
 }
 
@@ -507,9 +511,11 @@ async fn redirects_and_links_to_refused_destinations_are_blocked() {
 
 #[tokio::test]
 async fn idle_sessions_expire_and_the_limit_holds() {
+    // Six seconds: a sandboxed Chromium takes seconds to start on a loaded machine,
+    // and the first session must not idle out while the second starts.
     let app = spawn_browser_app(|s| {
         s.browser.max_sessions = 2;
-        s.browser.idle_timeout_s = 2;
+        s.browser.idle_timeout_s = 6;
     })
     .await;
     let first = open(&app, json!({})).await;
@@ -518,7 +524,7 @@ async fn idle_sessions_expire_and_the_limit_holds() {
     assert_eq!(response.status(), 429);
     assert_eq!(error_code(response).await, "browser_session_limit");
     // Use keeps the first one alive while the second idles out.
-    for _ in 0..5 {
+    for _ in 0..12 {
         tokio::time::sleep(Duration::from_millis(600)).await;
         ok_json(fetch(&app, &format!("{SESSIONS}/{first}/content")).await).await;
     }
@@ -532,7 +538,7 @@ async fn idle_sessions_expire_and_the_limit_holds() {
     assert_eq!(ids, [first.as_str()]);
     // A place is free again.
     open(&app, json!({})).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let list = ok_json(fetch(&app, SESSIONS).await).await;
         if list["sessions"].as_array().unwrap().is_empty() {
@@ -790,7 +796,7 @@ async fn bad_requests_are_clear_400s_and_shutdown_ends_every_browser() {
 async fn a_restart_after_a_kill_ends_the_browsers_left_behind() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let root = data.join("browser");
+    let root = palyra::Settings::defaults().browser.profiles_root(&data);
     let mut daemon = crate::helpers::start_child(&data, &[]).await;
     let response = reqwest::Client::new()
         .post(format!("{}{SESSIONS}", daemon.base))

@@ -5,6 +5,7 @@ mod api;
 mod audit;
 mod auth;
 mod browser;
+mod browser_isolation;
 mod cli;
 mod cluster_faults;
 mod cluster_objectives;

@@ -1,4 +1,5 @@
-//! A small Chrome DevTools Protocol client: one WebSocket to one browser, commands
+//! A small Chrome DevTools Protocol client: the pipe of one browser (its fds 3 and 4,
+//! `--remote-debugging-pipe`, one JSON message per NUL-terminated frame), commands
 //! matched to their answers by id, and every event handed to one channel.
 //!
 //! Only the dozen commands the browser actor uses are needed, so this speaks the
@@ -9,11 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// The largest message read: screenshots arrive as one base64 message.
+const MAX_MESSAGE: u64 = 256 << 20;
 
 /// How long one DevTools command other than a navigation may take.
 pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,27 +70,21 @@ impl std::fmt::Debug for Cdp {
 }
 
 impl Cdp {
-    /// Connects to the browser's DevTools WebSocket; events arrive on the receiver.
-    pub async fn connect(
-        ws_url: &str,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<CdpEvent>), String> {
-        // Screenshots arrive as one base64 message: allow large ones.
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(256 << 20))
-            .max_frame_size(Some(256 << 20));
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(ws_url, Some(config), false)
-            .await
-            .map_err(|e| e.to_string())?;
+    /// Speaks DevTools over a browser's pipe; events arrive on the receiver.
+    pub fn over_pipe(
+        commands: pipe::Sender,
+        answers: pipe::Receiver,
+    ) -> (Self, mpsc::UnboundedReceiver<CdpEvent>) {
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(ws, out_rx, event_tx));
-        Ok((
+        tokio::spawn(run(commands, answers, out_rx, event_tx));
+        (
             Self {
                 outgoing: out_tx,
                 next_id: Arc::new(AtomicU64::new(1)),
             },
             event_rx,
-        ))
+        )
     }
 
     /// True once the connection task has ended.
@@ -133,32 +130,66 @@ impl Cdp {
 
 /// The connection task: writes commands, routes answers to their callers and events
 /// to the channel. When it ends, every waiting caller sees [`CdpError::Closed`].
-async fn run<S>(
-    ws: tokio_tungstenite::WebSocketStream<S>,
+async fn run(
+    mut commands: pipe::Sender,
+    answers: pipe::Receiver,
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
     events: mpsc::UnboundedSender<CdpEvent>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let (mut sink, mut stream) = ws.split();
+) {
+    let (frames_tx, mut frames) = mpsc::channel::<Vec<u8>>(64);
+    // Reading runs apart from writing: a frame half read must not be lost when a
+    // command is sent meanwhile (a select! would drop the read in progress).
+    tokio::spawn(read_frames(answers, frames_tx));
     let mut pending: HashMap<u64, Reply> = HashMap::new();
     loop {
         tokio::select! {
             command = outgoing.recv() => {
                 let Some(command) = command else { break };
                 pending.insert(command.id, command.reply);
-                if sink.send(Message::text(command.text)).await.is_err() {
+                let mut frame = command.text.into_bytes();
+                frame.push(0);
+                if commands.write_all(&frame).await.is_err() {
                     break;
                 }
             }
-            message = stream.next() => match message {
-                Some(Ok(Message::Text(text))) => dispatch(text.as_str(), &mut pending, &events),
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
-                Some(Ok(_)) => {}
+            frame = frames.recv() => match frame {
+                Some(frame) => match std::str::from_utf8(&frame) {
+                    Ok(text) => dispatch(text, &mut pending, &events),
+                    Err(_) => tracing::debug!("a DevTools message that is not UTF-8 ignored"),
+                },
+                None => break,
             },
         }
     }
     // Dropping `pending` and `outgoing` tells every caller, present and future.
+}
+
+/// Reads NUL-terminated frames until the pipe ends (the browser exited) or a frame
+/// is larger than [`MAX_MESSAGE`].
+async fn read_frames(answers: pipe::Receiver, frames: mpsc::Sender<Vec<u8>>) {
+    let mut reader = BufReader::with_capacity(64 << 10, answers);
+    loop {
+        let mut frame = Vec::new();
+        let read = (&mut reader)
+            .take(MAX_MESSAGE + 1)
+            .read_until(0, &mut frame)
+            .await;
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(_) if frame.last() != Some(&0) => {
+                tracing::warn!(
+                    "the browser's DevTools pipe ended mid-message or sent one too large"
+                );
+                return;
+            }
+            Ok(_) => {
+                frame.pop();
+                if frames.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 fn dispatch(

@@ -63,6 +63,10 @@ pub enum BrowserError {
     /// The browser process exited or crashed; the session has been removed.
     #[error("the browser of session {0:?} exited or crashed; the session is closed")]
     Gone(String),
+    /// A script of ours failed in the page (the page's own scripts can make it
+    /// throw); the message is the page's exception.
+    #[error("a script failed in the page: {0}")]
+    PageScript(String),
     /// The browser answered something this daemon does not understand.
     #[error("unexpected DevTools answer: {0}")]
     Protocol(String),

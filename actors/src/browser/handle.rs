@@ -9,6 +9,7 @@ use actix::prelude::*;
 
 use super::actor::{BrowserActor, Drain, Get, Insert, List, Release, Remove, Reserve};
 use super::error::BrowserError;
+use super::isolation::{BrowserIsolation, Isolation};
 use super::model::{
     BrowserPolicy, BrowserSessionInfo, BrowserSessionList, NavigationResult, NewBrowserSession,
     PageContent, PageState,
@@ -23,6 +24,7 @@ use crate::audit::AuditLog;
 pub struct BrowserHandle {
     addr: Addr<BrowserActor>,
     policy: Arc<BrowserPolicy>,
+    isolation: Arc<Isolation>,
 }
 
 impl std::fmt::Debug for BrowserHandle {
@@ -38,11 +40,21 @@ impl BrowserHandle {
     /// killed daemon left behind are ended and their profiles removed.
     pub fn start(policy: BrowserPolicy, audit: AuditLog) -> Self {
         process::reap_leftovers(&policy.profiles_root);
+        let isolation = Arc::new(Isolation::new(&policy.user));
+        if let Some(Err(why)) = &isolation.user {
+            tracing::warn!(%why, "browser sessions cannot start");
+        }
         let actor = BrowserActor::new(&policy, audit);
         Self {
             addr: actor.start(),
             policy: Arc::new(policy),
+            isolation,
         }
+    }
+
+    /// How browsers are kept apart from the daemon, for the posture.
+    pub fn isolation(&self) -> BrowserIsolation {
+        self.isolation.report(self.policy.enabled)
     }
 
     /// Starts a browser for a new session and, with a start URL, loads it.
@@ -76,7 +88,7 @@ impl BrowserHandle {
             None => None,
         };
         self.send(Reserve).await??;
-        let launched = launch(&self.policy, viewport).await;
+        let launched = launch(&self.policy, &self.isolation, viewport).await;
         let session = match launched {
             Ok(session) => session,
             Err(e) => {
@@ -194,6 +206,9 @@ impl BrowserHandle {
         };
         let count = sessions.len();
         futures_util::future::join_all(sessions.into_iter().map(close_session)).await;
+        // The root sits in a shared temporary directory: leave nothing there. Only an
+        // empty directory is removed (a profile that could not be deleted stays).
+        let _ = std::fs::remove_dir(&self.policy.profiles_root);
         if count > 0 {
             tracing::info!(count, "browser sessions closed at shutdown");
         }

@@ -1,7 +1,10 @@
 //! The DevTools side of one session's page: attaching to it, and its event task,
 //! which holds every request the page makes (the Fetch domain pauses them) until
-//! [`UrlPolicy`] has checked it, and keeps what requests read about the page (URL,
-//! title, loading state, document statuses, a crash).
+//! [`UrlPolicy`] has checked its scheme and host name, and keeps what requests read
+//! about the page (URL, title, loading state, document statuses, a crash). The
+//! addresses are checked by the egress proxy (`proxy.rs`), which every request of
+//! every frame, worker and socket goes through; the interception is what gives a
+//! refused navigation its answer.
 
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +31,43 @@ pub(super) struct PageWatch {
     pub(super) refused: Option<BrowserError>,
     /// The page's renderer crashed: the session cannot be used any more.
     pub(super) crashed: bool,
+    /// The host and port of the main frame's last document request.
+    pub(super) document_origin: Option<(String, u16)>,
+    /// The last request the egress proxy refused.
+    pub(super) proxy_refused: Option<ProxyRefusal>,
+}
+
+/// A request the egress proxy refused: where it went, and why.
+#[derive(Debug)]
+pub(super) struct ProxyRefusal {
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) error: BrowserError,
+}
+
+impl PageWatch {
+    /// Why the main document failed, when a policy refused it: the interceptor's
+    /// refusal, or the proxy's for the document's host and port.
+    pub(super) fn take_refusal(&mut self) -> Option<BrowserError> {
+        if let Some(refused) = self.refused.take() {
+            return Some(refused);
+        }
+        let origin = self.document_origin.as_ref()?;
+        let matches = self
+            .proxy_refused
+            .as_ref()
+            .is_some_and(|r| (&r.host, r.port) == (&origin.0, origin.1));
+        if matches {
+            return self.proxy_refused.take().map(|r| r.error);
+        }
+        None
+    }
+
+    /// Forgets refusals before a new navigation or click.
+    pub(super) fn clear_refusals(&mut self) {
+        self.refused = None;
+        self.proxy_refused = None;
+    }
 }
 
 /// Locks the page watch. Its fields are each written in one step, so a lock poisoned
@@ -40,22 +80,33 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 pub(super) type Attached = (Cdp, String, Arc<Mutex<PageWatch>>);
 
-/// Connects to a fresh browser, attaches to its page, and turns on what the session
-/// needs: page and network events, request interception, the viewport.
+/// Attaches to a fresh browser's page (once the browser lists it), and turns on what
+/// the session needs: page and network events, request interception, the viewport.
 pub(super) async fn attach(
-    ws_url: &str,
+    cdp: Cdp,
+    events: tokio::sync::mpsc::UnboundedReceiver<CdpEvent>,
     viewport: Viewport,
     urls: &UrlPolicy,
+    watch: Arc<Mutex<PageWatch>>,
 ) -> Result<Attached, BrowserError> {
-    let (cdp, events) = Cdp::connect(ws_url)
-        .await
-        .map_err(|e| BrowserError::Unavailable(format!("cannot connect to the browser: {e}")))?;
     let protocol =
         |e: CdpError| BrowserError::Unavailable(format!("the browser did not set up: {e}"));
-    let targets = cdp
-        .call(None, "Target.getTargets", json!({}), COMMAND_TIMEOUT)
-        .await
-        .map_err(protocol)?;
+    // The first page may be listed a moment after the browser answers.
+    let mut tries = 0;
+    let targets = loop {
+        let targets = cdp
+            .call(None, "Target.getTargets", json!({}), COMMAND_TIMEOUT)
+            .await
+            .map_err(protocol)?;
+        let has_page = targets["targetInfos"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["type"] == "page"));
+        tries += 1;
+        if has_page || tries >= 50 {
+            break targets;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     let target_id = targets["targetInfos"]
         .as_array()
         .and_then(|targets| targets.iter().find(|t| t["type"] == "page"))
@@ -75,10 +126,7 @@ pub(super) async fn attach(
         .as_str()
         .ok_or_else(|| BrowserError::Unavailable("no DevTools session for the page".into()))?
         .to_owned();
-    let watch = Arc::new(Mutex::new(PageWatch {
-        url: "about:blank".into(),
-        ..PageWatch::default()
-    }));
+    lock(&watch).url = "about:blank".into();
     tokio::spawn(watch_events(
         events,
         cdp.clone(),
@@ -146,10 +194,18 @@ async fn watch_events(
                     .as_str()
                     .unwrap_or_default()
                     .to_owned();
+                if document && let Ok(parsed) = url::Url::parse(&url) {
+                    lock(&watch).document_origin = parsed.host_str().map(|h| {
+                        (
+                            h.trim_matches(['[', ']']).to_owned(),
+                            parsed.port_or_known_default().unwrap_or(0),
+                        )
+                    });
+                }
                 tokio::spawn(async move {
                     let parsed = url::Url::parse(&url);
                     let verdict = match &parsed {
-                        Ok(parsed) => urls.check(parsed).await,
+                        Ok(parsed) => urls.check_name(parsed),
                         Err(e) => Err(BrowserError::InvalidUrl {
                             field: "url",
                             message: e.to_string(),

@@ -11,14 +11,20 @@
 //! is bounded, and a session whose process or connection died answers
 //! [`BrowserError::Gone`] at once and leaves the table.
 //!
-//! Every request the page makes (navigations, redirects, subresources) is paused by
-//! the Fetch domain and checked against the [`policy::UrlPolicy`] before it may go on.
+//! Every request of a session (any page, frame, worker or socket) leaves through the
+//! session's egress proxy (`proxy.rs`), which resolves the host once, checks every
+//! address against [`policy::UrlPolicy`] and connects to an address it checked; the
+//! page's own requests are also paused by the Fetch domain, which checks the scheme
+//! and the host name so a refused navigation gets its answer. Chromium speaks DevTools
+//! over a pipe, gets an environment built from nothing, and never runs as root
+//! (`isolation.rs`).
 //!
 //! Layout: `error.rs` ([`BrowserError`]), `model.rs` (configuration and answers),
 //! `handle.rs` ([`BrowserHandle`]), `actor.rs` (the table of live sessions),
 //! `session.rs` (one session: start and end), `page.rs` (page operations),
 //! `interceptor.rs` (the page's events and the request interceptor), `cdp.rs`,
-//! [`policy`] and `process.rs`. Inside the crate, import from the defining file, not
+//! [`policy`], [`resolver`], `proxy.rs` and `peer.rs` (the egress proxy and who may use
+//! it), `isolation.rs` and `process.rs`. Inside the crate, import from the defining file, not
 //! through the re-exports below.
 
 mod actor;
@@ -26,16 +32,22 @@ mod cdp;
 pub(crate) mod error;
 mod handle;
 mod interceptor;
+mod isolation;
 mod model;
 mod page;
+mod peer;
 pub mod policy;
 mod process;
+mod proxy;
+pub mod resolver;
 mod session;
 
 pub use error::BrowserError;
 pub use handle::BrowserHandle;
+pub use isolation::{BrowserIsolation, SandboxState};
 pub use model::{
     BrowserPolicy, BrowserSessionInfo, BrowserSessionList, NavigationResult, NewBrowserSession,
     PageContent, PageState, VIEWPORT_MAX, VIEWPORT_MIN, Viewport,
 };
 pub use policy::UrlPolicy;
+pub use resolver::Resolver;

@@ -20,8 +20,11 @@ pub struct BrowserPolicy {
     pub enabled: bool,
     /// The Chromium executable (a path, or a name looked up in PATH).
     pub chromium_path: PathBuf,
-    /// Where session profiles are created (`<data-dir>/browser`).
+    /// Where session profiles are created: outside the data dir, which the browser's
+    /// user must not reach.
     pub profiles_root: PathBuf,
+    /// The user browsers run as when the daemon runs as root.
+    pub user: String,
     pub urls: UrlPolicy,
     pub max_sessions: usize,
     pub idle_timeout: Duration,

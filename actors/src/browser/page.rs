@@ -32,13 +32,15 @@ impl BrowserSession {
             )
             .await?;
         if let Some(details) = answer.get("exceptionDetails") {
-            return Err(BrowserError::Protocol(format!(
-                "a script failed in the page: {}",
-                details["exception"]["description"]
-                    .as_str()
-                    .or(details["text"].as_str())
-                    .unwrap_or("unknown exception")
-            )));
+            // The page's own scripts can make ours throw (a page that replaces
+            // document.querySelector): the page's fault, told as such, never a 500.
+            let exception = details["exception"]["description"]
+                .as_str()
+                .or(details["text"].as_str())
+                .unwrap_or("unknown exception");
+            // The page chose the text: a bounded piece of it.
+            let cut: String = exception.chars().take(500).collect();
+            return Err(BrowserError::PageScript(cut));
         }
         Ok(answer["result"]["value"].take())
     }
@@ -72,7 +74,7 @@ impl BrowserSession {
             {
                 Ok(state) => state,
                 // The document was replaced between two polls: ask again.
-                Err(BrowserError::Protocol(_)) => Value::Null,
+                Err(BrowserError::Protocol(_) | BrowserError::PageScript(_)) => Value::Null,
                 Err(BrowserError::Unresponsive(_)) => {
                     return Err(BrowserError::NavigationTimeout(timeout_s));
                 }
@@ -88,7 +90,7 @@ impl BrowserSession {
     /// The error of a navigation the browser reported as failed: a refusal of our
     /// policy when it blocked the request, else the browser's own reason.
     fn navigation_error(&self, error_text: &str) -> BrowserError {
-        if let Some(refused) = lock(&self.watch).refused.take() {
+        if let Some(refused) = lock(&self.watch).take_refusal() {
             return refused;
         }
         BrowserError::NavigationFailed(error_text.to_owned())
@@ -101,7 +103,7 @@ impl BrowserSession {
         timeout: Duration,
     ) -> Result<NavigationResult, BrowserError> {
         let deadline = Instant::now() + timeout;
-        lock(&self.watch).refused = None;
+        lock(&self.watch).clear_refusals();
         let answer = match self
             .call("Page.navigate", json!({ "url": url.as_str() }), timeout)
             .await
@@ -145,7 +147,7 @@ impl BrowserSession {
         };
         let before = {
             let mut watch = lock(&self.watch);
-            watch.refused = None;
+            watch.clear_refusals();
             watch.navigations
         };
         for kind in ["mouseMoved", "mousePressed", "mouseReleased"] {
@@ -174,7 +176,7 @@ impl BrowserSession {
             )
             .await?;
         }
-        if let Some(refused) = lock(&self.watch).refused.take() {
+        if let Some(refused) = lock(&self.watch).take_refusal() {
             return Err(refused);
         }
         let (url, title) = self.location().await?;

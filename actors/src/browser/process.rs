@@ -1,18 +1,25 @@
-//! Starting and ending one headless Chromium process with its own profile directory.
+//! Starting and ending one headless Chromium process with its own profile directory:
+//! DevTools over a pipe (fds 3 and 4), an environment built from nothing, an
+//! unprivileged user when the daemon is root, and the daemon's egress proxy as its
+//! only way out.
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use command_fds::{CommandFdExt, FdMapping};
+use tokio::net::unix::pipe;
 use tokio::process::Child;
 
 use super::error::BrowserError;
+use super::isolation::BrowserUser;
 
-/// Flags that keep a headless browser from reaching Google's services on its own.
+/// Flags that keep a headless browser from reaching Google's services on its own,
+/// and keep every request of every frame, worker and socket on the daemon's proxy.
 pub const CHROMIUM_FLAGS: &[&str] = &[
     "--headless",
-    "--no-sandbox",
     "--disable-gpu",
     "--no-first-run",
     "--disable-background-networking",
@@ -27,106 +34,167 @@ pub const CHROMIUM_FLAGS: &[&str] = &[
     "--mute-audio",
     "--password-store=basic",
     "--use-mock-keychain",
-    "--remote-debugging-address=127.0.0.1",
-    "--remote-debugging-port=0",
+    // DevTools on fds 3 (commands in) and 4 (answers out): no port anyone can find.
+    "--remote-debugging-pipe",
+    // QUIC would bypass an HTTP proxy; a cross-site frame gets its own renderer.
+    "--disable-quic",
+    "--site-per-process",
+    // `<-loopback>` removes the implicit bypass of loopback: no destination is
+    // reached except through the proxy.
+    "--proxy-bypass-list=<-loopback>",
 ];
 
 /// The smallest window a browser starts with, whatever its viewport.
 const MIN_WINDOW: (u32, u32) = (800, 600);
 
-/// A started browser: the process (in its own process group) and its DevTools URL.
+/// What one start needs besides the binary.
+pub(crate) struct LaunchSpec<'a> {
+    pub chromium: &'a Path,
+    pub profile_dir: &'a Path,
+    pub window: (u32, u32),
+    /// The port of this browser's egress proxy on 127.0.0.1.
+    pub proxy_port: u16,
+    /// Who the browser runs as (its uid and gid), when the daemon is root.
+    pub user: Option<&'a BrowserUser>,
+    /// False only after a start with the sandbox failed on this host.
+    pub sandbox: bool,
+}
+
+/// A started browser: the process (in its own process group) and its DevTools pipe.
 #[derive(Debug)]
 pub(crate) struct Launched {
     pub child: Child,
     pub pid: u32,
-    pub ws_url: String,
+    /// We write commands here (the browser's fd 3).
+    pub commands: pipe::Sender,
+    /// The browser writes answers and events here (its fd 4).
+    pub answers: pipe::Receiver,
 }
 
-/// Creates `profile_dir` (mode 0700) and starts Chromium on it; waits until its
-/// DevTools endpoint is announced.
-pub(crate) async fn launch(
-    chromium: &Path,
-    profile_dir: &Path,
-    (width, height): (u32, u32),
-    startup_timeout: Duration,
-) -> Result<Launched, BrowserError> {
+/// Makes the root of the profiles: owned by the daemon's user, others may pass
+/// through it (the browser's user reaches its own profile) but not list it. An
+/// existing directory that someone else owns, or that others may write, is refused:
+/// the root may sit in a shared temporary directory.
+pub(crate) fn prepare_root(root: &Path) -> Result<(), BrowserError> {
+    let unusable = |why: String| {
+        BrowserError::Unavailable(format!(
+            "the browser profiles directory {} cannot be used: {why}",
+            root.display()
+        ))
+    };
+    match std::fs::DirBuilder::new().mode(0o711).create(root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(root)
+            .map_err(|e| unusable(e.to_string()))?,
+        Err(e) => return Err(unusable(e.to_string())),
+    }
+    let meta = std::fs::symlink_metadata(root).map_err(|e| unusable(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(unusable("it is not a directory".into()));
+    }
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(unusable("another user owns it".into()));
+    }
+    if meta.mode() & 0o777 != 0o711 {
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| unusable(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Creates the profile directory (mode 0700, owned by the browser's user) and
+/// starts Chromium on it. Whether it came up is for the DevTools handshake to tell.
+pub(crate) fn launch(spec: &LaunchSpec<'_>) -> Result<Launched, BrowserError> {
+    let profile_dir = spec.profile_dir;
+    let cannot = |what: &str, e: std::io::Error| {
+        BrowserError::Unavailable(format!("cannot {what} {}: {e}", profile_dir.display()))
+    };
     std::fs::DirBuilder::new()
-        .recursive(true)
         .mode(0o700)
         .create(profile_dir)
-        .map_err(|e| {
-            BrowserError::Unavailable(format!(
-                "cannot create the profile directory {}: {e}",
-                profile_dir.display()
-            ))
-        })?;
-    let mut child = tokio::process::Command::new(chromium)
+        .map_err(|e| cannot("create the profile directory", e))?;
+    if let Some(user) = spec.user {
+        std::os::unix::fs::chown(profile_dir, Some(user.uid), Some(user.gid))
+            .map_err(|e| cannot("hand over the profile directory", e))?;
+    }
+    let pipe_failed = |e: std::io::Error| {
+        BrowserError::Unavailable(format!("cannot make the DevTools pipe: {e}"))
+    };
+    let (child_reads, commands) = std::io::pipe().map_err(pipe_failed)?;
+    let (answers, child_writes) = std::io::pipe().map_err(pipe_failed)?;
+    let commands = pipe::Sender::from_owned_fd(OwnedFd::from(commands)).map_err(pipe_failed)?;
+    let answers = pipe::Receiver::from_owned_fd(OwnedFd::from(answers)).map_err(pipe_failed)?;
+
+    let mut command = tokio::process::Command::new(spec.chromium);
+    command
         // Nothing of the daemon's environment (admin token, vault key, database URL)
         // reaches the browser: a minimal one, built from nothing.
         .env_clear()
         .envs(browser_env(profile_dir))
         .args(CHROMIUM_FLAGS)
+        .arg(format!(
+            "--proxy-server=http://127.0.0.1:{}",
+            spec.proxy_port
+        ))
         .arg(format!("--user-data-dir={}", profile_dir.display()))
         // The page area is set by emulation; a small window made screenshots hang
         // (headless Chromium 148 with a 100x100 window), so the window is never small.
         .arg(format!(
             "--window-size={},{}",
-            width.max(MIN_WINDOW.0),
-            height.max(MIN_WINDOW.1)
+            spec.window.0.max(MIN_WINDOW.0),
+            spec.window.1.max(MIN_WINDOW.1)
         ))
-        .arg("about:blank")
+        .current_dir(profile_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         // Its own process group: ending the browser ends its helper processes too.
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            BrowserError::Unavailable(if e.kind() == std::io::ErrorKind::NotFound {
-                format!(
-                    "the Chromium binary {} was not found; install Debian's chromium package or set browser.chromium_path",
-                    chromium.display()
-                )
-            } else {
-                format!("cannot start {}: {e}", chromium.display())
-            })
-        })?;
-    let pid = child.id().unwrap_or(0);
-    // Chromium writes the port and the browser's path to this file once it listens.
-    let announce = profile_dir.join("DevToolsActivePort");
-    let started = Instant::now();
-    loop {
-        if let Ok(text) = tokio::fs::read_to_string(&announce).await {
-            let mut lines = text.lines();
-            if let (Some(port), Some(path)) = (lines.next(), lines.next())
-                && port.parse::<u16>().is_ok()
-                && path.starts_with('/')
-            {
-                return Ok(Launched {
-                    child,
-                    pid,
-                    ws_url: format!("ws://127.0.0.1:{port}{path}"),
-                });
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(BrowserError::Unavailable(format!(
-                "{} exited at start ({status})",
-                chromium.display()
-            )));
-        }
-        if started.elapsed() > startup_timeout {
-            kill_group(pid);
-            let _ = child.wait().await;
-            return Err(BrowserError::Unavailable(format!(
-                "{} did not open its DevTools endpoint within {} s",
-                chromium.display(),
-                startup_timeout.as_secs()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        .kill_on_drop(true);
+    if !spec.sandbox {
+        command.arg("--no-sandbox");
     }
+    command.arg("about:blank");
+    if let Some(user) = spec.user {
+        // std drops the supplementary groups too when root changes the uid.
+        command.uid(user.uid).gid(user.gid);
+    }
+    command
+        .fd_mappings(vec![
+            FdMapping {
+                parent_fd: OwnedFd::from(child_reads),
+                child_fd: 3,
+            },
+            FdMapping {
+                parent_fd: OwnedFd::from(child_writes),
+                child_fd: 4,
+            },
+        ])
+        .map_err(|e| BrowserError::Unavailable(e.to_string()))?;
+    let child = command.spawn().map_err(|e| {
+        BrowserError::Unavailable(if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "the Chromium binary {} was not found; install Debian's chromium package or set browser.chromium_path",
+                spec.chromium.display()
+            )
+        } else {
+            format!("cannot start {}: {e}", spec.chromium.display())
+        })
+    })?;
+    // The command holds the child's ends of the pipes: they must close here, so that
+    // the browser's exit is the end of its pipe.
+    drop(command);
+    let pid = child.id().unwrap_or(0);
+    Ok(Launched {
+        child,
+        pid,
+        commands,
+        answers,
+    })
 }
 
 /// Sends SIGKILL to the browser's whole process group (ignored if it is gone).

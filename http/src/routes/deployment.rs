@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::Method;
 use chrono::{DateTime, Utc};
 use palyra_actors::audit::{AuditKind, AuditPage, AuditQuery};
+use palyra_actors::browser::{BrowserIsolation, SandboxState};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ErrorBody, SecuredRead};
@@ -56,6 +57,9 @@ pub struct DeploymentPostureSummary {
     pub session_absolute_timeout_s: u64,
     pub storage: StoragePostureSummary,
     pub last_remote_admin_access: Option<RemoteAccess>,
+    /// How browser sessions are kept apart from the daemon: the user Chromium runs
+    /// as, its sandbox, DevTools over a pipe, the egress proxy and what it refused.
+    pub browser: BrowserIsolation,
     /// Concrete risks, one sentence each.
     pub warnings: Vec<String>,
 }
@@ -125,6 +129,19 @@ pub fn summary(state: &AppState, now: DateTime<Utc>) -> DeploymentPostureSummary
                 .into(),
         );
     }
+    let browser = state.browser.isolation();
+    if browser.enabled && browser.sandbox == SandboxState::Unavailable {
+        warnings.push(
+            "Chromium's sandbox cannot start on this host (no user namespaces and no setuid helper): browsers run with --no-sandbox, isolated only by the user they run as and the egress proxy"
+                .into(),
+        );
+    }
+    if browser.enabled && browser.user == "unusable" {
+        warnings.push(
+            "browser sessions cannot start: the daemon runs as root and browser.user does not name a usable unprivileged user"
+                .into(),
+        );
+    }
     DeploymentPostureSummary {
         bind_addresses: p.bind_addresses.clone(),
         loopback_only,
@@ -153,6 +170,7 @@ pub fn summary(state: &AppState, now: DateTime<Utc>) -> DeploymentPostureSummary
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone(),
+        browser,
         warnings,
     }
 }

@@ -74,6 +74,20 @@ fn print_posture(p: &palyra_http::routes::deployment::DeploymentPostureSummary) 
         "session timeouts:    idle {} s, absolute {} s",
         p.session_idle_timeout_s, p.session_absolute_timeout_s
     );
+    let b = &p.browser;
+    let sandbox = match b.sandbox {
+        palyra_actors::browser::SandboxState::On => "on",
+        palyra_actors::browser::SandboxState::Unavailable => "UNAVAILABLE",
+        palyra_actors::browser::SandboxState::Unknown => "not probed yet",
+    };
+    println!(
+        "browser:             {}, user {}, sandbox {sandbox}, devtools over a {}, egress through the {} ({} refused)",
+        if b.enabled { "enabled" } else { "disabled" },
+        b.user,
+        b.devtools,
+        b.egress,
+        b.refused_requests
+    );
     match &p.last_remote_admin_access {
         Some(a) => println!(
             "last remote access:  {} {} {} {} -> {}",
