@@ -20,6 +20,9 @@ use crate::helpers::{TestApp, error_code, spawn_app_with};
 pub enum Answer {
     Ok,
     Status(u16),
+    /// 429 with `Retry-After: 0`: busy now, usable again at once (the profile's
+    /// rate-limit cooldown ends immediately, so a retry is not held back by it).
+    Busy,
     /// Never answers: only a dropped connection ends it.
     Hang,
 }
@@ -89,6 +92,15 @@ impl ScriptedModel {
                             Answer::Status(code) => {
                                 guard.1 = true;
                                 return (StatusCode::from_u16(code).unwrap(), "{}").into_response();
+                            }
+                            Answer::Busy => {
+                                guard.1 = true;
+                                return (
+                                    StatusCode::TOO_MANY_REQUESTS,
+                                    [("retry-after", "0")],
+                                    "{}",
+                                )
+                                    .into_response();
                             }
                             Answer::Ok => {}
                         }
@@ -221,7 +233,9 @@ async fn a_failed_run_is_retried_within_max_attempts_and_a_400_is_not_retried() 
                 "retry": { "max_attempts": 3, "backoff_s": 0 } }),
     )
     .await;
-    fake.script(&[Answer::Status(500), Answer::Status(503)]);
+    // Retryable failures whose cooldowns end at once (a 5xx cools the profile down
+    // for 30 s, and a retry waits for that: `usable_at`).
+    fake.script(&[Answer::Busy, Answer::Busy]);
     assert_eq!(lifecycle(&app, "r", "fire").await.status(), 200);
     let run = finished_run(&app, "r").await;
     assert_eq!(run["status"], "succeeded", "{run}");
@@ -229,16 +243,12 @@ async fn a_failed_run_is_retried_within_max_attempts_and_a_400_is_not_retried() 
     assert_eq!(run["tokens"], 2);
     assert_eq!(fake.calls(), 3);
     // Every attempt fails: three in all, and the run is failed with the last error.
-    fake.script(&[
-        Answer::Status(502),
-        Answer::Status(502),
-        Answer::Status(500),
-    ]);
+    fake.script(&[Answer::Busy, Answer::Busy, Answer::Busy]);
     assert_eq!(lifecycle(&app, "r", "fire").await.status(), 200);
     let run = finished_run(&app, "r").await;
     assert_eq!(run["status"], "failed", "{run}");
     assert_eq!(run["retries"], 2);
-    assert!(run["error"].as_str().unwrap().contains("HTTP 500"), "{run}");
+    assert!(run["error"].as_str().unwrap().contains("429"), "{run}");
     assert_eq!(fake.calls(), 6);
     // A request the provider refuses is not tried again.
     fake.script(&[Answer::Status(400)]);
@@ -265,12 +275,7 @@ async fn a_retry_never_goes_past_the_budget() {
                 "retry": { "max_attempts": 5, "backoff_s": 0 } }),
     )
     .await;
-    fake.script(&[
-        Answer::Ok,
-        Answer::Status(500),
-        Answer::Ok,
-        Answer::Status(500),
-    ]);
+    fake.script(&[Answer::Ok, Answer::Busy, Answer::Ok, Answer::Busy]);
     assert_eq!(lifecycle(&app, "b", "fire").await.status(), 200);
     finished_run(&app, "b").await;
     // The newest record is the budget's pause; the run is the one before.
@@ -386,7 +391,9 @@ async fn consecutive_failed_runs_pause_the_objective_and_a_resume_starts_countin
     )
     .await;
     assert_eq!(created["pause_after_failures"], 2);
-    fake.script(&[Answer::Status(500), Answer::Status(500)]);
+    // Failures that put no cooldown on the profile (a refused request), so every
+    // firing calls the provider.
+    fake.script(&[Answer::Status(400), Answer::Status(400)]);
     wait_for(
         async || app.bearer_get_json("/console/v1/objectives/f").await["state"] == "paused",
         "the pause after two failures",

@@ -90,7 +90,11 @@ where
             if driven.retries + 1 >= policy.max_attempts {
                 return;
             }
-            let wait = backoff(policy, driven.retries);
+            // Not before a candidate is usable again: sooner would only pass them over.
+            let cooling = driven.outcome.usable_at.map_or(Duration::ZERO, |at| {
+                (at - to_datetime(now_ms())).to_std().unwrap_or_default()
+            });
+            let wait = backoff(policy, driven.retries).max(cooling);
             let retry_at =
                 to_datetime(now_ms()) + chrono::Duration::from_std(wait).unwrap_or_default();
             if plan.retry_before.is_some_and(|next| retry_at >= next) {
@@ -306,6 +310,39 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 2, "a 429 is retried");
         let (calls, attempt) = counting(vec![failed("HTTP 500", 0), RunOutcome::default()]);
         drive(RunPlan::default(), attempt).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_retry_waits_until_a_candidate_is_usable_again() {
+        // Every candidate cools down a while: a retry sooner would only pass them over.
+        let failed_until = |ms: i64| RunOutcome {
+            usable_at: Some(to_datetime(now_ms()) + chrono::Duration::milliseconds(ms)),
+            ..failed("the provider answered HTTP 500", 0)
+        };
+        let cooling = failed_until(30_000);
+        let (calls, attempt) = counting(vec![failed_until(400), RunOutcome::default()]);
+        let plan = RunPlan {
+            retry: retry(2),
+            ..RunPlan::default()
+        };
+        let started = tokio::time::Instant::now();
+        let driven = drive(plan, attempt).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert!(driven.outcome.error.is_none());
+        assert!(
+            started.elapsed() >= Duration::from_millis(350),
+            "{:?}",
+            started.elapsed()
+        );
+        // Unless that is past the next firing.
+        let (calls, attempt) = counting(vec![cooling, RunOutcome::default()]);
+        let plan = RunPlan {
+            retry: retry(2),
+            retry_before: Some(to_datetime(now_ms()) + chrono::Duration::seconds(10)),
+            ..RunPlan::default()
+        };
+        drive(plan, attempt).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 

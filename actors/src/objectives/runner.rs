@@ -34,6 +34,9 @@ pub(super) struct RunOutcome {
     /// The run failed, and on every candidate for a reason that may pass (a rate
     /// limit, an outage, a cooldown): trying the run again later can succeed.
     pub retryable: bool,
+    /// When `retryable` and no candidate is usable now: the earliest end of their
+    /// cooldowns (a retry before then would only be passed over).
+    pub usable_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn failed(error: impl Into<String>) -> RunOutcome {
@@ -94,6 +97,7 @@ pub(super) async fn execute(
                         None => {
                             outcome.retryable = !answer.skipped.is_empty()
                                 && answer.skipped.iter().all(transient_skip);
+                            outcome.usable_at = earliest_end(&answer.skipped);
                             outcome.error =
                                 Some(format!("no credential for the agent: {}", answer.detail));
                             return outcome;
@@ -159,6 +163,16 @@ pub(super) async fn execute(
             Err((error, retryable)) => {
                 outcome.error = Some(error);
                 outcome.retryable = retryable;
+                if retryable {
+                    // The calls that failed have set their profiles' cooldowns by now.
+                    let ids = candidates.iter().map(|(id, _)| id.clone()).collect();
+                    if let Ok(usable) = registry.check_usable(ids).await
+                        && usable.iter().all(Option::is_some)
+                    {
+                        let skips: Vec<ResolveSkip> = usable.into_iter().flatten().collect();
+                        outcome.usable_at = earliest_end(&skips);
+                    }
+                }
                 break;
             }
         }
@@ -177,6 +191,11 @@ fn skipped(skip: &ResolveSkip, model: &str) -> RunAttempt {
         latency_ms: 0,
         detail: Some(skip.detail.clone()),
     }
+}
+
+/// The earliest end among `skips`' cooldowns.
+fn earliest_end(skips: &[ResolveSkip]) -> Option<chrono::DateTime<chrono::Utc>> {
+    skips.iter().filter_map(|s| s.until).min()
 }
 
 /// A skip that ends by itself (a cooldown), so the run may succeed later.
