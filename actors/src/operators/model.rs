@@ -102,7 +102,12 @@ pub struct NewOperator {
     #[schema(pattern = r"^[a-z0-9][a-z0-9._@-]{0,63}$")]
     pub operator_id: String,
     /// 1 to 128 characters; default the operator id.
-    #[schema(min_length = 1, max_length = 128)]
+    // No control characters, no surrounding spaces (`validate_label`).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     pub display_name: Option<String>,
     pub role: Role,
     /// At least 12 characters (at most 256); without one the operator signs in only
@@ -115,7 +120,12 @@ pub struct NewOperator {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OperatorPatch {
-    #[schema(min_length = 1, max_length = 128)]
+    // No control characters, no surrounding spaces (`validate_label`).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     pub display_name: Option<String>,
     pub role: Option<Role>,
     /// Disabling revokes every session and token of the operator.
@@ -183,7 +193,12 @@ pub struct ApiToken {
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     /// 1 to 64 characters, a label for people.
-    #[schema(min_length = 1, max_length = 64)]
+    // No control characters, no surrounding spaces (`validate_label`).
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     pub name: String,
     /// No higher than the operator's role.
     pub role: Role,
