@@ -198,6 +198,21 @@ async fn edits_through_either_node_apply_while_the_objective_runs() {
         .await;
     assert_eq!(objective.status(), 200);
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // An agent made through A is usable through B at once: B rereads it.
+    let agent = a
+        .bearer_post(
+            "/console/v1/agents",
+            json!({ "agent_id": "a2", "default_model_profile": "p1", "model": "gpt-test" }),
+        )
+        .await;
+    assert_eq!(agent.status(), 200);
+    let objective = b
+        .bearer_post(
+            "/console/v1/objectives",
+            json!({ "objective_id": "o2", "agent_id": "a2", "name": "n", "prompt": "go" }),
+        )
+        .await;
+    assert_eq!(objective.status(), 200, "{:?}", objective.text().await);
     // Each edit lands on the node that did not make the previous one, before that
     // node has heard of it; meanwhile the objective fires every second on its
     // shard's owner, whose runs' records change the row too. Every edit applies.

@@ -19,7 +19,7 @@ use super::model::{
     AgentPage, AgentRecord, LifecycleAction, ObjectivePage, ObjectiveRecord, RunPage, RunRecord,
     run_key, run_prefix,
 };
-use super::sync::RereadObjective;
+use super::sync::RereadRow;
 use crate::audit::AuditLog;
 use crate::cluster::ClusterHandle;
 use crate::error::{ActorError, stopped};
@@ -145,6 +145,7 @@ impl ObjectivesHandle {
         patch: AgentPatch,
     ) -> Result<AgentRecord, ActorError> {
         patch.validate()?;
+        self.reread_agent(agent_id).await?;
         self.addr
             .send(UpdateAgent(agent_id.to_owned(), patch))
             .await
@@ -152,6 +153,7 @@ impl ObjectivesHandle {
     }
 
     pub async fn delete_agent(&self, agent_id: &str) -> Result<(), ActorError> {
+        self.reread_agent(agent_id).await?;
         self.addr
             .send(DeleteAgent(agent_id.to_owned()))
             .await
@@ -159,6 +161,7 @@ impl ObjectivesHandle {
     }
 
     pub async fn get_agent(&self, agent_id: &str) -> Result<AgentRecord, ActorError> {
+        self.reread_agent(agent_id).await?;
         self.addr
             .send(GetAgent(agent_id.to_owned()))
             .await
@@ -179,6 +182,8 @@ impl ObjectivesHandle {
 
     pub async fn create_objective(&self, new: NewObjective) -> Result<ObjectiveRecord, ActorError> {
         new.validate()?;
+        // Its agent may have been created on another node a moment ago.
+        self.reread_agent(&new.agent_id).await?;
         self.addr
             .send(CreateObjective(new))
             .await
@@ -227,11 +232,20 @@ impl ObjectivesHandle {
             .map_err(stopped("objectives"))
     }
 
+    /// In a cluster, rereads the agent so an edit, a read or an objective of it here
+    /// sees what another node acknowledged.
+    async fn reread_agent(&self, agent_id: &str) -> Result<(), ActorError> {
+        self.addr
+            .send(RereadRow(Table::Agents, agent_id.to_owned()))
+            .await
+            .map_err(stopped("objectives"))
+    }
+
     /// In a cluster, rereads the objective so an edit or a read here sees what another
     /// node acknowledged (lists are kept in step by the change feed, within moments).
     async fn reread(&self, objective_id: &str) -> Result<(), ActorError> {
         self.addr
-            .send(RereadObjective(objective_id.to_owned()))
+            .send(RereadRow(Table::Objectives, objective_id.to_owned()))
             .await
             .map_err(stopped("objectives"))
     }

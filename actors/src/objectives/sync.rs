@@ -90,24 +90,25 @@ impl Actor for ObjectivesActor {
     }
 }
 
-/// Rereads an objective before an edit or a read of it in a cluster, so what another
-/// node acknowledged is seen here (nothing on one node: memory is the database).
+/// Rereads an objective (or an agent) before an edit or a read of it in a cluster, so
+/// what another node acknowledged is seen here (nothing on one node: memory is the
+/// database).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(super) struct RereadObjective(pub(super) String);
+pub(super) struct RereadRow(pub(super) Table, pub(super) String);
 
-impl Handler<RereadObjective> for ObjectivesActor {
+impl Handler<RereadRow> for ObjectivesActor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(
         &mut self,
-        RereadObjective(id): RereadObjective,
+        RereadRow(table, id): RereadRow,
         _ctx: &mut Self::Context,
     ) -> Self::Result {
         if !self.cluster.is_clustered() {
             return Box::pin(actix::fut::ready(()));
         }
-        Box::pin(self.reread_objective(id))
+        Box::pin(self.reread_row(table, id))
     }
 }
 
@@ -212,9 +213,18 @@ impl ObjectivesActor {
         &mut self,
         id: String,
     ) -> impl ActorFuture<Self, Output = ()> + use<> {
+        self.reread_row(Table::Objectives, id)
+    }
+
+    /// [`Self::reread_objective`] for an agent or an objective.
+    pub(super) fn reread_row(
+        &mut self,
+        table: Table,
+        id: String,
+    ) -> impl ActorFuture<Self, Output = ()> + use<> {
         let generation = self
             .generation
-            .get(&(Table::Objectives, id.clone()))
+            .get(&(table, id.clone()))
             .copied()
             .unwrap_or(0);
         let barrier = self.writer.submit(Vec::new());
@@ -222,14 +232,12 @@ impl ObjectivesActor {
         let key = id.as_bytes().to_vec();
         async move {
             barrier.await?;
-            storage.read_row(Table::Objectives, &key).await
+            storage.read_row(table, &key).await
         }
         .into_actor(self)
         .map(move |read, act, _| match read {
-            Ok(row) => act.apply_row(Table::Objectives, id, generation, row),
-            Err(e) => {
-                tracing::warn!(objective_id = %id, error = %e, "rereading an objective failed")
-            }
+            Ok(row) => act.apply_row(table, id, generation, row),
+            Err(e) => tracing::warn!(%id, error = %e, "rereading a row failed"),
         })
     }
 
