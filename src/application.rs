@@ -689,6 +689,9 @@ async fn start_actors(
         http_client.clone(),
         cluster,
     )?;
+    // The vault is the one place a client secret lives: the config's are sealed now.
+    let client_secrets = settings.providers.configured_client_secrets()?;
+    registry.seal_configured_client_secrets(client_secrets).await?;
     let handoffs = HandoffsHandle::start(
         storage,
         snapshot,

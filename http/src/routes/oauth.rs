@@ -504,4 +504,7 @@ pub(crate) fn routes() -> Vec<RouteSpec> {
             refresh,
         ),
     ]
+    .into_iter()
+    .chain(super::oauth_client_secret::routes())
+    .collect()
 }
