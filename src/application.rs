@@ -690,8 +690,16 @@ async fn start_actors(
         cluster,
     )?;
     // The vault is the one place a client secret lives: the config's are sealed now.
-    let client_secrets = settings.providers.configured_client_secrets()?;
-    registry.seal_configured_client_secrets(client_secrets).await?;
+    let client_secrets = settings
+        .providers
+        .configured_client_secrets()
+        .map_err(|message| ConfigError::Invalid {
+            origin: "the environment or a client_secret_file".into(),
+            message,
+        })?;
+    registry
+        .seal_configured_client_secrets(client_secrets)
+        .await?;
     let handoffs = HandoffsHandle::start(
         storage,
         snapshot,

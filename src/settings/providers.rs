@@ -271,9 +271,7 @@ impl ProvidersSettings {
     /// `client_secret_file`, by provider id, read now: the daemon seals them into the
     /// vault at start and forgets them. The error names the provider and where it
     /// looked, never what it found.
-    pub fn configured_client_secrets(
-        &self,
-    ) -> Result<Vec<(String, SecretString)>, super::ConfigError> {
+    pub fn configured_client_secrets(&self) -> Result<Vec<(String, SecretString)>, String> {
         let mut secrets = Vec::new();
         for (id, config) in self.by_id() {
             if config.authorization_endpoint.is_none() {
@@ -281,10 +279,7 @@ impl ProvidersSettings {
             }
             let secret = config
                 .client_secret()
-                .map_err(|message| super::ConfigError::Invalid {
-                    origin: format!("providers.{id}"),
-                    message,
-                })?;
+                .map_err(|e| format!("providers.{id}: {e}"))?;
             if let Some(secret) = secret {
                 secrets.push((id, secret));
             }

@@ -80,7 +80,8 @@ impl RegistryHandle {
         provider: &str,
         oauth: &OAuthSettings,
     ) -> Result<(), ActorError> {
-        if oauth.client_auth == ClientAuth::None || self.open_client_secret(provider).await?.is_some()
+        if oauth.client_auth == ClientAuth::None
+            || self.open_client_secret(provider).await?.is_some()
         {
             return Ok(());
         }
@@ -107,7 +108,11 @@ impl RegistryHandle {
         }
         // Set through another node a moment ago, before its change reached this one.
         let key = client_secret_ref(provider);
-        let Some(row) = self.storage().read_row(Table::Vault, key.as_bytes()).await? else {
+        let Some(row) = self
+            .storage()
+            .read_row(Table::Vault, key.as_bytes())
+            .await?
+        else {
             return Ok(None);
         };
         self.addr()

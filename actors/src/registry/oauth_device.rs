@@ -18,9 +18,7 @@ use super::handle::RegistryHandle;
 use super::model::{
     generated_profile_id, validate_profile_name, validate_provider, validate_scope,
 };
-use super::oauth_flow::{
-    FinishAttempt, SignInRequest, StartAttempt, validate_scopes,
-};
+use super::oauth_flow::{FinishAttempt, SignInRequest, StartAttempt, validate_scopes};
 use crate::error::{ActorError, stopped};
 use crate::ids::validate_profile_id;
 use crate::oauth::device::{DevicePoll, poll_device_token, start_device_authorization};

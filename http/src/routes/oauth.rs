@@ -504,7 +504,4 @@ pub(crate) fn routes() -> Vec<RouteSpec> {
             refresh,
         ),
     ]
-    .into_iter()
-    .chain(super::oauth_client_secret::routes())
-    .collect()
 }

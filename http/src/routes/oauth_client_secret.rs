@@ -83,7 +83,7 @@ pub async fn delete_client_secret(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The routes of this resource, for the route table (listed with the OAuth ones).
+/// The routes of this resource, for the route table.
 pub(crate) fn routes() -> Vec<RouteSpec> {
     use Access::Admin;
     let path = "/console/v1/auth/providers/{provider}/client-secret";
