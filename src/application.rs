@@ -689,17 +689,7 @@ async fn start_actors(
         http_client.clone(),
         cluster,
     )?;
-    // The vault is the one place a client secret lives: the config's are sealed now.
-    let client_secrets = settings
-        .providers
-        .configured_client_secrets()
-        .map_err(|message| ConfigError::Invalid {
-            origin: "the environment or a client_secret_file".into(),
-            message,
-        })?;
-    registry
-        .seal_configured_client_secrets(client_secrets)
-        .await?;
+    crate::oauth_secrets::seal_configured(&settings.providers, &registry).await?;
     let handoffs = HandoffsHandle::start(
         storage,
         snapshot,
