@@ -81,6 +81,7 @@ impl RegistryHandle {
         oauth: &OAuthSettings,
     ) -> Result<(), ActorError> {
         if oauth.client_auth == ClientAuth::None
+            || oauth.client_secret.is_some()
             || self.open_client_secret(provider).await?.is_some()
         {
             return Ok(());
