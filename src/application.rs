@@ -689,6 +689,7 @@ async fn start_actors(
         http_client.clone(),
         cluster,
     )?;
+    crate::oauth_secrets::seal_configured(&settings.providers, &registry).await?;
     let handoffs = HandoffsHandle::start(
         storage,
         snapshot,

@@ -8,6 +8,7 @@
 //! - `palyra-http` (http/): the admin API router.
 //! - this crate: [`settings`], [`telemetry`], [`application`] (wiring and shutdown),
 //!   [`storage_admin`] (`palyrad storage copy`, the database check of `check-config`),
+//!   [`oauth_secrets`] (the config's OAuth client secrets sealed at start),
 //!   [`client`] (the typed API client the CLI uses), and the binaries `palyrad`
 //!   (the daemon), `palyra` (the CLI); with the feature `testkit`, `testkit`: the
 //!   fakes and launchers that tests/api and palyra-bench share.
@@ -15,6 +16,7 @@
 pub mod access;
 pub mod application;
 pub mod client;
+pub mod oauth_secrets;
 pub mod serve;
 pub mod settings;
 pub mod storage_admin;

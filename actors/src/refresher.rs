@@ -450,16 +450,11 @@ async fn redeem(
     input: RefreshInput,
     generation: u64,
 ) -> Result<RefreshReport, ActorError> {
-    let settings = registry
-        .providers()
-        .get(&input.provider)
-        .and_then(|p| p.oauth.clone())
-        .ok_or_else(|| {
-            ActorError::RefreshRefused(format!(
-                "provider {} is not configured for OAuth",
-                input.provider
-            ))
-        })?;
+    // With the client secret opened from the vault; zeroized when dropped below.
+    let (_, settings) = registry
+        .oauth_client(&input.provider)
+        .await
+        .map_err(|e| ActorError::RefreshRefused(e.to_string()))?;
     let started_at = to_datetime(now_ms());
     let adapter = adapters.for_provider(&input.provider);
     let outcome = adapter.refresh(&settings, &input.refresh_token).await;

@@ -477,11 +477,18 @@ impl Vault {
         let Some(bytes) = self.sealed.get(vault_ref) else {
             return Ok(None);
         };
+        self.open_row(vault_ref, bytes).map(Some)
+    }
+
+    /// Opens `bytes`, the stored row of `vault_ref` as read from storage, without
+    /// remembering it (a read-through on several nodes, before the change feed
+    /// brings the row).
+    pub fn open_row(&self, vault_ref: &str, bytes: &[u8]) -> Result<SecretString, VaultError> {
         let sealed: Sealed = decode_record(bytes)?;
         let plaintext = self.open_sealed(vault_ref, &sealed)?;
         let text = String::from_utf8(plaintext.to_vec())
             .map_err(|_| VaultError::Unreadable(vault_ref.to_owned()))?;
-        Ok(Some(SecretString::new(text)))
+        Ok(SecretString::new(text))
     }
 
     fn open_sealed(

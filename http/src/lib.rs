@@ -41,6 +41,7 @@ pub use state::{AppState, AppStateInner, HttpConfig};
 pub use throttle::AuthThrottle;
 
 use crate::route::RouteSpec;
+use crate::routes::oauth_client_secret;
 use crate::routes::{browser, cluster, console_auth, deployment, metrics as metrics_route, oauth};
 use crate::routes::{objectives, operators, ops, profiles, tokens};
 
@@ -53,6 +54,7 @@ fn routes() -> Vec<RouteSpec> {
         console_auth::routes(),
         profiles::routes(),
         oauth::routes(),
+        oauth_client_secret::routes(),
         objectives::routes(),
         deployment::routes(),
         cluster::routes(),

@@ -6,8 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::route::{Access, RouteSpec, route};
 use crate::routes::{
-    browser, cluster, console_auth, deployment, metrics, oauth, objectives, operators, ops,
-    profiles, tokens,
+    browser, cluster, console_auth, deployment, metrics, oauth, oauth_client_secret, objectives,
+    operators, ops, profiles, tokens,
 };
 
 #[derive(Debug, OpenApi)]
@@ -36,6 +36,8 @@ use crate::routes::{
         oauth::manual_callback,
         oauth::callback_state,
         oauth::refresh,
+        oauth_client_secret::set_client_secret,
+        oauth_client_secret::delete_client_secret,
         objectives::list_agents,
         objectives::create_agent,
         objectives::get_agent,

@@ -188,15 +188,14 @@ impl ProviderConfig {
         let secret = self
             .client_secret()
             .map_err(|e| format!("providers.{name}: {e}"))?;
-        match (self.client_auth, secret.is_some()) {
-            (ClientAuth::None, true) => Err(format!(
+        // A confidential client without client_secret_env / _file is fine: its secret
+        // is set in the vault through the API (`palyra auth client-secret set`).
+        if self.client_auth == ClientAuth::None && secret.is_some() {
+            return Err(format!(
                 "providers.{name}: a client secret is given but client_auth is none; set client_secret_basic or client_secret_post"
-            )),
-            (ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost, false) => Err(format!(
-                "providers.{name}: client_auth needs client_secret_env or client_secret_file"
-            )),
-            _ => Ok(()),
+            ));
         }
+        Ok(())
     }
 
     fn oauth(&self) -> Option<palyra_actors::oauth::OAuthSettings> {
@@ -211,9 +210,11 @@ impl ProviderConfig {
             device_authorization_endpoint: self.device_authorization_endpoint.clone(),
             client_id: self.client_id.clone().filter(|c| !c.is_empty())?,
             client_auth: self.client_auth,
-            // Validated at start (`validate_oauth`), so an error here is a file or
-            // variable that changed since; the token endpoint then refuses the client.
-            client_secret: self.client_secret().ok().flatten(),
+            // Never here: a secret from the environment or a file is sealed into the
+            // vault at start (`ProvidersSettings::configured_client_secrets`).
+            client_secret: None,
+            client_secret_from_config: self.client_secret_env.is_some()
+                || self.client_secret_file.is_some(),
             token_request_format: self.token_request_format,
             scopes: self.scopes.clone(),
             authorization_params: self
@@ -254,6 +255,38 @@ pub(super) fn check_oauth_endpoint(name: &str, value: &str) -> Result<(), String
 }
 
 impl ProvidersSettings {
+    /// Every provider's configuration, keyed by provider id.
+    fn by_id(&self) -> Vec<(String, &ProviderConfig)> {
+        let mut all = vec![
+            ("openai".to_owned(), &self.openai),
+            ("anthropic".to_owned(), &self.anthropic),
+        ];
+        for (name, config) in &self.custom {
+            all.push((format!("custom:{name}"), config));
+        }
+        all
+    }
+
+    /// The client secrets the config gives by `client_secret_env` or
+    /// `client_secret_file`, by provider id, read now: the daemon seals them into the
+    /// vault at start and forgets them. The error names the provider and where it
+    /// looked, never what it found.
+    pub fn configured_client_secrets(&self) -> Result<Vec<(String, SecretString)>, String> {
+        let mut secrets = Vec::new();
+        for (id, config) in self.by_id() {
+            if config.authorization_endpoint.is_none() {
+                continue;
+            }
+            let secret = config
+                .client_secret()
+                .map_err(|e| format!("providers.{id}: {e}"))?;
+            if let Some(secret) = secret {
+                secrets.push((id, secret));
+            }
+        }
+        Ok(secrets)
+    }
+
     /// The providers as the registry sees them, keyed by provider id.
     pub fn directory(&self) -> palyra_actors::provider::ProviderDirectory {
         let mut providers = std::collections::BTreeMap::new();

@@ -18,6 +18,7 @@ mod fakes;
 mod handoff;
 mod helpers;
 mod oauth;
+mod oauth_client_secret;
 mod oauth_device;
 mod oauth_strict;
 mod objectives;

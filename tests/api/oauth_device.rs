@@ -13,7 +13,7 @@ use crate::oauth::{PROVIDER, acme_provider};
 
 /// The fake as `custom:acme`, with its device endpoint, for a palyrad child; its
 /// scopes (a list, which the environment cannot give) in a config file in `dir`.
-fn acme_env(base: &str, dir: &std::path::Path) -> Vec<(String, String)> {
+pub(crate) fn acme_env(base: &str, dir: &std::path::Path) -> Vec<(String, String)> {
     let p = "PALYRA_PROVIDERS__CUSTOM__ACME__";
     let config = dir.join("palyrad.toml");
     std::fs::write(
@@ -38,7 +38,7 @@ fn acme_env(base: &str, dir: &std::path::Path) -> Vec<(String, String)> {
     ]
 }
 
-fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+pub(crate) fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 

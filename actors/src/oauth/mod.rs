@@ -350,6 +350,7 @@ mod tests {
             client_id: "client-1".into(),
             client_auth: ClientAuth::None,
             client_secret: None,
+            client_secret_from_config: false,
             token_request_format: TokenRequestFormat::Form,
             scopes: vec!["openid".into(), "offline_access".into()],
             authorization_params: Vec::new(),

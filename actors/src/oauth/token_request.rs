@@ -86,12 +86,7 @@ pub(crate) async fn send(
             pairs.push(("client_id", &settings.client_id));
             pairs.push(("client_secret", secret.expose()));
         }
-        (_, None) => {
-            return Err(OAuthError::Config(
-                "the provider's client authentication needs a client secret, and none was given"
-                    .into(),
-            ));
-        }
+        (_, None) => return Err(OAuthError::NoClientSecret),
     }
     request = match format {
         TokenRequestFormat::Form => request.form(&pairs),

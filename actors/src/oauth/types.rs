@@ -60,9 +60,14 @@ pub struct OAuthSettings {
     pub client_id: String,
     /// How the daemon authenticates at the token and revocation endpoints.
     pub client_auth: ClientAuth,
-    /// The client secret (`client_secret_basic` / `client_secret_post`); its `Debug`
-    /// is redacted, and it is never logged.
+    /// The client secret (`client_secret_basic` / `client_secret_post`). Always `None`
+    /// in the provider directory: the secret lives only in the vault, and is filled in
+    /// on the copy one request is made with (`RegistryHandle::oauth_client`), which
+    /// zeroizes it when dropped. Its `Debug` is redacted; it is never logged.
     pub client_secret: Option<SecretString>,
+    /// The config names `client_secret_env` or `client_secret_file`: the secret is
+    /// sealed from there at start, so that is where it changes (the route refuses).
+    pub client_secret_from_config: bool,
     /// Form (RFC 6749) or JSON token request bodies.
     pub token_request_format: TokenRequestFormat,
     pub scopes: Vec<String>,
@@ -105,4 +110,10 @@ pub enum OAuthError {
     Incomplete(&'static str),
     #[error("the token endpoint's answer is larger than {} KiB", TOKEN_ANSWER_CAP_BYTES / 1024)]
     TooLarge,
+    /// The provider's client authentication needs a secret and the vault holds none:
+    /// nothing was sent. A refresh waits for it rather than giving the tokens up.
+    #[error(
+        "the provider's client authentication needs a client secret and none is set (palyra auth client-secret set PROVIDER, or client_secret_env)"
+    )]
+    NoClientSecret,
 }

@@ -19,7 +19,8 @@
 //! - `token_check.rs`: the check of a new access token at sign-in (refreshed once
 //!   when refused).
 //! - [`oauth_flow`]: OAuth sign-in; [`oauth_device`]: device sign-in (RFC 8628);
-//!   `oauth_refresh.rs`: the durable side of refreshes.
+//!   `oauth_refresh.rs`: the durable side of refreshes; [`oauth_client_secret`]: a
+//!   provider's client secret, sealed in the vault.
 //!
 //! Inside the crate, import from the defining file (`registry::handle`,
 //! `registry::model`), not through the re-exports below, so no chain of imports
@@ -30,6 +31,7 @@ mod attempts;
 pub(crate) mod cooldown;
 pub(crate) mod handle;
 pub(crate) mod model;
+pub mod oauth_client_secret;
 pub mod oauth_device;
 pub mod oauth_flow;
 pub(crate) mod oauth_refresh;

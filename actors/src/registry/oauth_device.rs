@@ -18,9 +18,7 @@ use super::handle::RegistryHandle;
 use super::model::{
     generated_profile_id, validate_profile_name, validate_provider, validate_scope,
 };
-use super::oauth_flow::{
-    FinishAttempt, SignInRequest, StartAttempt, oauth_settings, validate_scopes,
-};
+use super::oauth_flow::{FinishAttempt, SignInRequest, StartAttempt, validate_scopes};
 use crate::error::{ActorError, stopped};
 use crate::ids::validate_profile_id;
 use crate::oauth::device::{DevicePoll, poll_device_token, start_device_authorization};
@@ -57,7 +55,8 @@ impl RegistryHandle {
         }
         validate_profile_name(&req.profile_name)?;
         validate_scope(&req.scope)?;
-        let (_, oauth) = oauth_settings(self, &req.provider)?;
+        let (_, oauth) = self.oauth_client(&req.provider).await?;
+        self.require_client_secret(&req.provider, &oauth).await?;
         let Some(endpoint) = oauth.device_authorization_endpoint.clone() else {
             return Err(ActorError::invalid(
                 "provider",
@@ -69,7 +68,7 @@ impl RegistryHandle {
         };
         let scopes = req.scopes.unwrap_or_else(|| oauth.scopes.clone());
         validate_scopes(&scopes)?;
-        let device = start_device_authorization(self.http(), oauth, &endpoint, &scopes)
+        let device = start_device_authorization(self.http(), &oauth, &endpoint, &scopes)
             .await
             .map_err(|e| ActorError::SignIn(format!("device authorization failed: {e}")))?;
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
@@ -142,8 +141,12 @@ impl RegistryHandle {
             if now_ms() >= expires_at_ms {
                 return Err("the device code expired before the sign-in completed".into());
             }
-            let (settings, oauth) = oauth_settings(self, provider).map_err(|e| e.to_string())?;
-            match poll_device_token(self.http(), oauth, device_code).await {
+            // The client secret is opened for each poll and zeroized after it.
+            let (settings, oauth) = self
+                .oauth_client(provider)
+                .await
+                .map_err(|e| e.to_string())?;
+            match poll_device_token(self.http(), &oauth, device_code).await {
                 DevicePoll::Pending => {}
                 DevicePoll::SlowDown => interval_s = (interval_s + 5).min(120),
                 DevicePoll::Unreachable(reason) => {

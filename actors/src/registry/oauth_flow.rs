@@ -167,6 +167,7 @@ impl RegistryHandle {
         validate_profile_name(&req.profile_name)?;
         validate_scope(&req.scope)?;
         let (_, oauth) = oauth_settings(self, &req.provider)?;
+        self.require_client_secret(&req.provider, oauth).await?;
         let scopes = req.scopes.unwrap_or_else(|| oauth.scopes.clone());
         validate_scopes(&scopes)?;
         let verifier = generate_pkce_verifier();
@@ -286,13 +287,16 @@ impl RegistryHandle {
         code: &SecretString,
         verifier: &SecretString,
     ) -> Result<TokenSet, String> {
-        let (settings, oauth) =
-            oauth_settings(self, &record.provider).map_err(|e| e.to_string())?;
+        // With the client secret opened from the vault; dropped (zeroized) on return.
+        let (settings, oauth) = self
+            .oauth_client(&record.provider)
+            .await
+            .map_err(|e| e.to_string())?;
         let tokens =
-            exchange_authorization_code(self.http(), oauth, code, &record.redirect_uri, verifier)
+            exchange_authorization_code(self.http(), &oauth, code, &record.redirect_uri, verifier)
                 .await
                 .map_err(|e| format!("code exchange failed: {e}"))?;
-        super::token_check::checked(self.http(), settings, oauth, tokens).await
+        super::token_check::checked(self.http(), settings, &oauth, tokens).await
     }
 
     /// Where a sign-in attempt stands.

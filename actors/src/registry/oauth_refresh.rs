@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use super::actor::{RegistryActor, schedule_entry};
 use super::handle::RegistryHandle;
 use super::model::{AuthCredential, AuthProfile, RefreshState};
-use super::oauth_flow::oauth_settings;
 use crate::audit::{AuditEntry, AuditKind, AuditOutcome};
 use crate::error::{ActorError, stopped};
 use crate::oauth::revoke_token;
@@ -97,7 +96,7 @@ impl RegistryHandle {
         let Ok(input) = self.refresh_input(profile_id).await else {
             return;
         };
-        let Ok((_, oauth)) = oauth_settings(self, &input.provider) else {
+        let Ok((_, oauth)) = self.oauth_client(&input.provider).await else {
             return;
         };
         let Some(endpoint) = &oauth.revocation_endpoint else {
@@ -106,7 +105,7 @@ impl RegistryHandle {
         // Bounded (two tries of at most 5 s) so a slow provider cannot hold up the
         // delete past the client's timeout.
         for attempt in 1..=2u64 {
-            let call = revoke_token(self.http(), oauth, endpoint, &input.refresh_token);
+            let call = revoke_token(self.http(), &oauth, endpoint, &input.refresh_token);
             match tokio::time::timeout(std::time::Duration::from_secs(5), call).await {
                 Ok(Ok(())) => {
                     tracing::info!(%profile_id, "refresh token revoked at the provider");

@@ -7,6 +7,7 @@ pub mod console_auth;
 pub mod deployment;
 pub mod metrics;
 pub mod oauth;
+pub mod oauth_client_secret;
 pub mod objectives;
 pub mod operators;
 pub mod ops;

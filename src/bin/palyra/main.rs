@@ -26,7 +26,7 @@ use palyra_actors::SecretString;
 
 use crate::browser::BrowserCommand;
 use crate::console_auth::ConsoleCommand;
-use crate::oauth::OAuthLogin;
+use crate::oauth::{ClientSecretCommand, OAuthLogin};
 use crate::objectives::{AgentsCommand, ObjectivesCommand};
 use crate::operators::{OperatorsCommand, TokensCommand};
 use crate::profiles::{ProfilesCommand, VaultCommand};
@@ -148,6 +148,11 @@ enum AuthCommand {
     },
     /// Sign in with an OAuth provider (PKCE); the daemon keeps the tokens fresh.
     Login(OAuthLogin),
+    /// A provider's OAuth client secret, sealed in the vault (admin).
+    ClientSecret {
+        #[command(subcommand)]
+        command: ClientSecretCommand,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -214,6 +219,9 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
         Command::Auth {
             command: AuthCommand::Login(args),
         } => oauth::oauth_login(json, &client(cli)?, args).await,
+        Command::Auth {
+            command: AuthCommand::ClientSecret { command },
+        } => oauth::client_secret(json, &client(cli)?, command).await,
         Command::Agents { command } => objectives::agents(json, &client(cli)?, command).await,
         Command::Objectives { command } => {
             objectives::objectives(json, &client(cli)?, command).await

@@ -123,3 +123,50 @@ pub async fn oauth_login(
         )),
     }
 }
+
+/// `palyra auth client-secret`: a provider's OAuth client secret, sealed in the
+/// daemon's vault. The secret is read from a hidden prompt or standard input, never
+/// from argv (which other users of the host can read).
+#[derive(Debug, clap::Subcommand)]
+pub enum ClientSecretCommand {
+    /// Seal the provider's client secret in the vault (replacing one set before).
+    Set {
+        /// openai, anthropic or custom:<name>
+        provider: String,
+        /// Read the secret from standard input (one line) instead of a prompt.
+        #[arg(long)]
+        stdin: bool,
+    },
+    /// Remove the provider's client secret from the vault.
+    Remove {
+        /// openai, anthropic or custom:<name>
+        provider: String,
+    },
+}
+
+pub async fn client_secret(
+    json: bool,
+    client: &ControlPlaneClient,
+    command: &ClientSecretCommand,
+) -> Result<(), ClientError> {
+    let (provider, what) = match command {
+        ClientSecretCommand::Set { provider, stdin } => {
+            let secret = crate::operators::read_password(*stdin, "Client secret: ")?;
+            if secret.is_empty() {
+                return Err(ClientError::Protocol("the client secret is empty".into()));
+            }
+            client.set_client_secret(provider, &secret).await?;
+            (provider, "sealed")
+        }
+        ClientSecretCommand::Remove { provider } => {
+            client.delete_client_secret(provider).await?;
+            (provider, "removed")
+        }
+    };
+    if json {
+        print_json(&serde_json::json!({ "provider": provider, "client_secret": what }));
+    } else {
+        println!("{provider}: client secret {what}");
+    }
+    Ok(())
+}
