@@ -399,6 +399,13 @@ impl Application {
         };
         // No browser starts here: the first session starts its Chromium.
         let browser = BrowserHandle::start(settings.browser.policy(&data_dir), audit.clone());
+        let notifications = match crate::notify::start(&settings, (&storage, &writer), &registry, &node_id, tls.as_ref().and_then(|t| t.not_after)) {
+            Ok(handle) => handle,
+            Err(e) => {
+                writer.shutdown().await;
+                return Err(e.into());
+            }
+        };
         let (allowed_hosts, any_ip_host) = crate::access::allowed_hosts(local_addr, &settings);
         let state = AppState::new(AppStateInner {
             sessions: sessions.clone(),
@@ -410,6 +417,7 @@ impl Application {
             refresher,
             objectives,
             browser,
+            notifications,
             cluster: cluster.clone(),
             writer: writer.clone(),
             storage: storage.clone(),
@@ -593,6 +601,7 @@ impl Application {
         }
         // The leases go last, once nothing of this node acts on its shards any more,
         // so the other nodes take over at their next beat rather than after a TTL.
+        self.state.notifications.stop();
         self.state.cluster.leave().await;
         self.writer.shutdown().await;
         tracing::info!("palyrad stopped");

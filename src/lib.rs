@@ -15,6 +15,7 @@
 pub mod access;
 pub mod application;
 pub mod client;
+mod notify;
 pub mod serve;
 pub mod settings;
 pub mod storage_admin;

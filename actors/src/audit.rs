@@ -56,11 +56,13 @@ pub enum AuditKind {
     OperatorDeleted,
     TokenCreated,
     TokenRevoked,
+    NotificationChannelCreated,
+    NotificationChannelDeleted,
 }
 
 impl AuditKind {
     /// Every kind, for documentation and tests.
-    pub const ALL: [AuditKind; 29] = [
+    pub const ALL: [AuditKind; 31] = [
         AuditKind::Login,
         AuditKind::LoginFailed,
         AuditKind::SessionRevoked,
@@ -90,6 +92,8 @@ impl AuditKind {
         AuditKind::OperatorDeleted,
         AuditKind::TokenCreated,
         AuditKind::TokenRevoked,
+        AuditKind::NotificationChannelCreated,
+        AuditKind::NotificationChannelDeleted,
     ];
 }
 

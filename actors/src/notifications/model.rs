@@ -177,7 +177,7 @@ impl ChannelRecord {
     pub fn view(&self) -> NotificationChannel {
         NotificationChannel {
             channel_id: self.channel_id.clone(),
-            url: self.url.clone(),
+            url: shown_url(self.format, &self.url),
             format: self.format,
             events: self.events.clone(),
             agent_id: self.agent_id.clone(),
@@ -190,7 +190,20 @@ impl ChannelRecord {
     }
 }
 
-/// A channel as the API shows it (never its secret).
+/// The URL as lists show it: a Slack or Discord webhook URL carries its credential
+/// in the path, so only its origin is shown.
+fn shown_url(format: ChannelFormat, url: &str) -> String {
+    match format {
+        ChannelFormat::Palyra => url.to_owned(),
+        ChannelFormat::Slack | ChannelFormat::Discord => match url::Url::parse(url) {
+            Ok(parsed) => format!("{}/…", parsed.origin().ascii_serialization()),
+            Err(_) => "…".to_owned(),
+        },
+    }
+}
+
+/// A channel as the API shows it (never its secret; a Slack or Discord URL by its
+/// origin only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NotificationChannel {
     pub channel_id: String,
