@@ -399,7 +399,7 @@ impl Application {
         };
         // No browser starts here: the first session starts its Chromium.
         let browser = BrowserHandle::start(settings.browser.policy(&data_dir), audit.clone());
-        let notifications = match crate::notify::start(&settings, (&storage, &writer), &registry, &node_id, tls.as_ref().and_then(|t| t.not_after)) {
+        let notifications = match crate::notify::start(&settings, (&storage, &writer), &registry, (&node_id, cluster.is_clustered()), tls.as_ref().and_then(|t| t.not_after)) {
             Ok(handle) => handle,
             Err(e) => {
                 writer.shutdown().await;

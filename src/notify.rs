@@ -16,7 +16,7 @@ pub(crate) fn start(
     settings: &Settings,
     (storage, writer): (&Storage, &Writer),
     registry: &RegistryHandle,
-    node_id: &str,
+    (node_id, clustered): (&str, bool),
     cert_not_after: Option<DateTime<Utc>>,
 ) -> Result<NotificationsHandle, palyra_actors::ActorError> {
     let resolver = palyra_actors::browser::Resolver::new(
@@ -32,7 +32,7 @@ pub(crate) fn start(
         writer.clone(),
         registry.clone(),
         settings.notifications.policy(resolver),
-        node_id.to_owned(),
+        (node_id.to_owned(), clustered),
     )?;
     if let Some(not_after) = cert_not_after {
         palyra_actors::notifications::events::watch_certificate(

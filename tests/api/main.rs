@@ -17,6 +17,8 @@ mod crash;
 mod fakes;
 mod handoff;
 mod helpers;
+mod notifications;
+mod notifications_crash;
 mod oauth;
 mod oauth_device;
 mod oauth_strict;

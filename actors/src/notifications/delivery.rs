@@ -186,7 +186,8 @@ fn decide(
             .is_some_and(|at| at.saturating_add(retention) < now);
         return old.then(|| Decision::Prune(WriteOp::delete(Table::NotificationDeliveries, key)));
     }
-    if record.claim.as_ref().is_some_and(|c| c.until_ms > now) {
+    let held = |c: &DeliveryClaim| c.until_ms > now && (inner.clustered || c.node_id == inner.node_id);
+    if record.claim.as_ref().is_some_and(held) {
         return None;
     }
     let give_up = |record: &mut DeliveryRecord, why: &str| {

@@ -33,6 +33,9 @@ pub(super) struct Inner {
     pub(super) policy: NotificationPolicy,
     /// Whose claims are whose, on a shared database.
     pub(super) node_id: String,
+    /// Other nodes share the database. Without them, a claim of another node id is
+    /// this daemon's before a restart (a SIGKILL mid-send), and is taken over at once.
+    pub(super) clustered: bool,
     pub(super) client: reqwest::Client,
     /// Wakes the delivery actor before its next poll (a new event, a send ended).
     pub(super) wake: Notify,
@@ -57,7 +60,7 @@ impl NotificationsHandle {
         writer: Writer,
         registry: RegistryHandle,
         policy: NotificationPolicy,
-        node_id: String,
+        (node_id, clustered): (String, bool),
     ) -> Result<Self, ActorError> {
         let client = super::url::delivery_client(&policy.urls)?;
         let handle = Self {
@@ -67,6 +70,7 @@ impl NotificationsHandle {
                 registry,
                 policy,
                 node_id,
+                clustered,
                 client,
                 wake: Notify::new(),
                 in_flight: Mutex::new(HashMap::new()),
