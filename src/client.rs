@@ -3,6 +3,7 @@
 use std::path::Path;
 
 // Operators, tokens and password login, in their own file.
+pub mod notifications;
 pub mod operators;
 
 use palyra_actors::audit::AuditPage;

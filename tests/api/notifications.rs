@@ -363,3 +363,38 @@ async fn channel_urls_follow_the_address_policy() {
         .await;
     assert_eq!(response.status(), 201);
 }
+
+#[tokio::test]
+async fn an_operator_manages_channels_with_the_cli() {
+    use crate::cli::palyra;
+    let app = spawn_app_with(fast).await;
+    let receiver = WebhookReceiver::start();
+    let url = receiver.url();
+    let added = palyra(
+        &app.base,
+        &["--json", "notifications", "add", &url, "--events", "run_failed,run_completed"],
+        None,
+    )
+    .await;
+    assert!(added.ok, "{} {}", added.stdout, added.stderr);
+    let created: Value = serde_json::from_str(&added.stdout).unwrap();
+    let id = created["channel_id"].as_str().unwrap().to_owned();
+    receiver.set_secret(created["secret"].as_str().unwrap());
+    assert_eq!(created["events"], json!(["run_completed", "run_failed"]));
+    let listed = palyra(&app.base, &["notifications", "channels"], None).await;
+    assert!(listed.ok && listed.stdout.contains(&id), "{}", listed.stdout);
+    assert!(!listed.stdout.contains(created["secret"].as_str().unwrap()));
+    let tested = palyra(&app.base, &["notifications", "test", &id], None).await;
+    assert!(tested.ok, "{}", tested.stderr);
+    wait_for("the test delivered", async || !receiver.received().is_empty()).await;
+    all_signed(&receiver);
+    wait_for("listed as delivered", async || {
+        let run = palyra(&app.base, &["notifications", "deliveries", "--status", "delivered"], None).await;
+        run.ok && run.stdout.contains(&id)
+    })
+    .await;
+    let removed = palyra(&app.base, &["notifications", "remove", &id], None).await;
+    assert!(removed.ok, "{}", removed.stderr);
+    let bad = palyra(&app.base, &["notifications", "add", "ftp://x/", "--events", "run_failed"], None).await;
+    assert!(!bad.ok && bad.stderr.contains("url"), "{}", bad.stderr);
+}

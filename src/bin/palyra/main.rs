@@ -11,6 +11,7 @@ mod browser;
 mod console_auth;
 mod deployment;
 mod oauth;
+mod notifications;
 mod objectives;
 mod operators;
 mod ops;
@@ -27,6 +28,7 @@ use palyra_actors::SecretString;
 use crate::browser::BrowserCommand;
 use crate::console_auth::ConsoleCommand;
 use crate::oauth::OAuthLogin;
+use crate::notifications::NotificationsCommand;
 use crate::objectives::{AgentsCommand, ObjectivesCommand};
 use crate::operators::{OperatorsCommand, TokensCommand};
 use crate::profiles::{ProfilesCommand, VaultCommand};
@@ -91,6 +93,11 @@ enum Command {
     Tokens {
         #[command(subcommand)]
         command: TokensCommand,
+    },
+    /// Notification channels (signed webhooks) and their deliveries (admin).
+    Notifications {
+        #[command(subcommand)]
+        command: NotificationsCommand,
     },
     /// Agents: who runs objectives, with which model and credential.
     Agents {
@@ -206,6 +213,9 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
         } => console_auth::login(json, &client(cli)?, device_id.as_deref()).await,
         Command::Operators { command } => operators::operators(json, &client(cli)?, command).await,
         Command::Tokens { command } => operators::tokens(json, &client(cli)?, command).await,
+        Command::Notifications { command } => {
+            notifications::notifications(json, &client(cli)?, command).await
+        }
         Command::Console { command } => console_auth::console(json, &client(cli)?, command).await,
         Command::Status => ops::status(json, &cli.url, &client_with(cli, None)?).await,
         Command::Auth {
