@@ -30,6 +30,9 @@ pub struct Received {
 
 #[derive(Default)]
 struct Shared {
+    /// While true, requests wait (a slow receiver) and are counted in `waiting`.
+    hold: tokio::sync::watch::Sender<bool>,
+    waiting: std::sync::atomic::AtomicUsize,
     secret: Mutex<Option<String>>,
     script: Mutex<VecDeque<u16>>,
     received: Mutex<Vec<Received>>,
@@ -80,7 +83,15 @@ impl WebhookReceiver {
         let shared = Arc::clone(&self.shared);
         let handler = move |headers: HeaderMap, body: Bytes| {
             let shared = Arc::clone(&shared);
-            async move { receive(&shared, &headers, &body) }
+            async move {
+                let mut held = shared.hold.subscribe();
+                if *held.borrow() {
+                    shared.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = held.wait_for(|hold| !*hold).await;
+                    shared.waiting.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                receive(&shared, &headers, &body)
+            }
         };
         let app = axum::Router::new()
             .route("/", axum::routing::post(handler.clone()))
@@ -114,6 +125,20 @@ impl WebhookReceiver {
     /// The statuses of the next answers (then 200).
     pub fn script(&self, statuses: &[u16]) {
         self.shared.script.lock().unwrap().extend(statuses);
+    }
+
+    /// Holds every request until [`Self::release`]: a receiver that does not answer.
+    pub fn hold(&self) {
+        self.shared.hold.send_replace(true);
+    }
+
+    pub fn release(&self) {
+        self.shared.hold.send_replace(false);
+    }
+
+    /// Requests waiting for an answer now.
+    pub fn waiting(&self) -> usize {
+        self.shared.waiting.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn received(&self) -> Vec<Received> {

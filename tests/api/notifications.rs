@@ -398,3 +398,53 @@ async fn an_operator_manages_channels_with_the_cli() {
     let bad = palyra(&app.base, &["notifications", "add", "ftp://x/", "--events", "run_failed"], None).await;
     assert!(!bad.ok && bad.stderr.contains("url"), "{}", bad.stderr);
 }
+
+/// A storm of events on a receiver that does not answer: it holds only its channel's
+/// places, so another channel's delivery goes through meanwhile, and once it answers
+/// every event arrives exactly once (one node, normal operation).
+#[tokio::test]
+async fn a_slow_receiver_never_delays_another_channel() {
+    let app = spawn_app_with(fast).await;
+    let slow = WebhookReceiver::start();
+    slow.hold();
+    let quick = WebhookReceiver::start();
+    let c_slow = channel_to(&app, &slow, json!({ "events": ["run_failed"] })).await;
+    let c_quick = channel_to(&app, &quick, json!({ "events": ["run_failed"] })).await;
+    const STORM: usize = 200;
+    let mut ids = Vec::new();
+    for _ in 0..STORM {
+        let test = app
+            .bearer_post(&format!("/console/v1/notifications/channels/{c_slow}/test"), json!({}))
+            .await;
+        assert_eq!(test.status(), 202);
+        ids.push(test.json::<Value>().await.unwrap()["event_id"].as_str().unwrap().to_owned());
+    }
+    // The slow channel's places (notifications.per_channel_in_flight) are all taken.
+    let places = app.settings.notifications.per_channel_in_flight;
+    wait_for("the slow receiver holds its places", async || slow.waiting() == places).await;
+    let test = app
+        .bearer_post(&format!("/console/v1/notifications/channels/{c_quick}/test"), json!({}))
+        .await;
+    assert_eq!(test.status(), 202);
+    wait_for("the other channel delivered", async || !quick.received().is_empty()).await;
+    assert_eq!(slow.waiting(), places, "never more than its places in flight");
+    assert!(slow.received().is_empty(), "nothing answered by the slow one yet");
+    slow.release();
+    wait_for("the storm delivered", async || {
+        deliveries(&app, &format!("channel_id={c_slow}&status=delivered&limit=500"))
+            .await
+            .len()
+            == STORM
+    })
+    .await;
+    let mut got: Vec<String> = slow
+        .received()
+        .iter()
+        .map(|r| r.body["id"].as_str().unwrap().to_owned())
+        .collect();
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids, "each event exactly once");
+    all_signed(&slow);
+    all_signed(&quick);
+}
