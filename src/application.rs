@@ -399,13 +399,8 @@ impl Application {
         };
         // No browser starts here: the first session starts its Chromium.
         let browser = BrowserHandle::start(settings.browser.policy(&data_dir), audit.clone());
-        let notifications = match crate::notify::start(&settings, (&storage, &writer), &registry, (&node_id, cluster.is_clustered()), tls.as_ref().and_then(|t| t.not_after)) {
-            Ok(handle) => handle,
-            Err(e) => {
-                writer.shutdown().await;
-                return Err(e.into());
-            }
-        };
+        let notifications =
+            crate::notify::start(&settings, (&storage, &writer), &registry, &cluster, &tls).await?;
         let (allowed_hosts, any_ip_host) = crate::access::allowed_hosts(local_addr, &settings);
         let state = AppState::new(AppStateInner {
             sessions: sessions.clone(),

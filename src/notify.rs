@@ -3,21 +3,50 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use palyra_actors::RegistryHandle;
+use palyra_actors::cluster::ClusterHandle;
 use palyra_actors::notifications::NotificationsHandle;
 use palyra_storage::{Storage, Writer};
 
+use crate::application::StartError;
 use crate::settings::Settings;
+use crate::tls::TlsMaterial;
 
 /// Starts the delivery actor, and the watch of the TLS certificate's expiry (at
-/// start, then daily) when the daemon serves TLS.
-pub(crate) fn start(
+/// start, then daily) when the daemon serves TLS. A refused start stops the writer,
+/// like every refused start after it began.
+pub(crate) async fn start(
     settings: &Settings,
     (storage, writer): (&Storage, &Writer),
     registry: &RegistryHandle,
-    (node_id, clustered): (&str, bool),
-    cert_not_after: Option<DateTime<Utc>>,
+    cluster: &ClusterHandle,
+    tls: &Option<TlsMaterial>,
+) -> Result<NotificationsHandle, StartError> {
+    match start_actor(settings, (storage, writer), registry, cluster) {
+        Ok(handle) => {
+            if let Some(not_after) = tls.as_ref().and_then(|t| t.not_after) {
+                palyra_actors::notifications::events::watch_certificate(
+                    writer.clone(),
+                    not_after,
+                    Duration::from_secs(
+                        settings.notifications.certificate_warning_days * 24 * 3600,
+                    ),
+                );
+            }
+            Ok(handle)
+        }
+        Err(e) => {
+            writer.shutdown().await;
+            Err(e.into())
+        }
+    }
+}
+
+fn start_actor(
+    settings: &Settings,
+    (storage, writer): (&Storage, &Writer),
+    registry: &RegistryHandle,
+    cluster: &ClusterHandle,
 ) -> Result<NotificationsHandle, palyra_actors::ActorError> {
     let resolver = palyra_actors::browser::Resolver::new(
         settings
@@ -27,19 +56,11 @@ pub(crate) fn start(
             .filter_map(|s| s.parse().ok())
             .collect(),
     );
-    let handle = NotificationsHandle::start(
+    NotificationsHandle::start(
         storage,
         writer.clone(),
         registry.clone(),
         settings.notifications.policy(resolver),
-        (node_id.to_owned(), clustered),
-    )?;
-    if let Some(not_after) = cert_not_after {
-        palyra_actors::notifications::events::watch_certificate(
-            writer.clone(),
-            not_after,
-            Duration::from_secs(settings.notifications.certificate_warning_days * 24 * 3600),
-        );
-    }
-    Ok(handle)
+        (cluster.node_id().to_owned(), cluster.is_clustered()),
+    )
 }

@@ -86,9 +86,13 @@ impl WebhookReceiver {
             async move {
                 let mut held = shared.hold.subscribe();
                 if *held.borrow() {
-                    shared.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    shared
+                        .waiting
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let _ = held.wait_for(|hold| !*hold).await;
-                    shared.waiting.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    shared
+                        .waiting
+                        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 }
                 receive(&shared, &headers, &body)
             }
@@ -96,7 +100,8 @@ impl WebhookReceiver {
         let app = axum::Router::new()
             .route("/", axum::routing::post(handler.clone()))
             .route("/{*path}", axum::routing::post(handler));
-        self.served = Some(Served::start_on("fake-webhook", listener, app).expect("the fake starts"));
+        self.served =
+            Some(Served::start_on("fake-webhook", listener, app).expect("the fake starts"));
     }
 
     /// Stops listening (connections are refused until [`Self::resume`]).
@@ -108,7 +113,8 @@ impl WebhookReceiver {
 
     /// Listens again on the same port.
     pub fn resume(&mut self) {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("the same port");
+        let listener =
+            std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("the same port");
         self.serve(listener);
     }
 
@@ -138,7 +144,9 @@ impl WebhookReceiver {
 
     /// Requests waiting for an answer now.
     pub fn waiting(&self) -> usize {
-        self.shared.waiting.load(std::sync::atomic::Ordering::SeqCst)
+        self.shared
+            .waiting
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -154,8 +162,9 @@ fn receive(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> (StatusCode, &'
         .map(|header| {
             let now = chrono::Utc::now().timestamp();
             match &secret {
-                Some(secret) => verify(secret.as_bytes(), header, body, now, TOLERANCE_S)
-                    .map_err(str::to_owned),
+                Some(secret) => {
+                    verify(secret.as_bytes(), header, body, now, TOLERANCE_S).map_err(str::to_owned)
+                }
                 None => Err("the receiver has no secret".to_owned()),
             }
         });

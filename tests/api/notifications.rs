@@ -143,7 +143,10 @@ async fn a_run_completed_is_signed_and_delivered_on_the_third_attempt() {
     assert_eq!(body["kind"], "run_completed");
     assert!(body["at"].is_string() && body["subject"].as_str().unwrap().contains("o1"));
     assert!(
-        body["detail"]["output"].as_str().unwrap().contains("report on o1"),
+        body["detail"]["output"]
+            .as_str()
+            .unwrap()
+            .contains("report on o1"),
         "the run's output reaches the receiver: {body}"
     );
     assert_eq!(received.len(), 3, "only run_completed to this channel");
@@ -159,7 +162,10 @@ async fn a_run_completed_is_signed_and_delivered_on_the_third_attempt() {
         .await;
     let listed = channels["channels"].as_array().unwrap();
     assert_eq!(listed.len(), 2);
-    assert!(listed.iter().all(|c| c.get("secret").is_none()), "{channels}");
+    assert!(
+        listed.iter().all(|c| c.get("secret").is_none()),
+        "{channels}"
+    );
     assert!(listed.iter().any(|c| c["channel_id"] == channel.as_str()));
 }
 
@@ -204,10 +210,16 @@ async fn subscriptions_filter_by_kind_agent_and_objective() {
     let late = WebhookReceiver::start();
     let c_late = channel_to(&app, &late, json!({ "events": ["node_lost"] })).await;
     let test = app
-        .bearer_post(&format!("/console/v1/notifications/channels/{c_late}/test"), json!({}))
+        .bearer_post(
+            &format!("/console/v1/notifications/channels/{c_late}/test"),
+            json!({}),
+        )
         .await;
     assert_eq!(test.status(), 202);
-    wait_for("the later test delivered", async || !late.received().is_empty()).await;
+    wait_for("the later test delivered", async || {
+        !late.received().is_empty()
+    })
+    .await;
     assert_eq!(late.received()[0].body["kind"], "test");
     let to_o1 = only_o1.received();
     assert_eq!(to_o1.len(), 2, "{to_o1:?}");
@@ -215,8 +227,16 @@ async fn subscriptions_filter_by_kind_agent_and_objective() {
         assert_eq!(got.body["kind"], "run_completed");
         assert_eq!(got.body["detail"]["objective_id"], "o1");
     }
-    assert!(deliveries(&app, &format!("channel_id={c_failed}")).await.is_empty());
-    assert!(deliveries(&app, &format!("channel_id={c_other}")).await.is_empty());
+    assert!(
+        deliveries(&app, &format!("channel_id={c_failed}"))
+            .await
+            .is_empty()
+    );
+    assert!(
+        deliveries(&app, &format!("channel_id={c_other}"))
+            .await
+            .is_empty()
+    );
     assert!(failures.received().is_empty() && other_agent.received().is_empty());
     all_signed(&only_o1);
 }
@@ -280,10 +300,16 @@ async fn slack_and_discord_channels_get_their_own_bodies() {
         .await;
         assert_eq!(created["format"], format);
         // The webhook URL is the credential of these formats: shown by origin only.
-        assert!(!created["url"].as_str().unwrap().contains("/hook"), "{created}");
+        assert!(
+            !created["url"].as_str().unwrap().contains("/hook"),
+            "{created}"
+        );
         let id = created["channel_id"].as_str().unwrap();
         let test = app
-            .bearer_post(&format!("/console/v1/notifications/channels/{id}/test"), json!({}))
+            .bearer_post(
+                &format!("/console/v1/notifications/channels/{id}/test"),
+                json!({}),
+            )
             .await;
         assert_eq!(test.status(), 202);
     }
@@ -372,7 +398,14 @@ async fn an_operator_manages_channels_with_the_cli() {
     let url = receiver.url();
     let added = palyra(
         &app.base,
-        &["--json", "notifications", "add", &url, "--events", "run_failed,run_completed"],
+        &[
+            "--json",
+            "notifications",
+            "add",
+            &url,
+            "--events",
+            "run_failed,run_completed",
+        ],
         None,
     )
     .await;
@@ -382,20 +415,37 @@ async fn an_operator_manages_channels_with_the_cli() {
     receiver.set_secret(created["secret"].as_str().unwrap());
     assert_eq!(created["events"], json!(["run_completed", "run_failed"]));
     let listed = palyra(&app.base, &["notifications", "channels"], None).await;
-    assert!(listed.ok && listed.stdout.contains(&id), "{}", listed.stdout);
+    assert!(
+        listed.ok && listed.stdout.contains(&id),
+        "{}",
+        listed.stdout
+    );
     assert!(!listed.stdout.contains(created["secret"].as_str().unwrap()));
     let tested = palyra(&app.base, &["notifications", "test", &id], None).await;
     assert!(tested.ok, "{}", tested.stderr);
-    wait_for("the test delivered", async || !receiver.received().is_empty()).await;
+    wait_for("the test delivered", async || {
+        !receiver.received().is_empty()
+    })
+    .await;
     all_signed(&receiver);
     wait_for("listed as delivered", async || {
-        let run = palyra(&app.base, &["notifications", "deliveries", "--status", "delivered"], None).await;
+        let run = palyra(
+            &app.base,
+            &["notifications", "deliveries", "--status", "delivered"],
+            None,
+        )
+        .await;
         run.ok && run.stdout.contains(&id)
     })
     .await;
     let removed = palyra(&app.base, &["notifications", "remove", &id], None).await;
     assert!(removed.ok, "{}", removed.stderr);
-    let bad = palyra(&app.base, &["notifications", "add", "ftp://x/", "--events", "run_failed"], None).await;
+    let bad = palyra(
+        &app.base,
+        &["notifications", "add", "ftp://x/", "--events", "run_failed"],
+        None,
+    )
+    .await;
     assert!(!bad.ok && bad.stderr.contains("url"), "{}", bad.stderr);
 }
 
@@ -414,26 +464,53 @@ async fn a_slow_receiver_never_delays_another_channel() {
     let mut ids = Vec::new();
     for _ in 0..STORM {
         let test = app
-            .bearer_post(&format!("/console/v1/notifications/channels/{c_slow}/test"), json!({}))
+            .bearer_post(
+                &format!("/console/v1/notifications/channels/{c_slow}/test"),
+                json!({}),
+            )
             .await;
         assert_eq!(test.status(), 202);
-        ids.push(test.json::<Value>().await.unwrap()["event_id"].as_str().unwrap().to_owned());
+        ids.push(
+            test.json::<Value>().await.unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     // The slow channel's places (notifications.per_channel_in_flight) are all taken.
     let places = app.settings.notifications.per_channel_in_flight;
-    wait_for("the slow receiver holds its places", async || slow.waiting() == places).await;
+    wait_for("the slow receiver holds its places", async || {
+        slow.waiting() == places
+    })
+    .await;
     let test = app
-        .bearer_post(&format!("/console/v1/notifications/channels/{c_quick}/test"), json!({}))
+        .bearer_post(
+            &format!("/console/v1/notifications/channels/{c_quick}/test"),
+            json!({}),
+        )
         .await;
     assert_eq!(test.status(), 202);
-    wait_for("the other channel delivered", async || !quick.received().is_empty()).await;
-    assert_eq!(slow.waiting(), places, "never more than its places in flight");
-    assert!(slow.received().is_empty(), "nothing answered by the slow one yet");
+    wait_for("the other channel delivered", async || {
+        !quick.received().is_empty()
+    })
+    .await;
+    assert_eq!(
+        slow.waiting(),
+        places,
+        "never more than its places in flight"
+    );
+    assert!(
+        slow.received().is_empty(),
+        "nothing answered by the slow one yet"
+    );
     slow.release();
     wait_for("the storm delivered", async || {
-        deliveries(&app, &format!("channel_id={c_slow}&status=delivered&limit=500"))
-            .await
-            .len()
+        deliveries(
+            &app,
+            &format!("channel_id={c_slow}&status=delivered&limit=500"),
+        )
+        .await
+        .len()
             == STORM
     })
     .await;

@@ -13,12 +13,12 @@ use palyra_storage::record::{decode_record, encode_record};
 use palyra_storage::{Table, WriteOp, WriteOutcome};
 use url::Url;
 
-use super::handle::Inner;
 use super::model::{
     ChannelFormat, ChannelRecord, DeliveryClaim, DeliveryRecord, DeliveryStatus, EventPayload,
     NotificationEvent,
 };
 use super::sign::{SIGNATURE_HEADER, body, signature_header};
+use super::state::Inner;
 use super::url::check_before_send;
 use crate::time::{now_ms, to_datetime};
 
@@ -48,7 +48,11 @@ type Channels = HashMap<String, (Vec<u8>, ChannelRecord)>;
 
 async fn pass(inner: &Arc<Inner>) -> Result<(), palyra_storage::StorageError> {
     let mut channels: Channels = HashMap::new();
-    for (key, value) in inner.storage.read_table(Table::NotificationChannels).await? {
+    for (key, value) in inner
+        .storage
+        .read_table(Table::NotificationChannels)
+        .await?
+    {
         if let Ok(record) = decode_record::<ChannelRecord>(&value) {
             channels.insert(record.channel_id.clone(), (key, record));
         }
@@ -92,9 +96,10 @@ async fn pass(inner: &Arc<Inner>) -> Result<(), palyra_storage::StorageError> {
     }
     for (ack, claimed) in claims {
         let outcome = ack.await;
-        let Some((key, bytes, record, channel)) = claimed else {
+        let Some(claimed) = claimed else {
             continue;
         };
+        let (key, bytes, record, channel) = *claimed;
         match outcome {
             Ok(WriteOutcome::Applied { .. }) => {
                 let inner = Arc::clone(inner);
@@ -161,13 +166,13 @@ async fn fan_out(inner: &Inner, channels: &Channels) -> Result<(), palyra_storag
     Ok(())
 }
 
+/// A claimed delivery: its key, the claimed bytes, the record and its channel.
+type Claimed = (Vec<u8>, Vec<u8>, DeliveryRecord, ChannelRecord);
+
 enum Decision {
     Prune(WriteOp),
     Finish(WriteOp),
-    Claim {
-        op: WriteOp,
-        claimed: (Vec<u8>, Vec<u8>, DeliveryRecord, ChannelRecord),
-    },
+    Claim { op: WriteOp, claimed: Box<Claimed> },
 }
 
 fn decide(
@@ -186,7 +191,8 @@ fn decide(
             .is_some_and(|at| at.saturating_add(retention) < now);
         return old.then(|| Decision::Prune(WriteOp::delete(Table::NotificationDeliveries, key)));
     }
-    let held = |c: &DeliveryClaim| c.until_ms > now && (inner.clustered || c.node_id == inner.node_id);
+    let held =
+        |c: &DeliveryClaim| c.until_ms > now && (inner.clustered || c.node_id == inner.node_id);
     if record.claim.as_ref().is_some_and(held) {
         return None;
     }
@@ -226,7 +232,7 @@ fn decide(
             expected: Some(value),
             value: claimed_bytes.clone(),
         },
-        claimed: (key, claimed_bytes, record, channel),
+        claimed: Box::new((key, claimed_bytes, record, channel)),
     })
 }
 
@@ -263,7 +269,11 @@ fn release(inner: &Inner, channel_id: &str) {
 }
 
 /// What one attempt came to: the receiver's status, or why there was none.
-async fn attempt(inner: &Inner, channel: &ChannelRecord, record: &DeliveryRecord) -> Result<u16, String> {
+async fn attempt(
+    inner: &Inner,
+    channel: &ChannelRecord,
+    record: &DeliveryRecord,
+) -> Result<u16, String> {
     let url = Url::parse(&channel.url).map_err(|e| format!("the channel's URL: {e}"))?;
     check_before_send(&inner.policy.urls, &url)
         .await
@@ -339,7 +349,11 @@ async fn send(
             record.status = DeliveryStatus::Failed;
             record.finished_at_ms = Some(now);
         } else {
-            let wait = backoff(inner.policy.retry_base, inner.policy.retry_cap, record.attempts);
+            let wait = backoff(
+                inner.policy.retry_base,
+                inner.policy.retry_cap,
+                record.attempts,
+            );
             record.next_attempt_ms =
                 now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
         }
@@ -354,7 +368,8 @@ async fn send(
         Ok(410) => {
             record.status = DeliveryStatus::Failed;
             record.last_status_code = Some(410);
-            record.last_error = Some("the receiver answered 410 Gone; the channel is disabled".into());
+            record.last_error =
+                Some("the receiver answered 410 Gone; the channel is disabled".into());
             record.finished_at_ms = Some(now);
             gone = true;
         }
@@ -365,12 +380,18 @@ async fn send(
         Err(why) => retry(&mut record, why),
     }
     tracing::info!(delivery_id = %record.delivery_id, status = ?record.status, attempts = record.attempts, code = ?record.last_status_code, "notification delivery attempt");
-    match inner.writer.submit_checked(vec![cas(key, claimed, &record)]).await {
+    match inner
+        .writer
+        .submit_checked(vec![cas(key, claimed, &record)])
+        .await
+    {
         Ok(WriteOutcome::Applied { .. }) => {}
         Ok(WriteOutcome::Refused { .. }) => {
             tracing::info!(delivery_id = %record.delivery_id, "another node took this delivery over; its outcome stands");
         }
-        Err(e) => tracing::warn!(error = %e, "recording a delivery's outcome failed; it will be sent again"),
+        Err(e) => {
+            tracing::warn!(error = %e, "recording a delivery's outcome failed; it will be sent again")
+        }
     }
     if gone {
         disable(&inner, &channel.channel_id).await;
@@ -406,7 +427,10 @@ async fn disable(inner: &Inner, channel_id: &str) {
         };
         match inner.writer.submit_checked(vec![op]).await {
             Ok(WriteOutcome::Applied { .. }) => {
-                tracing::warn!(channel_id, "the receiver answered 410 Gone; channel disabled");
+                tracing::warn!(
+                    channel_id,
+                    "the receiver answered 410 Gone; channel disabled"
+                );
                 return;
             }
             Ok(WriteOutcome::Refused { .. }) => continue,

@@ -24,7 +24,11 @@ fn capped(text: &str, max: usize) -> (String, bool) {
 /// The events of a finished run, for the write that records it: `run_completed`
 /// (with its output, capped) or `run_failed`, and `objective_paused` when the finish
 /// paused an objective that was active (`was_active`) before it.
-pub fn run_finished(objective: &ObjectiveRecord, was_active: bool, run: &RunRecord) -> Vec<WriteOp> {
+pub fn run_finished(
+    objective: &ObjectiveRecord,
+    was_active: bool,
+    run: &RunRecord,
+) -> Vec<WriteOp> {
     let filters = EventFilters {
         agent_id: Some(objective.agent_id.clone()),
         objective_id: Some(objective.objective_id.clone()),
@@ -33,23 +37,24 @@ pub fn run_finished(objective: &ObjectiveRecord, was_active: bool, run: &RunReco
     let subject = format!("objective {} ({})", objective.objective_id, objective.name);
     match run.status {
         RunStatus::Succeeded => {
-            let (output, truncated) = capped(run.output.as_deref().unwrap_or(""), RUN_OUTPUT_MAX_CHARS);
+            let (output, truncated) =
+                capped(run.output.as_deref().unwrap_or(""), RUN_OUTPUT_MAX_CHARS);
             ops.push(event_op(
                 EventKind::RunCompleted,
-                subject.clone(),
+                subject,
                 json!({ "run_id": run.run_id, "objective_id": objective.objective_id,
                         "agent_id": objective.agent_id, "output": output,
                         "output_truncated": truncated, "tokens": run.tokens }),
-                filters.clone(),
+                filters,
             ));
         }
         RunStatus::Failed => ops.push(event_op(
             EventKind::RunFailed,
-            subject.clone(),
+            subject,
             json!({ "run_id": run.run_id, "objective_id": objective.objective_id,
                     "agent_id": objective.agent_id, "error": run.error,
                     "consecutive_failures": objective.consecutive_failures }),
-            filters.clone(),
+            filters,
         )),
         _ => {}
     }
@@ -136,7 +141,11 @@ pub fn refresh_recorded(record: &crate::registry::model::AuthProfileRecord) -> O
     if refresh_state.needs_reauth {
         Some(profile_needs_reauth(&record.profile_id, error))
     } else if refresh_state.failure_count == REFRESH_FAILING_AFTER {
-        Some(refresh_failing(&record.profile_id, refresh_state.failure_count, error))
+        Some(refresh_failing(
+            &record.profile_id,
+            refresh_state.failure_count,
+            error,
+        ))
     } else {
         None
     }

@@ -12,6 +12,7 @@ use super::model::{
     ChannelRecord, CreatedChannel, Delivery, DeliveryRecord, DeliveryStatus, EventFilters,
     EventKind, NewChannel, NotificationChannel, NotificationPolicy, new_event_op,
 };
+use super::state::Inner;
 use super::url::check_channel_url;
 use crate::error::ActorError;
 use crate::ids::validate_agent_id;
@@ -25,28 +26,10 @@ pub struct NotificationsHandle {
     pub(super) inner: Arc<Inner>,
 }
 
-pub(super) struct Inner {
-    pub(super) storage: Storage,
-    pub(super) writer: Writer,
-    /// Seals, opens and deletes channel secrets (the vault is the registry's).
-    pub(super) registry: RegistryHandle,
-    pub(super) policy: NotificationPolicy,
-    /// Whose claims are whose, on a shared database.
-    pub(super) node_id: String,
-    /// Other nodes share the database. Without them, a claim of another node id is
-    /// this daemon's before a restart (a SIGKILL mid-send), and is taken over at once.
-    pub(super) clustered: bool,
-    pub(super) client: reqwest::Client,
-    /// Wakes the delivery actor before its next poll (a new event, a send ended).
-    pub(super) wake: Notify,
-    /// Sends in flight per channel on this node.
-    pub(super) in_flight: Mutex<HashMap<String, usize>>,
-    pub(super) stopping: tokio::sync::watch::Sender<bool>,
-}
-
 impl std::fmt::Debug for NotificationsHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NotificationsHandle").finish_non_exhaustive()
+        f.debug_struct("NotificationsHandle")
+            .finish_non_exhaustive()
     }
 }
 
@@ -96,7 +79,10 @@ impl NotificationsHandle {
     pub async fn create_channel(&self, req: NewChannel) -> Result<CreatedChannel, ActorError> {
         check_channel_url(&self.inner.policy, &req.url).await?;
         if req.events.is_empty() {
-            return Err(ActorError::invalid("events", "name at least one event kind"));
+            return Err(ActorError::invalid(
+                "events",
+                "name at least one event kind",
+            ));
         }
         if req.events.contains(&EventKind::Test) {
             return Err(ActorError::invalid(
@@ -105,11 +91,13 @@ impl NotificationsHandle {
             ));
         }
         if let Some(id) = &req.agent_id {
-            validate_agent_id(id).map_err(|_| ActorError::invalid("agent_id", "use 1 to 128 of a-z 0-9 . _ -"))?;
+            validate_agent_id(id)
+                .map_err(|_| ActorError::invalid("agent_id", "use 1 to 128 of a-z 0-9 . _ -"))?;
         }
         if let Some(id) = &req.objective_id {
-            validate_agent_id(id)
-                .map_err(|_| ActorError::invalid("objective_id", "use 1 to 128 of a-z 0-9 . _ -"))?;
+            validate_agent_id(id).map_err(|_| {
+                ActorError::invalid("objective_id", "use 1 to 128 of a-z 0-9 . _ -")
+            })?;
         }
         let mut events = req.events.clone();
         events.sort_by_key(|k| EventKind::SUBSCRIBABLE.iter().position(|s| s == k));
@@ -128,10 +116,7 @@ impl NotificationsHandle {
             disabled_reason: None,
         };
         let secret = random_token();
-        let ops = vec![WriteOp::insert_if_absent(
-            channel_id.into_bytes(),
-            &record,
-        )];
+        let ops = vec![WriteOp::insert_if_absent(channel_id.into_bytes(), &record)];
         self.inner
             .registry
             .seal_with(&record.secret_ref, &secret, ops)

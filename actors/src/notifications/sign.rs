@@ -80,7 +80,7 @@ fn summary(payload: &EventPayload) -> String {
     let mut text = format!("[palyra] {}: {}", payload.kind.name(), payload.subject);
     for field in ["output", "error", "reason", "message"] {
         if let Some(value) = payload.detail.get(field).and_then(|v| v.as_str()) {
-            text.push_str("\n");
+            text.push('\n');
             text.push_str(value);
             break;
         }
@@ -107,7 +107,15 @@ mod tests {
         // RFC 4231 test case 2 ("Jefe"), as the scheme's HMAC.
         let mut mac = HmacSha256::new_from_slice(b"Jefe").unwrap();
         mac.update(b"what do ya want for nothing?");
-        let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 }

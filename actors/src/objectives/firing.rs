@@ -652,7 +652,9 @@ impl ObjectivesActor {
         self.sync_schedule(&objective);
         let mut ops = vec![self.objective_write(&objective)];
         ops.extend(failures_audit);
-        ops.extend(crate::notifications::events::run_finished(&objective, was_active, &run));
+        ops.extend(crate::notifications::events::run_finished(
+            &objective, was_active, &run,
+        ));
         if let Some(skipped) = &budget_run {
             ops.extend(self.run_ops(&objective, skipped));
             ops.push(self.budget_audit_op(&objective));

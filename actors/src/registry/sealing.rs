@@ -36,7 +36,11 @@ struct OpenSealed(String);
 impl Handler<OpenSealed> for RegistryActor {
     type Result = Result<Option<SecretString>, ActorError>;
 
-    fn handle(&mut self, OpenSealed(vault_ref): OpenSealed, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(
+        &mut self,
+        OpenSealed(vault_ref): OpenSealed,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
         Ok(self.vault.open_secret(&vault_ref)?)
     }
 }

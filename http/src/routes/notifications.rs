@@ -26,7 +26,9 @@ pub struct ChannelPath {
 fn check_channel_id(id: &str) -> Result<(), ApiError> {
     let ok = id.len() == 19
         && id.starts_with("ch_")
-        && id[3..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        && id[3..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
     if ok {
         Ok(())
     } else {
@@ -68,7 +70,11 @@ pub async fn create_channel(
         .success(
             AuditKind::NotificationChannelCreated,
             &created.channel.channel_id,
-            format!("format {:?}; events {}", created.channel.format, kinds.join(",")),
+            format!(
+                "format {:?}; events {}",
+                created.channel.format,
+                kinds.join(",")
+            ),
         )
         .await;
     Ok((StatusCode::CREATED, Json(created)))

@@ -10,8 +10,8 @@
 mod browser;
 mod console_auth;
 mod deployment;
-mod oauth;
 mod notifications;
+mod oauth;
 mod objectives;
 mod operators;
 mod ops;
@@ -27,8 +27,8 @@ use palyra_actors::SecretString;
 
 use crate::browser::BrowserCommand;
 use crate::console_auth::ConsoleCommand;
-use crate::oauth::OAuthLogin;
 use crate::notifications::NotificationsCommand;
+use crate::oauth::OAuthLogin;
 use crate::objectives::{AgentsCommand, ObjectivesCommand};
 use crate::operators::{OperatorsCommand, TokensCommand};
 use crate::profiles::{ProfilesCommand, VaultCommand};

@@ -47,7 +47,13 @@ pub enum NotificationsCommand {
 
 const CHANNEL_HEADER: [&str; 5] = ["ID", "FORMAT", "URL", "EVENTS", "STATE"];
 const DELIVERY_HEADER: [&str; 7] = [
-    "DELIVERY", "KIND", "STATUS", "ATTEMPTS", "CODE", "NEXT", "LAST ERROR",
+    "DELIVERY",
+    "KIND",
+    "STATUS",
+    "ATTEMPTS",
+    "CODE",
+    "NEXT",
+    "LAST ERROR",
 ];
 
 pub async fn notifications(
@@ -69,8 +75,16 @@ pub async fn notifications(
                             c.channel_id.clone(),
                             palyra_actors::wire_name(c.format),
                             c.url.clone(),
-                            c.events.iter().map(|k| k.name()).collect::<Vec<_>>().join(","),
-                            if c.disabled { "disabled".into() } else { "active".into() },
+                            c.events
+                                .iter()
+                                .map(|k| k.name())
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            if c.disabled {
+                                "disabled".into()
+                            } else {
+                                "active".into()
+                            },
                         ]
                     })
                     .collect();
@@ -131,8 +145,10 @@ pub async fn notifications(
                             d.kind.name(),
                             palyra_actors::wire_name(d.status),
                             d.attempts.to_string(),
-                            d.last_status_code.map_or_else(|| "-".into(), |c| c.to_string()),
-                            d.next_attempt_at.map_or_else(|| "-".into(), |t| t.to_rfc3339()),
+                            d.last_status_code
+                                .map_or_else(|| "-".into(), |c| c.to_string()),
+                            d.next_attempt_at
+                                .map_or_else(|| "-".into(), |t| t.to_rfc3339()),
                             d.last_error.clone().unwrap_or_else(|| "-".into()),
                         ]
                     })

@@ -57,7 +57,9 @@ pub(crate) fn columns(table: Table) -> &'static [&'static str] {
         Table::ApiTokens => &["token_id", "operator_id", "role", "expires_at_ms"],
         Table::NotificationChannels => &["channel_id"],
         Table::NotificationEvents => &["event_id", "kind"],
-        Table::NotificationDeliveries => &["delivery_id", "channel_id", "status", "next_attempt_ms"],
+        Table::NotificationDeliveries => {
+            &["delivery_id", "channel_id", "status", "next_attempt_ms"]
+        }
     }
 }
 
