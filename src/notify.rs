@@ -24,6 +24,7 @@ pub(crate) async fn start(
 ) -> Result<NotificationsHandle, StartError> {
     match start_actor(settings, (storage, writer), registry, cluster) {
         Ok(handle) => {
+            handle.watch_nodes(cluster.clone());
             if let Some(not_after) = tls.as_ref().and_then(|t| t.not_after) {
                 palyra_actors::notifications::events::watch_certificate(
                     writer.clone(),

@@ -18,6 +18,7 @@ mod fakes;
 mod handoff;
 mod helpers;
 mod notifications;
+mod notifications_cluster;
 mod notifications_console;
 mod notifications_crash;
 mod oauth;

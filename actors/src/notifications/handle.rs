@@ -228,6 +228,11 @@ impl NotificationsHandle {
         }
     }
 
+    /// Follows the cluster's nodes and raises `node_lost` (on a shared database).
+    pub fn watch_nodes(&self, cluster: crate::cluster::ClusterHandle) {
+        tokio::spawn(super::nodes::watch(Arc::clone(&self.inner), cluster));
+    }
+
     /// Wakes the delivery actor now (after a write that queued events).
     pub fn kick(&self) {
         self.inner.wake.notify_one();

@@ -6,6 +6,7 @@
 //! - `handle.rs`: [`NotificationsHandle`] (channels, deliveries, start).
 //! - `delivery.rs`: the delivery actor (fan-out, claims, sends, retries);
 //!   `state.rs`: what it shares with the handle.
+//! - `nodes.rs`: `node_lost`, raised by the holder of shard 0.
 //! - `sign.rs`: the formats' bodies and the `palyra-signature` header.
 //! - `url.rs`: the receivers' URL policy and the delivery client's resolver.
 
@@ -13,6 +14,7 @@ mod delivery;
 pub mod events;
 mod handle;
 pub mod model;
+mod nodes;
 pub mod sign;
 mod state;
 mod url;
