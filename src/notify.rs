@@ -8,7 +8,6 @@ use palyra_actors::cluster::ClusterHandle;
 use palyra_actors::notifications::NotificationsHandle;
 use palyra_storage::{Storage, Writer};
 
-use crate::application::StartError;
 use crate::settings::Settings;
 use crate::tls::TlsMaterial;
 
@@ -21,7 +20,7 @@ pub(crate) async fn start(
     registry: &RegistryHandle,
     cluster: &ClusterHandle,
     tls: &Option<TlsMaterial>,
-) -> Result<NotificationsHandle, StartError> {
+) -> Result<NotificationsHandle, palyra_actors::ActorError> {
     match start_actor(settings, (storage, writer), registry, cluster) {
         Ok(handle) => {
             handle.watch_nodes(cluster.clone());
@@ -38,7 +37,7 @@ pub(crate) async fn start(
         }
         Err(e) => {
             writer.shutdown().await;
-            Err(e.into())
+            Err(e)
         }
     }
 }
