@@ -57,7 +57,8 @@ pub async fn list_channels(State(state): State<AppState>) -> Result<Json<Channel
     request_body = NewChannel,
     responses(SecuredJsonWrite, (status = 201, body = CreatedChannel),
         (status = 400, body = ErrorBody),
-        (status = 403, description = "The URL's destination is refused", body = ErrorBody)),
+        (status = 403, description = "The URL's destination is refused", body = ErrorBody),
+        (status = 422, description = "The URL's host does not resolve", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
 pub async fn create_channel(
     State(state): State<AppState>,
