@@ -399,6 +399,8 @@ impl Application {
         };
         // No browser starts here: the first session starts its Chromium.
         let browser = BrowserHandle::start(settings.browser.policy(&data_dir), audit.clone());
+        let notifications =
+            crate::notify::start(&settings, (&storage, &writer), &registry, &cluster, &tls).await?;
         let (allowed_hosts, any_ip_host) = crate::access::allowed_hosts(local_addr, &settings);
         let state = AppState::new(AppStateInner {
             sessions: sessions.clone(),
@@ -410,6 +412,7 @@ impl Application {
             refresher,
             objectives,
             browser,
+            notifications,
             cluster: cluster.clone(),
             writer: writer.clone(),
             storage: storage.clone(),
@@ -593,6 +596,7 @@ impl Application {
         }
         // The leases go last, once nothing of this node acts on its shards any more,
         // so the other nodes take over at their next beat rather than after a TTL.
+        self.state.notifications.stop();
         self.state.cluster.leave().await;
         self.writer.shutdown().await;
         tracing::info!("palyrad stopped");

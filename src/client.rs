@@ -3,6 +3,7 @@
 use std::path::Path;
 
 // Operators, tokens and password login, in their own file.
+pub mod notifications;
 pub mod oauth_client_secret;
 pub mod operators;
 

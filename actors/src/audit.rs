@@ -58,11 +58,13 @@ pub enum AuditKind {
     TokenRevoked,
     /// A provider's OAuth client secret sealed into the vault or removed from it.
     ClientSecretChanged,
+    NotificationChannelCreated,
+    NotificationChannelDeleted,
 }
 
 impl AuditKind {
     /// Every kind, for documentation and tests.
-    pub const ALL: [AuditKind; 30] = [
+    pub const ALL: [AuditKind; 32] = [
         AuditKind::Login,
         AuditKind::LoginFailed,
         AuditKind::SessionRevoked,
@@ -93,6 +95,8 @@ impl AuditKind {
         AuditKind::TokenCreated,
         AuditKind::TokenRevoked,
         AuditKind::ClientSecretChanged,
+        AuditKind::NotificationChannelCreated,
+        AuditKind::NotificationChannelDeleted,
     ];
 }
 

@@ -20,6 +20,8 @@
 //!   candidates in order, failover, attempts, tokens).
 //! - [`operators`]: operators, their roles and passwords, and API tokens; every check
 //!   reads its row, so every node honours a revocation on the next request.
+//! - [`notifications`]: channels (webhooks), the durable outbox and the delivery
+//!   actor that sends it, signed, with retries.
 //! - [`scheduler`]: the scheduler actor fires due objectives from one timer heap.
 //! - [`schedule`]: cron patterns in IANA time zones.
 //! - [`refresher`]: the refresher actor keeps OAuth tokens fresh, one timer for all.
@@ -55,6 +57,7 @@ pub mod error;
 pub mod handoffs;
 pub mod ids;
 pub mod metrics;
+pub mod notifications;
 pub mod oauth;
 pub mod objectives;
 pub mod operators;

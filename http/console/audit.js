@@ -12,6 +12,7 @@ const KINDS = [
   'browser_session_created', 'browser_navigated', 'browser_session_closed',
   'operator_created', 'operator_updated', 'operator_deleted', 'token_created', 'token_revoked',
   'client_secret_changed',
+  'notification_channel_created', 'notification_channel_deleted',
 ];
 const PAGE = 50;
 

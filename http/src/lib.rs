@@ -43,7 +43,7 @@ pub use throttle::AuthThrottle;
 use crate::route::RouteSpec;
 use crate::routes::oauth_client_secret;
 use crate::routes::{browser, cluster, console_auth, deployment, metrics as metrics_route, oauth};
-use crate::routes::{objectives, operators, ops, profiles, tokens};
+use crate::routes::{notifications, objectives, operators, ops, profiles, tokens};
 
 /// The routes, resource by resource: the router is built from this list and tests
 /// enumerate it.
@@ -62,6 +62,7 @@ fn routes() -> Vec<RouteSpec> {
         browser::routes(),
         operators::routes(),
         tokens::routes(),
+        notifications::routes(),
     ]
     .into_iter()
     .flatten()

@@ -6,8 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::route::{Access, RouteSpec, route};
 use crate::routes::{
-    browser, cluster, console_auth, deployment, metrics, oauth, oauth_client_secret, objectives,
-    operators, ops, profiles, tokens,
+    browser, cluster, console_auth, deployment, metrics, notifications, oauth, oauth_client_secret,
+    objectives, operators, ops, profiles, tokens,
 };
 
 #[derive(Debug, OpenApi)]
@@ -72,6 +72,11 @@ use crate::routes::{
         operators::revoke_sessions,
         tokens::list,
         tokens::revoke,
+        notifications::list_channels,
+        notifications::create_channel,
+        notifications::delete_channel,
+        notifications::test_channel,
+        notifications::deliveries,
         openapi_json,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
@@ -82,6 +87,7 @@ use crate::routes::{
          (name = "objectives", description = "Agents, objectives (standing orders, heartbeats, programs) and their runs"),
          (name = "browser", description = "Headless Chromium sessions: open, navigate, click, type, screenshot, content"),
          (name = "operators", description = "Operators, their roles, API tokens and sessions (admin only)"),
+         (name = "notifications", description = "Notification channels (signed webhooks) and their deliveries (admin only)"),
          (name = "deployment", description = "The deployment's security posture and the audit log"),
          (name = "operations", description = "Probes, metrics and the API document"))
 )]

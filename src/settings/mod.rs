@@ -9,10 +9,12 @@ use palyra_actors::SecretString;
 use serde::Deserialize;
 
 mod cluster;
+mod notifications;
 mod providers;
 mod storage;
 
 pub use cluster::ClusterSettings;
+pub use notifications::NotificationSettings;
 use providers::check_oauth_endpoint;
 pub use providers::{
     ClientAuth, OAuthGlobalSettings, ProviderConfig, ProvidersSettings, TokenRequestFormat,
@@ -58,6 +60,8 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub metrics: MetricsSettings,
     pub browser: BrowserSettings,
+    #[serde(default)]
+    pub notifications: NotificationSettings,
 }
 
 /// HTTPS: both paths or neither.
@@ -496,6 +500,7 @@ impl Settings {
         validate_public_hosts(&self.server.public_hosts)?;
         self.storage.validate()?;
         self.cluster.validate()?;
+        self.notifications.validate()?;
         if self.server.shutdown_grace_s > 3600 {
             return Err("server.shutdown_grace_s must be at most 3600".into());
         }

@@ -17,6 +17,8 @@
 //!   a test inflicts on them.
 //! - [`firings`]: the checker of the cluster's run rows and provider calls.
 //! - [`dns`]: a tiny DNS server on loopback that plays a rebinding domain.
+//! - [`webhook`]: a fake webhook receiver that verifies `palyra-signature` and its
+//!   timestamp window, answers a script of statuses and records what it received.
 
 pub mod child;
 pub mod cluster;
@@ -29,3 +31,4 @@ pub mod postgres;
 pub mod provider;
 pub mod scripted;
 pub mod served;
+pub mod webhook;

@@ -23,7 +23,15 @@ impl Served {
     /// Binds a loopback port and serves `app` on a thread named `name`, whose runtime's
     /// workers are named `{name}-worker`. The port accepts connections on return.
     pub fn start(name: &'static str, app: axum::Router) -> std::io::Result<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        Self::start_on(name, std::net::TcpListener::bind("127.0.0.1:0")?, app)
+    }
+
+    /// Like [`Self::start`], on a listener the caller bound (a port to come back on).
+    pub fn start_on(
+        name: &'static str,
+        listener: std::net::TcpListener,
+        app: axum::Router,
+    ) -> std::io::Result<Self> {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let connections = Arc::new(AtomicU64::new(0));

@@ -48,11 +48,19 @@ pub enum Table {
     Operators,
     /// API tokens, keyed by token id; the secret is kept only as its SHA-256.
     ApiTokens,
+    /// Notification channels (webhooks), keyed by channel id; the signing secret is
+    /// in the vault.
+    NotificationChannels,
+    /// The outbox of notification events not yet fanned out to channels, keyed by
+    /// event id (its hex Unix milliseconds first, so the table is oldest first).
+    NotificationEvents,
+    /// One delivery of one event to one channel, keyed by `<event id>.<channel id>`.
+    NotificationDeliveries,
 }
 
 impl Table {
     /// Every table, so start-up can create them all.
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 16] = [
         Table::Sessions,
         Table::Handoffs,
         Table::Vault,
@@ -66,6 +74,9 @@ impl Table {
         Table::Audit,
         Table::Operators,
         Table::ApiTokens,
+        Table::NotificationChannels,
+        Table::NotificationEvents,
+        Table::NotificationDeliveries,
     ];
 
     /// The table named `name` (as [`Self::name`] gives it).
@@ -89,6 +100,9 @@ impl Table {
             Table::Audit => "audit",
             Table::Operators => "operators",
             Table::ApiTokens => "api_tokens",
+            Table::NotificationChannels => "notification_channels",
+            Table::NotificationEvents => "notification_events",
+            Table::NotificationDeliveries => "notification_deliveries",
         }
     }
 

@@ -170,6 +170,7 @@ impl Handler<Fire> for ObjectivesActor {
                 ops.extend(self.run_ops(&objective, &run));
                 ops.push(self.objective_write(&objective));
                 ops.push(self.budget_audit_op(&objective));
+                ops.push(crate::notifications::events::objective_paused(&objective));
                 ops.extend(fence);
                 self.sync_schedule(&objective);
                 tracing::info!(objective_id = %objective.objective_id, "budget exhausted; objective paused");
@@ -615,6 +616,7 @@ impl ObjectivesActor {
             return;
         };
         objective.usage.tokens = objective.usage.tokens.saturating_add(run.tokens);
+        let was_active = objective.state == ObjectiveState::Active;
         let failures_audit = count_failure(&self.audit, objective, run.status);
         objective.last_run = Some(RunSummary {
             run_id: run.run_id.clone(),
@@ -650,6 +652,9 @@ impl ObjectivesActor {
         self.sync_schedule(&objective);
         let mut ops = vec![self.objective_write(&objective)];
         ops.extend(failures_audit);
+        ops.extend(crate::notifications::events::run_finished(
+            &objective, was_active, &run,
+        ));
         if let Some(skipped) = &budget_run {
             ops.extend(self.run_ops(&objective, skipped));
             ops.push(self.budget_audit_op(&objective));

@@ -809,6 +809,10 @@ impl Handler<MarkRejected> for RegistryActor {
                 AuditOutcome::Failure,
                 "the provider answered HTTP 401 to the credential",
             )),
+            crate::notifications::events::profile_needs_reauth(
+                &record.profile_id,
+                "the provider answered HTTP 401 to the credential",
+            ),
         ];
         tracing::warn!(profile_id = %record.profile_id, "the provider rejected the credential; marked needs_reauth");
         self.apply_profile(record, Vec::new());

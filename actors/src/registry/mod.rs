@@ -38,6 +38,7 @@ pub(crate) mod oauth_refresh;
 pub(crate) mod refresh_claim;
 mod resolve;
 mod rows;
+mod sealing;
 mod sync;
 mod token_check;
 

@@ -298,6 +298,7 @@ impl Handler<RecordRefresh> for RegistryActor {
         let mut ops = vec![self.sync.put_profile(&record)];
         ops.extend(sealed);
         ops.extend(audit);
+        ops.extend(crate::notifications::events::refresh_recorded(&record));
         self.apply_profile(record.clone(), Vec::new());
         Box::pin(self.commit(ops).map(move |result, act, _| {
             result?;

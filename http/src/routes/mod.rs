@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod console_auth;
 pub mod deployment;
 pub mod metrics;
+pub mod notifications;
 pub mod oauth;
 pub mod oauth_client_secret;
 pub mod objectives;

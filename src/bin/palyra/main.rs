@@ -10,6 +10,7 @@
 mod browser;
 mod console_auth;
 mod deployment;
+mod notifications;
 mod oauth;
 mod objectives;
 mod operators;
@@ -26,6 +27,7 @@ use palyra_actors::SecretString;
 
 use crate::browser::BrowserCommand;
 use crate::console_auth::ConsoleCommand;
+use crate::notifications::NotificationsCommand;
 use crate::oauth::{ClientSecretCommand, OAuthLogin};
 use crate::objectives::{AgentsCommand, ObjectivesCommand};
 use crate::operators::{OperatorsCommand, TokensCommand};
@@ -91,6 +93,11 @@ enum Command {
     Tokens {
         #[command(subcommand)]
         command: TokensCommand,
+    },
+    /// Notification channels (signed webhooks) and their deliveries (admin).
+    Notifications {
+        #[command(subcommand)]
+        command: NotificationsCommand,
     },
     /// Agents: who runs objectives, with which model and credential.
     Agents {
@@ -211,6 +218,9 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
         } => console_auth::login(json, &client(cli)?, device_id.as_deref()).await,
         Command::Operators { command } => operators::operators(json, &client(cli)?, command).await,
         Command::Tokens { command } => operators::tokens(json, &client(cli)?, command).await,
+        Command::Notifications { command } => {
+            notifications::notifications(json, &client(cli)?, command).await
+        }
         Command::Console { command } => console_auth::console(json, &client(cli)?, command).await,
         Command::Status => ops::status(json, &cli.url, &client_with(cli, None)?).await,
         Command::Auth {

@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_cluster.sql"),
     include_str!("migrations/0003_operators.sql"),
+    include_str!("migrations/0004_notifications.sql"),
 ];
 
 /// The newest PostgreSQL schema this build knows.

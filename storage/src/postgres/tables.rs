@@ -55,6 +55,11 @@ pub(crate) fn columns(table: Table) -> &'static [&'static str] {
         Table::Audit => &["at_ms", "seq", "kind", "actor", "outcome"],
         Table::Operators => &["operator_id", "role", "disabled"],
         Table::ApiTokens => &["token_id", "operator_id", "role", "expires_at_ms"],
+        Table::NotificationChannels => &["channel_id"],
+        Table::NotificationEvents => &["event_id", "kind"],
+        Table::NotificationDeliveries => {
+            &["delivery_id", "channel_id", "status", "next_attempt_ms"]
+        }
     }
 }
 
@@ -142,6 +147,14 @@ pub(crate) fn extract(table: Table, key: &[u8], value: &[u8]) -> Result<Vec<Para
             text(r, "operator_id"),
             text(r, "role"),
             int(r, "expires_at_ms"),
+        ],
+        Table::NotificationChannels => vec![id_key(table, key)?],
+        Table::NotificationEvents => vec![id_key(table, key)?, text(r, "kind")],
+        Table::NotificationDeliveries => vec![
+            id_key(table, key)?,
+            text(r, "channel_id"),
+            text(r, "status"),
+            int(r, "next_attempt_ms"),
         ],
     };
     Ok(params)
