@@ -190,6 +190,23 @@ impl Storage {
         }
     }
 
+    /// Every run row whose record's `status` is one of `statuses` (say `queued` and
+    /// `running`), in key order: how a node finds the runs another left going, however
+    /// deep in an objective's history they are. PostgreSQL reads them through the
+    /// index on `runs.status`; redb, which one node holds, scans the table.
+    pub async fn read_runs_with_status(&self, statuses: &[&str]) -> Result<Vec<Row>, StorageError> {
+        match &self.backend {
+            Backend::Redb(db) => Ok(db
+                .load(Table::Runs)?
+                .into_iter()
+                .filter(|(_, value)| {
+                    record_status(value).is_some_and(|status| statuses.contains(&status.as_str()))
+                })
+                .collect()),
+            Backend::Postgres(pg) => pg.runs_with_status(statuses).await,
+        }
+    }
+
     /// How many rows `table` holds.
     pub async fn read_count(&self, table: Table) -> Result<u64, StorageError> {
         match &self.backend {
@@ -251,4 +268,14 @@ impl Storage {
             pg.close();
         }
     }
+}
+
+/// The `status` field of a stored record (`{"v": .., "r": {"status": ..}}`).
+fn record_status(value: &[u8]) -> Option<String> {
+    let envelope: serde_json::Value = serde_json::from_slice(value).ok()?;
+    envelope
+        .get("r")?
+        .get("status")?
+        .as_str()
+        .map(str::to_owned)
 }

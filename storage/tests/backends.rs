@@ -310,6 +310,78 @@ async fn conditional_ops_are_isolated_in_one_group(kind: Kind) {
     assert_eq!(s.read_row(t, &z).await.unwrap(), Some(value("z")));
 }
 
+both!(
+    conditional_burst,
+    a_burst_of_conditional_requests_spans_groups_in_order
+);
+/// More conditional requests at once than one PostgreSQL group takes (its ops are
+/// bounded, and each request's statements are sent together): every one is answered
+/// in order, each seeing the one before, and a refused request's ops after its refused
+/// one are undone with it.
+async fn a_burst_of_conditional_requests_spans_groups_in_order(kind: Kind) {
+    let Some(mut fx) = open(kind).await else {
+        return;
+    };
+    let writer = fx.storage.start_writer().unwrap();
+    let t = Table::Handoffs;
+    let counter = digest(0);
+    writer
+        .submit(vec![put(t, &counter, value(0))])
+        .await
+        .unwrap();
+    const N: u32 = 3000;
+    let mut pending = Vec::new();
+    let mut expected_now = 0;
+    for k in 1..=N {
+        // Every seventh request expects a stale value: refused at its first op.
+        let stale = k % 7 == 0;
+        let expected = if stale {
+            expected_now + 1_000_000
+        } else {
+            expected_now
+        };
+        if !stale {
+            expected_now = k;
+        }
+        let next = if stale { k + 1_000_000 } else { k };
+        pending.push((
+            stale,
+            writer.submit_checked(vec![
+                WriteOp::CompareAndSet {
+                    table: t,
+                    key: counter.clone(),
+                    expected: Some(value(expected)),
+                    value: value(next),
+                },
+                put(t, &digest(k), value(k)),
+            ]),
+        ));
+    }
+    for (k, (stale, outcome)) in (1..).zip(pending) {
+        let outcome = outcome.await.unwrap();
+        if stale {
+            assert_eq!(outcome, WriteOutcome::Refused { op: 0 }, "{kind:?} {k}");
+        } else {
+            assert_eq!(
+                outcome,
+                WriteOutcome::Applied { taken: vec![] },
+                "{kind:?} {k}"
+            );
+        }
+    }
+    writer.shutdown().await;
+    let s = fx.reopen().await;
+    assert_eq!(
+        s.read_row(t, &counter).await.unwrap(),
+        Some(value(expected_now))
+    );
+    for k in [1, 6, 7, 14, 2047, 2048, N] {
+        let row = s.read_row(t, &digest(k)).await.unwrap();
+        let want = (k % 7 != 0).then(|| value(k));
+        assert_eq!(row, want, "{kind:?} {k}");
+    }
+}
+
 both!(take_once, a_row_is_taken_once_under_concurrency);
 async fn a_row_is_taken_once_under_concurrency(kind: Kind) {
     let Some(fx) = open(kind).await else { return };

@@ -28,6 +28,7 @@ mod oauth_strict;
 mod objectives;
 mod objectives_cluster_cancel;
 mod objectives_limits;
+mod objectives_waiting;
 mod operators_cli;
 mod operators_console;
 mod operators_roles;

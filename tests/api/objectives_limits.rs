@@ -124,6 +124,11 @@ impl ScriptedModel {
         self.script.answers.lock().unwrap().extend(answers);
     }
 
+    /// Delays every `Ok` answer by `ms`.
+    pub fn set_delay_ms(&self, ms: usize) {
+        self.script.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
     pub fn calls(&self) -> usize {
         self.script.calls.load(Ordering::SeqCst)
     }

@@ -18,6 +18,7 @@ use super::model::{
     AgentRecord, Misfire, ObjectiveRecord, ObjectiveState, RunRecord, RunStatus, RunTrigger,
     new_run, objective_op, run_ops,
 };
+use super::waiting::{WaitingRun, WaitingRuns};
 use crate::audit::AuditLog;
 use crate::cluster::ClusterHandle;
 use crate::error::ActorError;
@@ -63,9 +64,9 @@ pub(super) struct ObjectivesActor {
     pub(super) objectives: Objectives,
     /// Objective id -> the run going.
     pub(super) running: HashMap<String, String>,
-    /// Objectives with one firing waiting (overlap `queue_one`): its instant and the
-    /// sequence number of its `queued` run record.
-    pub(super) queued: HashMap<String, (DateTime<Utc>, u64)>,
+    /// Objectives with one firing waiting (overlap `queue_one`) for the run going: its
+    /// `queued` run record (sequence number, instant, when it was claimed, its bytes).
+    pub(super) queued: HashMap<String, WaitingRun>,
     /// Catch-up firings found at start, fired once the actor runs.
     pub(super) catch_up: CatchUps,
     /// Budget exhaustion is audited in the same write as the pause.
@@ -92,7 +93,7 @@ pub(super) struct ObjectivesActor {
     pub(super) elsewhere: HashMap<String, String>,
     /// Firings over the concurrency caps, waiting in firing order as durable `queued`
     /// runs for a slot (`limits.rs`).
-    pub(super) waiting: super::waiting::WaitingRuns,
+    pub(super) waiting: WaitingRuns,
     /// Run id -> the abort handle of its task: a cancel drops the provider call.
     pub(super) aborts: HashMap<String, tokio::task::AbortHandle>,
     /// Run id -> the cancel asked for it and who waits for its record (`cancel.rs`).
@@ -386,7 +387,7 @@ impl Reloads for ObjectivesActor {
         // number is past the reloaded objective's last one) is gone with it: keeping it
         // would hand the same number to two runs.
         self.queued
-            .retain(|id, (_, seq)| objectives.get(id).is_some_and(|o| *seq <= o.run_seq));
+            .retain(|id, w| objectives.get(id).is_some_and(|o| w.seq <= o.run_seq));
         self.waiting
             .retain(|id, seq| objectives.get(id).is_some_and(|o| seq <= o.run_seq));
         self.agents = agents;

@@ -11,13 +11,13 @@
 //! the objective change.
 
 use actix::prelude::*;
-use palyra_storage::{Table, WriteOp, decode_record};
+use palyra_storage::{StorageError, Table, WriteOp, decode_record};
 
 use super::actor::ObjectivesActor;
-use super::model::{ObjectiveState, RunRecord, RunStatus, RunTrigger, run_key};
-use super::waiting::{Cancel, CancelReply};
+use super::firing::waited_record;
+use super::model::{ObjectiveState, RunRecord, RunStatus, run_key};
+use super::waiting::{Cancel, CancelReply, WaitingRun};
 use crate::error::ActorError;
-use crate::time::{now_ms, to_datetime};
 
 /// Cancel one run of an objective.
 #[derive(Message)]
@@ -62,7 +62,7 @@ impl Handler<CancelRun> for ObjectivesActor {
             );
         }
         let waited = match self.waiting.take(&objective_id) {
-            Some(w) if w.seq == seq => Some((w.scheduled_for, w.trigger)),
+            Some(w) if w.seq == seq => Some(w),
             Some(other) => {
                 self.waiting.push(other);
                 None
@@ -70,26 +70,24 @@ impl Handler<CancelRun> for ObjectivesActor {
             None => None,
         };
         let waited = waited.or_else(|| match self.queued.get(&objective_id) {
-            Some((at, s)) if *s == seq => {
-                let at = Some(*at);
-                self.queued.remove(&objective_id);
-                Some((at, RunTrigger::Schedule))
-            }
+            Some(w) if w.seq == seq => self.queued.remove(&objective_id),
             _ => None,
         });
-        if let Some((scheduled_for, trigger)) = waited {
-            let run = self.cancel_waiting(
-                &objective_id,
-                seq,
-                scheduled_for,
-                trigger,
-                "cancelled by request",
-            );
-            let ops = vec![WriteOp::put(run_key(&objective_id, seq), &run)];
+        if let Some(waited) = waited {
+            let (run, ops) = self.cancel_waiting(&waited, "cancelled by request");
             return Box::pin(self.commit(ops).map(move |result, act, ctx| {
                 // Its slot (or its turn) goes to the next firing waiting.
                 act.start_waiting_runs(ctx);
-                result.map(|()| run)
+                match result {
+                    // Its row is no longer the `queued` one this node wrote: another
+                    // node recorded the firing meanwhile, and that record stands.
+                    Err(ActorError::Storage(StorageError::Refused { .. })) => {
+                        Err(ActorError::Conflict(format!(
+                            "run {run_id} was recorded by another node meanwhile; read it again"
+                        )))
+                    }
+                    other => other.map(|()| run),
+                }
             }));
         }
         let _ = ctx;
@@ -145,35 +143,20 @@ impl ObjectivesActor {
         tracing::info!(run_id, reason, "run cancelled");
     }
 
-    /// The record of a waiting firing that will not run.
-    fn cancel_waiting(
-        &mut self,
-        objective_id: &str,
-        seq: u64,
-        scheduled_for: Option<chrono::DateTime<chrono::Utc>>,
-        trigger: RunTrigger,
-        reason: &str,
-    ) -> RunRecord {
+    /// The record of a waiting firing that will not run, and its write: a
+    /// compare-and-set on the `queued` row this node wrote, so a record another node
+    /// made of the firing meanwhile (the shard's next owner found it left) is never
+    /// overwritten; that write is refused instead.
+    fn cancel_waiting(&mut self, waited: &WaitingRun, reason: &str) -> (RunRecord, Vec<WriteOp>) {
         self.metrics.count_run(RunStatus::Cancelled);
-        RunRecord {
-            run_id: format!("{objective_id}-{seq}"),
-            objective_id: objective_id.to_owned(),
-            trigger,
-            status: RunStatus::Cancelled,
-            scheduled_for,
-            started_at: None,
-            finished_at: Some(to_datetime(now_ms())),
-            tokens: 0,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            attempts: Vec::new(),
-            output: None,
-            error: Some(reason.to_owned()),
-            node_id: Some(self.cluster.node_id().to_owned()),
-            late_by_ms: None,
-            retries: 0,
-            queued_at: None,
-        }
+        let run = waited_record(
+            waited,
+            RunStatus::Cancelled,
+            Some(self.cluster.node_id().to_owned()),
+            reason,
+        );
+        let ops = vec![waited.replace_op(&run)];
+        (run, ops)
     }
 
     /// Stops what an objective that is no longer active has going on this node: its
@@ -201,8 +184,7 @@ impl ObjectivesActor {
         if let Some(ctx) = ctx
             && let Some(w) = self.waiting.take(objective_id)
         {
-            let run = self.cancel_waiting(objective_id, w.seq, w.scheduled_for, w.trigger, &reason);
-            let ops = vec![WriteOp::put(run_key(objective_id, w.seq), &run)];
+            let (_, ops) = self.cancel_waiting(&w, &reason);
             ctx.spawn(self.commit(ops).map(|_, _, _| ()));
         }
     }

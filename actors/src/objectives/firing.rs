@@ -13,6 +13,7 @@ use super::model::{
     new_run, run_key,
 };
 use super::retry::{Driven, count_failure};
+use super::waiting::WaitingRun;
 use crate::audit::{AuditEntry, AuditKind, AuditOutcome};
 use crate::cluster::Claim;
 use crate::error::ActorError;
@@ -188,13 +189,13 @@ impl Handler<Fire> for ObjectivesActor {
                     None,
                 );
                 run.node_id = Some(self.cluster.node_id().to_owned());
-                let seq = objective.run_seq;
                 let mut ops = std::mem::take(&mut missed);
                 ops.extend(self.run_ops(&objective, &run));
                 ops.push(self.objective_write(&objective));
                 ops.extend(fence);
-                self.queued
-                    .insert(objective.objective_id.clone(), (msg.scheduled_for, seq));
+                // It keeps its claim's instant and bytes for when it starts.
+                let waited = WaitingRun::of(&objective.agent_id, objective.run_seq, &run);
+                self.queued.insert(objective.objective_id.clone(), waited);
                 self.objectives
                     .insert(objective.objective_id.clone(), objective);
                 ctx.spawn(self.commit(ops).map(|_, _, _| ()));
@@ -226,11 +227,10 @@ impl Handler<Fire> for ObjectivesActor {
                 let start = RunStart {
                     trigger,
                     scheduled_for,
-                    queued_seq: None,
+                    waited: None,
                     fence,
                     late_by_ms,
                     missed: std::mem::take(&mut missed),
-                    queued_at: None,
                 };
                 // Over a concurrency cap the firing is claimed as `queued` and waits.
                 if self.has_slot(&objective.agent_id) {
@@ -248,13 +248,13 @@ impl Handler<Fire> for ObjectivesActor {
 pub(super) struct RunStart {
     pub(super) trigger: RunTrigger,
     pub(super) scheduled_for: Option<DateTime<Utc>>,
-    pub(super) queued_seq: Option<u64>,
+    /// The `queued` record of a firing that waited (its sequence number, when it was
+    /// claimed, its bytes): the running record replaces it.
+    pub(super) waited: Option<WaitingRun>,
     pub(super) fence: Option<WriteOp>,
     pub(super) late_by_ms: Option<i64>,
     /// Records of instants the firing stepped over, written with it.
     pub(super) missed: Vec<WriteOp>,
-    /// When the firing was claimed as a `queued` run, if it waited.
-    pub(super) queued_at: Option<DateTime<Utc>>,
 }
 
 /// Scheduled instants after `fired` and at or before `now` (at most 100): what a late
@@ -278,6 +278,36 @@ fn skipped_instants(
         cursor = schedule.next_after(t);
     }
     out
+}
+
+/// The record that replaces a waiting firing's `queued` row: `status`, finished now
+/// with `error` (the caller changes what differs for a start); it keeps the firing's
+/// instant and when it was claimed.
+pub(super) fn waited_record(
+    waited: &WaitingRun,
+    status: RunStatus,
+    node_id: Option<String>,
+    error: &str,
+) -> RunRecord {
+    RunRecord {
+        run_id: format!("{}-{}", waited.objective_id, waited.seq),
+        objective_id: waited.objective_id.clone(),
+        trigger: waited.trigger,
+        status,
+        scheduled_for: waited.scheduled_for,
+        started_at: None,
+        finished_at: Some(to_datetime(now_ms())),
+        tokens: 0,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        attempts: Vec::new(),
+        output: None,
+        error: Some(error.to_owned()),
+        node_id,
+        late_by_ms: None,
+        retries: 0,
+        queued_at: waited.queued_at,
+    }
 }
 
 /// Where a manual firing's answer goes: the objective once its run is durable.
@@ -312,29 +342,23 @@ impl ObjectivesActor {
         let start = RunStart {
             trigger,
             scheduled_for,
-            queued_seq: None,
+            waited: None,
             fence: None,
             late_by_ms: None,
             missed: Vec::new(),
-            queued_at: None,
         };
         self.start_run_as(objective_id, start, ctx, reply);
     }
 
     /// Starts a firing that waited (for the run before it, overlap `queue_one`, or for
     /// a slot) as its own `queued` run.
-    pub(super) fn start_queued(
-        &mut self,
-        objective_id: &str,
-        scheduled_for: Option<DateTime<Utc>>,
-        seq: u64,
-        trigger: RunTrigger,
-        queued_at: Option<DateTime<Utc>>,
-        ctx: &mut Context<Self>,
-    ) {
+    pub(super) fn start_queued(&mut self, waited: WaitingRun, ctx: &mut Context<Self>) {
+        let objective_id = waited.objective_id.clone();
+        let objective_id = objective_id.as_str();
         let Some(objective) = self.objectives.get(objective_id) else {
             return;
         };
+        let trigger = waited.trigger;
         // A manual run may be fired while paused or in draft; one of the schedule only
         // while active.
         let blocked = match trigger {
@@ -345,31 +369,13 @@ impl ObjectivesActor {
             _ => objective.state != ObjectiveState::Active,
         };
         if blocked || objective.budget_exhausted() {
-            let mut objective = objective.clone();
-            let run = RunRecord {
-                run_id: format!("{objective_id}-{seq}"),
-                objective_id: objective_id.to_owned(),
-                trigger,
-                status: RunStatus::SkippedBudget,
-                scheduled_for,
-                started_at: None,
-                finished_at: Some(to_datetime(now_ms())),
-                tokens: 0,
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                attempts: Vec::new(),
-                output: None,
-                error: Some(
-                    "the objective was paused or out of budget before the queued firing started"
-                        .into(),
-                ),
-                node_id: None,
-                late_by_ms: None,
-                retries: 0,
-                queued_at,
-            };
-            objective.updated_at = to_datetime(now_ms());
-            let ops = vec![WriteOp::put(run_key(objective_id, seq), &run)];
+            let run = waited_record(
+                &waited,
+                RunStatus::SkippedBudget,
+                None,
+                "the objective was paused or out of budget before the queued firing started",
+            );
+            let ops = vec![waited.replace_op(&run)];
             ctx.spawn(self.commit(ops).map(|_, _, _| ()));
             return;
         }
@@ -389,42 +395,25 @@ impl ObjectivesActor {
                     objective_id,
                     "a queued firing is not started: the shard moved"
                 );
-                let run = RunRecord {
-                    run_id: format!("{objective_id}-{seq}"),
-                    objective_id: objective_id.to_owned(),
-                    trigger,
-                    status: RunStatus::Missed,
-                    scheduled_for,
-                    started_at: None,
-                    finished_at: Some(to_datetime(now_ms())),
-                    tokens: 0,
-                    prompt_tokens: 0,
-                    completion_tokens: 0,
-                    attempts: Vec::new(),
-                    output: None,
-                    error: Some(
-                        "the objective moved to another node before the queued firing started"
-                            .into(),
-                    ),
-                    node_id: Some(self.cluster.node_id().to_owned()),
-                    late_by_ms: None,
-                    retries: 0,
-                    queued_at,
-                };
+                let run = waited_record(
+                    &waited,
+                    RunStatus::Missed,
+                    Some(self.cluster.node_id().to_owned()),
+                    "the objective moved to another node before the queued firing started",
+                );
                 self.metrics.count_run(RunStatus::Missed);
-                let ops = vec![WriteOp::put(run_key(objective_id, seq), &run)];
+                let ops = vec![waited.replace_op(&run)];
                 ctx.spawn(self.commit(ops).map(|_, _, _| ()));
                 return;
             }
         };
         let start = RunStart {
             trigger,
-            scheduled_for,
-            queued_seq: Some(seq),
+            scheduled_for: waited.scheduled_for,
+            waited: Some(waited),
             fence,
             late_by_ms: None,
             missed: Vec::new(),
-            queued_at,
         };
         self.start_run_as(objective_id, start, ctx, None);
     }
@@ -439,38 +428,25 @@ impl ObjectivesActor {
         let RunStart {
             trigger,
             scheduled_for,
-            queued_seq,
+            waited,
             fence,
             late_by_ms,
             missed,
-            queued_at,
         } = start;
         let Some(mut objective) = self.objectives.get(objective_id).cloned() else {
             return;
         };
         let agent = self.agents.get(&objective.agent_id).cloned();
         let now = to_datetime(now_ms());
-        let run = match queued_seq {
+        let run = match &waited {
             // The queued run record becomes the running one: one record per firing.
-            Some(seq) => RunRecord {
-                run_id: format!("{objective_id}-{seq}"),
-                objective_id: objective_id.to_owned(),
-                trigger,
-                status: RunStatus::Running,
-                scheduled_for,
-                started_at: Some(now),
-                finished_at: None,
-                tokens: 0,
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                attempts: Vec::new(),
-                output: None,
-                error: None,
-                node_id: None,
-                late_by_ms: None,
-                retries: 0,
-                queued_at,
-            },
+            Some(w) => {
+                let mut run = waited_record(w, RunStatus::Running, None, "");
+                run.started_at = Some(now);
+                run.finished_at = None;
+                run.error = None;
+                run
+            }
             None => new_run(
                 &mut objective,
                 trigger,
@@ -490,8 +466,8 @@ impl ObjectivesActor {
         });
         objective.updated_at = now;
         let mut ops = missed;
-        match queued_seq {
-            Some(seq) => ops.push(WriteOp::put(run_key(objective_id, seq), &run)),
+        match &waited {
+            Some(w) => ops.push(w.replace_op(&run)),
             None => ops.extend(self.run_ops(&objective, &run)),
         }
         ops.push(self.objective_write(&objective));
@@ -589,10 +565,10 @@ impl ObjectivesActor {
         self.metrics.count_run(run.status);
         tracing::info!(objective_id, run_id = %run.run_id, status = ?run.status, tokens = run.tokens, "run finished");
         self.record_finish(objective_id, run, 0, ctx);
-        if let Some((scheduled_for, seq)) = self.queued.remove(objective_id)
+        if let Some(waited) = self.queued.remove(objective_id)
             && !self.draining
         {
-            self.admit_queued(objective_id, scheduled_for, seq, ctx);
+            self.admit_queued(waited, ctx);
         }
         self.start_waiting_runs(ctx);
     }

@@ -343,11 +343,10 @@ impl Handler<Lifecycle> for ObjectivesActor {
                 let start = super::firing::RunStart {
                     trigger: RunTrigger::Manual,
                     scheduled_for: None,
-                    queued_seq: None,
+                    waited: None,
                     fence: None,
                     late_by_ms: None,
                     missed: Vec::new(),
-                    queued_at: None,
                 };
                 self.enqueue(&msg.objective_id, start, ctx, Some(tx));
             }
@@ -373,18 +372,11 @@ impl Handler<Lifecycle> for ObjectivesActor {
         objective.next_run_at = next_run(&objective, now);
         objective.updated_at = now;
         if to != ObjectiveState::Active
-            && let Some((scheduled_for, seq)) = self.queued.remove(&objective.objective_id)
+            && let Some(waited) = self.queued.remove(&objective.objective_id)
         {
-            let oid = objective.objective_id.clone();
-            self.objectives.insert(oid.clone(), objective.clone());
-            self.start_queued(
-                &oid,
-                Some(scheduled_for),
-                seq,
-                RunTrigger::Schedule,
-                None,
-                ctx,
-            );
+            self.objectives
+                .insert(objective.objective_id.clone(), objective.clone());
+            self.start_queued(waited, ctx);
         }
         tracing::info!(objective_id = %objective.objective_id, state = %state_name(to), "objective lifecycle");
         let attempt = msg.attempt;

@@ -13,11 +13,10 @@
 use std::collections::HashMap;
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
 
 use super::actor::{Agents, Objectives, ObjectivesActor};
 use super::firing::{RunReply, RunStart};
-use super::model::{RunStatus, RunTrigger, new_run};
+use super::model::{RunStatus, new_run};
 use super::waiting::WaitingRun;
 use crate::error::ActorError;
 use crate::time::{now_ms, to_datetime};
@@ -57,14 +56,7 @@ impl ObjectivesActor {
         ops.extend(self.run_ops(&objective, &run));
         ops.push(self.objective_write(&objective));
         ops.extend(start.fence);
-        let waiting = WaitingRun {
-            objective_id: objective_id.to_owned(),
-            agent_id: objective.agent_id.clone(),
-            seq: objective.run_seq,
-            scheduled_for: start.scheduled_for,
-            trigger: start.trigger,
-            queued_at: run.queued_at,
-        };
+        let waiting = WaitingRun::of(&objective.agent_id, objective.run_seq, &run);
         tracing::debug!(
             objective_id,
             waiting = self.waiting.len() + 1,
@@ -91,35 +83,14 @@ impl ObjectivesActor {
 
     /// A firing that waited for the run going (overlap `queue_one`) starts now if a
     /// slot is free, or waits for one in the FIFO.
-    pub(super) fn admit_queued(
-        &mut self,
-        objective_id: &str,
-        scheduled_for: DateTime<Utc>,
-        seq: u64,
-        ctx: &mut Context<Self>,
-    ) {
-        let agent_id = match self.objectives.get(objective_id) {
-            Some(o) => o.agent_id.clone(),
-            None => return,
-        };
-        if self.has_slot(&agent_id) {
-            self.start_queued(
-                objective_id,
-                Some(scheduled_for),
-                seq,
-                RunTrigger::Schedule,
-                None,
-                ctx,
-            );
+    pub(super) fn admit_queued(&mut self, waited: WaitingRun, ctx: &mut Context<Self>) {
+        if !self.objectives.contains_key(&waited.objective_id) {
+            return;
+        }
+        if self.has_slot(&waited.agent_id) {
+            self.start_queued(waited, ctx);
         } else {
-            self.waiting.push(WaitingRun {
-                objective_id: objective_id.to_owned(),
-                agent_id,
-                seq,
-                scheduled_for: Some(scheduled_for),
-                trigger: RunTrigger::Schedule,
-                queued_at: None,
-            });
+            self.waiting.push(waited);
         }
     }
 
@@ -134,14 +105,7 @@ impl ObjectivesActor {
             else {
                 break;
             };
-            self.start_queued(
-                &next.objective_id,
-                next.scheduled_for,
-                next.seq,
-                next.trigger,
-                next.queued_at,
-                ctx,
-            );
+            self.start_queued(next, ctx);
         }
     }
 

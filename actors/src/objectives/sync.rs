@@ -11,7 +11,7 @@
 //! caught up or missed, each recorded once: the database refuses a second record);
 //! when it loses one it stops firing it at once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -486,12 +486,13 @@ impl ObjectivesActor {
         self.find_orphans(gained, ctx);
     }
 
-    /// Runs a previous owner of the gained shards left `running` or `queued` (they
-    /// are among each objective's newest records): running ones are watched until
-    /// their node is gone, then interrupted; a queued one whose node is gone (or that
-    /// this node no longer has waiting) is recorded as missed.
+    /// Runs a previous owner of the gained shards left `running` or `queued` (found by
+    /// their status, however many newer records the objective has: a queued firing
+    /// can sit under any number of firings skipped for overlap): running ones are
+    /// watched until their node is gone, then interrupted; a queued one whose node is
+    /// gone (or that this node no longer has waiting) is recorded as missed.
     fn find_orphans(&mut self, gained: &BTreeSet<u32>, ctx: &mut Context<Self>) {
-        let ids: Vec<String> = self
+        let ids: HashSet<String> = self
             .objectives
             .keys()
             .filter(|id| gained.contains(&shard_of(id.as_bytes())))
@@ -505,17 +506,15 @@ impl ObjectivesActor {
             async move {
                 barrier.await?;
                 let mut found = Vec::new();
-                for id in ids {
-                    let prefix = super::model::run_prefix(&id);
-                    for (key, bytes) in storage
-                        .read_prefix_rev(Table::Runs, &prefix, None, 3)
-                        .await?
+                for (key, bytes) in storage
+                    .read_runs_with_status(&["running", "queued"])
+                    .await?
+                {
+                    if let Ok(run) = decode_record::<RunRecord>(&bytes)
+                        && matches!(run.status, RunStatus::Running | RunStatus::Queued)
+                        && ids.contains(&run.objective_id)
                     {
-                        if let Ok(run) = decode_record::<RunRecord>(&bytes)
-                            && matches!(run.status, RunStatus::Running | RunStatus::Queued)
-                        {
-                            found.push((id.clone(), key, bytes, run));
-                        }
+                        found.push((run.objective_id.clone(), key, bytes, run));
                     }
                 }
                 Ok::<_, palyra_storage::StorageError>(found)
@@ -534,7 +533,7 @@ impl ObjectivesActor {
                         || act
                             .queued
                             .get(&objective_id)
-                            .is_some_and(|(at, _)| Some(*at) == run.scheduled_for)
+                            .is_some_and(|w| w.scheduled_for == run.scheduled_for)
                         || act.waiting.holds(&objective_id, &run.run_id);
                     if mine_going {
                         continue;
@@ -567,7 +566,7 @@ impl ObjectivesActor {
                     && self
                         .queued
                         .get(objective_id)
-                        .is_none_or(|(at, _)| Some(*at) != run.scheduled_for)
+                        .is_none_or(|w| w.scheduled_for != run.scheduled_for)
                     && !self.waiting.holds(objective_id, &run.run_id)
             }
             Some(node) => match self.cluster.started_at(node) {

@@ -2,12 +2,19 @@
 //! FIFO of firings waiting for a run slot (`limits.rs`) and the cancels asked for runs
 //! going (`cancel.rs`). Plain data, so the actor's state can hold it without its file
 //! importing the parts that act on it.
+//!
+//! A waiting firing keeps the bytes of its `queued` row, so whatever replaces that row
+//! (its start, its cancel, the record that it will not run) is a compare-and-set on
+//! them: in a cluster the shard's next owner may have recorded it meanwhile, and a
+//! write of this node must then be refused rather than overwrite that record.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 
-use super::model::{RunRecord, RunTrigger};
+use palyra_storage::{Table, WriteOp, encode_record};
+
+use super::model::{RunRecord, RunTrigger, run_key};
 use crate::error::ActorError;
 
 /// A claimed firing waiting for a slot.
@@ -22,6 +29,34 @@ pub(super) struct WaitingRun {
     pub(super) trigger: RunTrigger,
     /// When its `queued` row was written.
     pub(super) queued_at: Option<DateTime<Utc>>,
+    /// The bytes of its `queued` row as this node wrote it.
+    pub(super) row: Vec<u8>,
+}
+
+impl WaitingRun {
+    /// The waiting firing of `run`, the `queued` record this node writes for it.
+    pub(super) fn of(agent_id: &str, seq: u64, run: &RunRecord) -> Self {
+        Self {
+            objective_id: run.objective_id.clone(),
+            agent_id: agent_id.to_owned(),
+            seq,
+            scheduled_for: run.scheduled_for,
+            trigger: run.trigger,
+            queued_at: run.queued_at,
+            row: encode_record(run),
+        }
+    }
+
+    /// Replaces its `queued` row with `run`, only if the row is still the one this node
+    /// wrote.
+    pub(super) fn replace_op(&self, run: &RunRecord) -> WriteOp {
+        WriteOp::CompareAndSet {
+            table: Table::Runs,
+            key: run_key(&self.objective_id, self.seq),
+            expected: Some(self.row.clone()),
+            value: encode_record(run),
+        }
+    }
 }
 
 /// The firings waiting for a slot, oldest first; at most one per objective (an
@@ -111,6 +146,7 @@ mod tests {
             scheduled_for: None,
             trigger: RunTrigger::Schedule,
             queued_at: None,
+            row: Vec::new(),
         }
     }
 

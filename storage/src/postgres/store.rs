@@ -169,6 +169,21 @@ impl PgStore {
         Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
     }
 
+    pub(crate) async fn runs_with_status(
+        &self,
+        statuses: &[&str],
+    ) -> Result<Vec<Row>, StorageError> {
+        // `runs_status` (migration 1) answers this without reading any history.
+        let statuses: Vec<String> = statuses.iter().map(|s| (*s).to_owned()).collect();
+        Ok(rows(
+            self.query(
+                "SELECT key, value FROM runs WHERE status = ANY($1) ORDER BY key",
+                &[&statuses],
+            )
+            .await?,
+        ))
+    }
+
     pub(crate) async fn scan_prefix_rev(
         &self,
         table: Table,

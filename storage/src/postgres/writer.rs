@@ -68,6 +68,28 @@ enum Kind {
     Take,
     Expect,
     Fence,
+    /// `SAVEPOINT palyra_request` and its release: prepared like the row statements,
+    /// so a conditional request's statements are sent together in one round trip.
+    Savepoint,
+    Release,
+}
+
+/// Most ops applied in one transaction. A group is bounded by one timeout (connect
+/// plus statement timeout): a burst of thousands of conditional requests (one
+/// boundary's claims at 10,000 objectives) in one transaction ran past it on a loaded
+/// machine, and the whole group, every claim in it, failed. Groups of this size
+/// commit well within the bound even then, so a busy writer only falls behind.
+const MAX_GROUP_OPS: usize = 2048;
+
+const SAVEPOINT_SQL: &str = "SAVEPOINT palyra_request";
+const ROLLBACK_SQL: &str = "ROLLBACK TO SAVEPOINT palyra_request";
+const RELEASE_SQL: &str = "RELEASE SAVEPOINT palyra_request";
+
+/// What one op of a conditional request came to.
+enum Held {
+    Yes,
+    No,
+    Taken(Vec<u8>),
 }
 
 /// A fence: the lease row must still name this node at this epoch, unexpired by the
@@ -148,6 +170,11 @@ impl BoundOp {
     }
 }
 
+/// One op of a pipelined request, boxed so ops of every kind go in one list.
+type HeldCall<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Held, tokio_postgres::Error>> + Send + 'a>,
+>;
+
 /// The writer's connection and its prepared statements.
 struct Conn {
     client: Client,
@@ -167,6 +194,8 @@ impl Conn {
         for op in ops {
             if !self.statements.contains_key(&(op.table, op.kind)) {
                 let text = match op.table {
+                    None if op.kind == Kind::Savepoint => SAVEPOINT_SQL.to_owned(),
+                    None if op.kind == Kind::Release => RELEASE_SQL.to_owned(),
                     None => FENCE_SQL.to_owned(),
                     Some(table) => {
                         let sql = TableSql::new(table);
@@ -176,12 +205,27 @@ impl Conn {
                             Kind::CompareAndSet => sql.compare_and_set,
                             Kind::Delete => sql.delete,
                             Kind::Take => sql.take,
-                            Kind::Expect | Kind::Fence => sql.expect,
+                            Kind::Expect | Kind::Fence | Kind::Savepoint | Kind::Release => {
+                                sql.expect
+                            }
                         }
                     }
                 };
                 let statement = self.client.prepare(&text).await?;
                 self.statements.insert((op.table, op.kind), statement);
+            }
+        }
+        Ok(())
+    }
+
+    async fn prepare_markers(&mut self) -> Result<(), tokio_postgres::Error> {
+        for (kind, sql) in [
+            (Kind::Savepoint, SAVEPOINT_SQL),
+            (Kind::Release, RELEASE_SQL),
+        ] {
+            if !self.statements.contains_key(&(None, kind)) {
+                let statement = self.client.prepare(sql).await?;
+                self.statements.insert((None, kind), statement);
             }
         }
         Ok(())
@@ -203,56 +247,111 @@ impl Conn {
         try_join_all(calls).await.map(|_| ())
     }
 
-    /// A request with a conditional op: statements one by one, a refusal undoing the
-    /// request's own earlier ops through its savepoint.
-    async fn conditional(&self, ops: &[BoundOp]) -> Result<WriteOutcome, tokio_postgres::Error> {
+    /// A request with a conditional op, under a savepoint when it has more than one
+    /// op, so a refusal undoes only its own ops. `pipelined`: its statements are sent
+    /// together (with the savepoint and the release of the previous request's, left
+    /// open in `open_savepoint`) and read afterwards, so a request costs one round trip
+    /// instead of one per statement; ops after a refused one have run too, and the
+    /// rollback to the savepoint undoes them with the rest. Otherwise (a group replayed
+    /// one request at a time after a failed statement) one by one, stopping at a
+    /// refusal, so a statement after it that would fail is never run.
+    async fn conditional(
+        &self,
+        ops: &[BoundOp],
+        pipelined: bool,
+        open_savepoint: &mut bool,
+    ) -> Result<WriteOutcome, tokio_postgres::Error> {
         let savepoint = ops.len() > 1;
-        if savepoint {
-            self.client
-                .batch_execute("SAVEPOINT palyra_request")
-                .await?;
+        let release = std::mem::take(open_savepoint);
+        let held: Vec<Held> = if pipelined {
+            let mut calls: Vec<HeldCall<'_>> = Vec::with_capacity(ops.len() + 2);
+            if release {
+                calls.push(self.marker(Kind::Release));
+            }
+            if savepoint {
+                calls.push(self.marker(Kind::Savepoint));
+            }
+            let markers = calls.len();
+            calls.extend(ops.iter().map(|op| self.held(op)));
+            let mut held = try_join_all(calls).await?;
+            held.drain(..markers);
+            held
+        } else {
+            if release {
+                self.client.batch_execute(RELEASE_SQL).await?;
+            }
+            if savepoint {
+                self.client.batch_execute(SAVEPOINT_SQL).await?;
+            }
+            let mut held = Vec::with_capacity(ops.len());
+            for op in ops {
+                let h = self.held(op).await?;
+                let refused = matches!(h, Held::No);
+                held.push(h);
+                if refused {
+                    break;
+                }
+            }
+            held
+        };
+        if let Some(i) = held.iter().position(|h| matches!(h, Held::No)) {
+            if savepoint {
+                self.client
+                    .batch_execute(&format!("{ROLLBACK_SQL}; {RELEASE_SQL}"))
+                    .await?;
+            }
+            return Ok(WriteOutcome::Refused { op: i });
         }
-        let mut taken = Vec::new();
-        for (i, op) in ops.iter().enumerate() {
-            let statement = self.statement(op);
-            let held = match op.kind {
-                Kind::Put | Kind::Delete => {
-                    self.client.execute(statement, &op.refs()).await?;
-                    true
+        // Released with the next conditional request's statements (or by COMMIT).
+        *open_savepoint = savepoint;
+        let taken = held
+            .into_iter()
+            .filter_map(|h| match h {
+                Held::Taken(value) => Some(value),
+                _ => None,
+            })
+            .collect();
+        Ok(WriteOutcome::Applied { taken })
+    }
+
+    /// Runs one op and says whether its condition held.
+    fn held<'a>(&'a self, op: &'a BoundOp) -> HeldCall<'a> {
+        let statement = self.statement(op);
+        Box::pin(async move {
+            let params = op.refs();
+            Ok(match op.kind {
+                Kind::Put | Kind::Delete | Kind::Savepoint | Kind::Release => {
+                    self.client.execute(statement, &params).await?;
+                    Held::Yes
                 }
                 Kind::InsertIfAbsent | Kind::CompareAndSet => {
-                    self.client.execute(statement, &op.refs()).await? == 1
-                }
-                Kind::Expect | Kind::Fence => self
-                    .client
-                    .query_opt(statement, &op.refs())
-                    .await?
-                    .is_some(),
-                Kind::Take => match self.client.query_opt(statement, &op.refs()).await? {
-                    Some(row) => {
-                        taken.push(row.get::<_, Vec<u8>>(0));
-                        true
+                    if self.client.execute(statement, &params).await? == 1 {
+                        Held::Yes
+                    } else {
+                        Held::No
                     }
-                    None => false,
-                },
-            };
-            if !held {
-                if savepoint {
-                    self.client
-                        .batch_execute(
-                            "ROLLBACK TO SAVEPOINT palyra_request; RELEASE SAVEPOINT palyra_request",
-                        )
-                        .await?;
                 }
-                return Ok(WriteOutcome::Refused { op: i });
-            }
-        }
-        if savepoint {
-            self.client
-                .batch_execute("RELEASE SAVEPOINT palyra_request")
-                .await?;
-        }
-        Ok(WriteOutcome::Applied { taken })
+                Kind::Expect | Kind::Fence => {
+                    match self.client.query_opt(statement, &params).await? {
+                        Some(_) => Held::Yes,
+                        None => Held::No,
+                    }
+                }
+                Kind::Take => match self.client.query_opt(statement, &params).await? {
+                    Some(row) => Held::Taken(row.get::<_, Vec<u8>>(0)),
+                    None => Held::No,
+                },
+            })
+        })
+    }
+
+    /// The savepoint or its release, as a call of the pipeline.
+    fn marker(&self, kind: Kind) -> HeldCall<'_> {
+        let statement = &self.statements[&(None, kind)];
+        Box::pin(async move {
+            self.client.execute(statement, &[]).await?;
+            Ok(Held::Yes)
+        })
     }
 
     /// Applies `requests` (indexes into `bound`) in one transaction.
@@ -272,8 +371,12 @@ impl Conn {
         for &r in requests {
             self.prepare(&bound[r]).await.map_err(fail)?;
         }
+        self.prepare_markers().await.map_err(fail)?;
+        // One request alone is a group being replayed after a failed statement.
+        let pipelined = requests.len() > 1;
         self.client.batch_execute("BEGIN").await.map_err(fail)?;
         let applied = async {
+            let mut open_savepoint = false;
             let mut outcomes = Vec::with_capacity(requests.len());
             let mut i = 0;
             while i < requests.len() {
@@ -294,7 +397,10 @@ impl Conn {
                     outcomes.extend((0..run).map(|_| WriteOutcome::Applied { taken: Vec::new() }));
                     i += run;
                 } else {
-                    outcomes.push(self.conditional(&bound[requests[i]]).await?);
+                    outcomes.push(
+                        self.conditional(&bound[requests[i]], pipelined, &mut open_savepoint)
+                            .await?,
+                    );
                     i += 1;
                 }
             }
@@ -370,8 +476,17 @@ async fn run(
                     }
                 }
                 Some(c) => {
-                    let lost = write_batch(c, &mut batch, connector, stats, bound).await;
+                    let mut lost = None;
+                    while !batch.is_empty() && lost.is_none() {
+                        let mut group = take_group(&mut batch);
+                        lost = write_batch(c, &mut group, connector, stats, bound).await;
+                    }
                     if let Some(reason) = lost {
+                        // The rest of the batch was queued behind the lost group.
+                        let e = connector.unavailable(&reason);
+                        for req in batch.drain(..) {
+                            let _ = req.ack.send(Err(e.clone()));
+                        }
                         tracing::warn!(target_db = %config.describe(), reason = %reason, "lost the PostgreSQL connection; reconnecting");
                         // What was queued behind the lost group may build on a change
                         // that did not commit: it fails too, before a new connection
@@ -471,6 +586,22 @@ async fn prepare_session(
         )
         .await?;
     Ok(())
+}
+
+/// Takes the next group off the front of `batch`: requests in order while their ops
+/// stay within [`MAX_GROUP_OPS`] (at least one request, however large).
+fn take_group(batch: &mut Vec<Request>) -> Vec<Request> {
+    let mut ops = 0;
+    let count = batch
+        .iter()
+        .take_while(|req| {
+            ops += req.ops.len();
+            ops <= MAX_GROUP_OPS
+        })
+        .count()
+        .max(1);
+    let rest = batch.split_off(count.min(batch.len()));
+    std::mem::replace(batch, rest)
 }
 
 /// Applies and answers one batch; returns why the connection was lost, if it was.
