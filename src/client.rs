@@ -84,7 +84,8 @@ pub struct ProbeStatus {
 enum Auth {
     /// The admin token as a bearer token (scripts, the CLI).
     Bearer(SecretString),
-    /// A console session: the cookie, plus the CSRF token on state-changing requests.
+    /// A console session: the cookie, plus the CSRF token on every request (the daemon
+    /// refuses a cookie without it, reads included).
     Session {
         name: String,
         cookie: SecretString,
@@ -165,18 +166,12 @@ impl ControlPlaneClient {
 
     /// Adds this client's authentication to a request.
     fn authed(&self, method: Method, path: &str) -> Result<reqwest::RequestBuilder, ClientError> {
-        let safe = matches!(method, Method::GET | Method::HEAD);
         let req = self.http.request(method, self.url(path));
         Ok(match &self.auth {
             Some(Auth::Bearer(token)) => req.bearer_auth(token.expose()),
-            Some(Auth::Session { name, cookie, csrf }) => {
-                let req = req.header(header::COOKIE, format!("{name}={}", cookie.expose()));
-                if safe {
-                    req
-                } else {
-                    req.header("x-palyra-csrf-token", csrf)
-                }
-            }
+            Some(Auth::Session { name, cookie, csrf }) => req
+                .header(header::COOKIE, format!("{name}={}", cookie.expose()))
+                .header("x-palyra-csrf-token", csrf),
             None => return Err(ClientError::NoToken("no token given".into())),
         })
     }
@@ -272,7 +267,7 @@ impl ControlPlaneClient {
     }
 
     /// `GET /console/v1/auth/session` (needs a session).
-    pub async fn session(&self) -> Result<ConsoleSession, ClientError> {
+    pub async fn session(&self) -> Result<palyra_actors::sessions::SessionView, ClientError> {
         self.call(Method::GET, "/console/v1/auth/session", None)
             .await
     }

@@ -1,7 +1,7 @@
 // The console's shell: the session, the hash router, login and logout.
 // Pages live in their own modules and render into <main>.
 
-import { api, messageOf, setCsrfToken, setUnauthorizedHandler, showFormError } from './api.js';
+import { api, hasCsrfToken, messageOf, setCsrfToken, setUnauthorizedHandler, showFormError } from './api.js';
 import { h, mount, notice } from './dom.js';
 import { renderOverview } from './overview.js';
 import { renderProfiles } from './profiles.js';
@@ -15,7 +15,7 @@ const who = document.getElementById('who');
 const flashBox = document.getElementById('flash');
 const logoutButton = document.getElementById('logout');
 
-/** The console session (`GET /auth/session`), or null when logged out. */
+/** The console session (login's answer or `GET /auth/session`), or null when logged out. */
 let session = null;
 
 /** Pages by path pattern; `:id` captures one segment. */
@@ -123,9 +123,12 @@ function showSession() {
   document.body.classList.toggle('logged-out', !loggedIn);
 }
 
+/** A new session (login's answer carries its CSRF token), the current one
+ * (`GET /auth/session` does not: the stored token stays), or null at logout. */
 function setSession(value) {
   session = value;
-  setCsrfToken(value ? value.csrf_token : null);
+  if (!value) setCsrfToken(null);
+  else if (value.csrf_token) setCsrfToken(value.csrf_token);
   showSession();
 }
 
@@ -215,11 +218,17 @@ logoutButton.addEventListener('click', logout);
 
 async function start() {
   let problem = null;
-  try {
-    setSession(await api('GET', '/auth/session', { quiet401: true }));
-  } catch (e) {
+  // Without this tab's CSRF token the cookie alone is refused: log in (or open a
+  // handoff link) in this tab.
+  if (hasCsrfToken()) {
+    try {
+      setSession(await api('GET', '/auth/session', { quiet401: true }));
+    } catch (e) {
+      setSession(null);
+      if (e.status !== 401 && e.code !== 'csrf_rejected') problem = e;
+    }
+  } else {
     setSession(null);
-    if (e.status !== 401) problem = e;
   }
   await route();
   if (problem) flash('error', messageOf(problem));

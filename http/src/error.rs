@@ -77,13 +77,13 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
-/// The answers of an authenticated read, for a handler's `responses(...)`: 401 and
-/// 429 (the rate limit, or the failed-bearer throttle).
+/// The answers of an authenticated read, for a handler's `responses(...)`: 401, 403
+/// (the role, or the CSRF check, which reads with a cookie pass too), 421 and 429 (the
+/// rate limit, or the failed-bearer throttle).
 #[derive(Debug)]
 pub struct SecuredRead;
 
-/// The answers of an authenticated change without a body: those of [`SecuredRead`]
-/// and 403 (the CSRF check).
+/// The answers of an authenticated change without a body: those of [`SecuredRead`].
 #[derive(Debug)]
 pub struct SecuredWrite;
 
@@ -106,7 +106,6 @@ const CSRF: (&str, &str) = (
     "403",
     "CSRF token missing or wrong, or the caller's role is below the route's",
 );
-const ROLE: (&str, &str) = ("403", "The caller's role is below the route's");
 const MISDIRECTED: (&str, &str) = ("421", "The Host header is not one of the daemon's names");
 const TOO_LARGE: (&str, &str) = ("413", "Body too large");
 const NOT_JSON: (&str, &str) = ("415", "Not JSON");
@@ -130,7 +129,7 @@ fn error_answers(answers: &[(&str, &str)]) -> Answers {
 
 impl IntoResponses for SecuredRead {
     fn responses() -> Answers {
-        error_answers(&[UNAUTHORIZED, ROLE, MISDIRECTED, TOO_MANY])
+        error_answers(&[UNAUTHORIZED, CSRF, MISDIRECTED, TOO_MANY])
     }
 }
 
