@@ -220,6 +220,8 @@ pub struct Application {
     sessions: SessionsHandle,
     data_dir: PathBuf,
     grace: Duration,
+    /// Connections per peer, loopback's reserve, the body read timeout.
+    limits: crate::serve::Limits,
     /// Held (an exclusive lock on `<data-dir>/palyrad.lock`) while the daemon runs:
     /// one daemon per data dir, whatever the backend, since the data dir holds the
     /// vault key, the token file and the browser profiles.
@@ -502,6 +504,7 @@ impl Application {
             sessions,
             data_dir,
             grace: Duration::from_secs(settings.server.shutdown_grace_s),
+            limits: crate::serve::Limits::from_settings(&settings.server),
             _data_dir_lock: data_dir_lock,
         })
     }
@@ -536,6 +539,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let router = palyra_http::router(self.state.clone());
+        let limits = self.limits;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -544,14 +548,20 @@ impl Application {
             let app = palyra_http::metrics_router(self.state.clone());
             let stop = stopped(stop_rx.clone());
             tokio::spawn(async move {
-                if let Err(e) = crate::serve::serve(listener, None, app, stop).await {
+                if let Err(e) = crate::serve::serve(listener, None, app, limits, stop).await {
                     tracing::error!(error = %e, "the metrics listener failed");
                 }
             });
         }
         let stop = stopped(stop_rx);
         let tls = self.tls.map(|t| t.acceptor);
-        let mut server = tokio::spawn(crate::serve::serve(self.listener, tls, router, stop));
+        let mut server = tokio::spawn(crate::serve::serve(
+            self.listener,
+            tls,
+            router,
+            limits,
+            stop,
+        ));
         let served = tokio::select! {
             () = shutdown => None,
             result = &mut server => Some(result),

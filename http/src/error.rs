@@ -49,6 +49,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the request body is larger than the daemon's limit")]
     PayloadTooLarge,
+    /// The body did not arrive within `server.body_read_timeout_s` (a trickled body
+    /// must not hold a connection).
+    #[error("the request body did not arrive in time; the connection is closed")]
+    BodyTimeout,
     #[error("the request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
     #[error("too many failed attempts; retry in {retry_after_s} s")]
@@ -168,6 +172,7 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
@@ -318,6 +323,13 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s.max(1)));
+        }
+        if matches!(self, ApiError::BodyTimeout) {
+            // The rest of the body is never read: the connection cannot carry another
+            // request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if code == STORAGE_UNAVAILABLE {
             response.headers_mut().insert(

@@ -35,4 +35,5 @@ mod profiles;
 mod providers_console;
 mod providers_failover;
 mod providers_resolve;
+mod server_limits;
 mod startup;

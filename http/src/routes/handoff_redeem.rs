@@ -83,17 +83,16 @@ async fn redeem(state: &AppState, audit: &Audit, request: Request) -> Result<Res
     }
     let axum::Form(form) = axum::Form::<HandoffSessionRequest>::from_request(request, state)
         .await
-        .map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::BadRequest {
-                    code: "invalid_form",
-                    message: "send the handoff token as a form \
-                              (application/x-www-form-urlencoded, `token=...`)"
-                        .to_owned(),
-                }
+        .map_err(|rejection| match rejection {
+            axum::extract::rejection::FormRejection::BytesRejection(bytes) => {
+                crate::extract::unreadable_body(bytes.status(), &bytes)
             }
+            _ => ApiError::BadRequest {
+                code: "invalid_form",
+                message: "send the handoff token as a form \
+                              (application/x-www-form-urlencoded, `token=...`)"
+                    .to_owned(),
+            },
         })?;
     if form.token.is_empty() {
         return Err(ApiError::Unauthorized("the handoff token is missing"));
