@@ -4,6 +4,7 @@ use std::path::Path;
 
 // Operators, tokens and password login, in their own file.
 pub mod operators;
+pub mod pin;
 
 use palyra_actors::audit::AuditPage;
 use palyra_actors::browser::{
@@ -134,6 +135,21 @@ impl ControlPlaneClient {
             .map_err(|e| ClientError::Protocol(format!("CA certificate: {e}")))?;
         let http = Self::http_builder()
             .add_root_certificate(cert)
+            .build()
+            .map_err(|e| ClientError::Protocol(format!("HTTP client: {e}")))?;
+        Ok(Self::with_http(base_url, admin_token, http))
+    }
+
+    /// A client of a daemon serving TLS that trusts exactly the certificate whose
+    /// SHA-256 fingerprint is `pin` (`sha256:...`, as the daemon logs it at start).
+    pub fn with_tls_pin(
+        base_url: &str,
+        admin_token: Option<SecretString>,
+        pin: &str,
+    ) -> Result<Self, ClientError> {
+        let config = pin::pinned_config(pin::TlsPin::parse(pin)?)?;
+        let http = Self::http_builder()
+            .use_preconfigured_tls(config)
             .build()
             .map_err(|e| ClientError::Protocol(format!("HTTP client: {e}")))?;
         Ok(Self::with_http(base_url, admin_token, http))
