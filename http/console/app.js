@@ -8,6 +8,7 @@ import { renderProfiles } from './profiles.js';
 import { renderAgents } from './agents.js';
 import { renderObjectives, renderObjective, renderNewObjective } from './objectives.js';
 import { renderAudit } from './audit.js';
+import { renderOperators, renderTokens } from './operators.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -27,6 +28,8 @@ const ROUTES = [
   ['/objectives/new', renderNewObjective, 'objectives'],
   ['/objectives/:id', renderObjective, 'objectives'],
   ['/audit', renderAudit, 'audit'],
+  ['/operators', renderOperators, 'operators'],
+  ['/tokens', renderTokens, 'tokens'],
 ];
 
 /** A message above the page until the next navigation. */
@@ -105,7 +108,7 @@ async function route() {
   }
   mount(main, h('p', { class: 'muted', text: 'Loading…' }));
   try {
-    await found.render(main, { params: found.params, query, navigate, flash });
+    await found.render(main, { params: found.params, query, navigate, flash, session });
     if (message) flash(...message);
   } catch (e) {
     // A page that cannot load says why instead of staying blank.

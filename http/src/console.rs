@@ -93,6 +93,11 @@ pub const ASSETS: &[Asset] = &[
         body: include_str!("../console/audit.js"),
     },
     Asset {
+        name: "operators.js",
+        content_type: JS,
+        body: include_str!("../console/operators.js"),
+    },
+    Asset {
         name: "handoff.js",
         content_type: JS,
         body: include_str!("../console/handoff.js"),
