@@ -5,8 +5,10 @@
 //! bounded, but alone it lets one remote address take every slot (connections opened
 //! and left idle, or bodies sent a byte at a time) so that nobody else, not even the
 //! CLI on the host, gets in. So each peer (an IPv4 address, an IPv6 /64 as the throttle
-//! counts it) may hold at most `server.max_connections_per_peer` connections, remote
-//! peers together never take the last `server.loopback_reserved_connections` slots,
+//! counts it) may hold at most `server.max_connections_per_peer` connections (a
+//! loopback address `server.max_connections_per_loopback_peer`, more: the CLI, a local
+//! browser and benchmarks are the host's own), remote peers together never take the
+//! last `server.loopback_reserved_connections` slots,
 //! and a request's body must arrive whole within `server.body_read_timeout_s` of its
 //! headers, else 408 and the connection closes.
 
@@ -28,8 +30,10 @@ use crate::settings::ServerSettings;
 /// The per-peer limits of a listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Most connections one peer may hold open at once.
+    /// Most connections one remote peer may hold open at once.
     pub per_peer: usize,
+    /// The same for one loopback address.
+    pub per_loopback_peer: usize,
     /// Slots of the listener only loopback peers may take.
     pub loopback_reserved: usize,
     /// Longest a request's body may take to arrive after its headers.
@@ -40,6 +44,7 @@ impl Limits {
     pub fn from_settings(server: &ServerSettings) -> Self {
         Self {
             per_peer: server.max_connections_per_peer,
+            per_loopback_peer: server.max_connections_per_loopback_peer,
             loopback_reserved: server.loopback_reserved_connections,
             body_read_timeout: Duration::from_secs(server.body_read_timeout_s),
         }
@@ -51,8 +56,9 @@ impl Limits {
 pub enum Refusal {
     /// The peer already holds its cap of connections.
     PeerFull,
-    /// Only the slots kept for loopback peers are left.
-    ReservedForLoopback,
+    /// No slot this peer may take: only loopback's reserve is left (a remote peer), or
+    /// none at all.
+    NoRoom,
 }
 
 /// The connections open on one listener, by peer.
@@ -90,16 +96,19 @@ impl Admission {
     pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Admitted, Refusal> {
         let key = peer_key(peer);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let room = if peer.is_loopback() {
-            self.max
+        let (room, cap) = if peer.is_loopback() {
+            (self.max, self.limits.per_loopback_peer)
         } else {
-            self.max.saturating_sub(self.limits.loopback_reserved)
+            (
+                self.max.saturating_sub(self.limits.loopback_reserved),
+                self.limits.per_peer,
+            )
         };
         if open.total >= room {
-            return Err(Refusal::ReservedForLoopback);
+            return Err(Refusal::NoRoom);
         }
         let held = open.by_peer.entry(key).or_default();
-        if *held >= self.limits.per_peer {
+        if *held >= cap {
             return Err(Refusal::PeerFull);
         }
         *held += 1;
@@ -194,6 +203,7 @@ mod tests {
         Admission::new(
             Limits {
                 per_peer,
+                per_loopback_peer: 2,
                 loopback_reserved: reserved,
                 body_read_timeout: Duration::from_secs(1),
             },
@@ -211,6 +221,18 @@ mod tests {
         assert!(admission.admit("192.0.2.2".parse().unwrap()).is_ok());
         drop(a);
         assert!(admission.admit(peer).is_ok());
+    }
+
+    #[test]
+    fn a_loopback_address_has_its_own_cap() {
+        let admission = admission(1, 0, 100);
+        let remote: IpAddr = "192.0.2.1".parse().unwrap();
+        let _r = admission.admit(remote).unwrap();
+        assert_eq!(admission.admit(remote).unwrap_err(), Refusal::PeerFull);
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let _l1 = admission.admit(loopback).unwrap();
+        let _l2 = admission.admit(loopback).unwrap();
+        assert_eq!(admission.admit(loopback).unwrap_err(), Refusal::PeerFull);
     }
 
     #[test]
@@ -238,14 +260,14 @@ mod tests {
             .collect();
         assert_eq!(
             admission.admit("192.0.2.9".parse().unwrap()).unwrap_err(),
-            Refusal::ReservedForLoopback
+            Refusal::NoRoom
         );
         let loopback: IpAddr = "127.0.0.1".parse().unwrap();
         let _l1 = admission.admit(loopback).unwrap();
         let _l2 = admission.admit(loopback).unwrap();
         assert_eq!(
             admission.admit(loopback).unwrap_err(),
-            Refusal::ReservedForLoopback,
+            Refusal::NoRoom,
             "the listener is full"
         );
     }

@@ -1,4 +1,5 @@
-//! The checks of the server section's connection limits (`server.max_connections_per_peer`,
+//! The checks of the server section's connection limits
+//! (`server.max_connections_per_peer`, `server.max_connections_per_loopback_peer`,
 //! `server.loopback_reserved_connections`, `server.body_read_timeout_s`).
 
 use super::ServerSettings;
@@ -6,10 +7,16 @@ use crate::serve::MAX_CONNECTIONS;
 
 /// Refuses limits that would lock every peer out, or leave remote peers no slot.
 pub(super) fn validate(server: &ServerSettings) -> Result<(), String> {
-    if !(1..=MAX_CONNECTIONS).contains(&server.max_connections_per_peer) {
-        return Err(format!(
-            "server.max_connections_per_peer must be 1 to {MAX_CONNECTIONS}"
-        ));
+    for (name, value) in [
+        ("max_connections_per_peer", server.max_connections_per_peer),
+        (
+            "max_connections_per_loopback_peer",
+            server.max_connections_per_loopback_peer,
+        ),
+    ] {
+        if !(1..=MAX_CONNECTIONS).contains(&value) {
+            return Err(format!("server.{name} must be 1 to {MAX_CONNECTIONS}"));
+        }
     }
     // Half the listener at most: remote peers keep the other half.
     if server.loopback_reserved_connections > MAX_CONNECTIONS / 2 {

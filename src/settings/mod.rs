@@ -280,8 +280,10 @@ pub struct ServerSettings {
     /// name in `Host`; any other is refused with 421 (DNS rebinding).
     #[serde(default)]
     pub public_hosts: Vec<String>,
-    /// Most connections one peer (an IPv4 address, an IPv6 /64) may hold open.
+    /// Most connections one remote peer (an IPv4 address, an IPv6 /64) may hold open.
     pub max_connections_per_peer: usize,
+    /// The same for one loopback address (the CLI, a local browser, benchmarks).
+    pub max_connections_per_loopback_peer: usize,
     /// Connection slots of a listener only loopback peers may take.
     pub loopback_reserved_connections: usize,
     /// Longest a request's body may take to arrive after its headers (then 408).

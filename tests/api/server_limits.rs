@@ -1,6 +1,9 @@
 //! The accept loop's per-peer limits over real sockets: a peer's connection cap (other
 //! peers unaffected, the slot back once a connection closes) and the body read timeout
-//! (a trickled body is answered 408 and its connection closed).
+//! (a trickled body is answered 408 and its connection closed). Tests reach the daemon
+//! from loopback addresses only, so they set the loopback cap; a remote peer's cap and
+//! the reserve kept for loopback take the same path (`src/serve/limits.rs` tests them
+//! with remote addresses).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -75,7 +78,7 @@ async fn served_soon(from: &str, addr: SocketAddr) -> bool {
 
 #[tokio::test]
 async fn one_peer_holds_at_most_its_cap_of_connections() {
-    let app = spawn_app_with(|s| s.server.max_connections_per_peer = 3).await;
+    let app = spawn_app_with(|s| s.server.max_connections_per_loopback_peer = 3).await;
     let addr = app.addr;
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -100,7 +103,7 @@ async fn one_peer_holds_at_most_its_cap_of_connections() {
 #[tokio::test]
 async fn a_trickled_body_is_cut_off_and_frees_its_slot() {
     let app = spawn_app_with(|s| {
-        s.server.max_connections_per_peer = 2;
+        s.server.max_connections_per_loopback_peer = 2;
         s.server.body_read_timeout_s = 1;
     })
     .await;
@@ -169,6 +172,7 @@ async fn a_trickled_body_is_cut_off_and_frees_its_slot() {
 fn the_limits_are_validated() {
     let s = palyra::settings::Settings::defaults();
     assert_eq!(s.server.max_connections_per_peer, 64);
+    assert_eq!(s.server.max_connections_per_loopback_peer, 1024);
     assert_eq!(s.server.loopback_reserved_connections, 256);
     assert_eq!(s.server.body_read_timeout_s, 30);
     let load = |key: &str, value: &str| {
@@ -181,6 +185,7 @@ fn the_limits_are_validated() {
     for (key, bad) in [
         ("MAX_CONNECTIONS_PER_PEER", "0"),
         ("MAX_CONNECTIONS_PER_PEER", "5000"),
+        ("MAX_CONNECTIONS_PER_LOOPBACK_PEER", "0"),
         ("LOOPBACK_RESERVED_CONNECTIONS", "4096"),
         ("BODY_READ_TIMEOUT_S", "0"),
     ] {
