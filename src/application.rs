@@ -211,8 +211,8 @@ pub fn check_config(settings: &Settings, env_admin_token: Option<&SecretString>)
 
 /// A built daemon: storage open, actors started, socket bound, not yet serving.
 pub struct Application {
-    listener: TcpListener,
-    metrics_listener: Option<TcpListener>,
+    listener: crate::serve::Listener,
+    metrics_listener: Option<crate::serve::Listener>,
     tls: Option<crate::tls::TlsMaterial>,
     local_addr: SocketAddr,
     state: AppState,
@@ -220,8 +220,6 @@ pub struct Application {
     sessions: SessionsHandle,
     data_dir: PathBuf,
     grace: Duration,
-    /// Connections per peer, loopback's reserve, the body read timeout.
-    limits: crate::serve::Limits,
     /// Held (an exclusive lock on `<data-dir>/palyrad.lock`) while the daemon runs:
     /// one daemon per data dir, whatever the backend, since the data dir holds the
     /// vault key, the token file and the browser profiles.
@@ -494,9 +492,10 @@ impl Application {
         crate::access::spawn_rate_limit_pruning(&state);
         crate::access::spawn_audit_budget_summaries(&state);
         tracing::info!(addr = %local_addr, tls = tls.is_some(), data_dir = %data_dir.display(), "palyrad listening");
+        let limits = crate::serve::Limits::from_settings(&settings.server);
         Ok(Self {
-            listener,
-            metrics_listener,
+            listener: crate::serve::Listener::new(listener, limits),
+            metrics_listener: metrics_listener.map(|l| crate::serve::Listener::new(l, limits)),
             tls,
             local_addr,
             state,
@@ -504,7 +503,6 @@ impl Application {
             sessions,
             data_dir,
             grace: Duration::from_secs(settings.server.shutdown_grace_s),
-            limits: crate::serve::Limits::from_settings(&settings.server),
             _data_dir_lock: data_dir_lock,
         })
     }
@@ -539,7 +537,6 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let router = palyra_http::router(self.state.clone());
-        let limits = self.limits;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -548,20 +545,14 @@ impl Application {
             let app = palyra_http::metrics_router(self.state.clone());
             let stop = stopped(stop_rx.clone());
             tokio::spawn(async move {
-                if let Err(e) = crate::serve::serve(listener, None, app, limits, stop).await {
+                if let Err(e) = crate::serve::serve(listener, None, app, stop).await {
                     tracing::error!(error = %e, "the metrics listener failed");
                 }
             });
         }
         let stop = stopped(stop_rx);
         let tls = self.tls.map(|t| t.acceptor);
-        let mut server = tokio::spawn(crate::serve::serve(
-            self.listener,
-            tls,
-            router,
-            limits,
-            stop,
-        ));
+        let mut server = tokio::spawn(crate::serve::serve(self.listener, tls, router, stop));
         let served = tokio::select! {
             () = shutdown => None,
             result = &mut server => Some(result),

@@ -36,15 +36,31 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest the headers of a request may take to arrive.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A bound socket and the per-peer limits it is served with.
+#[derive(Debug)]
+pub struct Listener {
+    socket: TcpListener,
+    limits: Limits,
+}
+
+impl Listener {
+    pub fn new(socket: TcpListener, limits: Limits) -> Self {
+        Self { socket, limits }
+    }
+}
+
 /// Serves `router` on `listener` (over TLS when `tls` is given) until `stop`
 /// resolves, then waits for the connections' requests in flight.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     tls: Option<TlsAcceptor>,
     router: Router,
-    limits: Limits,
     stop: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    let Listener {
+        socket: listener,
+        limits,
+    } = listener;
     let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));

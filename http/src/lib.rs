@@ -42,7 +42,7 @@ pub use throttle::AuthThrottle;
 
 use crate::route::RouteSpec;
 use crate::routes::{browser, cluster, console_auth, deployment, metrics as metrics_route, oauth};
-use crate::routes::{objectives, operators, ops, profiles, tokens};
+use crate::routes::{handoff_redeem, objectives, operators, ops, profiles, tokens};
 
 /// The routes, resource by resource: the router is built from this list and tests
 /// enumerate it.
@@ -51,6 +51,7 @@ fn routes() -> Vec<RouteSpec> {
         ops::routes(),
         openapi::routes(),
         console_auth::routes(),
+        handoff_redeem::routes(),
         profiles::routes(),
         oauth::routes(),
         objectives::routes(),

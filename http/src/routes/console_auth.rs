@@ -314,7 +314,7 @@ pub async fn logout(
 }
 
 /// Mints a single-use link that logs a browser in (valid 60 seconds): its page's button
-/// redeems it (see `handoff_redeem`).
+/// redeems it (`routes/handoff_redeem.rs`).
 #[utoipa::path(post, path = "/console/v1/auth/browser-handoff", tag = "auth",
     request_body(content = Option<HandoffRequest>, description = "Optional; an empty body means redirect to /"),
     responses(
@@ -414,18 +414,6 @@ pub(crate) fn routes() -> Vec<RouteSpec> {
             "/console/v1/auth/browser-handoff",
             Viewer,
             mint_handoff,
-        ),
-        route(
-            Method::GET,
-            "/console/v1/auth/browser-handoff/consume",
-            Public,
-            crate::routes::handoff_redeem::handoff_page,
-        ),
-        route(
-            Method::POST,
-            "/console/v1/auth/browser-handoff/consume",
-            Public,
-            crate::routes::handoff_redeem::redeem_handoff,
         ),
         route(
             Method::POST,

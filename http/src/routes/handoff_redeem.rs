@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use crate::audit::Audit;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiQuery;
+use crate::route::{Access, RouteSpec, route};
 use crate::routes::console_auth::{
     ConsumeQuery, HandoffSessionRequest, consume_audited, session_cookie_header,
 };
@@ -137,4 +138,13 @@ fn failed(request_headers: &HeaderMap, e: ApiError) -> Response {
     } else {
         e.into_response()
     }
+}
+
+/// The routes of this resource, for the route table.
+pub(crate) fn routes() -> Vec<RouteSpec> {
+    const LINK: &str = "/console/v1/auth/browser-handoff/consume";
+    vec![
+        route(Method::GET, LINK, Access::Public, handoff_page),
+        route(Method::POST, LINK, Access::Public, redeem_handoff),
+    ]
 }
