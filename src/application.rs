@@ -211,8 +211,8 @@ pub fn check_config(settings: &Settings, env_admin_token: Option<&SecretString>)
 
 /// A built daemon: storage open, actors started, socket bound, not yet serving.
 pub struct Application {
-    listener: TcpListener,
-    metrics_listener: Option<TcpListener>,
+    listener: crate::serve::Listener,
+    metrics_listener: Option<crate::serve::Listener>,
     tls: Option<crate::tls::TlsMaterial>,
     local_addr: SocketAddr,
     state: AppState,
@@ -495,9 +495,10 @@ impl Application {
         crate::access::spawn_rate_limit_pruning(&state);
         crate::access::spawn_audit_budget_summaries(&state);
         tracing::info!(addr = %local_addr, tls = tls.is_some(), data_dir = %data_dir.display(), "palyrad listening");
+        let limits = crate::serve::Limits::from_settings(&settings.server);
         Ok(Self {
-            listener,
-            metrics_listener,
+            listener: crate::serve::Listener::new(listener, limits),
+            metrics_listener: metrics_listener.map(|l| crate::serve::Listener::new(l, limits)),
             tls,
             local_addr,
             state,

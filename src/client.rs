@@ -6,6 +6,7 @@ use std::path::Path;
 pub mod notifications;
 pub mod oauth_client_secret;
 pub mod operators;
+pub mod pin;
 
 use palyra_actors::audit::AuditPage;
 use palyra_actors::browser::{
@@ -86,7 +87,8 @@ pub struct ProbeStatus {
 enum Auth {
     /// The admin token as a bearer token (scripts, the CLI).
     Bearer(SecretString),
-    /// A console session: the cookie, plus the CSRF token on state-changing requests.
+    /// A console session: the cookie, plus the CSRF token on every request (the daemon
+    /// refuses a cookie without it, reads included).
     Session {
         name: String,
         cookie: SecretString,
@@ -140,6 +142,21 @@ impl ControlPlaneClient {
         Ok(Self::with_http(base_url, admin_token, http))
     }
 
+    /// A client of a daemon serving TLS that trusts exactly the certificate whose
+    /// SHA-256 fingerprint is `pin` (`sha256:...`, as the daemon logs it at start).
+    pub fn with_tls_pin(
+        base_url: &str,
+        admin_token: Option<SecretString>,
+        pin: &str,
+    ) -> Result<Self, ClientError> {
+        let config = pin::pinned_config(pin::TlsPin::parse(pin)?)?;
+        let http = Self::http_builder()
+            .use_preconfigured_tls(config)
+            .build()
+            .map_err(|e| ClientError::Protocol(format!("HTTP client: {e}")))?;
+        Ok(Self::with_http(base_url, admin_token, http))
+    }
+
     fn http_builder() -> reqwest::ClientBuilder {
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -167,18 +184,12 @@ impl ControlPlaneClient {
 
     /// Adds this client's authentication to a request.
     fn authed(&self, method: Method, path: &str) -> Result<reqwest::RequestBuilder, ClientError> {
-        let safe = matches!(method, Method::GET | Method::HEAD);
         let req = self.http.request(method, self.url(path));
         Ok(match &self.auth {
             Some(Auth::Bearer(token)) => req.bearer_auth(token.expose()),
-            Some(Auth::Session { name, cookie, csrf }) => {
-                let req = req.header(header::COOKIE, format!("{name}={}", cookie.expose()));
-                if safe {
-                    req
-                } else {
-                    req.header("x-palyra-csrf-token", csrf)
-                }
-            }
+            Some(Auth::Session { name, cookie, csrf }) => req
+                .header(header::COOKIE, format!("{name}={}", cookie.expose()))
+                .header("x-palyra-csrf-token", csrf),
             None => return Err(ClientError::NoToken("no token given".into())),
         })
     }
@@ -274,7 +285,7 @@ impl ControlPlaneClient {
     }
 
     /// `GET /console/v1/auth/session` (needs a session).
-    pub async fn session(&self) -> Result<ConsoleSession, ClientError> {
+    pub async fn session(&self) -> Result<palyra_actors::sessions::SessionView, ClientError> {
         self.call(Method::GET, "/console/v1/auth/session", None)
             .await
     }

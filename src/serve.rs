@@ -3,8 +3,11 @@
 //!
 //! - At most [`MAX_CONNECTIONS`] connections at once; beyond that, new ones wait in
 //!   the kernel's backlog instead of costing memory.
-//! - A TLS handshake must finish within [`HANDSHAKE_TIMEOUT`], and a request's headers
-//!   must arrive within [`HEADER_TIMEOUT`], so slow clients cannot hold connections.
+//! - Per peer, at most `server.max_connections_per_peer` of them, and remote peers
+//!   never take the last `server.loopback_reserved_connections` ([`limits`]).
+//! - A TLS handshake must finish within [`HANDSHAKE_TIMEOUT`], a request's headers
+//!   must arrive within [`HEADER_TIMEOUT`], and its body within
+//!   `server.body_read_timeout_s` (408), so slow clients cannot hold connections.
 //! - On `stop` the listener closes, idle keep-alive connections close, and requests
 //!   in flight finish (the caller bounds the wait).
 
@@ -20,7 +23,11 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tower::Service;
+use tower::{Service, ServiceExt};
+
+pub mod limits;
+
+pub use limits::Limits;
 
 /// Most connections open at once on one listener.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -29,17 +36,35 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest the headers of a request may take to arrive.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A bound socket and the per-peer limits it is served with.
+#[derive(Debug)]
+pub struct Listener {
+    socket: TcpListener,
+    limits: Limits,
+}
+
+impl Listener {
+    pub fn new(socket: TcpListener, limits: Limits) -> Self {
+        Self { socket, limits }
+    }
+}
+
 /// Serves `router` on `listener` (over TLS when `tls` is given) until `stop`
 /// resolves, then waits for the connections' requests in flight.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     tls: Option<TlsAcceptor>,
     router: Router,
     stop: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    let Listener {
+        socket: listener,
+        limits,
+    } = listener;
     let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let admission = limits::Admission::new(limits, MAX_CONNECTIONS);
     tokio::pin!(stop);
     loop {
         let slot = tokio::select! {
@@ -61,12 +86,25 @@ pub async fn serve(
                 }
             },
         };
+        let admitted = match admission.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(why) => {
+                // Closed at once: the peer holds its share, or only loopback's is left.
+                tracing::debug!(%peer, ?why, "connection refused");
+                continue;
+            }
+        };
         let Ok(service) = make_service.call(peer).await;
-        let service = TowerToHyperService::new(service);
+        let timeout = limits.body_read_timeout;
+        let service = TowerToHyperService::new(service.map_request(
+            move |req: hyper::Request<hyper::body::Incoming>| {
+                req.map(|body| axum::body::Body::new(limits::TimedBody::new(body, timeout)))
+            },
+        ));
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, admitted);
             match tls {
                 None => connection(stream, service, watcher, peer).await,
                 Some(acceptor) => {

@@ -1,17 +1,42 @@
 // The JSON API under /console/v1: the session cookie rides along by itself (same
-// origin); every state-changing request carries the session's CSRF token.
+// origin), and every request, reads included, carries the session's CSRF token. The
+// daemon answers the token only at login and handoff redemption, so it is kept in
+// sessionStorage: this tab's, gone when the tab closes, and never sent to another port
+// of the host the way the cookie is.
 
 import { h, mount } from './dom.js';
 
 const BASE = '/console/v1';
 
-/** The session's CSRF token, from login or `GET /auth/session`. */
-let csrfToken = null;
+const CSRF_KEY = 'palyra.csrf';
+
+/** The session's CSRF token, from login or a handoff (kept across reloads of the tab). */
+let csrfToken = readStoredCsrf();
 /** Called when the daemon answers 401 to a request made with a session. */
 let onUnauthorized = () => {};
 
+function readStoredCsrf() {
+  try {
+    return window.sessionStorage.getItem(CSRF_KEY);
+  } catch {
+    return null;
+  }
+}
+
+/** Keeps the token of a new session, or forgets it (`null`) at logout. */
 export function setCsrfToken(token) {
   csrfToken = token;
+  try {
+    if (token) window.sessionStorage.setItem(CSRF_KEY, token);
+    else window.sessionStorage.removeItem(CSRF_KEY);
+  } catch {
+    // Storage refused (a private mode): the token lives until the page reloads.
+  }
+}
+
+/** Whether this tab holds a session's CSRF token (without one no request can succeed). */
+export function hasCsrfToken() {
+  return Boolean(csrfToken);
 }
 
 export function setUnauthorizedHandler(handler) {
@@ -57,7 +82,7 @@ export async function api(method, path, { body, query, quiet401 = false } = {}) 
   }
   const headers = { accept: 'application/json' };
   if (body !== undefined) headers['content-type'] = 'application/json';
-  if (method !== 'GET' && csrfToken) headers['x-palyra-csrf-token'] = csrfToken;
+  if (csrfToken) headers['x-palyra-csrf-token'] = csrfToken;
   let response;
   try {
     response = await fetch(url, {

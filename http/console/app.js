@@ -1,7 +1,7 @@
 // The console's shell: the session, the hash router, login and logout.
 // Pages live in their own modules and render into <main>.
 
-import { api, messageOf, setCsrfToken, setUnauthorizedHandler, showFormError } from './api.js';
+import { api, hasCsrfToken, messageOf, setCsrfToken, setUnauthorizedHandler, showFormError } from './api.js';
 import { h, mount, notice } from './dom.js';
 import { renderOverview } from './overview.js';
 import { renderProfiles } from './profiles.js';
@@ -9,6 +9,7 @@ import { renderAgents } from './agents.js';
 import { renderObjectives, renderObjective, renderNewObjective } from './objectives.js';
 import { renderAudit } from './audit.js';
 import { renderNotifications } from './notifications.js';
+import { renderOperators, renderTokens } from './operators.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -16,7 +17,7 @@ const who = document.getElementById('who');
 const flashBox = document.getElementById('flash');
 const logoutButton = document.getElementById('logout');
 
-/** The console session (`GET /auth/session`), or null when logged out. */
+/** The console session (login's answer or `GET /auth/session`), or null when logged out. */
 let session = null;
 
 /** Pages by path pattern; `:id` captures one segment. */
@@ -29,6 +30,8 @@ const ROUTES = [
   ['/objectives/:id', renderObjective, 'objectives'],
   ['/audit', renderAudit, 'audit'],
   ['/notifications', renderNotifications, 'notifications'],
+  ['/operators', renderOperators, 'operators'],
+  ['/tokens', renderTokens, 'tokens'],
 ];
 
 /** A message above the page until the next navigation. */
@@ -107,7 +110,7 @@ async function route() {
   }
   mount(main, h('p', { class: 'muted', text: 'Loading…' }));
   try {
-    await found.render(main, { params: found.params, query, navigate, flash });
+    await found.render(main, { params: found.params, query, navigate, flash, session });
     if (message) flash(...message);
   } catch (e) {
     // A page that cannot load says why instead of staying blank.
@@ -125,9 +128,12 @@ function showSession() {
   document.body.classList.toggle('logged-out', !loggedIn);
 }
 
+/** A new session (login's answer carries its CSRF token), the current one
+ * (`GET /auth/session` does not: the stored token stays), or null at logout. */
 function setSession(value) {
   session = value;
-  setCsrfToken(value ? value.csrf_token : null);
+  if (!value) setCsrfToken(null);
+  else if (value.csrf_token) setCsrfToken(value.csrf_token);
   showSession();
 }
 
@@ -217,11 +223,17 @@ logoutButton.addEventListener('click', logout);
 
 async function start() {
   let problem = null;
-  try {
-    setSession(await api('GET', '/auth/session', { quiet401: true }));
-  } catch (e) {
+  // Without this tab's CSRF token the cookie alone is refused: log in (or open a
+  // handoff link) in this tab.
+  if (hasCsrfToken()) {
+    try {
+      setSession(await api('GET', '/auth/session', { quiet401: true }));
+    } catch (e) {
+      setSession(null);
+      if (e.status !== 401 && e.code !== 'csrf_rejected') problem = e;
+    }
+  } else {
     setSession(null);
-    if (e.status !== 401) problem = e;
   }
   await route();
   if (problem) flash('error', messageOf(problem));

@@ -6,9 +6,14 @@
 //! needed because browsers never attach it by themselves) or by the session cookie.
 //! The caller's role (root: admin; a session or token: its own) must be at least the
 //! role the route declared in the route table, else 403.
-//! A root session is refused once the admin token is not the one it was created with. A cookie-authenticated request with any method but GET, HEAD or
-//! OPTIONS must carry `x-palyra-csrf-token` equal to the session's token. Because the
-//! check sits here and every protected route is layered with it, no route can forget it.
+//! A root session is refused once the admin token is not the one it was created with.
+//! Every cookie-authenticated request, reads included, must carry `x-palyra-csrf-token`
+//! equal to the session's token: cookies are shared by every port of a host, so a
+//! server on another localhost port that the operator's browser visits receives the
+//! cookie, and the cookie alone must not read anything. The token is answered only by
+//! login and handoff redemption (never by a request made with the cookie), and the
+//! console keeps it in sessionStorage. Because the check sits here and every protected
+//! route is layered with it, no route can forget it.
 //! A cookie is checked against the sessions index without waiting; only when the index
 //! cannot vouch for it alone (a database other nodes share: a session it has not seen,
 //! or one it may no longer believe) does the request wait for a read of its row.
@@ -20,7 +25,7 @@ use std::task::{Context, Poll};
 
 use axum::extract::Request;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use palyra_actors::Authenticated;
 use palyra_actors::operators::{Role, TOKEN_PREFIX, TokenCheck};
@@ -66,10 +71,6 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-fn is_safe(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// Puts [`Authenticate`], the middleware of every protected route, around a route.
@@ -283,7 +284,7 @@ fn authorize(state: &AppState, req: &Request) -> Result<Verdict, ApiError> {
     for cookie in cookies {
         match state.sessions.check(cookie) {
             SessionCheck::Valid(auth) => {
-                return admit(state, req.method(), headers, auth).map(Verdict::Caller);
+                return admit(state, headers, auth).map(Verdict::Caller);
             }
             SessionCheck::Refused => {}
             SessionCheck::Reread(digest) => reread.push(digest),
@@ -310,7 +311,7 @@ fn bearer_failed(state: &AppState, peer: std::net::IpAddr, throttled: Option<u64
 async fn resolve(state: &AppState, verdict: Verdict, req: &Parts) -> Result<Caller, ApiError> {
     match verdict {
         Verdict::Caller(caller) => Ok(caller),
-        Verdict::Reread(digests) => reread(state, &digests, &req.method, &req.headers).await,
+        Verdict::Reread(digests) => reread(state, &digests, &req.headers).await,
         Verdict::Token { token, throttled } => match state.operators.check_token(&token).await? {
             Some(TokenCheck::Valid(auth)) => Ok(Caller::Token(auth)),
             Some(TokenCheck::Refused(reason)) => {
@@ -328,13 +329,12 @@ async fn resolve(state: &AppState, verdict: Verdict, req: &Parts) -> Result<Call
 async fn reread(
     state: &AppState,
     digests: &[[u8; 32]],
-    method: &Method,
     headers: &HeaderMap,
 ) -> Result<Caller, ApiError> {
     let mut failed = None;
     for digest in digests {
         match state.sessions.reread(*digest).await {
-            Ok(Some(auth)) => return admit(state, method, headers, auth),
+            Ok(Some(auth)) => return admit(state, headers, auth),
             Ok(None) => {}
             Err(e) => {
                 failed.get_or_insert(e);
@@ -348,14 +348,9 @@ fn unknown_session() -> ApiError {
     ApiError::Unauthorized("the session is unknown or has expired")
 }
 
-/// A valid session's request: CSRF-checked unless it is safe, then the idle timeout
-/// slides.
-fn admit(
-    state: &AppState,
-    method: &Method,
-    headers: &HeaderMap,
-    auth: Authenticated,
-) -> Result<Caller, ApiError> {
+/// A valid session's request: CSRF-checked whatever its method (see the module doc),
+/// then the idle timeout slides.
+fn admit(state: &AppState, headers: &HeaderMap, auth: Authenticated) -> Result<Caller, ApiError> {
     if auth.session.principal == palyra_actors::sessions::ROOT_PRINCIPAL
         && auth.credential != state.root_credential()
     {
@@ -365,11 +360,9 @@ fn admit(
             "the admin token changed since this session began; log in again",
         ));
     }
-    if !is_safe(method) {
-        let presented = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-        if !presented.is_some_and(|p| auth.csrf_matches(p)) {
-            return Err(ApiError::CsrfRejected);
-        }
+    let presented = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+    if !presented.is_some_and(|p| auth.csrf_matches(p)) {
+        return Err(ApiError::CsrfRejected);
     }
     state.sessions.touch(&auth);
     Ok(Caller::Session(auth))

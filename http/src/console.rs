@@ -97,6 +97,16 @@ pub const ASSETS: &[Asset] = &[
         content_type: JS,
         body: include_str!("../console/notifications.js"),
     },
+    Asset {
+        name: "operators.js",
+        content_type: JS,
+        body: include_str!("../console/operators.js"),
+    },
+    Asset {
+        name: "handoff.js",
+        content_type: JS,
+        body: include_str!("../console/handoff.js"),
+    },
 ];
 
 /// Strong validators, computed once: the files cannot change while the binary runs.
@@ -222,4 +232,77 @@ pub fn handoff_failed_page(error: ApiError) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     response
+}
+
+/// Text for an HTML attribute or element: the five characters that could end either.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// An HTML page of the handoff: the console's policy and never stored. Its address
+/// carries the token: the security headers' `Referrer-Policy: no-referrer` keeps it
+/// from any other page.
+fn handoff_html(body: String) -> Response {
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(HTML));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONSOLE_CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// The page of a handoff link: a button that POSTs the token (to the same path). It
+/// redeems nothing, so a link scanner that fetches it leaves the link usable.
+pub fn handoff_page(token: &str) -> Response {
+    handoff_html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"robots\" content=\"noindex\">\
+         <title>Sign in \u{2013} Palyra console</title>\
+         <link rel=\"stylesheet\" href=\"/assets/console.css\"></head>\
+         <body><main class=\"standalone\"><h1>Sign in to the Palyra console</h1>\
+         <p>This link signs this browser in to the console. It works once, for about a minute.</p>\
+         <form method=\"post\" action=\"consume\" id=\"handoff-form\">\
+         <input type=\"hidden\" name=\"token\" value=\"{}\">\
+         <button type=\"submit\" class=\"primary\" id=\"handoff-sign-in\">Sign in</button>\
+         </form></main></body></html>",
+        escape_html(token)
+    ))
+}
+
+/// The answer to a redeemed handoff: its script keeps the session's CSRF token in the
+/// tab's sessionStorage, where the console reads it, and opens the handoff's path.
+pub fn handoff_done_page(csrf_token: &str, redirect_path: &str) -> Response {
+    let path = escape_html(redirect_path);
+    handoff_html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"palyra-csrf\" content=\"{}\">\
+         <meta name=\"palyra-redirect\" content=\"{path}\">\
+         <title>Signed in \u{2013} Palyra console</title>\
+         <link rel=\"stylesheet\" href=\"/assets/console.css\">\
+         <script src=\"/assets/handoff.js\"></script></head>\
+         <body><main class=\"standalone\"><h1>Signed in</h1>\
+         <p>Opening the console\u{2026} <a id=\"handoff-continue\" href=\"{path}\">Continue</a></p>\
+         </main></body></html>",
+        escape_html(csrf_token)
+    ))
 }

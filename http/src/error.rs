@@ -49,6 +49,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the request body is larger than the daemon's limit")]
     PayloadTooLarge,
+    /// The body did not arrive within `server.body_read_timeout_s` (a trickled body
+    /// must not hold a connection).
+    #[error("the request body did not arrive in time; the connection is closed")]
+    BodyTimeout,
     #[error("the request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
     #[error("too many failed attempts; retry in {retry_after_s} s")]
@@ -77,13 +81,13 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
-/// The answers of an authenticated read, for a handler's `responses(...)`: 401 and
-/// 429 (the rate limit, or the failed-bearer throttle).
+/// The answers of an authenticated read, for a handler's `responses(...)`: 401, 403
+/// (the role, or the CSRF check, which reads with a cookie pass too), 421 and 429 (the
+/// rate limit, or the failed-bearer throttle).
 #[derive(Debug)]
 pub struct SecuredRead;
 
-/// The answers of an authenticated change without a body: those of [`SecuredRead`]
-/// and 403 (the CSRF check).
+/// The answers of an authenticated change without a body: those of [`SecuredRead`].
 #[derive(Debug)]
 pub struct SecuredWrite;
 
@@ -106,7 +110,6 @@ const CSRF: (&str, &str) = (
     "403",
     "CSRF token missing or wrong, or the caller's role is below the route's",
 );
-const ROLE: (&str, &str) = ("403", "The caller's role is below the route's");
 const MISDIRECTED: (&str, &str) = ("421", "The Host header is not one of the daemon's names");
 const TOO_LARGE: (&str, &str) = ("413", "Body too large");
 const NOT_JSON: (&str, &str) = ("415", "Not JSON");
@@ -130,7 +133,7 @@ fn error_answers(answers: &[(&str, &str)]) -> Answers {
 
 impl IntoResponses for SecuredRead {
     fn responses() -> Answers {
-        error_answers(&[UNAUTHORIZED, ROLE, MISDIRECTED, TOO_MANY])
+        error_answers(&[UNAUTHORIZED, CSRF, MISDIRECTED, TOO_MANY])
     }
 }
 
@@ -169,6 +172,7 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
@@ -319,6 +323,13 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s.max(1)));
+        }
+        if matches!(self, ApiError::BodyTimeout) {
+            // The rest of the body is never read: the connection cannot carry another
+            // request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if code == STORAGE_UNAVAILABLE {
             response.headers_mut().insert(

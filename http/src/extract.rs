@@ -7,6 +7,35 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
+/// The error a request body gives when it did not arrive within the server's body read
+/// timeout (the accept loop wraps every body with that deadline); extractors answer it
+/// with 408 [`ApiError::BodyTimeout`] instead of an unreadable body.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within the body read timeout")]
+pub struct BodyReadTimeout;
+
+/// The answer to a body that could not be read: 413 over the limit, 408 past the
+/// body read timeout, else 400.
+pub(crate) fn unreadable_body(
+    status: axum::http::StatusCode,
+    rejection: &(dyn std::error::Error + 'static),
+) -> ApiError {
+    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::PayloadTooLarge;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(error) = cause {
+        if error.is::<BodyReadTimeout>() {
+            return ApiError::BodyTimeout;
+        }
+        cause = error.source();
+    }
+    ApiError::BadRequest {
+        code: "unreadable_body",
+        message: "the request body could not be read".to_owned(),
+    }
+}
+
 /// A JSON body. Malformed JSON or a wrong field answers 400 naming the field; a body
 /// over the limit answers 413; a non-JSON content type answers 415.
 #[derive(Debug)]
@@ -31,16 +60,9 @@ async fn read_json<T: DeserializeOwned, S: Send + Sync>(
             v.eq_ignore_ascii_case("application/json")
                 || (v.starts_with("application/") && v.ends_with("+json"))
         });
-    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge
-        } else {
-            ApiError::BadRequest {
-                code: "unreadable_body",
-                message: "the request body could not be read".to_owned(),
-            }
-        }
-    })?;
+    let bytes = Bytes::from_request(req, state)
+        .await
+        .map_err(|rejection| unreadable_body(rejection.status(), &rejection))?;
     if bytes.iter().all(u8::is_ascii_whitespace)
         && let Some(default) = empty
     {

@@ -43,7 +43,7 @@ pub use throttle::AuthThrottle;
 use crate::route::RouteSpec;
 use crate::routes::oauth_client_secret;
 use crate::routes::{browser, cluster, console_auth, deployment, metrics as metrics_route, oauth};
-use crate::routes::{notifications, objectives, operators, ops, profiles, tokens};
+use crate::routes::{handoff_redeem, notifications, objectives, operators, ops, profiles, tokens};
 
 /// The routes, resource by resource: the router is built from this list and tests
 /// enumerate it.
@@ -52,6 +52,7 @@ fn routes() -> Vec<RouteSpec> {
         ops::routes(),
         openapi::routes(),
         console_auth::routes(),
+        handoff_redeem::routes(),
         profiles::routes(),
         oauth::routes(),
         oauth_client_secret::routes(),

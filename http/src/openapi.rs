@@ -6,8 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::route::{Access, RouteSpec, route};
 use crate::routes::{
-    browser, cluster, console_auth, deployment, metrics, notifications, oauth, oauth_client_secret,
-    objectives, operators, ops, profiles, tokens,
+    browser, cluster, console_auth, deployment, handoff_redeem, metrics, notifications, oauth,
+    oauth_client_secret, objectives, operators, ops, profiles, tokens,
 };
 
 #[derive(Debug, OpenApi)]
@@ -20,7 +20,8 @@ use crate::routes::{
         console_auth::session,
         console_auth::logout,
         console_auth::mint_handoff,
-        console_auth::consume_handoff,
+        handoff_redeem::handoff_page,
+        handoff_redeem::redeem_handoff,
         console_auth::handoff_session,
         profiles::list_profiles,
         profiles::create_profile,

@@ -149,7 +149,8 @@ pub(super) fn tls_problem(error: &reqwest::Error) -> Option<String> {
         if let Some(rustls::Error::InvalidCertificate(cert)) = rustls_error {
             return Some(match cert {
                 C::UnknownIssuer => "the daemon's certificate is not trusted (unknown issuer): \
-                    pass it, or the CA that signed it, with --ca-cert"
+                    pass it, or the CA that signed it, with --ca-cert, or pin it with \
+                    --tls-pin sha256:... (palyrad logs the fingerprint at start)"
                     .to_owned(),
                 C::Expired | C::ExpiredContext { .. } => {
                     "the daemon's certificate has expired".to_owned()
@@ -161,6 +162,9 @@ pub(super) fn tls_problem(error: &reqwest::Error) -> Option<String> {
                     "the daemon's certificate is not valid for the host name in --url \
                      (its subject alternative names do not include it)"
                         .to_owned()
+                }
+                C::Other(other) if other.0.downcast_ref::<super::pin::PinMismatch>().is_some() => {
+                    other.0.to_string()
                 }
                 other if format!("{other:?}").contains("CaUsedAsEndEntity") => {
                     "the daemon serves a CA certificate (CA:TRUE) as its own, which TLS \

@@ -9,6 +9,7 @@ use palyra_actors::SecretString;
 use serde::Deserialize;
 
 mod cluster;
+mod connections;
 mod notifications;
 mod providers;
 mod storage;
@@ -283,6 +284,14 @@ pub struct ServerSettings {
     /// name in `Host`; any other is refused with 421 (DNS rebinding).
     #[serde(default)]
     pub public_hosts: Vec<String>,
+    /// Most connections one remote peer (an IPv4 address, an IPv6 /64) may hold open.
+    pub max_connections_per_peer: usize,
+    /// The same for one loopback address (the CLI, a local browser, benchmarks).
+    pub max_connections_per_loopback_peer: usize,
+    /// Connection slots of a listener only loopback peers may take.
+    pub loopback_reserved_connections: usize,
+    /// Longest a request's body may take to arrive after its headers (then 408).
+    pub body_read_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -498,6 +507,7 @@ impl Settings {
         self.browser
             .validate(MAX_S, self.storage.data_dir.as_deref())?;
         validate_public_hosts(&self.server.public_hosts)?;
+        connections::validate(&self.server)?;
         self.storage.validate()?;
         self.cluster.validate()?;
         self.notifications.validate()?;

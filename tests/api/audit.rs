@@ -100,8 +100,13 @@ async fn every_security_event_is_audited_and_none_carries_a_secret() {
     let minted: Value = app.mint_handoff(json!({})).await.json().await.unwrap();
     let url = minted["handoff_url"].as_str().unwrap().to_owned();
     secrets.push(url.split("token=").nth(1).unwrap().to_owned());
-    assert_eq!(app.http.get(&url).send().await.unwrap().status(), 303);
-    assert_eq!(app.http.get(&url).send().await.unwrap().status(), 401);
+    let redeemed = crate::helpers::redeem_link(&app.http, &url).await;
+    assert_eq!(redeemed.status, 200);
+    secrets.push(redeemed.csrf.expect("the page's CSRF token"));
+    assert_eq!(
+        crate::helpers::redeem_link(&app.http, &url).await.status,
+        401
+    );
 
     // API-key profiles: created (validated), made default, deleted; a rejected key.
     let created = app

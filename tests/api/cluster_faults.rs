@@ -390,10 +390,12 @@ async fn every_node_down_for_two_intervals_records_each_missed_firing_once() {
     eprintln!("down {down:?}: {}", report.summary());
 }
 
-/// GET /console/v1/auth/session on `base` with `cookie`: the status (0 unreachable).
-async fn session_status(http: &reqwest::Client, base: &str, cookie: &str) -> u16 {
+/// GET /console/v1/auth/session on `base` with `cookie` and its CSRF token: the status
+/// (0 unreachable).
+async fn session_status(http: &reqwest::Client, base: &str, cookie: &str, csrf: &str) -> u16 {
     http.get(format!("{base}/console/v1/auth/session"))
         .header(COOKIE, format!("palyra_console_session={cookie}"))
+        .header("x-palyra-csrf-token", csrf)
         .send()
         .await
         .map_or(0, |r| r.status().as_u16())
@@ -421,7 +423,11 @@ async fn a_session_revoked_through_one_node_is_refused_by_every_node_within_a_se
             .to_owned();
         // Valid on every node, at once.
         for url in &urls {
-            assert_eq!(session_status(&http, url, &cookie).await, 200, "{url}");
+            assert_eq!(
+                session_status(&http, url, &cookie, &csrf).await,
+                200,
+                "{url}"
+            );
         }
         let logout = http
             .post(format!("{}/console/v1/auth/logout", urls[(round + 1) % 3]))
@@ -434,7 +440,7 @@ async fn a_session_revoked_through_one_node_is_refused_by_every_node_within_a_se
         let answered = Instant::now();
         for url in &urls {
             loop {
-                if session_status(&http, url, &cookie).await == 401 {
+                if session_status(&http, url, &cookie, &csrf).await == 401 {
                     break;
                 }
                 assert!(

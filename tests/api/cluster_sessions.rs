@@ -236,6 +236,8 @@ async fn a_handoff_minted_on_one_node_is_consumed_once_on_any() {
     let response = consume(&b, &token).await;
     assert_eq!(response.status(), 200, "consumed on B");
     let cookie = session_cookie(response.headers()).expect("a session cookie");
+    let body: Value = response.json().await.unwrap();
+    crate::helpers::remember_csrf(&cookie, body["csrf_token"].as_str().unwrap());
     assert_eq!(a.session_status(&cookie).await, 200);
     assert_eq!(b.session_status(&cookie).await, 200);
     // A minted it and still holds it in memory: the database says it is used.

@@ -138,20 +138,16 @@ async fn a_used_handoff_link_shows_a_browser_a_readable_page_and_scripts_json() 
     let app = spawn_app().await;
     let minted: Value = app.mint_handoff(json!({})).await.json().await.unwrap();
     let url = minted["handoff_url"].as_str().unwrap();
-    let first = app
-        .http
-        .get(url)
-        .header(ACCEPT, BROWSER_ACCEPT)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(first.status(), 303);
-    assert!(session_cookie(first.headers()).is_some());
+    let first = crate::helpers::redeem_link(&app.http, url).await;
+    assert_eq!(first.status, 200);
+    assert!(first.cookie.is_some());
 
+    let (action, token) = url.split_once("?token=").unwrap();
     let second = app
         .http
-        .get(url)
+        .post(action)
         .header(ACCEPT, BROWSER_ACCEPT)
+        .form(&[("token", token)])
         .send()
         .await
         .unwrap();
@@ -166,7 +162,13 @@ async fn a_used_handoff_link_shows_a_browser_a_readable_page_and_scripts_json() 
     assert!(!page.contains("<script"));
 
     // Without asking for HTML (scripts, the CLI) the answer stays the JSON error.
-    let json = app.http.get(url).send().await.unwrap();
+    let json = app
+        .http
+        .post(action)
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json.status(), 401);
     assert_eq!(error_code(json).await, "handoff_rejected");
     let missing = app
@@ -758,10 +760,18 @@ async fn the_console_end_to_end_in_chromium() {
     browser.goto(&base).await;
     browser.find("#login-form").await;
 
-    // A handoff link minted through the API opens the console logged in, once.
+    // A handoff link minted through the API opens a page whose button signs the
+    // browser in, once; a scanner's fetch of the link first uses nothing up.
     let minted: Value = app.mint_handoff(json!({})).await.json().await.unwrap();
     let handoff = minted["handoff_url"].as_str().unwrap().to_owned();
+    let scanned = app.http.get(&handoff).send().await.unwrap();
+    assert_eq!(scanned.status(), 200);
     browser.goto(&handoff).await;
+    browser
+        .wait_text("main h1", "Sign in to the Palyra console")
+        .await;
+    browser.screenshot("handoff-page").await;
+    browser.click("#handoff-sign-in").await;
     browser.wait_text("main h1", "Overview").await;
     browser.wait_text("#who", "root").await;
     let url = browser.client().current_url().await.unwrap();
@@ -770,8 +780,12 @@ async fn the_console_end_to_end_in_chromium() {
         url.query().is_none(),
         "the token does not stay in the address bar"
     );
+    // The console reads with the CSRF token the handoff's page left in this tab.
+    browser.goto(&format!("{base}#/agents")).await;
+    browser.wait_text("main h1", "Agents").await;
     browser.client().delete_all_cookies().await.unwrap();
     browser.goto(&handoff).await;
+    browser.click("#handoff-sign-in").await;
     browser
         .wait_text("#handoff-error", "expired or was already used")
         .await;
@@ -813,11 +827,25 @@ async fn posture_and_audit_daemon(seen: Seen) -> String {
     };
     let app = palyra_http::console::router::<()>()
         .route(
+            "/console/v1/auth/login",
+            axum::routing::post(|| async {
+                axum::Json(json!({ "principal": "admin:fake", "role": "admin", "device_id": "d",
+                    "csrf_token": "fake-csrf", "issued_at": "2026-11-20T08:00:00Z",
+                    "expires_at": "2026-11-20T16:00:00Z", "idle_expires_at": "2026-11-20T08:15:00Z" }))
+            }),
+        )
+        .route(
             "/console/v1/auth/session",
-            get(|| async {
-                axum::Json(json!({ "principal": "admin:fake", "device_id": "d", "csrf_token": "c",
-                    "issued_at": "2026-11-20T08:00:00Z", "expires_at": "2026-11-20T16:00:00Z",
-                    "idle_expires_at": "2026-11-20T08:15:00Z" }))
+            // As the daemon: only with the CSRF token that login answered, which the
+            // console keeps in sessionStorage, and without it in the answer.
+            get(|headers: axum::http::HeaderMap| async move {
+                if headers.get("x-palyra-csrf-token").is_none_or(|v| v != "fake-csrf") {
+                    return (axum::http::StatusCode::FORBIDDEN, axum::Json(json!({
+                        "error": { "code": "csrf_rejected", "message": "CSRF token missing" } })));
+                }
+                (axum::http::StatusCode::OK, axum::Json(json!({ "principal": "admin:fake",
+                    "role": "admin", "device_id": "d", "issued_at": "2026-11-20T08:00:00Z",
+                    "expires_at": "2026-11-20T16:00:00Z", "idle_expires_at": "2026-11-20T08:15:00Z" })))
             }),
         )
         .route(
@@ -866,7 +894,14 @@ async fn the_posture_and_audit_pages_render_the_issue_7_shapes() {
     let base = posture_and_audit_daemon(std::sync::Arc::clone(&seen)).await;
     let browser = Browser::start().await;
 
+    // No CSRF token in this tab yet: the login form; logging in keeps the token, and
+    // the reload after it reads the session with it.
     browser.goto(&format!("{base}/")).await;
+    browser.fill("#admin-token", "any-token").await;
+    browser.click("#login-form button[type=submit]").await;
+    browser.wait_text("main h1", "Overview").await;
+    browser.goto(&format!("{base}/")).await;
+    browser.wait_text("#who", "admin:fake").await;
     browser
         .wait_text(
             "#posture",

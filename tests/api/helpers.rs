@@ -1,8 +1,9 @@
 //! Starts the real daemon (the test kit's in-process or child daemon) on 127.0.0.1:0
 //! with a temporary data dir, and gives tests a ready HTTP client.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use palyra::settings::Settings;
 use palyra::testkit::child::ChildDaemon;
@@ -38,6 +39,35 @@ pub struct Login {
 impl Login {
     pub fn cookie_header(&self) -> String {
         format!("palyra_console_session={}", self.cookie)
+    }
+}
+
+/// The CSRF token of every session a test obtained (login, handoff), by cookie value:
+/// the daemon refuses a cookie without its token on every request, reads included, and
+/// the test kit's cookie requests send it by themselves, as the console does from
+/// sessionStorage. Process-wide, as cookies are random and nodes of a cluster share
+/// their sessions.
+static CSRF_BY_COOKIE: LazyLock<Mutex<HashMap<String, String>>> = LazyLock::new(Default::default);
+
+/// Remembers the CSRF token of a session's cookie.
+pub fn remember_csrf(cookie: &str, csrf: &str) {
+    CSRF_BY_COOKIE
+        .lock()
+        .unwrap()
+        .insert(cookie.to_owned(), csrf.to_owned());
+}
+
+/// The CSRF token remembered for a cookie.
+pub fn csrf_for(cookie: &str) -> Option<String> {
+    CSRF_BY_COOKIE.lock().unwrap().get(cookie).cloned()
+}
+
+/// Adds a session's cookie and, if remembered, its CSRF token to a request.
+pub fn with_cookie(request: reqwest::RequestBuilder, cookie: &str) -> reqwest::RequestBuilder {
+    let request = request.header(COOKIE, format!("palyra_console_session={cookie}"));
+    match csrf_for(cookie) {
+        Some(csrf) => request.header("x-palyra-csrf-token", csrf),
+        None => request,
     }
 }
 
@@ -138,19 +168,20 @@ impl TestApp {
             .unwrap()
             .to_owned();
         let body: Value = response.json().await.unwrap();
+        let csrf = body["csrf_token"].as_str().unwrap().to_owned();
+        remember_csrf(&cookie, &csrf);
         Login {
             cookie,
-            csrf: body["csrf_token"].as_str().unwrap().to_owned(),
+            csrf,
             body,
             request_id,
         }
     }
 
-    /// GET /console/v1/auth/session with a cookie; returns the status.
+    /// GET /console/v1/auth/session with a cookie (and its CSRF token, if known);
+    /// returns the status.
     pub async fn session_status(&self, cookie: &str) -> u16 {
-        self.http
-            .get(self.url("/console/v1/auth/session"))
-            .header(COOKIE, format!("palyra_console_session={cookie}"))
+        with_cookie(self.http.get(self.url("/console/v1/auth/session")), cookie)
             .send()
             .await
             .unwrap()
@@ -240,4 +271,51 @@ pub fn stored_bytes(data_dir: &std::path::Path) -> Vec<u8> {
     } else {
         std::fs::read(data_dir.join(palyra_storage::DB_FILE)).expect("the database file")
     }
+}
+
+/// A handoff link redeemed as its page's button does it.
+#[derive(Debug)]
+pub struct Redeemed {
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// The session cookie, if one was set.
+    pub cookie: Option<String>,
+    /// The CSRF token the page hands the console, if any (remembered for the cookie).
+    pub csrf: Option<String>,
+    pub page: String,
+}
+
+/// Redeems a handoff link (`.../consume?token=...`) as a browser does after the link's
+/// page: a form POST of the token to the same path, from the same origin.
+pub async fn redeem_link(http: &reqwest::Client, url: &str) -> Redeemed {
+    let (action, token) = url.split_once("?token=").expect("a handoff link");
+    let response = http
+        .post(action)
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let cookie = session_cookie(&headers);
+    let page = response.text().await.unwrap();
+    let csrf = meta_content(&page, "palyra-csrf");
+    if let (Some(cookie), Some(csrf)) = (&cookie, &csrf) {
+        remember_csrf(cookie, csrf);
+    }
+    Redeemed {
+        status,
+        headers,
+        cookie,
+        csrf,
+        page,
+    }
+}
+
+/// The `content` of `<meta name="NAME" content="...">` in a page.
+pub fn meta_content(page: &str, name: &str) -> Option<String> {
+    let start = page.find(&format!("<meta name=\"{name}\" content=\""))?;
+    let rest = &page[start..];
+    let value = rest.split_once("content=\"")?.1;
+    Some(value.split_once('"')?.0.to_owned())
 }

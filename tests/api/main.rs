@@ -41,4 +41,5 @@ mod profiles;
 mod providers_console;
 mod providers_failover;
 mod providers_resolve;
+mod server_limits;
 mod startup;

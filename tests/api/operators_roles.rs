@@ -49,6 +49,16 @@ async fn password_login(app: &TestApp, id: &str, password: &str) -> reqwest::Res
         .unwrap()
 }
 
+/// A password login's cookie, its CSRF token remembered for the test kit's requests.
+async fn password_session(app: &TestApp, id: &str, password: &str) -> String {
+    let login = password_login(app, id, password).await;
+    assert_eq!(login.status(), 200);
+    let cookie = session_cookie(login.headers()).unwrap();
+    let body: Value = login.json().await.unwrap();
+    crate::helpers::remember_csrf(&cookie, body["csrf_token"].as_str().unwrap());
+    cookie
+}
+
 fn rank(access: Access) -> usize {
     match access {
         Access::Public => 0,
@@ -204,8 +214,7 @@ async fn tokens_of_disabled_operators_expired_and_revoked_tokens_are_refused() {
         .as_str()
         .unwrap()
         .to_owned();
-    let login = password_login(&app, "ops", PASSWORD).await;
-    let cookie = session_cookie(login.headers()).unwrap();
+    let cookie = password_session(&app, "ops", PASSWORD).await;
     assert_eq!(app.session_status(&cookie).await, 200);
     let disabled = app
         .http
@@ -257,8 +266,9 @@ async fn revoke_sessions_ends_every_session_and_token_of_an_operator() {
         .as_str()
         .unwrap()
         .to_owned();
-    let a = session_cookie(password_login(&app, "ops", PASSWORD).await.headers()).unwrap();
-    let b = session_cookie(password_login(&app, "ops", PASSWORD).await.headers()).unwrap();
+    let a = password_session(&app, "ops", PASSWORD).await;
+    let b = password_session(&app, "ops", PASSWORD).await;
+    assert_eq!(app.session_status(&a).await, 200);
     let root = app.login().await;
     let response = app
         .bearer_post("/console/v1/operators/ops/revoke-sessions", json!({}))
@@ -329,7 +339,7 @@ async fn a_new_admin_token_invalidates_root_sessions_made_with_the_old_one() {
     let app = spawn_app().await;
     let root = app.login().await;
     create_operator(&app, "ops", "operator").await;
-    let ops = session_cookie(password_login(&app, "ops", PASSWORD).await.headers()).unwrap();
+    let ops = password_session(&app, "ops", PASSWORD).await;
     let (dir, mut settings) = app.stop().await;
     settings.server.admin_token = Some(palyra_actors::SecretString::new(
         "another-admin-token-0123456789abcdefghijkl".into(),

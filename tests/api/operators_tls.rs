@@ -138,3 +138,98 @@ async fn the_cli_names_tls_failures() {
     );
     drop(app);
 }
+
+/// `palyra --tls-pin sha256:...` instead of `--ca-cert`: the fingerprint the daemon
+/// logs at start (the one `palyrad tls self-signed` printed) lets the CLI in, whatever
+/// name the URL uses; another fingerprint is refused, naming the one served.
+#[tokio::test]
+async fn the_cli_pins_the_daemons_certificate_by_its_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls_dir = dir.path().join("tls");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_palyrad"))
+        .args(["tls", "self-signed", "--name", "localhost", "--out-dir"])
+        .arg(&tls_dir)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let pin = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint: "))
+        .expect("the fingerprint is printed")
+        .trim()
+        .to_owned();
+    let cert = tls_dir.join("cert.pem").display().to_string();
+    let key = tls_dir.join("key.pem").display().to_string();
+    let daemon = crate::helpers::start_child(
+        &dir.path().join("data"),
+        &[
+            ("PALYRA_TLS__CERT_PATH", &cert),
+            ("PALYRA_TLS__KEY_PATH", &key),
+        ],
+    )
+    .await;
+    let port = daemon.base.rsplit(':').next().unwrap().to_owned();
+    let run = |url: String, pin: String| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_palyra"))
+            .args(["--url", &url, "--tls-pin", &pin, "status"])
+            .env("PALYRA_ADMIN_TOKEN", ADMIN_TOKEN)
+            .output()
+            .await
+            .unwrap()
+    };
+    // The certificate names only localhost; the pin is the trust, so 127.0.0.1 works.
+    for url in [
+        format!("https://localhost:{port}"),
+        format!("https://127.0.0.1:{port}"),
+    ] {
+        let ok = run(url.clone(), pin.clone()).await;
+        assert!(
+            ok.status.success(),
+            "{url}: {}{}",
+            String::from_utf8_lossy(&ok.stdout),
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        assert!(String::from_utf8_lossy(&ok.stdout).contains("alive"));
+    }
+    // Another certificate's fingerprint: refused, naming the served one.
+    let other = format!("sha256:{}", "ab".repeat(32));
+    let refused = run(format!("https://localhost:{port}"), other).await;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("not the one --tls-pin names"), "{stderr}");
+    assert!(
+        stderr.contains(&pin),
+        "the served fingerprint is named: {stderr}"
+    );
+    // A malformed pin is a usage error, before any connection.
+    let malformed = run(format!("https://localhost:{port}"), "sha256:1234".into()).await;
+    assert!(!malformed.status.success());
+    assert!(
+        String::from_utf8_lossy(&malformed.stderr).contains("64 hex digits"),
+        "{}",
+        String::from_utf8_lossy(&malformed.stderr)
+    );
+    // --ca-cert and --tls-pin together are refused by the argument parser.
+    let both = tokio::process::Command::new(env!("CARGO_BIN_EXE_palyra"))
+        .args([
+            "--url",
+            "https://localhost:1",
+            "--tls-pin",
+            &pin,
+            "--ca-cert",
+            &cert,
+            "status",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!both.status.success());
+    let (status, log) = daemon.terminate().await;
+    assert!(status.success());
+    assert!(
+        log.contains(&pin),
+        "the daemon logs its certificate's fingerprint at start"
+    );
+}

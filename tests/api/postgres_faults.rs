@@ -277,6 +277,7 @@ async fn a_lost_database_is_503_naming_storage_until_it_returns() {
         .http
         .get(app.url("/console/v1/auth/session"))
         .header(reqwest::header::COOKIE, login.cookie_header())
+        .header("x-palyra-csrf-token", &login.csrf)
         .send()
         .await
         .unwrap();

@@ -235,18 +235,15 @@ async fn tls_serves_the_api_with_secure_host_cookies_hsts_and_an_expiry_warning(
         handoff.handoff_url
     );
     // Following it over TLS logs a browser in with the __Host- cookie.
-    let consumed = reqwest::Client::builder()
+    let browser = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .unwrap()
-        .get(&handoff.handoff_url)
-        .send()
-        .await
         .unwrap();
-    assert_eq!(consumed.status(), 303);
+    let consumed = crate::helpers::redeem_link(&browser, &handoff.handoff_url).await;
+    assert_eq!(consumed.status, 200);
     assert!(
-        consumed.headers()[header::SET_COOKIE]
+        consumed.headers[header::SET_COOKIE]
             .to_str()
             .unwrap()
             .starts_with("__Host-palyra_console_session=")

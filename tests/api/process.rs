@@ -18,6 +18,8 @@ async fn sigterm_stops_the_daemon_with_exit_0_and_keeps_sessions() {
         .await
         .unwrap();
     let cookie = session_cookie(response.headers()).unwrap();
+    let body: Value = response.json().await.unwrap();
+    let csrf = body["csrf_token"].as_str().unwrap().to_owned();
     let (status, log) = daemon.terminate().await;
     assert!(status.success(), "exit status {status:?}");
     assert!(log.contains("palyrad stopped"), "{log}");
@@ -25,6 +27,7 @@ async fn sigterm_stops_the_daemon_with_exit_0_and_keeps_sessions() {
     let session = http
         .get(format!("{}/console/v1/auth/session", daemon.base))
         .header(COOKIE, format!("palyra_console_session={cookie}"))
+        .header("x-palyra-csrf-token", &csrf)
         .send()
         .await
         .unwrap();
@@ -64,9 +67,12 @@ async fn secrets_never_reach_the_log_even_at_trace_level() {
         .unwrap();
     let url = handoff["handoff_url"].as_str().unwrap().to_owned();
     let handoff_token = url.split_once("token=").unwrap().1.to_owned();
-    let consumed = http.get(&url).send().await.unwrap();
-    assert_eq!(consumed.status(), 303);
-    let second_cookie = session_cookie(consumed.headers()).unwrap();
+    // The link's page (GET), then its button's POST.
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
+    let consumed = crate::helpers::redeem_link(&http, &url).await;
+    assert_eq!(consumed.status, 200);
+    let second_cookie = consumed.cookie.unwrap();
+    let second_csrf = consumed.csrf.unwrap();
     // A failed login with a near-miss token must not echo it either.
     let wrong = format!("{ADMIN_TOKEN}-wrong");
     let failed = http
@@ -96,6 +102,7 @@ async fn secrets_never_reach_the_log_even_at_trace_level() {
         ("session cookie", cookie.as_str()),
         ("handoff session cookie", second_cookie.as_str()),
         ("csrf token", csrf.as_str()),
+        ("handoff session csrf token", second_csrf.as_str()),
         ("handoff token", handoff_token.as_str()),
     ] {
         assert!(!log.contains(secret), "the {name} is in the log");

@@ -27,5 +27,5 @@ mod shared;
 pub use handle::SessionsHandle;
 pub use model::{
     Authenticated, ConsoleSession, IssuedSession, OPERATOR_PREFIX, ROOT_PRINCIPAL, SessionCheck,
-    SessionGrant, SessionPolicy, validate_device_id, validate_principal,
+    SessionGrant, SessionPolicy, SessionView, validate_device_id, validate_principal,
 };

@@ -26,7 +26,9 @@ pub struct ConsoleSession {
     pub role: Role,
     /// The device the operator named at login.
     pub device_id: String,
-    /// Send this in `x-palyra-csrf-token` on every state-changing request.
+    /// Send this in `x-palyra-csrf-token` on every request made with the session's
+    /// cookie, reads included. Answered only here (login and handoff redemption): a
+    /// request made with the cookie never gets it back.
     pub csrf_token: String,
     pub issued_at: DateTime<Utc>,
     /// Absolute end of the session.
@@ -46,6 +48,37 @@ impl std::fmt::Debug for ConsoleSession {
             .field("expires_at", &self.expires_at)
             .field("idle_expires_at", &self.idle_expires_at)
             .finish()
+    }
+}
+
+/// The current session as a request made with its cookie sees it
+/// (`GET /console/v1/auth/session`): a [`ConsoleSession`] without its CSRF token, which
+/// only login and handoff redemption answer.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SessionView {
+    /// Who logged in: `root` (the admin token) or `operator:<operator id>`.
+    pub principal: String,
+    /// What the session may do.
+    pub role: Role,
+    /// The device the operator named at login.
+    pub device_id: String,
+    pub issued_at: DateTime<Utc>,
+    /// Absolute end of the session.
+    pub expires_at: DateTime<Utc>,
+    /// End of the session unless it is used before then (sliding).
+    pub idle_expires_at: DateTime<Utc>,
+}
+
+impl From<ConsoleSession> for SessionView {
+    fn from(session: ConsoleSession) -> Self {
+        Self {
+            principal: session.principal,
+            role: session.role,
+            device_id: session.device_id,
+            issued_at: session.issued_at,
+            expires_at: session.expires_at,
+            idle_expires_at: session.idle_expires_at,
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 use axum::Extension;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use palyra_actors::SecretString;
@@ -12,14 +12,14 @@ use serde::{Deserialize, Serialize};
 use crate::audit::Audit;
 use crate::auth::admin_token_matches;
 use crate::error::{ApiError, ErrorBody, SecuredJsonWrite, SecuredRead, SecuredWrite};
-use crate::extract::{ApiJson, ApiQuery, OptionalJson};
+use crate::extract::{ApiJson, OptionalJson};
 use crate::request::{Caller, peer_ip};
 use crate::route::{Access, RouteSpec, route};
 use crate::state::AppState;
 use palyra_actors::ConsoleSession;
 use palyra_actors::audit::AuditKind;
 use palyra_actors::operators::Role;
-use palyra_actors::sessions::{OPERATOR_PREFIX, SessionGrant};
+use palyra_actors::sessions::{OPERATOR_PREFIX, SessionGrant, SessionView};
 use std::net::IpAddr;
 
 /// Device id of a login that names none.
@@ -89,7 +89,7 @@ pub struct HandoffSessionRequest {
     pub token: SecretString,
 }
 
-fn session_cookie_header(state: &AppState, token: &SecretString) -> HeaderValue {
+pub(crate) fn session_cookie_header(state: &AppState, token: &SecretString) -> HeaderValue {
     let secure = if state.config.cookie_secure {
         "; Secure"
     } else {
@@ -264,18 +264,17 @@ async fn login_failed(
     ApiError::Unauthorized(why)
 }
 
-/// The current console session, including its CSRF token.
+/// The current console session, without its CSRF token: a request made with the
+/// cookie never gets the token back (see `auth`), login and handoff redemption answer it.
 #[utoipa::path(get, path = "/console/v1/auth/session", tag = "auth",
     responses(
         SecuredRead,
-        (status = 200, description = "The session", body = ConsoleSession),
+        (status = 200, description = "The session", body = SessionView),
         (status = 401, description = "No valid session (bearer requests have none)", body = ErrorBody)),
     security(("session_cookie" = []), ("admin_bearer" = [])))]
-pub async fn session(
-    Extension(caller): Extension<Caller>,
-) -> Result<Json<ConsoleSession>, ApiError> {
+pub async fn session(Extension(caller): Extension<Caller>) -> Result<Json<SessionView>, ApiError> {
     match caller {
-        Caller::Session(auth) => Ok(Json(auth.session)),
+        Caller::Session(auth) => Ok(Json(auth.session.into())),
         // A bearer token is valid but is not a console session.
         Caller::Root | Caller::Token(_) => Err(palyra_actors::ActorError::NoSession.into()),
     }
@@ -314,7 +313,8 @@ pub async fn logout(
     Ok(response)
 }
 
-/// Mints a single-use link that logs a browser in (valid 60 seconds).
+/// Mints a single-use link that logs a browser in (valid 60 seconds): its page's button
+/// redeems it (`routes/handoff_redeem.rs`).
 #[utoipa::path(post, path = "/console/v1/auth/browser-handoff", tag = "auth",
     request_body(content = Option<HandoffRequest>, description = "Optional; an empty body means redirect to /"),
     responses(
@@ -355,60 +355,6 @@ pub async fn mint_handoff(
     }))
 }
 
-/// Consumes a handoff link: sets the session cookie and redirects (303).
-#[utoipa::path(get, path = "/console/v1/auth/browser-handoff/consume", tag = "auth",
-    params(ConsumeQuery),
-    responses(
-        (status = 303, description = "Logged in; redirect to the handoff's path"),
-        (status = 400, description = "Malformed query (a browser, which accepts text/html, gets an HTML page)", content(
-            (ErrorBody = "application/json"), (String = "text/html"))),
-        (status = 401, description = "Unknown, expired or used token (a browser, which accepts text/html, gets an HTML page)", content(
-            (ErrorBody = "application/json"), (String = "text/html")))))]
-pub async fn consume_handoff(
-    State(state): State<AppState>,
-    audit: Audit,
-    method: axum::http::Method,
-    request_headers: HeaderMap,
-    query: Result<ApiQuery<ConsumeQuery>, ApiError>,
-) -> Response {
-    // axum answers HEAD with the GET handler; a link checker's HEAD must not use up
-    // the link.
-    if method == axum::http::Method::HEAD {
-        return ApiError::MethodNotAllowed.into_response();
-    }
-    match consume(&state, &audit, query).await {
-        Ok(response) => response,
-        // A browser that opens a used or expired link gets a page it can read, with
-        // the way to the login form; scripts keep the JSON error.
-        Err(e) if crate::console::wants_html(&request_headers) => {
-            crate::console::handoff_failed_page(e)
-        }
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn consume(
-    state: &AppState,
-    audit: &Audit,
-    query: Result<ApiQuery<ConsumeQuery>, ApiError>,
-) -> Result<Response, ApiError> {
-    let ApiQuery(query) = query?;
-    let Some(token) = query.token.filter(|t| !t.is_empty()) else {
-        return Err(ApiError::Unauthorized("the handoff token is missing"));
-    };
-    let consumed = consume_audited(state, audit, token.expose(), "link").await?;
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::SET_COOKIE,
-        session_cookie_header(state, &consumed.issued.token),
-    );
-    headers.insert(
-        header::LOCATION,
-        HeaderValue::from_str(&consumed.redirect_path).unwrap_or(HeaderValue::from_static("/")),
-    );
-    Ok((StatusCode::SEE_OTHER, headers).into_response())
-}
-
 /// Consumes a handoff token for a script client: sets the cookie, returns the session.
 #[utoipa::path(post, path = "/console/v1/auth/browser-handoff/session", tag = "auth",
     request_body = HandoffSessionRequest,
@@ -435,7 +381,7 @@ pub async fn handoff_session(
 /// Consumes a handoff token and audits it. A refused token is logged but not audited:
 /// anyone can present one, and unauthenticated requests must not be able to fill the
 /// audit log (and push real events out of its retention).
-async fn consume_audited(
+pub(crate) async fn consume_audited(
     state: &AppState,
     audit: &Audit,
     token: &str,
@@ -468,12 +414,6 @@ pub(crate) fn routes() -> Vec<RouteSpec> {
             "/console/v1/auth/browser-handoff",
             Viewer,
             mint_handoff,
-        ),
-        route(
-            Method::GET,
-            "/console/v1/auth/browser-handoff/consume",
-            Public,
-            consume_handoff,
         ),
         route(
             Method::POST,

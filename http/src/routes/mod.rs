@@ -5,6 +5,7 @@ pub mod browser;
 pub mod cluster;
 pub mod console_auth;
 pub mod deployment;
+pub mod handoff_redeem;
 pub mod metrics;
 pub mod notifications;
 pub mod oauth;

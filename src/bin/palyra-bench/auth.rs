@@ -19,15 +19,26 @@ const SESSION_PATH: &str = "/console/v1/auth/session";
 const HANDOFF_PATH: &str = "/console/v1/auth/browser-handoff";
 const SESSION_COOKIE: &str = "palyra_console_session";
 
-/// `GET /console/v1/auth/session` with the session cookie; 200 expected.
+/// `GET /console/v1/auth/session` with the session cookie and its CSRF token (the
+/// daemon refuses a cookie without it, reads included); 200 expected.
 #[derive(Debug)]
 pub struct SessionCheck {
+    pub cookie: SessionCookie,
+}
+
+/// A session as a console holds it: the `Cookie` header value and the CSRF token.
+#[derive(Debug, Clone)]
+pub struct SessionCookie {
     pub cookie: HeaderValue,
+    pub csrf: HeaderValue,
 }
 
 impl Work for SessionCheck {
     async fn iterate(&self, client: &mut Client) -> Result<bool, BoxError> {
-        let request = client.get(SESSION_PATH, Some((header::COOKIE, &self.cookie)))?;
+        let mut request = client.get(SESSION_PATH, Some((header::COOKIE, &self.cookie.cookie)))?;
+        request
+            .headers_mut()
+            .insert("x-palyra-csrf-token", self.cookie.csrf.clone());
         Ok(client.send(request).await?.status() == StatusCode::OK)
     }
 }
@@ -45,7 +56,8 @@ impl Work for Login {
     }
 }
 
-/// Mint a handoff with the bearer token (200), then consume its link (303).
+/// Mint a handoff with the bearer token (200), then redeem its link as the link page's
+/// button does, a form POST (200).
 #[derive(Debug)]
 struct Handoff {
     bearer: HeaderValue,
@@ -65,8 +77,16 @@ impl Work for Handoff {
         let Some(path) = handoff_path(minted.body()) else {
             return Ok(false);
         };
-        let consumed = client.send(client.get(&path, None)?).await?;
-        Ok(consumed.status() == StatusCode::SEE_OTHER)
+        let Some((path, query)) = path.split_once('?') else {
+            return Ok(false);
+        };
+        let mut redeem = client.post(path, None, Bytes::from(query.to_owned()))?;
+        redeem.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        let consumed = client.send(redeem).await?;
+        Ok(consumed.status() == StatusCode::OK)
     }
 }
 
@@ -113,7 +133,7 @@ pub async fn login(bench: &Bench) -> Result<Row, BoxError> {
 pub async fn handoff(bench: &Bench) -> Result<Row, BoxError> {
     let target = bench.http_target(Plan::Handoff).await?;
     let notes = vec![
-        "rps = iterations/s; 1 iteration = mint (bearer, 200) + consume (303) = 2 requests, 2 durable writes"
+        "rps = iterations/s; 1 iteration = mint (bearer, 200) + redeem (form POST, 200) = 2 requests, 2 durable writes"
             .into(),
     ];
     let load = HttpLoad {
@@ -126,17 +146,17 @@ pub async fn handoff(bench: &Bench) -> Result<Row, BoxError> {
     bench.measure(Plan::Handoff, target, load, notes).await
 }
 
-/// Logs in once with `admin_token` and returns the `Cookie` header value.
+/// Logs in once with `admin_token` and returns the session's cookie and CSRF token.
 pub async fn login_cookie_for(
     addr: SocketAddr,
     admin_token: &str,
-) -> Result<HeaderValue, BoxError> {
+) -> Result<SessionCookie, BoxError> {
     let body = Bytes::from(serde_json::json!({ "admin_token": admin_token }).to_string());
     login_cookie(addr, &body).await
 }
 
-/// Logs in once and returns the `Cookie` header value for the new session.
-async fn login_cookie(addr: SocketAddr, body: &Bytes) -> Result<HeaderValue, BoxError> {
+/// Logs in once and returns the new session's cookie and CSRF token.
+async fn login_cookie(addr: SocketAddr, body: &Bytes) -> Result<SessionCookie, BoxError> {
     let mut client = Client::connect(addr).await?;
     let response = client
         .send(client.post(LOGIN_PATH, None, body.clone())?)
@@ -156,7 +176,14 @@ async fn login_cookie(addr: SocketAddr, body: &Bytes) -> Result<HeaderValue, Box
         .ok_or("login answered no session cookie")?;
     let mut cookie = HeaderValue::from_str(&format!("{SESSION_COOKIE}={token}"))?;
     cookie.set_sensitive(true);
-    Ok(cookie)
+    let body: serde_json::Value = serde_json::from_slice(response.body())?;
+    let mut csrf = HeaderValue::from_str(
+        body["csrf_token"]
+            .as_str()
+            .ok_or("login answered no csrf_token")?,
+    )?;
+    csrf.set_sensitive(true);
+    Ok(SessionCookie { cookie, csrf })
 }
 
 /// Path and query of the `handoff_url` in a mint answer. The link is followed on the

@@ -49,6 +49,15 @@ struct Cli {
     /// the certificate itself).
     #[arg(long, env = "PALYRA_CA_CERT", global = true)]
     ca_cert: Option<PathBuf>,
+    /// Instead of --ca-cert: trust exactly the certificate with this SHA-256
+    /// fingerprint (`sha256:...`, as palyrad logs it at start).
+    #[arg(
+        long,
+        env = "PALYRA_TLS_PIN",
+        global = true,
+        conflicts_with = "ca_cert"
+    )]
+    tls_pin: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -187,6 +196,9 @@ fn client(cli: &Cli) -> Result<ControlPlaneClient, ClientError> {
 }
 
 fn client_with(cli: &Cli, token: Option<SecretString>) -> Result<ControlPlaneClient, ClientError> {
+    if let Some(pin) = &cli.tls_pin {
+        return ControlPlaneClient::with_tls_pin(&cli.url, token, pin);
+    }
     match &cli.ca_cert {
         Some(path) => {
             let pem = std::fs::read(path).map_err(|e| {

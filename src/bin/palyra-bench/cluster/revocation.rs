@@ -20,9 +20,11 @@ const GIVE_UP: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(5);
 
 /// `GET /console/v1/auth/session` on `base`: the status, 0 when unreachable.
-async fn session_status(http: &reqwest::Client, base: &str, cookie: &str) -> u16 {
+async fn session_status(http: &reqwest::Client, base: &str, cookie: &str, csrf: &str) -> u16 {
     http.get(format!("{base}/console/v1/auth/session"))
         .header(COOKIE, format!("palyra_console_session={cookie}"))
+        // A cookie alone is refused, reads included.
+        .header("x-palyra-csrf-token", csrf)
         .send()
         .await
         .map_or(0, |r| r.status().as_u16())
@@ -33,10 +35,11 @@ async fn refused_after(
     http: &reqwest::Client,
     base: &str,
     cookie: &str,
+    csrf: &str,
     since: Instant,
 ) -> Option<Duration> {
     loop {
-        if session_status(http, base, cookie).await == 401 {
+        if session_status(http, base, cookie, csrf).await == 401 {
             return Some(since.elapsed());
         }
         if since.elapsed() > GIVE_UP {
@@ -67,7 +70,7 @@ impl Rig {
             let (cookie, csrf) = self.login(&http, round_no % urls.len()).await?;
             let mut shared = true;
             for url in &urls {
-                shared &= session_status(&http, url, &cookie).await == 200;
+                shared &= session_status(&http, url, &cookie, &csrf).await == 200;
             }
             if !shared {
                 not_shared += 1;
@@ -90,7 +93,10 @@ impl Rig {
             let mut checks = tokio::task::JoinSet::new();
             for url in &urls {
                 let (http, url, cookie) = (http.clone(), url.clone(), cookie.clone());
-                checks.spawn(async move { refused_after(&http, &url, &cookie, answered).await });
+                let csrf = csrf.clone();
+                checks.spawn(
+                    async move { refused_after(&http, &url, &cookie, &csrf, answered).await },
+                );
             }
             let mut worst = Duration::ZERO;
             let mut refused_everywhere = true;
