@@ -388,6 +388,7 @@ impl Application {
             &audit,
             &actor_metrics,
             &http_client,
+            crate::tools_policy::policy(&settings, &data_dir),
         )
         .await;
         let (sessions, handoffs, registry, refresher, objectives) = match started {
@@ -651,6 +652,7 @@ async fn start_actors(
     audit: &AuditLog,
     metrics: &ActorMetrics,
     http_client: &reqwest::Client,
+    tools: palyra_actors::tools::ToolsPolicy,
 ) -> Result<
     (
         SessionsHandle,
@@ -724,6 +726,7 @@ async fn start_actors(
             run_retention: settings.objectives.run_retention,
             provider_timeout: Duration::from_secs(settings.objectives.provider_timeout_s),
             max_concurrent_runs: settings.objectives.max_concurrent_runs,
+            tools,
         },
         audit.clone(),
         metrics.clone(),

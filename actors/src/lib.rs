@@ -22,6 +22,8 @@
 //!   reads its row, so every node honours a revocation on the next request.
 //! - [`scheduler`]: the scheduler actor fires due objectives from one timer heap.
 //! - [`schedule`]: cron patterns in IANA time zones.
+//! - [`tools`]: the tools a run offers its model (workspace files) and their
+//!   execution within the daemon's policies.
 //! - [`refresher`]: the refresher actor keeps OAuth tokens fresh, one timer for all.
 //! - [`refresh_schedule`]: the schedule events the registry sends the refresher.
 //! - `due_heap`: the min-heap of due times the scheduler and the refresher share;
@@ -71,6 +73,7 @@ pub mod secret;
 pub mod sessions;
 pub mod snapshot;
 mod time;
+pub mod tools;
 pub mod vault;
 mod wire;
 

@@ -173,6 +173,7 @@ impl ObjectivesActor {
             late_by_ms: None,
             retries: 0,
             queued_at: None,
+            transcript: Vec::new(),
         }
     }
 

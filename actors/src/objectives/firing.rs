@@ -366,6 +366,7 @@ impl ObjectivesActor {
                 late_by_ms: None,
                 retries: 0,
                 queued_at,
+                transcript: Vec::new(),
             };
             objective.updated_at = to_datetime(now_ms());
             let ops = vec![WriteOp::put(run_key(objective_id, seq), &run)];
@@ -409,6 +410,7 @@ impl ObjectivesActor {
                     late_by_ms: None,
                     retries: 0,
                     queued_at,
+                    transcript: Vec::new(),
                 };
                 self.metrics.count_run(RunStatus::Missed);
                 let ops = vec![WriteOp::put(run_key(objective_id, seq), &run)];
@@ -469,6 +471,7 @@ impl ObjectivesActor {
                 late_by_ms: None,
                 retries: 0,
                 queued_at,
+                transcript: Vec::new(),
             },
             None => new_run(
                 &mut objective,
@@ -571,6 +574,7 @@ impl ObjectivesActor {
                 run.prompt_tokens = o.prompt_tokens;
                 run.completion_tokens = o.completion_tokens;
                 run.attempts = o.attempts;
+                run.transcript = o.transcript;
                 run.output = o.output;
                 run.error = o.error;
                 run.retries = retries;

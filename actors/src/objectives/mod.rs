@@ -22,6 +22,9 @@
 //! - `agents.rs`: agent CRUD on the actor.
 //! - `lifecycle.rs`: objective CRUD and lifecycle actions on the actor.
 //! - `runner.rs`: one run on a tokio worker: credential, chat completion, tokens.
+//! - `tool_loop.rs`: one prompt as a conversation with the agent's tools (calls
+//!   executed, results returned, until the model answers), within `max_tool_calls`.
+//! - `transcript.rs`: the transcript a run's record keeps, without secrets.
 //! - `retry.rs`: a run's task around the runner: its attempts, the waits between
 //!   them, its deadline; and the pause after consecutive failed runs.
 //! - `limits.rs`: the concurrency caps (per node and per agent) and the FIFO of
@@ -48,6 +51,8 @@ pub(crate) mod model;
 mod retry;
 mod runner;
 mod sync;
+mod tool_loop;
+pub(crate) mod transcript;
 mod waiting;
 
 pub use actor::ObjectivesPolicy;
@@ -60,3 +65,4 @@ pub use model::{
     ObjectiveKind, ObjectivePage, ObjectiveRecord, ObjectiveState, Overlap, RetryPolicy, RunPage,
     RunRecord, RunStatus, RunSummary, RunTrigger, TRANSITIONS, Usage, transition,
 };
+pub use transcript::{TranscriptEntry, TranscriptKind};

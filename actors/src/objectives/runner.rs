@@ -13,11 +13,15 @@ use std::time::{Duration, Instant};
 use super::model::{
     AgentRecord, AttemptOutcome, MAX_OUTPUT_BYTES, ObjectiveKind, ObjectiveRecord, RunAttempt,
 };
-use crate::adapter::{self, CallFailure, CallRequest, Completion, FailureClass};
+use super::tool_loop::{self, RunTools};
+use super::transcript::TranscriptEntry;
+use crate::adapter::{self, CallFailure, CallRequest, Completion, FailureClass, ToolSpec, Turn};
+use crate::audit::AuditLog;
 use crate::refresher::RefresherHandle;
 use crate::registry::cooldown::CallNote;
 use crate::registry::handle::RegistryHandle;
 use crate::registry::model::{CooldownReason, ResolveSkip, SkipReason};
+use crate::tools::{DEFAULT_MAX_TOOL_CALLS, ToolBox, ToolsPolicy};
 
 /// What a run came to.
 #[derive(Debug, Default)]
@@ -37,6 +41,8 @@ pub(super) struct RunOutcome {
     /// When `retryable` and no candidate is usable now: the earliest end of their
     /// cooldowns (a retry before then would only be passed over).
     pub usable_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Every model turn and tool call, in order (`tool_loop.rs`).
+    pub transcript: Vec<TranscriptEntry>,
 }
 
 fn failed(error: impl Into<String>) -> RunOutcome {
@@ -58,7 +64,7 @@ fn cap(mut text: String) -> String {
 }
 
 /// What a run needs to call providers.
-struct Caller<'a> {
+pub(super) struct Caller<'a> {
     registry: &'a RegistryHandle,
     refresher: &'a RefresherHandle,
     client: &'a reqwest::Client,
@@ -66,8 +72,37 @@ struct Caller<'a> {
     timeout: Duration,
 }
 
+/// What a run needs for its tools: the daemon's policy and who audits writes.
+#[derive(Clone)]
+pub(super) struct ToolsContext {
+    pub(super) policy: ToolsPolicy,
+    pub(super) audit: AuditLog,
+}
+
+/// The tools `agent` enables for run `run_id`, if any.
+fn run_tools(agent: &AgentRecord, context: &ToolsContext, run_id: &str) -> Option<RunTools> {
+    if agent.tools.is_empty() {
+        return None;
+    }
+    let max_tool_calls = agent.max_tool_calls.unwrap_or(DEFAULT_MAX_TOOL_CALLS);
+    Some(RunTools {
+        toolbox: ToolBox::new(
+            agent.tools.clone(),
+            agent.workspace_roots.clone(),
+            context.policy.clone(),
+            context.audit.clone(),
+            agent.agent_id.clone(),
+            run_id.to_owned(),
+        ),
+        calls_left: max_tool_calls,
+        max_tool_calls,
+    })
+}
+
 /// Runs `objective` for `agent`.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn execute(
+    tools: &ToolsContext,
     registry: &RegistryHandle,
     refresher: &RefresherHandle,
     client: &reqwest::Client,
@@ -148,18 +183,10 @@ pub(super) async fn execute(
         timeout,
     };
     let mut outputs = Vec::new();
+    let mut tools = run_tools(&agent, tools, run_id);
     for prompt in prompts {
-        match step(&caller, &candidates, &prompt, &mut outcome.attempts).await {
-            Ok(completion) => {
-                outcome.prompt_tokens = outcome
-                    .prompt_tokens
-                    .saturating_add(completion.prompt_tokens);
-                outcome.completion_tokens = outcome
-                    .completion_tokens
-                    .saturating_add(completion.completion_tokens);
-                outcome.tokens = outcome.tokens.saturating_add(completion.total_tokens());
-                outputs.push(completion.text);
-            }
+        match tool_loop::converse(&caller, &candidates, &prompt, &mut tools, &mut outcome).await {
+            Ok(text) => outputs.push(text),
             Err((error, retryable)) => {
                 outcome.error = Some(error);
                 outcome.retryable = retryable;
@@ -216,12 +243,15 @@ fn outcome_of(class: FailureClass) -> AttemptOutcome {
     }
 }
 
-/// One prompt over the candidates in order. Answers the completion, or the run's
-/// error and whether every candidate failed for a reason that passes.
-async fn step(
+/// One model turn (the prompt, the turns after it, the tools offered) over the
+/// candidates in order. Answers the completion, or the run's error and whether every
+/// candidate failed for a reason that passes.
+pub(super) async fn step(
     caller: &Caller<'_>,
     candidates: &[(String, String)],
     prompt: &str,
+    turns: &[Turn],
+    tools: &[ToolSpec],
     attempts: &mut Vec<RunAttempt>,
 ) -> Result<Completion, (String, bool)> {
     let ids = candidates.iter().map(|(id, _)| id.clone()).collect();
@@ -238,7 +268,7 @@ async fn step(
             attempts.push(skipped(&skip, model));
             continue;
         }
-        match attempt(caller, profile_id, model, prompt, attempts).await {
+        match attempt(caller, profile_id, model, (prompt, turns, tools), attempts).await {
             Ok(completion) => return Ok(completion),
             Err(failure) => {
                 if failure.class == FailureClass::BadRequest {
@@ -268,7 +298,7 @@ async fn attempt(
     caller: &Caller<'_>,
     profile_id: &str,
     model: &str,
-    prompt: &str,
+    (prompt, turns, tools): (&str, &[Turn], &[ToolSpec]),
     attempts: &mut Vec<RunAttempt>,
 ) -> Result<Completion, CallFailure> {
     let registry = caller.registry;
@@ -313,6 +343,8 @@ async fn attempt(
             base_url: &settings.api_base_url,
             model,
             prompt,
+            turns,
+            tools,
             run_id: caller.run_id,
             timeout: caller.timeout,
         };
