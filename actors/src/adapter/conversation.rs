@@ -65,7 +65,8 @@ pub(super) fn openai_messages(prompt: &str, turns: &[Turn]) -> Vec<Value> {
                 } else {
                     json!(text)
                 };
-                messages.push(json!({ "role": "assistant", "content": content, "tool_calls": calls }));
+                messages
+                    .push(json!({ "role": "assistant", "content": content, "tool_calls": calls }));
             }
             Turn::Results(results) => {
                 for r in results {
@@ -111,7 +112,10 @@ pub(super) fn openai_calls(message: &Value) -> Vec<ToolCall> {
                     };
                     ToolCall {
                         id: c["id"].as_str().unwrap_or_default().to_owned(),
-                        name: c["function"]["name"].as_str().unwrap_or_default().to_owned(),
+                        name: c["function"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
                         arguments,
                     }
                 })
@@ -201,8 +205,14 @@ mod tests {
     fn openai_history_carries_calls_as_json_strings_and_results_as_tool_messages() {
         let m = openai_messages("p", &history());
         assert_eq!(m.len(), 3);
-        assert_eq!(m[1]["tool_calls"][0]["function"]["arguments"], r#"{"path":"a.txt"}"#);
-        assert_eq!(m[2], json!({ "role": "tool", "tool_call_id": "c1", "content": "hello" }));
+        assert_eq!(
+            m[1]["tool_calls"][0]["function"]["arguments"],
+            r#"{"path":"a.txt"}"#
+        );
+        assert_eq!(
+            m[2],
+            json!({ "role": "tool", "tool_call_id": "c1", "content": "hello" })
+        );
         let calls = openai_calls(&m[1]);
         assert_eq!(calls[0].arguments, json!({ "path": "a.txt" }));
     }

@@ -36,7 +36,11 @@ pub(super) async fn complete(
     // A message that calls tools may have no content (`null`).
     let text = message["content"]
         .as_str()
-        .or(if tool_calls.is_empty() { None } else { Some("") })
+        .or(if tool_calls.is_empty() {
+            None
+        } else {
+            Some("")
+        })
         .ok_or_else(|| {
             CallFailure::new(
                 FailureClass::Unavailable,

@@ -233,7 +233,10 @@ impl AgentPatch {
             validate_candidates(candidates)?;
         }
         validate_agent_cap(self.max_concurrent_runs.flatten())?;
-        validate_tools(self.tools.as_deref().unwrap_or_default(), self.max_tool_calls.flatten())?;
+        validate_tools(
+            self.tools.as_deref().unwrap_or_default(),
+            self.max_tool_calls.flatten(),
+        )?;
         Ok(())
     }
 }

@@ -164,13 +164,16 @@ impl ObjectivesActor {
         };
         let task = tokio::spawn(async move {
             drive(plan, || {
-                let (registry, refresher, client, tools) =
-                    (registry.clone(), refresher.clone(), client.clone(), tools.clone());
+                let (registry, refresher, client, tools) = (
+                    registry.clone(),
+                    refresher.clone(),
+                    client.clone(),
+                    tools.clone(),
+                );
                 let (agent, objective, run_id) = (agent.clone(), objective.clone(), run_id.clone());
                 async move {
                     runner::execute(
-                        &tools, &registry, &refresher, &client, agent, &objective, &run_id,
-                        timeout,
+                        &tools, &registry, &refresher, &client, agent, &objective, &run_id, timeout,
                     )
                     .await
                 }

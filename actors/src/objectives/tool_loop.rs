@@ -60,7 +60,10 @@ pub(super) async fn converse(
         entry.text = (!completion.text.is_empty()).then(|| capped(&completion.text));
         entry.prompt_tokens = Some(completion.prompt_tokens);
         entry.completion_tokens = Some(completion.completion_tokens);
-        outcome.transcript.push(entry);
+        // A run without tools is one prompt and one answer: its record says it all.
+        if tools.is_some() {
+            outcome.transcript.push(entry);
+        }
         if final_answer {
             return Ok(completion.text);
         }

@@ -82,9 +82,18 @@ pub(super) fn capped(text: &str) -> String {
 /// Header names whose values are never recorded: they carry credentials.
 fn credential_header(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    ["authorization", "cookie", "key", "token", "secret", "auth", "password", "session"]
-        .iter()
-        .any(|w| name.contains(w))
+    [
+        "authorization",
+        "cookie",
+        "key",
+        "token",
+        "secret",
+        "auth",
+        "password",
+        "session",
+    ]
+    .iter()
+    .any(|w| name.contains(w))
 }
 
 /// The arguments as recorded: strings capped, and the values of credential-like

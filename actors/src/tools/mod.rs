@@ -205,12 +205,19 @@ impl ToolBox {
                 let (outcome, detail, output) = match result {
                     Ok(written) => (
                         AuditOutcome::Success,
-                        format!("run {}: workspace_write {} ({bytes} bytes)", self.run_id, written.display()),
+                        format!(
+                            "run {}: workspace_write {} ({bytes} bytes)",
+                            self.run_id,
+                            written.display()
+                        ),
                         ToolOutput::ok(format!("wrote {bytes} bytes to {}", written.display())),
                     ),
                     Err(reason) => (
                         AuditOutcome::Failure,
-                        format!("run {}: workspace_write {shown:?} refused: {reason}", self.run_id),
+                        format!(
+                            "run {}: workspace_write {shown:?} refused: {reason}",
+                            self.run_id
+                        ),
                         ToolOutput::refused(reason),
                     ),
                 };
@@ -228,9 +235,7 @@ impl ToolBox {
 }
 
 /// Runs file-system work on tokio's blocking pool.
-async fn blocking(
-    work: impl FnOnce() -> Result<String, String> + Send + 'static,
-) -> ToolOutput {
+async fn blocking(work: impl FnOnce() -> Result<String, String> + Send + 'static) -> ToolOutput {
     match tokio::task::spawn_blocking(work).await {
         Ok(Ok(text)) => ToolOutput::ok(text),
         Ok(Err(reason)) => ToolOutput::refused(reason),

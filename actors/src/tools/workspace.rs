@@ -67,6 +67,9 @@ pub fn check_root(root: &str, protected: &[PathBuf]) -> Result<(), String> {
 pub struct Workspace {
     /// Roots resolved with their symlinks; roots that do not exist are left out.
     roots: Vec<PathBuf>,
+    /// The roots as configured (lexically normalized), for the check before any
+    /// file-system access.
+    given: Vec<PathBuf>,
     /// The first root as configured, which relative paths start from (when it exists).
     first: Option<PathBuf>,
     protected: Vec<PathBuf>,
@@ -74,14 +77,13 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn new(roots: &[String], protected: &[PathBuf]) -> Self {
-        let first = roots
-            .first()
-            .and_then(|r| std::fs::canonicalize(r).ok());
+        let first = roots.first().and_then(|r| std::fs::canonicalize(r).ok());
         Self {
             roots: roots
                 .iter()
                 .filter_map(|r| std::fs::canonicalize(r).ok())
                 .collect(),
+            given: roots.iter().map(|r| lexical(Path::new(r))).collect(),
             first,
             protected: protected.iter().map(|p| resolved(p)).collect(),
         }
@@ -104,13 +106,26 @@ impl Workspace {
             return Err("the path contains a NUL byte".into());
         }
         let path = Path::new(raw);
-        if path.is_absolute() {
-            return Ok(path.to_owned());
+        let joined = if path.is_absolute() {
+            path.to_owned()
+        } else {
+            match &self.first {
+                Some(first) => first.join(path),
+                None => return Err("the agent's first workspace root does not exist".into()),
+            }
+        };
+        // Refused before the file system is asked anything, so a path out of the
+        // roots tells nothing about what exists there.
+        let normal = lexical(&joined);
+        if !self
+            .roots
+            .iter()
+            .chain(&self.given)
+            .any(|r| normal.starts_with(r))
+        {
+            return Err("the path resolves outside every workspace root".into());
         }
-        match &self.first {
-            Some(first) => Ok(first.join(path)),
-            None => Err("the agent's first workspace root does not exist".into()),
-        }
+        Ok(joined)
     }
 
     /// An existing path, resolved with every symlink, inside a root.
@@ -126,7 +141,8 @@ impl Workspace {
     pub fn list(&self, raw: Option<&str>) -> Result<String, String> {
         let dir = self.existing(raw.unwrap_or("."))?;
         let mut entries = Vec::new();
-        let read = std::fs::read_dir(&dir).map_err(|e| format!("cannot list: {}", io_reason(&e)))?;
+        let read =
+            std::fs::read_dir(&dir).map_err(|e| format!("cannot list: {}", io_reason(&e)))?;
         for entry in read.flatten().take(MAX_ENTRIES) {
             let Ok(meta) = entry.path().symlink_metadata() else {
                 continue;
@@ -145,13 +161,17 @@ impl Workspace {
             }));
         }
         entries.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-        Ok(serde_json::json!({ "path": dir.display().to_string(), "entries": entries }).to_string())
+        Ok(
+            serde_json::json!({ "path": dir.display().to_string(), "entries": entries })
+                .to_string(),
+        )
     }
 
     /// `workspace_read {path}`: the file's text, at most [`MAX_READ_BYTES`].
     pub fn read(&self, raw: &str) -> Result<String, String> {
         let file = self.existing(raw)?;
-        let mut f = std::fs::File::open(&file).map_err(|e| format!("cannot read: {}", io_reason(&e)))?;
+        let mut f =
+            std::fs::File::open(&file).map_err(|e| format!("cannot read: {}", io_reason(&e)))?;
         if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
             return Err(format!("{raw:?} is not a file"));
         }
@@ -180,12 +200,21 @@ impl Workspace {
             return Err(format!("{raw:?} does not name a file"));
         };
         let name = name.to_owned();
-        let parent = path.parent().ok_or_else(|| format!("{raw:?} has no directory"))?;
-        let parent = std::fs::canonicalize(parent)
-            .map_err(|e| format!("the directory of {raw:?} cannot be opened: {}", io_reason(&e)))?;
+        let parent = path
+            .parent()
+            .ok_or_else(|| format!("{raw:?} has no directory"))?;
+        let parent = std::fs::canonicalize(parent).map_err(|e| {
+            format!(
+                "the directory of {raw:?} cannot be opened: {}",
+                io_reason(&e)
+            )
+        })?;
         let mut target = parent.join(&name);
         // A symlink at the target is followed, and where it leads must be allowed too.
-        if target.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+        if target
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
             target = std::fs::canonicalize(&target)
                 .map_err(|_| format!("{raw:?} is a symlink that leads nowhere"))?;
         }
@@ -252,11 +281,18 @@ mod tests {
         assert!(ws.read("link").unwrap_err().contains("outside"));
         assert!(ws.write("link", "x").unwrap_err().contains("outside"));
         assert!(ws.write("../x", "x").unwrap_err().contains("outside"));
-        assert_eq!(std::fs::read_to_string(outside.join("secret")).unwrap(), "s");
+        assert_eq!(
+            std::fs::read_to_string(outside.join("secret")).unwrap(),
+            "s"
+        );
         let written = ws.write("new.txt", "hello").unwrap();
         assert_eq!(std::fs::read_to_string(written).unwrap(), "hello");
         // Only the file itself is left: the temporary file was renamed.
-        let names: Vec<_> = std::fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(names.len(), 3);
         std::fs::remove_dir_all(root).unwrap();
         std::fs::remove_dir_all(outside).unwrap();
