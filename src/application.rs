@@ -387,8 +387,10 @@ impl Application {
             (vault, vault_ops),
             &audit,
             &actor_metrics,
-            &http_client,
-            crate::tools_policy::policy(&settings, &data_dir),
+            (
+                &http_client,
+                crate::tools_policy::policy(&settings, &data_dir),
+            ),
         )
         .await;
         let (sessions, handoffs, registry, refresher, objectives) = match started {
@@ -651,8 +653,7 @@ async fn start_actors(
     (vault, vault_ops): (Vault, Vec<palyra_storage::WriteOp>),
     audit: &AuditLog,
     metrics: &ActorMetrics,
-    http_client: &reqwest::Client,
-    tools: palyra_actors::tools::ToolsPolicy,
+    (http_client, tools): (&reqwest::Client, palyra_actors::tools::ToolsPolicy),
 ) -> Result<
     (
         SessionsHandle,

@@ -147,6 +147,33 @@ async fn reads_are_confined_and_results_reach_the_model(api: Api, provider: &str
     assert!(!before_answer.contains(KEY));
     assert!(!json!(run["attempts"]).to_string().contains(KEY));
     assert!(!run.to_string().contains("root:x:0:0"));
+    // The CLI shows the transcript of one run.
+    let run_id = run["run_id"].as_str().unwrap();
+    let shown = crate::cli::palyra(
+        &app.base,
+        &["objectives", "runs", "o1", "--run", run_id],
+        None,
+    )
+    .await;
+    assert!(shown.ok, "{}", shown.stderr);
+    assert!(
+        shown.stdout.contains("tool workspace_read"),
+        "{}",
+        shown.stdout
+    );
+    assert!(shown.stdout.contains("REFUSED"), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains("disk full on db-2"),
+        "{}",
+        shown.stdout
+    );
+    let missing = crate::cli::palyra(
+        &app.base,
+        &["objectives", "runs", "o1", "--run", "o1-99"],
+        None,
+    )
+    .await;
+    assert!(!missing.ok);
 }
 
 #[tokio::test]
