@@ -37,3 +37,4 @@ mod providers_failover;
 mod providers_resolve;
 mod startup;
 mod tools;
+mod tools_fetch;

@@ -3,12 +3,16 @@
 //! per-run tool box that executes calls and tells refusals back to the model.
 //!
 //! Layout:
+//! - `fetch.rs`: `http_fetch` through the browser sessions' egress policy, pinned to
+//!   the addresses checked, the daemon's own listeners refused, answers capped and
+//!   HTML reduced to text.
 //! - `workspace.rs`: `workspace_list`, `workspace_read`, `workspace_write` inside the
 //!   agent's roots (symlinks resolved, protected paths refused, atomic writes).
 //!
 //! Tool results are untrusted input to the model: no tool reads the daemon's data
 //! dir or config, and none reaches the admin API or changes the daemon's state.
 
+pub mod fetch;
 pub mod workspace;
 
 use std::path::PathBuf;
@@ -24,6 +28,8 @@ use crate::audit::{AuditEntry, AuditKind, AuditLog, AuditOutcome};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentTool {
+    /// `http_fetch`.
+    HttpFetch,
     /// `workspace_list` and `workspace_read`.
     WorkspaceRead,
     /// `workspace_write`.
@@ -41,15 +47,8 @@ pub struct ToolsPolicy {
     pub protected: Vec<PathBuf>,
     /// One tool call at most this long; the run's deadline bounds all of them.
     pub call_timeout: Duration,
-}
-
-impl Default for ToolsPolicy {
-    fn default() -> Self {
-        Self {
-            protected: Vec::new(),
-            call_timeout: Duration::from_secs(30),
-        }
-    }
+    /// What `http_fetch` may reach.
+    pub fetch: fetch::FetchPolicy,
 }
 
 impl ToolsPolicy {
@@ -127,6 +126,18 @@ impl ToolBox {
     /// The tools offered to the model, in a fixed order.
     pub fn specs(&self) -> Vec<ToolSpec> {
         let mut specs = Vec::new();
+        if self.enabled.contains(&AgentTool::HttpFetch) {
+            specs.push(ToolSpec {
+                name: "http_fetch",
+                description: "Send one HTTP request (http or https) and read the answer's text (HTML reduced to text, at most 64 KiB).",
+                parameters: json!({ "type": "object", "required": ["url"], "properties": {
+                    "url": { "type": "string" },
+                    "method": { "type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] },
+                    "headers": { "type": "object", "additionalProperties": { "type": "string" } },
+                    "body": { "type": "string" }
+                }}),
+            });
+        }
         if self.enabled.contains(&AgentTool::WorkspaceRead) {
             specs.push(ToolSpec {
                 name: "workspace_list",
@@ -179,6 +190,32 @@ impl ToolBox {
         let text = |field: &str| args.get(field).and_then(Value::as_str).map(str::to_owned);
         let workspace = || workspace::Workspace::new(&self.roots, &self.policy.protected);
         match call.name.as_str() {
+            "http_fetch" => {
+                let request = match fetch::FetchRequest::parse(args) {
+                    Ok(r) => r,
+                    Err(reason) => return ToolOutput::refused(reason),
+                };
+                let writes = request.writes();
+                let what = format!("{} {}", request.method, cut_url(&request.url));
+                let result =
+                    fetch::fetch(&self.policy.fetch, request, self.policy.call_timeout).await;
+                if writes {
+                    self.audit.submit(AuditEntry::system(
+                        AuditKind::ToolWrite,
+                        self.agent_id.clone(),
+                        if result.is_ok() {
+                            AuditOutcome::Success
+                        } else {
+                            AuditOutcome::Failure
+                        },
+                        format!("run {}: http_fetch {what}", self.run_id),
+                    ));
+                }
+                match result {
+                    Ok(text) => ToolOutput::ok(text),
+                    Err(reason) => ToolOutput::refused(reason),
+                }
+            }
             "workspace_list" => {
                 let (ws, path) = (workspace(), text("path"));
                 blocking(move || ws.list(path.as_deref())).await
@@ -231,6 +268,20 @@ impl ToolBox {
             }
             other => ToolOutput::refused(format!("{other:?} is not a tool")),
         }
+    }
+}
+
+/// A URL as audited: without its query and fragment, which may carry a token.
+fn cut_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            url.set_query(None);
+            url.set_fragment(None);
+            let _ = url.set_password(None);
+            let _ = url.set_username("");
+            url.to_string()
+        }
+        Err(_) => "(an invalid URL)".into(),
     }
 }
 
