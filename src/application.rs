@@ -381,7 +381,8 @@ impl Application {
         );
         tracing::info!(node_id = %node_id, clustered = cluster.is_clustered(), "node identity");
         // One egress policy and resolver for browser sessions and runs' `http_fetch`.
-        let browser_policy = settings.browser.policy(&data_dir);
+        // No browser starts here: the first session starts its Chromium.
+        let browser = BrowserHandle::start(settings.browser.policy(&data_dir), audit.clone());
         let started = start_actors(
             &settings,
             (&storage, &snapshot, &cluster),
@@ -394,10 +395,11 @@ impl Application {
                 crate::tools_policy::policy(
                     &settings,
                     &data_dir,
-                    browser_policy.urls.clone(),
+                    browser.url_policy(),
                     std::iter::once(local_addr)
                         .chain(metrics_listener.as_ref().and_then(|l| l.local_addr().ok()))
                         .collect(),
+                    browser.clone(),
                 ),
             ),
         )
@@ -409,8 +411,6 @@ impl Application {
                 return Err(e);
             }
         };
-        // No browser starts here: the first session starts its Chromium.
-        let browser = BrowserHandle::start(browser_policy, audit.clone());
         let (allowed_hosts, any_ip_host) = crate::access::allowed_hosts(local_addr, &settings);
         let state = AppState::new(AppStateInner {
             sessions: sessions.clone(),

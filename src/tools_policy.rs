@@ -22,6 +22,7 @@ pub fn policy(
     data_dir: &Path,
     urls: UrlPolicy,
     listeners: Vec<SocketAddr>,
+    browser: palyra_actors::browser::BrowserHandle,
 ) -> ToolsPolicy {
     let mut protected = vec![data_dir.to_owned()];
     protected.extend(settings.config_file.clone());
@@ -32,5 +33,6 @@ pub fn policy(
             urls,
             own_listeners: listeners,
         },
+        browser: Some(browser),
     }
 }

@@ -37,4 +37,5 @@ mod providers_failover;
 mod providers_resolve;
 mod startup;
 mod tools;
+mod tools_browser;
 mod tools_fetch;

@@ -3,6 +3,8 @@
 //! per-run tool box that executes calls and tells refusals back to the model.
 //!
 //! Layout:
+//! - `browse.rs`: `browser_open`, `browser_click`, `browser_type`, `browser_read` on
+//!   one browser session owned by the run, closed when the run ends.
 //! - `fetch.rs`: `http_fetch` through the browser sessions' egress policy, pinned to
 //!   the addresses checked, the daemon's own listeners refused, answers capped and
 //!   HTML reduced to text.
@@ -12,6 +14,7 @@
 //! Tool results are untrusted input to the model: no tool reads the daemon's data
 //! dir or config, and none reaches the admin API or changes the daemon's state.
 
+pub mod browse;
 pub mod fetch;
 pub mod workspace;
 
@@ -30,6 +33,8 @@ use crate::audit::{AuditEntry, AuditKind, AuditLog, AuditOutcome};
 pub enum AgentTool {
     /// `http_fetch`.
     HttpFetch,
+    /// `browser_open`, `browser_click`, `browser_type`, `browser_read`.
+    Browser,
     /// `workspace_list` and `workspace_read`.
     WorkspaceRead,
     /// `workspace_write`.
@@ -49,6 +54,8 @@ pub struct ToolsPolicy {
     pub call_timeout: Duration,
     /// What `http_fetch` may reach.
     pub fetch: fetch::FetchPolicy,
+    /// The browser actor, for the browser tools (none: they refuse).
+    pub browser: Option<crate::browser::BrowserHandle>,
 }
 
 impl ToolsPolicy {
@@ -92,6 +99,9 @@ pub struct ToolBox {
     audit: AuditLog,
     agent_id: String,
     run_id: String,
+    /// The run's browser session, opened by its first `browser_open`; dropping the
+    /// tool box (the run ended) closes it.
+    browser: Option<browse::RunBrowser>,
 }
 
 impl std::fmt::Debug for ToolBox {
@@ -120,6 +130,7 @@ impl ToolBox {
             audit,
             agent_id,
             run_id,
+            browser: None,
         }
     }
 
@@ -136,6 +147,31 @@ impl ToolBox {
                     "headers": { "type": "object", "additionalProperties": { "type": "string" } },
                     "body": { "type": "string" }
                 }}),
+            });
+        }
+        if self.enabled.contains(&AgentTool::Browser) {
+            let selector = json!({ "type": "string", "description": "A CSS selector; the first match is used." });
+            specs.push(ToolSpec {
+                name: "browser_open",
+                description: "Open a URL in the run's browser page (opening the page on first use).",
+                parameters: json!({ "type": "object", "required": ["url"], "properties": { "url": { "type": "string" } } }),
+            });
+            specs.push(ToolSpec {
+                name: "browser_click",
+                description: "Click the first element matching a CSS selector on the open page.",
+                parameters: json!({ "type": "object", "required": ["selector"], "properties": { "selector": selector } }),
+            });
+            specs.push(ToolSpec {
+                name: "browser_type",
+                description: "Type text into the first element matching a CSS selector on the open page.",
+                parameters: json!({ "type": "object", "required": ["selector", "text"], "properties": {
+                    "selector": selector, "text": { "type": "string" }
+                }}),
+            });
+            specs.push(ToolSpec {
+                name: "browser_read",
+                description: "Read the open page's visible text.",
+                parameters: json!({ "type": "object", "properties": {} }),
             });
         }
         if self.enabled.contains(&AgentTool::WorkspaceRead) {
@@ -189,6 +225,33 @@ impl ToolBox {
         let args = &call.arguments;
         let text = |field: &str| args.get(field).and_then(Value::as_str).map(str::to_owned);
         let workspace = || workspace::Workspace::new(&self.roots, &self.policy.protected);
+        if call.name.starts_with("browser_") {
+            let Some(handle) = self.policy.browser.clone() else {
+                return ToolOutput::refused("browser sessions are not available on this daemon");
+            };
+            let browser = self
+                .browser
+                .get_or_insert_with(|| browse::RunBrowser::new(handle));
+            let result = match call.name.as_str() {
+                "browser_open" => match text("url") {
+                    Some(url) => browser.open(&url).await,
+                    None => Err("browser_open needs a string `url`".into()),
+                },
+                "browser_click" => match text("selector") {
+                    Some(selector) => browser.click(&selector).await,
+                    None => Err("browser_click needs a string `selector`".into()),
+                },
+                "browser_type" => match (text("selector"), text("text")) {
+                    (Some(selector), Some(t)) => browser.type_text(&selector, &t).await,
+                    _ => Err("browser_type needs a string `selector` and a string `text`".into()),
+                },
+                _ => browser.read().await,
+            };
+            return match result {
+                Ok(text) => ToolOutput::ok(text),
+                Err(reason) => ToolOutput::refused(reason),
+            };
+        }
         match call.name.as_str() {
             "http_fetch" => {
                 let request = match fetch::FetchRequest::parse(args) {
