@@ -17,8 +17,11 @@ use crate::providers_failover::{add_key, fire};
 
 const KEY: &str = "sk-fetch-secret-key-0123456789";
 
+/// The requests a page received: what (method, body) and the headers.
+type Seen = Arc<Mutex<Vec<(String, HeaderMap)>>>;
+
 /// A page on loopback that records the requests it receives (method, headers).
-fn page() -> (Served, Arc<Mutex<Vec<(String, HeaderMap)>>>) {
+fn page() -> (Served, Seen) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (a, b) = (Arc::clone(&seen), Arc::clone(&seen));
     let app = Router::new().route(
@@ -139,10 +142,12 @@ async fn a_page_is_fetched_as_text_and_the_daemon_itself_is_refused() {
         "{results:?}"
     );
     assert!(!results[3].1 && results[3].0.contains("ack"), "{results:?}");
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 2);
-    assert_eq!(seen[0].1.get("x-trace").unwrap(), "t1");
-    assert_eq!(seen[1].0, "POST hello");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0].1.get("x-trace").unwrap(), "t1");
+        assert_eq!(seen[1].0, "POST hello");
+    }
     // The transcript keeps no credential-like header value, the admin token least.
     let text = run["transcript"].to_string();
     assert!(!text.contains(crate::helpers::ADMIN_TOKEN));

@@ -21,7 +21,8 @@
 //!   runs.
 //! - `agents.rs`: agent CRUD on the actor.
 //! - `lifecycle.rs`: objective CRUD and lifecycle actions on the actor.
-//! - `runner.rs`: one run on a tokio worker: credential, chat completion, tokens.
+//! - `runner.rs`: one run on a tokio worker: candidates, prompts, tokens.
+//! - `call.rs`: one model turn over the candidates (failover, cooldowns, refresh).
 //! - `tool_loop.rs`: one prompt as a conversation with the agent's tools (calls
 //!   executed, results returned, until the model answers), within `max_tool_calls`.
 //! - `transcript.rs`: the transcript a run's record keeps, without secrets.
@@ -41,6 +42,7 @@
 
 mod actor;
 mod agents;
+mod call;
 mod cancel;
 mod firing;
 mod handle;

@@ -1,26 +1,23 @@
 //! One run of an objective: the agent's candidates (`model_profiles`, or the one
-//! element `default_model_profile` + `model`) tried in order for each prompt; a
-//! candidate that cannot be used now is passed over, a retryable failure fails over to
-//! the next one, a bad request ends the run. Every attempt is recorded, each call's
-//! outcome goes to the registry (cooldowns, `needs_reauth`), and tokens are counted as
-//! input and output. Runs on a tokio worker; never inside an actor.
+//! element `default_model_profile` + `model`) tried in order for each prompt (each
+//! turn of `call.rs`: a candidate that cannot be used now is passed over, a retryable
+//! failure fails over to the next one, a bad request ends the run), as a conversation
+//! with the agent's tools (`tool_loop.rs`). Every attempt is recorded, and tokens are
+//! counted as input and output. Runs on a tokio worker; never inside an actor.
 //! Provider calls go through the daemon's one outbound client
 //! (`crate::outbound::client`), which the objectives actor was started with, and the
 //! adapter of the profile's provider (`crate::adapter`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::model::{
-    AgentRecord, AttemptOutcome, MAX_OUTPUT_BYTES, ObjectiveKind, ObjectiveRecord, RunAttempt,
-};
-use super::tool_loop::{self, RunTools};
+use super::call::{Caller, earliest_end, skipped, transient_skip};
+use super::model::{AgentRecord, MAX_OUTPUT_BYTES, ObjectiveKind, ObjectiveRecord, RunAttempt};
+use super::tool_loop::{self, RunTools, Tally};
 use super::transcript::TranscriptEntry;
-use crate::adapter::{self, CallFailure, CallRequest, Completion, FailureClass, ToolSpec, Turn};
 use crate::audit::AuditLog;
 use crate::refresher::RefresherHandle;
-use crate::registry::cooldown::CallNote;
 use crate::registry::handle::RegistryHandle;
-use crate::registry::model::{CooldownReason, ResolveSkip, SkipReason};
+use crate::registry::model::ResolveSkip;
 use crate::tools::{DEFAULT_MAX_TOOL_CALLS, ToolBox, ToolsPolicy};
 
 /// What a run came to.
@@ -61,15 +58,6 @@ fn cap(mut text: String) -> String {
         text.truncate(end);
     }
     text
-}
-
-/// What a run needs to call providers.
-pub(super) struct Caller<'a> {
-    registry: &'a RegistryHandle,
-    refresher: &'a RefresherHandle,
-    client: &'a reqwest::Client,
-    run_id: &'a str,
-    timeout: Duration,
 }
 
 /// What a run needs for its tools: the daemon's policy and who audits writes.
@@ -184,8 +172,20 @@ pub(super) async fn execute(
     };
     let mut outputs = Vec::new();
     let mut tools = run_tools(&agent, tools, run_id);
+    let mut tally = Tally {
+        attempts: std::mem::take(&mut outcome.attempts),
+        ..Tally::default()
+    };
     for prompt in prompts {
-        match tool_loop::converse(&caller, &candidates, &prompt, &mut tools, &mut outcome).await {
+        let conversed =
+            tool_loop::converse(&caller, &candidates, &prompt, &mut tools, &mut tally).await;
+        // Every turn counts, those of a conversation that failed too.
+        outcome.prompt_tokens = tally.prompt_tokens;
+        outcome.completion_tokens = tally.completion_tokens;
+        outcome.tokens = tally.prompt_tokens.saturating_add(tally.completion_tokens);
+        outcome.attempts.clone_from(&tally.attempts);
+        outcome.transcript.clone_from(&tally.transcript);
+        match conversed {
             Ok(text) => outputs.push(text),
             Err((error, retryable)) => {
                 outcome.error = Some(error);
@@ -208,228 +208,4 @@ pub(super) async fn execute(
         outcome.output = Some(cap(outputs.join("\n\n")));
     }
     outcome
-}
-
-fn skipped(skip: &ResolveSkip, model: &str) -> RunAttempt {
-    RunAttempt {
-        profile_id: skip.profile_id.clone(),
-        model: model.to_owned(),
-        outcome: AttemptOutcome::Skipped,
-        latency_ms: 0,
-        detail: Some(skip.detail.clone()),
-    }
-}
-
-/// The earliest end among `skips`' cooldowns.
-fn earliest_end(skips: &[ResolveSkip]) -> Option<chrono::DateTime<chrono::Utc>> {
-    skips.iter().filter_map(|s| s.until).min()
-}
-
-/// A skip that ends by itself (a cooldown), so the run may succeed later.
-fn transient_skip(skip: &ResolveSkip) -> bool {
-    matches!(
-        skip.reason,
-        SkipReason::RateLimited | SkipReason::CoolingDown
-    )
-}
-
-fn outcome_of(class: FailureClass) -> AttemptOutcome {
-    match class {
-        FailureClass::RateLimited => AttemptOutcome::RateLimited,
-        FailureClass::Unavailable => AttemptOutcome::Unavailable,
-        FailureClass::Auth => AttemptOutcome::Auth,
-        FailureClass::Billing => AttemptOutcome::Billing,
-        FailureClass::BadRequest => AttemptOutcome::BadRequest,
-    }
-}
-
-/// One model turn (the prompt, the turns after it, the tools offered) over the
-/// candidates in order. Answers the completion, or the run's error and whether every
-/// candidate failed for a reason that passes.
-pub(super) async fn step(
-    caller: &Caller<'_>,
-    candidates: &[(String, String)],
-    prompt: &str,
-    turns: &[Turn],
-    tools: &[ToolSpec],
-    attempts: &mut Vec<RunAttempt>,
-) -> Result<Completion, (String, bool)> {
-    let ids = candidates.iter().map(|(id, _)| id.clone()).collect();
-    let usable = match caller.registry.check_usable(ids).await {
-        Ok(usable) => usable,
-        Err(e) => return Err((e.to_string(), false)),
-    };
-    let mut failures = Vec::new();
-    let mut all_transient = true;
-    for ((profile_id, model), skip) in candidates.iter().zip(usable) {
-        if let Some(skip) = skip {
-            all_transient &= transient_skip(&skip);
-            failures.push(format!("{profile_id} skipped: {}", skip.detail));
-            attempts.push(skipped(&skip, model));
-            continue;
-        }
-        match attempt(caller, profile_id, model, (prompt, turns, tools), attempts).await {
-            Ok(completion) => return Ok(completion),
-            Err(failure) => {
-                if failure.class == FailureClass::BadRequest {
-                    // The request itself is wrong: another candidate would be asked the same.
-                    return Err((failure.message, false));
-                }
-                all_transient &= matches!(
-                    failure.class,
-                    FailureClass::RateLimited | FailureClass::Unavailable
-                );
-                failures.push(format!("{profile_id} ({model}): {}", failure.message));
-            }
-        }
-    }
-    let error = match failures.as_slice() {
-        [] => "the agent has no candidate to run with".to_owned(),
-        [only] => only.clone(),
-        many => format!("every candidate failed: {}", many.join("; ")),
-    };
-    Err((error, all_transient && !failures.is_empty()))
-}
-
-/// One candidate: the call (after a refresh when the OAuth token has expired), and
-/// once more after a refresh when an OAuth token is answered 401. Records each call
-/// and tells the registry what it came to.
-async fn attempt(
-    caller: &Caller<'_>,
-    profile_id: &str,
-    model: &str,
-    (prompt, turns, tools): (&str, &[Turn], &[ToolSpec]),
-    attempts: &mut Vec<RunAttempt>,
-) -> Result<Completion, CallFailure> {
-    let registry = caller.registry;
-    let not_called = |detail: String, attempts: &mut Vec<RunAttempt>| {
-        attempts.push(RunAttempt {
-            profile_id: profile_id.to_owned(),
-            model: model.to_owned(),
-            outcome: AttemptOutcome::Skipped,
-            latency_ms: 0,
-            detail: Some(detail.clone()),
-        });
-        // Not the provider's answer: no cooldown, and not worth a retry of the run.
-        CallFailure::new(FailureClass::Auth, detail)
-    };
-    let mut refreshed = false;
-    loop {
-        let mut credential = match registry.bearer(profile_id).await {
-            Ok(c) => c,
-            Err(e) => return Err(not_called(e.to_string(), attempts)),
-        };
-        if credential.expired && !refreshed {
-            // An expired OAuth token is refreshed first (joining a refresh in flight).
-            refreshed = true;
-            if let Err(e) = caller.refresher.refresh_now(profile_id).await {
-                return Err(not_called(
-                    format!("the credential has expired and could not be refreshed: {e}"),
-                    attempts,
-                ));
-            }
-            credential = match registry.bearer(profile_id).await {
-                Ok(c) => c,
-                Err(e) => return Err(not_called(e.to_string(), attempts)),
-            };
-        }
-        let Some(settings) = registry.providers().get(&credential.provider) else {
-            return Err(not_called(
-                format!("provider {} is not configured", credential.provider),
-                attempts,
-            ));
-        };
-        let request = CallRequest {
-            base_url: &settings.api_base_url,
-            model,
-            prompt,
-            turns,
-            tools,
-            run_id: caller.run_id,
-            timeout: caller.timeout,
-        };
-        let started = Instant::now();
-        let result = adapter::complete(
-            settings.api_style,
-            caller.client,
-            &credential.secret,
-            &request,
-        )
-        .await;
-        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let oauth = credential.oauth;
-        drop(credential);
-        let mut record = RunAttempt {
-            profile_id: profile_id.to_owned(),
-            model: model.to_owned(),
-            outcome: AttemptOutcome::Ok,
-            latency_ms,
-            detail: None,
-        };
-        let failure = match result {
-            Ok(completion) => {
-                attempts.push(record);
-                if let Err(e) = registry.note_call(profile_id, CallNote::Succeeded).await {
-                    tracing::warn!(profile_id, error = %e, "clearing a cooldown failed");
-                }
-                return Ok(completion);
-            }
-            Err(failure) => failure,
-        };
-        record.outcome = outcome_of(failure.class);
-        record.detail = Some(failure.message.clone());
-        let reason = match failure.class {
-            FailureClass::RateLimited => Some(CooldownReason::RateLimited),
-            FailureClass::Unavailable => Some(CooldownReason::Unavailable),
-            FailureClass::Billing => Some(CooldownReason::Billing),
-            FailureClass::Auth | FailureClass::BadRequest => None,
-        };
-        if let Some(reason) = reason {
-            attempts.push(record);
-            let note = CallNote::Failed {
-                reason,
-                retry_after: failure.retry_after,
-                message: failure.message.clone(),
-            };
-            if let Err(e) = registry.note_call(profile_id, note).await {
-                tracing::warn!(profile_id, error = %e, "recording a cooldown failed");
-            }
-            return Err(failure);
-        }
-        if failure.class == FailureClass::BadRequest {
-            attempts.push(record);
-            return Err(failure);
-        }
-        if oauth && !refreshed {
-            // An access token refused before its expiry may have been revoked or
-            // rotated elsewhere: refresh once and try again before giving it up.
-            refreshed = true;
-            record.detail = Some(format!(
-                "{}; refreshing the token and retrying",
-                failure.message
-            ));
-            attempts.push(record);
-            if let Err(e) = caller.refresher.refresh_now(profile_id).await {
-                return Err(CallFailure::new(
-                    FailureClass::Auth,
-                    format!(
-                        "{} and the token could not be refreshed: {e}",
-                        failure.message
-                    ),
-                ));
-            }
-            continue;
-        }
-        attempts.push(record);
-        if let Err(e) = registry.mark_rejected(profile_id).await {
-            tracing::warn!(profile_id, error = %e, "marking a credential needs_reauth failed");
-        }
-        return Err(CallFailure::new(
-            FailureClass::Auth,
-            format!(
-                "{}: credential {profile_id} was rejected and is marked needs_reauth",
-                failure.message
-            ),
-        ));
-    }
 }

@@ -6,7 +6,8 @@
 //! every turn are counted; at most `max_tool_calls` calls are made per run; the run's
 //! deadline (`retry.rs`) bounds all of it.
 
-use super::runner::{Caller, RunOutcome, step};
+use super::call::{Caller, step};
+use super::model::RunAttempt;
 use super::transcript::{TranscriptEntry, TranscriptKind, capped, recorded_arguments};
 use crate::adapter::{ToolResult, Turn};
 use crate::tools::ToolBox;
@@ -19,6 +20,15 @@ pub(super) struct RunTools {
     pub(super) max_tool_calls: u32,
 }
 
+/// What a run's conversations have come to so far.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    pub(super) prompt_tokens: u64,
+    pub(super) completion_tokens: u64,
+    pub(super) attempts: Vec<RunAttempt>,
+    pub(super) transcript: Vec<TranscriptEntry>,
+}
+
 /// Runs `prompt` to the model's final answer. Tokens, attempts and the transcript go
 /// into `outcome` as they happen, so a failure mid-conversation still counts and
 /// shows every turn before it. Errs with the run's error and whether a retry can help.
@@ -27,7 +37,7 @@ pub(super) async fn converse(
     candidates: &[(String, String)],
     prompt: &str,
     tools: &mut Option<RunTools>,
-    outcome: &mut RunOutcome,
+    outcome: &mut Tally,
 ) -> Result<String, (String, bool)> {
     let specs = tools
         .as_ref()
@@ -50,7 +60,6 @@ pub(super) async fn converse(
         outcome.completion_tokens = outcome
             .completion_tokens
             .saturating_add(completion.completion_tokens);
-        outcome.tokens = outcome.tokens.saturating_add(completion.total_tokens());
         let final_answer = completion.tool_calls.is_empty();
         let mut entry = TranscriptEntry::new(if final_answer {
             TranscriptKind::FinalAnswer
