@@ -380,9 +380,10 @@ impl Application {
             },
         );
         tracing::info!(node_id = %node_id, clustered = cluster.is_clustered(), "node identity");
-        // One egress policy and resolver for browser sessions and runs' `http_fetch`.
         // No browser starts here: the first session starts its Chromium.
         let browser = BrowserHandle::start(settings.browser.policy(&data_dir), audit.clone());
+        let listeners = [Some(&listener), metrics_listener.as_ref()];
+        let tools = crate::tools_policy::policy(&settings, &data_dir, &browser, listeners);
         let started = start_actors(
             &settings,
             (&storage, &snapshot, &cluster),
@@ -390,18 +391,7 @@ impl Application {
             (vault, vault_ops),
             &audit,
             &actor_metrics,
-            (
-                &http_client,
-                crate::tools_policy::policy(
-                    &settings,
-                    &data_dir,
-                    browser.url_policy(),
-                    std::iter::once(local_addr)
-                        .chain(metrics_listener.as_ref().and_then(|l| l.local_addr().ok()))
-                        .collect(),
-                    browser.clone(),
-                ),
-            ),
+            (&http_client, tools),
         )
         .await;
         let (sessions, handoffs, registry, refresher, objectives) = match started {

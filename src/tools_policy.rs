@@ -2,11 +2,10 @@
 //! reach (the data dir, the config file, the daemon's own listeners), the egress
 //! policy `http_fetch` shares with browser sessions, and the per-call timeout.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use palyra_actors::browser::UrlPolicy;
+use palyra_actors::browser::BrowserHandle;
 use palyra_actors::tools::ToolsPolicy;
 use palyra_actors::tools::fetch::FetchPolicy;
 
@@ -16,13 +15,13 @@ use crate::settings::Settings;
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The tools' policy of a daemon with `settings` on `data_dir`, listening on
-/// `listeners`; `urls` is the browser sessions' policy (and its one resolver).
-pub fn policy(
+/// `listeners`; `http_fetch` shares the browser sessions' egress policy and their one
+/// resolver, and the browser tools drive sessions through `browser`.
+pub fn policy<const N: usize>(
     settings: &Settings,
     data_dir: &Path,
-    urls: UrlPolicy,
-    listeners: Vec<SocketAddr>,
-    browser: palyra_actors::browser::BrowserHandle,
+    browser: &BrowserHandle,
+    listeners: [Option<&tokio::net::TcpListener>; N],
 ) -> ToolsPolicy {
     let mut protected = vec![data_dir.to_owned()];
     protected.extend(settings.config_file.clone());
@@ -30,9 +29,13 @@ pub fn policy(
         protected,
         call_timeout: CALL_TIMEOUT,
         fetch: FetchPolicy {
-            urls,
-            own_listeners: listeners,
+            urls: browser.url_policy(),
+            own_listeners: listeners
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l.local_addr().ok())
+                .collect(),
         },
-        browser: Some(browser),
+        browser: Some(browser.clone()),
     }
 }
