@@ -380,6 +380,10 @@ impl Application {
             },
         );
         tracing::info!(node_id = %node_id, clustered = cluster.is_clustered(), "node identity");
+        // No browser starts here: the first session starts its Chromium.
+        let browser = BrowserHandle::start(settings.browser.policy(&data_dir), audit.clone());
+        let listeners = [Some(&listener), metrics_listener.as_ref()];
+        let tools = crate::tools_policy::policy(&settings, &data_dir, &browser, listeners);
         let started = start_actors(
             &settings,
             (&storage, &snapshot, &cluster),
@@ -387,7 +391,7 @@ impl Application {
             (vault, vault_ops),
             &audit,
             &actor_metrics,
-            &http_client,
+            (&http_client, tools),
         )
         .await;
         let (sessions, handoffs, registry, refresher, objectives) = match started {
@@ -397,8 +401,6 @@ impl Application {
                 return Err(e);
             }
         };
-        // No browser starts here: the first session starts its Chromium.
-        let browser = BrowserHandle::start(settings.browser.policy(&data_dir), audit.clone());
         let notifications =
             crate::notify::start(&settings, (&storage, &writer), &registry, &cluster, &tls).await?;
         let (allowed_hosts, any_ip_host) = crate::access::allowed_hosts(local_addr, &settings);
@@ -655,7 +657,7 @@ async fn start_actors(
     (vault, vault_ops): (Vault, Vec<palyra_storage::WriteOp>),
     audit: &AuditLog,
     metrics: &ActorMetrics,
-    http_client: &reqwest::Client,
+    (http_client, tools): (&reqwest::Client, palyra_actors::tools::ToolsPolicy),
 ) -> Result<
     (
         SessionsHandle,
@@ -730,6 +732,7 @@ async fn start_actors(
             run_retention: settings.objectives.run_retention,
             provider_timeout: Duration::from_secs(settings.objectives.provider_timeout_s),
             max_concurrent_runs: settings.objectives.max_concurrent_runs,
+            tools,
         },
         audit.clone(),
         metrics.clone(),

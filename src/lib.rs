@@ -26,6 +26,7 @@ pub mod telemetry;
 pub mod testkit;
 pub mod tls;
 pub mod tls_gen;
+pub mod tools_policy;
 
 pub use application::{Application, StartError};
 pub use settings::Settings;

@@ -60,11 +60,13 @@ pub enum AuditKind {
     ClientSecretChanged,
     NotificationChannelCreated,
     NotificationChannelDeleted,
+    /// A run's tool wrote: `workspace_write`, or an `http_fetch` other than GET.
+    ToolWrite,
 }
 
 impl AuditKind {
     /// Every kind, for documentation and tests.
-    pub const ALL: [AuditKind; 32] = [
+    pub const ALL: [AuditKind; 33] = [
         AuditKind::Login,
         AuditKind::LoginFailed,
         AuditKind::SessionRevoked,
@@ -97,6 +99,7 @@ impl AuditKind {
         AuditKind::ClientSecretChanged,
         AuditKind::NotificationChannelCreated,
         AuditKind::NotificationChannelDeleted,
+        AuditKind::ToolWrite,
     ];
 }
 

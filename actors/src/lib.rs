@@ -24,6 +24,8 @@
 //!   actor that sends it, signed, with retries.
 //! - [`scheduler`]: the scheduler actor fires due objectives from one timer heap.
 //! - [`schedule`]: cron patterns in IANA time zones.
+//! - [`tools`]: the tools a run offers its model (workspace files) and their
+//!   execution within the daemon's policies.
 //! - [`refresher`]: the refresher actor keeps OAuth tokens fresh, one timer for all.
 //! - [`refresh_schedule`]: the schedule events the registry sends the refresher.
 //! - `due_heap`: the min-heap of due times the scheduler and the refresher share;
@@ -74,6 +76,7 @@ pub mod secret;
 pub mod sessions;
 pub mod snapshot;
 mod time;
+pub mod tools;
 pub mod vault;
 mod wire;
 

@@ -13,6 +13,7 @@ const KINDS = [
   'operator_created', 'operator_updated', 'operator_deleted', 'token_created', 'token_revoked',
   'client_secret_changed',
   'notification_channel_created', 'notification_channel_deleted',
+  'tool_write',
 ];
 const PAGE = 50;
 

@@ -6,6 +6,7 @@ import {
   actionButton, badge, field, h, linesOf, mount, notice, numberOf, select, table, valueOf, when,
 } from './dom.js';
 import { STATE_TONES } from './overview.js';
+import { transcriptView } from './transcript.js';
 
 const KINDS = [['objective', 'Objective (a goal)'], ['standing_order', 'Standing order'],
   ['heartbeat', 'Heartbeat'], ['program', 'Program (steps)']];
@@ -223,7 +224,8 @@ function runsTable(runs) {
           ? (r.output.length > 160
             ? h('details', {}, h('summary', { text: `${r.output.slice(0, 160)}…` }), h('pre', { text: r.output }))
             : h('pre', { text: r.output }))
-          : (r.error ? null : '—')))),
+          : (r.error ? null : '—'),
+        r.transcript && r.transcript.length ? transcriptView(r.transcript) : null))),
     { id: 'runs-table' });
 }
 

@@ -88,6 +88,11 @@ pub const ASSETS: &[Asset] = &[
         body: include_str!("../console/objectives.js"),
     },
     Asset {
+        name: "transcript.js",
+        content_type: JS,
+        body: include_str!("../console/transcript.js"),
+    },
+    Asset {
         name: "audit.js",
         content_type: JS,
         body: include_str!("../console/audit.js"),

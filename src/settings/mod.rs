@@ -63,6 +63,10 @@ pub struct Settings {
     pub browser: BrowserSettings,
     #[serde(default)]
     pub notifications: NotificationSettings,
+    /// The config file these settings were read from, if any: runs' tools never
+    /// reach it (`crate::tools_policy`).
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 /// HTTPS: both paths or neither.
@@ -428,7 +432,9 @@ impl Settings {
                 toml::Value::String(name.into()),
             );
         }
-        Self::from_table(table, &origin)
+        let mut settings = Self::from_table(table, &origin)?;
+        settings.config_file = file.map(Path::to_owned);
+        Ok(settings)
     }
 
     fn from_table(table: toml::Table, origin: &str) -> Result<Self, ConfigError> {

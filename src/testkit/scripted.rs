@@ -6,6 +6,10 @@
 //! no script is refused with 401. Every call is recorded with what it carried.
 //! `GET /v1/models` (the key check) answers from the same script: an `Ok` is the
 //! model list, a status is that status.
+//! A `ToolCall` answer asks for a tool in the API's own format (OpenAI `tool_calls`
+//! with JSON-string arguments; Anthropic `tool_use` blocks); a request whose history
+//! is malformed for its API (a tool result naming no earlier call, a tool call of a
+//! tool not offered) is refused with 400, as the real APIs do.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -47,6 +51,13 @@ pub enum Answer {
         input: u64,
         output: u64,
     },
+    /// 200 asking for one call of tool `name` with `arguments`, with this usage.
+    ToolCall {
+        name: &'static str,
+        arguments: Value,
+        input: u64,
+        output: u64,
+    },
 }
 
 /// Which API a call used.
@@ -68,6 +79,93 @@ pub struct ScriptedCall {
     pub run_id: Option<String>,
     /// The status answered (0 for a hang).
     pub status: u16,
+    /// The request body as received (messages, tools).
+    pub body: Value,
+}
+
+impl ScriptedCall {
+    /// The names of the tools the request offered.
+    pub fn tools_offered(&self) -> Vec<String> {
+        self.body["tools"]
+            .as_array()
+            .map(|tools| {
+                tools
+                    .iter()
+                    .filter_map(|t| t["function"]["name"].as_str().or(t["name"].as_str()))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The tool results the request carried, in order: (content, is_error).
+    pub fn tool_results(&self) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        for m in self.body["messages"].as_array().into_iter().flatten() {
+            if m["role"] == "tool" {
+                let text = m["content"].as_str().unwrap_or_default().to_owned();
+                out.push((text.clone(), text.starts_with("refused:")));
+            }
+            for b in m["content"].as_array().into_iter().flatten() {
+                if b["type"] == "tool_result" {
+                    out.push((
+                        b["content"].as_str().unwrap_or_default().to_owned(),
+                        b["is_error"].as_bool().unwrap_or(false),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Whether a request's history is well formed for its API: every tool result names a
+/// call of an earlier assistant turn, and every call names an offered tool.
+fn history_ok(api: Api, body: &Value) -> bool {
+    let offered: Vec<&str> = body["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["function"]["name"].as_str().or(t["name"].as_str()))
+        .collect();
+    let mut calls: Vec<&str> = Vec::new();
+    for m in body["messages"].as_array().into_iter().flatten() {
+        match api {
+            Api::OpenAi => {
+                for c in m["tool_calls"].as_array().into_iter().flatten() {
+                    let name = c["function"]["name"].as_str().unwrap_or_default();
+                    if !offered.contains(&name) || !c["function"]["arguments"].is_string() {
+                        return false;
+                    }
+                    calls.push(c["id"].as_str().unwrap_or_default());
+                }
+                if m["role"] == "tool"
+                    && !calls.contains(&m["tool_call_id"].as_str().unwrap_or_default())
+                {
+                    return false;
+                }
+            }
+            Api::Anthropic => {
+                for b in m["content"].as_array().into_iter().flatten() {
+                    if b["type"] == "tool_use" {
+                        let name = b["name"].as_str().unwrap_or_default();
+                        if m["role"] != "assistant" || !offered.contains(&name) {
+                            return false;
+                        }
+                        calls.push(b["id"].as_str().unwrap_or_default());
+                    }
+                    if b["type"] == "tool_result"
+                        && (m["role"] != "user"
+                            || !calls.contains(&b["tool_use_id"].as_str().unwrap_or_default()))
+                    {
+                        return false;
+                    }
+                }
+            }
+            Api::Models => {}
+        }
+    }
+    true
 }
 
 #[derive(Debug, Default)]
@@ -196,6 +294,7 @@ async fn answer(api: Api, state: &Mutex<State>, headers: &HeaderMap, body: &Valu
             .to_owned(),
         run_id: text(RUN_ID_HEADER),
         status: 0,
+        body: body.clone(),
     };
     // What the Messages API itself refuses, before any key is looked at.
     let refusal = match api {
@@ -207,6 +306,9 @@ async fn answer(api: Api, state: &Mutex<State>, headers: &HeaderMap, body: &Valu
             Some((400, "invalid_request_error"))
         }
         Api::OpenAi | Api::Models if key.is_none() => Some((401, "invalid_api_key")),
+        Api::OpenAi | Api::Anthropic if !history_ok(api, body) => {
+            Some((400, "invalid_request_error"))
+        }
         _ => None,
     };
     let next = {
@@ -227,7 +329,7 @@ async fn answer(api: Api, state: &Mutex<State>, headers: &HeaderMap, body: &Valu
         call.status = match (&refusal, &answer) {
             (Some((status, _)), _) => *status,
             (None, None) => 401,
-            (None, Some(Answer::Ok { .. } | Answer::Slow { .. })) => 200,
+            (None, Some(Answer::Ok { .. } | Answer::Slow { .. } | Answer::ToolCall { .. })) => 200,
             (None, Some(Answer::RateLimited(_))) => 429,
             (None, Some(Answer::Status(status, _))) => *status,
             (None, Some(Answer::Hang)) => 0,
@@ -254,8 +356,35 @@ async fn answer(api: Api, state: &Mutex<State>, headers: &HeaderMap, body: &Valu
         .into_response(),
     }
     };
+    let turn = call.body["messages"].as_array().map_or(0, Vec::len);
     match next {
         None => error(401, "authentication_error", &call.key),
+        Some(Answer::ToolCall {
+            name,
+            arguments,
+            input,
+            output,
+        }) => {
+            let id = format!("call_{turn}");
+            let usage_openai = json!({ "prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output });
+            match api {
+                Api::Anthropic => axum::Json(json!({
+                    "type": "message", "role": "assistant", "stop_reason": "tool_use",
+                    "content": [{ "type": "tool_use", "id": id, "name": name, "input": arguments }],
+                    "usage": { "input_tokens": input, "output_tokens": output }
+                }))
+                .into_response(),
+                _ => axum::Json(json!({
+                    "choices": [{ "finish_reason": "tool_calls", "message": {
+                        "role": "assistant", "content": null,
+                        "tool_calls": [{ "id": id, "type": "function",
+                            "function": { "name": name, "arguments": arguments.to_string() } }]
+                    }}],
+                    "usage": usage_openai
+                }))
+                .into_response(),
+            }
+        }
         Some(Answer::Ok { input, output }) => ok(input, output),
         Some(Answer::Slow {
             delay,

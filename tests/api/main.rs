@@ -43,3 +43,6 @@ mod providers_failover;
 mod providers_resolve;
 mod server_limits;
 mod startup;
+mod tools;
+mod tools_browser;
+mod tools_fetch;

@@ -5,6 +5,7 @@
 use serde_json::json;
 
 use super::classify::{network_failure, read_answer};
+use super::conversation::{anthropic_calls, anthropic_messages, anthropic_tools};
 use super::model::{CallFailure, CallRequest, Completion, FailureClass};
 use crate::secret::SecretString;
 
@@ -20,17 +21,21 @@ pub(super) async fn complete(
     secret: &SecretString,
     request: &CallRequest<'_>,
 ) -> Result<Completion, CallFailure> {
+    let mut payload = json!({
+        "model": request.model,
+        "max_tokens": MAX_TOKENS,
+        "messages": anthropic_messages(request.prompt, request.turns),
+    });
+    if !request.tools.is_empty() {
+        payload["tools"] = json!(anthropic_tools(request.tools));
+    }
     let response = client
         .post(format!("{}/v1/messages", request.base_url))
         .timeout(request.timeout)
         .header("x-api-key", secret.expose())
         .header("anthropic-version", ANTHROPIC_VERSION)
         .header("x-palyra-run-id", request.run_id)
-        .json(&json!({
-            "model": request.model,
-            "max_tokens": MAX_TOKENS,
-            "messages": [{ "role": "user", "content": request.prompt }],
-        }))
+        .json(&payload)
         .send()
         .await
         .map_err(|e| network_failure(&e))?;
@@ -50,6 +55,7 @@ pub(super) async fn complete(
     let usage = &body["usage"];
     Ok(Completion {
         text: text.join(""),
+        tool_calls: anthropic_calls(blocks),
         prompt_tokens: usage["input_tokens"].as_u64().unwrap_or(0),
         completion_tokens: usage["output_tokens"].as_u64().unwrap_or(0),
     })

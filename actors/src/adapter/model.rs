@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::conversation::{ToolCall, ToolSpec, Turn};
+
 /// One call as an adapter sends it.
 #[derive(Debug, Clone, Copy)]
 pub struct CallRequest<'a> {
@@ -9,6 +11,11 @@ pub struct CallRequest<'a> {
     pub base_url: &'a str,
     pub model: &'a str,
     pub prompt: &'a str,
+    /// The turns after the prompt (tool calls and their results); empty for a
+    /// plain prompt.
+    pub turns: &'a [Turn],
+    /// The tools offered; empty offers none (and the request names no tools).
+    pub tools: &'a [ToolSpec],
     /// Names the run, so a provider's logs (and the tests' fake) tie each call to the
     /// one durable run record it belongs to.
     pub run_id: &'a str,
@@ -20,6 +27,8 @@ pub struct CallRequest<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
     pub text: String,
+    /// The tools the model asked to call; empty when it answered.
+    pub tool_calls: Vec<ToolCall>,
     /// Input tokens (OpenAI's `prompt_tokens`, Anthropic's `input_tokens`).
     pub prompt_tokens: u64,
     /// Output tokens (`completion_tokens`, `output_tokens`).

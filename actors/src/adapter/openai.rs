@@ -5,6 +5,7 @@
 use serde_json::json;
 
 use super::classify::{network_failure, read_answer};
+use super::conversation::{openai_calls, openai_messages, openai_tools};
 use super::model::{CallFailure, CallRequest, Completion, FailureClass};
 use crate::secret::SecretString;
 
@@ -13,21 +14,33 @@ pub(super) async fn complete(
     secret: &SecretString,
     request: &CallRequest<'_>,
 ) -> Result<Completion, CallFailure> {
+    let mut payload = json!({
+        "model": request.model,
+        "messages": openai_messages(request.prompt, request.turns),
+    });
+    if !request.tools.is_empty() {
+        payload["tools"] = json!(openai_tools(request.tools));
+    }
     let response = client
         .post(format!("{}/v1/chat/completions", request.base_url))
         .timeout(request.timeout)
         .bearer_auth(secret.expose())
         .header("x-palyra-run-id", request.run_id)
-        .json(&json!({
-            "model": request.model,
-            "messages": [{ "role": "user", "content": request.prompt }],
-        }))
+        .json(&payload)
         .send()
         .await
         .map_err(|e| network_failure(&e))?;
     let body = read_answer(response).await?;
-    let text = body["choices"][0]["message"]["content"]
+    let message = &body["choices"][0]["message"];
+    let tool_calls = openai_calls(message);
+    // A message that calls tools may have no content (`null`).
+    let text = message["content"]
         .as_str()
+        .or(if tool_calls.is_empty() {
+            None
+        } else {
+            Some("")
+        })
         .ok_or_else(|| {
             CallFailure::new(
                 FailureClass::Unavailable,
@@ -45,6 +58,7 @@ pub(super) async fn complete(
     }
     Ok(Completion {
         text,
+        tool_calls,
         prompt_tokens,
         completion_tokens,
     })

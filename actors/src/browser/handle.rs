@@ -53,6 +53,12 @@ impl BrowserHandle {
     }
 
     /// How browsers are kept apart from the daemon, for the posture.
+    /// The sessions' egress policy and its resolver, for runs' `http_fetch` (one
+    /// policy, one resolver for the daemon).
+    pub fn url_policy(&self) -> super::UrlPolicy {
+        self.policy.urls.clone()
+    }
+
     pub fn isolation(&self) -> BrowserIsolation {
         self.isolation.report(self.policy.enabled)
     }

@@ -40,6 +40,8 @@ pub struct ObjectivesPolicy {
     pub provider_timeout: Duration,
     /// Runs going at once on this node, at most (`limits.rs`).
     pub max_concurrent_runs: usize,
+    /// What runs' tools may reach (`crate::tools`).
+    pub tools: crate::tools::ToolsPolicy,
 }
 
 pub(super) struct ObjectivesActor {

@@ -24,6 +24,12 @@ impl Handler<CreateAgent> for ObjectivesActor {
                 new.agent_id
             )))));
         }
+        if let Err(reason) = self.policy.tools.check_roots(&new.workspace_roots) {
+            return Box::pin(actix::fut::ready(Err(ActorError::invalid(
+                "workspace_roots",
+                reason,
+            ))));
+        }
         let now = to_datetime(now_ms());
         let agent = AgentRecord {
             display_name: new.display_name.unwrap_or_else(|| new.agent_id.clone()),
@@ -40,6 +46,8 @@ impl Handler<CreateAgent> for ObjectivesActor {
             },
             model_profiles: new.model_profiles,
             max_concurrent_runs: new.max_concurrent_runs,
+            tools: super::input::dedup_tools(new.tools),
+            max_tool_calls: new.max_tool_calls,
             created_at: now,
             updated_at: now,
         };
@@ -84,7 +92,19 @@ impl Handler<UpdateAgent> for ObjectivesActor {
             agent.display_name = v;
         }
         if let Some(v) = patch.workspace_roots {
+            if let Err(reason) = self.policy.tools.check_roots(&v) {
+                return Box::pin(actix::fut::ready(Err(ActorError::invalid(
+                    "workspace_roots",
+                    reason,
+                ))));
+            }
             agent.workspace_roots = v;
+        }
+        if let Some(v) = patch.tools {
+            agent.tools = super::input::dedup_tools(v);
+        }
+        if let Some(v) = patch.max_tool_calls {
+            agent.max_tool_calls = v;
         }
         if let Some(v) = patch.default_model_profile {
             agent.default_model_profile = v;

@@ -307,6 +307,7 @@ pub(super) fn waited_record(
         late_by_ms: None,
         retries: 0,
         queued_at: waited.queued_at,
+        transcript: Vec::new(),
     }
 }
 
@@ -548,6 +549,7 @@ impl ObjectivesActor {
                 run.prompt_tokens = o.prompt_tokens;
                 run.completion_tokens = o.completion_tokens;
                 run.attempts = o.attempts;
+                run.transcript = o.transcript;
                 run.output = o.output;
                 run.error = o.error;
                 run.retries = retries;

@@ -12,6 +12,7 @@ use super::model::{
 use crate::error::ActorError;
 use crate::ids::{validate_agent_id, validate_profile_id};
 use crate::schedule::Schedule;
+use crate::tools::AgentTool;
 
 /// Fields of a new objective (validated by the handle).
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -129,6 +130,13 @@ pub struct NewAgent {
     /// only the node's `objectives.max_concurrent_runs`).
     #[schema(minimum = 1, maximum = 100000)]
     pub max_concurrent_runs: Option<u32>,
+    /// The tools runs offer the model (none by default); a name given twice counts once.
+    #[serde(default)]
+    #[schema(max_items = 8)]
+    pub tools: Vec<AgentTool>,
+    /// Tool calls per run, at most: 1 to 1000 (default 20).
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_tool_calls: Option<u32>,
 }
 
 /// A change of an agent (`PATCH`).
@@ -160,6 +168,13 @@ pub struct AgentPatch {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 100000)]
     pub max_concurrent_runs: Option<Option<u32>>,
+    /// Replaces the tool list; `[]` enables none.
+    #[schema(max_items = 8)]
+    pub tools: Option<Vec<AgentTool>>,
+    /// `null` goes back to the default (20).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub max_tool_calls: Option<Option<u32>>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`: clear it) from an absent one (`None`:
@@ -194,6 +209,7 @@ impl NewAgent {
         }
         validate_candidates(&self.model_profiles)?;
         validate_agent_cap(self.max_concurrent_runs)?;
+        validate_tools(&self.tools, self.max_tool_calls)?;
         Ok(())
     }
 }
@@ -217,8 +233,34 @@ impl AgentPatch {
             validate_candidates(candidates)?;
         }
         validate_agent_cap(self.max_concurrent_runs.flatten())?;
+        validate_tools(
+            self.tools.as_deref().unwrap_or_default(),
+            self.max_tool_calls.flatten(),
+        )?;
         Ok(())
     }
+}
+
+/// At most 8 names; `max_tool_calls` from 1 to 1000.
+fn validate_tools(tools: &[AgentTool], max_tool_calls: Option<u32>) -> Result<(), ActorError> {
+    if tools.len() > 8 {
+        return Err(ActorError::invalid("tools", "at most 8 names"));
+    }
+    if max_tool_calls.is_some_and(|n| !(1..=1000).contains(&n)) {
+        return Err(ActorError::invalid("max_tool_calls", "from 1 to 1000"));
+    }
+    Ok(())
+}
+
+/// The tools in the order first given, each once.
+pub(crate) fn dedup_tools(tools: Vec<AgentTool>) -> Vec<AgentTool> {
+    let mut out: Vec<AgentTool> = Vec::new();
+    for t in tools {
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
 }
 
 impl NewObjective {

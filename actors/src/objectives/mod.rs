@@ -21,7 +21,11 @@
 //!   runs.
 //! - `agents.rs`: agent CRUD on the actor.
 //! - `lifecycle.rs`: objective CRUD and lifecycle actions on the actor.
-//! - `runner.rs`: one run on a tokio worker: credential, chat completion, tokens.
+//! - `runner.rs`: one run on a tokio worker: candidates, prompts, tokens.
+//! - `call.rs`: one model turn over the candidates (failover, cooldowns, refresh).
+//! - `tool_loop.rs`: one prompt as a conversation with the agent's tools (calls
+//!   executed, results returned, until the model answers), within `max_tool_calls`.
+//! - `transcript.rs`: the transcript a run's record keeps, without secrets.
 //! - `retry.rs`: a run's task around the runner: its attempts, the waits between
 //!   them, its deadline; and the pause after consecutive failed runs.
 //! - `limits.rs`: the concurrency caps (per node and per agent) and the FIFO of
@@ -38,6 +42,7 @@
 
 mod actor;
 mod agents;
+mod call;
 mod cancel;
 mod firing;
 mod handle;
@@ -48,6 +53,8 @@ pub(crate) mod model;
 mod retry;
 mod runner;
 mod sync;
+mod tool_loop;
+pub(crate) mod transcript;
 mod waiting;
 
 pub use actor::ObjectivesPolicy;
@@ -60,3 +67,4 @@ pub use model::{
     ObjectiveKind, ObjectivePage, ObjectiveRecord, ObjectiveState, Overlap, RetryPolicy, RunPage,
     RunRecord, RunStatus, RunSummary, RunTrigger, TRANSITIONS, Usage, transition,
 };
+pub use transcript::{TranscriptEntry, TranscriptKind};

@@ -31,6 +31,12 @@ pub struct AgentRecord {
     /// node's `objectives.max_concurrent_runs`); firings over it wait as `queued`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_runs: Option<u32>,
+    /// The tools runs offer the model (none by default).
+    #[serde(default)]
+    pub tools: Vec<crate::tools::AgentTool>,
+    /// Tool calls per run, at most (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tool_calls: Option<u32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -340,6 +346,10 @@ pub struct RunRecord {
     /// waited for the run before it, overlap `queue_one`, shows it while queued.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_at: Option<DateTime<Utc>>,
+    /// Each model turn, each tool call and the final answer, of a run whose agent
+    /// enables tools (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transcript: Vec<super::transcript::TranscriptEntry>,
 }
 
 /// One provider call of a run (or a candidate passed over without one).
@@ -445,6 +455,7 @@ pub(crate) fn new_run(
         late_by_ms: None,
         retries: 0,
         queued_at: (status == RunStatus::Queued).then_some(now),
+        transcript: Vec::new(),
     }
 }
 

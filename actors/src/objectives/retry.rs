@@ -158,14 +158,22 @@ impl ObjectivesActor {
         let timeout = self.policy.provider_timeout;
         let run_id = run.run_id.clone();
         let plan = RunPlan::of(&objective);
+        let tools = runner::ToolsContext {
+            policy: self.policy.tools.clone(),
+            audit: self.audit.clone(),
+        };
         let task = tokio::spawn(async move {
             drive(plan, || {
-                let (registry, refresher, client) =
-                    (registry.clone(), refresher.clone(), client.clone());
+                let (registry, refresher, client, tools) = (
+                    registry.clone(),
+                    refresher.clone(),
+                    client.clone(),
+                    tools.clone(),
+                );
                 let (agent, objective, run_id) = (agent.clone(), objective.clone(), run_id.clone());
                 async move {
                     runner::execute(
-                        &registry, &refresher, &client, agent, &objective, &run_id, timeout,
+                        &tools, &registry, &refresher, &client, agent, &objective, &run_id, timeout,
                     )
                     .await
                 }

@@ -1,23 +1,24 @@
 //! One run of an objective: the agent's candidates (`model_profiles`, or the one
-//! element `default_model_profile` + `model`) tried in order for each prompt; a
-//! candidate that cannot be used now is passed over, a retryable failure fails over to
-//! the next one, a bad request ends the run. Every attempt is recorded, each call's
-//! outcome goes to the registry (cooldowns, `needs_reauth`), and tokens are counted as
-//! input and output. Runs on a tokio worker; never inside an actor.
+//! element `default_model_profile` + `model`) tried in order for each prompt (each
+//! turn of `call.rs`: a candidate that cannot be used now is passed over, a retryable
+//! failure fails over to the next one, a bad request ends the run), as a conversation
+//! with the agent's tools (`tool_loop.rs`). Every attempt is recorded, and tokens are
+//! counted as input and output. Runs on a tokio worker; never inside an actor.
 //! Provider calls go through the daemon's one outbound client
 //! (`crate::outbound::client`), which the objectives actor was started with, and the
 //! adapter of the profile's provider (`crate::adapter`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::model::{
-    AgentRecord, AttemptOutcome, MAX_OUTPUT_BYTES, ObjectiveKind, ObjectiveRecord, RunAttempt,
-};
-use crate::adapter::{self, CallFailure, CallRequest, Completion, FailureClass};
+use super::call::{Caller, earliest_end, skipped, transient_skip};
+use super::model::{AgentRecord, MAX_OUTPUT_BYTES, ObjectiveKind, ObjectiveRecord, RunAttempt};
+use super::tool_loop::{self, RunTools, Tally};
+use super::transcript::TranscriptEntry;
+use crate::audit::AuditLog;
 use crate::refresher::RefresherHandle;
-use crate::registry::cooldown::CallNote;
 use crate::registry::handle::RegistryHandle;
-use crate::registry::model::{CooldownReason, ResolveSkip, SkipReason};
+use crate::registry::model::ResolveSkip;
+use crate::tools::{DEFAULT_MAX_TOOL_CALLS, ToolBox, ToolsPolicy};
 
 /// What a run came to.
 #[derive(Debug, Default)]
@@ -37,6 +38,8 @@ pub(super) struct RunOutcome {
     /// When `retryable` and no candidate is usable now: the earliest end of their
     /// cooldowns (a retry before then would only be passed over).
     pub usable_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Every model turn and tool call, in order (`tool_loop.rs`).
+    pub transcript: Vec<TranscriptEntry>,
 }
 
 fn failed(error: impl Into<String>) -> RunOutcome {
@@ -57,17 +60,37 @@ fn cap(mut text: String) -> String {
     text
 }
 
-/// What a run needs to call providers.
-struct Caller<'a> {
-    registry: &'a RegistryHandle,
-    refresher: &'a RefresherHandle,
-    client: &'a reqwest::Client,
-    run_id: &'a str,
-    timeout: Duration,
+/// What a run needs for its tools: the daemon's policy and who audits writes.
+#[derive(Clone)]
+pub(super) struct ToolsContext {
+    pub(super) policy: ToolsPolicy,
+    pub(super) audit: AuditLog,
+}
+
+/// The tools `agent` enables for run `run_id`, if any.
+fn run_tools(agent: &AgentRecord, context: &ToolsContext, run_id: &str) -> Option<RunTools> {
+    if agent.tools.is_empty() {
+        return None;
+    }
+    let max_tool_calls = agent.max_tool_calls.unwrap_or(DEFAULT_MAX_TOOL_CALLS);
+    Some(RunTools {
+        toolbox: ToolBox::new(
+            agent.tools.clone(),
+            agent.workspace_roots.clone(),
+            context.policy.clone(),
+            context.audit.clone(),
+            agent.agent_id.clone(),
+            run_id.to_owned(),
+        ),
+        calls_left: max_tool_calls,
+        max_tool_calls,
+    })
 }
 
 /// Runs `objective` for `agent`.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn execute(
+    tools: &ToolsContext,
     registry: &RegistryHandle,
     refresher: &RefresherHandle,
     client: &reqwest::Client,
@@ -148,18 +171,22 @@ pub(super) async fn execute(
         timeout,
     };
     let mut outputs = Vec::new();
+    let mut tools = run_tools(&agent, tools, run_id);
+    let mut tally = Tally {
+        attempts: std::mem::take(&mut outcome.attempts),
+        ..Tally::default()
+    };
     for prompt in prompts {
-        match step(&caller, &candidates, &prompt, &mut outcome.attempts).await {
-            Ok(completion) => {
-                outcome.prompt_tokens = outcome
-                    .prompt_tokens
-                    .saturating_add(completion.prompt_tokens);
-                outcome.completion_tokens = outcome
-                    .completion_tokens
-                    .saturating_add(completion.completion_tokens);
-                outcome.tokens = outcome.tokens.saturating_add(completion.total_tokens());
-                outputs.push(completion.text);
-            }
+        let conversed =
+            tool_loop::converse(&caller, &candidates, &prompt, &mut tools, &mut tally).await;
+        // Every turn counts, those of a conversation that failed too.
+        outcome.prompt_tokens = tally.prompt_tokens;
+        outcome.completion_tokens = tally.completion_tokens;
+        outcome.tokens = tally.prompt_tokens.saturating_add(tally.completion_tokens);
+        outcome.attempts.clone_from(&tally.attempts);
+        outcome.transcript.clone_from(&tally.transcript);
+        match conversed {
+            Ok(text) => outputs.push(text),
             Err((error, retryable)) => {
                 outcome.error = Some(error);
                 outcome.retryable = retryable;
@@ -181,223 +208,4 @@ pub(super) async fn execute(
         outcome.output = Some(cap(outputs.join("\n\n")));
     }
     outcome
-}
-
-fn skipped(skip: &ResolveSkip, model: &str) -> RunAttempt {
-    RunAttempt {
-        profile_id: skip.profile_id.clone(),
-        model: model.to_owned(),
-        outcome: AttemptOutcome::Skipped,
-        latency_ms: 0,
-        detail: Some(skip.detail.clone()),
-    }
-}
-
-/// The earliest end among `skips`' cooldowns.
-fn earliest_end(skips: &[ResolveSkip]) -> Option<chrono::DateTime<chrono::Utc>> {
-    skips.iter().filter_map(|s| s.until).min()
-}
-
-/// A skip that ends by itself (a cooldown), so the run may succeed later.
-fn transient_skip(skip: &ResolveSkip) -> bool {
-    matches!(
-        skip.reason,
-        SkipReason::RateLimited | SkipReason::CoolingDown
-    )
-}
-
-fn outcome_of(class: FailureClass) -> AttemptOutcome {
-    match class {
-        FailureClass::RateLimited => AttemptOutcome::RateLimited,
-        FailureClass::Unavailable => AttemptOutcome::Unavailable,
-        FailureClass::Auth => AttemptOutcome::Auth,
-        FailureClass::Billing => AttemptOutcome::Billing,
-        FailureClass::BadRequest => AttemptOutcome::BadRequest,
-    }
-}
-
-/// One prompt over the candidates in order. Answers the completion, or the run's
-/// error and whether every candidate failed for a reason that passes.
-async fn step(
-    caller: &Caller<'_>,
-    candidates: &[(String, String)],
-    prompt: &str,
-    attempts: &mut Vec<RunAttempt>,
-) -> Result<Completion, (String, bool)> {
-    let ids = candidates.iter().map(|(id, _)| id.clone()).collect();
-    let usable = match caller.registry.check_usable(ids).await {
-        Ok(usable) => usable,
-        Err(e) => return Err((e.to_string(), false)),
-    };
-    let mut failures = Vec::new();
-    let mut all_transient = true;
-    for ((profile_id, model), skip) in candidates.iter().zip(usable) {
-        if let Some(skip) = skip {
-            all_transient &= transient_skip(&skip);
-            failures.push(format!("{profile_id} skipped: {}", skip.detail));
-            attempts.push(skipped(&skip, model));
-            continue;
-        }
-        match attempt(caller, profile_id, model, prompt, attempts).await {
-            Ok(completion) => return Ok(completion),
-            Err(failure) => {
-                if failure.class == FailureClass::BadRequest {
-                    // The request itself is wrong: another candidate would be asked the same.
-                    return Err((failure.message, false));
-                }
-                all_transient &= matches!(
-                    failure.class,
-                    FailureClass::RateLimited | FailureClass::Unavailable
-                );
-                failures.push(format!("{profile_id} ({model}): {}", failure.message));
-            }
-        }
-    }
-    let error = match failures.as_slice() {
-        [] => "the agent has no candidate to run with".to_owned(),
-        [only] => only.clone(),
-        many => format!("every candidate failed: {}", many.join("; ")),
-    };
-    Err((error, all_transient && !failures.is_empty()))
-}
-
-/// One candidate: the call (after a refresh when the OAuth token has expired), and
-/// once more after a refresh when an OAuth token is answered 401. Records each call
-/// and tells the registry what it came to.
-async fn attempt(
-    caller: &Caller<'_>,
-    profile_id: &str,
-    model: &str,
-    prompt: &str,
-    attempts: &mut Vec<RunAttempt>,
-) -> Result<Completion, CallFailure> {
-    let registry = caller.registry;
-    let not_called = |detail: String, attempts: &mut Vec<RunAttempt>| {
-        attempts.push(RunAttempt {
-            profile_id: profile_id.to_owned(),
-            model: model.to_owned(),
-            outcome: AttemptOutcome::Skipped,
-            latency_ms: 0,
-            detail: Some(detail.clone()),
-        });
-        // Not the provider's answer: no cooldown, and not worth a retry of the run.
-        CallFailure::new(FailureClass::Auth, detail)
-    };
-    let mut refreshed = false;
-    loop {
-        let mut credential = match registry.bearer(profile_id).await {
-            Ok(c) => c,
-            Err(e) => return Err(not_called(e.to_string(), attempts)),
-        };
-        if credential.expired && !refreshed {
-            // An expired OAuth token is refreshed first (joining a refresh in flight).
-            refreshed = true;
-            if let Err(e) = caller.refresher.refresh_now(profile_id).await {
-                return Err(not_called(
-                    format!("the credential has expired and could not be refreshed: {e}"),
-                    attempts,
-                ));
-            }
-            credential = match registry.bearer(profile_id).await {
-                Ok(c) => c,
-                Err(e) => return Err(not_called(e.to_string(), attempts)),
-            };
-        }
-        let Some(settings) = registry.providers().get(&credential.provider) else {
-            return Err(not_called(
-                format!("provider {} is not configured", credential.provider),
-                attempts,
-            ));
-        };
-        let request = CallRequest {
-            base_url: &settings.api_base_url,
-            model,
-            prompt,
-            run_id: caller.run_id,
-            timeout: caller.timeout,
-        };
-        let started = Instant::now();
-        let result = adapter::complete(
-            settings.api_style,
-            caller.client,
-            &credential.secret,
-            &request,
-        )
-        .await;
-        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let oauth = credential.oauth;
-        drop(credential);
-        let mut record = RunAttempt {
-            profile_id: profile_id.to_owned(),
-            model: model.to_owned(),
-            outcome: AttemptOutcome::Ok,
-            latency_ms,
-            detail: None,
-        };
-        let failure = match result {
-            Ok(completion) => {
-                attempts.push(record);
-                if let Err(e) = registry.note_call(profile_id, CallNote::Succeeded).await {
-                    tracing::warn!(profile_id, error = %e, "clearing a cooldown failed");
-                }
-                return Ok(completion);
-            }
-            Err(failure) => failure,
-        };
-        record.outcome = outcome_of(failure.class);
-        record.detail = Some(failure.message.clone());
-        let reason = match failure.class {
-            FailureClass::RateLimited => Some(CooldownReason::RateLimited),
-            FailureClass::Unavailable => Some(CooldownReason::Unavailable),
-            FailureClass::Billing => Some(CooldownReason::Billing),
-            FailureClass::Auth | FailureClass::BadRequest => None,
-        };
-        if let Some(reason) = reason {
-            attempts.push(record);
-            let note = CallNote::Failed {
-                reason,
-                retry_after: failure.retry_after,
-                message: failure.message.clone(),
-            };
-            if let Err(e) = registry.note_call(profile_id, note).await {
-                tracing::warn!(profile_id, error = %e, "recording a cooldown failed");
-            }
-            return Err(failure);
-        }
-        if failure.class == FailureClass::BadRequest {
-            attempts.push(record);
-            return Err(failure);
-        }
-        if oauth && !refreshed {
-            // An access token refused before its expiry may have been revoked or
-            // rotated elsewhere: refresh once and try again before giving it up.
-            refreshed = true;
-            record.detail = Some(format!(
-                "{}; refreshing the token and retrying",
-                failure.message
-            ));
-            attempts.push(record);
-            if let Err(e) = caller.refresher.refresh_now(profile_id).await {
-                return Err(CallFailure::new(
-                    FailureClass::Auth,
-                    format!(
-                        "{} and the token could not be refreshed: {e}",
-                        failure.message
-                    ),
-                ));
-            }
-            continue;
-        }
-        attempts.push(record);
-        if let Err(e) = registry.mark_rejected(profile_id).await {
-            tracing::warn!(profile_id, error = %e, "marking a credential needs_reauth failed");
-        }
-        return Err(CallFailure::new(
-            FailureClass::Auth,
-            format!(
-                "{}: credential {profile_id} was rejected and is marked needs_reauth",
-                failure.message
-            ),
-        ));
-    }
 }

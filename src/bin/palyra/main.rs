@@ -17,6 +17,7 @@ mod operators;
 mod ops;
 mod output;
 mod profiles;
+mod transcript;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -153,6 +153,9 @@ pub enum ObjectivesCommand {
         objective_id: String,
         #[arg(long)]
         limit: Option<usize>,
+        /// Shows this one run with its transcript.
+        #[arg(long = "run")]
+        run_id: Option<String>,
     },
 }
 
@@ -427,7 +430,18 @@ pub async fn objectives(
         }
         ObjectivesCommand::Runs {
             objective_id,
+            run_id: Some(run_id),
+            ..
+        } => {
+            if !crate::transcript::show_run(client, objective_id, run_id, json).await? {
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+        ObjectivesCommand::Runs {
+            objective_id,
             limit,
+            run_id: None,
         } => {
             let page = client
                 .objective_runs(
