@@ -16,6 +16,7 @@
 pub mod access;
 pub mod application;
 pub mod client;
+mod env_secrets;
 mod notify;
 pub mod oauth_secrets;
 pub mod serve;
