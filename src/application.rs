@@ -257,7 +257,11 @@ impl Application {
         let prepared = async {
             writer_ready(&writer).await?;
             let snapshot = Snapshot::read(&storage, &Snapshot::startup_tables()).await?;
-            let (vault, vault_ops) = Vault::open(&snapshot, &data_dir, env_vault_key)?;
+            let (vault, vault_ops) = if storage.backend_name() == "postgres" {
+                Vault::open_shared(&snapshot, &data_dir, env_vault_key)?
+            } else {
+                Vault::open(&snapshot, &data_dir, env_vault_key)?
+            };
             // The one outbound HTTP client (API-key checks, OAuth, provider calls),
             // shared by every actor that calls out.
             let http_client = palyra_actors::outbound::client()

@@ -166,6 +166,15 @@ impl std::fmt::Debug for Vault {
     }
 }
 
+/// Whether start-up drops the key file's keys no stored secret names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyPruning {
+    /// Embedded storage: after a crash nothing of the old process can still commit.
+    Unused,
+    /// Shared storage: a dead process's last COMMIT may still land.
+    Keep,
+}
+
 impl Vault {
     /// Loads the keyring and proves it opens the existing vault. Returns the vault and
     /// the writes that must be committed before use (the check value of a new vault,
@@ -174,6 +183,28 @@ impl Vault {
         snapshot: &Snapshot,
         data_dir: &Path,
         env_key: Option<SecretString>,
+    ) -> Result<(Self, Vec<WriteOp>), VaultError> {
+        Self::open_with(snapshot, data_dir, env_key, KeyPruning::Unused)
+    }
+
+    /// [`Vault::open`] on storage other processes write to (PostgreSQL). A key file
+    /// keeps every key it holds: a rotation this node began before it was killed may
+    /// still commit after this start read the database (the server finishes a COMMIT
+    /// it received from a client that is gone), and the key it re-sealed everything
+    /// under must then be here. The next rotation's end drops the keys no longer used.
+    pub fn open_shared(
+        snapshot: &Snapshot,
+        data_dir: &Path,
+        env_key: Option<SecretString>,
+    ) -> Result<(Self, Vec<WriteOp>), VaultError> {
+        Self::open_with(snapshot, data_dir, env_key, KeyPruning::Keep)
+    }
+
+    fn open_with(
+        snapshot: &Snapshot,
+        data_dir: &Path,
+        env_key: Option<SecretString>,
+        pruning: KeyPruning,
     ) -> Result<(Self, Vec<WriteOp>), VaultError> {
         let key_file = data_dir.join(VAULT_KEY_FILE);
         let check_bytes = snapshot
@@ -228,7 +259,10 @@ impl Vault {
                 // secret still names, drop the rest.
                 let active = vault.keys.remove(position);
                 vault.keys.insert(0, active);
-                if vault.keys.len() > 1 && vault.source == VaultKeySource::File {
+                if vault.keys.len() > 1
+                    && vault.source == VaultKeySource::File
+                    && pruning == KeyPruning::Unused
+                {
                     let mut used = std::collections::HashSet::new();
                     for value in vault.sealed.values() {
                         if let Ok(sealed) = decode_record::<Sealed>(value) {
@@ -717,6 +751,49 @@ mod tests {
         assert_ne!(value, sealed);
         assert!(!format!("{vault:?}").contains("moved-secret"));
         assert_eq!(format!("{secret:?}"), "[redacted]");
+        writer.shutdown().await;
+    }
+
+    /// A rotation's COMMIT that lands after the next start read the database (a killed
+    /// node's last transaction, finished by the server): on shared storage the start
+    /// keeps the new key, so what the rotation sealed still opens; pruning it (what
+    /// embedded storage may do) would leave every secret under a key no one holds.
+    #[tokio::test]
+    async fn a_rotation_committed_after_the_next_start_still_opens_on_shared_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let writer = storage.start_writer().unwrap();
+        let (mut vault, ops) = Vault::open(&snapshot(&storage).await, dir.path(), None).unwrap();
+        writer.write(ops).await.unwrap();
+        let secret = SecretString::new("survives-the-race".into());
+        let kept = vec![vault.seal("vault://global/kept", &secret)];
+        vault.note_writes(&kept);
+        writer.write(kept).await.unwrap();
+        // The rotation began: the new key is in the key file, its writes not yet durable.
+        let (rotation, _) = vault.begin_rotation().unwrap();
+        let new_key = vault.active_key_id().to_owned();
+        drop(vault);
+        // The next start reads the database first ...
+        let (mut shared, _) =
+            Vault::open_shared(&snapshot(&storage).await, dir.path(), None).unwrap();
+        assert_eq!(shared.keys.len(), 2, "shared storage keeps both keys");
+        // ... and then the old process's commit lands (announced on the change feed).
+        writer.write(rotation).await.unwrap();
+        let after = snapshot(&storage).await;
+        let check = after
+            .get(Table::VaultMeta, CHECK_REF.as_bytes())
+            .map(<[u8]>::to_vec);
+        shared.note_meta(CHECK_REF, check);
+        shared.replace_sealed(&after);
+        assert_eq!(shared.active_key_id(), new_key);
+        assert_eq!(
+            shared
+                .open_secret("vault://global/kept")
+                .unwrap()
+                .unwrap()
+                .expose(),
+            "survives-the-race"
+        );
         writer.shutdown().await;
     }
 

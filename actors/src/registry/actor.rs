@@ -708,7 +708,8 @@ impl Handler<RotateKey> for RegistryActor {
                                 // The commit's outcome may be unknown (a connection lost
                                 // during COMMIT): keep both keys, in memory and in the key
                                 // file, so whichever ciphertexts are durable still open;
-                                // the next start drops the key no stored secret names.
+                                // the next start on redb drops the key no stored secret names
+                                // (on PostgreSQL the next rotation does).
                                 reload(act, ctx);
                             }
                             Err(e)
