@@ -410,6 +410,7 @@ impl Application {
             refresher,
             objectives,
             browser,
+            usage: palyra_actors::usage::UsageHandle::new(storage.clone(), settings.usage.prices()),
             cluster: cluster.clone(),
             writer: writer.clone(),
             storage: storage.clone(),

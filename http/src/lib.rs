@@ -42,7 +42,7 @@ pub use throttle::AuthThrottle;
 
 use crate::route::RouteSpec;
 use crate::routes::{browser, cluster, console_auth, deployment, metrics as metrics_route, oauth};
-use crate::routes::{objectives, operators, ops, profiles, tokens};
+use crate::routes::{objectives, operators, ops, profiles, tokens, usage};
 
 /// The routes, resource by resource: the router is built from this list and tests
 /// enumerate it.
@@ -60,6 +60,7 @@ fn routes() -> Vec<RouteSpec> {
         browser::routes(),
         operators::routes(),
         tokens::routes(),
+        usage::routes(),
     ]
     .into_iter()
     .flatten()

@@ -70,6 +70,7 @@ use crate::routes::{
         operators::revoke_sessions,
         tokens::list,
         tokens::revoke,
+        crate::routes::usage::report,
         openapi_json,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
@@ -80,6 +81,7 @@ use crate::routes::{
          (name = "objectives", description = "Agents, objectives (standing orders, heartbeats, programs) and their runs"),
          (name = "browser", description = "Headless Chromium sessions: open, navigate, click, type, screenshot, content"),
          (name = "operators", description = "Operators, their roles, API tokens and sessions (admin only)"),
+         (name = "usage", description = "Tokens and cost estimates per agent, profile, model or objective, per day"),
          (name = "deployment", description = "The deployment's security posture and the audit log"),
          (name = "operations", description = "Probes, metrics and the API document"))
 )]

@@ -105,6 +105,8 @@ pub struct AppStateInner {
     pub refresher: RefresherHandle,
     pub objectives: palyra_actors::objectives::ObjectivesHandle,
     pub browser: palyra_actors::browser::BrowserHandle,
+    /// The usage rollup's reports.
+    pub usage: palyra_actors::usage::UsageHandle,
     /// This node's leases; `GET /cluster`.
     pub cluster: palyra_actors::cluster::ClusterHandle,
     /// For readiness.

@@ -11,6 +11,7 @@ use serde::Deserialize;
 mod cluster;
 mod providers;
 mod storage;
+mod usage;
 
 pub use cluster::ClusterSettings;
 use providers::check_oauth_endpoint;
@@ -20,6 +21,7 @@ pub use providers::{
 };
 pub(crate) use storage::is_loopback_host;
 pub use storage::{StorageBackend, StorageSettings};
+pub use usage::UsageSettings;
 
 /// The compiled-in defaults.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");
@@ -58,6 +60,9 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub metrics: MetricsSettings,
     pub browser: BrowserSettings,
+    /// Prices per model for cost estimates; absent from the defaults.
+    #[serde(default)]
+    pub usage: UsageSettings,
 }
 
 /// HTTPS: both paths or neither.
@@ -496,6 +501,7 @@ impl Settings {
         validate_public_hosts(&self.server.public_hosts)?;
         self.storage.validate()?;
         self.cluster.validate()?;
+        self.usage.validate()?;
         if self.server.shutdown_grace_s > 3600 {
             return Err("server.shutdown_grace_s must be at most 3600".into());
         }

@@ -48,11 +48,16 @@ pub enum Table {
     Operators,
     /// API tokens, keyed by token id; the secret is kept only as its SHA-256.
     ApiTokens,
+    /// Tokens used, summed per 15-minute UTC bucket and per agent, objective, profile,
+    /// provider and model; keyed by the bucket's start (Unix milliseconds, big-endian)
+    /// then those five names, NUL-separated, so a time window is one key range. Rows
+    /// only grow, by [`crate::WriteOp::Add`]; run-history pruning never touches them.
+    UsageRollup,
 }
 
 impl Table {
     /// Every table, so start-up can create them all.
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 14] = [
         Table::Sessions,
         Table::Handoffs,
         Table::Vault,
@@ -66,6 +71,7 @@ impl Table {
         Table::Audit,
         Table::Operators,
         Table::ApiTokens,
+        Table::UsageRollup,
     ];
 
     /// The table named `name` (as [`Self::name`] gives it).
@@ -89,6 +95,7 @@ impl Table {
             Table::Audit => "audit",
             Table::Operators => "operators",
             Table::ApiTokens => "api_tokens",
+            Table::UsageRollup => "usage_rollup",
         }
     }
 

@@ -586,6 +586,7 @@ impl ObjectivesActor {
         }
         run.finished_at = Some(now);
         self.metrics.count_run(run.status);
+        crate::usage::count_tokens(&self.metrics, &run);
         tracing::info!(objective_id, run_id = %run.run_id, status = ?run.status, tokens = run.tokens, "run finished");
         self.record_finish(objective_id, run, 0, ctx);
         if let Some((scheduled_for, seq)) = self.queued.remove(objective_id)
@@ -649,6 +650,7 @@ impl ObjectivesActor {
         let objective = objective.clone();
         self.sync_schedule(&objective);
         let mut ops = vec![self.objective_write(&objective)];
+        ops.extend(crate::usage::rollup_ops(&objective.agent_id, &run));
         ops.extend(failures_audit);
         if let Some(skipped) = &budget_run {
             ops.extend(self.run_ops(&objective, skipped));

@@ -353,6 +353,19 @@ pub struct RunAttempt {
     /// Why it failed or was skipped; a sentence, never a secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The profile's provider, for a call that was answered (the usage rollup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Input tokens of this call's answer (0 unless it was answered).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prompt_tokens: u64,
+    /// Output tokens of this call's answer.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub completion_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What an attempt came to: the adapter's classification, or a skip.

@@ -12,3 +12,4 @@ pub mod operators;
 pub mod ops;
 pub mod profiles;
 pub mod tokens;
+pub mod usage;

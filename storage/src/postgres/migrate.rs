@@ -11,6 +11,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_cluster.sql"),
     include_str!("migrations/0003_operators.sql"),
+    // 0004 (another branch of this session) goes before this line at the merge.
+    include_str!("migrations/0005_usage.sql"),
 ];
 
 /// The newest PostgreSQL schema this build knows.

@@ -24,7 +24,7 @@ use tokio_postgres::{Client, Statement};
 use crate::error::StorageError;
 use crate::op::{WriteOp, WriteOutcome};
 use crate::postgres::connect::{Connector, is_connection_error};
-use crate::postgres::tables::{Param, TableSql, extract};
+use crate::postgres::tables::{Param, TableSql, counters, extract};
 use crate::schema::Table;
 use crate::writer::{Msg, Request, Writer, WriterParts, WriterStats, fill_batch};
 
@@ -68,6 +68,7 @@ enum Kind {
     Take,
     Expect,
     Fence,
+    Add,
 }
 
 /// A fence: the lease row must still name this node at this epoch, unexpired by the
@@ -131,6 +132,12 @@ impl BoundOp {
                 Kind::Expect,
                 vec![Box::new(key.clone()) as Param, Box::new(value.clone())],
             ),
+            WriteOp::Add { key, value, .. } => {
+                if counters(table).is_empty() {
+                    return Err(format!("table {} has no counters to add to", table.name()));
+                }
+                (Kind::Add, row(table, key, value)?)
+            }
             WriteOp::Fence(_) => unreachable!("a fence has no row"),
         };
         Ok(Self {
@@ -177,6 +184,7 @@ impl Conn {
                             Kind::Delete => sql.delete,
                             Kind::Take => sql.take,
                             Kind::Expect | Kind::Fence => sql.expect,
+                            Kind::Add => sql.add,
                         }
                     }
                 };
@@ -216,7 +224,7 @@ impl Conn {
         for (i, op) in ops.iter().enumerate() {
             let statement = self.statement(op);
             let held = match op.kind {
-                Kind::Put | Kind::Delete => {
+                Kind::Put | Kind::Delete | Kind::Add => {
                     self.client.execute(statement, &op.refs()).await?;
                     true
                 }
@@ -282,7 +290,7 @@ impl Conn {
                     .take_while(|&&r| {
                         !bound[r]
                             .iter()
-                            .any(|op| op.kind != Kind::Put && op.kind != Kind::Delete)
+                            .any(|op| !matches!(op.kind, Kind::Put | Kind::Delete | Kind::Add))
                     })
                     .count();
                 if run > 0 {
