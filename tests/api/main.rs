@@ -36,3 +36,4 @@ mod providers_console;
 mod providers_failover;
 mod providers_resolve;
 mod startup;
+mod usage;

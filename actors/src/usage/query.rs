@@ -167,55 +167,7 @@ impl UsageHandle {
                 .ok_or_else(|| ActorError::invalid("to", "out of range"))?,
         )?;
         let rows = self.rows_between(start, end).await?;
-        let mut per_day: BTreeMap<(NaiveDate, String), Sum> = BTreeMap::new();
-        let mut per_group: BTreeMap<String, Sum> = BTreeMap::new();
-        for row in rows {
-            let day = row.bucket_start.with_timezone(&tz).date_naive();
-            let key = match query.group_by {
-                GroupBy::Agent => row.agent_id.clone(),
-                GroupBy::Profile => row.profile_id.clone(),
-                GroupBy::Objective => row.objective_id.clone(),
-                GroupBy::Model => format!("{}/{}", row.provider, row.model),
-            };
-            let cost = self.prices.cost(
-                &row.provider,
-                &row.model,
-                row.input_tokens,
-                row.output_tokens,
-            );
-            per_day
-                .entry((day, key.clone()))
-                .or_default()
-                .add(&row, cost);
-            per_group.entry(key).or_default().add(&row, cost);
-        }
-        let days = per_day
-            .into_iter()
-            .map(|((day, key), s)| UsageDay {
-                day,
-                key,
-                input_tokens: s.input,
-                output_tokens: s.output,
-                calls: s.calls,
-                cost_usd: s.cost(),
-            })
-            .collect();
-        let mut groups: Vec<UsageGroup> = per_group
-            .into_iter()
-            .map(|(key, s)| UsageGroup {
-                key,
-                input_tokens: s.input,
-                output_tokens: s.output,
-                calls: s.calls,
-                cost_usd: s.cost(),
-                unpriced_tokens: s.unpriced,
-            })
-            .collect();
-        groups.sort_by(|a, b| {
-            (b.input_tokens + b.output_tokens)
-                .cmp(&(a.input_tokens + a.output_tokens))
-                .then_with(|| a.key.cmp(&b.key))
-        });
+        let (days, groups) = summarize(rows, tz, query.group_by, &self.prices);
         Ok(UsageReport {
             group_by: query.group_by,
             tz: tz.name().to_owned(),
@@ -262,6 +214,65 @@ impl UsageHandle {
     }
 }
 
+/// Sums `rows` per group and local day of `tz`, and per group.
+fn summarize(
+    rows: Vec<UsageRow>,
+    tz: Tz,
+    group_by: GroupBy,
+    prices: &Prices,
+) -> (Vec<UsageDay>, Vec<UsageGroup>) {
+    let mut per_day: BTreeMap<(NaiveDate, String), Sum> = BTreeMap::new();
+    let mut per_group: BTreeMap<String, Sum> = BTreeMap::new();
+    for row in rows {
+        let day = row.bucket_start.with_timezone(&tz).date_naive();
+        let key = match group_by {
+            GroupBy::Agent => row.agent_id.clone(),
+            GroupBy::Profile => row.profile_id.clone(),
+            GroupBy::Objective => row.objective_id.clone(),
+            GroupBy::Model => format!("{}/{}", row.provider, row.model),
+        };
+        let cost = prices.cost(
+            &row.provider,
+            &row.model,
+            row.input_tokens,
+            row.output_tokens,
+        );
+        per_day
+            .entry((day, key.clone()))
+            .or_default()
+            .add(&row, cost);
+        per_group.entry(key).or_default().add(&row, cost);
+    }
+    let days: Vec<UsageDay> = per_day
+        .into_iter()
+        .map(|((day, key), s)| UsageDay {
+            day,
+            key,
+            input_tokens: s.input,
+            output_tokens: s.output,
+            calls: s.calls,
+            cost_usd: s.cost(),
+        })
+        .collect();
+    let mut groups: Vec<UsageGroup> = per_group
+        .into_iter()
+        .map(|(key, s)| UsageGroup {
+            key,
+            input_tokens: s.input,
+            output_tokens: s.output,
+            calls: s.calls,
+            cost_usd: s.cost(),
+            unpriced_tokens: s.unpriced,
+        })
+        .collect();
+    groups.sort_by(|a, b| {
+        (b.input_tokens + b.output_tokens)
+            .cmp(&(a.input_tokens + a.output_tokens))
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    (days, groups)
+}
+
 /// The first instant of local day `day` in `tz` (a day that begins in a DST gap, as
 /// some zones' days did, begins when the gap ends).
 pub(crate) fn local_midnight(tz: Tz, day: NaiveDate) -> Result<DateTime<Utc>, ActorError> {
@@ -278,4 +289,81 @@ pub(crate) fn local_midnight(tz: Tz, day: NaiveDate) -> Result<DateTime<Utc>, Ac
         "tz",
         "the day has no midnight in this time zone",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(at: &str, agent: &str, model: &str, input: i64, output: i64) -> UsageRow {
+        UsageRow {
+            bucket_start: DateTime::parse_from_rfc3339(at)
+                .unwrap()
+                .with_timezone(&Utc),
+            agent_id: agent.into(),
+            objective_id: format!("{agent}-o"),
+            profile_id: "p".into(),
+            provider: "openai".into(),
+            model: model.into(),
+            input_tokens: input,
+            output_tokens: output,
+            calls: 1,
+        }
+    }
+
+    #[test]
+    fn days_are_local_days_even_on_a_quarter_hour_offset() {
+        // Kathmandu is UTC+5:45: 18:00 UTC is 23:45 there, 18:15 UTC the next day.
+        let rows = vec![
+            row("2026-03-01T18:00:00Z", "a", "m", 1, 2),
+            row("2026-03-01T18:15:00Z", "a", "m", 10, 20),
+        ];
+        let tz: Tz = "Asia/Kathmandu".parse().unwrap();
+        let (days, groups) = summarize(rows.clone(), tz, GroupBy::Agent, &Prices::default());
+        let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        assert_eq!(
+            days.iter()
+                .map(|d| (d.day, d.input_tokens))
+                .collect::<Vec<_>>(),
+            vec![(day("2026-03-01"), 1), (day("2026-03-02"), 10)]
+        );
+        assert_eq!(groups[0].input_tokens, 11);
+        assert_eq!(groups[0].cost_usd, None);
+        assert_eq!(groups[0].unpriced_tokens, 33);
+        let (utc, _) = summarize(rows, Tz::UTC, GroupBy::Agent, &Prices::default());
+        assert_eq!(utc.len(), 1);
+        assert_eq!(utc[0].input_tokens, 11);
+    }
+
+    #[test]
+    fn a_group_has_a_cost_only_when_every_model_in_it_is_priced() {
+        let mut prices = BTreeMap::new();
+        prices.insert(
+            "priced".to_owned(),
+            crate::usage::ModelPrice {
+                input_per_million: 1.0,
+                output_per_million: 3.0,
+            },
+        );
+        let prices = Prices(prices);
+        let rows = vec![
+            row("2026-03-01T10:00:00Z", "a", "priced", 1_000_000, 1_000_000),
+            row("2026-03-01T10:00:00Z", "b", "priced", 500_000, 0),
+            row("2026-03-01T10:00:00Z", "b", "free", 7, 0),
+        ];
+        let (_, by_agent) = summarize(rows.clone(), Tz::UTC, GroupBy::Agent, &prices);
+        let a = by_agent.iter().find(|g| g.key == "a").unwrap();
+        let b = by_agent.iter().find(|g| g.key == "b").unwrap();
+        assert_eq!(a.cost_usd, Some(4.0));
+        assert_eq!((b.cost_usd, b.unpriced_tokens), (None, 7));
+        let (_, by_model) = summarize(rows, Tz::UTC, GroupBy::Model, &prices);
+        let keys: Vec<(&str, Option<f64>)> = by_model
+            .iter()
+            .map(|g| (g.key.as_str(), g.cost_usd))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![("openai/priced", Some(4.5)), ("openai/free", None)]
+        );
+    }
 }
