@@ -4,6 +4,8 @@ use std::path::Path;
 
 // Operators, tokens and password login, in their own file.
 pub mod operators;
+// The usage report.
+pub mod usage;
 
 use palyra_actors::audit::AuditPage;
 use palyra_actors::browser::{
@@ -820,7 +822,7 @@ fn session_cookie(response: &reqwest::Response) -> Result<(String, SecretString)
 }
 
 /// `?a=1&b=2` from a query struct (absent fields left out), or the empty string.
-fn serde_urlencoded<T: serde::Serialize>(query: &T) -> Result<String, ClientError> {
+pub(crate) fn serde_urlencoded<T: serde::Serialize>(query: &T) -> Result<String, ClientError> {
     let value = serde_json::to_value(query).map_err(|e| ClientError::Protocol(e.to_string()))?;
     let mut url = url::Url::parse("http://x/").map_err(|e| ClientError::Protocol(e.to_string()))?;
     if let serde_json::Value::Object(map) = value {

@@ -37,3 +37,4 @@ mod providers_failover;
 mod providers_resolve;
 mod startup;
 mod usage;
+mod usage_cli;

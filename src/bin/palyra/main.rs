@@ -4,7 +4,7 @@
 //! [`console_auth`] (login, console links), [`ops`] (status), [`profiles`] (auth
 //! profiles, the vault), [`oauth`] (sign-in), [`objectives`] (agents, objectives),
 //! [`browser`] (browser sessions), [`deployment`] (posture, audit), [`operators`]
-//! (operators, API tokens, password login); [`output`] formats
+//! (operators, API tokens, password login), [`usage`] (the usage report); [`output`] formats
 //! what they print.
 
 mod browser;
@@ -16,6 +16,7 @@ mod operators;
 mod ops;
 mod output;
 mod profiles;
+mod usage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -131,6 +132,8 @@ enum Command {
         #[command(subcommand)]
         command: BrowserCommand,
     },
+    /// Tokens and cost estimates per agent, profile, model or objective, per day.
+    Usage(usage::UsageArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -234,5 +237,6 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
         }
         Command::Browser { command } => browser::browser(json, &client(cli)?, command).await,
         Command::Vault { command } => profiles::vault(json, &client(cli)?, command).await,
+        Command::Usage(args) => usage::usage(json, &client(cli)?, args).await,
     }
 }
