@@ -8,6 +8,7 @@ import { renderProfiles } from './profiles.js';
 import { renderAgents } from './agents.js';
 import { renderObjectives, renderObjective, renderNewObjective } from './objectives.js';
 import { renderAudit } from './audit.js';
+import { renderUsage } from './usage.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -27,6 +28,7 @@ const ROUTES = [
   ['/objectives/new', renderNewObjective, 'objectives'],
   ['/objectives/:id', renderObjective, 'objectives'],
   ['/audit', renderAudit, 'audit'],
+  ['/usage', renderUsage, 'usage'],
 ];
 
 /** A message above the page until the next navigation. */

@@ -38,3 +38,4 @@ mod providers_resolve;
 mod startup;
 mod usage;
 mod usage_cli;
+mod usage_console;
