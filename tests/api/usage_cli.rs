@@ -67,3 +67,41 @@ async fn palyra_usage_prints_tokens_and_costs_per_group() {
     let bad = palyra(&base, &["usage", "--group-by", "planet"], None).await;
     assert!(!bad.ok);
 }
+
+#[test]
+fn palyrad_check_config_validates_prices() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |config: &str| {
+        let path = dir.path().join("palyrad.toml");
+        std::fs::write(&path, config).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_palyrad"))
+            .arg("--config")
+            .arg(&path)
+            .arg("check-config")
+            .env_remove("PALYRA_ADMIN_TOKEN")
+            .env_remove("PALYRA_BIND")
+            .output()
+            .unwrap()
+    };
+    let ok = check(
+        "[server]\nbind = \"127.0.0.1:0\"\n[usage.prices.\"openai/gpt-4o-mini\"]\ninput_per_million = 0.15\noutput_per_million = 0.6\n",
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let negative = check(
+        "[server]\nbind = \"127.0.0.1:0\"\n[usage.prices.m]\ninput_per_million = -1.0\noutput_per_million = 0.0\n",
+    );
+    assert_eq!(negative.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&negative.stderr);
+    assert!(stderr.contains("input_per_million"), "{stderr}");
+    let missing = check("[usage.prices.m]\ninput_per_million = 1.0\n");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("output_per_million"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+}
