@@ -725,6 +725,7 @@ async fn start_actors(
             run_retention: settings.objectives.run_retention,
             provider_timeout: Duration::from_secs(settings.objectives.provider_timeout_s),
             max_concurrent_runs: settings.objectives.max_concurrent_runs,
+            budget_clock_offset: chrono::Duration::seconds(settings.usage.budget_clock_offset_s),
         },
         audit.clone(),
         metrics.clone(),

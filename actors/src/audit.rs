@@ -56,11 +56,13 @@ pub enum AuditKind {
     OperatorDeleted,
     TokenCreated,
     TokenRevoked,
+    /// A periodic budget's soft threshold crossed (once per period).
+    BudgetThreshold,
 }
 
 impl AuditKind {
     /// Every kind, for documentation and tests.
-    pub const ALL: [AuditKind; 29] = [
+    pub const ALL: [AuditKind; 30] = [
         AuditKind::Login,
         AuditKind::LoginFailed,
         AuditKind::SessionRevoked,
@@ -90,6 +92,7 @@ impl AuditKind {
         AuditKind::OperatorDeleted,
         AuditKind::TokenCreated,
         AuditKind::TokenRevoked,
+        AuditKind::BudgetThreshold,
     ];
 }
 

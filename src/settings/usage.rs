@@ -16,10 +16,18 @@ pub struct UsageSettings {
     /// report never guesses one.
     #[serde(default)]
     pub prices: BTreeMap<String, ModelPrice>,
+    /// Seconds added to the clock that places periodic budgets' days and months: a
+    /// test hook to cross a period's reset without waiting for midnight. Leave it 0.
+    #[serde(default)]
+    pub budget_clock_offset_s: i64,
 }
 
 impl UsageSettings {
     pub fn validate(&self) -> Result<(), String> {
+        // About three years either way: enough for any test, far from overflow.
+        if self.budget_clock_offset_s.abs() > 100_000_000 {
+            return Err("usage.budget_clock_offset_s must be within 100000000 seconds of 0".into());
+        }
         for (key, price) in &self.prices {
             if key.is_empty() || key.len() > MAX_KEY_LEN || key.chars().any(char::is_control) {
                 return Err(format!(

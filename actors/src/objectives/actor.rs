@@ -39,6 +39,9 @@ pub struct ObjectivesPolicy {
     pub provider_timeout: Duration,
     /// Runs going at once on this node, at most (`limits.rs`).
     pub max_concurrent_runs: usize,
+    /// Added to the clock budget periods are computed at (`period.rs`): zero, except
+    /// in tests of a period's reset.
+    pub budget_clock_offset: chrono::Duration,
 }
 
 pub(super) struct ObjectivesActor {
@@ -97,6 +100,8 @@ pub(super) struct ObjectivesActor {
     pub(super) aborts: HashMap<String, tokio::task::AbortHandle>,
     /// Run id -> the cancel asked for it and who waits for its record (`cancel.rs`).
     pub(super) cancels: super::waiting::Cancels,
+    /// Objective id -> the period usage read before its run started (`period.rs`).
+    pub(super) period_reads: super::period::PeriodReads,
 }
 
 pub(super) type Agents = BTreeMap<String, AgentRecord>;

@@ -40,6 +40,7 @@ impl Handler<CreateAgent> for ObjectivesActor {
             },
             model_profiles: new.model_profiles,
             max_concurrent_runs: new.max_concurrent_runs,
+            budget: new.budget,
             created_at: now,
             updated_at: now,
         };
@@ -91,6 +92,9 @@ impl Handler<UpdateAgent> for ObjectivesActor {
         }
         if let Some(v) = patch.max_concurrent_runs {
             agent.max_concurrent_runs = v;
+        }
+        if let Some(v) = patch.budget {
+            agent.budget = v;
         }
         if let Some(v) = patch.model {
             agent.model = v;

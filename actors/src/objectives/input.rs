@@ -129,6 +129,8 @@ pub struct NewAgent {
     /// only the node's `objectives.max_concurrent_runs`).
     #[schema(minimum = 1, maximum = 100000)]
     pub max_concurrent_runs: Option<u32>,
+    /// Daily and monthly token limits over all of the agent's objectives.
+    pub budget: Option<crate::usage::budget::AgentBudget>,
 }
 
 /// A change of an agent (`PATCH`).
@@ -160,6 +162,10 @@ pub struct AgentPatch {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 100000)]
     pub max_concurrent_runs: Option<Option<u32>>,
+    /// Replaces the periodic budget; `null` clears it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<crate::usage::budget::AgentBudget>)]
+    pub budget: Option<Option<crate::usage::budget::AgentBudget>>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`: clear it) from an absent one (`None`:
@@ -194,6 +200,7 @@ impl NewAgent {
         }
         validate_candidates(&self.model_profiles)?;
         validate_agent_cap(self.max_concurrent_runs)?;
+        validate_agent_budget(self.budget.as_ref())?;
         Ok(())
     }
 }
@@ -217,6 +224,7 @@ impl AgentPatch {
             validate_candidates(candidates)?;
         }
         validate_agent_cap(self.max_concurrent_runs.flatten())?;
+        validate_agent_budget(self.budget.as_ref().and_then(Option::as_ref))?;
         Ok(())
     }
 }
@@ -240,6 +248,7 @@ impl NewObjective {
             self.deadline_s,
             self.pause_after_failures,
         )?;
+        validate_budget(&self.budget)?;
         Ok(())
     }
 
@@ -262,6 +271,9 @@ impl ObjectivePatch {
             self.deadline_s.flatten(),
             self.pause_after_failures,
         )?;
+        if let Some(budget) = &self.budget {
+            validate_budget(budget)?;
+        }
         Ok(())
     }
 }
@@ -443,4 +455,28 @@ pub(crate) fn validate_objective_texts(
         }
         _ => Ok(()),
     }
+}
+
+/// The agent's periodic budget, if any, is well formed.
+fn validate_agent_budget(
+    budget: Option<&crate::usage::budget::AgentBudget>,
+) -> Result<(), ActorError> {
+    budget.map_or(Ok(()), |b| {
+        crate::usage::budget::validate(
+            b.daily_tokens,
+            b.monthly_tokens,
+            b.notify_at_percent,
+            b.timezone.as_deref(),
+        )
+    })
+}
+
+/// The objective's periodic limits are well formed (its time zone is the automation's).
+pub(crate) fn validate_budget(budget: &Budget) -> Result<(), ActorError> {
+    crate::usage::budget::validate(
+        budget.daily_tokens,
+        budget.monthly_tokens,
+        budget.notify_at_percent,
+        None,
+    )
 }

@@ -31,6 +31,9 @@ pub struct AgentRecord {
     /// node's `objectives.max_concurrent_runs`); firings over it wait as `queued`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_runs: Option<u32>,
+    /// Daily and monthly token limits over all of the agent's objectives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::usage::budget::AgentBudget>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -136,6 +139,19 @@ pub fn transition(action: LifecycleAction, from: ObjectiveState) -> Option<Objec
 pub struct Budget {
     pub max_runs: Option<u64>,
     pub max_tokens: Option<u64>,
+    /// Tokens per local day of the automation's time zone (UTC without one), at most;
+    /// over it new runs are `skipped_budget` until midnight (`usage::budget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub daily_tokens: Option<u64>,
+    /// Tokens per local calendar month, at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub monthly_tokens: Option<u64>,
+    /// The soft threshold of the daily and monthly limits, 1 to 100 percent (default 80).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub notify_at_percent: Option<u8>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -6,7 +6,10 @@
 //!   run's finish record) and the Prometheus token counters.
 //! - `query.rs`: [`UsageHandle`], the report by agent, profile, model or objective.
 //! - `price.rs`: [`ModelPrice`] and cost estimates (no price, no cost).
+//! - `budget.rs`: periodic (daily, monthly) token budgets read against the rollup, and
+//!   their soft threshold ([`budget::threshold_crossed`]).
 
+pub mod budget;
 mod model;
 mod price;
 mod query;
