@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod browser;
 mod browser_isolation;
+mod budgets;
 mod cli;
 mod cluster_faults;
 mod cluster_objectives;
