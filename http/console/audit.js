@@ -11,6 +11,7 @@ const KINDS = [
   'objective_created', 'objective_updated', 'objective_lifecycle', 'budget_exhausted', 'vault_key_rotated',
   'browser_session_created', 'browser_navigated', 'browser_session_closed',
   'operator_created', 'operator_updated', 'operator_deleted', 'token_created', 'token_revoked',
+  'budget_threshold',
 ];
 const PAGE = 50;
 
