@@ -81,7 +81,10 @@ async fn a_daily_budget_stops_runs_and_they_resume_the_next_day() {
     let all = runs(&app, "o1").await;
     assert_eq!(count(&all, "succeeded"), 3, "{all:?}");
     assert_eq!(fake.calls(), 3);
-    let skipped = all.iter().find(|r| r["status"] == "skipped_budget").unwrap();
+    let skipped = all
+        .iter()
+        .find(|r| r["status"] == "skipped_budget")
+        .unwrap();
     let why = skipped["error"].as_str().unwrap();
     assert!(
         why.contains("daily token budget of objective o1")
@@ -225,8 +228,14 @@ async fn malformed_budgets_are_400s() {
     for (budget, field) in [
         (json!({ "daily_tokens": 0 }), "budget.daily_tokens"),
         (json!({ "monthly_tokens": 0 }), "budget.monthly_tokens"),
-        (json!({ "notify_at_percent": 0 }), "budget.notify_at_percent"),
-        (json!({ "notify_at_percent": 101 }), "budget.notify_at_percent"),
+        (
+            json!({ "notify_at_percent": 0 }),
+            "budget.notify_at_percent",
+        ),
+        (
+            json!({ "notify_at_percent": 101 }),
+            "budget.notify_at_percent",
+        ),
     ] {
         let response = app
             .bearer_post(

@@ -101,7 +101,7 @@ pub(super) struct ObjectivesActor {
     /// Run id -> the cancel asked for it and who waits for its record (`cancel.rs`).
     pub(super) cancels: super::waiting::Cancels,
     /// Objective id -> the period usage read before its run started (`period.rs`).
-    pub(super) period_reads: super::period::PeriodReads,
+    pub(super) period_reads: HashMap<String, Vec<crate::usage::budget::PeriodSeen>>,
 }
 
 pub(super) type Agents = BTreeMap<String, AgentRecord>;

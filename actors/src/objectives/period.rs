@@ -15,19 +15,10 @@ use super::model::{ObjectiveRecord, RunRecord, RunStatus, RunSummary, new_run};
 use crate::audit::{AuditEntry, AuditKind, AuditOutcome};
 use crate::error::ActorError;
 use crate::time::{now_ms, to_datetime};
-use crate::usage::budget::{PeriodLimits, PeriodUsage, Periods, over_limit, threshold_crossed};
+use crate::usage::budget::{
+    PeriodLimits, PeriodSeen, PeriodUsage, Periods, over_limit, threshold_crossed,
+};
 use crate::usage::{BUCKET_MS, Prices, UsageHandle};
-
-/// A subject's limits, periods and usage as read before a run started.
-#[derive(Debug, Clone)]
-pub(super) struct PeriodSeen {
-    limits: PeriodLimits,
-    usage: PeriodUsage,
-}
-
-/// The period reads of the run an objective started last: its objective's and its
-/// agent's.
-pub(super) type PeriodReads = std::collections::HashMap<String, Vec<PeriodSeen>>;
 
 /// The objective's and its agent's limits (none set: nothing to check).
 fn limits_of(actor: &ObjectivesActor, objective: &ObjectiveRecord) -> Vec<PeriodLimits> {

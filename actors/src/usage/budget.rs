@@ -130,6 +130,14 @@ impl PeriodUsage {
     }
 }
 
+/// A subject's limits and its usage as read before a run started: what the run's
+/// finish needs to tell whether it crossed the soft threshold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeriodSeen {
+    pub limits: PeriodLimits,
+    pub usage: PeriodUsage,
+}
+
 /// Why a new run may not start: a limit reached, with its usage and the reset.
 pub fn over_limit(limits: &PeriodLimits, usage: PeriodUsage, periods: &Periods) -> Option<String> {
     let hit = |name: &str, used: u64, limit: u64, reset: DateTime<Utc>| {
