@@ -251,6 +251,7 @@ async fn malformed_budgets_are_400s() {
         json!({ "timezone": "Mars/Olympus" }),
         json!({ "daily_tokens": 0 }),
         json!({ "weekly_tokens": 5 }),
+        json!([null, null]),
     ] {
         let response = patch(&app, "/console/v1/agents/a1", json!({ "budget": budget })).await;
         assert_eq!(response.status(), 400, "{budget}");

@@ -82,7 +82,16 @@ impl ObjectivesActor {
             // A period this build cannot place (no midnight): the limit cannot apply.
             return self.admit(objective_id, start, ctx, reply);
         };
-        let from = periods.iter().map(|p| p.month_start).min().unwrap_or(now);
+        // Only as far back as a limit looks: a month's rows only for a monthly limit.
+        let from = limits
+            .iter()
+            .zip(&periods)
+            .map(|(l, p)| match l.monthly_tokens {
+                Some(_) => p.month_start,
+                None => p.day_start,
+            })
+            .min()
+            .unwrap_or(now);
         let usage = UsageHandle::new(self.storage.clone(), Prices::default());
         let to = now + chrono::Duration::milliseconds(BUCKET_MS);
         let agent_id = objective.agent_id.clone();

@@ -19,8 +19,9 @@ use crate::usage::query::local_midnight;
 pub const DEFAULT_NOTIFY_AT_PERCENT: u8 = 80;
 
 /// An agent's periodic budget: every run of any of its objectives counts.
+/// Read only from a JSON object: a derived struct would also take an array.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, try_from = "serde_json::Value")]
 pub struct AgentBudget {
     /// Tokens per local day, at most; over it new runs are `skipped_budget`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -37,6 +38,37 @@ pub struct AgentBudget {
     /// IANA time zone whose midnight starts a period (default UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
+}
+
+/// [`AgentBudget`]'s fields, derived.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentBudgetFields {
+    #[serde(default)]
+    daily_tokens: Option<u64>,
+    #[serde(default)]
+    monthly_tokens: Option<u64>,
+    #[serde(default)]
+    notify_at_percent: Option<u8>,
+    #[serde(default)]
+    timezone: Option<String>,
+}
+
+impl TryFrom<serde_json::Value> for AgentBudget {
+    type Error = String;
+
+    fn try_from(value: serde_json::Value) -> Result<Self, String> {
+        if !value.is_object() {
+            return Err("budget must be an object".into());
+        }
+        let f: AgentBudgetFields = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        Ok(Self {
+            daily_tokens: f.daily_tokens,
+            monthly_tokens: f.monthly_tokens,
+            notify_at_percent: f.notify_at_percent,
+            timezone: f.timezone,
+        })
+    }
 }
 
 /// The limits of one subject, as the check needs them.
@@ -215,10 +247,11 @@ pub fn validate(
 ) -> Result<(), ActorError> {
     let [daily, monthly, percent, zone] = BUDGET_FIELDS;
     for (name, v) in [(daily, daily_tokens), (monthly, monthly_tokens)] {
-        if v == Some(0) {
+        // The schema's integers are 64-bit signed (and the rollup's sums are).
+        if v.is_some_and(|n| n == 0 || n > i64::MAX as u64) {
             return Err(ActorError::invalid(
                 name,
-                "at least 1 (leave it out for no limit)",
+                "1 to 9223372036854775807 (leave it out for no limit)",
             ));
         }
     }
@@ -335,6 +368,7 @@ mod tests {
         let u = PeriodUsage::sum(&rows, &p, |r| r.agent_id == "a");
         assert_eq!(u, PeriodUsage { day: 7, month: 14 });
         assert!(validate(Some(0), None, None, None).is_err());
+        assert!(validate(None, Some(1 << 63), None, None).is_err());
         assert!(validate(None, None, Some(101), None).is_err());
         assert!(validate(None, None, None, Some("Mars/Base")).is_err());
         assert!(validate(Some(1), Some(2), Some(50), Some("UTC")).is_ok());
