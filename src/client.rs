@@ -7,6 +7,8 @@ pub mod notifications;
 pub mod oauth_client_secret;
 pub mod operators;
 pub mod pin;
+// The usage report.
+pub mod usage;
 
 use palyra_actors::audit::AuditPage;
 use palyra_actors::browser::{
@@ -833,7 +835,7 @@ fn session_cookie(response: &reqwest::Response) -> Result<(String, SecretString)
 }
 
 /// `?a=1&b=2` from a query struct (absent fields left out), or the empty string.
-fn serde_urlencoded<T: serde::Serialize>(query: &T) -> Result<String, ClientError> {
+pub(crate) fn serde_urlencoded<T: serde::Serialize>(query: &T) -> Result<String, ClientError> {
     let value = serde_json::to_value(query).map_err(|e| ClientError::Protocol(e.to_string()))?;
     let mut url = url::Url::parse("http://x/").map_err(|e| ClientError::Protocol(e.to_string()))?;
     if let serde_json::Value::Object(map) = value {

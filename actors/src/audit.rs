@@ -62,11 +62,13 @@ pub enum AuditKind {
     NotificationChannelDeleted,
     /// A run's tool wrote: `workspace_write`, or an `http_fetch` other than GET.
     ToolWrite,
+    /// A periodic budget's soft threshold crossed (once per period).
+    BudgetThreshold,
 }
 
 impl AuditKind {
     /// Every kind, for documentation and tests.
-    pub const ALL: [AuditKind; 33] = [
+    pub const ALL: [AuditKind; 34] = [
         AuditKind::Login,
         AuditKind::LoginFailed,
         AuditKind::SessionRevoked,
@@ -100,6 +102,7 @@ impl AuditKind {
         AuditKind::NotificationChannelCreated,
         AuditKind::NotificationChannelDeleted,
         AuditKind::ToolWrite,
+        AuditKind::BudgetThreshold,
     ];
 }
 

@@ -43,6 +43,8 @@
 //! - [`error`]: the one error type this crate returns.
 //! - [`audit`]: the append-only audit log, its queries and its pruning.
 //! - [`metrics`]: the actors' counters and histograms, shared with `/metrics`.
+//! - [`usage`]: the usage rollup (tokens per 15-minute bucket, agent, objective,
+//!   profile, provider and model), its report per local day, and cost estimates.
 //! - `time`: Unix-millisecond clock helpers.
 //! - `paging`: page sizes and cursors shared by every list; `wire`: enum names as on the wire.
 //!
@@ -77,6 +79,7 @@ pub mod sessions;
 pub mod snapshot;
 mod time;
 pub mod tools;
+pub mod usage;
 pub mod vault;
 mod wire;
 

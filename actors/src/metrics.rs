@@ -21,7 +21,16 @@ pub struct ActorMetrics {
     pub runs: Family<Labels, Counter>,
     /// Seconds between a firing's scheduled instant and the scheduler delivering it.
     pub scheduler_lateness_seconds: Histogram,
+    /// Tokens of answered provider calls, by provider, model and direction (`input`,
+    /// `output`); at most [`MAX_TOKEN_SERIES`] provider and model pairs, later ones
+    /// counted as model `other`, so a misconfigured agent cannot grow `/metrics`.
+    pub tokens: Family<Labels, Counter>,
+    /// The provider and model pairs `tokens` has series for.
+    token_models: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
+
+/// The most provider and model pairs with series of their own in `tokens`.
+pub const MAX_TOKEN_SERIES: usize = 100;
 
 impl Default for ActorMetrics {
     fn default() -> Self {
@@ -30,6 +39,8 @@ impl Default for ActorMetrics {
             runs: Family::default(),
             // 1 ms to about 65 s.
             scheduler_lateness_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            tokens: Family::default(),
+            token_models: Default::default(),
         };
         // Every series exists from the start at zero, so rates and absent-alerts work
         // before the first event.
@@ -59,6 +70,31 @@ impl ActorMetrics {
 
     pub(crate) fn count_run(&self, status: RunStatus) {
         self.run_series(status).inc();
+    }
+
+    pub(crate) fn count_tokens(&self, provider: &str, model: &str, input: u64, output: u64) {
+        let model = {
+            let mut known = self
+                .token_models
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let pair = (provider.to_owned(), model.to_owned());
+            if known.contains(&pair) || known.len() < MAX_TOKEN_SERIES {
+                known.insert(pair);
+                model.to_owned()
+            } else {
+                "other".to_owned()
+            }
+        };
+        for (direction, n) in [("input", input), ("output", output)] {
+            self.tokens
+                .get_or_create(&vec![
+                    ("provider", provider.to_owned()),
+                    ("model", model.clone()),
+                    ("direction", direction.to_owned()),
+                ])
+                .inc_by(n);
+        }
     }
 
     pub(crate) fn count_refresh(&self, outcome: &'static str) {

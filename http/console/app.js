@@ -10,6 +10,7 @@ import { renderObjectives, renderObjective, renderNewObjective } from './objecti
 import { renderAudit } from './audit.js';
 import { renderNotifications } from './notifications.js';
 import { renderOperators, renderTokens } from './operators.js';
+import { renderUsage } from './usage.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -32,6 +33,7 @@ const ROUTES = [
   ['/notifications', renderNotifications, 'notifications'],
   ['/operators', renderOperators, 'operators'],
   ['/tokens', renderTokens, 'tokens'],
+  ['/usage', renderUsage, 'usage'],
 ];
 
 /** A message above the page until the next navigation. */

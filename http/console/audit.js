@@ -14,6 +14,7 @@ const KINDS = [
   'client_secret_changed',
   'notification_channel_created', 'notification_channel_deleted',
   'tool_write',
+  'budget_threshold',
 ];
 const PAGE = 50;
 

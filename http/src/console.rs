@@ -112,6 +112,11 @@ pub const ASSETS: &[Asset] = &[
         content_type: JS,
         body: include_str!("../console/handoff.js"),
     },
+    Asset {
+        name: "usage.js",
+        content_type: JS,
+        body: include_str!("../console/usage.js"),
+    },
 ];
 
 /// Strong validators, computed once: the files cannot change while the binary runs.

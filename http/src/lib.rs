@@ -43,7 +43,9 @@ pub use throttle::AuthThrottle;
 use crate::route::RouteSpec;
 use crate::routes::oauth_client_secret;
 use crate::routes::{browser, cluster, console_auth, deployment, metrics as metrics_route, oauth};
-use crate::routes::{handoff_redeem, notifications, objectives, operators, ops, profiles, tokens};
+use crate::routes::{
+    handoff_redeem, notifications, objectives, operators, ops, profiles, tokens, usage,
+};
 
 /// The routes, resource by resource: the router is built from this list and tests
 /// enumerate it.
@@ -64,6 +66,7 @@ fn routes() -> Vec<RouteSpec> {
         operators::routes(),
         tokens::routes(),
         notifications::routes(),
+        usage::routes(),
     ]
     .into_iter()
     .flatten()

@@ -116,6 +116,11 @@ impl HttpMetrics {
             actors.runs.clone(),
         );
         registry.register(
+            "tokens",
+            "Tokens of answered provider calls, by provider, model and direction",
+            actors.tokens.clone(),
+        );
+        registry.register(
             "scheduler_lateness_seconds",
             "Delay between a firing's scheduled instant and its delivery",
             actors.scheduler_lateness_seconds.clone(),

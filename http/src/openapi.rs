@@ -78,6 +78,7 @@ use crate::routes::{
         notifications::delete_channel,
         notifications::test_channel,
         notifications::deliveries,
+        crate::routes::usage::report,
         openapi_json,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
@@ -89,6 +90,7 @@ use crate::routes::{
          (name = "browser", description = "Headless Chromium sessions: open, navigate, click, type, screenshot, content"),
          (name = "operators", description = "Operators, their roles, API tokens and sessions (admin only)"),
          (name = "notifications", description = "Notification channels (signed webhooks) and their deliveries (admin only)"),
+         (name = "usage", description = "Tokens and cost estimates per agent, profile, model or objective, per day"),
          (name = "deployment", description = "The deployment's security posture and the audit log"),
          (name = "operations", description = "Probes, metrics and the API document"))
 )]

@@ -107,6 +107,8 @@ pub struct AppStateInner {
     pub browser: palyra_actors::browser::BrowserHandle,
     /// Notification channels and deliveries.
     pub notifications: palyra_actors::notifications::NotificationsHandle,
+    /// The usage rollup's reports.
+    pub usage: palyra_actors::usage::UsageHandle,
     /// This node's leases; `GET /cluster`.
     pub cluster: palyra_actors::cluster::ClusterHandle,
     /// For readiness.

@@ -13,6 +13,7 @@ mod connections;
 mod notifications;
 mod providers;
 mod storage;
+mod usage;
 
 pub use cluster::ClusterSettings;
 pub use notifications::NotificationSettings;
@@ -23,6 +24,7 @@ pub use providers::{
 };
 pub(crate) use storage::is_loopback_host;
 pub use storage::{StorageBackend, StorageSettings};
+pub use usage::UsageSettings;
 
 /// The compiled-in defaults.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");
@@ -67,6 +69,9 @@ pub struct Settings {
     /// reach it (`crate::tools_policy`).
     #[serde(skip)]
     pub config_file: Option<PathBuf>,
+    /// Prices per model for cost estimates; absent from the defaults.
+    #[serde(default)]
+    pub usage: UsageSettings,
 }
 
 /// HTTPS: both paths or neither.
@@ -517,6 +522,7 @@ impl Settings {
         self.storage.validate()?;
         self.cluster.validate()?;
         self.notifications.validate()?;
+        self.usage.validate()?;
         if self.server.shutdown_grace_s > 3600 {
             return Err("server.shutdown_grace_s must be at most 3600".into());
         }

@@ -51,6 +51,18 @@ pub enum WriteOp {
     /// epoch) waits for it and then sees everything it wrote. Only PostgreSQL keeps
     /// leases; redb refuses every fence.
     Fence(Fence),
+    /// Adds the integer fields of `value`'s record to those of the row under `key`
+    /// (stores `value` when there is none); other fields keep the stored row's values.
+    /// Unconditional, and additive on both backends: redb's one writer reads and
+    /// writes the row inside its transaction, PostgreSQL does it in one
+    /// `INSERT ... ON CONFLICT DO UPDATE SET n = n + excluded.n`, so increments from
+    /// several nodes at once are never lost. Only tables with counter columns
+    /// (`postgres/tables.rs`, `counters`) take it.
+    Add {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
 }
 
 /// A shard lease as its holder last proved it: the fencing token of a cluster write.
@@ -105,6 +117,15 @@ impl WriteOp {
         }
     }
 
+    /// Adds `record`'s integer fields to the row under `key` in its type's table.
+    pub fn add<T: StoredRecord>(key: impl Into<Vec<u8>>, record: &T) -> Self {
+        WriteOp::Add {
+            table: T::TABLE,
+            key: key.into(),
+            value: encode_record(record),
+        }
+    }
+
     /// The table and key of the row the op reads or changes; `None` for a fence.
     pub fn row(&self) -> Option<(Table, &[u8])> {
         match self {
@@ -113,14 +134,18 @@ impl WriteOp {
             | WriteOp::InsertIfAbsent { table, key, .. }
             | WriteOp::CompareAndSet { table, key, .. }
             | WriteOp::Take { table, key }
-            | WriteOp::Expect { table, key, .. } => Some((*table, key)),
+            | WriteOp::Expect { table, key, .. }
+            | WriteOp::Add { table, key, .. } => Some((*table, key)),
             WriteOp::Fence(_) => None,
         }
     }
 
     /// True for the ops that can refuse their request.
     pub fn is_conditional(&self) -> bool {
-        !matches!(self, WriteOp::Put { .. } | WriteOp::Delete { .. })
+        !matches!(
+            self,
+            WriteOp::Put { .. } | WriteOp::Delete { .. } | WriteOp::Add { .. }
+        )
     }
 }
 

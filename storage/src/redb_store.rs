@@ -269,6 +269,10 @@ fn apply(open: &mut OpenTables<'_>, ops: &[WriteOp]) -> Result<WriteOutcome, Sto
                     Some(value.as_slice())
                 }
                 WriteOp::Fence(_) => return Ok(WriteOutcome::Refused { op: i }),
+                // Unconditional; the row exists afterwards, which is all a later
+                // condition of the same request may ask of a counter row (its bytes
+                // are the sum, known only when it is written).
+                WriteOp::Add { value, .. } => Some(value.as_slice()),
             };
             overlay.insert(slot, next);
         }
@@ -289,6 +293,17 @@ fn apply(open: &mut OpenTables<'_>, ops: &[WriteOp]) -> Result<WriteOutcome, Sto
             }
             WriteOp::Delete { key, .. } | WriteOp::Take { key, .. } => {
                 t.remove(key.as_slice()).map_err(StorageError::backend)?;
+            }
+            WriteOp::Add { key, value, .. } => {
+                // The one writer thread reads and writes the row inside this
+                // transaction, so no increment is lost between the two.
+                let current = t
+                    .get(key.as_slice())
+                    .map_err(StorageError::backend)?
+                    .map(|v| v.value().to_vec());
+                let sum = crate::record::add_counts(current.as_deref(), value);
+                t.insert(key.as_slice(), sum.as_slice())
+                    .map_err(StorageError::backend)?;
             }
             WriteOp::Expect { .. } | WriteOp::Fence(_) => {}
         }

@@ -56,11 +56,16 @@ pub enum Table {
     NotificationEvents,
     /// One delivery of one event to one channel, keyed by `<event id>.<channel id>`.
     NotificationDeliveries,
+    /// Tokens used, summed per 15-minute UTC bucket and per agent, objective, profile,
+    /// provider and model; keyed by the bucket's start (Unix milliseconds, big-endian)
+    /// then those five names, NUL-separated, so a time window is one key range. Rows
+    /// only grow, by [`crate::WriteOp::Add`]; run-history pruning never touches them.
+    UsageRollup,
 }
 
 impl Table {
     /// Every table, so start-up can create them all.
-    pub const ALL: [Table; 16] = [
+    pub const ALL: [Table; 17] = [
         Table::Sessions,
         Table::Handoffs,
         Table::Vault,
@@ -77,6 +82,7 @@ impl Table {
         Table::NotificationChannels,
         Table::NotificationEvents,
         Table::NotificationDeliveries,
+        Table::UsageRollup,
     ];
 
     /// The table named `name` (as [`Self::name`] gives it).
@@ -103,6 +109,7 @@ impl Table {
             Table::NotificationChannels => "notification_channels",
             Table::NotificationEvents => "notification_events",
             Table::NotificationDeliveries => "notification_deliveries",
+            Table::UsageRollup => "usage_rollup",
         }
     }
 

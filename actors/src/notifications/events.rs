@@ -21,6 +21,25 @@ fn capped(text: &str, max: usize) -> (String, bool) {
     }
 }
 
+/// The event of a periodic budget's soft threshold crossed by a run of `objective`
+/// (`crate::usage::budget::threshold_crossed`), for the run's finish write.
+pub fn budget_threshold(
+    objective_id: &str,
+    agent_id: &str,
+    threshold: &crate::usage::budget::BudgetThreshold,
+) -> WriteOp {
+    event_op(
+        EventKind::BudgetThreshold,
+        threshold.subject.clone(),
+        json!({ "objective_id": objective_id, "agent_id": agent_id,
+                "detail": threshold.detail }),
+        EventFilters {
+            agent_id: Some(agent_id.to_owned()),
+            objective_id: Some(objective_id.to_owned()),
+        },
+    )
+}
+
 /// The events of a finished run, for the write that records it: `run_completed`
 /// (with its output, capped) or `run_failed`, and `objective_paused` when the finish
 /// paused an objective that was active (`was_active`) before it.

@@ -42,6 +42,9 @@ pub struct ObjectivesPolicy {
     pub max_concurrent_runs: usize,
     /// What runs' tools may reach (`crate::tools`).
     pub tools: crate::tools::ToolsPolicy,
+    /// Added to the clock budget periods are computed at (`period.rs`): zero, except
+    /// in tests of a period's reset.
+    pub budget_clock_offset: chrono::Duration,
 }
 
 pub(super) struct ObjectivesActor {
@@ -100,6 +103,8 @@ pub(super) struct ObjectivesActor {
     pub(super) aborts: HashMap<String, tokio::task::AbortHandle>,
     /// Run id -> the cancel asked for it and who waits for its record (`cancel.rs`).
     pub(super) cancels: super::waiting::Cancels,
+    /// Objective id -> the period usage read before its run started (`period.rs`).
+    pub(super) period_reads: HashMap<String, Vec<crate::usage::budget::PeriodSeen>>,
 }
 
 pub(super) type Agents = BTreeMap<String, AgentRecord>;

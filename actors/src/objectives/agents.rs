@@ -48,6 +48,7 @@ impl Handler<CreateAgent> for ObjectivesActor {
             max_concurrent_runs: new.max_concurrent_runs,
             tools: super::input::dedup_tools(new.tools),
             max_tool_calls: new.max_tool_calls,
+            budget: new.budget,
             created_at: now,
             updated_at: now,
         };
@@ -111,6 +112,9 @@ impl Handler<UpdateAgent> for ObjectivesActor {
         }
         if let Some(v) = patch.max_concurrent_runs {
             agent.max_concurrent_runs = v;
+        }
+        if let Some(v) = patch.budget {
+            agent.budget = v;
         }
         if let Some(v) = patch.model {
             agent.model = v;

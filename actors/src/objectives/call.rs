@@ -29,6 +29,9 @@ pub(super) fn skipped(skip: &ResolveSkip, model: &str) -> RunAttempt {
         outcome: AttemptOutcome::Skipped,
         latency_ms: 0,
         detail: Some(skip.detail.clone()),
+        provider: None,
+        prompt_tokens: 0,
+        completion_tokens: 0,
     }
 }
 
@@ -121,6 +124,9 @@ async fn attempt(
             outcome: AttemptOutcome::Skipped,
             latency_ms: 0,
             detail: Some(detail.clone()),
+            provider: None,
+            prompt_tokens: 0,
+            completion_tokens: 0,
         });
         // Not the provider's answer: no cooldown, and not worth a retry of the run.
         CallFailure::new(FailureClass::Auth, detail)
@@ -170,6 +176,7 @@ async fn attempt(
         .await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let oauth = credential.oauth;
+        let credential_provider = credential.provider.clone();
         drop(credential);
         let mut record = RunAttempt {
             profile_id: profile_id.to_owned(),
@@ -177,9 +184,16 @@ async fn attempt(
             outcome: AttemptOutcome::Ok,
             latency_ms,
             detail: None,
+            provider: None,
+            prompt_tokens: 0,
+            completion_tokens: 0,
         };
         let failure = match result {
             Ok(completion) => {
+                // What the usage rollup charges this call to (`crate::usage`).
+                record.provider = Some(credential_provider);
+                record.prompt_tokens = completion.prompt_tokens;
+                record.completion_tokens = completion.completion_tokens;
                 attempts.push(record);
                 if let Err(e) = registry.note_call(profile_id, CallNote::Succeeded).await {
                     tracing::warn!(profile_id, error = %e, "clearing a cooldown failed");

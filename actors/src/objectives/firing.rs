@@ -232,12 +232,8 @@ impl Handler<Fire> for ObjectivesActor {
                     late_by_ms,
                     missed: std::mem::take(&mut missed),
                 };
-                // Over a concurrency cap the firing is claimed as `queued` and waits.
-                if self.has_slot(&objective.agent_id) {
-                    self.start_run_as(&msg.objective_id, start, ctx, None);
-                } else {
-                    self.enqueue(&msg.objective_id, start, ctx, None);
-                }
+                // Within the periodic budgets; over a concurrency cap it waits as `queued`.
+                self.admit_within_budget(&msg.objective_id, start, ctx, None);
             }
         }
     }
@@ -328,29 +324,6 @@ impl ObjectivesActor {
         ))
     }
 
-    /// Starts a run of the objective as it is in memory (the caller has already
-    /// moved `next_run_at`): the run record and the objective commit first; then the
-    /// provider call runs on a tokio worker. `reply` answers with the objective once
-    /// the run is durable.
-    pub(super) fn start_run(
-        &mut self,
-        objective_id: &str,
-        trigger: RunTrigger,
-        scheduled_for: Option<DateTime<Utc>>,
-        ctx: &mut Context<Self>,
-        reply: Option<RunReply>,
-    ) {
-        let start = RunStart {
-            trigger,
-            scheduled_for,
-            waited: None,
-            fence: None,
-            late_by_ms: None,
-            missed: Vec::new(),
-        };
-        self.start_run_as(objective_id, start, ctx, reply);
-    }
-
     /// Starts a firing that waited (for the run before it, overlap `queue_one`, or for
     /// a slot) as its own `queued` run.
     pub(super) fn start_queued(&mut self, waited: WaitingRun, ctx: &mut Context<Self>) {
@@ -383,7 +356,7 @@ impl ObjectivesActor {
         // The waiting firing was claimed when it was queued; its start is fenced by
         // the lease held now (none: the shard moved, and the run is not started here).
         // A manual run is the asking node's, whoever holds the shard, as when it
-        // starts at once (`start_run`): never fenced.
+        // starts at once (`admit_within_budget`): never fenced.
         let claim = match trigger {
             RunTrigger::Manual => Some(None),
             _ => self.cluster.claim(objective_id.as_bytes()).map(Some),
@@ -565,6 +538,7 @@ impl ObjectivesActor {
         }
         run.finished_at = Some(now);
         self.metrics.count_run(run.status);
+        crate::usage::count_tokens(&self.metrics, &run);
         tracing::info!(objective_id, run_id = %run.run_id, status = ?run.status, tokens = run.tokens, "run finished");
         self.record_finish(objective_id, run, 0, ctx);
         if let Some(waited) = self.queued.remove(objective_id)
@@ -629,6 +603,8 @@ impl ObjectivesActor {
         let objective = objective.clone();
         self.sync_schedule(&objective);
         let mut ops = vec![self.objective_write(&objective)];
+        ops.extend(crate::usage::rollup_ops(&objective.agent_id, &run));
+        ops.extend(self.threshold_ops(&run));
         ops.extend(failures_audit);
         ops.extend(crate::notifications::events::run_finished(
             &objective, was_active, &run,
@@ -696,6 +672,7 @@ mod tests {
             budget: Budget {
                 max_runs: Some(3),
                 max_tokens: Some(1000),
+                ..Budget::default()
             },
             usage: Usage::default(),
             automation: Some(Automation {

@@ -123,6 +123,7 @@ impl ObjectivesHandle {
                 waiting: Default::default(),
                 aborts: HashMap::new(),
                 cancels: Default::default(),
+                period_reads: Default::default(),
             }
         });
         Ok(Self {

@@ -137,6 +137,8 @@ pub struct NewAgent {
     /// Tool calls per run, at most: 1 to 1000 (default 20).
     #[schema(minimum = 1, maximum = 1000)]
     pub max_tool_calls: Option<u32>,
+    /// Daily and monthly token limits over all of the agent's objectives.
+    pub budget: Option<crate::usage::budget::AgentBudget>,
 }
 
 /// A change of an agent (`PATCH`).
@@ -175,6 +177,10 @@ pub struct AgentPatch {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub max_tool_calls: Option<Option<u32>>,
+    /// Replaces the periodic budget; `null` clears it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<crate::usage::budget::AgentBudget>)]
+    pub budget: Option<Option<crate::usage::budget::AgentBudget>>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`: clear it) from an absent one (`None`:
@@ -210,6 +216,7 @@ impl NewAgent {
         validate_candidates(&self.model_profiles)?;
         validate_agent_cap(self.max_concurrent_runs)?;
         validate_tools(&self.tools, self.max_tool_calls)?;
+        validate_agent_budget(self.budget.as_ref())?;
         Ok(())
     }
 }
@@ -237,6 +244,7 @@ impl AgentPatch {
             self.tools.as_deref().unwrap_or_default(),
             self.max_tool_calls.flatten(),
         )?;
+        validate_agent_budget(self.budget.as_ref().and_then(Option::as_ref))?;
         Ok(())
     }
 }
@@ -282,6 +290,7 @@ impl NewObjective {
             self.deadline_s,
             self.pause_after_failures,
         )?;
+        validate_budget(&self.budget)?;
         Ok(())
     }
 
@@ -304,6 +313,9 @@ impl ObjectivePatch {
             self.deadline_s.flatten(),
             self.pause_after_failures,
         )?;
+        if let Some(budget) = &self.budget {
+            validate_budget(budget)?;
+        }
         Ok(())
     }
 }
@@ -485,4 +497,28 @@ pub(crate) fn validate_objective_texts(
         }
         _ => Ok(()),
     }
+}
+
+/// The agent's periodic budget, if any, is well formed.
+fn validate_agent_budget(
+    budget: Option<&crate::usage::budget::AgentBudget>,
+) -> Result<(), ActorError> {
+    budget.map_or(Ok(()), |b| {
+        crate::usage::budget::validate(
+            b.daily_tokens,
+            b.monthly_tokens,
+            b.notify_at_percent,
+            b.timezone.as_deref(),
+        )
+    })
+}
+
+/// The objective's periodic limits are well formed (its time zone is the automation's).
+pub(crate) fn validate_budget(budget: &Budget) -> Result<(), ActorError> {
+    crate::usage::budget::validate(
+        budget.daily_tokens,
+        budget.monthly_tokens,
+        budget.notify_at_percent,
+        None,
+    )
 }

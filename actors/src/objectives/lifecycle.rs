@@ -336,20 +336,17 @@ impl Handler<Lifecycle> for ObjectivesActor {
                 return fail(refused);
             }
             let (tx, rx) = tokio::sync::oneshot::channel();
-            if self.has_slot(&objective.agent_id) {
-                self.start_run(&msg.objective_id, RunTrigger::Manual, None, ctx, Some(tx));
-            } else {
-                // Over a concurrency cap a manual run waits like a scheduled one.
-                let start = super::firing::RunStart {
-                    trigger: RunTrigger::Manual,
-                    scheduled_for: None,
-                    waited: None,
-                    fence: None,
-                    late_by_ms: None,
-                    missed: Vec::new(),
-                };
-                self.enqueue(&msg.objective_id, start, ctx, Some(tx));
-            }
+            // Within the periodic budgets (`period.rs`); over a concurrency cap a
+            // manual run waits like a scheduled one.
+            let start = super::firing::RunStart {
+                trigger: RunTrigger::Manual,
+                scheduled_for: None,
+                waited: None,
+                fence: None,
+                late_by_ms: None,
+                missed: Vec::new(),
+            };
+            self.admit_within_budget(&msg.objective_id, start, ctx, Some(tx));
             return Box::pin(
                 async move { rx.await.unwrap_or(Err(ActorError::Stopped("objectives"))) }
                     .into_actor(self),

@@ -30,6 +30,8 @@
 //!   them, its deadline; and the pause after consecutive failed runs.
 //! - `limits.rs`: the concurrency caps (per node and per agent) and the FIFO of
 //!   firings waiting for a slot as durable `queued` runs.
+//! - `period.rs`: the daily and monthly budgets checked before a firing starts a run
+//!   (`skipped_budget` without a pause), and the soft threshold recorded at its finish.
 //! - `waiting.rs`: the FIFO of waiting firings and the cancels asked, as plain data.
 //! - `cancel.rs`: cancelling one run (its task aborted, so its provider call is
 //!   dropped), and stopping the runs of an objective paused or cancelled.
@@ -50,6 +52,7 @@ mod input;
 mod lifecycle;
 mod limits;
 pub(crate) mod model;
+mod period;
 mod retry;
 mod runner;
 mod sync;

@@ -37,6 +37,9 @@ pub struct AgentRecord {
     /// Tool calls per run, at most (default 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tool_calls: Option<u32>,
+    /// Daily and monthly token limits over all of the agent's objectives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::usage::budget::AgentBudget>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -142,6 +145,19 @@ pub fn transition(action: LifecycleAction, from: ObjectiveState) -> Option<Objec
 pub struct Budget {
     pub max_runs: Option<u64>,
     pub max_tokens: Option<u64>,
+    /// Tokens per local day of the automation's time zone (UTC without one), at most;
+    /// over it new runs are `skipped_budget` until midnight (`usage::budget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub daily_tokens: Option<u64>,
+    /// Tokens per local calendar month, at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub monthly_tokens: Option<u64>,
+    /// The soft threshold of the daily and monthly limits, 1 to 100 percent (default 80).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub notify_at_percent: Option<u8>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -363,6 +379,19 @@ pub struct RunAttempt {
     /// Why it failed or was skipped; a sentence, never a secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The profile's provider, for a call that was answered (the usage rollup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Input tokens of this call's answer (0 unless it was answered).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prompt_tokens: u64,
+    /// Output tokens of this call's answer.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub completion_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What an attempt came to: the adapter's classification, or a skip.

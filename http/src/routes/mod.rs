@@ -15,3 +15,4 @@ pub mod operators;
 pub mod ops;
 pub mod profiles;
 pub mod tokens;
+pub mod usage;

@@ -4,7 +4,7 @@
 //! [`console_auth`] (login, console links), [`ops`] (status), [`profiles`] (auth
 //! profiles, the vault), [`oauth`] (sign-in), [`objectives`] (agents, objectives),
 //! [`browser`] (browser sessions), [`deployment`] (posture, audit), [`operators`]
-//! (operators, API tokens, password login); [`output`] formats
+//! (operators, API tokens, password login), [`usage`] (the usage report); [`output`] formats
 //! what they print.
 
 mod browser;
@@ -18,6 +18,7 @@ mod ops;
 mod output;
 mod profiles;
 mod transcript;
+mod usage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -148,6 +149,8 @@ enum Command {
         #[command(subcommand)]
         command: BrowserCommand,
     },
+    /// Tokens and cost estimates per agent, profile, model or objective, per day.
+    Usage(usage::UsageArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -265,5 +268,6 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
         }
         Command::Browser { command } => browser::browser(json, &client(cli)?, command).await,
         Command::Vault { command } => profiles::vault(json, &client(cli)?, command).await,
+        Command::Usage(args) => usage::usage(json, &client(cli)?, args).await,
     }
 }

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_cluster.sql"),
     include_str!("migrations/0003_operators.sql"),
     include_str!("migrations/0004_notifications.sql"),
+    include_str!("migrations/0005_usage.sql"),
 ];
 
 /// The newest PostgreSQL schema this build knows.

@@ -60,6 +60,26 @@ pub(crate) fn columns(table: Table) -> &'static [&'static str] {
         Table::NotificationDeliveries => {
             &["delivery_id", "channel_id", "status", "next_attempt_ms"]
         }
+        Table::UsageRollup => &[
+            "bucket_start",
+            "agent_id",
+            "objective_id",
+            "profile_id",
+            "provider",
+            "model",
+            "input_tokens",
+            "output_tokens",
+            "calls",
+        ],
+    }
+}
+
+/// The typed columns of `table` that [`crate::WriteOp::Add`] adds to (bigint, filled
+/// from the record's integer fields of the same names); empty for tables without.
+pub(crate) fn counters(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::UsageRollup => &["input_tokens", "output_tokens", "calls"],
+        _ => &[],
     }
 }
 
@@ -156,6 +176,17 @@ pub(crate) fn extract(table: Table, key: &[u8], value: &[u8]) -> Result<Vec<Para
             text(r, "status"),
             int(r, "next_attempt_ms"),
         ],
+        Table::UsageRollup => vec![
+            time(r, "bucket_start"),
+            text(r, "agent_id"),
+            text(r, "objective_id"),
+            text(r, "profile_id"),
+            text(r, "provider"),
+            text(r, "model"),
+            Box::new(as_int(field(r, "input_tokens")).unwrap_or(0)),
+            Box::new(as_int(field(r, "output_tokens")).unwrap_or(0)),
+            Box::new(as_int(field(r, "calls")).unwrap_or(0)),
+        ],
     };
     Ok(params)
 }
@@ -216,11 +247,14 @@ fn as_text(v: Option<&Value>) -> Option<String> {
 }
 
 fn int(r: Option<&Value>, name: &str) -> Param {
-    let v = field(r, name).and_then(|v| {
+    Box::new(as_int(field(r, name)))
+}
+
+fn as_int(v: Option<&Value>) -> Option<i64> {
+    v.and_then(|v| {
         v.as_i64()
             .or_else(|| v.as_u64().and_then(|u| i64::try_from(u).ok()))
-    });
-    Box::new(v)
+    })
 }
 
 fn boolean(r: Option<&Value>, name: &str) -> Param {
@@ -245,6 +279,9 @@ pub(crate) struct TableSql {
     pub(crate) delete: String,
     pub(crate) take: String,
     pub(crate) expect: String,
+    /// [`crate::WriteOp::Add`]: an additive upsert of the [`counters`] columns, the
+    /// value's bytes rebuilt from the sums (the same as `put` for a table without).
+    pub(crate) add: String,
 }
 
 impl TableSql {
@@ -264,7 +301,31 @@ impl TableSql {
             .enumerate()
             .map(|(i, c)| format!(", {c} = ${}", i + 3))
             .collect();
+        let counted = counters(table);
+        let add = if counted.is_empty() {
+            format!("{insert} ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value{updates}")
+        } else {
+            let sums: String = counted
+                .iter()
+                .map(|c| format!(", {c} = {name}.{c} + EXCLUDED.{c}"))
+                .collect();
+            // The stored envelope with its counters replaced by the sums; jsonb's text
+            // differs from serde's in spacing and key order, which only byte-exact
+            // conditions would notice, and no condition is ever put on a counter row.
+            let fields: String = counted
+                .iter()
+                .map(|c| format!(", '{c}', {name}.{c} + EXCLUDED.{c}"))
+                .collect();
+            format!(
+                "{insert} ON CONFLICT (key) DO UPDATE SET value = convert_to(jsonb_set( \
+                 convert_from({name}.value, 'UTF8')::jsonb, '{{r}}', \
+                 (convert_from({name}.value, 'UTF8')::jsonb -> 'r') || \
+                 jsonb_build_object({}))::text, 'UTF8'){sums}",
+                &fields[2..]
+            )
+        };
         Self {
+            add,
             put: format!(
                 "{insert} ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value{updates}"
             ),

@@ -24,7 +24,7 @@ use tokio_postgres::{Client, Statement};
 use crate::error::StorageError;
 use crate::op::{WriteOp, WriteOutcome};
 use crate::postgres::connect::{Connector, is_connection_error};
-use crate::postgres::tables::{Param, TableSql, extract};
+use crate::postgres::tables::{Param, TableSql, counters, extract};
 use crate::schema::Table;
 use crate::writer::{Msg, Request, Writer, WriterParts, WriterStats, fill_batch};
 
@@ -72,6 +72,7 @@ enum Kind {
     /// so a conditional request's statements are sent together in one round trip.
     Savepoint,
     Release,
+    Add,
 }
 
 /// Most ops applied in one transaction. A group is bounded by one timeout (connect
@@ -153,6 +154,12 @@ impl BoundOp {
                 Kind::Expect,
                 vec![Box::new(key.clone()) as Param, Box::new(value.clone())],
             ),
+            WriteOp::Add { key, value, .. } => {
+                if counters(table).is_empty() {
+                    return Err(format!("table {} has no counters to add to", table.name()));
+                }
+                (Kind::Add, row(table, key, value)?)
+            }
             WriteOp::Fence(_) => unreachable!("a fence has no row"),
         };
         Ok(Self {
@@ -208,6 +215,7 @@ impl Conn {
                             Kind::Expect | Kind::Fence | Kind::Savepoint | Kind::Release => {
                                 sql.expect
                             }
+                            Kind::Add => sql.add,
                         }
                     }
                 };
@@ -320,7 +328,7 @@ impl Conn {
         Box::pin(async move {
             let params = op.refs();
             Ok(match op.kind {
-                Kind::Put | Kind::Delete | Kind::Savepoint | Kind::Release => {
+                Kind::Put | Kind::Delete | Kind::Add | Kind::Savepoint | Kind::Release => {
                     self.client.execute(statement, &params).await?;
                     Held::Yes
                 }
@@ -385,7 +393,7 @@ impl Conn {
                     .take_while(|&&r| {
                         !bound[r]
                             .iter()
-                            .any(|op| op.kind != Kind::Put && op.kind != Kind::Delete)
+                            .any(|op| !matches!(op.kind, Kind::Put | Kind::Delete | Kind::Add))
                     })
                     .count();
                 if run > 0 {
