@@ -236,19 +236,31 @@ impl ObjectivesHandle {
     /// In a cluster, rereads the agent so an edit, a read or an objective of it here
     /// sees what another node acknowledged.
     async fn reread_agent(&self, agent_id: &str) -> Result<(), ActorError> {
-        self.addr
-            .send(RereadRow(Table::Agents, agent_id.to_owned()))
-            .await
-            .map_err(stopped("objectives"))
+        self.reread_row(Table::Agents, agent_id).await
+    }
+
+    /// Rereads a row until it is applied: a read is set aside when this node queued a
+    /// write to the row meanwhile (a run's start or finish), and the next read, after
+    /// that write was applied or refused, sees the outcome.
+    async fn reread_row(&self, table: Table, id: &str) -> Result<(), ActorError> {
+        const ATTEMPTS: usize = 5;
+        for _ in 0..ATTEMPTS {
+            let applied = self
+                .addr
+                .send(RereadRow(table, id.to_owned()))
+                .await
+                .map_err(stopped("objectives"))?;
+            if applied {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// In a cluster, rereads the objective so an edit or a read here sees what another
     /// node acknowledged (lists are kept in step by the change feed, within moments).
     async fn reread(&self, objective_id: &str) -> Result<(), ActorError> {
-        self.addr
-            .send(RereadRow(Table::Objectives, objective_id.to_owned()))
-            .await
-            .map_err(stopped("objectives"))
+        self.reread_row(Table::Objectives, objective_id).await
     }
 
     /// Applies a lifecycle action; an illegal one is `Conflict` naming the state.

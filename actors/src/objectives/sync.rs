@@ -92,13 +92,14 @@ impl Actor for ObjectivesActor {
 
 /// Rereads an objective (or an agent) before an edit or a read of it in a cluster, so
 /// what another node acknowledged is seen here (nothing on one node: memory is the
-/// database).
+/// database). Answers whether the row read was applied: not when this node queued a
+/// write to it meanwhile (that write decides; ask again once it has).
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub(super) struct RereadRow(pub(super) Table, pub(super) String);
 
 impl Handler<RereadRow> for ObjectivesActor {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ResponseActFuture<Self, bool>;
 
     fn handle(
         &mut self,
@@ -106,7 +107,7 @@ impl Handler<RereadRow> for ObjectivesActor {
         _ctx: &mut Self::Context,
     ) -> Self::Result {
         if !self.cluster.is_clustered() {
-            return Box::pin(actix::fut::ready(()));
+            return Box::pin(actix::fut::ready(true));
         }
         Box::pin(self.reread_row(table, id))
     }
@@ -213,7 +214,7 @@ impl ObjectivesActor {
         &mut self,
         id: String,
     ) -> impl ActorFuture<Self, Output = ()> + use<> {
-        self.reread_row(Table::Objectives, id)
+        self.reread_row(Table::Objectives, id).map(|_, _, _| ())
     }
 
     /// [`Self::reread_objective`] for an agent or an objective.
@@ -221,7 +222,7 @@ impl ObjectivesActor {
         &mut self,
         table: Table,
         id: String,
-    ) -> impl ActorFuture<Self, Output = ()> + use<> {
+    ) -> impl ActorFuture<Self, Output = bool> + use<> {
         let generation = self
             .generation
             .get(&(table, id.clone()))
@@ -237,7 +238,10 @@ impl ObjectivesActor {
         .into_actor(self)
         .map(move |read, act, _| match read {
             Ok(row) => act.apply_row(table, id, generation, row),
-            Err(e) => tracing::warn!(%id, error = %e, "rereading a row failed"),
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "rereading a row failed");
+                true
+            }
         })
     }
 
@@ -306,11 +310,17 @@ impl ObjectivesActor {
     /// Applies one row as storage holds it, unless this node queued a write to it
     /// after `generation` (then that write's compare-and-set decides, and a refusal
     /// rereads it again).
-    fn apply_row(&mut self, table: Table, id: String, generation: u64, row: Option<Vec<u8>>) {
+    fn apply_row(
+        &mut self,
+        table: Table,
+        id: String,
+        generation: u64,
+        row: Option<Vec<u8>>,
+    ) -> bool {
         let key = (table, id);
         if self.generation.get(&key).copied().unwrap_or(0) != generation {
             self.dirty.insert(key);
-            return;
+            return false;
         }
         let (table, id) = key;
         match table {
@@ -325,7 +335,7 @@ impl ObjectivesActor {
             },
             Table::Objectives => {
                 if self.stored.get(&id) == row.as_ref() {
-                    return;
+                    return true;
                 }
                 match row {
                     Some(value) => match decode_record::<ObjectiveRecord>(&value) {
@@ -353,6 +363,7 @@ impl ObjectivesActor {
             }
             _ => {}
         }
+        true
     }
 }
 
