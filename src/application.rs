@@ -257,7 +257,7 @@ impl Application {
         let prepared = async {
             writer_ready(&writer).await?;
             let snapshot = Snapshot::read(&storage, &Snapshot::startup_tables()).await?;
-            let (vault, vault_ops) = if storage.backend_name() == "postgres" {
+            let (vault, vault_ops) = if storage.is_shared() {
                 Vault::open_shared(&snapshot, &data_dir, env_vault_key)?
             } else {
                 Vault::open(&snapshot, &data_dir, env_vault_key)?
