@@ -373,7 +373,14 @@ async fn a_run_past_its_deadline_keeps_its_transcript_and_tokens() {
     let app = app_on(&fake).await;
     let root = workspace(&app);
     add_key(&app, "p1", "openai", KEY).await;
-    agent(&app, "a1", "p1", &root, json!({ "tools": ["workspace_read"] })).await;
+    agent(
+        &app,
+        "a1",
+        "p1",
+        &root,
+        json!({ "tools": ["workspace_read"] }),
+    )
+    .await;
     let created = app
         .bearer_post(
             "/console/v1/objectives",
@@ -393,7 +400,10 @@ async fn a_run_past_its_deadline_keeps_its_transcript_and_tokens() {
     let run = fire(&app, "late", "a1").await;
     assert_eq!(run["status"], "failed", "{run}");
     assert!(
-        run["error"].as_str().unwrap().starts_with("deadline_exceeded"),
+        run["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("deadline_exceeded"),
         "{run}"
     );
     assert_eq!(kinds(&run), ["model_turn", "tool_call"]);

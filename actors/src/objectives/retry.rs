@@ -121,7 +121,9 @@ where
                 .is_err()
             {
                 let so_far = progress.take().unwrap_or_default();
-                let spent = so_far.prompt_tokens.saturating_add(so_far.completion_tokens);
+                let spent = so_far
+                    .prompt_tokens
+                    .saturating_add(so_far.completion_tokens);
                 tokens = tokens.saturating_add(spent);
                 driven.outcome = RunOutcome {
                     error: Some(format!(
@@ -186,8 +188,8 @@ impl ObjectivesActor {
                 let (agent, objective, run_id) = (agent.clone(), objective.clone(), run_id.clone());
                 async move {
                     runner::execute(
-                        &tools, &registry, &refresher, &client, agent, &objective, &run_id, timeout,
-                        &progress,
+                        &tools, &registry, &refresher, &client, agent, &objective, &run_id,
+                        timeout, &progress,
                     )
                     .await
                 }
