@@ -46,6 +46,8 @@ mod server_limits;
 mod startup;
 mod tools;
 mod tools_browser;
+mod tools_cli;
+mod tools_console;
 mod tools_fetch;
 mod usage;
 mod usage_cli;

@@ -366,3 +366,52 @@ async fn the_data_dir_and_the_config_can_never_be_workspace_roots() {
         .await;
     assert!(unknown.status().is_client_error());
 }
+
+#[tokio::test]
+async fn a_run_past_its_deadline_keeps_its_transcript_and_tokens() {
+    let fake = ScriptedModel::start().await;
+    let app = app_on(&fake).await;
+    let root = workspace(&app);
+    add_key(&app, "p1", "openai", KEY).await;
+    agent(
+        &app,
+        "a1",
+        "p1",
+        &root,
+        json!({ "tools": ["workspace_read"] }),
+    )
+    .await;
+    let created = app
+        .bearer_post(
+            "/console/v1/objectives",
+            json!({ "objective_id": "late", "agent_id": "a1", "name": "Late",
+                    "prompt": "read the alerts", "deadline_s": 1 }),
+        )
+        .await;
+    assert_eq!(created.status(), 200, "{}", created.text().await.unwrap());
+    // One turn and its tool call, then a model that never answers the next turn.
+    fake.script(
+        KEY,
+        vec![
+            tool("workspace_read", json!({ "path": "alerts.txt" })),
+            Answer::Hang,
+        ],
+    );
+    let run = fire(&app, "late", "a1").await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("deadline_exceeded"),
+        "{run}"
+    );
+    assert_eq!(kinds(&run), ["model_turn", "tool_call"]);
+    assert_eq!(
+        run["transcript"][1]["result"],
+        "overnight: disk full on db-2"
+    );
+    assert_eq!(run["prompt_tokens"], 7, "{run}");
+    assert_eq!(run["completion_tokens"], 3, "{run}");
+    assert_eq!(run["tokens"], 10, "{run}");
+}

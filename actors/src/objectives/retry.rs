@@ -13,6 +13,7 @@ use super::model::{
     AgentRecord, ObjectiveRecord, ObjectiveState, RetryPolicy, RunRecord, RunStatus,
 };
 use super::runner::{self, RunOutcome};
+use super::tool_loop::Progress;
 use crate::audit::{AuditEntry, AuditKind, AuditOutcome};
 use crate::error::ActorError;
 use crate::time::{now_ms, to_datetime};
@@ -69,8 +70,9 @@ fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
 
 /// Runs `attempt` until it succeeds, fails in a way a retry cannot help, or `plan`
 /// allows no further attempt; the whole of it within the deadline, past which the
-/// run fails with `deadline_exceeded` (the attempt going is dropped).
-pub(super) async fn drive<F, Fut>(plan: RunPlan, mut attempt: F) -> Driven
+/// run fails with `deadline_exceeded` (the attempt going is dropped, and its record
+/// keeps what it published to `progress`: its transcript so far and its tokens).
+pub(super) async fn drive<F, Fut>(plan: RunPlan, progress: &Progress, mut attempt: F) -> Driven
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = RunOutcome>,
@@ -80,6 +82,8 @@ where
     let mut tokens = 0u64;
     let attempts = async {
         loop {
+            // What an earlier attempt published is in its outcome already.
+            progress.take();
             let outcome = attempt().await;
             tokens = tokens.saturating_add(outcome.tokens);
             let failed_retryably = retryable(&outcome);
@@ -116,11 +120,20 @@ where
                 .await
                 .is_err()
             {
+                let so_far = progress.take().unwrap_or_default();
+                let spent = so_far
+                    .prompt_tokens
+                    .saturating_add(so_far.completion_tokens);
+                tokens = tokens.saturating_add(spent);
                 driven.outcome = RunOutcome {
                     error: Some(format!(
                         "deadline_exceeded: the run went past its deadline of {} s",
                         deadline.as_secs()
                     )),
+                    prompt_tokens: so_far.prompt_tokens,
+                    completion_tokens: so_far.completion_tokens,
+                    attempts: so_far.attempts,
+                    transcript: so_far.transcript,
                     ..RunOutcome::default()
                 };
             }
@@ -162,18 +175,21 @@ impl ObjectivesActor {
             policy: self.policy.tools.clone(),
             audit: self.audit.clone(),
         };
+        let progress = Progress::default();
         let task = tokio::spawn(async move {
-            drive(plan, || {
-                let (registry, refresher, client, tools) = (
+            drive(plan, &progress.clone(), || {
+                let (registry, refresher, client, tools, progress) = (
                     registry.clone(),
                     refresher.clone(),
                     client.clone(),
                     tools.clone(),
+                    progress.clone(),
                 );
                 let (agent, objective, run_id) = (agent.clone(), objective.clone(), run_id.clone());
                 async move {
                     runner::execute(
-                        &tools, &registry, &refresher, &client, agent, &objective, &run_id, timeout,
+                        &tools, &registry, &refresher, &client, agent, &objective, &run_id,
+                        timeout, &progress,
                     )
                     .await
                 }
@@ -284,7 +300,7 @@ mod tests {
             retry: retry(3),
             ..RunPlan::default()
         };
-        let driven = drive(plan, attempt).await;
+        let driven = drive(plan, &Progress::default(), attempt).await;
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         assert_eq!(driven.retries, 2);
         assert_eq!(driven.outcome.tokens, 12);
@@ -306,7 +322,7 @@ mod tests {
                 retry: retry(5),
                 ..RunPlan::default()
             };
-            drive(plan, attempt).await;
+            drive(plan, &Progress::default(), attempt).await;
             assert_eq!(calls.load(Ordering::SeqCst), 1);
         }
         let (calls, attempt) = counting(vec![failed("the provider answered HTTP 429", 0)]);
@@ -314,10 +330,10 @@ mod tests {
             retry: retry(2),
             ..RunPlan::default()
         };
-        drive(plan, attempt).await;
+        drive(plan, &Progress::default(), attempt).await;
         assert_eq!(calls.load(Ordering::SeqCst), 2, "a 429 is retried");
         let (calls, attempt) = counting(vec![failed("HTTP 500", 0), RunOutcome::default()]);
-        drive(RunPlan::default(), attempt).await;
+        drive(RunPlan::default(), &Progress::default(), attempt).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
@@ -335,7 +351,7 @@ mod tests {
             ..RunPlan::default()
         };
         let started = tokio::time::Instant::now();
-        let driven = drive(plan, attempt).await;
+        let driven = drive(plan, &Progress::default(), attempt).await;
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         assert!(driven.outcome.error.is_none());
         assert!(
@@ -350,7 +366,7 @@ mod tests {
             retry_before: Some(to_datetime(now_ms()) + chrono::Duration::seconds(10)),
             ..RunPlan::default()
         };
-        drive(plan, attempt).await;
+        drive(plan, &Progress::default(), attempt).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
@@ -363,7 +379,7 @@ mod tests {
             retry_before: Some(past),
             ..RunPlan::default()
         };
-        drive(plan, attempt).await;
+        drive(plan, &Progress::default(), attempt).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         let (calls, attempt) = counting(vec![
             failed("HTTP 500", 6),
@@ -375,7 +391,7 @@ mod tests {
             tokens_left: Some(10),
             ..RunPlan::default()
         };
-        let driven = drive(plan, attempt).await;
+        let driven = drive(plan, &Progress::default(), attempt).await;
         assert_eq!(
             calls.load(Ordering::SeqCst),
             2,
@@ -393,7 +409,7 @@ mod tests {
         };
         let calls = Arc::new(AtomicU32::new(0));
         let seen = Arc::clone(&calls);
-        let driven = drive(plan, move || {
+        let driven = drive(plan, &Progress::default(), move || {
             let n = seen.fetch_add(1, Ordering::SeqCst);
             async move {
                 if n < 2 {
@@ -420,6 +436,42 @@ mod tests {
             "tokens of the attempts that finished"
         );
         assert_eq!(driven.retries, 2);
+    }
+
+    #[tokio::test]
+    async fn a_run_past_its_deadline_keeps_the_transcript_and_tokens_so_far() {
+        use super::super::tool_loop::Tally;
+        use super::super::transcript::{TranscriptEntry, TranscriptKind};
+        let plan = RunPlan {
+            deadline: Some(Duration::from_millis(200)),
+            ..RunPlan::default()
+        };
+        let progress = Progress::default();
+        let published = progress.clone();
+        let driven = drive(plan, &progress, move || {
+            let published = published.clone();
+            async move {
+                // A turn is done and published, then the next call hangs.
+                let mut tally = Tally {
+                    prompt_tokens: 7,
+                    completion_tokens: 3,
+                    progress: published,
+                    ..Tally::default()
+                };
+                tally
+                    .transcript
+                    .push(TranscriptEntry::new(TranscriptKind::ModelTurn));
+                tally.publish();
+                std::future::pending::<()>().await;
+                RunOutcome::default()
+            }
+        })
+        .await;
+        let outcome = driven.outcome;
+        assert!(outcome.error.unwrap().starts_with("deadline_exceeded"));
+        assert_eq!(outcome.transcript.len(), 1);
+        assert_eq!((outcome.prompt_tokens, outcome.completion_tokens), (7, 3));
+        assert_eq!(outcome.tokens, 10);
     }
 
     #[test]

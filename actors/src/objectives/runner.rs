@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::call::{Caller, earliest_end, skipped, transient_skip};
 use super::model::{AgentRecord, MAX_OUTPUT_BYTES, ObjectiveKind, ObjectiveRecord, RunAttempt};
-use super::tool_loop::{self, RunTools, Tally};
+use super::tool_loop::{self, Progress, RunTools, Tally};
 use super::transcript::TranscriptEntry;
 use crate::audit::AuditLog;
 use crate::refresher::RefresherHandle;
@@ -98,6 +98,7 @@ pub(super) async fn execute(
     objective: &ObjectiveRecord,
     run_id: &str,
     timeout: Duration,
+    progress: &Progress,
 ) -> RunOutcome {
     let Some(agent) = agent else {
         return failed(format!("agent {} does not exist", objective.agent_id));
@@ -174,6 +175,7 @@ pub(super) async fn execute(
     let mut tools = run_tools(&agent, tools, run_id);
     let mut tally = Tally {
         attempts: std::mem::take(&mut outcome.attempts),
+        progress: progress.clone(),
         ..Tally::default()
     };
     for prompt in prompts {

@@ -6,6 +6,8 @@
 //! every turn are counted; at most `max_tool_calls` calls are made per run; the run's
 //! deadline (`retry.rs`) bounds all of it.
 
+use std::sync::{Arc, Mutex};
+
 use super::call::{Caller, step};
 use super::model::RunAttempt;
 use super::transcript::{TranscriptEntry, TranscriptKind, capped, recorded_arguments};
@@ -21,12 +23,47 @@ pub(super) struct RunTools {
 }
 
 /// What a run's conversations have come to so far.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Tally {
     pub(super) prompt_tokens: u64,
     pub(super) completion_tokens: u64,
     pub(super) attempts: Vec<RunAttempt>,
     pub(super) transcript: Vec<TranscriptEntry>,
+    /// Where each change is published for the run's deadline (`retry::drive`), which
+    /// drops the attempt going and keeps what it had come to.
+    pub(super) progress: Progress,
+}
+
+impl Tally {
+    /// Publishes the tally as it is now (the attempt may be dropped at any await).
+    pub(super) fn publish(&self) {
+        self.progress.set(Self {
+            progress: Progress::default(),
+            ..self.clone()
+        });
+    }
+}
+
+/// The tally of the attempt going, shared between the attempt and the task's
+/// deadline: a future dropped at its deadline returns nothing, so what it has spent
+/// and seen is published here as it happens.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Progress(Arc<Mutex<Option<Box<Tally>>>>);
+
+impl Progress {
+    fn set(&self, tally: Tally) {
+        // A poisoned lock only means a panicked attempt: its tally is still data.
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(tally));
+    }
+
+    /// Takes what the attempt going has published (nothing for the next one).
+    pub(super) fn take(&self) -> Option<Tally> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .map(|t| *t)
+    }
 }
 
 /// Runs `prompt` to the model's final answer. Tokens, attempts and the transcript go
@@ -53,7 +90,14 @@ pub(super) async fn converse(
             &specs,
             &mut outcome.attempts,
         )
-        .await?;
+        .await;
+        let completion = match completion {
+            Ok(completion) => completion,
+            Err(e) => {
+                outcome.publish();
+                return Err(e);
+            }
+        };
         outcome.prompt_tokens = outcome
             .prompt_tokens
             .saturating_add(completion.prompt_tokens);
@@ -73,6 +117,7 @@ pub(super) async fn converse(
         if tools.is_some() {
             outcome.transcript.push(entry);
         }
+        outcome.publish();
         if final_answer {
             return Ok(completion.text);
         }
@@ -102,6 +147,7 @@ pub(super) async fn converse(
             entry.result = Some(capped(&output.content));
             entry.refused = output.is_error;
             outcome.transcript.push(entry);
+            outcome.publish();
             results.push(ToolResult {
                 call_id: call.id.clone(),
                 content: output.content,

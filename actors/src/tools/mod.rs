@@ -16,6 +16,7 @@
 
 pub mod browse;
 pub mod fetch;
+mod nofollow;
 pub mod workspace;
 
 use std::path::PathBuf;

@@ -3,13 +3,19 @@
 //! A path is relative to the first root or absolute inside one; it is resolved with
 //! its symlinks (for a write, its parent directory is) and refused if the result
 //! leaves every root or enters a protected path (the data dir, the config file).
+//! What was checked is what is opened: the resolved path is opened component by
+//! component without following a symlink (`nofollow.rs`), so a symlink swapped in
+//! after the check fails the call rather than escaping the roots.
 //! Writes are atomic: a temporary file in the same directory, fsync, rename, fsync of
 //! the directory.
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use rand::Rng;
+
+use super::nofollow;
 
 /// Most bytes of a file `workspace_read` returns (the rest is cut, and said so).
 pub const MAX_READ_BYTES: usize = 64 * 1024;
@@ -140,24 +146,18 @@ impl Workspace {
     /// `workspace_list {path?}`: the entries of a directory (the first root by default).
     pub fn list(&self, raw: Option<&str>) -> Result<String, String> {
         let dir = self.existing(raw.unwrap_or("."))?;
+        let fd = nofollow::open_dir(&dir).map_err(|e| format!("cannot list: {}", io_reason(&e)))?;
         let mut entries = Vec::new();
-        let read =
-            std::fs::read_dir(&dir).map_err(|e| format!("cannot list: {}", io_reason(&e)))?;
-        for entry in read.flatten().take(MAX_ENTRIES) {
-            let Ok(meta) = entry.path().symlink_metadata() else {
+        let names = nofollow::names(&fd, MAX_ENTRIES)
+            .map_err(|e| format!("cannot list: {}", io_reason(&e)))?;
+        for name in names {
+            let Ok((kind, size)) = nofollow::kind(&fd, &name) else {
                 continue;
             };
-            let kind = if meta.is_dir() {
-                "dir"
-            } else if meta.file_type().is_symlink() {
-                "symlink"
-            } else {
-                "file"
-            };
             entries.push(serde_json::json!({
-                "name": entry.file_name().to_string_lossy(),
+                "name": name.to_string_lossy(),
                 "kind": kind,
-                "size": meta.len(),
+                "size": size,
             }));
         }
         entries.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
@@ -170,11 +170,20 @@ impl Workspace {
     /// `workspace_read {path}`: the file's text, at most [`MAX_READ_BYTES`].
     pub fn read(&self, raw: &str) -> Result<String, String> {
         let file = self.existing(raw)?;
-        let mut f =
-            std::fs::File::open(&file).map_err(|e| format!("cannot read: {}", io_reason(&e)))?;
-        if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        if !file.is_file() {
             return Err(format!("{raw:?} is not a file"));
         }
+        self.read_checked(&file)
+    }
+
+    /// Reads the file at `file`, resolved and checked, following no symlink on the way.
+    fn read_checked(&self, file: &Path) -> Result<String, String> {
+        let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+            return Err("the path does not name a file".into());
+        };
+        let mut f = nofollow::open_dir(dir)
+            .and_then(|fd| nofollow::open_file(&fd, name))
+            .map_err(|e| format!("cannot read: {}", io_reason(&e)))?;
         let mut bytes = Vec::new();
         (&mut f)
             .take(MAX_READ_BYTES as u64 + 1)
@@ -195,6 +204,14 @@ impl Workspace {
         if content.len() > MAX_WRITE_BYTES {
             return Err(format!("the content is over {MAX_WRITE_BYTES} bytes"));
         }
+        let (dir, name) = self.write_target(raw)?;
+        self.write_checked(&dir, &name, content)?;
+        Ok(dir.join(name))
+    }
+
+    /// Where `raw` is written: its resolved, checked directory and the file's name
+    /// there (where a symlink at the path leads, when it is one).
+    fn write_target(&self, raw: &str) -> Result<(PathBuf, OsString), String> {
         let path = self.joined(raw)?;
         let Some(Component::Normal(name)) = path.components().next_back() else {
             return Err(format!("{raw:?} does not name a file"));
@@ -223,24 +240,33 @@ impl Workspace {
             return Err(format!("{raw:?} is a directory"));
         }
         let dir = target.parent().unwrap_or(&parent).to_owned();
+        let name = target
+            .file_name()
+            .ok_or_else(|| format!("{raw:?} does not name a file"))?
+            .to_owned();
+        Ok((dir, name))
+    }
+
+    /// Writes `content` to `name` in the resolved, checked `dir`, following no
+    /// symlink on the way: the directory is opened once and the temporary file, the
+    /// rename and the fsync all go through that descriptor.
+    fn write_checked(&self, dir: &Path, name: &OsString, content: &str) -> Result<(), String> {
+        let fd = nofollow::open_dir(dir).map_err(|e| format!("cannot write: {}", io_reason(&e)))?;
         let suffix: u64 = rand::rng().random();
-        let temp = dir.join(format!(".palyra-write-{suffix:016x}.tmp"));
+        let temp = OsString::from(format!(".palyra-write-{suffix:016x}.tmp"));
         let written = (|| -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&temp)?;
+            let mut f = nofollow::create_new(&fd, &temp)?;
             f.write_all(content.as_bytes())?;
             f.sync_all()?;
-            std::fs::rename(&temp, &target)?;
+            nofollow::rename(&fd, &temp, name)?;
             // The rename is durable once the directory is.
-            std::fs::File::open(&dir)?.sync_all()
+            std::fs::File::from(fd.try_clone()?).sync_all()
         })();
         if let Err(e) = written {
-            let _ = std::fs::remove_file(&temp);
+            nofollow::remove(&fd, &temp);
             return Err(format!("cannot write: {}", io_reason(&e)));
         }
-        Ok(target)
+        Ok(())
     }
 }
 
@@ -294,6 +320,50 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(names.len(), 3);
+        std::fs::remove_dir_all(root).unwrap();
+        std::fs::remove_dir_all(outside).unwrap();
+    }
+
+    #[test]
+    fn a_symlink_swapped_in_after_the_check_is_not_followed() {
+        let root = temp("swap-root");
+        let outside = temp("swap-outside");
+        std::fs::write(outside.join("secret"), "s").unwrap();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub").join("secret"), "inside").unwrap();
+        std::fs::write(root.join("plain"), "inside").unwrap();
+        let ws = Workspace::new(&[root.display().to_string()], &[]);
+        // The checks pass on the paths as they are ...
+        let file = ws.existing("sub/secret").unwrap();
+        let (dir, name) = ws.write_target("sub/secret").unwrap();
+        let plain = ws.existing("plain").unwrap();
+        // ... then a directory and a file are swapped for symlinks out of the root.
+        std::fs::rename(root.join("sub"), root.join("sub-old")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("sub")).unwrap();
+        std::fs::remove_file(root.join("plain")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), root.join("plain")).unwrap();
+        assert!(ws.read_checked(&file).is_err());
+        assert!(ws.read_checked(&plain).is_err());
+        assert!(ws.write_checked(&dir, &name, "x").is_err());
+        assert_eq!(
+            std::fs::read_to_string(outside.join("secret")).unwrap(),
+            "s"
+        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+        // A symlink put at the file's own name is replaced by the write, not followed.
+        let (dir, name) = ws.write_target("top.txt").unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), root.join("top.txt")).unwrap();
+        ws.write_checked(&dir, &name, "new").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(outside.join("secret")).unwrap(),
+            "s"
+        );
+        let meta = std::fs::symlink_metadata(root.join("top.txt")).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(
+            std::fs::read_to_string(root.join("top.txt")).unwrap(),
+            "new"
+        );
         std::fs::remove_dir_all(root).unwrap();
         std::fs::remove_dir_all(outside).unwrap();
     }

@@ -7,6 +7,10 @@ use palyra_actors::wire_name;
 
 use crate::output::{print_json, print_table};
 
+/// The tools an agent can enable (`AgentTool`'s wire names); the daemon checks them
+/// too, this only makes a typo a usage error before any request.
+const TOOLS: [&str; 4] = ["http_fetch", "browser", "workspace_read", "workspace_write"];
+
 #[derive(Debug, Subcommand)]
 pub enum AgentsCommand {
     List,
@@ -33,6 +37,12 @@ pub enum AgentsCommand {
         /// Runs of its objectives going at once on a node, at most.
         #[arg(long)]
         max_concurrent_runs: Option<u32>,
+        /// A tool its runs offer the model (repeatable; none by default).
+        #[arg(long = "tool", value_parser = TOOLS)]
+        tools: Vec<String>,
+        /// Tool calls per run, at most (the daemon's default otherwise).
+        #[arg(long)]
+        max_tool_calls: Option<u32>,
     },
     Update {
         agent_id: String,
@@ -57,6 +67,17 @@ pub enum AgentsCommand {
         /// Back to the node's cap alone.
         #[arg(long)]
         clear_max_concurrent_runs: bool,
+        /// Replaces the tools its runs offer (repeatable).
+        #[arg(long = "tool", value_parser = TOOLS, conflicts_with = "clear_tools")]
+        tools: Vec<String>,
+        /// Enables no tool.
+        #[arg(long)]
+        clear_tools: bool,
+        #[arg(long, conflicts_with = "clear_max_tool_calls")]
+        max_tool_calls: Option<u32>,
+        /// Back to the default number of tool calls per run.
+        #[arg(long)]
+        clear_max_tool_calls: bool,
     },
     Remove {
         agent_id: String,
@@ -239,12 +260,15 @@ pub async fn agents(
             profile,
             candidates,
             max_concurrent_runs,
+            tools,
+            max_tool_calls,
         } => {
             let mut body = serde_json::json!({
                 "agent_id": agent_id, "display_name": display_name,
                 "workspace_roots": workspace_roots, "default_model_profile": profile,
                 "model_profiles": candidates_json(candidates),
                 "max_concurrent_runs": max_concurrent_runs,
+                "tools": tools, "max_tool_calls": max_tool_calls,
             });
             if let Some(model) = model {
                 body["model"] = model.clone().into();
@@ -262,6 +286,10 @@ pub async fn agents(
             clear_candidates,
             max_concurrent_runs,
             clear_max_concurrent_runs,
+            tools,
+            clear_tools,
+            max_tool_calls,
+            clear_max_tool_calls,
         } => {
             let mut patch = serde_json::Map::new();
             if let Some(v) = model {
@@ -285,6 +313,14 @@ pub async fn agents(
                 patch.insert("max_concurrent_runs".into(), (*n).into());
             } else if *clear_max_concurrent_runs {
                 patch.insert("max_concurrent_runs".into(), serde_json::Value::Null);
+            }
+            if !tools.is_empty() || *clear_tools {
+                patch.insert("tools".into(), serde_json::json!(tools));
+            }
+            if let Some(n) = max_tool_calls {
+                patch.insert("max_tool_calls".into(), (*n).into());
+            } else if *clear_max_tool_calls {
+                patch.insert("max_tool_calls".into(), serde_json::Value::Null);
             }
             client.update_agent(agent_id, patch.into()).await?
         }
