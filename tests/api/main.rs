@@ -7,6 +7,7 @@ mod auth;
 mod browser;
 mod browser_isolation;
 mod budgets;
+mod budgets_cost;
 mod cli;
 mod cluster_faults;
 mod cluster_objectives;
