@@ -112,8 +112,9 @@ async fn a_daily_cost_limit_stops_runs_and_its_threshold_notifies_once() {
     let body: Value = response.json().await.unwrap();
     let message = body["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains("the daily cost budget of objective o1 is used up ($24.00 of $20.00 US dollars)")
-            && message.contains("runs resume at"),
+        message.contains(
+            "the daily cost budget of objective o1 is used up ($24.00 of $20.00 US dollars)"
+        ) && message.contains("runs resume at"),
         "{message}"
     );
     assert_eq!(fake.calls(), 3);
@@ -171,7 +172,10 @@ async fn tokens_without_a_price_count_towards_no_cost_limit() {
     assert_eq!(response.status(), 409);
     let body: Value = response.json().await.unwrap();
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("daily token budget of agent a1"), "{message}");
+    assert!(
+        message.contains("daily token budget of agent a1"),
+        "{message}"
+    );
     assert_eq!(fake.calls(), 3);
 }
 

@@ -23,6 +23,7 @@ mod notifications;
 mod notifications_cluster;
 mod notifications_console;
 mod notifications_crash;
+mod notifications_events;
 mod oauth;
 mod oauth_client_secret;
 mod oauth_device;

@@ -14,8 +14,8 @@ use super::firing::{RunReply, RunStart};
 use super::model::{ObjectiveRecord, RunRecord, RunStatus, RunSummary, new_run};
 use crate::audit::{AuditEntry, AuditKind, AuditOutcome};
 use crate::error::ActorError;
-use crate::time::{now_ms, to_datetime};
 use crate::objectives::model::AttemptOutcome;
+use crate::time::{now_ms, to_datetime};
 use crate::usage::budget::{
     Limits, PeriodLimits, PeriodSeen, PeriodUsage, Periods, Spent, over_limit, threshold_crossed,
 };
@@ -255,7 +255,11 @@ fn run_spent(prices: &Prices, run: &RunRecord) -> Spent {
         tokens: run.tokens,
         ..Spent::default()
     };
-    for attempt in run.attempts.iter().filter(|a| a.outcome == AttemptOutcome::Ok) {
+    for attempt in run
+        .attempts
+        .iter()
+        .filter(|a| a.outcome == AttemptOutcome::Ok)
+    {
         let input = i64::try_from(attempt.prompt_tokens).unwrap_or(i64::MAX);
         let output = i64::try_from(attempt.completion_tokens).unwrap_or(i64::MAX);
         let provider = attempt.provider.as_deref().unwrap_or("");

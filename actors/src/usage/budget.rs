@@ -509,22 +509,12 @@ mod tests {
         let l = limits(Some(100), Some(1000));
         let p = l.periods(now).unwrap();
         assert_eq!(over_limit(&l, used(99, 99), &p), None);
-        let why = over_limit(
-            &l,
-            used(100, 100),
-            &p,
-        )
-        .unwrap();
+        let why = over_limit(&l, used(100, 100), &p).unwrap();
         assert!(
             why.contains("daily") && why.contains("2026-03-03T18:30:00Z"),
             "{why}"
         );
-        let why = over_limit(
-            &l,
-            used(5, 1000),
-            &p,
-        )
-        .unwrap();
+        let why = over_limit(&l, used(5, 1000), &p).unwrap();
         assert!(
             why.contains("monthly") && why.contains("2026-03-31T18:30:00Z"),
             "{why}"
@@ -534,15 +524,15 @@ mod tests {
     #[test]
     fn the_threshold_is_crossed_by_one_run_only() {
         let l = limits(Some(100), None);
-        assert_eq!(threshold_crossed(&l, PeriodUsage::default(), used(79, 0).day), None);
+        assert_eq!(
+            threshold_crossed(&l, PeriodUsage::default(), used(79, 0).day),
+            None
+        );
         let t = threshold_crossed(&l, used(79, 79), used(1, 0).day).unwrap();
         assert_eq!(t.kind, "budget_threshold");
         assert_eq!(t.subject, "agent a");
         assert!(t.detail.contains("80 of 100 daily"), "{}", t.detail);
-        assert_eq!(
-            threshold_crossed(&l, used(80, 80), used(50, 0).day),
-            None
-        );
+        assert_eq!(threshold_crossed(&l, used(80, 80), used(50, 0).day), None);
     }
 
     #[test]
@@ -627,7 +617,10 @@ mod tests {
         let rows = [row("m", 10), row("unpriced", 1000)];
         let u = PeriodUsage::sum(&rows, &p, &prices, |_| true);
         let why = over_limit(&l, u, &p).unwrap();
-        assert!(why.contains("daily cost budget") && why.contains("1000 tokens"), "{why}");
+        assert!(
+            why.contains("daily cost budget") && why.contains("1000 tokens"),
+            "{why}"
+        );
         let cost = |d| Limits {
             daily: Some(CostUsd(d)),
             monthly: None,
