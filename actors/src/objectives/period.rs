@@ -4,6 +4,8 @@
 //! the objective active, so runs resume when the period resets. The usage read is
 //! kept for the run's finish, which records the soft threshold's crossing (an audit
 //! event `budget_threshold`, in the same write as the finish).
+//! Cost limits are priced with `usage.prices` (the policy's `prices`): the rows when
+//! the usage is read, the run's answered calls at its finish.
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
