@@ -693,6 +693,7 @@ async fn start_actors(
             max_concurrent_runs: settings.objectives.max_concurrent_runs,
             tools,
             budget_clock_offset: chrono::Duration::seconds(settings.usage.budget_clock_offset_s),
+            prices: settings.usage.prices(),
         },
         audit.clone(),
         metrics.clone(),

@@ -45,6 +45,8 @@ pub struct ObjectivesPolicy {
     /// Added to the clock budget periods are computed at (`period.rs`): zero, except
     /// in tests of a period's reset.
     pub budget_clock_offset: chrono::Duration,
+    /// `usage.prices`: what cost limits are computed with (`period.rs`).
+    pub prices: crate::usage::Prices,
 }
 
 pub(super) struct ObjectivesActor {

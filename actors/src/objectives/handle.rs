@@ -36,6 +36,8 @@ pub struct ObjectivesHandle {
     addr: Addr<ObjectivesActor>,
     /// Run history is read here, without a hop through the actor.
     storage: Storage,
+    /// Whether `usage.prices` sets any price: a cost limit needs one.
+    priced: bool,
 }
 
 impl std::fmt::Debug for ObjectivesHandle {
@@ -70,6 +72,7 @@ impl ObjectivesHandle {
             .iter()
             .filter_map(|(k, v)| Some((String::from_utf8(k.clone()).ok()?, v.clone())))
             .collect();
+        let priced = !policy.prices.0.is_empty();
         // One node recovers everything at start; in a cluster each node recovers the
         // shards it takes, when it takes them (`sync.rs`), since the others' runs and
         // firings are not this node's to judge.
@@ -129,11 +132,13 @@ impl ObjectivesHandle {
         Ok(Self {
             addr,
             storage: storage.clone(),
+            priced,
         })
     }
 
     pub async fn create_agent(&self, new: NewAgent) -> Result<AgentRecord, ActorError> {
         new.validate()?;
+        super::input::validate_agent_cost(new.budget.as_ref(), self.priced)?;
         self.addr
             .send(CreateAgent(new))
             .await
@@ -146,6 +151,10 @@ impl ObjectivesHandle {
         patch: AgentPatch,
     ) -> Result<AgentRecord, ActorError> {
         patch.validate()?;
+        super::input::validate_agent_cost(
+            patch.budget.as_ref().and_then(Option::as_ref),
+            self.priced,
+        )?;
         self.reread_agent(agent_id).await?;
         self.addr
             .send(UpdateAgent(agent_id.to_owned(), patch))
@@ -183,6 +192,7 @@ impl ObjectivesHandle {
 
     pub async fn create_objective(&self, new: NewObjective) -> Result<ObjectiveRecord, ActorError> {
         new.validate()?;
+        super::input::validate_cost(Some(&new.budget), self.priced)?;
         // Its agent may have been created on another node a moment ago.
         self.reread_agent(&new.agent_id).await?;
         self.addr
@@ -197,6 +207,7 @@ impl ObjectivesHandle {
         patch: ObjectivePatch,
     ) -> Result<ObjectiveRecord, ActorError> {
         patch.validate()?;
+        super::input::validate_cost(patch.budget.as_ref(), self.priced)?;
         self.reread(objective_id).await?;
         self.addr
             .send(UpdateObjective {

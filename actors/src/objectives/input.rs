@@ -522,3 +522,33 @@ pub(crate) fn validate_budget(budget: &Budget) -> Result<(), ActorError> {
         None,
     )
 }
+
+/// The cost limits of an objective's budget, checked against whether any price is
+/// configured (`priced`).
+pub(crate) fn validate_cost(budget: Option<&Budget>, priced: bool) -> Result<(), ActorError> {
+    budget.map_or(Ok(()), |b| {
+        crate::usage::budget::validate_cost(
+            crate::usage::budget::Limits {
+                daily: b.daily_cost_usd,
+                monthly: b.monthly_cost_usd,
+            },
+            priced,
+        )
+    })
+}
+
+/// The cost limits of an agent's budget, as [`validate_cost`].
+pub(crate) fn validate_agent_cost(
+    budget: Option<&crate::usage::budget::AgentBudget>,
+    priced: bool,
+) -> Result<(), ActorError> {
+    budget.map_or(Ok(()), |b| {
+        crate::usage::budget::validate_cost(
+            crate::usage::budget::Limits {
+                daily: b.daily_cost_usd,
+                monthly: b.monthly_cost_usd,
+            },
+            priced,
+        )
+    })
+}

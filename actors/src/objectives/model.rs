@@ -154,6 +154,15 @@ pub struct Budget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
     pub monthly_tokens: Option<u64>,
+    /// US dollars per local day, at most, priced with `usage.prices` (which must set a
+    /// price); tokens of a model without a price have no cost (`usage::budget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>, exclusive_minimum = 0, maximum = 1000000000)]
+    pub daily_cost_usd: Option<crate::usage::budget::CostUsd>,
+    /// US dollars per local calendar month, at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>, exclusive_minimum = 0, maximum = 1000000000)]
+    pub monthly_cost_usd: Option<crate::usage::budget::CostUsd>,
     /// The soft threshold of the daily and monthly limits, 1 to 100 percent (default 80).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 100)]

@@ -4,6 +4,8 @@
 //! the objective active, so runs resume when the period resets. The usage read is
 //! kept for the run's finish, which records the soft threshold's crossing (an audit
 //! event `budget_threshold`, in the same write as the finish).
+//! Cost limits are priced with `usage.prices` (the policy's `prices`): the rows when
+//! the usage is read, the run's answered calls at its finish.
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -14,9 +16,10 @@ use super::firing::{RunReply, RunStart};
 use super::model::{ObjectiveRecord, RunRecord, RunStatus, RunSummary, new_run};
 use crate::audit::{AuditEntry, AuditKind, AuditOutcome};
 use crate::error::ActorError;
+use crate::objectives::model::AttemptOutcome;
 use crate::time::{now_ms, to_datetime};
 use crate::usage::budget::{
-    PeriodLimits, PeriodSeen, PeriodUsage, Periods, over_limit, threshold_crossed,
+    Limits, PeriodLimits, PeriodSeen, PeriodUsage, Periods, Spent, over_limit, threshold_crossed,
 };
 use crate::usage::{BUCKET_MS, Prices, UsageHandle};
 
@@ -27,8 +30,14 @@ fn limits_of(actor: &ObjectivesActor, objective: &ObjectiveRecord) -> Vec<Period
     let mut out: Vec<PeriodLimits> = PeriodLimits::new(
         format!("objective {}", objective.objective_id),
         tz,
-        b.daily_tokens,
-        b.monthly_tokens,
+        Limits {
+            daily: b.daily_tokens,
+            monthly: b.monthly_tokens,
+        },
+        Limits {
+            daily: b.daily_cost_usd,
+            monthly: b.monthly_cost_usd,
+        },
         b.notify_at_percent,
     )
     .into_iter()
@@ -41,8 +50,14 @@ fn limits_of(actor: &ObjectivesActor, objective: &ObjectiveRecord) -> Vec<Period
         out.extend(PeriodLimits::new(
             format!("agent {}", objective.agent_id),
             ab.timezone.as_deref(),
-            ab.daily_tokens,
-            ab.monthly_tokens,
+            Limits {
+                daily: ab.daily_tokens,
+                monthly: ab.monthly_tokens,
+            },
+            Limits {
+                daily: ab.daily_cost_usd,
+                monthly: ab.monthly_cost_usd,
+            },
             ab.notify_at_percent,
         ));
     }
@@ -86,13 +101,17 @@ impl ObjectivesActor {
         let from = limits
             .iter()
             .zip(&periods)
-            .map(|(l, p)| match l.monthly_tokens {
-                Some(_) => p.month_start,
-                None => p.day_start,
+            .map(|(l, p)| {
+                if l.has_monthly() {
+                    p.month_start
+                } else {
+                    p.day_start
+                }
             })
             .min()
             .unwrap_or(now);
         let usage = UsageHandle::new(self.storage.clone(), Prices::default());
+        let prices = self.policy.prices.clone();
         let to = now + chrono::Duration::milliseconds(BUCKET_MS);
         let agent_id = objective.agent_id.clone();
         let oid = objective_id.to_owned();
@@ -114,9 +133,9 @@ impl ObjectivesActor {
             let mut seen = Vec::new();
             for (limits, periods) in limits.into_iter().zip(periods) {
                 let used = if limits.subject.starts_with("objective ") {
-                    PeriodUsage::sum(&rows, &periods, |r| r.objective_id == oid)
+                    PeriodUsage::sum(&rows, &periods, &prices, |r| r.objective_id == oid)
                 } else {
-                    PeriodUsage::sum(&rows, &periods, |r| r.agent_id == agent_id)
+                    PeriodUsage::sum(&rows, &periods, &prices, |r| r.agent_id == agent_id)
                 };
                 if let Some(why) = over_limit(&limits, used, &periods) {
                     if let Some(reply) = reply {
@@ -208,8 +227,9 @@ impl ObjectivesActor {
             .get(&run.objective_id)
             .map(|o| o.agent_id.clone())
             .unwrap_or_default();
+        let spent = run_spent(&self.policy.prices, run);
         seen.into_iter()
-            .filter_map(|s| threshold_crossed(&s.limits, s.usage, run.tokens))
+            .filter_map(|s| threshold_crossed(&s.limits, s.usage, spent))
             .flat_map(|t| {
                 tracing::info!(subject = %t.subject, detail = %t.detail, "budget threshold crossed");
                 // The notification rides the same write as the audit event and the finish.
@@ -228,4 +248,26 @@ impl ObjectivesActor {
             })
             .collect()
     }
+}
+
+/// What `run` adds to its periods: its tokens, and the cost of its answered calls
+/// (as the rollup counts them), priced with `prices`.
+fn run_spent(prices: &Prices, run: &RunRecord) -> Spent {
+    let mut spent = Spent {
+        tokens: run.tokens,
+        ..Spent::default()
+    };
+    for attempt in run
+        .attempts
+        .iter()
+        .filter(|a| a.outcome == AttemptOutcome::Ok)
+    {
+        let input = i64::try_from(attempt.prompt_tokens).unwrap_or(i64::MAX);
+        let output = i64::try_from(attempt.completion_tokens).unwrap_or(i64::MAX);
+        let provider = attempt.provider.as_deref().unwrap_or("");
+        let call = Spent::of(prices, provider, &attempt.model, input, output);
+        spent.cost_usd += call.cost_usd;
+        spent.unpriced_tokens = spent.unpriced_tokens.saturating_add(call.unpriced_tokens);
+    }
+    spent
 }
