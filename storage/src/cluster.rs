@@ -165,6 +165,13 @@ impl Storage {
 
     /// Extends the unexpired leases `node_id` holds at the given epochs by `ttl`;
     /// answers the shards renewed (a lease missing from the answer is lost).
+    ///
+    /// One statement (one transaction) per lease: a writer's group holds its fences'
+    /// lease rows `FOR SHARE` until it commits, in the order of its requests, so one
+    /// UPDATE over every lease row could hold one row while waiting for another that
+    /// the group holds, while the group waits for the first: a deadlock, which the
+    /// server broke by failing the beat, and the leases lapsed (seen in scheduler-10k
+    /// on PostgreSQL). Renewed one at a time, a beat only ever waits for a group.
     pub async fn lease_renew(
         &self,
         node_id: &str,
@@ -172,20 +179,26 @@ impl Storage {
         ttl: Duration,
     ) -> Result<Vec<u32>, StorageError> {
         let pg = self.postgres().ok_or_else(unsupported)?;
-        let (shards, epochs) = held_params(held);
-        let found = pg
-            .query(
-                "UPDATE cluster_leases l SET expires_at = now() + make_interval(secs => $4) \
-                 FROM unnest($2::int[], $3::bigint[]) AS h(shard, epoch) \
-                 WHERE l.shard = h.shard AND l.epoch = h.epoch AND l.owner = $1 \
-                 AND l.expires_at > now() RETURNING l.shard",
-                &[&node_id, &shards, &epochs, &ttl_param(ttl)],
-            )
-            .await?;
-        Ok(found
-            .iter()
-            .map(|r| u32::try_from(r.get::<_, i32>(0)).unwrap_or(0))
-            .collect())
+        let ttl = ttl_param(ttl);
+        let mut renewed = Vec::with_capacity(held.len());
+        for &(shard, epoch) in held {
+            let (Ok(shard_param), Ok(epoch_param)) = (i32::try_from(shard), i64::try_from(epoch))
+            else {
+                continue;
+            };
+            let found = pg
+                .query(
+                    "UPDATE cluster_leases SET expires_at = now() + make_interval(secs => $4) \
+                     WHERE shard = $2 AND epoch = $3 AND owner = $1 AND expires_at > now() \
+                     RETURNING shard",
+                    &[&node_id, &shard_param, &epoch_param, &ttl],
+                )
+                .await?;
+            if !found.is_empty() {
+                renewed.push(shard);
+            }
+        }
+        Ok(renewed)
     }
 
     /// Gives up leases at once (expired now), so another node may take them; only
