@@ -133,8 +133,9 @@ pub enum ChannelFormat {
     Discord,
 }
 
-/// A channel as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A channel as stored. `Debug` shows the URL as lists do (a Slack or Discord URL
+/// carries its credential).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChannelRecord {
     pub channel_id: String,
     pub url: String,
@@ -218,8 +219,8 @@ pub struct NotificationChannel {
     pub disabled_reason: Option<String>,
 }
 
-/// A new channel with its signing secret, shown this once.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+/// A new channel with its signing secret, shown this once (never by `Debug`).
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedChannel {
     #[serde(flatten)]
     pub channel: NotificationChannel,
@@ -227,8 +228,8 @@ pub struct CreatedChannel {
     pub secret: String,
 }
 
-/// A channel to create.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+/// A channel to create. `Debug` shows the URL as lists do.
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewChannel {
     /// https (http only to loopback, or with `notifications.allow_insecure_urls`).
@@ -244,6 +245,41 @@ pub struct NewChannel {
     /// Only events of this objective.
     #[serde(default)]
     pub objective_id: Option<String>,
+}
+
+impl std::fmt::Debug for ChannelRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelRecord")
+            .field("channel_id", &self.channel_id)
+            .field("url", &shown_url(self.format, &self.url))
+            .field("format", &self.format)
+            .field("events", &self.events)
+            .field("agent_id", &self.agent_id)
+            .field("objective_id", &self.objective_id)
+            .field("disabled_at", &self.disabled_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for CreatedChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedChannel")
+            .field("channel", &self.channel)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for NewChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewChannel")
+            .field("url", &shown_url(self.format, &self.url))
+            .field("format", &self.format)
+            .field("events", &self.events)
+            .field("agent_id", &self.agent_id)
+            .field("objective_id", &self.objective_id)
+            .finish()
+    }
 }
 
 /// Where a delivery stands.
@@ -375,5 +411,34 @@ impl Default for NotificationPolicy {
             max_in_flight: 64,
             retention: Duration::from_secs(7 * 24 * 3600),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_neither_the_signing_secret_nor_a_webhook_urls_credential() {
+        let record = ChannelRecord {
+            channel_id: "c1".into(),
+            url: "https://hooks.slack.com/services/T000/B000/credential-in-path".into(),
+            format: ChannelFormat::Slack,
+            events: vec![EventKind::RunFailed],
+            agent_id: None,
+            objective_id: None,
+            secret_ref: "vault://global/notification-channel/c1".into(),
+            created_at: DateTime::UNIX_EPOCH,
+            disabled_at: None,
+            disabled_reason: None,
+        };
+        let created = CreatedChannel {
+            channel: record.view(),
+            secret: "signing-secret-shown-once".into(),
+        };
+        let shown = format!("{record:?} {created:?}");
+        assert!(!shown.contains("credential-in-path"), "{shown}");
+        assert!(!shown.contains("signing-secret-shown-once"), "{shown}");
+        assert!(shown.contains("https://hooks.slack.com"), "{shown}");
     }
 }
