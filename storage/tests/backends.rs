@@ -718,10 +718,17 @@ async fn a_killed_connection_is_unavailable_then_recovers() {
             })
         })
         .collect();
+    // Two statements, not one batch: a batch is one implicit transaction, and a
+    // reconnect between the termination and its commit would still be let in. The
+    // termination waits (up to 5 s each) until the backends are gone, so the next
+    // write cannot reach a backend that has been signalled but not yet exited.
+    admin
+        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .await
+        .unwrap();
     admin
         .batch_execute(&format!(
-            "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
              WHERE datname = '{name}' AND pid <> pg_backend_pid()"
         ))
         .await
