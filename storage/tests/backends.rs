@@ -311,6 +311,79 @@ async fn conditional_ops_are_isolated_in_one_group(kind: Kind) {
 }
 
 both!(
+    refused_leaves_nothing,
+    a_refused_request_leaves_nothing_for_the_requests_after_it
+);
+/// A request refused after some of its ops ran leaves nothing that a request queued
+/// after it in the same group could see (PostgreSQL sends a group's statements
+/// before reading any answer, so the later requests ran once against the refused
+/// one's rows and must be run again without them).
+async fn a_refused_request_leaves_nothing_for_the_requests_after_it(kind: Kind) {
+    let Some(mut fx) = open(kind).await else {
+        return;
+    };
+    let writer = fx.storage.start_writer().unwrap();
+    let t = Table::Handoffs;
+    let (w, x, v, q) = (digest(11), digest(12), digest(13), digest(14));
+    let outcomes = [
+        // Writes w and x, then is refused: q holds nothing.
+        writer.submit_checked(vec![
+            put(t, &w, value("w1")),
+            WriteOp::InsertIfAbsent {
+                table: t,
+                key: x.clone(),
+                value: value("x1"),
+            },
+            WriteOp::CompareAndSet {
+                table: t,
+                key: q.clone(),
+                expected: Some(value("nope")),
+                value: value("q"),
+            },
+        ]),
+        // w is absent again, so this insert holds.
+        writer.submit_checked(vec![WriteOp::InsertIfAbsent {
+            table: t,
+            key: w.clone(),
+            value: value("w-b"),
+        }]),
+        // x was never inserted.
+        writer.submit_checked(vec![WriteOp::take(t, x.clone())]),
+        // Builds on the insert above.
+        writer.submit_checked(vec![
+            WriteOp::CompareAndSet {
+                table: t,
+                key: w.clone(),
+                expected: Some(value("w-b")),
+                value: value("w-c"),
+            },
+            put(t, &v, value("v")),
+        ]),
+    ];
+    let mut got = Vec::new();
+    for o in outcomes {
+        got.push(o.await.unwrap());
+    }
+    let applied = WriteOutcome::Applied { taken: vec![] };
+    assert_eq!(
+        got,
+        vec![
+            WriteOutcome::Refused { op: 2 },
+            applied.clone(),
+            WriteOutcome::Refused { op: 0 },
+            applied,
+        ],
+        "{kind:?}"
+    );
+    writer.shutdown().await;
+    let s = fx.reopen().await;
+    assert_eq!(s.read_row(t, &w).await.unwrap(), Some(value("w-c")));
+    assert_eq!(s.read_row(t, &x).await.unwrap(), None);
+    assert_eq!(s.read_row(t, &v).await.unwrap(), Some(value("v")));
+    assert_eq!(s.read_row(t, &q).await.unwrap(), None);
+}
+
+both!(
     conditional_burst,
     a_burst_of_conditional_requests_spans_groups_in_order
 );

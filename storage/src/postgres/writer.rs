@@ -2,11 +2,12 @@
 //!
 //! Everything queued is applied in one transaction (group commit), request after
 //! request, so a request sees every earlier one and requests from one [`Writer`] never
-//! commit out of order. Runs of unconditional requests are pipelined (sent without
-//! waiting for each answer); a request with a conditional op runs its statements one by
-//! one, under a savepoint when it has more than one op, so a refusal undoes only its own
-//! ops. A failed statement aborts the group, which is then replayed one transaction per
-//! request, in order, so only the request that failed reports the failure.
+//! commit out of order. A group's statements are pipelined (all sent before any answer
+//! is read); a conditional request of more than one op runs under its own savepoint, so
+//! a refusal undoes only its own ops: the transaction is rolled back to that savepoint
+//! and the requests after it are sent again (`Conn::optimistic`). A failed statement
+//! aborts the group, which is then replayed one transaction per request, in order, so
+//! only the request that failed reports the failure.
 //!
 //! A lost connection answers every request of the group `Unavailable` (a lost COMMIT is
 //! never reported as applied), and requests that arrive while it is being re-established
@@ -68,10 +69,6 @@ enum Kind {
     Take,
     Expect,
     Fence,
-    /// `SAVEPOINT palyra_request` and its release: prepared like the row statements,
-    /// so a conditional request's statements are sent together in one round trip.
-    Savepoint,
-    Release,
     Add,
 }
 
@@ -82,9 +79,12 @@ enum Kind {
 /// commit well within the bound even then, so a busy writer only falls behind.
 const MAX_GROUP_OPS: usize = 2048;
 
+/// Most savepoints open at once in a group's transaction (see `Conn::optimistic`).
+const MAX_NESTED: usize = 64;
+
+/// The savepoint of a request replayed alone (the pipelined ones are numbered).
 const SAVEPOINT_SQL: &str = "SAVEPOINT palyra_request";
 const ROLLBACK_SQL: &str = "ROLLBACK TO SAVEPOINT palyra_request";
-const RELEASE_SQL: &str = "RELEASE SAVEPOINT palyra_request";
 
 /// What one op of a conditional request came to.
 enum Held {
@@ -169,6 +169,11 @@ impl BoundOp {
         })
     }
 
+    /// Whether its condition may fail (everything but a put, a delete and an add).
+    fn is_conditional(&self) -> bool {
+        !matches!(self.kind, Kind::Put | Kind::Delete | Kind::Add)
+    }
+
     fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
         self.params
             .iter()
@@ -201,8 +206,6 @@ impl Conn {
         for op in ops {
             if !self.statements.contains_key(&(op.table, op.kind)) {
                 let text = match op.table {
-                    None if op.kind == Kind::Savepoint => SAVEPOINT_SQL.to_owned(),
-                    None if op.kind == Kind::Release => RELEASE_SQL.to_owned(),
                     None => FENCE_SQL.to_owned(),
                     Some(table) => {
                         let sql = TableSql::new(table);
@@ -212,9 +215,7 @@ impl Conn {
                             Kind::CompareAndSet => sql.compare_and_set,
                             Kind::Delete => sql.delete,
                             Kind::Take => sql.take,
-                            Kind::Expect | Kind::Fence | Kind::Savepoint | Kind::Release => {
-                                sql.expect
-                            }
+                            Kind::Expect | Kind::Fence => sql.expect,
                             Kind::Add => sql.add,
                         }
                     }
@@ -226,100 +227,109 @@ impl Conn {
         Ok(())
     }
 
-    async fn prepare_markers(&mut self) -> Result<(), tokio_postgres::Error> {
-        for (kind, sql) in [
-            (Kind::Savepoint, SAVEPOINT_SQL),
-            (Kind::Release, RELEASE_SQL),
-        ] {
-            if !self.statements.contains_key(&(None, kind)) {
-                let statement = self.client.prepare(sql).await?;
-                self.statements.insert((None, kind), statement);
-            }
-        }
-        Ok(())
-    }
-
     fn statement(&self, op: &BoundOp) -> &Statement {
         // Every op is prepared before it runs.
         &self.statements[&(op.table, op.kind)]
     }
 
-    /// Sends the ops of unconditional requests without waiting for each answer; they
-    /// still execute in order, as the connection carries them.
-    async fn pipeline(&self, ops: &[&BoundOp]) -> Result<(), tokio_postgres::Error> {
-        let refs: Vec<Vec<&(dyn ToSql + Sync)>> = ops.iter().map(|op| op.refs()).collect();
-        let calls = ops
-            .iter()
-            .zip(&refs)
-            .map(|(op, params)| self.client.execute(self.statement(op), params));
-        try_join_all(calls).await.map(|_| ())
-    }
-
-    /// A request with a conditional op, under a savepoint when it has more than one
-    /// op, so a refusal undoes only its own ops. `pipelined`: its statements are sent
-    /// together (with the savepoint and the release of the previous request's, left
-    /// open in `open_savepoint`) and read afterwards, so a request costs one round trip
-    /// instead of one per statement; ops after a refused one have run too, and the
-    /// rollback to the savepoint undoes them with the rest. Otherwise (a group replayed
-    /// one request at a time after a failed statement) one by one, stopping at a
-    /// refusal, so a statement after it that would fail is never run.
-    async fn conditional(
+    /// Applies a group's requests in pipelines: every statement of a pipeline is sent
+    /// before any answer is read, and the server runs them in order. A conditional
+    /// request of more than one op runs under its own savepoint (nested in the ones
+    /// before it in its pipeline). The answers are read in request order: a refused
+    /// single-op request changed nothing, so what came after it stands; a refused
+    /// multi-op request is rolled back to its savepoint, which undoes it and everything
+    /// sent after it, and those requests are sent again, so each sees exactly the
+    /// requests applied before it. The next pipeline first releases the savepoints of
+    /// the requests decided, so they never nest deeper than `MAX_NESTED` (PostgreSQL
+    /// checks a row written in the transaction against every open level).
+    ///
+    /// A group without a refusal costs one round trip per `MAX_NESTED` multi-op
+    /// conditional requests (before: one per conditional request). After a rollback
+    /// the next pipeline carries one request and each clean one doubles that, so a
+    /// group of refusals (a node's claims after its lease lapsed) costs a round trip
+    /// per request, as before, and not a resend of the rest after each one.
+    async fn optimistic(
         &self,
-        ops: &[BoundOp],
-        pipelined: bool,
-        open_savepoint: &mut bool,
-    ) -> Result<WriteOutcome, tokio_postgres::Error> {
-        let savepoint = ops.len() > 1;
-        let release = std::mem::take(open_savepoint);
-        let held: Vec<Held> = if pipelined {
-            let mut calls: Vec<HeldCall<'_>> = Vec::with_capacity(ops.len() + 2);
-            if release {
-                calls.push(self.marker(Kind::Release));
-            }
-            if savepoint {
-                calls.push(self.marker(Kind::Savepoint));
+        bound: &[Vec<BoundOp>],
+        requests: &[usize],
+    ) -> Result<Vec<WriteOutcome>, tokio_postgres::Error> {
+        let mut outcomes = Vec::with_capacity(requests.len());
+        let mut window = requests.len();
+        // The earliest savepoint not released yet; releasing it releases the ones
+        // nested in it.
+        let mut open: Option<usize> = None;
+        while outcomes.len() < requests.len() {
+            let from = outcomes.len();
+            let mut calls: Vec<HeldCall<'_>> = Vec::new();
+            if let Some(i) = open.take() {
+                calls.push(self.marker(format!("RELEASE SAVEPOINT {}", savepoint_name(i))));
             }
             let markers = calls.len();
-            calls.extend(ops.iter().map(|op| self.held(op)));
-            let mut held = try_join_all(calls).await?;
-            held.drain(..markers);
-            held
-        } else {
-            if release {
-                self.client.batch_execute(RELEASE_SQL).await?;
-            }
-            if savepoint {
-                self.client.batch_execute(SAVEPOINT_SQL).await?;
-            }
-            let mut held = Vec::with_capacity(ops.len());
-            for op in ops {
-                let h = self.held(op).await?;
-                let refused = matches!(h, Held::No);
-                held.push(h);
-                if refused {
+            let mut under_savepoint = Vec::new();
+            let mut nested = 0;
+            for (j, &r) in requests.iter().enumerate().skip(from) {
+                if under_savepoint.len() == window || nested == MAX_NESTED {
                     break;
                 }
+                let ops = &bound[r];
+                let savepoint = ops.len() > 1 && ops.iter().any(BoundOp::is_conditional);
+                if savepoint {
+                    calls.push(self.marker(format!("SAVEPOINT {}", savepoint_name(j))));
+                    open.get_or_insert(j);
+                    nested += 1;
+                }
+                under_savepoint.push(savepoint);
+                calls.extend(ops.iter().map(|op| self.held(op)));
             }
-            held
-        };
-        if let Some(i) = held.iter().position(|h| matches!(h, Held::No)) {
-            if savepoint {
-                self.client
-                    .batch_execute(&format!("{ROLLBACK_SQL}; {RELEASE_SQL}"))
-                    .await?;
+            let mut held = try_join_all(calls).await?.into_iter().skip(markers);
+            window = window.saturating_mul(2);
+            for (j, savepoint) in (from..).zip(under_savepoint) {
+                if savepoint {
+                    held.next();
+                }
+                let ops: Vec<Held> = held.by_ref().take(bound[requests[j]].len()).collect();
+                match ops.iter().position(|h| matches!(h, Held::No)) {
+                    Some(op) => {
+                        outcomes.push(WriteOutcome::Refused { op });
+                        if savepoint {
+                            self.client
+                                .batch_execute(&format!(
+                                    "ROLLBACK TO SAVEPOINT {}",
+                                    savepoint_name(j)
+                                ))
+                                .await?;
+                            window = 1;
+                            break;
+                        }
+                    }
+                    None => outcomes.push(WriteOutcome::Applied { taken: taken(ops) }),
+                }
             }
-            return Ok(WriteOutcome::Refused { op: i });
         }
-        // Released with the next conditional request's statements (or by COMMIT).
-        *open_savepoint = savepoint;
-        let taken = held
-            .into_iter()
-            .filter_map(|h| match h {
-                Held::Taken(value) => Some(value),
-                _ => None,
-            })
-            .collect();
-        Ok(WriteOutcome::Applied { taken })
+        Ok(outcomes)
+    }
+
+    /// One request alone (a group replayed after a failed statement), statement after
+    /// statement, stopping at a refusal, so a statement after it that would fail is
+    /// never run; under a savepoint when it is conditional with more than one op.
+    async fn one_by_one(&self, ops: &[BoundOp]) -> Result<WriteOutcome, tokio_postgres::Error> {
+        let savepoint = ops.len() > 1 && ops.iter().any(BoundOp::is_conditional);
+        if savepoint {
+            self.client.batch_execute(SAVEPOINT_SQL).await?;
+        }
+        let mut held = Vec::with_capacity(ops.len());
+        for op in ops {
+            let h = self.held(op).await?;
+            let refused = matches!(h, Held::No);
+            held.push(h);
+            if refused {
+                if savepoint {
+                    self.client.batch_execute(ROLLBACK_SQL).await?;
+                }
+                return Ok(WriteOutcome::Refused { op: held.len() - 1 });
+            }
+        }
+        Ok(WriteOutcome::Applied { taken: taken(held) })
     }
 
     /// Runs one op and says whether its condition held.
@@ -328,7 +338,7 @@ impl Conn {
         Box::pin(async move {
             let params = op.refs();
             Ok(match op.kind {
-                Kind::Put | Kind::Delete | Kind::Add | Kind::Savepoint | Kind::Release => {
+                Kind::Put | Kind::Delete | Kind::Add => {
                     self.client.execute(statement, &params).await?;
                     Held::Yes
                 }
@@ -353,11 +363,10 @@ impl Conn {
         })
     }
 
-    /// The savepoint or its release, as a call of the pipeline.
-    fn marker(&self, kind: Kind) -> HeldCall<'_> {
-        let statement = &self.statements[&(None, kind)];
+    /// A savepoint's statement, as a call of the pipeline.
+    fn marker(&self, sql: String) -> HeldCall<'_> {
         Box::pin(async move {
-            self.client.execute(statement, &[]).await?;
+            self.client.batch_execute(&sql).await?;
             Ok(Held::Yes)
         })
     }
@@ -379,42 +388,15 @@ impl Conn {
         for &r in requests {
             self.prepare(&bound[r]).await.map_err(fail)?;
         }
-        self.prepare_markers().await.map_err(fail)?;
-        // One request alone is a group being replayed after a failed statement.
-        let pipelined = requests.len() > 1;
         self.client.batch_execute("BEGIN").await.map_err(fail)?;
-        let applied = async {
-            let mut open_savepoint = false;
-            let mut outcomes = Vec::with_capacity(requests.len());
-            let mut i = 0;
-            while i < requests.len() {
-                let run = requests[i..]
-                    .iter()
-                    .take_while(|&&r| {
-                        !bound[r]
-                            .iter()
-                            .any(|op| !matches!(op.kind, Kind::Put | Kind::Delete | Kind::Add))
-                    })
-                    .count();
-                if run > 0 {
-                    let ops: Vec<&BoundOp> = requests[i..i + run]
-                        .iter()
-                        .flat_map(|&r| bound[r].iter())
-                        .collect();
-                    self.pipeline(&ops).await?;
-                    outcomes.extend((0..run).map(|_| WriteOutcome::Applied { taken: Vec::new() }));
-                    i += run;
-                } else {
-                    outcomes.push(
-                        self.conditional(&bound[requests[i]], pipelined, &mut open_savepoint)
-                            .await?,
-                    );
-                    i += 1;
-                }
+        // A conditional request alone (a group replayed after a failed statement, or
+        // the only request of an idle moment) runs statement by statement.
+        let applied = match requests {
+            [one] if bound[*one].iter().any(BoundOp::is_conditional) => {
+                self.one_by_one(&bound[*one]).await.map(|o| vec![o])
             }
-            Ok::<_, tokio_postgres::Error>(outcomes)
-        }
-        .await;
+            _ => self.optimistic(bound, requests).await,
+        };
         match applied {
             Ok(outcomes) => {
                 // The outcome is known only once COMMIT has answered.
@@ -430,6 +412,21 @@ impl Conn {
             }
         }
     }
+}
+
+/// The name of the savepoint of the `j`th request of a group.
+fn savepoint_name(j: usize) -> String {
+    format!("palyra_request_{j}")
+}
+
+/// The values a request's takes removed, in op order.
+fn taken(held: Vec<Held>) -> Vec<Vec<u8>> {
+    held.into_iter()
+        .filter_map(|h| match h {
+            Held::Taken(value) => Some(value),
+            _ => None,
+        })
+        .collect()
 }
 
 async fn run(
