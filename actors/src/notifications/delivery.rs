@@ -117,15 +117,19 @@ async fn pass(inner: &Arc<Inner>) -> Result<(), palyra_storage::StorageError> {
 }
 
 /// Fans the oldest events out: each event is taken (consumed once, whichever node
-/// gets it) in the transaction that inserts its deliveries.
+/// gets it) in the transaction that inserts its deliveries. The events no channel
+/// wants (most run events, when nobody subscribes to them) are deleted together in
+/// one unconditional request: deleting one another node took already changes
+/// nothing, and on PostgreSQL a request per event was a round trip per finished run.
 async fn fan_out(inner: &Inner, channels: &Channels) -> Result<(), palyra_storage::StorageError> {
     let events = inner
         .storage
         .read_forward(Table::NotificationEvents, None, BATCH)
         .await?;
     let mut acks = Vec::new();
+    let mut unwanted = Vec::new();
     for (key, value) in events {
-        let mut ops = vec![WriteOp::take(Table::NotificationEvents, key)];
+        let mut ops = vec![WriteOp::take(Table::NotificationEvents, key.clone())];
         if let Ok(event) = decode_record::<NotificationEvent>(&value) {
             let created_at_ms = now_ms();
             for (_, channel) in channels.values() {
@@ -157,7 +161,14 @@ async fn fan_out(inner: &Inner, channels: &Channels) -> Result<(), palyra_storag
                 ));
             }
         }
-        acks.push(inner.writer.submit_checked(ops));
+        if ops.len() == 1 {
+            unwanted.push(WriteOp::delete(Table::NotificationEvents, key));
+        } else {
+            acks.push(inner.writer.submit_checked(ops));
+        }
+    }
+    if !unwanted.is_empty() {
+        acks.push(inner.writer.submit_checked(unwanted));
     }
     for ack in acks {
         // Refused: another node took the event (or inserted a delivery) first.

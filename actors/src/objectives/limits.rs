@@ -39,7 +39,8 @@ impl ObjectivesActor {
         ctx: &mut Context<Self>,
         reply: Option<RunReply>,
     ) {
-        let Some(mut objective) = self.objectives.get(objective_id).cloned() else {
+        // Taken out rather than cloned; put back below.
+        let Some(mut objective) = self.objectives.remove(objective_id) else {
             return;
         };
         let mut run = new_run(
@@ -52,28 +53,29 @@ impl ObjectivesActor {
         run.node_id = Some(self.cluster.node_id().to_owned());
         run.late_by_ms = start.late_by_ms;
         objective.updated_at = to_datetime(now_ms());
+        let run_ops = self.run_ops(&objective, &run);
+        let waiting = WaitingRun::inserted(&objective.agent_id, objective.run_seq, &run, &run_ops);
         let mut ops = start.missed;
-        ops.extend(self.run_ops(&objective, &run));
+        ops.extend(run_ops);
         ops.push(self.objective_write(&objective));
         ops.extend(start.fence);
-        let waiting = WaitingRun::of(&objective.agent_id, objective.run_seq, &run);
         tracing::debug!(
             objective_id,
             waiting = self.waiting.len() + 1,
             "no run slot free; the firing waits as queued"
         );
         self.waiting.push(waiting);
-        self.objectives
-            .insert(objective_id.to_owned(), objective.clone());
-        let oid = objective_id.to_owned();
         let seq = objective.run_seq;
+        let answer = reply.map(|reply| (reply, objective.clone()));
+        self.objectives.insert(objective_id.to_owned(), objective);
+        let oid = objective_id.to_owned();
         ctx.spawn(self.commit(ops).map(move |result, act, ctx| {
             if let Err(e) = &result {
                 // Never claimed: it must not start (the reload forgets it too).
                 act.waiting.retain(|id, s| !(id == oid && s == seq));
                 tracing::error!(objective_id = %oid, error = %e, "recording a queued firing failed");
             }
-            if let Some(reply) = reply {
+            if let Some((reply, objective)) = answer {
                 let _ = reply.send(result.map(|()| objective));
             }
             // A run may have finished while the claim was being written.

@@ -234,6 +234,7 @@ fn default_pause_after_failures() -> u32 {
 pub struct RunSummary {
     pub run_id: String,
     pub status: RunStatus,
+    #[serde(serialize_with = "crate::time::rfc3339::serialize")]
     pub at: DateTime<Utc>,
 }
 
@@ -253,12 +254,17 @@ pub struct ObjectiveRecord {
     pub automation: Option<Automation>,
     pub state_reason: Option<String>,
     pub last_run: Option<RunSummary>,
+    #[serde(serialize_with = "crate::time::rfc3339::option")]
     pub next_run_at: Option<DateTime<Utc>>,
     /// Sequence number of the newest run.
     pub run_seq: u64,
     /// The latest scheduled instant claimed (run or recorded): the schedule never
     /// hands it out again, whichever node (and clock) computes the next firing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::time::rfc3339::option"
+    )]
     pub last_scheduled_for: Option<DateTime<Utc>>,
     /// Retries of a failed run; none: a failed run is not tried again.
     #[serde(default)]
@@ -275,7 +281,9 @@ pub struct ObjectiveRecord {
     /// Failed runs since the last one that succeeded.
     #[serde(default)]
     pub consecutive_failures: u32,
+    #[serde(serialize_with = "crate::time::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::time::rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -339,8 +347,11 @@ pub struct RunRecord {
     pub objective_id: String,
     pub trigger: RunTrigger,
     pub status: RunStatus,
+    #[serde(serialize_with = "crate::time::rfc3339::option")]
     pub scheduled_for: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::time::rfc3339::option")]
     pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::time::rfc3339::option")]
     pub finished_at: Option<DateTime<Utc>>,
     /// Total tokens (what budgets count): `prompt_tokens + completion_tokens`.
     pub tokens: u64,
@@ -369,7 +380,11 @@ pub struct RunRecord {
     /// When the firing was claimed as a `queued` run, for a run that waited for a
     /// slot (over a concurrency cap); `started_at` is when it ran. (A firing that
     /// waited for the run before it, overlap `queue_one`, shows it while queued.)
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::time::rfc3339::option"
+    )]
     pub queued_at: Option<DateTime<Utc>>,
     /// Each model turn, each tool call and the final answer, of a run whose agent
     /// enables tools (empty otherwise).

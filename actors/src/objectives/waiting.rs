@@ -37,13 +37,33 @@ impl WaitingRun {
     /// The waiting firing of `run`, the `queued` record this node writes for it.
     pub(super) fn of(agent_id: &str, seq: u64, run: &RunRecord) -> Self {
         Self {
+            row: encode_record(run),
+            ..Self::of_unencoded(agent_id, seq, run)
+        }
+    }
+
+    /// Like [`Self::of`], with the row's bytes taken from `run_ops` (`run_ops(...)` of
+    /// `run`: its insert first) rather than encoded a second time.
+    pub(super) fn inserted(agent_id: &str, seq: u64, run: &RunRecord, run_ops: &[WriteOp]) -> Self {
+        let row = match run_ops.first() {
+            Some(WriteOp::InsertIfAbsent { value, .. }) => value.clone(),
+            _ => encode_record(run),
+        };
+        Self {
+            row,
+            ..Self::of_unencoded(agent_id, seq, run)
+        }
+    }
+
+    fn of_unencoded(agent_id: &str, seq: u64, run: &RunRecord) -> Self {
+        Self {
             objective_id: run.objective_id.clone(),
             agent_id: agent_id.to_owned(),
             seq,
             scheduled_for: run.scheduled_for,
             trigger: run.trigger,
             queued_at: run.queued_at,
-            row: encode_record(run),
+            row: Vec::new(),
         }
     }
 
