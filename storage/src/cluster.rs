@@ -51,14 +51,6 @@ fn ttl_param(ttl: Duration) -> f64 {
     ttl.as_secs_f64()
 }
 
-/// (shard, epoch) pairs as the two arrays the statements unnest, kept in step (a pair
-/// that does not fit the columns is left out whole).
-fn held_params(held: &[(u32, u64)]) -> (Vec<i32>, Vec<i64>) {
-    held.iter()
-        .filter_map(|(s, e)| Some((i32::try_from(*s).ok()?, i64::try_from(*e).ok()?)))
-        .unzip()
-}
-
 fn unsupported() -> StorageError {
     StorageError::Config("a cluster needs the PostgreSQL backend".into())
 }
@@ -202,22 +194,27 @@ impl Storage {
     }
 
     /// Gives up leases at once (expired now), so another node may take them; only
-    /// those `node_id` still holds at the given epochs.
+    /// those `node_id` still holds at the given epochs. One statement per lease, as
+    /// renewals are: one UPDATE over several rows deadlocked with this node's writer
+    /// group holding some of them `FOR SHARE` for its fences (seen with renewals).
     pub async fn lease_release(
         &self,
         node_id: &str,
         held: &[(u32, u64)],
     ) -> Result<(), StorageError> {
         let pg = self.postgres().ok_or_else(unsupported)?;
-        let (shards, epochs) = held_params(held);
-        pg.query(
-            "UPDATE cluster_leases l SET expires_at = now() \
-             FROM unnest($2::int[], $3::bigint[]) AS h(shard, epoch) \
-             WHERE l.shard = h.shard AND l.epoch = h.epoch AND l.owner = $1",
-            &[&node_id, &shards, &epochs],
-        )
-        .await
-        .map(|_| ())
+        for &(shard, epoch) in held {
+            let (Ok(shard), Ok(epoch)) = (i32::try_from(shard), i64::try_from(epoch)) else {
+                continue;
+            };
+            pg.query(
+                "UPDATE cluster_leases SET expires_at = now() \
+                 WHERE shard = $2 AND epoch = $3 AND owner = $1",
+                &[&node_id, &shard, &epoch],
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Marks `node_id` stopped (after it released its leases).
