@@ -314,10 +314,9 @@ both!(
     refused_leaves_nothing,
     a_refused_request_leaves_nothing_for_the_requests_after_it
 );
-/// A request refused after some of its ops ran leaves nothing that a request queued
-/// after it in the same group could see (PostgreSQL sends a group's statements
-/// before reading any answer, so the later requests ran once against the refused
-/// one's rows and must be run again without them).
+/// A request refused after some of its ops ran leaves nothing for the requests after
+/// it in its group to see (PostgreSQL sends a group's statements before reading any
+/// answer: the later ones ran against the refused one's rows and must run again).
 async fn a_refused_request_leaves_nothing_for_the_requests_after_it(kind: Kind) {
     let Some(mut fx) = open(kind).await else {
         return;
