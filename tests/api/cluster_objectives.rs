@@ -44,23 +44,8 @@ async fn two_nodes_fire_every_instant_once_and_a_leaving_node_hands_over() {
     let url = palyra::testkit::postgres::database_for(key.path());
     let a = node(&url, &fake, "node-a").await;
     let b = node(&url, &fake, "node-b").await;
-    let created = a
-        .bearer_post(
-            "/console/v1/auth/profiles",
-            json!({ "profile_id": "p1", "provider": "openai", "profile_name": "P",
-                    "credential": { "type": "api_key", "api_key": "good-model-key-1234" },
-                    "validate": false, "set_default": true }),
-        )
+    a.seed_agent(json!({ "display_name": "A", "model": "gpt-test" }))
         .await;
-    assert_eq!(created.status(), 200);
-    let agent = a
-        .bearer_post(
-            "/console/v1/agents",
-            json!({ "agent_id": "a1", "display_name": "A", "default_model_profile": "p1",
-                    "model": "gpt-test" }),
-        )
-        .await;
-    assert_eq!(agent.status(), 200);
     // Created through node B: B's registry learns of A's profile and agent through
     // the change feed, and B's objectives actor of the agent.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -173,22 +158,7 @@ async fn edits_through_either_node_apply_while_the_objective_runs() {
     let url = palyra::testkit::postgres::database_for(key.path());
     let a = node(&url, &fake, "node-a").await;
     let b = node(&url, &fake, "node-b").await;
-    let created = a
-        .bearer_post(
-            "/console/v1/auth/profiles",
-            json!({ "profile_id": "p1", "provider": "openai", "profile_name": "P",
-                    "credential": { "type": "api_key", "api_key": "good-model-key-1234" },
-                    "validate": false, "set_default": true }),
-        )
-        .await;
-    assert_eq!(created.status(), 200);
-    let agent = a
-        .bearer_post(
-            "/console/v1/agents",
-            json!({ "agent_id": "a1", "default_model_profile": "p1", "model": "gpt-test" }),
-        )
-        .await;
-    assert_eq!(agent.status(), 200);
+    a.seed_agent(json!({ "model": "gpt-test" })).await;
     let objective = a
         .bearer_post(
             "/console/v1/objectives",

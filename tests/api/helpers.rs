@@ -189,6 +189,28 @@ impl TestApp {
             .as_u16()
     }
 
+    /// Creates the runs' usual credential and agent: the default OpenAI API-key profile
+    /// `p1` (not validated) and the agent `a1` on it with model `m`, with `agent`'s
+    /// fields over those (a model, tools, caps, a budget).
+    pub async fn seed_agent(&self, agent: Value) {
+        let profile = self
+            .bearer_post(
+                "/console/v1/auth/profiles",
+                serde_json::json!({ "profile_id": "p1", "provider": "openai", "profile_name": "P",
+                        "credential": { "type": "api_key", "api_key": "good-model-key-1234" },
+                        "validate": false, "set_default": true }),
+            )
+            .await;
+        assert_eq!(profile.status(), 200, "{:?}", profile.text().await);
+        let mut body =
+            serde_json::json!({ "agent_id": "a1", "default_model_profile": "p1", "model": "m" });
+        if let (Some(base), Some(over)) = (body.as_object_mut(), agent.as_object()) {
+            base.extend(over.clone());
+        }
+        let created = self.bearer_post("/console/v1/agents", body).await;
+        assert_eq!(created.status(), 200, "{:?}", created.text().await);
+    }
+
     /// POSTs JSON with the admin bearer token.
     pub async fn bearer_post(&self, path: &str, body: Value) -> reqwest::Response {
         self.http

@@ -13,23 +13,11 @@ const EVERY_SECOND: &str = "* * * * * *";
 async fn setup(fake: &FakeModel) -> TestApp {
     let url = fake.url();
     let app = spawn_app_with(move |s| s.providers.openai.api_base_url = url).await;
-    let profile = app
-        .bearer_post(
-            "/console/v1/auth/profiles",
-            json!({ "profile_id": "p1", "provider": "openai", "profile_name": "P",
-                    "credential": { "type": "api_key", "api_key": "good-model-key-1234" },
-                    "validate": false, "set_default": true }),
-        )
-        .await;
-    assert_eq!(profile.status(), 200);
-    let agent = app
-        .bearer_post(
-            "/console/v1/agents",
-            json!({ "agent_id": "a1", "display_name": "Agent One", "workspace_roots": ["/srv/a1"],
-                    "default_model_profile": "p1", "model": "gpt-test" }),
-        )
-        .await;
-    assert_eq!(agent.status(), 200);
+    app.seed_agent(
+        json!({ "display_name": "Agent One", "workspace_roots": ["/srv/a1"],
+                           "model": "gpt-test" }),
+    )
+    .await;
     app
 }
 

@@ -57,22 +57,7 @@ async fn a_pause_on_one_node_stops_the_run_going_on_another() {
     let url = palyra::testkit::postgres::database_for(key.path());
     let a = node(&url, &fake, "node-a").await;
     let b = node(&url, &fake, "node-b").await;
-    let created = a
-        .bearer_post(
-            "/console/v1/auth/profiles",
-            json!({ "profile_id": "p1", "provider": "openai", "profile_name": "P",
-                    "credential": { "type": "api_key", "api_key": "good-model-key-1234" },
-                    "validate": false, "set_default": true }),
-        )
-        .await;
-    assert_eq!(created.status(), 200);
-    let agent = a
-        .bearer_post(
-            "/console/v1/agents",
-            json!({ "agent_id": "a1", "default_model_profile": "p1", "model": "m" }),
-        )
-        .await;
-    assert_eq!(agent.status(), 200);
+    a.seed_agent(json!({})).await;
     let objective = a
         .bearer_post(
             "/console/v1/objectives",

@@ -162,21 +162,7 @@ async fn setup(fake: &ScriptedModel, cap: usize, agent: Value) -> TestApp {
         s.objectives.max_concurrent_runs = cap;
     })
     .await;
-    let profile = app
-        .bearer_post(
-            "/console/v1/auth/profiles",
-            json!({ "profile_id": "p1", "provider": "openai", "profile_name": "P",
-                    "credential": { "type": "api_key", "api_key": "good-model-key-1234" },
-                    "validate": false, "set_default": true }),
-        )
-        .await;
-    assert_eq!(profile.status(), 200);
-    let mut body = json!({ "agent_id": "a1", "default_model_profile": "p1", "model": "m" });
-    body.as_object_mut()
-        .unwrap()
-        .extend(agent.as_object().unwrap().clone());
-    let response = app.bearer_post("/console/v1/agents", body).await;
-    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    app.seed_agent(agent).await;
     app
 }
 

@@ -32,22 +32,7 @@ async fn setup(
 }
 
 async fn prepare(app: &TestApp) {
-    let profile = app
-        .bearer_post(
-            "/console/v1/auth/profiles",
-            json!({ "profile_id": "p1", "provider": "openai", "profile_name": "P",
-                    "credential": { "type": "api_key", "api_key": "good-model-key-1234" },
-                    "validate": false, "set_default": true }),
-        )
-        .await;
-    assert_eq!(profile.status(), 200);
-    let agent = app
-        .bearer_post(
-            "/console/v1/agents",
-            json!({ "agent_id": "a1", "default_model_profile": "p1", "model": "m" }),
-        )
-        .await;
-    assert_eq!(agent.status(), 200);
+    app.seed_agent(json!({})).await;
 }
 
 async fn create(app: &TestApp, body: Value) {
