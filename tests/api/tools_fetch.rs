@@ -159,5 +159,70 @@ async fn a_page_is_fetched_as_text_and_the_daemon_itself_is_refused() {
         .await;
     let events = audit["events"].as_array().unwrap();
     assert_eq!(events.len(), 1, "{audit}");
-    assert!(events[0]["detail"].as_str().unwrap().contains("POST"));
+    let detail = events[0]["detail"].as_str().unwrap();
+    // The origin only: a path may be a credential (a webhook's).
+    assert!(
+        detail.contains("POST") && detail.contains(&served.url()),
+        "{detail}"
+    );
+    assert!(!detail.contains("/alerts"), "{detail}");
+}
+
+/// A page on loopback whose `/away` redirects to `target` (302 for a GET, 307 for a
+/// POST).
+fn redirector(target: String) -> Served {
+    let post_target = target.clone();
+    let app = Router::new().route(
+        "/away",
+        get(move || async move { (axum::http::StatusCode::FOUND, [("location", target)]) }).post(
+            move || async move {
+                (
+                    axum::http::StatusCode::TEMPORARY_REDIRECT,
+                    [("location", post_target)],
+                )
+            },
+        ),
+    );
+    Served::start("fetch-redirector", app).unwrap()
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_origin_gets_neither_the_models_headers_nor_its_body() {
+    let fake = ScriptedModel::start().await;
+    let app = app_on(&fake, true).await;
+    let (served, seen) = page();
+    let away = redirector(format!("{}/alerts", served.url()));
+    fetch_agent(&app).await;
+    fake.script(
+        KEY,
+        vec![
+            fetch(json!({ "url": format!("{}/away", away.url()),
+                          "headers": { "X-Trace": "t2", "Authorization": "Bearer model-made" } })),
+            fetch(
+                json!({ "url": format!("{}/away", away.url()), "method": "POST", "body": "hello" }),
+            ),
+            Answer::Ok {
+                input: 1,
+                output: 1,
+            },
+        ],
+    );
+    let run = fire(&app, "o1", "a1").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let results = fake.calls()[2].tool_results();
+    // The GET followed the redirect and read the other page.
+    assert!(
+        !results[0].1 && results[0].0.contains("Alerts"),
+        "{results:?}"
+    );
+    // The POST's redirect to another origin was not followed.
+    assert!(
+        results[1].1 && results[1].0.contains("another origin"),
+        "{results:?}"
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "only the GET reached the other origin");
+    assert_eq!(seen[0].0, "GET");
+    assert!(seen[0].1.get("authorization").is_none(), "{:?}", seen[0].1);
+    assert!(seen[0].1.get("x-trace").is_none(), "{:?}", seen[0].1);
 }

@@ -145,6 +145,9 @@ pub async fn fetch(
 ) -> Result<String, String> {
     let mut url = Url::parse(&request.url).map_err(|e| format!("the URL is invalid: {e}"))?;
     let (mut method, mut body) = (request.method.clone(), request.body.clone());
+    // The model's headers (a credential, say) go only to the origin it named; a
+    // redirect elsewhere is followed without them.
+    let named = url.origin();
     for _ in 0..=MAX_REDIRECTS {
         let addrs = checked(policy, &url).await?;
         let host = url.host_str().unwrap_or_default().to_owned();
@@ -158,8 +161,10 @@ pub async fn fetch(
             .build()
             .map_err(|_| "the request could not be prepared".to_owned())?;
         let mut builder = client.request(method.clone(), url.clone());
-        for (name, value) in &request.headers {
-            builder = builder.header(name.as_str(), value.as_str());
+        if url.origin() == named {
+            for (name, value) in &request.headers {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
         }
         if let Some(b) = &body {
             builder = builder.body(b.clone());
@@ -184,6 +189,10 @@ pub async fn fetch(
             if matches!(status.as_u16(), 301..=303) {
                 method = reqwest::Method::GET;
                 body = None;
+            } else if body.is_some() && url.origin() != named {
+                return Err(
+                    "a redirect to another origin would send the body there; not followed".into(),
+                );
             }
             continue;
         }
