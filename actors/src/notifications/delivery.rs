@@ -286,9 +286,19 @@ async fn attempt(
     record: &DeliveryRecord,
 ) -> Result<u16, String> {
     let url = Url::parse(&channel.url).map_err(|e| format!("the channel's URL: {e}"))?;
+    // The refusal's reason only: its URL is the channel's, which may be a credential
+    // (the delivery's error is answered to admins and must not show it).
     check_before_send(&inner.policy.urls, &url)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e {
+            crate::ActorError::Browser(crate::browser::BrowserError::DestinationRefused {
+                reason,
+                ..
+            }) => {
+                format!("the destination is refused: {reason}")
+            }
+            other => other.to_string(),
+        })?;
     let payload = body(channel.format, &record.event);
     let mut request = inner
         .client

@@ -335,16 +335,15 @@ impl ToolBox {
     }
 }
 
-/// A URL as audited: without its query and fragment, which may carry a token.
+/// A URL as audited: its origin only. The path, query and fragment may carry a
+/// credential (a Slack or Discord webhook's is its path), and the audit log is read
+/// by viewers.
 fn cut_url(raw: &str) -> String {
     match url::Url::parse(raw) {
-        Ok(mut url) => {
-            url.set_query(None);
-            url.set_fragment(None);
-            let _ = url.set_password(None);
-            let _ = url.set_username("");
-            url.to_string()
-        }
+        Ok(url) => match url.path() {
+            "" | "/" => url.origin().ascii_serialization(),
+            _ => format!("{}/…", url.origin().ascii_serialization()),
+        },
         Err(_) => "(an invalid URL)".into(),
     }
 }
