@@ -38,6 +38,8 @@ async fn a_self_signed_certificate_from_palyrad_works_with_the_cli() {
         .mode();
     assert_eq!(mode & 0o077, 0, "the key is private");
     // Never overwrites.
+    let cert_before = std::fs::read(tls_dir.join("cert.pem")).unwrap();
+    let key_before = std::fs::read(tls_dir.join("key.pem")).unwrap();
     let again = tokio::process::Command::new(env!("CARGO_BIN_EXE_palyrad"))
         .args(["tls", "self-signed", "--name", "localhost", "--out-dir"])
         .arg(&tls_dir)
@@ -45,6 +47,11 @@ async fn a_self_signed_certificate_from_palyrad_works_with_the_cli() {
         .await
         .unwrap();
     assert!(!again.status.success());
+    assert_eq!(
+        std::fs::read(tls_dir.join("cert.pem")).unwrap(),
+        cert_before
+    );
+    assert_eq!(std::fs::read(tls_dir.join("key.pem")).unwrap(), key_before);
 
     let mut settings = test_settings(&dir);
     settings.tls.cert_path = Some(tls_dir.join("cert.pem"));

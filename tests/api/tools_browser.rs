@@ -154,6 +154,9 @@ async fn a_runs_session_counts_against_max_sessions() {
     let run = fire(&app, "o1", "a1").await;
     assert_eq!(run["status"], "succeeded", "{run}");
     let results = fake.calls()[1].tool_results();
-    assert!(results[0].1, "{results:?}");
+    assert!(
+        results[0].1 && results[0].0.contains("browser sessions are in use"),
+        "{results:?}"
+    );
     assert_eq!(session_count(&app).await, 1);
 }

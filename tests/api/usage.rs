@@ -299,6 +299,23 @@ async fn usage_days_are_counted_in_the_time_zone_asked_for() {
     )
     .await;
     assert_eq!(group(&report, "a1")["input_tokens"], 3);
+    // Kathmandu shares UTC's date most of the day; in a zone whose date differs from
+    // UTC's now (of UTC+14 and UTC-11 one always does), the day is that zone's.
+    use chrono::Timelike;
+    let utc_hour = chrono::Utc::now().hour();
+    let (name, offset) = if utc_hour >= 10 {
+        ("Pacific/Kiritimati", 14 * 3600)
+    } else {
+        ("Pacific/Pago_Pago", -11 * 3600)
+    };
+    let far = chrono::FixedOffset::east_opt(offset).unwrap();
+    let report = usage(&app, &format!("?tz={name}")).await;
+    let day = report["days"][0]["day"].as_str().unwrap().to_owned();
+    let local = chrono::Utc::now().with_timezone(&far).date_naive();
+    let utc = chrono::Utc::now().date_naive();
+    if local != utc && chrono::Utc::now().hour() == utc_hour {
+        assert_eq!(day, local.to_string(), "the run's day in {name}");
+    }
 }
 
 #[tokio::test]
