@@ -261,8 +261,8 @@ fn escape_html(text: &str) -> String {
 }
 
 /// An HTML page of the handoff: the console's policy and never stored. Its address
-/// carries the token: the security headers' `Referrer-Policy: no-referrer` keeps it
-/// from any other page.
+/// carries the token: `Referrer-Policy` (the security headers' `no-referrer`, or the
+/// link page's `same-origin`) keeps it from any other origin.
 fn handoff_html(body: String) -> Response {
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
@@ -281,8 +281,13 @@ fn handoff_html(body: String) -> Response {
 
 /// The page of a handoff link: a button that POSTs the token (to the same path). It
 /// redeems nothing, so a link scanner that fetches it leaves the link usable.
+///
+/// Served with `Referrer-Policy: same-origin`: under `no-referrer` a browser posts the
+/// form with `Origin: null`, which the redeeming POST cannot tell from another site's
+/// form, so a browser that sends no `Sec-Fetch-Site` (Safari before 16.4) could never
+/// redeem a link. The token still goes to no other origin.
 pub fn handoff_page(token: &str) -> Response {
-    handoff_html(format!(
+    let mut response = handoff_html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <meta name=\"robots\" content=\"noindex\">\
@@ -295,7 +300,12 @@ pub fn handoff_page(token: &str) -> Response {
          <button type=\"submit\" class=\"primary\" id=\"handoff-sign-in\">Sign in</button>\
          </form></main></body></html>",
         escape_html(token)
-    ))
+    ));
+    response.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    response
 }
 
 /// The answer to a redeemed handoff: its script keeps the session's CSRF token in the

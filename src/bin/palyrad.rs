@@ -6,6 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use palyra::settings::{LogFormat, Overrides, Settings};
 
+/// mimalloc rather than glibc's malloc (see the root Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The Palyra daemon: credentials for AI model providers and standing orders for
 /// agents, administered over the HTTP admin API at /console/v1.
 #[derive(Debug, Parser)]

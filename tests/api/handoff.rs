@@ -338,6 +338,26 @@ async fn the_redeeming_post_must_come_from_the_daemons_own_page() {
         .unwrap();
     assert_eq!(own.status(), 200);
 
+    // A browser without `Sec-Fetch-Site` (Safari before 16.4) names the origin only
+    // if the page's policy lets it: the link's page says `same-origin`, and such a
+    // browser's post from it signs in.
+    let handoff = mint(&app, json!({})).await;
+    let url = handoff["handoff_url"].as_str().unwrap();
+    let page = app.http.get(url).send().await.unwrap();
+    assert_eq!(page.headers()["referrer-policy"], "same-origin");
+    let (action, token) = url.split_once("?token=").unwrap();
+    let older = app
+        .http
+        .post(action)
+        .header("origin", format!("http://127.0.0.1:{}", app.addr.port()))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(older.status(), 200);
+    assert!(session_cookie(older.headers()).is_some());
+    assert_eq!(older.headers()["referrer-policy"], "no-referrer");
+
     let hostile = app
         .http
         .get(app.url(

@@ -112,9 +112,9 @@ async fn redeem(state: &AppState, audit: &Audit, request: Request) -> Result<Res
 
 /// Whether a browser's POST came from a page of this daemon. Current browsers send
 /// `Sec-Fetch-Site`, which decides; older ones an `Origin`, which must name this host
-/// (the page's `Referrer-Policy: no-referrer` makes it `null`, which cannot be
-/// checked). A client that sends neither (a script) is not a browser another site
-/// could drive.
+/// (the page is served with `Referrer-Policy: same-origin` so that they send it; `null`
+/// cannot be checked). A client that sends neither (a script) is not a browser another
+/// site could drive.
 fn same_origin(headers: &HeaderMap) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         return matches!(site.to_str(), Ok("same-origin" | "none"));

@@ -82,6 +82,11 @@ use crate::report::{pair_rows, render_report};
 use crate::servers::Baseline;
 use crate::targets::assess;
 
+/// The daemon's allocator (palyrad's, see the root Cargo.toml), so the daemon measured
+/// in process allocates as the real one does; the baselines in this process share it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `--duration` default of the HTTP scenarios (seconds per side).
 const HTTP_DURATION_S: f64 = 10.0;
 /// `--duration` default of `scheduler-10k` (seconds of firing measured, per side).
