@@ -290,6 +290,8 @@ pub struct ObjectiveRecord {
 impl StoredRecord for ObjectiveRecord {
     const TABLE: Table = Table::Objectives;
     const VERSION: u32 = 1;
+    // A standing order with a short prompt and no steps takes about 720 bytes.
+    const SIZE_HINT: usize = 1024;
 }
 
 impl ObjectiveRecord {

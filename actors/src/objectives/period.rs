@@ -28,7 +28,7 @@ fn limits_of(actor: &ObjectivesActor, objective: &ObjectiveRecord) -> Vec<Period
     let b = &objective.budget;
     let tz = objective.automation.as_ref().map(|a| a.timezone.as_str());
     let mut out: Vec<PeriodLimits> = PeriodLimits::new(
-        format!("objective {}", objective.objective_id),
+        || format!("objective {}", objective.objective_id),
         tz,
         Limits {
             daily: b.daily_tokens,
@@ -48,7 +48,7 @@ fn limits_of(actor: &ObjectivesActor, objective: &ObjectiveRecord) -> Vec<Period
         .and_then(|a| a.budget.as_ref())
     {
         out.extend(PeriodLimits::new(
-            format!("agent {}", objective.agent_id),
+            || format!("agent {}", objective.agent_id),
             ab.timezone.as_deref(),
             Limits {
                 daily: ab.daily_tokens,

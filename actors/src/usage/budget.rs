@@ -135,9 +135,10 @@ pub struct PeriodLimits {
 }
 
 impl PeriodLimits {
-    /// Limits from their parts; `None` when no limit is set.
+    /// Limits from their parts; `None` when no limit is set (`subject` is named only
+    /// then: most objectives have no limit, and every firing asks).
     pub fn new(
-        subject: String,
+        subject: impl FnOnce() -> String,
         timezone: Option<&str>,
         tokens: Limits<u64>,
         cost: Limits<CostUsd>,
@@ -147,7 +148,7 @@ impl PeriodLimits {
             return None;
         }
         Some(Self {
-            subject,
+            subject: subject(),
             // Validated when set; a stored name this build does not know counts as UTC.
             tz: timezone.and_then(|t| t.parse().ok()).unwrap_or(Tz::UTC),
             daily_tokens: tokens.daily,
@@ -460,7 +461,7 @@ mod tests {
 
     fn limits(daily: Option<u64>, monthly: Option<u64>) -> PeriodLimits {
         PeriodLimits::new(
-            "agent a".into(),
+            || "agent a".into(),
             Some("Asia/Kolkata"),
             Limits { daily, monthly },
             Limits {
@@ -579,7 +580,7 @@ mod tests {
         );
         let prices = Prices(prices);
         let l = PeriodLimits::new(
-            "objective o".into(),
+            || "objective o".into(),
             None,
             Limits {
                 daily: None,
