@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use palyra::settings::{LogFormat, Overrides, Settings};
 
-/// mimalloc rather than glibc's malloc (see the root Cargo.toml).
+/// jemalloc rather than glibc's malloc (see the root Cargo.toml).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// The Palyra daemon: credentials for AI model providers and standing orders for
 /// agents, administered over the HTTP admin API at /console/v1.

@@ -85,7 +85,7 @@ use crate::targets::assess;
 /// The daemon's allocator (palyrad's, see the root Cargo.toml), so the daemon measured
 /// in process allocates as the real one does; the baselines in this process share it.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// `--duration` default of the HTTP scenarios (seconds per side).
 const HTTP_DURATION_S: f64 = 10.0;
