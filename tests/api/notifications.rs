@@ -272,6 +272,43 @@ async fn a_receiver_answering_410_disables_its_channel() {
     assert_eq!(list["channels"], json!([]));
 }
 
+/// A generic receiver may take its token in the query: it is not shown (credentials
+/// in the user info are refused outright), and the channel still delivers to the
+/// whole URL.
+#[tokio::test]
+async fn a_channel_url_is_listed_without_its_query() {
+    let app = spawn_app_with(fast).await;
+    let receiver = WebhookReceiver::start();
+    let url = receiver.url();
+    let created = create_channel(
+        &app,
+        json!({ "url": format!("{url}?token=s3cret-token"), "events": ["run_failed"] }),
+    )
+    .await;
+    let shown = format!("{}?…", receiver.url());
+    assert_eq!(created["url"], shown.as_str(), "{created}");
+    let list = app
+        .bearer_get_json("/console/v1/notifications/channels")
+        .await;
+    assert_eq!(list["channels"][0]["url"], shown.as_str());
+    let text = list.to_string();
+    assert!(!text.contains("s3cret-token"), "{text}");
+    receiver.set_secret(created["secret"].as_str().unwrap());
+    let id = created["channel_id"].as_str().unwrap();
+    let test = app
+        .bearer_post(
+            &format!("/console/v1/notifications/channels/{id}/test"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(test.status(), 202);
+    wait_for("the test delivered", async || {
+        !receiver.received().is_empty()
+    })
+    .await;
+    assert_eq!(receiver.received()[0].body["kind"], "test");
+}
+
 #[tokio::test]
 async fn slack_and_discord_channels_get_their_own_bodies() {
     let app = spawn_app_with(fast).await;

@@ -192,19 +192,24 @@ impl ChannelRecord {
 }
 
 /// The URL as lists show it: a Slack or Discord webhook URL carries its credential
-/// in the path, so only its origin is shown.
+/// in the path, so only its origin is shown; any other receiver's by its origin and
+/// path, without the query (where a token would be), `?…` marking one.
 fn shown_url(format: ChannelFormat, url: &str) -> String {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return "…".to_owned();
+    };
+    let origin = parsed.origin().ascii_serialization();
     match format {
-        ChannelFormat::Palyra => url.to_owned(),
-        ChannelFormat::Slack | ChannelFormat::Discord => match url::Url::parse(url) {
-            Ok(parsed) => format!("{}/…", parsed.origin().ascii_serialization()),
-            Err(_) => "…".to_owned(),
-        },
+        ChannelFormat::Palyra => {
+            let query = if parsed.query().is_some() { "?…" } else { "" };
+            format!("{origin}{}{query}", parsed.path())
+        }
+        ChannelFormat::Slack | ChannelFormat::Discord => format!("{origin}/…"),
     }
 }
 
 /// A channel as the API shows it (never its secret; a Slack or Discord URL by its
-/// origin only).
+/// origin only, any other without its query).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NotificationChannel {
     pub channel_id: String,
