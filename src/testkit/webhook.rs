@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use palyra_actors::notifications::sign::{SIGNATURE_HEADER, verify};
 use serde_json::Value;
 
@@ -26,6 +26,8 @@ pub struct Received {
     pub event_id: Option<String>,
     /// What the receiver answered.
     pub status: u16,
+    /// The request's path and query, as the receiver got them.
+    pub uri: String,
 }
 
 #[derive(Default)]
@@ -81,7 +83,7 @@ impl WebhookReceiver {
 
     fn serve(&mut self, listener: std::net::TcpListener) {
         let shared = Arc::clone(&self.shared);
-        let handler = move |headers: HeaderMap, body: Bytes| {
+        let handler = move |uri: Uri, headers: HeaderMap, body: Bytes| {
             let shared = Arc::clone(&shared);
             async move {
                 let mut held = shared.hold.subscribe();
@@ -94,7 +96,7 @@ impl WebhookReceiver {
                         .waiting
                         .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 }
-                receive(&shared, &headers, &body)
+                receive(&shared, &uri, &headers, &body)
             }
         };
         let app = axum::Router::new()
@@ -154,7 +156,12 @@ impl WebhookReceiver {
     }
 }
 
-fn receive(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> (StatusCode, &'static str) {
+fn receive(
+    shared: &Shared,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (StatusCode, &'static str) {
     let secret = shared.secret.lock().unwrap().clone();
     let signature = headers
         .get(SIGNATURE_HEADER)
@@ -182,6 +189,7 @@ fn receive(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> (StatusCode, &'
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         status,
+        uri: uri.to_string(),
     });
     (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), "")
 }

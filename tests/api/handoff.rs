@@ -325,8 +325,9 @@ async fn the_redeeming_post_must_come_from_the_daemons_own_page() {
         assert!(session_cookie(response.headers()).is_none());
         assert_eq!(error_code(response).await, "csrf_rejected");
     }
-    // From the daemon's own page (as Chromium posts it: the page's no-referrer policy
-    // makes its origin `null`) the same token still works: the refusals used nothing.
+    // From the daemon's own page as a browser that sends `Sec-Fetch-Site` posts it
+    // (which decides, whatever the origin says) the same token still works: the
+    // refusals used nothing.
     let own = app
         .http
         .post(action)

@@ -306,7 +306,9 @@ async fn a_channel_url_is_listed_without_its_query() {
         !receiver.received().is_empty()
     })
     .await;
-    assert_eq!(receiver.received()[0].body["kind"], "test");
+    let got = &receiver.received()[0];
+    assert_eq!(got.body["kind"], "test");
+    assert_eq!(got.uri, "/hook?token=s3cret-token");
 }
 
 #[tokio::test]
