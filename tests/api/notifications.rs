@@ -41,6 +41,18 @@ pub async fn create_channel(app: &TestApp, body: Value) -> Value {
     response.json().await.unwrap()
 }
 
+/// Sends `channel`'s test event (202) and answers the `POST`'s body.
+async fn send_test(app: &TestApp, channel: &str) -> Value {
+    let test = app
+        .bearer_post(
+            &format!("/console/v1/notifications/channels/{channel}/test"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(test.status(), 202);
+    test.json().await.unwrap()
+}
+
 /// A channel to `receiver`, which learns its secret.
 async fn channel_to(app: &TestApp, receiver: &WebhookReceiver, mut body: Value) -> String {
     body["url"] = json!(receiver.url());
@@ -194,13 +206,7 @@ async fn subscriptions_filter_by_kind_agent_and_objective() {
     // every run event (the outbox is taken oldest first).
     let late = WebhookReceiver::start();
     let c_late = channel_to(&app, &late, json!({ "events": ["node_lost"] })).await;
-    let test = app
-        .bearer_post(
-            &format!("/console/v1/notifications/channels/{c_late}/test"),
-            json!({}),
-        )
-        .await;
-    assert_eq!(test.status(), 202);
+    send_test(&app, &c_late).await;
     wait_for("the later test delivered", async || {
         !late.received().is_empty()
     })
@@ -295,13 +301,7 @@ async fn a_channel_url_is_listed_without_its_query() {
     assert!(!text.contains("s3cret-token"), "{text}");
     receiver.set_secret(created["secret"].as_str().unwrap());
     let id = created["channel_id"].as_str().unwrap();
-    let test = app
-        .bearer_post(
-            &format!("/console/v1/notifications/channels/{id}/test"),
-            json!({}),
-        )
-        .await;
-    assert_eq!(test.status(), 202);
+    send_test(&app, id).await;
     wait_for("the test delivered", async || {
         !receiver.received().is_empty()
     })
@@ -329,13 +329,7 @@ async fn slack_and_discord_channels_get_their_own_bodies() {
             "{created}"
         );
         let id = created["channel_id"].as_str().unwrap();
-        let test = app
-            .bearer_post(
-                &format!("/console/v1/notifications/channels/{id}/test"),
-                json!({}),
-            )
-            .await;
-        assert_eq!(test.status(), 202);
+        send_test(&app, id).await;
     }
     wait_for("both delivered", async || {
         !slack.received().is_empty() && !discord.received().is_empty()
@@ -487,19 +481,8 @@ async fn a_slow_receiver_never_delays_another_channel() {
     const STORM: usize = 200;
     let mut ids = Vec::new();
     for _ in 0..STORM {
-        let test = app
-            .bearer_post(
-                &format!("/console/v1/notifications/channels/{c_slow}/test"),
-                json!({}),
-            )
-            .await;
-        assert_eq!(test.status(), 202);
-        ids.push(
-            test.json::<Value>().await.unwrap()["event_id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        let test = send_test(&app, &c_slow).await;
+        ids.push(test["event_id"].as_str().unwrap().to_owned());
     }
     // The slow channel's places (notifications.per_channel_in_flight) are all taken.
     let places = app.settings.notifications.per_channel_in_flight;
@@ -507,13 +490,7 @@ async fn a_slow_receiver_never_delays_another_channel() {
         slow.waiting() == places
     })
     .await;
-    let test = app
-        .bearer_post(
-            &format!("/console/v1/notifications/channels/{c_quick}/test"),
-            json!({}),
-        )
-        .await;
-    assert_eq!(test.status(), 202);
+    send_test(&app, &c_quick).await;
     wait_for("the other channel delivered", async || {
         !quick.received().is_empty()
     })
