@@ -8,8 +8,8 @@
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -23,25 +23,73 @@ use crate::browser::{
 };
 use crate::helpers::{ADMIN_TOKEN, error_code};
 
-/// A TCP listener that counts every connection it accepts and answers none: the
-/// refused destination. Any request of any kind that reached it would count.
+/// A TCP listener that records what every connection it accepts sends, and answers
+/// none: the refused destination. Every URL aimed at it starts with `marker`, a path
+/// unique to this trap, so a request from the browser carries it; a connection that
+/// has sent nothing yet counts too. A request without the marker is another test's
+/// client reaching a port the kernel handed the trap after that test let it go: it
+/// is shown, not counted.
 struct Trap {
     addr: SocketAddr,
-    connections: Arc<AtomicUsize>,
+    marker: String,
+    received: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+impl Trap {
+    /// The connections that could have come from the browser.
+    fn reached(&self) -> usize {
+        let received = self.received.lock().unwrap();
+        received
+            .iter()
+            .filter(|head| {
+                head.as_ref()
+                    .is_none_or(|h| h.is_empty() || h.contains(&self.marker))
+            })
+            .count()
+    }
+
+    /// Everything received, for a failure's message.
+    fn log(&self) -> String {
+        format!("{:?}", self.received.lock().unwrap())
+    }
 }
 
 async fn start_trap(ip: Ipv4Addr) -> Trap {
+    use tokio::io::AsyncReadExt;
     let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&connections);
+    let marker = format!("trap-{}", rand::random::<u64>());
+    let received: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let log = Arc::clone(&received);
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            drop(stream);
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let index = {
+                let mut log = log.lock().unwrap();
+                log.push(None);
+                log.len() - 1
+            };
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut head = vec![0; 1024];
+                let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut head))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or(0);
+                let line = String::from_utf8_lossy(&head[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                log.lock().unwrap()[index] = Some(line);
+            });
         }
     });
-    Trap { addr, connections }
+    Trap {
+        addr,
+        marker,
+        received,
+    }
 }
 
 async fn serve(ip: Ipv4Addr, app: Router) -> SocketAddr {
@@ -192,7 +240,7 @@ async fn wait_for_report(app: &crate::helpers::TestApp, id: &str) -> Value {
 async fn no_request_of_any_kind_reaches_a_refused_host_and_the_session_still_works() {
     let trap = start_trap(Ipv4Addr::LOCALHOST).await;
     // Under a name the policy refuses (not in browser.allowed_hosts).
-    let refused = format!("http://localhost:{}", trap.addr.port());
+    let refused = format!("http://localhost:{}/{}", trap.addr.port(), trap.marker);
     let frame_site = serve(
         Ipv4Addr::new(127, 0, 0, 3),
         Router::new().route("/frame", get(|| async { Html(FRAME_PAGE) })),
@@ -249,9 +297,10 @@ self.addEventListener("message", e => {
     assert_eq!(report["iframe"], "loaded", "{report}");
     assert_eq!(report["control"], "reached", "{report}");
     assert_eq!(
-        trap.connections.load(Ordering::SeqCst),
+        trap.reached(),
         0,
-        "the refused host received a connection"
+        "the refused host was reached: {}",
+        trap.log()
     );
     // The frame of another site ran in a renderer of its own.
     let group = group_of(main_browser(&profiles_root(&app)));
@@ -273,7 +322,7 @@ self.addEventListener("message", e => {
     // The page's own requests stop at the interceptor; the frame's, the workers'
     // and the socket's at the proxy.
     assert!(refused_requests >= 4, "{posture}");
-    assert_eq!(trap.connections.load(Ordering::SeqCst), 0);
+    assert_eq!(trap.reached(), 0, "{}", trap.log());
 }
 
 #[tokio::test]
@@ -294,7 +343,7 @@ async fn a_rebinding_domain_never_reaches_the_refused_address() {
     })
     .await;
     let id = open(&app, json!({})).await;
-    let url = format!("http://rebind.test:{}/", trap.addr.port());
+    let url = format!("http://rebind.test:{}/{}/", trap.addr.port(), trap.marker);
     let response = post(
         &app,
         &format!("{SESSIONS}/{id}/navigate"),
@@ -314,7 +363,7 @@ async fn a_rebinding_domain_never_reaches_the_refused_address() {
     );
     // The check before the navigation and the proxy each asked.
     assert!(dns.queries() >= 2, "{} queries", dns.queries());
-    assert_eq!(trap.connections.load(Ordering::SeqCst), 0);
+    assert_eq!(trap.reached(), 0, "{}", trap.log());
     // A name that resolves to a refused address from the start is refused before
     // the browser is asked.
     let response = post(
@@ -325,7 +374,7 @@ async fn a_rebinding_domain_never_reaches_the_refused_address() {
     .await;
     assert_eq!(response.status(), 403);
     assert_eq!(error_code(response).await, "destination_refused");
-    assert_eq!(trap.connections.load(Ordering::SeqCst), 0);
+    assert_eq!(trap.reached(), 0, "{}", trap.log());
 }
 
 /// Inodes of the TCP sockets in the LISTEN state, IPv4 and IPv6.
