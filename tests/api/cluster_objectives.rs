@@ -90,7 +90,8 @@ async fn two_nodes_fire_every_instant_once_and_a_leaving_node_hands_over() {
         &url,
         "SELECT objective_id, status, coalesce(trigger, ''), \
          coalesce(to_char(scheduled_for AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), ''), \
-         coalesce(convert_from(value, 'UTF8')::jsonb->'r'->>'node_id', '') FROM runs",
+         coalesce(convert_from(value, 'UTF8')::jsonb->'r'->>'node_id', ''), \
+         coalesce(convert_from(value, 'UTF8')::jsonb->'r'->>'error', '') FROM runs",
     );
     let mut instants: BTreeMap<String, Vec<DateTime<Utc>>> = BTreeMap::new();
     let mut nodes = BTreeSet::new();
@@ -98,7 +99,7 @@ async fn two_nodes_fire_every_instant_once_and_a_leaving_node_hands_over() {
     let mut failed = Vec::new();
     for line in rows.lines() {
         let cols: Vec<&str> = line.split('|').collect();
-        let [objective, status, _trigger, scheduled, node] = cols[..] else {
+        let [objective, status, _trigger, scheduled, node, _error] = cols[..] else {
             panic!("row {line:?}");
         };
         if !node.is_empty() {
