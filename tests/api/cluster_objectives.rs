@@ -91,7 +91,8 @@ async fn two_nodes_fire_every_instant_once_and_a_leaving_node_hands_over() {
         "SELECT objective_id, status, coalesce(trigger, ''), \
          coalesce(to_char(scheduled_for AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), ''), \
          coalesce(convert_from(value, 'UTF8')::jsonb->'r'->>'node_id', ''), \
-         coalesce(convert_from(value, 'UTF8')::jsonb->'r'->>'error', '') FROM runs",
+         translate(coalesce(convert_from(value, 'UTF8')::jsonb->'r'->>'error', ''), E'|\\n', '  ') \
+         FROM runs",
     );
     let mut instants: BTreeMap<String, Vec<DateTime<Utc>>> = BTreeMap::new();
     let mut nodes = BTreeSet::new();
