@@ -63,6 +63,19 @@ pub enum WriteOp {
         key: Vec<u8>,
         value: Vec<u8>,
     },
+    /// Stores `value` under `key` (replacing any value) only if `guard` has at least
+    /// one row, as the request's own transaction sees it; otherwise writes nothing.
+    /// Never refuses. PostgreSQL decides it in the statement (`INSERT ... SELECT ...
+    /// WHERE EXISTS`), so under read committed every guard row committed before the
+    /// statement counts; redb's one writer checks the guard table in its transaction.
+    /// Used for rows only some other table's rows can want (a notification event
+    /// while no channel exists).
+    PutIfAny {
+        guard: Table,
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
 }
 
 /// A shard lease as its holder last proved it: the fencing token of a cluster write.
@@ -117,6 +130,16 @@ impl WriteOp {
         }
     }
 
+    /// Stores `record` under `key` in its type's table if `guard` has any row.
+    pub fn put_if_any<T: StoredRecord>(guard: Table, key: impl Into<Vec<u8>>, record: &T) -> Self {
+        WriteOp::PutIfAny {
+            guard,
+            table: T::TABLE,
+            key: key.into(),
+            value: encode_record(record),
+        }
+    }
+
     /// Adds `record`'s integer fields to the row under `key` in its type's table.
     pub fn add<T: StoredRecord>(key: impl Into<Vec<u8>>, record: &T) -> Self {
         WriteOp::Add {
@@ -135,16 +158,30 @@ impl WriteOp {
             | WriteOp::CompareAndSet { table, key, .. }
             | WriteOp::Take { table, key }
             | WriteOp::Expect { table, key, .. }
-            | WriteOp::Add { table, key, .. } => Some((*table, key)),
+            | WriteOp::Add { table, key, .. }
+            | WriteOp::PutIfAny { table, key, .. } => Some((*table, key)),
             WriteOp::Fence(_) => None,
         }
+    }
+
+    /// Every table the op reads or changes: its row's and, for
+    /// [`WriteOp::PutIfAny`], the guard.
+    pub fn tables(&self) -> impl Iterator<Item = Table> + use<> {
+        let guard = match self {
+            WriteOp::PutIfAny { guard, .. } => Some(*guard),
+            _ => None,
+        };
+        self.row().map(|(table, _)| table).into_iter().chain(guard)
     }
 
     /// True for the ops that can refuse their request.
     pub fn is_conditional(&self) -> bool {
         !matches!(
             self,
-            WriteOp::Put { .. } | WriteOp::Delete { .. } | WriteOp::Add { .. }
+            WriteOp::Put { .. }
+                | WriteOp::Delete { .. }
+                | WriteOp::Add { .. }
+                | WriteOp::PutIfAny { .. }
         )
     }
 }

@@ -196,10 +196,10 @@ fn commit(db: &Database, batch: &[Request]) -> Result<Vec<WriteOutcome>, Storage
     {
         // Each table is opened once per transaction, not once per write.
         let mut open: OpenTables<'_> = HashMap::new();
-        for (table, _) in batch
+        for table in batch
             .iter()
             .flat_map(|req| &req.ops)
-            .filter_map(WriteOp::row)
+            .flat_map(WriteOp::tables)
         {
             if let std::collections::hash_map::Entry::Vacant(e) = open.entry(table) {
                 e.insert(txn.open_table(table.def()).map_err(StorageError::backend)?);
@@ -273,6 +273,13 @@ fn apply(open: &mut OpenTables<'_>, ops: &[WriteOp]) -> Result<WriteOutcome, Sto
                 // condition of the same request may ask of a counter row (its bytes
                 // are the sum, known only when it is written).
                 WriteOp::Add { value, .. } => Some(value.as_slice()),
+                WriteOp::PutIfAny { guard, value, .. } => {
+                    if !guarded(open, *guard)? {
+                        // Writes nothing: the row stays as it is.
+                        continue;
+                    }
+                    Some(value.as_slice())
+                }
             };
             overlay.insert(slot, next);
         }
@@ -281,13 +288,19 @@ fn apply(open: &mut OpenTables<'_>, ops: &[WriteOp]) -> Result<WriteOutcome, Sto
         let Some((table, _)) = op.row() else {
             continue;
         };
+        if let WriteOp::PutIfAny { guard, .. } = op
+            && !guarded(open, *guard)?
+        {
+            continue;
+        }
         let t = open
             .get_mut(&table)
             .ok_or_else(|| StorageError::Backend("table not open".into()))?;
         match op {
             WriteOp::Put { key, value, .. }
             | WriteOp::InsertIfAbsent { key, value, .. }
-            | WriteOp::CompareAndSet { key, value, .. } => {
+            | WriteOp::CompareAndSet { key, value, .. }
+            | WriteOp::PutIfAny { key, value, .. } => {
                 t.insert(key.as_slice(), value.as_slice())
                     .map_err(StorageError::backend)?;
             }
@@ -309,4 +322,12 @@ fn apply(open: &mut OpenTables<'_>, ops: &[WriteOp]) -> Result<WriteOutcome, Sto
         }
     }
     Ok(WriteOutcome::Applied { taken })
+}
+
+/// Whether `guard` has a row, as this transaction sees it ([`WriteOp::PutIfAny`]).
+fn guarded(open: &OpenTables<'_>, guard: Table) -> Result<bool, StorageError> {
+    let t = open
+        .get(&guard)
+        .ok_or_else(|| StorageError::Backend("table not open".into()))?;
+    Ok(t.first().map_err(StorageError::backend)?.is_some())
 }

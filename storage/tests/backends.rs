@@ -383,6 +383,76 @@ async fn a_refused_request_leaves_nothing_for_the_requests_after_it(kind: Kind) 
 }
 
 both!(
+    put_if_any,
+    a_guarded_put_writes_only_while_its_guard_has_a_row
+);
+/// `PutIfAny` writes only while the guard table has a row, as its own transaction sees
+/// it: earlier requests of the same group count, alone or inside a conditional request.
+async fn a_guarded_put_writes_only_while_its_guard_has_a_row(kind: Kind) {
+    let Some(mut fx) = open(kind).await else {
+        return;
+    };
+    let writer = fx.storage.start_writer().unwrap();
+    let (guard, t) = (Table::NotificationChannels, Table::NotificationEvents);
+    let guarded = |key: &str| WriteOp::PutIfAny {
+        guard,
+        table: t,
+        key: key.as_bytes().to_vec(),
+        value: value(key),
+    };
+    // Queued together, so both backends take them into one group (one transaction).
+    let outcomes = [
+        writer.submit_checked(vec![guarded("e1")]),
+        writer.submit_checked(vec![put(guard, b"c1", value("c1"))]),
+        writer.submit_checked(vec![guarded("e2")]),
+        writer.submit_checked(vec![
+            WriteOp::InsertIfAbsent {
+                table: Table::Handoffs,
+                key: digest(21),
+                value: value("h"),
+            },
+            guarded("e3"),
+        ]),
+        writer.submit_checked(vec![WriteOp::delete(guard, b"c1".to_vec())]),
+        writer.submit_checked(vec![guarded("e4")]),
+        writer.submit_checked(vec![
+            WriteOp::InsertIfAbsent {
+                table: Table::Handoffs,
+                key: digest(22),
+                value: value("h"),
+            },
+            guarded("e5"),
+        ]),
+    ];
+    for o in outcomes {
+        // Never refused, written or not.
+        assert_eq!(
+            o.await.unwrap(),
+            WriteOutcome::Applied { taken: vec![] },
+            "{kind:?}"
+        );
+    }
+    writer.shutdown().await;
+    let s = fx.reopen().await;
+    for (key, written) in [
+        ("e1", false),
+        ("e2", true),
+        ("e3", true),
+        ("e4", false),
+        ("e5", false),
+    ] {
+        let row = s.read_row(t, key.as_bytes()).await.unwrap();
+        assert_eq!(row, written.then(|| value(key)), "{kind:?} {key}");
+    }
+    assert!(
+        s.read_row(Table::Handoffs, &digest(22))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+both!(
     conditional_burst,
     a_burst_of_conditional_requests_spans_groups_in_order
 );

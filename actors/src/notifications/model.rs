@@ -83,8 +83,9 @@ const MAX_SUBJECT_CHARS: usize = 256;
 
 /// The write that puts an event into the outbox. Put it into the same write request
 /// as the change it reports (one request is one transaction on both backends), so the
-/// event exists if and only if the change does; the delivery actor fans it out to the
-/// subscribed channels and delivers it at least once.
+/// event exists if and only if the change does (and some channel did when it was
+/// written); the delivery actor fans it out to the subscribed channels and delivers
+/// it at least once.
 pub fn event_op(
     kind: EventKind,
     subject: impl Into<String>,
@@ -117,7 +118,15 @@ pub(crate) fn new_event_op(
         filters,
         channel_id,
     };
-    (id.clone(), WriteOp::put(id.into_bytes(), &event))
+    let op = if event.channel_id.is_some() {
+        WriteOp::put(id.clone().into_bytes(), &event)
+    } else {
+        // Written only if some channel exists, decided in the write's own transaction:
+        // with none, a run's event would be an insert, a read and a delete for
+        // nothing. A channel made after the write never gets the event in any case.
+        WriteOp::put_if_any(Table::NotificationChannels, id.clone().into_bytes(), &event)
+    };
+    (id, op)
 }
 
 /// The body a channel's receiver is posted.

@@ -273,6 +273,11 @@ fn time(r: Option<&Value>, name: &str) -> Param {
 /// typed columns, then (compare-and-set) the expected value.
 #[derive(Debug)]
 pub(crate) struct TableSql {
+    name: &'static str,
+    /// `key, value, <typed columns>`: the insert's column list.
+    insert_columns: String,
+    /// What `put` sets on a conflict.
+    updates: String,
     pub(crate) put: String,
     pub(crate) insert_if_absent: String,
     pub(crate) compare_and_set: String,
@@ -324,7 +329,11 @@ impl TableSql {
                 &fields[2..]
             )
         };
+        let insert_columns = format!("key, value{names}");
         Self {
+            name,
+            insert_columns,
+            updates: updates.clone(),
             add,
             put: format!(
                 "{insert} ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value{updates}"
@@ -338,6 +347,23 @@ impl TableSql {
             take: format!("DELETE FROM {name} WHERE key = $1 RETURNING value"),
             expect: format!("SELECT 1 FROM {name} WHERE key = $1 AND value = $2 FOR SHARE"),
         }
+    }
+
+    /// [`crate::WriteOp::PutIfAny`]: `put`, decided by the statement itself, so the
+    /// guard rows it sees are those committed before it (read committed) and those of
+    /// its own transaction.
+    pub(crate) fn put_if_any(&self, guard: Table) -> String {
+        let (name, columns, updates) = (self.name, &self.insert_columns, &self.updates);
+        let values: Vec<String> = (1..=columns.split(',').count())
+            .map(|i| format!("${i}"))
+            .collect();
+        format!(
+            "INSERT INTO {name} ({columns}) SELECT {} \
+             WHERE EXISTS (SELECT 1 FROM {}) \
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value{updates}",
+            values.join(", "),
+            guard.name()
+        )
     }
 }
 

@@ -70,6 +70,8 @@ enum Kind {
     Expect,
     Fence,
     Add,
+    /// A put that happens only if the guard table has a row.
+    PutIfAny(Table),
 }
 
 /// Most ops applied in one transaction. A group is bounded by one timeout (connect
@@ -160,6 +162,9 @@ impl BoundOp {
                 }
                 (Kind::Add, row(table, key, value)?)
             }
+            WriteOp::PutIfAny {
+                guard, key, value, ..
+            } => (Kind::PutIfAny(*guard), row(table, key, value)?),
             WriteOp::Fence(_) => unreachable!("a fence has no row"),
         };
         Ok(Self {
@@ -171,7 +176,10 @@ impl BoundOp {
 
     /// Whether its condition may fail (everything but a put, a delete and an add).
     fn is_conditional(&self) -> bool {
-        !matches!(self.kind, Kind::Put | Kind::Delete | Kind::Add)
+        !matches!(
+            self.kind,
+            Kind::Put | Kind::Delete | Kind::Add | Kind::PutIfAny(_)
+        )
     }
 
     fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
@@ -217,6 +225,7 @@ impl Conn {
                             Kind::Take => sql.take,
                             Kind::Expect | Kind::Fence => sql.expect,
                             Kind::Add => sql.add,
+                            Kind::PutIfAny(guard) => sql.put_if_any(guard),
                         }
                     }
                 };
@@ -338,7 +347,7 @@ impl Conn {
         Box::pin(async move {
             let params = op.refs();
             Ok(match op.kind {
-                Kind::Put | Kind::Delete | Kind::Add => {
+                Kind::Put | Kind::Delete | Kind::Add | Kind::PutIfAny(_) => {
                     self.client.execute(statement, &params).await?;
                     Held::Yes
                 }
