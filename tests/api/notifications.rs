@@ -199,7 +199,7 @@ async fn subscriptions_filter_by_kind_agent_and_objective() {
         deliveries(&app, &format!("channel_id={c_o1}&status=delivered"))
             .await
             .len()
-            == 2
+            >= 2
     })
     .await;
     // A channel created now gets only later events; its test is fanned out after
@@ -525,4 +525,67 @@ async fn a_slow_receiver_never_delays_another_channel() {
     assert_eq!(got, ids, "each event exactly once");
     all_signed(&slow);
     all_signed(&quick);
+}
+
+/// An event is written only while some channel exists, decided in the write that
+/// raises it: a run that finished before the first channel was made is never sent to
+/// it, however late the fan-out pass comes, and a run after it is.
+#[tokio::test]
+async fn events_raised_before_any_channel_exists_are_never_sent() {
+    let fake = FakeModel::start(3).await;
+    let url = fake.url();
+    let app = spawn_app_with(move |s| {
+        s.providers.openai.api_base_url = url;
+        fast(s);
+        // Fan-out passes 2 s apart: an event written while no channel existed would
+        // still be in the outbox when the channel below is made.
+        s.notifications.poll_interval_ms = 2000;
+    })
+    .await;
+    app.seed_agent(json!({})).await;
+    let paused = async |id: &str| {
+        app.bearer_get_json(&format!("/console/v1/objectives/{id}"))
+            .await["state"]
+            == "paused"
+    };
+    // One run, then its budget pauses it: run_completed and objective_paused, raised
+    // in the finish's write, with no channel yet.
+    objective(&app, "early", json!({ "budget": { "max_runs": 1 } })).await;
+    wait_for("the early run finished", async || paused("early").await).await;
+    let receiver = WebhookReceiver::start();
+    let channel = channel_to(
+        &app,
+        &receiver,
+        json!({ "events": ["run_completed", "objective_paused"] }),
+    )
+    .await;
+    objective(&app, "late", json!({ "budget": { "max_runs": 1 } })).await;
+    wait_for("the late run's two events delivered", async || {
+        deliveries(&app, &format!("channel_id={channel}&status=delivered"))
+            .await
+            .len()
+            >= 2
+    })
+    .await;
+    // Two more fan-out passes: nothing of the early run turns up.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let received = receiver.received();
+    let about: Vec<_> = received
+        .iter()
+        .map(|r| {
+            (
+                r.body["kind"].as_str().unwrap_or("").to_owned(),
+                r.body["detail"]["objective_id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let mut kinds: Vec<_> = about.iter().map(|(k, _)| k.as_str()).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["objective_paused", "run_completed"], "{about:?}");
+    assert!(about.iter().all(|(_, o)| o == "late"), "{about:?}");
+    assert_eq!(deliveries(&app, "").await.len(), 2);
+    all_signed(&receiver);
 }
