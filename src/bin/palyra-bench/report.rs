@@ -159,6 +159,10 @@ pub struct Row {
     /// the burst is `rss_mib` minus this).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_window_start_mib: Option<f64>,
+    /// scheduler-10k, the daemon: TCP connections the fake provider accepted over the
+    /// whole run (more than were ever open at once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_connections: Option<u64>,
     /// scheduler-10k: CPU of the whole bench process over the window, % of one core.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_pct: Option<f64>,
@@ -281,6 +285,7 @@ impl Row {
             claim_max_ms: None,
             drain_max_ms: None,
             rss_window_start_mib: None,
+            provider_connections: None,
             cpu_pct: None,
             side_cpu_pct: None,
             rss_before_mib: None,

@@ -116,7 +116,7 @@ pub fn assess(rows: &[Row]) -> Vec<Verdict> {
                     expected > 0 && missed == 0,
                 );
                 check(
-                    format!("{name}: p99 lateness <= 50 ms ({who})"),
+                    format!("{name}: p99 start lateness <= 50 ms ({who})"),
                     format!(
                         "p99 {:.1} ms, max {:.1} ms",
                         row.lateness_p99_ms.unwrap_or(0.0),
@@ -124,6 +124,9 @@ pub fn assess(rows: &[Row]) -> Vec<Verdict> {
                     ),
                     row.received.unwrap_or(0) > 0 && row.lateness_p99_ms.is_some_and(|p| p <= 50.0),
                 );
+                if !peer {
+                    capped_burst(name, row, &mut check);
+                }
             }
             Plan::Rss => {
                 let idle = row.rss_idle_mib.unwrap_or(f64::INFINITY);
@@ -183,6 +186,38 @@ pub fn assess(rows: &[Row]) -> Vec<Verdict> {
         }
     }
     verdicts
+}
+
+/// Issue 18's targets for the daemon's scheduler-10k row: the burst is claimed
+/// durably in time, and the run cap bounds memory and provider connections.
+fn capped_burst(name: &str, row: &Row, check: &mut impl FnMut(String, String, bool)) {
+    let claim_p99 = row.claim_p99_ms;
+    check(
+        format!("{name}: p99 claim lateness <= 100 ms (palyrad)"),
+        format!(
+            "p99 {:.0} ms, max {:.0} ms",
+            claim_p99.unwrap_or(0.0),
+            row.claim_max_ms.unwrap_or(0.0)
+        ),
+        row.received.unwrap_or(0) > 0 && claim_p99.is_some_and(|p| p <= 100.0),
+    );
+    let growth = match (row.rss_window_start_mib, row.rss_mib) {
+        (Some(start), Some(end)) => end - start,
+        _ => f64::INFINITY,
+    };
+    check(
+        format!("{name}: RSS growth over the bursts <= 64 MiB (palyrad)"),
+        format!("{growth:+.1} MiB from the window's first boundary to its end"),
+        growth <= 64.0,
+    );
+    let cap = row.max_in_flight.unwrap_or(0) as u64;
+    let connections = row.provider_connections.unwrap_or(u64::MAX);
+    let peak = row.peak_in_flight.unwrap_or(u64::MAX);
+    check(
+        format!("{name}: provider connections <= the run cap (palyrad)"),
+        format!("{connections} connections opened in all, at most {peak} calls at once, cap {cap}"),
+        cap > 0 && connections <= cap && peak <= cap,
+    );
 }
 
 /// Issue 15's targets for the rows of `cluster`.

@@ -288,6 +288,7 @@ impl Bench {
         row.peak_in_flight = Some(max_in_flight as u64);
         row.max_in_flight = Some(cap);
         row.rss_window_start_mib = Some(round(rss_window_start, 2));
+        row.provider_connections = Some(connections);
         notes.push(format!(
             "the fake had at most {max_in_flight} calls in flight at once; VmRSS {rss_window_start:.1} MiB at the window's first boundary, {rss_end:.1} MiB at its end ({:+.1} MiB over the bursts)",
             rss_end - rss_window_start
