@@ -218,7 +218,7 @@ impl Application {
             None => None,
         };
         let data_dir_open = prepare_data_dir(&data_dir)?;
-        let data_dir_lock = lock_data_dir(&data_dir)?;
+        let data_dir_lock = lock_data_dir(&data_dir).await?;
         let (admin_token, source) = resolve_admin_token(
             env_admin_token,
             settings.server.admin_token.clone(),
@@ -718,8 +718,15 @@ pub const DATA_DIR_LOCK_FILE: &str = "palyrad.lock";
 /// File in the data dir that keeps a generated node id across restarts.
 pub const NODE_ID_FILE: &str = "node.id";
 
-/// Takes the data dir's lock; refuses the start when another daemon holds it.
-fn lock_data_dir(dir: &Path) -> Result<fs::File, StartError> {
+/// How long a start waits for the data dir's lock before it refuses. A lock held a
+/// moment past its daemon's end is normal: a child process another thread of that
+/// process was forking shares the lock until it execs (`flock` is per open file, and
+/// a fork copies every descriptor, close-on-exec or not).
+const DATA_DIR_LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Takes the data dir's lock; refuses the start when another daemon still holds it
+/// after [`DATA_DIR_LOCK_WAIT`].
+async fn lock_data_dir(dir: &Path) -> Result<fs::File, StartError> {
     let path = dir.join(DATA_DIR_LOCK_FILE);
     let fail = |message: String| StartError::DataDir {
         path: path.clone(),
@@ -732,12 +739,18 @@ fn lock_data_dir(dir: &Path) -> Result<fs::File, StartError> {
         .mode(0o600)
         .open(&path)
         .map_err(|e| fail(format!("cannot open: {e}")))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(fail(
-            "another palyrad is running on this data dir (its storage, vault key and browser profiles are that daemon's)".into(),
-        )),
-        Err(fs::TryLockError::Error(e)) => Err(fail(format!("cannot lock: {e}"))),
+    let deadline = tokio::time::Instant::now() + DATA_DIR_LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(fs::TryLockError::WouldBlock) => return Err(fail(
+                "another palyrad is running on this data dir (its storage, vault key and browser profiles are that daemon's)".into(),
+            )),
+            Err(fs::TryLockError::Error(e)) => return Err(fail(format!("cannot lock: {e}"))),
+        }
     }
 }
 
