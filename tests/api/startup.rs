@@ -88,3 +88,36 @@ async fn a_second_daemon_on_the_same_data_dir_is_refused() {
         .expect("second start fails");
     assert!(err.to_string().contains("storage"), "{err}");
 }
+
+/// A lock held a moment past its daemon's end (a forked child about to exec shares it)
+/// does not refuse the next start: the start waits for it, briefly.
+#[tokio::test]
+async fn a_start_waits_for_a_data_dir_lock_released_a_moment_later() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let settings = test_settings(&dir);
+    drop(
+        start(Arc::clone(&dir), settings.clone())
+            .await
+            .unwrap()
+            .stop()
+            .await,
+    );
+    let lock_path = dir
+        .path()
+        .join("data")
+        .join(palyra::application::DATA_DIR_LOCK_FILE);
+    let held = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    held.try_lock().unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        drop(held);
+    });
+    let app = start(Arc::clone(&dir), settings)
+        .await
+        .expect("the start waited for the lock");
+    release.join().unwrap();
+    drop(app.stop().await);
+}
