@@ -3,9 +3,10 @@
 //! Everything queued is applied in one transaction (group commit), request after
 //! request, so a request sees every earlier one and requests from one [`Writer`] never
 //! commit out of order. A group's statements are pipelined (all sent before any answer
-//! is read); a conditional request of more than one op runs under its own savepoint, so
-//! a refusal undoes only its own ops: the transaction is rolled back to that savepoint
-//! and the requests after it are sent again (`Conn::optimistic`). A failed statement
+//! is read), without savepoints (`Conn::plain`). When a conditional request of more
+//! than one op is refused, the group starts over with a savepoint per such request,
+//! so a refusal undoes only its own ops: the transaction is rolled back to that
+//! savepoint and the requests after it are sent again (`Conn::optimistic`). A failed statement
 //! aborts the group, which is then replayed one transaction per request, in order, so
 //! only the request that failed reports the failure.
 //!
@@ -89,6 +90,7 @@ const SAVEPOINT_SQL: &str = "SAVEPOINT palyra_request";
 const ROLLBACK_SQL: &str = "ROLLBACK TO SAVEPOINT palyra_request";
 
 /// What one op of a conditional request came to.
+#[derive(Clone)]
 enum Held {
     Yes,
     No,
@@ -106,6 +108,9 @@ struct BoundOp {
     table: Option<Table>,
     kind: Kind,
     params: Vec<Param>,
+    /// A fence's shard, node and epoch: the same fence twice in one transaction is
+    /// read once (`Conn::plain`).
+    fence: Option<(u32, String, u64)>,
 }
 
 impl BoundOp {
@@ -129,6 +134,7 @@ impl BoundOp {
                 table: None,
                 kind: Kind::Fence,
                 params,
+                fence: Some((fence.shard, fence.node_id.clone(), fence.epoch)),
             });
         };
         let (kind, params) = match op {
@@ -171,6 +177,7 @@ impl BoundOp {
             table: Some(table),
             kind,
             params,
+            fence: None,
         })
     }
 
@@ -241,7 +248,59 @@ impl Conn {
         &self.statements[&(op.table, op.kind)]
     }
 
-    /// Applies a group's requests in pipelines: every statement of a pipeline is sent
+    /// Applies a group's requests in one pipeline without savepoints, the common case:
+    /// every statement is sent before any answer is read, and the server runs them in
+    /// order. A refused single-op request changed nothing, so what came after it
+    /// stands. A refused request of more than one op may have applied its other ops,
+    /// which only a savepoint could undo: `None` then, and the caller rolls the
+    /// transaction back and applies the group with savepoints
+    /// ([`Self::optimistic`]).
+    ///
+    /// A fence repeated in the group (one shard's lease at one epoch, for many
+    /// requests) is read once: its first read holds the lease row locked `FOR SHARE`
+    /// until commit, so no takeover can move the lease before this transaction ends
+    /// (`storage/src/cluster.rs` takes leases `FOR UPDATE SKIP LOCKED`), and the later
+    /// reads could only answer the same.
+    async fn plain(
+        &self,
+        bound: &[Vec<BoundOp>],
+        requests: &[usize],
+    ) -> Result<Option<Vec<WriteOutcome>>, tokio_postgres::Error> {
+        let mut calls: Vec<HeldCall<'_>> = Vec::new();
+        // For each request, where each of its ops' answers is in `calls`.
+        let mut answers: Vec<Vec<usize>> = Vec::with_capacity(requests.len());
+        let mut fences: HashMap<&(u32, String, u64), usize> = HashMap::new();
+        for &r in requests {
+            let mut at = Vec::with_capacity(bound[r].len());
+            for op in &bound[r] {
+                if let Some(fence) = &op.fence {
+                    if let Some(&read) = fences.get(fence) {
+                        at.push(read);
+                        continue;
+                    }
+                    fences.insert(fence, calls.len());
+                }
+                at.push(calls.len());
+                calls.push(self.held(op));
+            }
+            answers.push(at);
+        }
+        let held = try_join_all(calls).await?;
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for at in answers {
+            match at.iter().position(|&i| matches!(held[i], Held::No)) {
+                Some(_) if at.len() > 1 => return Ok(None),
+                Some(op) => outcomes.push(WriteOutcome::Refused { op }),
+                None => outcomes.push(WriteOutcome::Applied {
+                    taken: taken(at.iter().map(|&i| held[i].clone()).collect()),
+                }),
+            }
+        }
+        Ok(Some(outcomes))
+    }
+
+    /// Applies a group's requests after [`Self::plain`] met a refused multi-op
+    /// request, in pipelines: every statement of a pipeline is sent
     /// before any answer is read, and the server runs them in order. A conditional
     /// request of more than one op runs under its own savepoint (nested in the ones
     /// before it in its pipeline). The answers are read in request order: a refused
@@ -404,7 +463,18 @@ impl Conn {
             [one] if bound[*one].iter().any(BoundOp::is_conditional) => {
                 self.one_by_one(&bound[*one]).await.map(|o| vec![o])
             }
-            _ => self.optimistic(bound, requests).await,
+            _ => match self.plain(bound, requests).await {
+                Ok(Some(outcomes)) => Ok(outcomes),
+                Ok(None) => {
+                    // A multi-op request was refused: start over, with savepoints.
+                    self.client
+                        .batch_execute("ROLLBACK; BEGIN")
+                        .await
+                        .map_err(fail)?;
+                    self.optimistic(bound, requests).await
+                }
+                Err(e) => Err(e),
+            },
         };
         match applied {
             Ok(outcomes) => {

@@ -305,3 +305,81 @@ async fn a_killed_connection_is_unavailable_then_recovers() {
     );
     writer.shutdown().await;
 }
+
+/// Fences of one group: a lease held at its epoch lets every request it fences apply
+/// (the writer reads a fence repeated in a group once), another node's or an older
+/// epoch's fence is refused with nothing of its request written, and once the lease
+/// is released the same fence refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fences_in_one_group_hold_only_for_the_lease_holder() {
+    let Some((config, _name)) = fresh_database().await else {
+        return;
+    };
+    let storage = Storage::open_postgres(&config).await.unwrap();
+    let ttl = Duration::from_secs(30);
+    let epoch = storage.lease_acquire(3, "a", ttl).await.unwrap().unwrap();
+    let fence = |node: &str, epoch: u64| {
+        WriteOp::Fence(palyra_storage::Fence {
+            shard: 3,
+            node_id: node.into(),
+            epoch,
+        })
+    };
+    let t = Table::Agents;
+    let writer = storage.start_writer().unwrap();
+    // Queued at once, so they share a group.
+    let outcomes = [
+        writer.submit_checked(vec![fence("a", epoch), put(t, b"k1", value(1))]),
+        writer.submit_checked(vec![fence("a", epoch), put(t, b"k2", value(2))]),
+        writer.submit_checked(vec![fence("a", epoch + 1)]),
+        writer.submit_checked(vec![fence("a", epoch), put(t, b"k3", value(3))]),
+    ];
+    let mut got = Vec::new();
+    for o in outcomes {
+        got.push(o.await.unwrap());
+    }
+    let applied = WriteOutcome::Applied { taken: vec![] };
+    assert_eq!(
+        got,
+        vec![
+            applied.clone(),
+            applied.clone(),
+            WriteOutcome::Refused { op: 0 },
+            applied.clone()
+        ]
+    );
+    // Another node's fence in a group with the holder's: only its own request is
+    // refused (the group starts over with savepoints).
+    let outcomes = [
+        writer.submit_checked(vec![fence("a", epoch), put(t, b"k4", value(4))]),
+        writer.submit_checked(vec![fence("b", epoch), put(t, b"k5", value(5))]),
+        writer.submit_checked(vec![fence("a", epoch), put(t, b"k6", value(6))]),
+    ];
+    let mut got = Vec::new();
+    for o in outcomes {
+        got.push(o.await.unwrap());
+    }
+    assert_eq!(
+        got,
+        vec![applied.clone(), WriteOutcome::Refused { op: 0 }, applied]
+    );
+    storage.lease_release("a", &[(3, epoch)]).await.unwrap();
+    let refused = writer
+        .submit_checked(vec![fence("a", epoch), put(t, b"k7", value(7))])
+        .await
+        .unwrap();
+    assert_eq!(refused, WriteOutcome::Refused { op: 0 });
+    writer.shutdown().await;
+    for (key, present) in [
+        (b"k1", true),
+        (b"k2", true),
+        (b"k3", true),
+        (b"k4", true),
+        (b"k5", false),
+        (b"k6", true),
+        (b"k7", false),
+    ] {
+        let row = storage.read_row(t, key).await.unwrap();
+        assert_eq!(row.is_some(), present, "{}", String::from_utf8_lossy(key));
+    }
+}
