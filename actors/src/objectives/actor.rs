@@ -110,7 +110,7 @@ pub(super) struct ObjectivesActor {
 }
 
 pub(super) type Agents = BTreeMap<String, AgentRecord>;
-pub(super) type Objectives = BTreeMap<String, ObjectiveRecord>;
+pub(super) type Objectives = BTreeMap<String, Box<ObjectiveRecord>>;
 
 /// Catch-up firings: objective id and the missed instant.
 pub(super) type CatchUps = Vec<(String, DateTime<Utc>)>;
@@ -126,7 +126,7 @@ pub(super) fn load_agents_and_objectives(
     let mut objectives = BTreeMap::new();
     for (_, value) in snapshot.rows(Table::Objectives) {
         let objective: ObjectiveRecord = decode_record(value)?;
-        objectives.insert(objective.objective_id.clone(), objective);
+        objectives.insert(objective.objective_id.clone(), Box::new(objective));
     }
     Ok((agents, objectives))
 }

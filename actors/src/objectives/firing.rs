@@ -430,7 +430,7 @@ impl ObjectivesActor {
             late_by_ms,
             missed,
         } = start;
-        let Some(mut objective) = self.objectives.get(objective_id).cloned() else {
+        let Some(mut objective) = self.objectives.get(objective_id).map(|o| (**o).clone()) else {
             return;
         };
         let agent = self.agents.get(&objective.agent_id).cloned();
@@ -476,7 +476,7 @@ impl ObjectivesActor {
         self.running
             .insert(objective.objective_id.clone(), run.run_id.clone());
         self.objectives
-            .insert(objective.objective_id.clone(), objective.clone());
+            .insert(objective.objective_id.clone(), Box::new(objective.clone()));
         // Through `commit`: a failed write makes the actor reload, so the objective's
         // advanced schedule and usage never stay in memory without being durable.
         let durable = self.commit(ops);

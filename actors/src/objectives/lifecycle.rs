@@ -29,7 +29,7 @@ impl ObjectivesActor {
         let ops = vec![self.objective_write(&objective)];
         self.sync_schedule(&objective);
         self.objectives
-            .insert(objective.objective_id.clone(), objective.clone());
+            .insert(objective.objective_id.clone(), Box::new(objective.clone()));
         Box::pin(
             self.commit(ops)
                 .map(move |result, _, _| result.map(|()| objective)),
@@ -186,7 +186,7 @@ impl Handler<UpdateObjective> for ObjectivesActor {
             patch,
             attempt,
         } = msg;
-        let Some(mut objective) = self.objectives.get(&id).cloned() else {
+        let Some(mut objective) = self.objectives.get(&id).map(|o| (**o).clone()) else {
             return fail(ActorError::NotFound {
                 what: "objective",
                 id,
@@ -258,7 +258,7 @@ impl Handler<GetObjective> for ObjectivesActor {
     fn handle(&mut self, GetObjective(id): GetObjective, _ctx: &mut Self::Context) -> Self::Result {
         self.objectives
             .get(&id)
-            .cloned()
+            .map(|o| (**o).clone())
             .ok_or(ActorError::NotFound {
                 what: "objective",
                 id,
@@ -284,7 +284,7 @@ impl Handler<ListObjectives> for ObjectivesActor {
         let matching = self
             .objectives
             .range((start, Bound::Unbounded))
-            .map(|(_, o)| o)
+            .map(|(_, o)| &**o)
             .filter(|o| f.kind.is_none_or(|k| k == o.kind))
             .filter(|o| f.state.is_none_or(|s| s == o.state))
             .filter(|o| f.agent_id.as_ref().is_none_or(|a| *a == o.agent_id))
@@ -310,7 +310,11 @@ impl Handler<Lifecycle> for ObjectivesActor {
 
     fn handle(&mut self, msg: Lifecycle, ctx: &mut Self::Context) -> Self::Result {
         let fail = |e| -> Self::Result { Box::pin(actix::fut::ready(Err(e))) };
-        let Some(mut objective) = self.objectives.get(&msg.objective_id).cloned() else {
+        let Some(mut objective) = self
+            .objectives
+            .get(&msg.objective_id)
+            .map(|o| (**o).clone())
+        else {
             return fail(ActorError::NotFound {
                 what: "objective",
                 id: msg.objective_id,
@@ -372,7 +376,7 @@ impl Handler<Lifecycle> for ObjectivesActor {
             && let Some(waited) = self.queued.remove(&objective.objective_id)
         {
             self.objectives
-                .insert(objective.objective_id.clone(), objective.clone());
+                .insert(objective.objective_id.clone(), Box::new(objective.clone()));
             self.start_queued(waited, ctx);
         }
         tracing::info!(objective_id = %objective.objective_id, state = %state_name(to), "objective lifecycle");

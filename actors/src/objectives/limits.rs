@@ -76,7 +76,7 @@ impl ObjectivesActor {
                 tracing::error!(objective_id = %oid, error = %e, "recording a queued firing failed");
             }
             if let Some((reply, objective)) = answer {
-                let _ = reply.send(result.map(|()| objective));
+                let _ = reply.send(result.map(|()| *objective));
             }
             // A run may have finished while the claim was being written.
             act.start_waiting_runs(ctx);

@@ -184,7 +184,7 @@ impl ObjectivesActor {
         why: String,
         ctx: &mut Context<Self>,
     ) {
-        let Some(mut objective) = self.objectives.get(objective_id).cloned() else {
+        let Some(mut objective) = self.objectives.get(objective_id).map(|o| (**o).clone()) else {
             return;
         };
         let mut run = new_run(
@@ -207,7 +207,8 @@ impl ObjectivesActor {
         ops.extend(self.run_ops(&objective, &run));
         ops.push(self.objective_write(&objective));
         ops.extend(start.fence);
-        self.objectives.insert(objective_id.to_owned(), objective);
+        self.objectives
+            .insert(objective_id.to_owned(), Box::new(objective));
         let oid = objective_id.to_owned();
         ctx.spawn(self.commit(ops).map(move |result, _, _| {
             if let Err(e) = result {

@@ -343,7 +343,7 @@ impl ObjectivesActor {
                             self.stored.insert(id.clone(), value);
                             self.sync_schedule(&objective);
                             let state = objective.state;
-                            let before = self.objectives.insert(id.clone(), objective);
+                            let before = self.objectives.insert(id.clone(), Box::new(objective));
                             // Paused or cancelled on another node: a run of it going
                             // here stops.
                             if before.is_some_and(|b| b.state != state) {
@@ -461,7 +461,7 @@ impl ObjectivesActor {
             let Some(claim) = self.cluster.claim(id.as_bytes()) else {
                 continue;
             };
-            let Some(mut objective) = self.objectives.get(&id).cloned() else {
+            let Some(mut objective) = self.objectives.get(&id).map(|o| (**o).clone()) else {
                 continue;
             };
             if let Some(last) = &objective.last_run
@@ -480,7 +480,8 @@ impl ObjectivesActor {
             let mut ops = found.runs;
             ops.push(self.objective_write(&objective));
             ops.extend(claim.fence_op());
-            self.objectives.insert(id.clone(), objective.clone());
+            self.objectives
+                .insert(id.clone(), Box::new(objective.clone()));
             // A late or caught-up firing schedules the objective once it has claimed
             // its instant; scheduling it now would fire that instant as on time.
             if found.fire.is_none() {
@@ -684,7 +685,7 @@ impl ObjectivesActor {
         let Some(claim) = self.cluster.claim(objective_id.as_bytes()) else {
             return;
         };
-        let Some(mut objective) = self.objectives.get(objective_id).cloned() else {
+        let Some(mut objective) = self.objectives.get(objective_id).map(|o| (**o).clone()) else {
             return;
         };
         let now: DateTime<Utc> = to_datetime(now_ms());
@@ -725,7 +726,8 @@ impl ObjectivesActor {
         tracing::warn!(objective_id, run_id = %run.run_id, "the run's node is gone; recorded as interrupted");
         self.elsewhere.remove(objective_id);
         self.metrics.count_run(RunStatus::Interrupted);
-        self.objectives.insert(objective_id.to_owned(), objective);
+        self.objectives
+            .insert(objective_id.to_owned(), Box::new(objective));
         ctx.spawn(self.commit(ops).map(|_, _, _| ()));
     }
 }
