@@ -46,9 +46,11 @@ pub enum WriteOp {
         value: Vec<u8>,
     },
     /// Writes nothing; refused unless `fence.node_id` still holds the lease of
-    /// `fence.shard` at `fence.epoch`, unexpired by the database's clock. The lease
-    /// row stays locked until the request commits, so a takeover (which bumps the
-    /// epoch) waits for it and then sees everything it wrote. Only PostgreSQL keeps
+    /// `fence.shard` at `fence.epoch`, unexpired by the database's clock when the
+    /// request's transaction first reads that fence (the PostgreSQL writer reads a
+    /// fence repeated in one group once). The lease row stays locked until the
+    /// request commits, so a takeover (which bumps the epoch) waits for it and then
+    /// sees everything it wrote. Only PostgreSQL keeps
     /// leases; redb refuses every fence.
     Fence(Fence),
     /// Adds the integer fields of `value`'s record to those of the row under `key`

@@ -79,7 +79,9 @@ enum Kind {
 /// plus statement timeout): a burst of thousands of conditional requests (one
 /// boundary's claims at 10,000 objectives) in one transaction ran past it on a loaded
 /// machine, and the whole group, every claim in it, failed. Groups of this size
-/// commit well within the bound even then, so a busy writer only falls behind.
+/// commit well within the bound even then (a group of refusals is sent once more
+/// than others: the plain pass, then with savepoints), so a busy writer only falls
+/// behind.
 const MAX_GROUP_OPS: usize = 2048;
 
 /// Most savepoints open at once in a group's transaction (see `Conn::optimistic`).
@@ -311,11 +313,11 @@ impl Conn {
     /// the requests decided, so they never nest deeper than `MAX_NESTED` (PostgreSQL
     /// checks a row written in the transaction against every open level).
     ///
-    /// A group without a refusal costs one round trip per `MAX_NESTED` multi-op
-    /// conditional requests (before: one per conditional request). After a rollback
-    /// the next pipeline carries one request and each clean one doubles that, so a
-    /// group of refusals (a node's claims after its lease lapsed) costs a round trip
-    /// per request, as before, and not a resend of the rest after each one.
+    /// Its first pipeline carries up to `MAX_NESTED` multi-op conditional requests.
+    /// After a rollback the next pipeline carries one request and each clean one
+    /// doubles that, so a group of refusals (a node's claims after its lease lapsed)
+    /// costs the pass of [`Self::plain`], then a round trip per request, and not a
+    /// resend of the rest after each one.
     async fn optimistic(
         &self,
         bound: &[Vec<BoundOp>],

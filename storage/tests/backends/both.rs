@@ -120,10 +120,7 @@ async fn conditional_ops_are_isolated_in_one_group(kind: Kind) {
         writer.submit_checked(vec![WriteOp::take(t, x.clone())]),
         writer.submit_checked(vec![WriteOp::take(t, x.clone())]),
     ];
-    let mut got = Vec::new();
-    for o in outcomes {
-        got.push(o.await.unwrap());
-    }
+    let got = outcomes_of(outcomes).await;
     let applied = |taken: Vec<Vec<u8>>| WriteOutcome::Applied { taken };
     assert_eq!(
         got,
@@ -201,10 +198,7 @@ async fn a_refused_request_leaves_nothing_for_the_requests_after_it(kind: Kind) 
             put(t, &v, value("v")),
         ]),
     ];
-    let mut got = Vec::new();
-    for o in outcomes {
-        got.push(o.await.unwrap());
-    }
+    let got = outcomes_of(outcomes).await;
     let applied = WriteOutcome::Applied { taken: vec![] };
     assert_eq!(
         got,

@@ -141,6 +141,19 @@ fn audit_key(ms: i64, seq: u64) -> Vec<u8> {
     [ms.to_be_bytes(), seq.to_be_bytes()].concat()
 }
 
+/// What each of requests queued together came to, in order.
+async fn outcomes_of(
+    requests: impl IntoIterator<
+        Item = impl std::future::Future<Output = Result<WriteOutcome, StorageError>>,
+    >,
+) -> Vec<WriteOutcome> {
+    let mut got = Vec::new();
+    for request in requests {
+        got.push(request.await.unwrap());
+    }
+    got
+}
+
 fn keys(rows: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Vec<u8>> {
     rows.into_iter().map(|r| r.0).collect()
 }

@@ -312,7 +312,7 @@ async fn a_killed_connection_is_unavailable_then_recovers() {
 /// is released the same fence refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fences_in_one_group_hold_only_for_the_lease_holder() {
-    let Some((config, _name)) = fresh_database().await else {
+    let Some((config, name)) = fresh_database().await else {
         return;
     };
     let storage = Storage::open_postgres(&config).await.unwrap();
@@ -327,38 +327,59 @@ async fn fences_in_one_group_hold_only_for_the_lease_holder() {
     };
     let t = Table::Agents;
     let writer = storage.start_writer().unwrap();
-    // Queued at once, so they share a group.
-    let outcomes = [
-        writer.submit_checked(vec![fence("a", epoch), put(t, b"k1", value(1))]),
-        writer.submit_checked(vec![fence("a", epoch), put(t, b"k2", value(2))]),
-        writer.submit_checked(vec![fence("a", epoch + 1)]),
-        writer.submit_checked(vec![fence("a", epoch), put(t, b"k3", value(3))]),
-    ];
-    let mut got = Vec::new();
-    for o in outcomes {
-        got.push(o.await.unwrap());
-    }
+    let admin = connect(&url_for(&name)).await;
     let applied = WriteOutcome::Applied { taken: vec![] };
+    // The requests of `batch` share one group: the lease row is locked from another
+    // connection, so the writer waits on the fence of a request sent first while
+    // they queue behind it, and takes them together once the lock goes.
+    let in_one_group = |batch: Vec<Vec<WriteOp>>| {
+        let (writer, admin) = (&writer, &admin);
+        async move {
+            admin
+                .batch_execute("BEGIN; SELECT 1 FROM cluster_leases WHERE shard = 3 FOR UPDATE")
+                .await
+                .unwrap();
+            let first = writer.submit_checked(vec![fence("a", epoch)]);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let queued: Vec<_> = batch
+                .into_iter()
+                .map(|ops| writer.submit_checked(ops))
+                .collect();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            admin.batch_execute("COMMIT").await.unwrap();
+            assert_eq!(
+                first.await.unwrap(),
+                WriteOutcome::Applied { taken: vec![] }
+            );
+            outcomes_of(queued).await
+        }
+    };
+    let got = in_one_group(vec![
+        vec![fence("a", epoch), put(t, b"k1", value(1))],
+        vec![fence("a", epoch), put(t, b"k2", value(2))],
+        vec![fence("a", epoch + 1)],
+        vec![fence("b", epoch)],
+        vec![fence("a", epoch), put(t, b"k3", value(3))],
+    ])
+    .await;
     assert_eq!(
         got,
         vec![
             applied.clone(),
             applied.clone(),
             WriteOutcome::Refused { op: 0 },
+            WriteOutcome::Refused { op: 0 },
             applied.clone()
         ]
     );
-    // Another node's fence in a group with the holder's: only its own request is
-    // refused (the group starts over with savepoints).
-    let outcomes = [
-        writer.submit_checked(vec![fence("a", epoch), put(t, b"k4", value(4))]),
-        writer.submit_checked(vec![fence("b", epoch), put(t, b"k5", value(5))]),
-        writer.submit_checked(vec![fence("a", epoch), put(t, b"k6", value(6))]),
-    ];
-    let mut got = Vec::new();
-    for o in outcomes {
-        got.push(o.await.unwrap());
-    }
+    // Another node's fence of several ops after the holder's: only its own request is
+    // refused, with nothing of it written (the group starts over with savepoints).
+    let got = in_one_group(vec![
+        vec![fence("a", epoch), put(t, b"k4", value(4))],
+        vec![fence("b", epoch), put(t, b"k5", value(5))],
+        vec![fence("a", epoch), put(t, b"k6", value(6))],
+    ])
+    .await;
     assert_eq!(
         got,
         vec![applied.clone(), WriteOutcome::Refused { op: 0 }, applied]
