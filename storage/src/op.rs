@@ -50,8 +50,8 @@ pub enum WriteOp {
     /// request's transaction first reads that fence (the PostgreSQL writer reads a
     /// fence repeated in one group once). The lease row stays locked until the
     /// request commits, so a takeover (which bumps the epoch) waits for it and then
-    /// sees everything it wrote. Only PostgreSQL keeps
-    /// leases; redb refuses every fence.
+    /// sees everything it wrote. Only PostgreSQL keeps leases; redb refuses every
+    /// fence.
     Fence(Fence),
     /// Adds the integer fields of `value`'s record to those of the row under `key`
     /// (stores `value` when there is none); other fields keep the stored row's values.

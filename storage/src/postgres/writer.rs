@@ -6,9 +6,9 @@
 //! is read), without savepoints (`Conn::plain`). When a conditional request of more
 //! than one op is refused, the group starts over with a savepoint per such request,
 //! so a refusal undoes only its own ops: the transaction is rolled back to that
-//! savepoint and the requests after it are sent again (`Conn::optimistic`). A failed statement
-//! aborts the group, which is then replayed one transaction per request, in order, so
-//! only the request that failed reports the failure.
+//! savepoint and the requests after it are sent again (`Conn::optimistic`). A failed
+//! statement aborts the group, which is then replayed one transaction per request, in
+//! order, so only the request that failed reports the failure.
 //!
 //! A lost connection answers every request of the group `Unavailable` (a lost COMMIT is
 //! never reported as applied), and requests that arrive while it is being re-established
@@ -467,14 +467,12 @@ impl Conn {
             }
             _ => match self.plain(bound, requests).await {
                 Ok(Some(outcomes)) => Ok(outcomes),
-                Ok(None) => {
-                    // A multi-op request was refused: start over, with savepoints.
-                    self.client
-                        .batch_execute("ROLLBACK; BEGIN")
-                        .await
-                        .map_err(fail)?;
-                    self.optimistic(bound, requests).await
-                }
+                // A multi-op request was refused: start over, with savepoints (a
+                // failure to start over is handled as any failed statement below).
+                Ok(None) => match self.client.batch_execute("ROLLBACK; BEGIN").await {
+                    Ok(()) => self.optimistic(bound, requests).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             },
         };
