@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
+use palyra_storage::StorageError;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -31,8 +32,8 @@ use crate::oauth::{
 use crate::refresh_schedule::{ScheduleChange, ScheduleEntry};
 use crate::registry::handle::RegistryHandle;
 use crate::registry::model::AuthProfile;
-use crate::registry::oauth_refresh::{RefreshInput, RefreshResult};
-use crate::registry::refresh_claim::{ClaimAnswer, Joined};
+use crate::registry::oauth_refresh::RefreshResult;
+use crate::registry::refresh_claim::{ClaimAnswer, Claimed, Joined};
 use crate::time::{now_ms, to_datetime};
 
 /// How a refresh ended.
@@ -366,9 +367,11 @@ impl RefresherActor {
                         Err(e) => {
                             // The refresh could not even run (storage, vault): try again
                             // later rather than dropping the profile from the schedule.
-                            tracing::warn!(profile_id = %id, error = %e, "refresh could not run; retrying in 30 s");
+                            // Soon: a database back from a restart takes seconds, and a
+                            // try while it is still down is refused at once.
+                            tracing::warn!(profile_id = %id, error = %e, retry_in_ms = COULD_NOT_RUN_RETRY_MS, "refresh could not run; retrying");
                             if !act.due.contains(&id) && act.cluster.owns(id.as_bytes()) {
-                                act.due.schedule(id.clone(), now_ms() + 30_000, ());
+                                act.due.schedule(id.clone(), now_ms() + COULD_NOT_RUN_RETRY_MS, ());
                                 act.arm(ctx);
                             }
                         }
@@ -405,8 +408,8 @@ async fn refresh_once(
             None => None,
         };
         match registry.claim_refresh(profile_id, fence).await? {
-            ClaimAnswer::Claimed { input, generation } => {
-                return redeem(registry, adapters, profile_id, input, generation).await;
+            ClaimAnswer::Claimed(claimed) => {
+                return redeem(registry, adapters, profile_id, *claimed).await;
             }
             ClaimAnswer::InFlight { generation } => {
                 if let Some(joined) = registry.await_refresh(profile_id, generation).await? {
@@ -442,14 +445,26 @@ fn joined_report(joined: Joined) -> RefreshReport {
     }
 }
 
-/// Redeems the refresh token this node claimed at `generation` and stores the outcome.
+/// When a refresh that could not run (storage or the vault failed) is tried again.
+const COULD_NOT_RUN_RETRY_MS: i64 = 5_000;
+
+/// The first wait before storing a refresh's outcome again; doubled up to
+/// [`STORE_RETRY_MAX`].
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(200);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Redeems the refresh token this node claimed and stores the outcome.
 async fn redeem(
     registry: &RegistryHandle,
     adapters: &RefreshAdapters,
     profile_id: &str,
-    input: RefreshInput,
-    generation: u64,
+    claimed: Claimed,
 ) -> Result<RefreshReport, ActorError> {
+    let Claimed {
+        input,
+        generation,
+        until_ms,
+    } = claimed;
     // With the client secret opened from the vault; zeroized when dropped below.
     let (_, settings) = registry
         .oauth_client(&input.provider)
@@ -536,14 +551,45 @@ async fn redeem(
             tracing::warn!(%profile_id, reason = reason.as_deref().unwrap_or(""), "OAuth refresh failed permanently; the profile needs a new sign-in")
         }
     }
-    let profile = registry
-        .record_refresh(profile_id, started_at, generation, result)
-        .await?;
+    let claim = (generation, until_ms);
+    let profile = store_outcome(registry, profile_id, started_at, claim, result).await?;
     Ok(RefreshReport {
         outcome: kind,
         reason,
         profile,
     })
+}
+
+/// Makes a refresh's outcome durable, trying again while the database is unreachable
+/// and the claim still holds. The provider may have rotated the refresh token already:
+/// the tokens in `result` may be the only valid ones, and dropping them on a lost
+/// connection would leave the profile needing a new sign-in. Trying again is safe:
+/// each try is conditional on the claimed row, so it stores nothing once another node
+/// took the claim over, and past the claim's end no try starts.
+async fn store_outcome(
+    registry: &RegistryHandle,
+    profile_id: &str,
+    started_at: chrono::DateTime<chrono::Utc>,
+    (generation, until_ms): (u64, i64),
+    result: RefreshResult,
+) -> Result<AuthProfile, ActorError> {
+    let mut wait = STORE_RETRY_FIRST;
+    loop {
+        let stored = registry
+            .record_refresh(profile_id, started_at, generation, result.clone())
+            .await;
+        let retry_by = now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+        match stored {
+            Err(ActorError::Storage(
+                e @ (StorageError::Unavailable { .. } | StorageError::Backend(_)),
+            )) if retry_by < until_ms => {
+                tracing::warn!(%profile_id, error = %e, retry_in_ms = wait.as_millis(), "storing a refresh's outcome failed; trying again while the claim holds");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(STORE_RETRY_MAX);
+            }
+            other => return other,
+        }
+    }
 }
 
 impl Handler<ScheduleChange> for RefresherActor {

@@ -12,7 +12,8 @@
 //! always due, pause, kill and cut nodes, and ask the fake: no refresh token presented
 //! twice, every profile refreshing again after the faults, none needing a sign-in; and
 //! a node killed after the provider rotated a token it never stored leaves exactly that
-//! profile needing a sign-in, with the documented reason, and nothing looping.
+//! profile needing a sign-in, with the documented reason, and nothing looping; a node
+//! that gets the rotated token while the server is down stores it once it is back.
 //! Each scenario has a server of its own (one of them restarts it), so scripts/test runs
 //! them after the PostgreSQL pass, one at a time; they need only the PostgreSQL
 //! binaries scripts/postgres uses.
@@ -472,7 +473,7 @@ const TAKEN_OVER: &str = "after taking over a refresh a node left unfinished: it
 
 /// Three nodes signed in to a fake OAuth provider whose tokens are always due.
 struct RefreshRig {
-    _server: OwnServer,
+    server: OwnServer,
     _model: FakeModel,
     cluster: Cluster,
     oauth: FakeOAuth,
@@ -542,7 +543,7 @@ async fn refresh_rig() -> RefreshRig {
         profiles.push((id, family));
     }
     let rig = RefreshRig {
-        _server: server,
+        server,
         _model: model,
         cluster,
         oauth,
@@ -615,6 +616,30 @@ impl RefreshRig {
         })
     }
 
+    /// Every node's warnings, errors and log lines that name the profiles of
+    /// `families`: what a failure message needs to tell a lost refresh from a slow one.
+    fn logs_about(&self, families: &[usize]) -> String {
+        let ids: Vec<&str> = self
+            .profiles
+            .iter()
+            .filter(|(_, f)| families.contains(f))
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let mut out = String::new();
+        for i in 0..self.cluster.len() {
+            out.push_str(&format!("-- {} (named {:?}):\n", self.cluster.id(i), ids));
+            for line in self.cluster.log(i).lines() {
+                let alarm =
+                    line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"");
+                if alarm || ids.iter().any(|id| line.contains(id)) {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
     fn families(&self) -> Vec<usize> {
         self.profiles.iter().map(|(_, f)| *f).collect()
     }
@@ -629,8 +654,9 @@ impl RefreshRig {
             }
             assert!(
                 started.elapsed() < limit,
-                "{what}: families {missing:?} not refreshed within {limit:?}; stored {:#?}",
-                self.stored()
+                "{what}: families {missing:?} not refreshed within {limit:?}; stored {:#?}\n{}",
+                self.stored(),
+                self.logs_about(&missing)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -784,6 +810,60 @@ async fn refreshes_survive_a_pause_a_quiet_kill_and_cut_connections_with_no_toke
         rig.cluster.id(cut_node),
         refreshes(&rig)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_answered_while_the_database_is_down_is_stored_once_it_is_back() {
+    let _serial = SERIAL.lock().await;
+    let rig = refresh_rig().await;
+    // One profile's answers take 3 s, after the fake rotated its token: the server
+    // crashes inside that window, so the node holding the claim gets the only valid
+    // refresh token while it cannot store it.
+    let (target, family) = rig.profiles[0].clone();
+    rig.oauth
+        .state
+        .lock()
+        .unwrap()
+        .slow_families
+        .insert(family, 3000);
+    let started = Instant::now();
+    while !rig
+        .oauth
+        .snapshot(|s| s.in_flight_families.contains(&family))
+    {
+        assert!(
+            started.elapsed() < LIMIT,
+            "{target} was never caught in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rig.server.crash();
+    let crashed = Instant::now();
+    while rig
+        .oauth
+        .snapshot(|s| s.in_flight_families.contains(&family))
+    {
+        assert!(
+            crashed.elapsed() < LIMIT,
+            "{target}'s answer never went out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Its node has tried to store the answer, and failed, by now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    rig.server.resume();
+    let resumed = now_ms();
+    eprintln!(
+        "PostgreSQL down {:?} while {target}'s refresh was answered",
+        crashed.elapsed()
+    );
+    // The rotated tokens were stored once the server was back: every profile,
+    // the target too, refreshes again with nothing refused and nothing reused (the
+    // claim alone would have held the target for 30 s, then a takeover would have
+    // presented the redeemed token and been refused).
+    rig.wait_all_refreshed_after("after the database came back", resumed, LIMIT)
+        .await;
+    rig.assert_no_loss();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,6 +182,11 @@ impl Handler<RecordRefresh> for RegistryActor {
     type Result = ResponseActFuture<Self, Result<AuthProfile, ActorError>>;
 
     fn handle(&mut self, msg: RecordRefresh, _ctx: &mut Self::Context) -> Self::Result {
+        // After a failed write memory still shows it until the reload: the checks
+        // below would take that unstored outcome for one that stands.
+        if let Some(refused) = self.reload.refusal("registry") {
+            return Box::pin(actix::fut::ready(Err(refused)));
+        }
         let Some(mut record) = self.profiles.get(&msg.profile_id).cloned() else {
             return Box::pin(actix::fut::ready(Err(ActorError::NotFound {
                 what: "auth profile",
@@ -211,6 +216,16 @@ impl Handler<RecordRefresh> for RegistryActor {
             if superseded {
                 // A newer success (a refresh or a new sign-in) already stands; the result
                 // of an attempt that started before it changes nothing.
+                let view = self.view(&record);
+                return Box::pin(actix::fut::ready(Ok(view)));
+            }
+            // This attempt's own outcome, stored by an earlier try whose answer was
+            // lost with the connection (`refresher.rs` tries again): nothing to add.
+            let stored_before = refresh_state.claim.is_none()
+                && refresh_state.last_attempt_at == Some(msg.started_at)
+                && (refresh_state.generation == msg.generation
+                    || refresh_state.generation == msg.generation + 1);
+            if stored_before {
                 let view = self.view(&record);
                 return Box::pin(actix::fut::ready(Ok(view)));
             }

@@ -4,9 +4,12 @@
 //!   conditional on the bytes this node last saw of it; the token endpoint is called
 //!   only once that write applied. `until` is [`CLAIM_TTL`] ahead, longer than the
 //!   refresh's own deadline, so a live claimer never loses the claim mid-call.
-//! - Commit (`oauth_flow.rs`, `RecordRefresh`): the new tokens and the profile with the
-//!   next generation and no claim, in one write conditional on the claimed bytes; a
-//!   claim taken over meanwhile stores nothing.
+//! - Commit (`oauth_refresh.rs`, `RecordRefresh`): the new tokens and the profile with
+//!   the next generation and no claim, in one write conditional on the claimed bytes; a
+//!   claim taken over meanwhile stores nothing. A commit the database did not take (its
+//!   connection lost, the server restarting) is tried again while the claim holds
+//!   (`refresher.rs`): the provider may have rotated the token already, so what the
+//!   call got is the only copy of the profile's credential.
 //! - Join: a refresh another node claimed is waited for by polling the row until the
 //!   generation moves or the claim ends; a claim past its `until` may be taken over.
 
@@ -33,13 +36,20 @@ const JOIN_POLL: Duration = Duration::from_millis(100);
 /// What a claim attempt found.
 #[derive(Debug)]
 pub(crate) enum ClaimAnswer {
-    /// This node holds the claim at `generation`: redeem the token, then commit.
-    Claimed {
-        input: RefreshInput,
-        generation: u64,
-    },
+    /// This node holds the claim: redeem the token, then commit.
+    Claimed(Box<Claimed>),
     /// A live claim holds the profile at `generation`: wait for its outcome.
     InFlight { generation: u64 },
+}
+
+/// A refresh claim this node holds, and what the refresh needs.
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    pub(crate) input: RefreshInput,
+    /// The token generation claimed.
+    pub(crate) generation: u64,
+    /// When other nodes may take the claim over (Unix ms).
+    pub(crate) until_ms: i64,
 }
 
 /// How a refresh this node waited for ended.
@@ -123,7 +133,7 @@ impl Handler<ClaimRefresh> for RegistryActor {
 
     fn handle(&mut self, msg: ClaimRefresh, _ctx: &mut Self::Context) -> Self::Result {
         let claimed = self.claim_refresh(&msg.profile_id);
-        let (record, input, generation) = match claimed {
+        let (record, claimed) = match claimed {
             Ok(Ok(claimed)) => claimed,
             Ok(Err(in_flight)) => return Box::pin(actix::fut::ready(Ok(in_flight))),
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
@@ -144,18 +154,17 @@ impl Handler<ClaimRefresh> for RegistryActor {
         self.apply_profile(record, Vec::new());
         Box::pin(self.commit(ops).map(move |result, _act, _| {
             result?;
-            Ok(ClaimAnswer::Claimed { input, generation })
+            Ok(ClaimAnswer::Claimed(Box::new(claimed)))
         }))
     }
 }
 
 impl RegistryActor {
-    /// The claimed record, what the refresh needs and the generation claimed; or the
-    /// live claim that holds the profile.
+    /// The claimed record and the claim; or the live claim that holds the profile.
     fn claim_refresh(
         &self,
         id: &str,
-    ) -> Result<Result<(AuthProfileRecord, RefreshInput, u64), ClaimAnswer>, ActorError> {
+    ) -> Result<Result<(AuthProfileRecord, Claimed), ClaimAnswer>, ActorError> {
         let mut record = self
             .profiles
             .get(id)
@@ -208,13 +217,20 @@ impl RegistryActor {
             expires_at: *expires_at,
             refresh_state: refresh_state.clone(),
         };
-        let ttl = i64::try_from(CLAIM_TTL.as_millis()).unwrap_or(i64::MAX / 2);
+        let until_ms = now + i64::try_from(CLAIM_TTL.as_millis()).unwrap_or(i64::MAX / 2);
         refresh_state.claim = Some(RefreshClaim {
             node_id: self.node_id.clone(),
-            until_ms: now + ttl,
+            until_ms,
         });
         let generation = refresh_state.generation;
-        Ok(Ok((record, input, generation)))
+        Ok(Ok((
+            record,
+            Claimed {
+                input,
+                generation,
+                until_ms,
+            },
+        )))
     }
 }
 
