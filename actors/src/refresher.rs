@@ -452,6 +452,8 @@ const COULD_NOT_RUN_RETRY_MS: i64 = 5_000;
 /// [`STORE_RETRY_MAX`].
 const STORE_RETRY_FIRST: Duration = Duration::from_millis(200);
 const STORE_RETRY_MAX: Duration = Duration::from_secs(2);
+/// How long past the claim's end a refresh's outcome is still tried.
+const STORE_RETRY_PAST_CLAIM: Duration = Duration::from_secs(300);
 
 /// Redeems the refresh token this node claimed and stores the outcome.
 async fn redeem(
@@ -560,12 +562,13 @@ async fn redeem(
     })
 }
 
-/// Makes a refresh's outcome durable, trying again while the database is unreachable
-/// and the claim still holds. The provider may have rotated the refresh token already:
-/// the tokens in `result` may be the only valid ones, and dropping them on a lost
-/// connection would leave the profile needing a new sign-in. Trying again is safe:
-/// each try is conditional on the claimed row, so it stores nothing once another node
-/// took the claim over, and past the claim's end no try starts.
+/// Makes a refresh's outcome durable, trying again while the database is unreachable.
+/// The provider may have rotated the refresh token already: the tokens in `result` may
+/// be the only valid ones, and dropping them on a lost connection would leave the
+/// profile needing a new sign-in. Trying again is safe because every try is a
+/// compare-and-set on the row this node claimed (`RecordRefresh`): once another node
+/// took the claim over, a try stores nothing and answers a conflict. Past the claim's
+/// end that becomes likely, so the tries stop [`STORE_RETRY_PAST_CLAIM`] after it.
 async fn store_outcome(
     registry: &RegistryHandle,
     profile_id: &str,
@@ -573,22 +576,24 @@ async fn store_outcome(
     (generation, until_ms): (u64, i64),
     result: RefreshResult,
 ) -> Result<AuthProfile, ActorError> {
+    let give_up_at = until_ms
+        .saturating_add(i64::try_from(STORE_RETRY_PAST_CLAIM.as_millis()).unwrap_or(i64::MAX));
     let mut wait = STORE_RETRY_FIRST;
     loop {
         let stored = registry
             .record_refresh(profile_id, started_at, generation, result.clone())
             .await;
-        let retry_by = now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
-        match stored {
-            Err(ActorError::Storage(
-                e @ (StorageError::Unavailable { .. } | StorageError::Backend(_)),
-            )) if retry_by < until_ms => {
-                tracing::warn!(%profile_id, error = %e, retry_in_ms = wait.as_millis(), "storing a refresh's outcome failed; trying again while the claim holds");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(STORE_RETRY_MAX);
-            }
-            other => return other,
+        let Err(ActorError::Storage(e @ StorageError::Unavailable { .. })) = &stored else {
+            return stored;
+        };
+        let retry_at = now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+        if retry_at >= give_up_at {
+            tracing::error!(%profile_id, error = %e, "the refresh's outcome could not be stored before giving up; the tokens it got are dropped and the profile may need a new sign-in");
+            return stored;
         }
+        tracing::warn!(%profile_id, error = %e, retry_in_ms = wait.as_millis(), "storing a refresh's outcome failed; trying again");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(STORE_RETRY_MAX);
     }
 }
 

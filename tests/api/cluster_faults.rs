@@ -640,6 +640,19 @@ impl RefreshRig {
         out
     }
 
+    /// Makes the fake answer the first profile's refreshes `ms` late (after rotating
+    /// its token); returns its id and family.
+    fn slow_first_profile(&self, ms: u64) -> (String, usize) {
+        let (id, family) = self.profiles[0].clone();
+        self.oauth
+            .state
+            .lock()
+            .unwrap()
+            .slow_families
+            .insert(family, ms);
+        (id, family)
+    }
+
     fn families(&self) -> Vec<usize> {
         self.profiles.iter().map(|(_, f)| *f).collect()
     }
@@ -819,13 +832,7 @@ async fn a_refresh_answered_while_the_database_is_down_is_stored_once_it_is_back
     // One profile's answers take 3 s, after the fake rotated its token: the server
     // crashes inside that window, so the node holding the claim gets the only valid
     // refresh token while it cannot store it.
-    let (target, family) = rig.profiles[0].clone();
-    rig.oauth
-        .state
-        .lock()
-        .unwrap()
-        .slow_families
-        .insert(family, 3000);
+    let (target, family) = rig.slow_first_profile(3000);
     let started = Instant::now();
     while !rig
         .oauth
@@ -872,13 +879,7 @@ async fn a_node_killed_with_a_redeemed_refresh_unstored_leaves_that_profile_need
     let mut rig = refresh_rig().await;
     // One profile's answers take 2 s, after the fake rotated its token: its node is
     // killed inside that window.
-    let (target, family) = rig.profiles[0].clone();
-    rig.oauth
-        .state
-        .lock()
-        .unwrap()
-        .slow_families
-        .insert(family, 2000);
+    let (target, family) = rig.slow_first_profile(2000);
     let started = Instant::now();
     let victim = loop {
         assert!(

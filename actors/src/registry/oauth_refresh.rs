@@ -196,6 +196,7 @@ impl Handler<RecordRefresh> for RegistryActor {
         let now = to_datetime(now_ms());
         let mut sealed = Vec::new();
         let audit;
+        let counted;
         {
             let AuthCredential::Oauth {
                 access_token_vault_ref,
@@ -246,7 +247,7 @@ impl Handler<RecordRefresh> for RegistryActor {
             refresh_state.claim = None;
             let next_generation = refresh_state.generation + 1;
             refresh_state.last_attempt_at = Some(msg.started_at);
-            let (kind, outcome, detail, counted) = match &msg.result {
+            let (kind, outcome, detail, outcome_label) = match &msg.result {
                 RefreshResult::Success { .. } => (
                     AuditKind::ProfileRefreshed,
                     AuditOutcome::Success,
@@ -266,7 +267,7 @@ impl Handler<RecordRefresh> for RegistryActor {
                     "permanent",
                 ),
             };
-            self.metrics.count_refresh(counted);
+            counted = outcome_label;
             audit = Some(
                 self.audit
                     .op(AuditEntry::system(kind, &msg.profile_id, outcome, detail)),
@@ -317,6 +318,8 @@ impl Handler<RecordRefresh> for RegistryActor {
         self.apply_profile(record.clone(), Vec::new());
         Box::pin(self.commit(ops).map(move |result, act, _| {
             result?;
+            // Counted once stored: a try that failed and is sent again counts once.
+            act.metrics.count_refresh(counted);
             Ok(act.view(&record))
         }))
     }
