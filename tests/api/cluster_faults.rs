@@ -653,6 +653,22 @@ impl RefreshRig {
         (id, family)
     }
 
+    /// Waits (up to `LIMIT`) until the fake holds an answer for `family`, or no more.
+    async fn until_in_flight(&self, family: usize, held: bool, what: &str) {
+        let started = Instant::now();
+        while self
+            .oauth
+            .snapshot(|s| s.in_flight_families.contains(&family))
+            != held
+        {
+            assert!(
+                started.elapsed() < LIMIT,
+                "family {family} never {what} within {LIMIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn families(&self) -> Vec<usize> {
         self.profiles.iter().map(|(_, f)| *f).collect()
     }
@@ -833,29 +849,10 @@ async fn a_refresh_answered_while_the_database_is_down_is_stored_once_it_is_back
     // crashes inside that window, so the node holding the claim gets the only valid
     // refresh token while it cannot store it.
     let (target, family) = rig.slow_first_profile(3000);
-    let started = Instant::now();
-    while !rig
-        .oauth
-        .snapshot(|s| s.in_flight_families.contains(&family))
-    {
-        assert!(
-            started.elapsed() < LIMIT,
-            "{target} was never caught in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rig.until_in_flight(family, true, "caught in flight").await;
     rig.server.crash();
     let crashed = Instant::now();
-    while rig
-        .oauth
-        .snapshot(|s| s.in_flight_families.contains(&family))
-    {
-        assert!(
-            crashed.elapsed() < LIMIT,
-            "{target}'s answer never went out"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rig.until_in_flight(family, false, "answered").await;
     // Its node has tried to store the answer, and failed, by now.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     rig.server.resume();
