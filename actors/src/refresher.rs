@@ -367,11 +367,16 @@ impl RefresherActor {
                         Err(e) => {
                             // The refresh could not even run (storage, vault): try again
                             // later rather than dropping the profile from the schedule.
-                            // Soon: a database back from a restart takes seconds, and a
-                            // try while it is still down is refused at once.
-                            tracing::warn!(profile_id = %id, error = %e, retry_in_ms = COULD_NOT_RUN_RETRY_MS, "refresh could not run; retrying");
+                            // Soon when the database was unreachable (back from a restart
+                            // in seconds, and a try while it is down is refused at once);
+                            // otherwise (a vault key not here yet) at a slower pace.
+                            let retry_in_ms = match e {
+                                ActorError::Storage(StorageError::Unavailable { .. }) => UNREACHABLE_RETRY_MS,
+                                _ => COULD_NOT_RUN_RETRY_MS,
+                            };
+                            tracing::warn!(profile_id = %id, error = %e, retry_in_ms, "refresh could not run; retrying");
                             if !act.due.contains(&id) && act.cluster.owns(id.as_bytes()) {
-                                act.due.schedule(id.clone(), now_ms() + COULD_NOT_RUN_RETRY_MS, ());
+                                act.due.schedule(id.clone(), now_ms() + retry_in_ms, ());
                                 act.arm(ctx);
                             }
                         }
@@ -445,8 +450,10 @@ fn joined_report(joined: Joined) -> RefreshReport {
     }
 }
 
-/// When a refresh that could not run (storage or the vault failed) is tried again.
-const COULD_NOT_RUN_RETRY_MS: i64 = 5_000;
+/// When a refresh that could not run (the database unreachable; anything else) is
+/// tried again.
+const UNREACHABLE_RETRY_MS: i64 = 5_000;
+const COULD_NOT_RUN_RETRY_MS: i64 = 30_000;
 
 /// The first wait before storing a refresh's outcome again; doubled up to
 /// [`STORE_RETRY_MAX`].
@@ -553,8 +560,10 @@ async fn redeem(
             tracing::warn!(%profile_id, reason = reason.as_deref().unwrap_or(""), "OAuth refresh failed permanently; the profile needs a new sign-in")
         }
     }
-    let claim = (generation, until_ms);
-    let profile = store_outcome(registry, profile_id, started_at, claim, result).await?;
+    let profile = store_outcome(
+        registry, profile_id, started_at, generation, until_ms, result,
+    )
+    .await?;
     Ok(RefreshReport {
         outcome: kind,
         reason,
@@ -573,7 +582,8 @@ async fn store_outcome(
     registry: &RegistryHandle,
     profile_id: &str,
     started_at: chrono::DateTime<chrono::Utc>,
-    (generation, until_ms): (u64, i64),
+    generation: u64,
+    until_ms: i64,
     result: RefreshResult,
 ) -> Result<AuthProfile, ActorError> {
     let give_up_at = until_ms

@@ -868,6 +868,14 @@ async fn a_refresh_answered_while_the_database_is_down_is_stored_once_it_is_back
     rig.wait_all_refreshed_after("after the database came back", resumed, LIMIT)
         .await;
     rig.assert_no_loss();
+    // And the window was hit: the claimer did fail to store the answer first.
+    let retried = (0..rig.cluster.len()).any(|i| {
+        rig.cluster.log(i).lines().any(|line| {
+            line.contains("storing a refresh's outcome failed; trying again")
+                && line.contains(&target)
+        })
+    });
+    assert!(retried, "no node retried storing {target}'s refresh");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,8 +8,9 @@
 //!   the next generation and no claim, in one write conditional on the claimed bytes; a
 //!   claim taken over meanwhile stores nothing. A commit the database did not take (its
 //!   connection lost, the server restarting) is tried again (`refresher.rs`,
-//!   `store_outcome`), each try conditional on the claimed bytes again: the provider may have rotated the token already, so what the
-//!   call got is the only copy of the profile's credential.
+//!   `store_outcome`), each try conditional on the claimed bytes again: the provider
+//!   may have rotated the token already, so what the call got is the only copy of the
+//!   profile's credential.
 //! - Join: a refresh another node claimed is waited for by polling the row until the
 //!   generation moves or the claim ends; a claim past its `until` may be taken over.
 
