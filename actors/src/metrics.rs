@@ -25,6 +25,9 @@ pub struct ActorMetrics {
     /// `output`); at most [`MAX_TOKEN_SERIES`] provider and model pairs, later ones
     /// counted as model `other`, so a misconfigured agent cannot grow `/metrics`.
     pub tokens: Family<Labels, Counter>,
+    /// `runs`' series of each status, in [`RunStatus::ALL`]'s order: counting a run
+    /// finds its series without building labels (every firing counts one).
+    run_counts: std::sync::Arc<Vec<Counter>>,
     /// The provider and model pairs `tokens` has series for.
     token_models: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
@@ -34,9 +37,18 @@ pub const MAX_TOKEN_SERIES: usize = 100;
 
 impl Default for ActorMetrics {
     fn default() -> Self {
+        let runs = Family::<Labels, Counter>::default();
+        let run_counts = RunStatus::ALL
+            .iter()
+            .map(|status| {
+                runs.get_or_create(&vec![("status", crate::wire::wire_name(status))])
+                    .clone()
+            })
+            .collect();
         let metrics = Self {
             refreshes: Family::default(),
-            runs: Family::default(),
+            runs,
+            run_counts: std::sync::Arc::new(run_counts),
             // 1 ms to about 65 s.
             scheduler_lateness_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             tokens: Family::default(),
@@ -47,9 +59,6 @@ impl Default for ActorMetrics {
         for outcome in REFRESH_OUTCOMES {
             metrics.refresh_series(outcome);
         }
-        for status in RunStatus::ALL {
-            metrics.run_series(status);
-        }
         metrics
     }
 }
@@ -57,11 +66,6 @@ impl Default for ActorMetrics {
 const REFRESH_OUTCOMES: [&str; 3] = ["success", "transient", "permanent"];
 
 impl ActorMetrics {
-    fn run_series(&self, status: RunStatus) -> Counter {
-        let status = crate::wire::wire_name(status);
-        self.runs.get_or_create(&vec![("status", status)]).clone()
-    }
-
     fn refresh_series(&self, outcome: &'static str) -> Counter {
         self.refreshes
             .get_or_create(&vec![("outcome", outcome.to_owned())])
@@ -69,7 +73,13 @@ impl ActorMetrics {
     }
 
     pub(crate) fn count_run(&self, status: RunStatus) {
-        self.run_series(status).inc();
+        if let Some(counter) = RunStatus::ALL
+            .iter()
+            .position(|s| *s == status)
+            .and_then(|i| self.run_counts.get(i))
+        {
+            counter.inc();
+        }
     }
 
     pub(crate) fn count_tokens(&self, provider: &str, model: &str, input: u64, output: u64) {

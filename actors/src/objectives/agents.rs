@@ -62,7 +62,7 @@ impl ObjectivesActor {
         agent: AgentRecord,
     ) -> ResponseActFuture<Self, Result<AgentRecord, ActorError>> {
         let ops = vec![WriteOp::put(agent.agent_id.as_bytes().to_vec(), &agent)];
-        self.touch(Table::Agents, &agent.agent_id);
+        self.generation.touch(Table::Agents, &agent.agent_id);
         self.agents.insert(agent.agent_id.clone(), agent.clone());
         Box::pin(
             self.commit(ops)
@@ -152,7 +152,7 @@ impl Handler<DeleteAgent> for ObjectivesActor {
             )))));
         }
         self.agents.remove(&id);
-        self.touch(Table::Agents, &id);
+        self.generation.touch(Table::Agents, &id);
         let ops = vec![WriteOp::delete(Table::Agents, id.as_bytes().to_vec())];
         Box::pin(self.commit(ops))
     }

@@ -117,7 +117,7 @@ impl ObjectivesHandle {
                 audit,
                 metrics,
                 stored,
-                generation: HashMap::new(),
+                generation: Default::default(),
                 dirty: Default::default(),
                 rereading: false,
                 owned: Default::default(),

@@ -278,19 +278,28 @@ impl Handler<ListObjectives> for ObjectivesActor {
     type Result = MessageResult<ListObjectives>;
 
     fn handle(&mut self, msg: ListObjectives, _ctx: &mut Self::Context) -> Self::Result {
-        use std::ops::Bound;
         let f = &msg.filter;
-        let start = msg.after.map_or(Bound::Unbounded, Bound::Excluded);
-        let matching = self
+        let mut matching: Vec<&ObjectiveRecord> = self
             .objectives
-            .range((start, Bound::Unbounded))
-            .map(|(_, o)| &**o)
+            .values()
+            .map(|o| &**o)
+            .filter(|o| msg.after.as_ref().is_none_or(|a| o.objective_id > *a))
             .filter(|o| f.kind.is_none_or(|k| k == o.kind))
             .filter(|o| f.state.is_none_or(|s| s == o.state))
             .filter(|o| f.agent_id.as_ref().is_none_or(|a| *a == o.agent_id))
-            .cloned();
+            .collect();
+        // The page and the one after it tells whether there is more, in id order:
+        // partitioned first, so a page costs one pass over the objectives, not a sort.
+        let wanted = msg.limit.saturating_add(1);
+        if matching.len() > wanted {
+            matching.select_nth_unstable_by(wanted, |a, b| a.objective_id.cmp(&b.objective_id));
+            matching.truncate(wanted);
+        }
+        matching.sort_unstable_by(|a, b| a.objective_id.cmp(&b.objective_id));
         let (items, next_after) =
-            crate::paging::page_of(matching, msg.limit, |o| o.objective_id.clone());
+            crate::paging::page_of(matching.into_iter().cloned(), msg.limit, |o| {
+                o.objective_id.clone()
+            });
         MessageResult(ObjectivePage { items, next_after })
     }
 }

@@ -17,7 +17,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use palyra_storage::{Change, Row, Table, WriteOp, decode_record};
 
-use super::actor::{ObjectivesActor, recover_objective};
+use super::actor::{Generations, ObjectivesActor, recover_objective};
 use super::model::{AgentRecord, ObjectiveRecord, RunRecord, RunStatus, RunSummary, run_key};
 use crate::cluster::shard_of;
 use crate::scheduler::Fire;
@@ -161,7 +161,7 @@ impl ObjectivesActor {
             let keys: Vec<(Table, String)> = std::mem::take(&mut act.dirty).into_iter().collect();
             let generations: Vec<u64> = keys
                 .iter()
-                .map(|key| act.generation.get(key).copied().unwrap_or(0))
+                .map(|(table, id)| act.generation.of(*table, id))
                 .collect();
             let barrier = act.writer.submit(Vec::new());
             let storage = act.storage.clone();
@@ -223,11 +223,7 @@ impl ObjectivesActor {
         table: Table,
         id: String,
     ) -> impl ActorFuture<Self, Output = bool> + use<> {
-        let generation = self
-            .generation
-            .get(&(table, id.clone()))
-            .copied()
-            .unwrap_or(0);
+        let generation = self.generation.of(table, &id);
         let barrier = self.writer.submit(Vec::new());
         let storage = self.storage.clone();
         let key = id.as_bytes().to_vec();
@@ -284,7 +280,7 @@ impl ObjectivesActor {
                 continue;
             };
             seen.insert(id.clone());
-            let generation = generations.get(&(table, id.clone())).copied().unwrap_or(0);
+            let generation = generations.of(table, &id);
             self.apply_row(table, id, generation, Some(value));
         }
         let gone: Vec<String> = match table {
@@ -302,7 +298,7 @@ impl ObjectivesActor {
                 .collect(),
         };
         for id in gone {
-            let generation = generations.get(&(table, id.clone())).copied().unwrap_or(0);
+            let generation = generations.of(table, &id);
             self.apply_row(table, id, generation, None);
         }
     }
@@ -317,12 +313,10 @@ impl ObjectivesActor {
         generation: u64,
         row: Option<Vec<u8>>,
     ) -> bool {
-        let key = (table, id);
-        if self.generation.get(&key).copied().unwrap_or(0) != generation {
-            self.dirty.insert(key);
+        if self.generation.of(table, &id) != generation {
+            self.dirty.insert((table, id));
             return false;
         }
-        let (table, id) = key;
         match table {
             Table::Agents => match row.map(|v| decode_record::<AgentRecord>(&v)) {
                 Some(Ok(agent)) => {
@@ -366,8 +360,6 @@ impl ObjectivesActor {
         true
     }
 }
-
-type Generations = std::collections::HashMap<(Table, String), u64>;
 
 impl Handler<Owned> for ObjectivesActor {
     type Result = ();
@@ -434,10 +426,7 @@ impl ObjectivesActor {
     fn apply_table_rows(&mut self, rows: Vec<Row>, generations: &Generations) {
         for (key, value) in rows {
             if let Ok(id) = String::from_utf8(key) {
-                let generation = generations
-                    .get(&(Table::Objectives, id.clone()))
-                    .copied()
-                    .unwrap_or(0);
+                let generation = generations.of(Table::Objectives, &id);
                 self.apply_row(Table::Objectives, id, generation, Some(value));
             }
         }
