@@ -464,7 +464,9 @@ async fn overlap_queue_one_keeps_one_firing_waiting() {
 async fn agents_and_objectives_are_listed_in_pages_with_filters() {
     let fake = FakeModel::start(1).await;
     let app = setup(&fake).await;
-    for id in ["o-a", "o-b", "o-c"] {
+    // Created out of order: pages come in id order whatever the order in memory.
+    let ids = ["o-e", "o-a", "o-g", "o-c", "o-b", "o-f", "o-d"];
+    for id in ids {
         create(
             &app,
             json!({ "objective_id": id, "agent_id": "a1", "name": id, "prompt": "p" }),
@@ -475,11 +477,31 @@ async fn agents_and_objectives_are_listed_in_pages_with_filters() {
     let first = app.bearer_get_json("/console/v1/objectives?limit=2").await;
     assert_eq!(first["items"].as_array().unwrap().len(), 2);
     assert_eq!(first["next_after"], "o-b");
-    let second = app
-        .bearer_get_json("/console/v1/objectives?limit=2&after=o-b")
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let url = match &after {
+            Some(a) => format!("/console/v1/objectives?limit=2&after={a}"),
+            None => "/console/v1/objectives?limit=2".to_owned(),
+        };
+        let page = app.bearer_get_json(&url).await;
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["objective_id"].as_str().unwrap().to_owned());
+        }
+        match page["next_after"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let mut sorted: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
+    sorted.sort();
+    assert_eq!(seen, sorted);
+    let last = app
+        .bearer_get_json("/console/v1/objectives?limit=2&after=o-e")
         .await;
-    assert_eq!(second["items"][0]["objective_id"], "o-c");
-    assert!(second["next_after"].is_null());
+    assert_eq!(last["items"][0]["objective_id"], "o-f");
+    assert_eq!(last["items"][1]["objective_id"], "o-g");
+    assert!(last["next_after"].is_null());
     let active = app
         .bearer_get_json("/console/v1/objectives?state=active")
         .await;
