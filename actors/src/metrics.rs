@@ -73,12 +73,20 @@ impl ActorMetrics {
     }
 
     pub(crate) fn count_run(&self, status: RunStatus) {
-        if let Some(counter) = RunStatus::ALL
+        match RunStatus::ALL
             .iter()
             .position(|s| *s == status)
             .and_then(|i| self.run_counts.get(i))
         {
-            counter.inc();
+            Some(counter) => {
+                counter.inc();
+            }
+            // A status left out of `ALL` still counts, by its labels.
+            None => {
+                self.runs
+                    .get_or_create(&vec![("status", crate::wire::wire_name(status))])
+                    .inc();
+            }
         }
     }
 

@@ -479,7 +479,8 @@ async fn agents_and_objectives_are_listed_in_pages_with_filters() {
     assert_eq!(first["next_after"], "o-b");
     let mut seen = Vec::new();
     let mut after: Option<String> = None;
-    loop {
+    // Bounded, so a cursor that does not move fails the test rather than hanging it.
+    for _ in 0..ids.len() {
         let url = match &after {
             Some(a) => format!("/console/v1/objectives?limit=2&after={a}"),
             None => "/console/v1/objectives?limit=2".to_owned(),

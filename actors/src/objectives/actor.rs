@@ -83,7 +83,7 @@ pub(super) struct ObjectivesActor {
     /// committed: the `expected` of the next compare-and-set, so a write built on a
     /// row another node has changed since is refused by the database.
     pub(super) stored: HashMap<String, Vec<u8>>,
-    /// (table, id) of an agent or objective -> writes queued for it so far; a row
+    /// Writes queued so far for each agent and objective; a row
     /// reread from storage is applied only if no write was queued meanwhile
     /// (`sync.rs`).
     pub(super) generation: Generations,
@@ -112,8 +112,19 @@ pub(super) struct ObjectivesActor {
 pub(super) type Agents = BTreeMap<String, AgentRecord>;
 /// Hashed, not ordered: a firing looks its objective up several times, and at 10,000
 /// objectives a B-tree's string comparisons and cold nodes were a fifth of a firing
-/// (scheduler-10k's profile); the one ordered read, a page of the list, sorts.
+/// (scheduler-10k's profile). Where the order is seen, the code sorts: a page of the
+/// list, and [`in_id_order`] wherever objectives are scheduled or recovered together.
 pub(super) type Objectives = HashMap<String, Box<ObjectiveRecord>>;
+
+/// The ids of `objectives`, sorted. Objectives due at one instant fire in the order
+/// they were scheduled, and under a run cap that order decides which start and which
+/// wait; scheduling (and recovering) them in id order keeps it the same on every
+/// start, reload and takeover.
+pub(super) fn in_id_order(objectives: &Objectives) -> Vec<String> {
+    let mut ids: Vec<String> = objectives.keys().cloned().collect();
+    ids.sort_unstable();
+    ids
+}
 
 /// Writes queued so far per agent and per objective (`sync.rs`): one map per table,
 /// so counting a firing's write finds its entry without building a key.
@@ -126,9 +137,12 @@ pub(super) struct Generations {
 impl Generations {
     /// Counts a write queued for `id` of `table` (agents or objectives).
     pub(super) fn touch(&mut self, table: Table, id: &str) {
+        // Only agents and objectives are written by this actor.
+        debug_assert!(matches!(table, Table::Agents | Table::Objectives));
         let map = match table {
             Table::Agents => &mut self.agents,
-            _ => &mut self.objectives,
+            Table::Objectives => &mut self.objectives,
+            _ => return,
         };
         match map.get_mut(id) {
             Some(n) => *n += 1,
@@ -142,7 +156,8 @@ impl Generations {
     pub(super) fn of(&self, table: Table, id: &str) -> u64 {
         let map = match table {
             Table::Agents => &self.agents,
-            _ => &self.objectives,
+            Table::Objectives => &self.objectives,
+            _ => return 0,
         };
         map.get(id).copied().unwrap_or(0)
     }
@@ -188,7 +203,10 @@ pub(super) fn recover(
         }
     }
     let mut catch_up = Vec::new();
-    for objective in objectives.values_mut() {
+    for id in in_id_order(objectives) {
+        let Some(objective) = objectives.get_mut(&id) else {
+            continue;
+        };
         let Some(found) = recover_objective(objective, now, chrono::Duration::zero(), retention)
         else {
             continue;
@@ -449,8 +467,10 @@ impl Reloads for ObjectivesActor {
                 self.elsewhere.insert(id.clone(), last.run_id.clone());
             }
         }
-        for objective in self.objectives.values() {
-            self.sync_schedule(objective);
+        for id in in_id_order(&self.objectives) {
+            if let Some(objective) = self.objectives.get(&id) {
+                self.sync_schedule(objective);
+            }
         }
         Ok(())
     }

@@ -288,7 +288,7 @@ impl Handler<ListObjectives> for ObjectivesActor {
             .filter(|o| f.state.is_none_or(|s| s == o.state))
             .filter(|o| f.agent_id.as_ref().is_none_or(|a| *a == o.agent_id))
             .collect();
-        // The page and the one after it tells whether there is more, in id order:
+        // The page and the item after it (which tells whether there is more), in id order:
         // partitioned first, so a page costs one pass over the objectives, not a sort.
         let wanted = msg.limit.saturating_add(1);
         if matching.len() > wanted {

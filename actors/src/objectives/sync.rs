@@ -17,7 +17,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use palyra_storage::{Change, Row, Table, WriteOp, decode_record};
 
-use super::actor::{Generations, ObjectivesActor, recover_objective};
+use super::actor::{Generations, ObjectivesActor, in_id_order, recover_objective};
 use super::model::{AgentRecord, ObjectiveRecord, RunRecord, RunStatus, RunSummary, run_key};
 use crate::cluster::shard_of;
 use crate::scheduler::Fire;
@@ -37,8 +37,10 @@ impl Actor for ObjectivesActor {
         // before it (its instant is due, and the timer would fire it as scheduled).
         let catching_up: std::collections::HashSet<&String> =
             self.catch_up.iter().map(|(id, _)| id).collect();
-        for objective in self.objectives.values() {
-            if !catching_up.contains(&objective.objective_id) {
+        for id in in_id_order(&self.objectives) {
+            if let Some(objective) = self.objectives.get(&id)
+                && !catching_up.contains(&id)
+            {
                 self.sync_schedule(objective);
             }
         }
@@ -439,12 +441,8 @@ impl ObjectivesActor {
         let now = to_datetime(now_ms());
         let threshold = chrono::Duration::from_std(self.cluster.late_fire_threshold())
             .unwrap_or_else(|_| chrono::Duration::zero());
-        let ids: Vec<String> = self
-            .objectives
-            .keys()
-            .filter(|id| gained.contains(&shard_of(id.as_bytes())))
-            .cloned()
-            .collect();
+        let mut ids = in_id_order(&self.objectives);
+        ids.retain(|id| gained.contains(&shard_of(id.as_bytes())));
         let mut recovered = 0usize;
         for id in ids {
             let Some(claim) = self.cluster.claim(id.as_bytes()) else {
