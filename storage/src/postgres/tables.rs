@@ -13,8 +13,98 @@ use tokio_postgres::types::ToSql;
 
 use crate::schema::Table;
 
-/// One bound parameter.
-pub(crate) type Param = Box<dyn ToSql + Sync + Send>;
+/// One typed column value of a row, as [`extract`] reads it from the record.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Cell {
+    Text(Option<String>),
+    Int(Option<i64>),
+    Time(Option<DateTime<Utc>>),
+    Bool(Option<bool>),
+}
+
+impl Cell {
+    /// The value as a statement's parameter.
+    pub(crate) fn as_sql(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            Cell::Text(v) => v,
+            Cell::Int(v) => v,
+            Cell::Time(v) => v,
+            Cell::Bool(v) => v,
+        }
+    }
+
+    /// The SQL type of an array of such values.
+    pub(crate) fn array_type(&self) -> &'static str {
+        match self {
+            Cell::Text(_) => "text[]",
+            Cell::Int(_) => "bigint[]",
+            Cell::Time(_) => "timestamptz[]",
+            Cell::Bool(_) => "boolean[]",
+        }
+    }
+}
+
+/// One typed column of many rows, borrowed from their [`Cell`]s: a batched
+/// statement's array parameter.
+pub(crate) enum Array<'a> {
+    Bytes(Vec<&'a [u8]>),
+    Text(Vec<Option<&'a str>>),
+    Int(Vec<Option<i64>>),
+    Time(Vec<Option<DateTime<Utc>>>),
+    Bool(Vec<Option<bool>>),
+}
+
+impl<'a> Array<'a> {
+    /// The column of `cells`, of the kind of `first` (every row of a table has the
+    /// same kinds, in the same order: a cell of another kind, or none, is NULL).
+    pub(crate) fn column(first: &Cell, cells: impl Iterator<Item = Option<&'a Cell>>) -> Self {
+        match first {
+            Cell::Text(_) => Array::Text(
+                cells
+                    .map(|c| match c {
+                        Some(Cell::Text(v)) => v.as_deref(),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            Cell::Int(_) => Array::Int(
+                cells
+                    .map(|c| match c {
+                        Some(Cell::Int(v)) => *v,
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            Cell::Time(_) => Array::Time(
+                cells
+                    .map(|c| match c {
+                        Some(Cell::Time(v)) => *v,
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            Cell::Bool(_) => Array::Bool(
+                cells
+                    .map(|c| match c {
+                        Some(Cell::Bool(v)) => *v,
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The column as a statement's parameter.
+    pub(crate) fn as_sql(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            Array::Bytes(v) => v,
+            Array::Text(v) => v,
+            Array::Int(v) => v,
+            Array::Time(v) => v,
+            Array::Bool(v) => v,
+        }
+    }
+}
 
 /// The typed columns of `table`, in the order [`extract`] returns their values.
 pub(crate) fn columns(table: Table) -> &'static [&'static str] {
@@ -84,12 +174,12 @@ pub(crate) fn counters(table: Table) -> &'static [&'static str] {
 }
 
 /// The typed column values of one row.
-pub(crate) fn extract(table: Table, key: &[u8], value: &[u8]) -> Result<Vec<Param>, String> {
+pub(crate) fn extract(table: Table, key: &[u8], value: &[u8]) -> Result<Vec<Cell>, String> {
     let record: Option<Value> = serde_json::from_slice::<Value>(value)
         .ok()
         .and_then(|mut v| v.get_mut("r").map(Value::take));
     let r = record.as_ref();
-    let params: Vec<Param> = match table {
+    let cells = match table {
         Table::Sessions => vec![
             text(r, "principal"),
             int(r, "issued_at_ms"),
@@ -112,9 +202,9 @@ pub(crate) fn extract(table: Table, key: &[u8], value: &[u8]) -> Result<Vec<Para
                 .filter(|s| !s.contains('\0'))
                 .map(str::to_owned);
             vec![
-                Box::new(default_key),
-                Box::new(provider),
-                Box::new(profile_id),
+                Cell::Text(Some(default_key)),
+                Cell::Text(provider),
+                Cell::Text(profile_id),
             ]
         }
         Table::OAuthAttempts => vec![
@@ -141,8 +231,8 @@ pub(crate) fn extract(table: Table, key: &[u8], value: &[u8]) -> Result<Vec<Para
         Table::Runs => {
             let (objective_id, seq) = run_key(key)?;
             vec![
-                Box::new(objective_id),
-                Box::new(seq),
+                Cell::Text(Some(objective_id)),
+                Cell::Int(Some(seq)),
                 text(r, "run_id"),
                 text(r, "trigger"),
                 text(r, "status"),
@@ -154,8 +244,8 @@ pub(crate) fn extract(table: Table, key: &[u8], value: &[u8]) -> Result<Vec<Para
         Table::Audit => {
             let (at_ms, seq) = audit_key(key)?;
             vec![
-                Box::new(at_ms),
-                Box::new(seq),
+                Cell::Int(Some(at_ms)),
+                Cell::Int(Some(seq)),
                 text(r, "kind"),
                 text(r, "actor"),
                 text(r, "outcome"),
@@ -183,12 +273,12 @@ pub(crate) fn extract(table: Table, key: &[u8], value: &[u8]) -> Result<Vec<Para
             text(r, "profile_id"),
             text(r, "provider"),
             text(r, "model"),
-            Box::new(as_int(field(r, "input_tokens")).unwrap_or(0)),
-            Box::new(as_int(field(r, "output_tokens")).unwrap_or(0)),
-            Box::new(as_int(field(r, "calls")).unwrap_or(0)),
+            Cell::Int(Some(as_int(field(r, "input_tokens")).unwrap_or(0))),
+            Cell::Int(Some(as_int(field(r, "output_tokens")).unwrap_or(0))),
+            Cell::Int(Some(as_int(field(r, "calls")).unwrap_or(0))),
         ],
     };
-    Ok(params)
+    Ok(cells)
 }
 
 fn utf8_key(table: Table, key: &[u8]) -> Result<String, String> {
@@ -201,8 +291,8 @@ fn utf8_key(table: Table, key: &[u8]) -> Result<String, String> {
     }
 }
 
-fn id_key(table: Table, key: &[u8]) -> Result<Param, String> {
-    Ok(Box::new(utf8_key(table, key)?))
+fn id_key(table: Table, key: &[u8]) -> Result<Cell, String> {
+    Ok(Cell::Text(Some(utf8_key(table, key)?)))
 }
 
 /// `objective_id`, NUL, `seq` (u64 big-endian).
@@ -232,12 +322,12 @@ fn field<'a>(r: Option<&'a Value>, name: &str) -> Option<&'a Value> {
     r.and_then(|r| r.get(name))
 }
 
-fn text(r: Option<&Value>, name: &str) -> Param {
-    Box::new(as_text(field(r, name)))
+fn text(r: Option<&Value>, name: &str) -> Cell {
+    Cell::Text(as_text(field(r, name)))
 }
 
-fn nested_text(r: Option<&Value>, name: &str, inner: &str) -> Param {
-    Box::new(as_text(field(r, name).and_then(|v| v.get(inner))))
+fn nested_text(r: Option<&Value>, name: &str, inner: &str) -> Cell {
+    Cell::Text(as_text(field(r, name).and_then(|v| v.get(inner))))
 }
 
 fn as_text(v: Option<&Value>) -> Option<String> {
@@ -246,8 +336,8 @@ fn as_text(v: Option<&Value>) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn int(r: Option<&Value>, name: &str) -> Param {
-    Box::new(as_int(field(r, name)))
+fn int(r: Option<&Value>, name: &str) -> Cell {
+    Cell::Int(as_int(field(r, name)))
 }
 
 fn as_int(v: Option<&Value>) -> Option<i64> {
@@ -257,25 +347,34 @@ fn as_int(v: Option<&Value>) -> Option<i64> {
     })
 }
 
-fn boolean(r: Option<&Value>, name: &str) -> Param {
-    Box::new(field(r, name).and_then(Value::as_bool))
+fn boolean(r: Option<&Value>, name: &str) -> Cell {
+    Cell::Bool(field(r, name).and_then(Value::as_bool))
 }
 
-fn time(r: Option<&Value>, name: &str) -> Param {
+fn time(r: Option<&Value>, name: &str) -> Cell {
     let v = field(r, name)
         .and_then(Value::as_str)
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
         .map(|t| t.with_timezone(&Utc));
-    Box::new(v)
+    Cell::Time(v)
 }
 
-/// The SQL of each op kind on one table. Parameters: `$1` key, `$2` value, then the
-/// typed columns, then (compare-and-set) the expected value.
+/// The SQL of each op kind on one table, for one op ([`TableSql::new`]) or for many ops
+/// on distinct rows in one statement ([`TableSql::batched`]).
+///
+/// One op's parameters: `$1` key, `$2` value, then the typed columns, then
+/// (compare-and-set) the expected value; a delete and a take have only the key, an
+/// expect the key and the value. A batched statement has the same parameters as
+/// arrays, one element per op, and its conditional statements return the keys of the
+/// rows whose condition held (a take with their values), so each op's answer is read
+/// from the one statement's rows.
 #[derive(Debug)]
 pub(crate) struct TableSql {
     name: &'static str,
     /// `key, value, <typed columns>`: the insert's column list.
     insert_columns: String,
+    /// The rows to insert as a `SELECT` list (`put_if_any` adds its condition).
+    select: String,
     /// What `put` sets on a conflict.
     updates: String,
     pub(crate) put: String,
@@ -290,21 +389,90 @@ pub(crate) struct TableSql {
 }
 
 impl TableSql {
+    /// The statements of one op.
     pub(crate) fn new(table: Table) -> Self {
-        let name = table.name();
         let cols = columns(table);
-        let names: String = cols.iter().map(|c| format!(", {c}")).collect();
-        let placeholders: String = (0..cols.len()).map(|i| format!(", ${}", i + 3)).collect();
-        let insert =
-            format!("INSERT INTO {name} (key, value{names}) VALUES ($1, $2{placeholders})");
-        let updates: String = cols
-            .iter()
-            .map(|c| format!(", {c} = EXCLUDED.{c}"))
-            .collect();
+        let n = cols.len();
+        let values: Vec<String> = (1..=n + 2).map(|i| format!("${i}")).collect();
+        let values = values.join(", ");
         let sets: String = cols
             .iter()
             .enumerate()
             .map(|(i, c)| format!(", {c} = ${}", i + 3))
+            .collect();
+        let name = table.name();
+        Self::build(
+            table,
+            &format!("VALUES ({values})"),
+            format!("SELECT {values}"),
+            Rows {
+                compare_and_set: format!(
+                    "UPDATE {name} SET value = $2{sets} WHERE key = $1 AND value = ${}",
+                    n + 3
+                ),
+                delete: format!("DELETE FROM {name} WHERE key = $1"),
+                take: format!("DELETE FROM {name} WHERE key = $1 RETURNING value"),
+                expect: format!("SELECT 1 FROM {name} WHERE key = $1 AND value = $2 FOR SHARE"),
+                returning: "",
+            },
+        )
+    }
+
+    /// The statements of many ops of one kind, each on its own row, in one statement;
+    /// `types` are the SQL array types of the typed columns (see [`Cell::array_type`]).
+    pub(crate) fn batched(table: Table, types: &[&str]) -> Self {
+        let cols = columns(table);
+        let name = table.name();
+        let mut arrays = vec!["$1::bytea[]".to_owned(), "$2::bytea[]".to_owned()];
+        arrays.extend(
+            types
+                .iter()
+                .enumerate()
+                .map(|(i, t)| format!("${}::{t}", i + 3)),
+        );
+        let names: String = cols.iter().map(|c| format!(", {c}")).collect();
+        let picked: String = cols.iter().map(|c| format!(", u.{c}")).collect();
+        let rows = format!(
+            "SELECT u.key, u.value{picked} FROM unnest({}) AS u(key, value{names})",
+            arrays.join(", ")
+        );
+        let sets: String = cols.iter().map(|c| format!(", {c} = u.{c}")).collect();
+        Self::build(
+            table,
+            &rows,
+            rows.clone(),
+            Rows {
+                compare_and_set: format!(
+                    "UPDATE {name} AS t SET value = u.value{sets} FROM unnest({}, ${}::bytea[]) \
+                     AS u(key, value{names}, expected) \
+                     WHERE t.key = u.key AND t.value = u.expected RETURNING t.key",
+                    arrays.join(", "),
+                    arrays.len() + 1
+                ),
+                delete: format!("DELETE FROM {name} WHERE key = ANY($1::bytea[])"),
+                take: format!(
+                    "DELETE FROM {name} WHERE key = ANY($1::bytea[]) RETURNING key, value"
+                ),
+                expect: format!(
+                    "SELECT t.key FROM {name} AS t \
+                     JOIN unnest($1::bytea[], $2::bytea[]) AS u(key, value) \
+                     ON t.key = u.key AND t.value = u.value FOR SHARE OF t"
+                ),
+                returning: " RETURNING key",
+            },
+        )
+    }
+
+    /// `rows`: what follows the insert's column list (`VALUES (..)` or a `SELECT`);
+    /// `select`: the same rows as a `SELECT`, for `put_if_any`.
+    fn build(table: Table, rows: &str, select: String, by_key: Rows) -> Self {
+        let name = table.name();
+        let cols = columns(table);
+        let names: String = cols.iter().map(|c| format!(", {c}")).collect();
+        let insert = format!("INSERT INTO {name} (key, value{names}) {rows}");
+        let updates: String = cols
+            .iter()
+            .map(|c| format!(", {c} = EXCLUDED.{c}"))
             .collect();
         let counted = counters(table);
         let add = if counted.is_empty() {
@@ -329,23 +497,20 @@ impl TableSql {
                 &fields[2..]
             )
         };
-        let insert_columns = format!("key, value{names}");
         Self {
             name,
-            insert_columns,
+            insert_columns: format!("key, value{names}"),
+            select,
             updates: updates.clone(),
             add,
             put: format!(
                 "{insert} ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value{updates}"
             ),
-            insert_if_absent: format!("{insert} ON CONFLICT DO NOTHING"),
-            compare_and_set: format!(
-                "UPDATE {name} SET value = $2{sets} WHERE key = $1 AND value = ${}",
-                cols.len() + 3
-            ),
-            delete: format!("DELETE FROM {name} WHERE key = $1"),
-            take: format!("DELETE FROM {name} WHERE key = $1 RETURNING value"),
-            expect: format!("SELECT 1 FROM {name} WHERE key = $1 AND value = $2 FOR SHARE"),
+            insert_if_absent: format!("{insert} ON CONFLICT DO NOTHING{}", by_key.returning),
+            compare_and_set: by_key.compare_and_set,
+            delete: by_key.delete,
+            take: by_key.take,
+            expect: by_key.expect,
         }
     }
 
@@ -353,18 +518,24 @@ impl TableSql {
     /// guard rows it sees are those committed before it (read committed) and those of
     /// its own transaction.
     pub(crate) fn put_if_any(&self, guard: Table) -> String {
-        let (name, columns, updates) = (self.name, &self.insert_columns, &self.updates);
-        let values: Vec<String> = (1..=columns.split(',').count())
-            .map(|i| format!("${i}"))
-            .collect();
+        let (name, columns, select, updates) =
+            (self.name, &self.insert_columns, &self.select, &self.updates);
         format!(
-            "INSERT INTO {name} ({columns}) SELECT {} \
-             WHERE EXISTS (SELECT 1 FROM {}) \
+            "INSERT INTO {name} ({columns}) {select} WHERE EXISTS (SELECT 1 FROM {}) \
              ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value{updates}",
-            values.join(", "),
             guard.name()
         )
     }
+}
+
+/// The statements of [`TableSql`] that find their rows by key.
+struct Rows {
+    compare_and_set: String,
+    delete: String,
+    take: String,
+    expect: String,
+    /// What an insert-if-absent returns (the batched form's inserted keys).
+    returning: &'static str,
 }
 
 #[cfg(test)]

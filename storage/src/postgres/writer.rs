@@ -14,7 +14,7 @@
 //! never reported as applied), and requests that arrive while it is being re-established
 //! are answered `Unavailable` at once; the writer reconnects with doubling waits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use tokio_postgres::{Client, Statement};
 use crate::error::StorageError;
 use crate::op::{WriteOp, WriteOutcome};
 use crate::postgres::connect::{Connector, is_connection_error};
-use crate::postgres::tables::{Param, TableSql, counters, extract};
+use crate::postgres::tables::{Array, Cell, TableSql, counters, extract};
 use crate::schema::Table;
 use crate::writer::{Msg, Request, Writer, WriterParts, WriterStats, fill_batch};
 
@@ -104,83 +104,86 @@ enum Held {
 const FENCE_SQL: &str = "SELECT 1 FROM cluster_leases WHERE shard = $1 AND owner = $2 \
      AND epoch = $3 AND expires_at > clock_timestamp() FOR SHARE";
 
-/// One op with its statement kind and bound parameters.
+/// One op with its statement kind and bound values.
 struct BoundOp {
     /// `None` for a fence, which reads the lease table.
     table: Option<Table>,
     kind: Kind,
-    params: Vec<Param>,
+    /// The row's key (empty for a fence).
+    key: Vec<u8>,
+    /// The value written, or compared by an expect.
+    value: Option<Vec<u8>>,
+    /// The typed columns of the value written (empty for an expect).
+    cells: Vec<Cell>,
+    /// A compare-and-set's expected value.
+    expected: Option<Vec<u8>>,
     /// A fence's shard, node and epoch: the same fence twice in one transaction is
     /// read once (`Conn::plain`).
-    fence: Option<(u32, String, u64)>,
+    fence: Option<(i32, String, i64)>,
 }
 
 impl BoundOp {
     fn new(op: &WriteOp) -> Result<Self, String> {
-        let row = |table: Table, key: &[u8], value: &[u8]| -> Result<Vec<Param>, String> {
-            let mut params: Vec<Param> = vec![Box::new(key.to_vec()), Box::new(value.to_vec())];
-            params.extend(extract(table, key, value)?);
-            Ok(params)
-        };
         let Some((table, _)) = op.row() else {
             let WriteOp::Fence(fence) = op else {
                 return Err("an op without a row".into());
             };
+            let shard = i32::try_from(fence.shard).map_err(|_| "shard out of range")?;
             let epoch = i64::try_from(fence.epoch).map_err(|_| "epoch out of range")?;
-            let params: Vec<Param> = vec![
-                Box::new(i32::try_from(fence.shard).map_err(|_| "shard out of range")?),
-                Box::new(fence.node_id.clone()),
-                Box::new(epoch),
-            ];
             return Ok(Self {
                 table: None,
                 kind: Kind::Fence,
-                params,
-                fence: Some((fence.shard, fence.node_id.clone(), fence.epoch)),
+                key: Vec::new(),
+                value: None,
+                cells: Vec::new(),
+                expected: None,
+                fence: Some((shard, fence.node_id.clone(), epoch)),
             });
         };
-        let (kind, params) = match op {
-            WriteOp::Put { key, value, .. } => (Kind::Put, row(table, key, value)?),
+        let bound = |kind, key: &[u8], value: Option<&[u8]>, expected: Option<&Vec<u8>>| {
+            let cells = match (kind, value) {
+                (Kind::Expect, _) | (_, None) => Vec::new(),
+                (_, Some(value)) => extract(table, key, value)?,
+            };
+            Ok::<_, String>(Self {
+                table: Some(table),
+                kind,
+                key: key.to_vec(),
+                value: value.map(<[u8]>::to_vec),
+                cells,
+                expected: expected.cloned(),
+                fence: None,
+            })
+        };
+        match op {
+            WriteOp::Put { key, value, .. } => bound(Kind::Put, key, Some(value), None),
             WriteOp::InsertIfAbsent { key, value, .. }
             | WriteOp::CompareAndSet {
                 key,
                 value,
                 expected: None,
                 ..
-            } => (Kind::InsertIfAbsent, row(table, key, value)?),
+            } => bound(Kind::InsertIfAbsent, key, Some(value), None),
             WriteOp::CompareAndSet {
                 key,
                 value,
                 expected: Some(expected),
                 ..
-            } => {
-                let mut params = row(table, key, value)?;
-                params.push(Box::new(expected.clone()));
-                (Kind::CompareAndSet, params)
-            }
-            WriteOp::Delete { key, .. } => (Kind::Delete, vec![Box::new(key.clone()) as Param]),
-            WriteOp::Take { key, .. } => (Kind::Take, vec![Box::new(key.clone()) as Param]),
-            WriteOp::Expect { key, value, .. } => (
-                Kind::Expect,
-                vec![Box::new(key.clone()) as Param, Box::new(value.clone())],
-            ),
+            } => bound(Kind::CompareAndSet, key, Some(value), Some(expected)),
+            WriteOp::Delete { key, .. } => bound(Kind::Delete, key, None, None),
+            WriteOp::Take { key, .. } => bound(Kind::Take, key, None, None),
+            WriteOp::Expect { key, value, .. } => bound(Kind::Expect, key, Some(value), None),
             WriteOp::Add { key, value, .. } => {
                 if counters(table).is_empty() {
                     return Err(format!("table {} has no counters to add to", table.name()));
                 }
-                (Kind::Add, row(table, key, value)?)
+                bound(Kind::Add, key, Some(value), None)
             }
             WriteOp::PutIfAny {
                 guard, key, value, ..
-            } => (Kind::PutIfAny(*guard), row(table, key, value)?),
+            } => bound(Kind::PutIfAny(*guard), key, Some(value), None),
             WriteOp::Fence(_) => unreachable!("a fence has no row"),
-        };
-        Ok(Self {
-            table: Some(table),
-            kind,
-            params,
-            fence: None,
-        })
+        }
     }
 
     /// Whether its condition may fail (everything but a put, a delete and an add).
@@ -191,11 +194,36 @@ impl BoundOp {
         )
     }
 
+    /// Its parameters, in the order of its statement's placeholders.
     fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.params
-            .iter()
-            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-            .collect()
+        if let Some((shard, node, epoch)) = &self.fence {
+            return vec![shard, node, epoch];
+        }
+        let mut refs: Vec<&(dyn ToSql + Sync)> = vec![&self.key];
+        if let Some(value) = &self.value {
+            refs.push(value);
+        }
+        refs.extend(self.cells.iter().map(Cell::as_sql));
+        if let Some(expected) = &self.expected {
+            refs.push(expected);
+        }
+        refs
+    }
+
+    /// What it conflicts on: ops on one row keep their order. A run conflicts with
+    /// every run of its objective (the key up to its NUL), because the runs table has
+    /// a second unique key, (objective_id, scheduled_for), within one objective.
+    fn row(&self) -> Option<(Table, &[u8])> {
+        let table = self.table?;
+        let key = match table {
+            Table::Runs => self
+                .key
+                .split(|&b| b == 0)
+                .next()
+                .unwrap_or(self.key.as_slice()),
+            _ => self.key.as_slice(),
+        };
+        Some((table, key))
     }
 }
 
@@ -204,10 +232,155 @@ type HeldCall<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<Held, tokio_postgres::Error>> + Send + 'a>,
 >;
 
+/// One statement of a planned group (see [`plan`]) with the answer of each of its ops.
+type BatchCall<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<Held>, tokio_postgres::Error>> + Send + 'a>,
+>;
+
+/// A statement of a planned group.
+enum Call<'a> {
+    /// A fence, read once for every request of the group that carries it.
+    Fence(&'a BoundOp),
+    /// Ops of one kind on one table, each on its own row, in one statement.
+    Batch {
+        table: Table,
+        kind: Kind,
+        ops: Vec<&'a BoundOp>,
+    },
+}
+
+/// A group's requests as a few statements instead of one per op.
+struct Plan<'a> {
+    /// In the order they are sent.
+    calls: Vec<Call<'a>>,
+    /// For each request, where each of its ops' answers is: the call, and the
+    /// position among the call's ops.
+    at: Vec<Vec<(usize, usize)>>,
+}
+
+/// Plans `requests` (indexes into `bound`) as statements that apply many ops each.
+///
+/// Every op goes to the earliest layer after every earlier op of the group it
+/// conflicts with (the same row, see [`BoundOp::row`]; for a put-if-any, any op on
+/// its guard table, and the other way round); within a layer the ops of one kind on
+/// one table are one statement. So each op sees exactly the rows it would see if the
+/// ops ran one after another in request order, and only the order of ops on
+/// different rows changes, which no op can observe. The fences come first: they read
+/// the lease table, which no op writes.
+fn plan<'a>(bound: &'a [Vec<BoundOp>], requests: &[usize]) -> Plan<'a> {
+    enum Place {
+        Fence(usize),
+        Batch(usize, usize, usize),
+    }
+    type Layer<'a> = Vec<(Table, Kind, Vec<&'a BoundOp>)>;
+    let after = |layer: Option<&usize>| layer.map_or(0, |l| l + 1);
+    let mut fences: Vec<&BoundOp> = Vec::new();
+    // Keyed by the fence (`BoundOp::new` builds no op without a row or a fence).
+    let mut fence_at: HashMap<Option<&(i32, String, i64)>, usize> = HashMap::new();
+    let mut layers: Vec<Layer<'a>> = Vec::new();
+    let mut row_last: HashMap<(Table, &[u8]), usize> = HashMap::new();
+    let mut table_last: HashMap<Table, usize> = HashMap::new();
+    let mut guard_last: HashMap<Table, usize> = HashMap::new();
+    let mut places: Vec<Vec<Place>> = Vec::with_capacity(requests.len());
+    for &r in requests {
+        let mut at = Vec::with_capacity(bound[r].len());
+        for op in &bound[r] {
+            let Some((table, row)) = op.row() else {
+                let i = *fence_at.entry(op.fence.as_ref()).or_insert_with(|| {
+                    fences.push(op);
+                    fences.len() - 1
+                });
+                at.push(Place::Fence(i));
+                continue;
+            };
+            let mut layer = after(row_last.get(&(table, row))).max(after(guard_last.get(&table)));
+            if let Kind::PutIfAny(guard) = op.kind {
+                layer = layer.max(after(table_last.get(&guard)));
+                let read = guard_last.entry(guard).or_insert(layer);
+                *read = (*read).max(layer);
+            }
+            row_last.insert((table, row), layer);
+            let last = table_last.entry(table).or_insert(layer);
+            *last = (*last).max(layer);
+            if layers.len() <= layer {
+                layers.resize_with(layer + 1, Vec::new);
+            }
+            let batches = &mut layers[layer];
+            let b = match batches
+                .iter()
+                .position(|(t, k, _)| *t == table && *k == op.kind)
+            {
+                Some(b) => b,
+                None => {
+                    batches.push((table, op.kind, Vec::new()));
+                    batches.len() - 1
+                }
+            };
+            at.push(Place::Batch(layer, b, batches[b].2.len()));
+            batches[b].2.push(op);
+        }
+        places.push(at);
+    }
+    let mut first_of_layer = Vec::with_capacity(layers.len());
+    let mut next = fences.len();
+    for layer in &layers {
+        first_of_layer.push(next);
+        next += layer.len();
+    }
+    let at = places
+        .into_iter()
+        .map(|ops| {
+            ops.into_iter()
+                .map(|place| match place {
+                    Place::Fence(i) => (i, 0),
+                    Place::Batch(layer, b, i) => (first_of_layer[layer] + b, i),
+                })
+                .collect()
+        })
+        .collect();
+    let mut calls: Vec<Call<'a>> = fences.into_iter().map(Call::Fence).collect();
+    calls.extend(
+        layers
+            .into_iter()
+            .flatten()
+            .map(|(table, kind, ops)| Call::Batch { table, kind, ops }),
+    );
+    Plan { calls, at }
+}
+
+/// The array parameters of a batch of `kind` (see [`TableSql::batched`]).
+fn arrays<'a>(kind: Kind, ops: &[&'a BoundOp]) -> Vec<Array<'a>> {
+    let mut arrays = vec![Array::Bytes(
+        ops.iter().map(|op| op.key.as_slice()).collect(),
+    )];
+    if !matches!(kind, Kind::Delete | Kind::Take) {
+        arrays.push(Array::Bytes(
+            ops.iter()
+                .map(|op| op.value.as_deref().unwrap_or_default())
+                .collect(),
+        ));
+    }
+    if let Some(first) = ops.first() {
+        for (j, cell) in first.cells.iter().enumerate() {
+            arrays.push(Array::column(cell, ops.iter().map(|op| op.cells.get(j))));
+        }
+    }
+    if kind == Kind::CompareAndSet {
+        arrays.push(Array::Bytes(
+            ops.iter()
+                .map(|op| op.expected.as_deref().unwrap_or_default())
+                .collect(),
+        ));
+    }
+    arrays
+}
+
 /// The writer's connection and its prepared statements.
 struct Conn {
     client: Client,
     statements: HashMap<(Option<Table>, Kind), Statement>,
+    /// The batched statements of a planned group (see [`TableSql::batched`]).
+    batched: HashMap<(Table, Kind), Statement>,
 }
 
 enum Failure {
@@ -245,18 +418,47 @@ impl Conn {
         Ok(())
     }
 
+    async fn prepare_batches(&mut self, plan: &Plan<'_>) -> Result<(), tokio_postgres::Error> {
+        for call in &plan.calls {
+            let Call::Batch { table, kind, ops } = call else {
+                continue;
+            };
+            if self.batched.contains_key(&(*table, *kind)) {
+                continue;
+            }
+            let types: Vec<&str> = ops
+                .first()
+                .map(|op| op.cells.iter().map(Cell::array_type).collect())
+                .unwrap_or_default();
+            let sql = TableSql::batched(*table, &types);
+            let text = match kind {
+                Kind::Put => sql.put,
+                Kind::InsertIfAbsent => sql.insert_if_absent,
+                Kind::CompareAndSet => sql.compare_and_set,
+                Kind::Delete => sql.delete,
+                Kind::Take => sql.take,
+                Kind::Expect | Kind::Fence => sql.expect,
+                Kind::Add => sql.add,
+                Kind::PutIfAny(guard) => sql.put_if_any(*guard),
+            };
+            let statement = self.client.prepare(&text).await?;
+            self.batched.insert((*table, *kind), statement);
+        }
+        Ok(())
+    }
+
     fn statement(&self, op: &BoundOp) -> &Statement {
         // Every op is prepared before it runs.
         &self.statements[&(op.table, op.kind)]
     }
 
-    /// Applies a group's requests in one pipeline without savepoints, the common case:
-    /// every statement is sent before any answer is read, and the server runs them in
-    /// order. A refused single-op request changed nothing, so what came after it
-    /// stands. A refused request of more than one op may have applied its other ops,
-    /// which only a savepoint could undo: `None` then, and the caller rolls the
-    /// transaction back and applies the group with savepoints
-    /// ([`Self::optimistic`]).
+    /// Applies a group's requests in one pipeline without savepoints, the common case,
+    /// as planned by [`plan`]: a few statements that apply many ops each, all sent
+    /// before any answer is read, run by the server in order. A refused single-op
+    /// request changed nothing, so what came after it stands. A refused request of
+    /// more than one op may have applied its other ops, which only a savepoint could
+    /// undo: `None` then, and the caller rolls the transaction back and applies the
+    /// group with savepoints, op by op ([`Self::optimistic`]).
     ///
     /// A fence repeated in the group (one shard's lease at one epoch, for many
     /// requests) is read once: its first read holds the lease row locked `FOR SHARE`
@@ -265,40 +467,78 @@ impl Conn {
     /// reads could only answer the same.
     async fn plain(
         &self,
-        bound: &[Vec<BoundOp>],
-        requests: &[usize],
+        plan: &Plan<'_>,
     ) -> Result<Option<Vec<WriteOutcome>>, tokio_postgres::Error> {
-        let mut calls: Vec<HeldCall<'_>> = Vec::new();
-        // For each request, where each of its ops' answers is in `calls`.
-        let mut answers: Vec<Vec<usize>> = Vec::with_capacity(requests.len());
-        let mut fences: HashMap<&(u32, String, u64), usize> = HashMap::new();
-        for &r in requests {
-            let mut at = Vec::with_capacity(bound[r].len());
-            for op in &bound[r] {
-                if let Some(fence) = &op.fence {
-                    if let Some(&read) = fences.get(fence) {
-                        at.push(read);
-                        continue;
-                    }
-                    fences.insert(fence, calls.len());
+        let calls: Vec<BatchCall<'_>> = plan
+            .calls
+            .iter()
+            .map(|call| match call {
+                Call::Fence(op) => {
+                    let read = self.held(op);
+                    Box::pin(async move { Ok(vec![read.await?]) }) as BatchCall<'_>
                 }
-                at.push(calls.len());
-                calls.push(self.held(op));
-            }
-            answers.push(at);
-        }
+                Call::Batch { table, kind, ops } => self.batch(*table, *kind, ops),
+            })
+            .collect();
         let held = try_join_all(calls).await?;
-        let mut outcomes = Vec::with_capacity(requests.len());
-        for at in answers {
-            match at.iter().position(|&i| matches!(held[i], Held::No)) {
+        let answer = |&(call, i): &(usize, usize)| held.get(call).and_then(|h| h.get(i));
+        let mut outcomes = Vec::with_capacity(plan.at.len());
+        for at in &plan.at {
+            let answers: Vec<Held> = at
+                .iter()
+                .map(|a| answer(a).cloned().unwrap_or(Held::No))
+                .collect();
+            match answers.iter().position(|h| matches!(h, Held::No)) {
                 Some(_) if at.len() > 1 => return Ok(None),
                 Some(op) => outcomes.push(WriteOutcome::Refused { op }),
                 None => outcomes.push(WriteOutcome::Applied {
-                    taken: taken(at.iter().map(|&i| held[i].clone()).collect()),
+                    taken: taken(answers),
                 }),
             }
         }
         Ok(Some(outcomes))
+    }
+
+    /// Runs a batch of a plan (see [`TableSql::batched`]) and says whether each op's
+    /// condition held: a conditional statement returns the keys of the rows that
+    /// held (a take with their values), and its keys are distinct (see [`plan`]).
+    fn batch<'a>(&'a self, table: Table, kind: Kind, ops: &'a [&'a BoundOp]) -> BatchCall<'a> {
+        Box::pin(async move {
+            // Every batch is prepared before it runs.
+            let statement = &self.batched[&(table, kind)];
+            let arrays = arrays(kind, ops);
+            let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(Array::as_sql).collect();
+            Ok(match kind {
+                Kind::Put | Kind::Delete | Kind::Add | Kind::PutIfAny(_) => {
+                    self.client.execute(statement, &params).await?;
+                    vec![Held::Yes; ops.len()]
+                }
+                Kind::InsertIfAbsent | Kind::CompareAndSet | Kind::Expect => {
+                    let rows = self.client.query(statement, &params).await?;
+                    let held: HashSet<&[u8]> = rows.iter().map(|row| row.get(0)).collect();
+                    ops.iter()
+                        .map(|op| match held.contains(op.key.as_slice()) {
+                            true => Held::Yes,
+                            false => Held::No,
+                        })
+                        .collect()
+                }
+                Kind::Take => {
+                    let rows = self.client.query(statement, &params).await?;
+                    let mut taken: HashMap<&[u8], Vec<u8>> =
+                        rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+                    ops.iter()
+                        .map(|op| {
+                            taken
+                                .remove(op.key.as_slice())
+                                .map_or(Held::No, Held::Taken)
+                        })
+                        .collect()
+                }
+                // A plan never batches a fence; were one batched, it would refuse.
+                Kind::Fence => vec![Held::No; ops.len()],
+            })
+        })
     }
 
     /// Applies a group's requests after [`Self::plain`] met a refused multi-op
@@ -458,14 +698,17 @@ impl Conn {
         for &r in requests {
             self.prepare(&bound[r]).await.map_err(fail)?;
         }
-        self.client.batch_execute("BEGIN").await.map_err(fail)?;
         // A conditional request alone (a group replayed after a failed statement, or
         // the only request of an idle moment) runs statement by statement.
-        let applied = match requests {
-            [one] if bound[*one].iter().any(BoundOp::is_conditional) => {
-                self.one_by_one(&bound[*one]).await.map(|o| vec![o])
-            }
-            _ => match self.plain(bound, requests).await {
+        let alone = matches!(requests, [one] if bound[*one].iter().any(BoundOp::is_conditional));
+        let plan = (!alone).then(|| plan(bound, requests));
+        if let Some(plan) = &plan {
+            self.prepare_batches(plan).await.map_err(fail)?;
+        }
+        self.client.batch_execute("BEGIN").await.map_err(fail)?;
+        let applied = match &plan {
+            None => self.one_by_one(&bound[requests[0]]).await.map(|o| vec![o]),
+            Some(plan) => match self.plain(plan).await {
                 Ok(Some(outcomes)) => Ok(outcomes),
                 // A multi-op request was refused: start over, with savepoints (a
                 // failure to start over is handled as any failed statement below).
@@ -630,6 +873,7 @@ async fn reconnect(
             *conn = Some(Conn {
                 client,
                 statements: HashMap::new(),
+                batched: HashMap::new(),
             });
             *backoff = config.connect_backoff;
         }

@@ -150,6 +150,90 @@ async fn conditional_ops_are_isolated_in_one_group(kind: Kind) {
 }
 
 both!(
+    one_row_in_one_group,
+    ops_on_one_row_keep_their_order_in_one_group
+);
+/// Many ops on the same rows, of every kind, queued at once: each sees exactly the
+/// requests before it (PostgreSQL applies a group as a few statements of many rows
+/// each, so ops on one row must land in order across them).
+async fn ops_on_one_row_keep_their_order_in_one_group(kind: Kind) {
+    let Some(mut fx) = open(kind).await else {
+        return;
+    };
+    let writer = fx.storage.start_writer().unwrap();
+    let t = Table::Handoffs;
+    let cas = |key: &[u8], from: &str, to: &str| WriteOp::CompareAndSet {
+        table: t,
+        key: key.to_vec(),
+        expected: Some(value(from)),
+        value: value(to),
+    };
+    let insert = |key: &[u8], v: &str| WriteOp::InsertIfAbsent {
+        table: t,
+        key: key.to_vec(),
+        value: value(v),
+    };
+    const PATTERNS: u32 = 40;
+    let mut pending = Vec::new();
+    for i in 0..PATTERNS {
+        let (x, y, z) = (digest(3 * i), digest(3 * i + 1), digest(3 * i + 2));
+        // Single-op requests and unconditional ones: none can send the group to the
+        // op-by-op path (a refused request of several conditional ops does).
+        pending.extend([
+            writer.submit_checked(vec![insert(&x, "x1")]),
+            writer.submit_checked(vec![cas(&x, "x1", "x2")]),
+            writer.submit_checked(vec![cas(&x, "x1", "stale")]),
+            writer.submit_checked(vec![WriteOp::Expect {
+                table: t,
+                key: x.clone(),
+                value: value("x2"),
+            }]),
+            writer.submit_checked(vec![put(t, &y, value("y1")), put(t, &z, value("z0"))]),
+            writer.submit_checked(vec![WriteOp::take(t, y.clone())]),
+            writer.submit_checked(vec![WriteOp::take(t, y.clone())]),
+            writer.submit_checked(vec![insert(&z, "z-again")]),
+            writer.submit_checked(vec![WriteOp::delete(t, z.clone())]),
+            writer.submit_checked(vec![insert(&z, "z2")]),
+            writer.submit_checked(vec![cas(&x, "x2", "x3")]),
+            writer.submit_checked(vec![cas(&z, "z2", "z3")]),
+        ]);
+    }
+    let requests = pending.len();
+    let got = outcomes_of(pending).await;
+    let commits = writer.stats().commits.load(Ordering::Relaxed);
+    assert!(
+        commits < requests as u64 / 4,
+        "{kind:?}: the requests shared groups: {commits} commits for {requests}"
+    );
+    let applied = |taken: Vec<Vec<u8>>| WriteOutcome::Applied { taken };
+    let pattern = vec![
+        applied(vec![]),
+        applied(vec![]),
+        WriteOutcome::Refused { op: 0 },
+        applied(vec![]),
+        applied(vec![]),
+        applied(vec![value("y1")]),
+        WriteOutcome::Refused { op: 0 },
+        WriteOutcome::Refused { op: 0 },
+        applied(vec![]),
+        applied(vec![]),
+        applied(vec![]),
+        applied(vec![]),
+    ];
+    for (i, outcomes) in got.chunks(pattern.len()).enumerate() {
+        assert_eq!(outcomes, pattern.as_slice(), "{kind:?}: pattern {i}");
+    }
+    writer.shutdown().await;
+    let s = fx.reopen().await;
+    for i in 0..PATTERNS {
+        let (x, y, z) = (digest(3 * i), digest(3 * i + 1), digest(3 * i + 2));
+        assert_eq!(s.read_row(t, &x).await.unwrap(), Some(value("x3")));
+        assert_eq!(s.read_row(t, &y).await.unwrap(), None);
+        assert_eq!(s.read_row(t, &z).await.unwrap(), Some(value("z3")));
+    }
+}
+
+both!(
     refused_leaves_nothing,
     a_refused_request_leaves_nothing_for_the_requests_after_it
 );

@@ -71,6 +71,54 @@ async fn postgres_typed_columns_are_filled() {
     writer.shutdown().await;
 }
 
+/// Two runs of one firing (one objective, one scheduled instant) queued in one group:
+/// the first is recorded and the second refused by the unique (objective_id,
+/// scheduled_for), as when they come one after the other; other objectives' runs of
+/// the same instant are recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_records_one_run_per_firing_within_a_group() {
+    let Some((config, name)) = fresh_database().await else {
+        return;
+    };
+    let storage = Storage::open_postgres(&config).await.unwrap();
+    let writer = storage.start_writer().unwrap();
+    let run = |objective: &str, seq: u64| {
+        WriteOp::InsertIfAbsent {
+        table: Table::Runs,
+        key: run_key(objective, seq),
+        value: format!(
+            r#"{{"v":1,"r":{{"run_id":"{objective}-{seq}","objective_id":"{objective}","trigger":"schedule","status":"running","scheduled_for":"2026-12-01T10:00:00Z"}}}}"#
+        )
+        .into_bytes(),
+    }
+    };
+    let mut pending = Vec::new();
+    for i in 0..50 {
+        let objective = format!("obj{i}");
+        pending.push(writer.submit_checked(vec![run(&objective, 1)]));
+        pending.push(writer.submit_checked(vec![run(&objective, 2)]));
+    }
+    let got = outcomes_of(pending).await;
+    for (i, pair) in got.chunks(2).enumerate() {
+        assert_eq!(
+            pair,
+            [
+                WriteOutcome::Applied { taken: vec![] },
+                WriteOutcome::Refused { op: 0 }
+            ],
+            "objective {i}"
+        );
+    }
+    writer.shutdown().await;
+    let client = connect(&url_for(&name)).await;
+    let row = client
+        .query_one("SELECT count(*), max(seq) FROM runs", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 50);
+    assert_eq!(row.get::<_, i64>(1), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_round_trips_redb_postgres_redb() {
     let Some((config, _)) = fresh_database().await else {
