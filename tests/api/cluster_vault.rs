@@ -72,6 +72,7 @@ async fn a_key_rotated_on_one_node_reaches_the_other_by_copying_its_key_file() {
     // B learns of the rotation through the change feed and refuses to seal under a
     // key that no longer opens the vault, saying what to do.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut sealed_before_it_knew = false;
     let refusal: Value = loop {
         let response = create_profile(&b, "during").await;
         if response.status() == 503 {
@@ -82,6 +83,7 @@ async fn a_key_rotated_on_one_node_reaches_the_other_by_copying_its_key_file() {
             200,
             "either sealed before it knew, or refused"
         );
+        sealed_before_it_knew = true;
         assert!(
             tokio::time::Instant::now() < deadline,
             "B never noticed the rotation"
@@ -96,6 +98,17 @@ async fn a_key_rotated_on_one_node_reaches_the_other_by_copying_its_key_file() {
             .contains("copy that node's vault.key"),
         "{refusal}"
     );
+    // Nothing of the refused profile was stored, and B does not show it either.
+    if !sealed_before_it_knew {
+        let ghost = b
+            .http
+            .get(b.url("/console/v1/auth/profiles/during"))
+            .bearer_auth(crate::helpers::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ghost.status(), 404, "{:?}", ghost.text().await);
+    }
 
     // The operator copies A's key file; B's next sealing write reads it again.
     install_key(&key_file(&b), &std::fs::read(key_file(&a)).unwrap());

@@ -84,9 +84,15 @@ impl RegistryActor {
             // rows first, so the retry builds on what is stored, not on that.
             Ok(false) => {
                 let rows = self.sync.rows_of(&ops);
-                return self.reread_now(rows);
+                return self.reread_now(rows, changed_elsewhere());
             }
-            Err(e) => return actix::fut::ready(Err(e.into())).boxed_local(),
+            // Not sealed at all (this node lacks the vault's current key): memory
+            // already shows the write here too, so it is reread the same way before
+            // the refusal is answered.
+            Err(e) => {
+                let rows = self.sync.rows_of(&ops);
+                return self.reread_now(rows, e.into());
+            }
         }
         self.vault.note_writes(&ops);
         let rows = self.sync.begin(&ops);
@@ -102,7 +108,7 @@ impl RegistryActor {
                     Ok(WriteOutcome::Applied { .. }) => actix::fut::ready(Ok(())).boxed_local(),
                     Ok(WriteOutcome::Refused { op }) => {
                         tracing::info!(op, "a registry write lost to another node's; rereading its rows");
-                        act.reread_now(rows)
+                        act.reread_now(rows, changed_elsewhere())
                     }
                     Err(e) => {
                         tracing::error!(actor = "registry", error = %e, "commit failed; reloading state from storage");
@@ -114,11 +120,13 @@ impl RegistryActor {
             .boxed_local()
     }
 
-    /// Rereads the rows of a refused write and answers [`CHANGED_ELSEWHERE`] once
-    /// memory shows them (rows with a later write of ours in flight are reread after it).
+    /// Rereads the rows of a write that was refused or never sent and answers
+    /// `answer` (for a refusal [`CHANGED_ELSEWHERE`]) once memory shows them (rows
+    /// with a later write of ours in flight are reread after it).
     fn reread_now(
         &mut self,
         rows: Vec<RowId>,
+        answer: ActorError,
     ) -> LocalBoxActorFuture<Self, Result<(), ActorError>> {
         for row in &rows {
             self.sync.start_read(row);
@@ -159,7 +167,7 @@ impl RegistryActor {
                     reload(act, ctx);
                     Err(e.into())
                 }
-                None => Err(changed_elsewhere()),
+                None => Err(answer),
             }
         })
         .boxed_local()
