@@ -75,6 +75,22 @@ enum Kind {
     PutIfAny(Table),
 }
 
+impl Kind {
+    /// This kind's statement among a table's (a fence reads the lease table instead).
+    fn sql(self, sql: TableSql) -> String {
+        match self {
+            Kind::Put => sql.put,
+            Kind::InsertIfAbsent => sql.insert_if_absent,
+            Kind::CompareAndSet => sql.compare_and_set,
+            Kind::Delete => sql.delete,
+            Kind::Take => sql.take,
+            Kind::Expect | Kind::Fence => sql.expect,
+            Kind::Add => sql.add,
+            Kind::PutIfAny(guard) => sql.put_if_any(guard),
+        }
+    }
+}
+
 /// Most ops applied in one transaction. A group is bounded by one timeout (connect
 /// plus statement timeout): a burst of thousands of conditional requests (one
 /// boundary's claims at 10,000 objectives) in one transaction ran past it on a loaded
@@ -397,19 +413,7 @@ impl Conn {
             if !self.statements.contains_key(&(op.table, op.kind)) {
                 let text = match op.table {
                     None => FENCE_SQL.to_owned(),
-                    Some(table) => {
-                        let sql = TableSql::new(table);
-                        match op.kind {
-                            Kind::Put => sql.put,
-                            Kind::InsertIfAbsent => sql.insert_if_absent,
-                            Kind::CompareAndSet => sql.compare_and_set,
-                            Kind::Delete => sql.delete,
-                            Kind::Take => sql.take,
-                            Kind::Expect | Kind::Fence => sql.expect,
-                            Kind::Add => sql.add,
-                            Kind::PutIfAny(guard) => sql.put_if_any(guard),
-                        }
-                    }
+                    Some(table) => op.kind.sql(TableSql::new(table)),
                 };
                 let statement = self.client.prepare(&text).await?;
                 self.statements.insert((op.table, op.kind), statement);
@@ -430,17 +434,7 @@ impl Conn {
                 .first()
                 .map(|op| op.cells.iter().map(Cell::array_type).collect())
                 .unwrap_or_default();
-            let sql = TableSql::batched(*table, &types);
-            let text = match kind {
-                Kind::Put => sql.put,
-                Kind::InsertIfAbsent => sql.insert_if_absent,
-                Kind::CompareAndSet => sql.compare_and_set,
-                Kind::Delete => sql.delete,
-                Kind::Take => sql.take,
-                Kind::Expect | Kind::Fence => sql.expect,
-                Kind::Add => sql.add,
-                Kind::PutIfAny(guard) => sql.put_if_any(*guard),
-            };
+            let text = kind.sql(TableSql::batched(*table, &types));
             let statement = self.client.prepare(&text).await?;
             self.batched.insert((*table, *kind), statement);
         }
