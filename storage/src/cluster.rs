@@ -159,7 +159,8 @@ impl Storage {
     /// answers the shards renewed (a lease missing from the answer is lost).
     ///
     /// One statement (one transaction) per lease: a writer's group holds its fences'
-    /// lease rows `FOR SHARE` until it commits, in the order of its requests, so one
+    /// lease rows `FOR SHARE` until it commits (taken first, in the order they first
+    /// appear in the group), so one
     /// UPDATE over every lease row could hold one row while waiting for another that
     /// the group holds, while the group waits for the first: a deadlock, which the
     /// server broke by failing the beat, and the leases lapsed (seen in scheduler-10k

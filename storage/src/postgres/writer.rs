@@ -2,13 +2,20 @@
 //!
 //! Everything queued is applied in one transaction (group commit), request after
 //! request, so a request sees every earlier one and requests from one [`Writer`] never
-//! commit out of order. A group's statements are pipelined (all sent before any answer
-//! is read), without savepoints (`Conn::plain`). When a conditional request of more
+//! commit out of order. A group is sent as a few statements of many rows each,
+//! planned so that the ops on one row keep their order ([`plan`]), pipelined (all
+//! sent before any answer is read), without savepoints (`Conn::plain`). When a conditional request of more
 //! than one op is refused, the group starts over with a savepoint per such request,
 //! so a refusal undoes only its own ops: the transaction is rolled back to that
 //! savepoint and the requests after it are sent again (`Conn::optimistic`). A failed
 //! statement aborts the group, which is then replayed one transaction per request, in
 //! order, so only the request that failed reports the failure.
+//!
+//! Another node's commit can land between two statements of a group, each of which
+//! sees the rows as committed when it starts (read committed); since a plan orders
+//! only the ops on one row, requests on different rows may see such a commit in an
+//! order other than theirs. Each request still sees every earlier request of this
+//! writer.
 //!
 //! A lost connection answers every request of the group `Unavailable` (a lost COMMIT is
 //! never reported as applied), and requests that arrive while it is being re-established
@@ -500,7 +507,11 @@ impl Conn {
         Box::pin(async move {
             // Every batch is prepared before it runs.
             let statement = &self.batched[&(table, kind)];
-            let arrays = arrays(kind, ops);
+            // The rows in key order (as `usage/rollup.rs` sends its adds), so two
+            // nodes' statements over the same rows lock them in the same order.
+            let mut rows = ops.to_vec();
+            rows.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+            let arrays = arrays(kind, &rows);
             let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(Array::as_sql).collect();
             Ok(match kind {
                 Kind::Put | Kind::Delete | Kind::Add | Kind::PutIfAny(_) => {
